@@ -1,0 +1,3 @@
+"""granary_pipe: open speech data to release-ready corpora."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,135 @@
+"""Pipeline configuration as data: ``pipelines/*.yaml`` validated by pydantic.
+
+Every error names the file, the key path (``stages.3.params.beam_size``) and, where the YAML
+has it, the line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from granary_pipe import registry
+from granary_pipe.stage import Resources, Stage
+
+
+class ConfigError(ValueError):
+    """A configuration or manifest file that cannot be used; the message names file and key."""
+
+
+class UnitsConfig(BaseModel):
+    """How input is cut into units (the grain of commit and resume)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recordings_per_unit: int = Field(16, ge=1)
+    max_in_flight: int = Field(3, ge=1, description="units in flight at once (backpressure)")
+    max_attempts: int = Field(2, ge=1, description="tries per unit before it is reported failed")
+
+
+class StageSpec(BaseModel):
+    """One entry of ``stages:``: a registry name plus its parameters and engine knobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    use: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    batch_size: int | None = Field(None, ge=1)
+    workers: int | None = Field(None, ge=1)
+
+
+class PipelineConfig(BaseModel):
+    """A whole pipeline file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    units: UnitsConfig = Field(default_factory=UnitsConfig)
+    stages: list[StageSpec] = Field(min_length=1)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest YAML node found along ``loc``."""
+    line = None
+    for key in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            node = None
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _errors(path: Path, node: yaml.Node | None, err: ValidationError, prefix: tuple = ()) -> str:
+    lines = []
+    for e in err.errors():
+        loc = prefix + tuple(e["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(node, loc)
+        at = f":{line}" if line else ""
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{path}{at}: {where}: {msg}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Parse a YAML file; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        return yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{at}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+
+
+def build_stage(spec: StageSpec) -> Stage:
+    """Instantiate and validate the stage a spec names (raises ValidationError/KeyError)."""
+    cls = registry.get(spec.use)
+    knobs: dict[str, Any] = {"resources": spec.resources}
+    if spec.batch_size is not None:
+        knobs["batch_size"] = spec.batch_size
+    if spec.workers is not None:
+        knobs["workers"] = spec.workers
+    clash = set(spec.params) & set(knobs)
+    if clash:
+        raise ValueError(f"set {sorted(clash)} beside params, not inside")
+    return cls(**spec.params, **knobs)
+
+
+def load_pipeline(path: Path) -> tuple[PipelineConfig, list[Stage]]:
+    """Read and validate a pipeline file and build its stages."""
+    path = Path(path)
+    data, node = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'name' and 'stages'")
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_errors(path, node, err)) from None
+    stages = []
+    for i, spec in enumerate(config.stages):
+        try:
+            stages.append(build_stage(spec))
+        except KeyError as err:
+            line = _line_of(node, ("stages", i, "use"))
+            raise ConfigError(f"{path}:{line}: stages.{i}.use: {err.args[0]}") from None
+        except ValidationError as err:
+            raise ConfigError(_errors(path, node, err, ("stages", i, "params"))) from None
+        except ValueError as err:
+            raise ConfigError(f"{path}: stages.{i}: {err}") from None
+    return config, stages

@@ -1,0 +1,130 @@
+"""Ray executor: model stages as actors (model loaded once), CPU stages as tasks.
+
+With no address an embedded local Ray starts; with ``address`` (or ``RAY_ADDRESS``) the run
+joins an existing cluster. Each unit becomes a chain of remote calls — task → actor → … →
+commit — whose object references Ray resolves as they are ready, so one unit's decode and VAD
+run while another unit is in ASR. At most ``max_in_flight`` units are in flight (backpressure);
+a unit whose chain fails is retried, then reported failed while the rest of the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import ray
+
+from granary_pipe.io import sink
+from granary_pipe.pipeline import Payload, Unit, apply_stage
+from granary_pipe.stage import Stage
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote
+def _run_task(stage: Stage, payload: Payload) -> Payload:
+    stage.setup()
+    return apply_stage(stage, payload)
+
+
+COMMIT_CPUS = 0.25
+"""CPU reserved by the sink task that writes a unit (mostly I/O and FLAC encoding)."""
+
+
+@ray.remote(num_cpus=COMMIT_CPUS)
+def _commit(run_dir: str, unit: str, payload: Payload) -> dict:
+    table, timings = payload
+    return sink.commit_unit(Path(run_dir), unit, table, {"stage_s": timings})
+
+
+@ray.remote
+class StageActor:
+    """A long-lived worker holding one stage (and its model)."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        stage.setup()
+
+    def run(self, payload: Payload) -> Payload:
+        return apply_stage(self.stage, payload)
+
+
+def _options(stage: Stage) -> dict:
+    res = stage.resources
+    return {"num_cpus": res.cpus, "num_gpus": res.gpus, "resources": dict(res.custom)}
+
+
+class RayExecutor:
+    """Runs units of a pipeline on Ray."""
+
+    def __init__(self, stages: list[Stage], run_dir: Path, address: str | None = None,
+                 num_cpus: int | None = None) -> None:
+        self.stages = stages
+        self.run_dir = Path(run_dir)
+        address = address or os.environ.get("RAY_ADDRESS")
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, logging_level=logging.WARNING)
+            else:
+                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                         logging_level=logging.WARNING, log_to_driver=True)
+        self._check_capacity()
+        self.actors: dict[int, list] = {}
+        for i, stage in enumerate(stages):
+            if stage.actor:
+                cls = StageActor.options(**_options(stage), max_restarts=3, max_task_retries=2)
+                self.actors[i] = [cls.remote(stage) for _ in range(stage.workers)]
+
+    def _check_capacity(self) -> None:
+        total = ray.cluster_resources().get("CPU", 0)
+        held = sum(s.resources.cpus * s.workers for s in self.stages if s.actor)
+        task_need = max([s.resources.cpus for s in self.stages if not s.actor] + [COMMIT_CPUS])
+        if held + task_need > total + 1e-9:
+            raise RuntimeError(
+                f"actors reserve {held:g} CPUs and the largest task needs {task_need:g}, but the "
+                f"cluster has {total:g}: lower resources.cpus or workers in the pipeline config"
+            )
+
+    def _submit(self, unit: Unit, n: int) -> ray.ObjectRef:
+        ref = ray.put((unit.table, {}))
+        for i, stage in enumerate(self.stages):
+            if i in self.actors:
+                pool = self.actors[i]
+                ref = pool[n % len(pool)].run.remote(ref)
+            else:
+                ref = _run_task.options(**_options(stage)).remote(stage, ref)
+        return _commit.remote(str(self.run_dir), unit.id, ref)
+
+    def run(self, units: list[Unit], max_in_flight: int, max_attempts: int,
+            on_result: Callable[[str, dict | None, str | None], None]) -> None:
+        """Process ``units``; ``on_result(unit, stats, error)`` is called as each ends."""
+        queue = list(enumerate(units))
+        attempts: dict[str, int] = {}
+        in_flight: dict[ray.ObjectRef, tuple[int, Unit]] = {}
+        while queue or in_flight:
+            while queue and len(in_flight) < max_in_flight:
+                n, unit = queue.pop(0)
+                attempts[unit.id] = attempts.get(unit.id, 0) + 1
+                in_flight[self._submit(unit, n)] = (n, unit)
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            n, unit = in_flight.pop(done[0])
+            try:
+                stats = ray.get(done[0])
+            except (ray.exceptions.RayError, OSError) as exc:
+                if attempts[unit.id] < max_attempts:
+                    log.warning("unit %s failed (attempt %d), retrying: %s", unit.id, attempts[unit.id], exc)
+                    queue.insert(0, (n, unit))
+                    continue
+                on_result(unit.id, None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:500]}")
+                continue
+            on_result(unit.id, stats, None)
+
+    def shutdown(self) -> None:
+        """Release actors; stop the embedded Ray if this process started it."""
+        for pool in self.actors.values():
+            for actor in pool:
+                ray.kill(actor)
+        self.actors = {}
+        ray.shutdown()

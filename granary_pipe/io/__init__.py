@@ -1,0 +1,1 @@
+"""Input/output: audio decode, Parquet and WebDataset shard writers, release building."""

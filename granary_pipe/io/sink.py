@@ -1,0 +1,112 @@
+"""The sink: commit one unit's rows and audio atomically into the run directory.
+
+Layout of a committed unit::
+
+    units/UNIT/kept.parquet       rows with no drop_reason (sorted by id)
+    units/UNIT/rejected.parquet   rows with a drop_reason
+    units/UNIT/audio/ID.flac      16 kHz mono FLAC of each kept segment
+    units/UNIT/_COMMITTED         JSON stats, written last
+
+Everything is written under ``units/.UNIT.tmp-*``, renamed into place, then the marker is
+written (itself through a temporary name). A unit directory without the marker is debris of an
+interrupted run and is replaced on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import soundfile as sf
+
+from granary_pipe import schema
+
+MARKER = "_COMMITTED"
+
+
+def unit_dir(run_dir: Path, unit: str) -> Path:
+    """Directory of a unit inside a run."""
+    return Path(run_dir) / "units" / unit
+
+
+def is_committed(run_dir: Path, unit: str) -> bool:
+    """True when the unit's commit marker exists."""
+    return (unit_dir(run_dir, unit) / MARKER).is_file()
+
+
+def read_marker(run_dir: Path, unit: str) -> dict:
+    """The stats a committed unit recorded."""
+    return json.loads((unit_dir(run_dir, unit) / MARKER).read_text())
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
+    """Write a unit's kept/rejected Parquet and kept audio, then its commit marker."""
+    run_dir = Path(run_dir)
+    table = schema.conform(table)
+    table = schema.set_column(table, "unit", [unit] * table.num_rows)
+    table = table.sort_by([("id", "ascending")])
+    kept, rejected = schema.split_active(table)
+    tmp = run_dir / "units" / f".{unit}.tmp-{uuid.uuid4().hex[:8]}"
+    (tmp / "audio").mkdir(parents=True)
+    files = []
+    for row_id, pcm in zip(kept.column("id").to_pylist(), kept.column(schema.TRANSIENT.name).to_pylist()):
+        rel = f"units/{unit}/audio/{row_id}.flac"
+        sf.write(tmp / "audio" / f"{row_id}.flac", np.frombuffer(pcm, dtype=np.float32),
+                 schema.SAMPLE_RATE_HZ, format="FLAC", subtype="PCM_16")
+        files.append(rel)
+    kept = schema.set_column(kept, "audio_file", files)
+    pq.write_table(schema.drop_transient(kept), tmp / "kept.parquet")
+    pq.write_table(schema.drop_transient(rejected), tmp / "rejected.parquet")
+    final = unit_dir(run_dir, unit)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    durations = table.column("duration_s")
+    stats = dict(stats)
+    stats.update(
+        unit=unit,
+        rows_kept=kept.num_rows,
+        rows_rejected=rejected.num_rows,
+        recordings=len(pc.unique(table.column("recording_id"))),
+        speech_s_kept=float(pc.sum(kept.column("duration_s")).as_py() or 0.0),
+        audio_s_in=float(_recording_seconds(table)),
+        rows_in=table.num_rows,
+        max_row_s=float(pc.max(durations).as_py() or 0.0),
+    )
+    write_json_atomic(final / MARKER, stats)
+    return stats
+
+
+def _recording_seconds(table: pa.Table) -> float:
+    """Total length of the unit's recordings (each counted once)."""
+    seen: dict[str, float] = {}
+    for rid, d in zip(table.column("recording_id").to_pylist(), table.column("recording_duration_s").to_pylist()):
+        seen[rid] = d or 0.0
+    return sum(seen.values())
+
+
+def clean_debris(run_dir: Path) -> int:
+    """Remove temporary and uncommitted unit directories; returns how many were removed."""
+    units = Path(run_dir) / "units"
+    removed = 0
+    if not units.is_dir():
+        return 0
+    for d in units.iterdir():
+        if d.is_dir() and (d.name.startswith(".") or not (d / MARKER).is_file()):
+            shutil.rmtree(d)
+            removed += 1
+    return removed

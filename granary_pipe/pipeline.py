@@ -1,0 +1,217 @@
+"""A pipeline run, engine-agnostic: plan units, resume, record ``run.json``, hand units to an executor.
+
+A run directory holds ``run.json`` and ``units/UNIT/`` (see ``granary_pipe.io.sink``). Input is
+split deterministically into units of ``recordings_per_unit`` recordings sorted by id; a rerun
+with the same pipeline and source skips committed units, so a killed run loses at most the
+units in flight and never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from granary_pipe import __version__, models, schema
+from granary_pipe.config import ConfigError, PipelineConfig, load_pipeline
+from granary_pipe.io import sink
+from granary_pipe.stage import Stage
+from granary_pipe.stages.ingest.manifest import list_recordings
+
+Payload = tuple[pa.Table, dict[str, float]]
+"""What travels between stages: the unit's table and seconds spent per stage so far."""
+
+PACKAGES = ["granary_pipe", "faster-whisper", "ctranslate2", "ray", "pyarrow", "numpy", "av", "onnxruntime",
+            "soundfile", "pydantic", "apache-beam", "webdataset", "fasttext-numpy2"]
+
+
+@dataclass
+class Unit:
+    """A deterministic slice of the input: the grain of commit and resume."""
+
+    id: str
+    table: pa.Table
+
+
+def batches(table: pa.Table, batch_size: int) -> list[pa.Table]:
+    """Split rows (sorted by recording) into batches of ≤ ``batch_size`` rows without
+    splitting a recording; a recording with more rows than that is a batch of its own."""
+    rec = table.column("recording_id").to_pylist()
+    groups, start = [], 0
+    for i in range(1, len(rec) + 1):
+        if i == len(rec) or rec[i] != rec[i - 1]:
+            groups.append((start, i))
+            start = i
+    out, first, last = [], 0, 0
+    for g_start, g_end in groups:
+        if g_end - first > batch_size and last > first:
+            out.append(table.slice(first, last - first))
+            first = g_start
+        last = g_end
+    if last > first:
+        out.append(table.slice(first, last - first))
+    return out
+
+
+def apply_stage(stage: Stage, payload: Payload) -> Payload:
+    """Run one stage over a unit's table in batches; add its time to the payload."""
+    table, timings = payload
+    t0 = time.perf_counter()
+    table = table.sort_by([("recording_id", "ascending"), ("offset_s", "ascending")])
+    parts = [stage(b) for b in batches(table, stage.batch_size)] if table.num_rows else [schema.conform(table)]
+    out = pa.concat_tables(parts)
+    return out, {**timings, stage.name: timings.get(stage.name, 0.0) + time.perf_counter() - t0}
+
+
+def plan_units(recordings: pa.Table, per_unit: int) -> list[Unit]:
+    """Cut sorted recording rows into units ``u000000, u000001, ...``."""
+    units = []
+    for k, start in enumerate(range(0, recordings.num_rows, per_unit)):
+        uid = f"u{k:06d}"
+        part = recordings.slice(start, per_unit)
+        units.append(Unit(uid, schema.set_column(part, "unit", [uid] * part.num_rows)))
+    return units
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def resolved_config(config: PipelineConfig, stages: list[Stage]) -> dict[str, Any]:
+    """The pipeline with every stage's defaults filled in."""
+    return {
+        "name": config.name,
+        "description": config.description,
+        "units": config.units.model_dump(),
+        "stages": [{"use": s.name, **s.model_dump(mode="json")} for s in stages],
+    }
+
+
+def _fingerprint(resolved: dict, recordings: pa.Table) -> str:
+    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode())
+    for col in ("recording_id", "audio_path", "license"):
+        digest.update("\n".join(map(str, recordings.column(col).to_pylist())).encode())
+    return digest.hexdigest()
+
+
+def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, address: str | None = None,
+                 executor: str = "ray", progress: bool = True, num_cpus: int | None = None) -> dict:
+    """Run (or resume) a pipeline over a source; returns the final ``run.json`` dict."""
+    t0 = time.time()
+    config, stages = load_pipeline(pipeline_path)
+    manifest, recordings = list_recordings(source_path)
+    resolved = resolved_config(config, stages)
+    out_dir = Path(out_dir)
+    run_json = out_dir / "run.json"
+    fingerprint = _fingerprint(resolved, recordings)
+    previous = json.loads(run_json.read_text()) if run_json.is_file() else None
+    if previous and previous.get("fingerprint") != fingerprint:
+        raise ConfigError(f"{out_dir}: holds a run of another pipeline config or source; choose a new --out")
+    if previous is None and out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir}: exists, is not empty and has no run.json; choose a new --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sink.clean_debris(out_dir)
+    units = plan_units(recordings, config.units.recordings_per_unit)
+    info: dict[str, Any] = {
+        "granary_pipe": __version__,
+        "fingerprint": fingerprint,
+        "pipeline": resolved,
+        "pipeline_file": str(Path(pipeline_path).resolve()),
+        "source": {**manifest.model_dump(), "manifest": str(Path(source_path).resolve()),
+                   "recordings": recordings.num_rows},
+        "versions": _versions(),
+        "git_revision": _git_revision(),
+        "models": {m: models.describe(m) for s in stages for m in s.models()},
+        "executor": executor,
+        "units": {u.id: {"status": "pending", "error": None, "recordings": u.table.num_rows} for u in units},
+        "status": "running",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+    }
+    todo = []
+    for u in units:
+        if sink.is_committed(out_dir, u.id):
+            info["units"][u.id].update(status="committed", **_stats(sink.read_marker(out_dir, u.id)))
+        else:
+            todo.append(u)
+    sink.write_json_atomic(run_json, info)
+    bar = tqdm(total=len(units), initial=len(units) - len(todo), unit="unit", disable=not progress,
+               desc=f"{config.name}: units")
+    hours = sum(info["units"][u]["audio_s_in"] for u in info["units"] if "audio_s_in" in info["units"][u]) / 3600
+
+    def on_result(unit: str, stats: dict | None, error: str | None) -> None:
+        nonlocal hours
+        if error is not None:
+            info["units"][unit].update(status="failed", error=error)
+            tqdm.write(f"unit {unit} failed: {error}")
+        else:
+            info["units"][unit].update(status="committed", **_stats(stats))
+            hours += stats["audio_s_in"] / 3600
+        bar.set_postfix_str(f"{hours:.3f} h audio")
+        bar.update(1)
+        sink.write_json_atomic(run_json, info)
+
+    engine = _executor(executor, stages, out_dir, address, num_cpus)
+    try:
+        engine.run(todo, config.units.max_in_flight, config.units.max_attempts, on_result)
+    except KeyboardInterrupt:
+        info["status"] = "interrupted"
+        sink.write_json_atomic(run_json, info)
+        raise
+    finally:
+        bar.close()
+        engine.shutdown()
+    return _finish(info, run_json, t0)
+
+
+def _stats(marker: dict) -> dict:
+    keys = ("rows_in", "rows_kept", "rows_rejected", "recordings", "audio_s_in", "speech_s_kept", "stage_s")
+    return {k: marker[k] for k in keys if k in marker}
+
+
+def _finish(info: dict, run_json: Path, t0: float) -> dict:
+    statuses = [u["status"] for u in info["units"].values()]
+    info["status"] = "complete" if all(s == "committed" for s in statuses) else "incomplete"
+    info["failed_units"] = sorted(u for u, d in info["units"].items() if d["status"] == "failed")
+    wall = time.time() - t0
+    info["wall_s"] = wall
+    audio_s = sum(u.get("audio_s_in", 0.0) for u in info["units"].values())
+    info["audio_hours_in"] = audio_s / 3600
+    info["stage_s"] = {}
+    for u in info["units"].values():
+        for name, secs in u.get("stage_s", {}).items():
+            info["stage_s"][name] = info["stage_s"].get(name, 0.0) + secs
+    info["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    sink.write_json_atomic(run_json, info)
+    return info
+
+
+def _executor(name: str, stages: list[Stage], out_dir: Path, address: str | None, num_cpus: int | None):
+    if name == "ray":
+        from granary_pipe.executors.ray import RayExecutor
+
+        return RayExecutor(stages, out_dir, address=address, num_cpus=num_cpus)
+    raise ConfigError(f"unknown executor {name!r} (available: ray)")

@@ -1,0 +1,1 @@
+"""Reports on runs and releases: a terminal summary (and, later, an HTML page)."""

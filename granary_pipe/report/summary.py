@@ -1,0 +1,356 @@
+"""Summaries of a run directory or a release directory, as a dict and as terminal text.
+
+Definitions for a run (only committed units, those with ``units/U/_COMMITTED``, count):
+
+* rows kept / rejected: rows of ``kept.parquet`` / ``rejected.parquet``.
+* rows in: distinct row ids over kept and rejected. The invariant
+  ``rows in == kept + rejected`` fails when a row is written twice or lands in both tables,
+  or when the sink's commit markers (JSON stats, ``rows_in``) record a different count.
+* recordings in: distinct ``recording_id`` over kept and rejected; compared with the
+  ``recordings`` count of each committed unit (run.json, else its commit marker).
+* a row's language: ``lang``, else ``lang_hint``, else ``"und"``.
+* hours in (per language) = hours kept + hours rejected: the summed ``duration_s`` of every
+  row, i.e. speech segments plus recordings rejected whole (decode errors, no speech).
+  Silence the segmenter cut between segments is not a row, so it is not counted. Rows with
+  no ``duration_s`` (e.g. undecodable files) count as 0 s and are reported separately.
+* rejection reasons: counted by category (the text before the first ``:``) and in full.
+* recorded audio in: the markers' ``audio_s_in`` (whole recordings, silence included),
+  when every committed unit's marker gives it.
+* real-time factor: ``wall_s`` / recorded audio in (else / seconds in rows); below 1 is
+  faster than real time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from granary_pipe.io.release import (
+    COMMIT_MARKER,
+    committed_units,
+    read_run_json,
+    read_unit_table,
+    row_langs,
+    run_sources,
+)
+from granary_pipe.schema import SCHEMA
+
+_COLUMNS = ["id", "recording_id", "lang", "lang_hint", "duration_s", "license", "drop_reason"]
+
+
+def summarize(path: Path) -> dict[str, Any]:
+    """Summarize a run directory (``run.json`` + ``units/``) or a release (``release.json``).
+
+    Returns a JSON-serialisable dict with ``kind`` = ``"run"`` or ``"release"``; see the
+    module docstring for what each number means.
+    """
+    path = Path(path)
+    if (path / "release.json").is_file():
+        return _summarize_release(path)
+    if (path / "run.json").is_file():
+        return _summarize_run(path)
+    raise FileNotFoundError(f"{path} is neither a run (no run.json) nor a release (no release.json)")
+
+
+def _unit_states(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
+    listed: dict[str, dict] = run.get("units") or {}
+    # dot-directories are the sink's temporary unit dirs, not units
+    on_disk = {p.name for p in (run_dir / "units").glob("*") if p.is_dir() and not p.name.startswith(".")}
+    committed = set(committed_units(run_dir))
+    failed, pending, notes = [], [], []
+    for unit in sorted(set(listed) | on_disk):
+        info = listed.get(unit) or {}
+        status = info.get("status")
+        if unit in committed:
+            if status not in (None, "committed"):
+                notes.append(f"{unit}: run.json says {status!r} but {COMMIT_MARKER} exists")
+        elif status == "failed":
+            failed.append({"unit": unit, "error": info.get("error")})
+        else:
+            pending.append(unit)
+            if status == "committed":
+                notes.append(f"{unit}: run.json says 'committed' but {COMMIT_MARKER} is missing")
+    return {
+        "total": len(committed) + len(failed) + len(pending),
+        "committed": len(committed),
+        "failed": len(failed),
+        "pending": len(pending),
+        "failed_units": failed,
+        "pending_units": pending,
+        "notes": notes,
+    }
+
+
+def _read_marker(run_dir: Path, unit: str) -> dict[str, Any]:
+    """The stats JSON the sink writes into the commit marker ({} if empty or not JSON)."""
+    try:
+        data = json.loads((run_dir / "units" / unit / COMMIT_MARKER).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _sum_if_all(values: list[Any]) -> Any:
+    """Sum of ``values`` when every one is a number (and there is one), else None."""
+    ok = values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    return sum(values) if ok else None
+
+
+def _hours(seconds: float | None) -> float:
+    return (seconds or 0.0) / 3600
+
+
+def _summarize_run(run_dir: Path) -> dict[str, Any]:
+    run = read_run_json(run_dir)
+    units = committed_units(run_dir)
+    parts = []
+    for unit in units:
+        for which in ("kept", "rejected"):
+            t = read_unit_table(run_dir, unit, which, _COLUMNS)
+            parts.append(t.append_column("kept", pa.array([which == "kept"] * t.num_rows, pa.bool_())))
+    empty = SCHEMA.empty_table().select(_COLUMNS).append_column("kept", pa.array([], pa.bool_()))
+    t = pa.concat_tables(parts) if parts else empty
+    t = t.append_column("lang_eff", row_langs(t))
+    t = t.set_column(t.schema.get_field_index("license"), "license",
+                     pc.coalesce(t.column("license"), pa.scalar("unknown")))
+    unknown_dur = t.num_rows - (pc.count(t.column("duration_s")).as_py() or 0)
+    t = t.set_column(t.schema.get_field_index("duration_s"), "duration_s",
+                     pc.coalesce(t.column("duration_s"), pa.scalar(0.0)))
+
+    kept_n = pc.sum(pc.cast(t.column("kept"), pa.int64())).as_py() or 0
+    rows_in = pc.count_distinct(t.column("id")).as_py() if t.num_rows else 0
+    per_lang: dict[str, dict[str, Any]] = {}
+    for g in t.group_by(["lang_eff", "kept"]).aggregate([("duration_s", "sum"), ("id", "count")]).to_pylist():
+        d = per_lang.setdefault(g["lang_eff"], {"rows_kept": 0, "rows_rejected": 0, "seconds_kept": 0.0, "seconds_rejected": 0.0})
+        side = "kept" if g["kept"] else "rejected"
+        d[f"rows_{side}"] += g["id_count"]
+        d[f"seconds_{side}"] += g["duration_s_sum"] or 0.0
+    langs = {}
+    for lang in sorted(per_lang):
+        d = per_lang[lang]
+        langs[lang] = {
+            "rows_in": d["rows_kept"] + d["rows_rejected"],
+            "rows_kept": d["rows_kept"],
+            "rows_rejected": d["rows_rejected"],
+            "hours_in": _hours(d["seconds_kept"] + d["seconds_rejected"]),
+            "hours_kept": _hours(d["seconds_kept"]),
+            "hours_rejected": _hours(d["seconds_rejected"]),
+        }
+
+    rej = t.filter(pc.invert(t.column("kept")))
+    reasons = pc.coalesce(rej.column("drop_reason"), pa.scalar("(no reason)")).to_pylist()
+    by_reason: dict[str, int] = defaultdict(int)
+    by_cat: dict[str, int] = defaultdict(int)
+    hours_cat: dict[str, float] = defaultdict(float)
+    for reason, secs in zip(reasons, rej.column("duration_s").to_pylist()):
+        cat = reason.split(":", 1)[0].strip()
+        by_reason[reason] += 1
+        by_cat[cat] += 1
+        hours_cat[cat] += secs
+
+    licenses: dict[str, dict[str, Any]] = {}
+    for g in t.group_by(["license", "kept"]).aggregate([("duration_s", "sum"), ("id", "count")]).to_pylist():
+        d = licenses.setdefault(g["license"], {"rows_kept": 0, "rows_rejected": 0, "hours_kept": 0.0, "hours_rejected": 0.0})
+        side = "kept" if g["kept"] else "rejected"
+        d[f"rows_{side}"] += g["id_count"]
+        d[f"hours_{side}"] = _hours(g["duration_s_sum"])
+
+    unit_info = run.get("units") or {}
+    markers = {u: _read_marker(run_dir, u) for u in units}
+    expected = [(unit_info.get(u) or {}).get("recordings", markers[u].get("recordings")) for u in units]
+    rec_expected = _sum_if_all(expected)
+    rows_recorded = _sum_if_all([markers[u].get("rows_in") for u in units])
+    audio_s_in = _sum_if_all([markers[u].get("audio_s_in") for u in units])
+    rec_seen = pc.count_distinct(t.column("recording_id")).as_py() if t.num_rows else 0
+    kept_rec = t.filter(t.column("kept")).column("recording_id")
+    seconds_in = pc.sum(t.column("duration_s")).as_py() or 0.0
+    wall_s = run.get("wall_s")
+    _desc = lambda d: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731
+    return {
+        "kind": "run",
+        "path": str(run_dir),
+        "name": run_dir.resolve().name,
+        "sources": [s.get("name") for s in run_sources(run)],
+        "units": _unit_states(run_dir, run),
+        "rows": {"in": rows_in, "kept": kept_n, "rejected": t.num_rows - kept_n,
+                 "recorded_in": rows_recorded,
+                 "balanced": rows_in == t.num_rows and rows_recorded in (None, t.num_rows)},
+        "recordings": {
+            "expected": rec_expected,
+            "in": rec_seen,
+            "with_kept_rows": pc.count_distinct(kept_rec).as_py() if len(kept_rec) else 0,
+            "balanced": None if rec_expected is None else rec_expected == rec_seen,
+        },
+        "hours": {
+            "in": _hours(seconds_in),
+            "recordings_in": None if audio_s_in is None else _hours(audio_s_in),
+            "kept": sum(v["hours_kept"] for v in langs.values()),
+            "rejected": sum(v["hours_rejected"] for v in langs.values()),
+        },
+        "rows_unknown_duration": unknown_dur,
+        "per_lang": langs,
+        "rejected": {
+            "by_category": _desc(by_cat),
+            "hours_by_category": {k: _hours(hours_cat[k]) for k in _desc(by_cat)},
+            "by_reason": _desc(by_reason),
+        },
+        "licenses": dict(sorted(licenses.items())),
+        "wall_s": wall_s,
+        "real_time_factor": (wall_s / (audio_s_in or seconds_in))
+        if wall_s and (audio_s_in or seconds_in) else None,
+    }
+
+
+def _summarize_release(rel_dir: Path) -> dict[str, Any]:
+    with open(rel_dir / "release.json", encoding="utf-8") as fh:
+        rel = json.load(fh)
+    shards: dict[str, int] = defaultdict(int)
+    size: dict[str, int] = defaultdict(int)
+    for s in rel.get("shards", []):
+        shards[s["format"]] += 1
+        size[s["format"]] += s["bytes"]
+    totals = rel.get("totals", {})
+    return {
+        "kind": "release",
+        "path": str(rel_dir),
+        "name": rel_dir.resolve().name,
+        "created_from": rel.get("created_from"),
+        "release_license": rel.get("release_license"),
+        "rows": totals.get("rows", 0),
+        "hours": totals.get("hours", 0.0),
+        "per_lang": totals.get("per_lang", {}),
+        "shards": dict(sorted(shards.items())),
+        "bytes": dict(sorted(size.items())),
+        "licenses": rel.get("licenses", {}),
+        "sources": [s.get("name") for s in rel.get("sources", [])],
+    }
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _hms(hours: float) -> str:
+    secs = int(round(hours * 3600))
+    return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def _table(headers: list[str], rows: list[list[Any]], indent: str = "  ") -> list[str]:
+    """Align columns: the first column left, the others right."""
+    cells = [headers] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    out = []
+    for n, r in enumerate(cells):
+        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        out.append(indent + "  ".join(parts).rstrip())
+        if n == 0:
+            out.append(indent + "  ".join("-" * w for w in widths))
+    return out
+
+
+def _use_color(color: bool | None) -> bool:
+    if color is not None:
+        return color
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def format_summary(summary: dict[str, Any], *, color: bool | None = None) -> str:
+    """Render :func:`summarize`'s dict as an aligned plain-text report.
+
+    ``color``: ANSI colour for check marks and titles; ``None`` means only when stdout is a
+    terminal and ``NO_COLOR`` is unset.
+    """
+    use = _use_color(color)
+    paint = lambda s, code: f"\033[{code}m{s}\033[0m" if use else s  # noqa: E731
+    mark = lambda ok: paint("✓", "32") if ok else paint("✗", "31")  # noqa: E731
+    title = lambda s: ["", paint(s, "1")]  # noqa: E731
+    if summary["kind"] == "release":
+        return _format_release(summary, title)
+    s = summary
+    lines = [paint(f"Run {s['name']}", "1") + f"  ({s['path']})"]
+    if s["sources"]:
+        lines.append(f"Sources: {', '.join(str(x) for x in s['sources'])}")
+    u = s["units"]
+    lines.append(f"Units: {u['committed']} committed, {u['failed']} failed, {u['pending']} pending"
+                 f" (of {u['total']}; only committed units are counted below)")
+    for f in u["failed_units"]:
+        lines.append(f"  failed {f['unit']}: {f['error'] or '(no error recorded)'}")
+    for note in u["notes"]:
+        lines.append(f"  note: {note}")
+    r = s["rows"]
+    lines.append("")
+    lines.append(f"rows in = kept + rejected: {r['in']} = {r['kept']} + {r['rejected']} {mark(r['balanced'])}")
+    if r.get("recorded_in") is not None and r["recorded_in"] != r["kept"] + r["rejected"]:
+        lines.append(f"  commit markers record {r['recorded_in']} rows in {mark(False)}")
+    rec = s["recordings"]
+    if rec["expected"] is not None:
+        lines.append(f"recordings in: {rec['in']} of {rec['expected']} expected "
+                     f"{mark(rec['balanced'])} ({rec['with_kept_rows']} with kept rows)")
+    else:
+        lines.append(f"recordings in: {rec['in']} ({rec['with_kept_rows']} with kept rows)")
+    h = s["hours"]
+    if h.get("recordings_in") is not None:
+        lines.append(f"recorded audio in: {_hms(h['recordings_in'])} (rows below cover {_hms(h['in'])};"
+                     " the rest is silence between segments)")
+    if s["rows_unknown_duration"]:
+        lines.append(f"rows without a duration (counted as 0 s): {s['rows_unknown_duration']}")
+
+    lines += title("Per language (h:mm:ss)")
+    rows = [[lang, v["rows_in"], v["rows_kept"], v["rows_rejected"], _hms(v["hours_in"]),
+             _hms(v["hours_kept"]), _pct(v["hours_kept"], v["hours_in"])]
+            for lang, v in s["per_lang"].items()]
+    rows.append(["total", r["kept"] + r["rejected"], r["kept"], r["rejected"], _hms(h["in"]),
+                 _hms(h["kept"]), _pct(h["kept"], h["in"])])
+    lines += _table(["lang", "rows in", "kept", "rejected", "audio in", "audio kept", "% audio kept"], rows)
+
+    rj = s["rejected"]
+    lines += title("Rejected rows by reason")
+    if rj["by_category"]:
+        rows = [[cat, n, _pct(n, r["rejected"]), _hms(rj["hours_by_category"][cat])]
+                for cat, n in rj["by_category"].items()]
+        lines += _table(["reason", "rows", "share", "audio"], rows)
+        lines.append("")
+        lines += _table(["full reason", "rows"], [[k, v] for k, v in list(rj["by_reason"].items())[:15]])
+        if len(rj["by_reason"]) > 15:
+            lines.append(f"  ... and {len(rj['by_reason']) - 15} more distinct reasons")
+    else:
+        lines.append("  (none)")
+
+    lines += title("Licenses (h:mm:ss)")
+    rows = [[lic, v["rows_kept"], _hms(v["hours_kept"]), v["rows_rejected"], _hms(v["hours_rejected"])]
+            for lic, v in s["licenses"].items()]
+    lines += _table(["license", "rows kept", "audio kept", "rows rejected", "audio rejected"], rows)
+
+    if s["wall_s"]:
+        lines.append("")
+        rtf = s["real_time_factor"]
+        speed = f", real-time factor {rtf:.3f} ({1 / rtf:.1f}x real time)" if rtf else ""
+        audio = h["recordings_in"] if h.get("recordings_in") is not None else h["in"]
+        lines.append(f"wall time {s['wall_s']:.1f} s for {_hms(audio)} of audio{speed}")
+    return "\n".join(lines) + "\n"
+
+
+def _format_release(s: dict[str, Any], title: Any) -> str:
+    lines = [f"Release {s['name']}  ({s['path']})", f"built from run: {s['created_from']}",
+             f"release license: {s['release_license'] or 'not set'}"]
+    if s["sources"]:
+        lines.append(f"sources: {', '.join(str(x) for x in s['sources'])}")
+    shards = ", ".join(f"{n} {fmt} ({s['bytes'][fmt] / 1e6:.1f} MB)" for fmt, n in s["shards"].items())
+    lines.append(f"shards: {shards}")
+    lines += title("Per language (h:mm:ss)")
+    rows = [[lang, v["rows"], _hms(v["hours"]), v["shards"]] for lang, v in s["per_lang"].items()]
+    rows.append(["total", s["rows"], _hms(s["hours"]), sum(v["shards"] for v in s["per_lang"].values())])
+    lines += _table(["lang", "rows", "audio", "shards"], rows)
+    lines += title("Licenses")
+    lines += _table(["license", "rows", "share"], [[k, v, _pct(v, s["rows"])] for k, v in s["licenses"].items()])
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,68 @@
+"""The Stage base: a small validated dataclass that maps a table to a table.
+
+A stage declares its parameters as fields (validated by pydantic: an unknown key or a bad
+value is an error naming the key), its ``resources`` and ``batch_size``; loads its model once
+in ``setup()``; and implements ``process(active)`` on the rows still in play. ``__call__``
+passes rows that an earlier stage rejected through untouched. Stages import no engine:
+executors (``granary_pipe.executors``) decide where and how they run.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from granary_pipe import schema
+
+
+class Resources(BaseModel):
+    """What one worker of a stage reserves on the engine (Ray logical resources)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: float = Field(1.0, ge=0)
+    gpus: float = Field(0.0, ge=0)
+    custom: dict[str, float] = Field(default_factory=dict)
+
+
+class Stage(BaseModel):
+    """Base class of every stage.
+
+    Attributes:
+        name: short registry name (``asr.whisper``), set by ``@register``.
+        actor: True when the stage holds a model and should live in a long-lived worker.
+        resources: per-worker reservation.
+        batch_size: rows per call; executors never split one recording across batches.
+        workers: how many long-lived workers (actors) run this stage.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: ClassVar[str] = "stage"
+    actor: ClassVar[bool] = False
+
+    resources: Resources = Field(default_factory=Resources)
+    batch_size: int = Field(256, ge=1)
+    workers: int = Field(1, ge=1)
+
+    def setup(self) -> None:
+        """Load models or other per-worker state. Called once per worker before any batch."""
+
+    def process(self, active: pa.Table) -> pa.Table:
+        """Transform the rows still in play (no ``drop_reason``). Subclasses implement this."""
+        raise NotImplementedError
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """Run ``process`` on active rows; rejected rows pass through untouched."""
+        batch = schema.conform(batch)
+        active, rejected = schema.split_active(batch)
+        if active.num_rows == 0:
+            return batch
+        out = schema.conform(self.process(active))
+        return pa.concat_tables([out, rejected]) if rejected.num_rows else out
+
+    def models(self) -> list[str]:
+        """Registry names (or paths) of the models this stage uses, for ``run.json``."""
+        return []

@@ -1,0 +1,79 @@
+"""ASR pass 2: batched transcription with the language from pass 1 forced.
+
+Segments are grouped by language, each language goes to its model from ``models``
+(``default`` for the rest; an English-only model such as ``whisper-tiny.en`` only for ``en``),
+and are decoded in batches of ``model_batch``, longest first so padding is wasted least.
+Decoder scores (average log-probability, compression ratio, no-speech probability) go into the
+row for the filters.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, field_validator
+
+from granary_pipe import schema
+from granary_pipe.registry import register
+from granary_pipe.stage import Stage
+from granary_pipe.stages.asr import whisper_runtime
+
+
+@register("asr.whisper")
+class WhisperTranscribe(Stage):
+    """Fills ``text``, ``asr_model`` and the decoder scores of each segment."""
+
+    actor = True
+
+    models_by_lang: dict[str, str] = Field(
+        default_factory=lambda: {"default": "whisper-base"},
+        description="language code → model name or path; 'default' for every other language",
+    )
+    beam_size: int = Field(5, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    device: str = "auto"
+    compute_type: str = "int8"
+    cpu_threads: int = 0
+    model_batch: int = Field(8, ge=1)
+    batch_size: int = 64
+
+    @field_validator("models_by_lang")
+    @classmethod
+    def _has_default(cls, value: dict[str, str]) -> dict[str, str]:
+        if "default" not in value:
+            raise ValueError("needs a 'default' entry for languages not named")
+        return value
+
+    def models(self) -> list[str]:
+        return sorted(set(self.models_by_lang.values()))
+
+    def model_for(self, lang: str) -> str:
+        """Model name used for a language."""
+        return self.models_by_lang.get(lang, self.models_by_lang["default"])
+
+    def setup(self) -> None:
+        for name in self.models():
+            whisper_runtime.load(name, self.device, self.compute_type, self.cpu_threads)
+
+    def process(self, active: pa.Table) -> pa.Table:
+        rows = active.to_pylist()
+        by_lang: dict[str, list[int]] = defaultdict(list)
+        for i, row in enumerate(rows):
+            by_lang[row["lang"]].append(i)
+        for lang, idx in sorted(by_lang.items()):
+            name = self.model_for(lang)
+            model = whisper_runtime.load(name, self.device, self.compute_type, self.cpu_threads)
+            if not model.model.is_multilingual and lang != "en":
+                raise ValueError(f"model {name!r} is English-only but is configured for language {lang!r}")
+            idx.sort(key=lambda i: -rows[i]["duration_s"])
+            for k in range(0, len(idx), self.model_batch):
+                chunk = idx[k : k + self.model_batch]
+                audio = [np.frombuffer(rows[i]["samples"], dtype=np.float32) for i in chunk]
+                hyps = whisper_runtime.transcribe(model, audio, lang, self.beam_size,
+                                                  max_new_tokens=self.max_new_tokens)
+                for i, h in zip(chunk, hyps):
+                    rows[i].update(text=h.text, asr_model=name, avg_logprob=h.avg_logprob,
+                                   compression_ratio=h.compression_ratio, no_speech_prob=h.no_speech_prob)
+        return schema.make_table(rows, with_samples=True)

@@ -1,0 +1,86 @@
+"""Batched Whisper inference on CTranslate2 through faster-whisper's model objects.
+
+faster-whisper's ``transcribe`` handles one recording at a time; a pipeline batches segments
+across recordings. This module uses faster-whisper's own feature extractor, tokenizer, prompt
+builder and CTranslate2 model (``encode``, ``detect_language``, ``generate``) on batches of
+≤ 30 s segments. Models load once per process and are shared by the stages in it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_compression_ratio, pad_or_trim
+
+from granary_pipe import models
+
+N_FRAMES = 3000  # 30 s of 10 ms frames: Whisper's fixed input
+
+
+@dataclass
+class Hypothesis:
+    """One decoded segment with the decoder's scores."""
+
+    text: str
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+@lru_cache(maxsize=8)
+def load(name_or_path: str, device: str = "auto", compute_type: str = "default", cpu_threads: int = 0) -> WhisperModel:
+    """Load a Whisper model by registry name or path, once per process."""
+    threads = cpu_threads or min(os.cpu_count() or 1, 8)
+    return WhisperModel(str(models.resolve(name_or_path)), device=device, compute_type=compute_type,
+                        cpu_threads=threads, local_files_only=True)
+
+
+def features(model: WhisperModel, chunks: list[np.ndarray]) -> np.ndarray:
+    """Stacked log-mel features, each chunk padded or trimmed to 30 s."""
+    feats = [pad_or_trim(model.feature_extractor(c)[..., :-1], N_FRAMES) for c in chunks]
+    return np.stack(feats).astype(np.float32)
+
+
+def language_probs(model: WhisperModel, chunks: list[np.ndarray]) -> list[dict[str, float]]:
+    """Per chunk, the probability of each language code (``{"en": 0.93, ...}``)."""
+    if not model.model.is_multilingual:
+        raise ValueError("language ID needs a multilingual Whisper model")
+    encoded = model.encode(features(model, chunks))
+    out = []
+    for result in model.model.detect_language(encoded):
+        out.append({tok[2:-2]: float(p) for tok, p in result})
+    return out
+
+
+def transcribe(model: WhisperModel, chunks: list[np.ndarray], language: str, beam_size: int = 5,
+               task: str = "transcribe", max_new_tokens: int | None = None) -> list[Hypothesis]:
+    """Decode a batch of ≤ 30 s chunks with the language forced (no timestamps)."""
+    multilingual = model.model.is_multilingual
+    tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task=task if multilingual else None,
+                          language=language if multilingual else None)
+    prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+    max_length = model.max_length if max_new_tokens is None else min(model.max_length, len(prompt) + max_new_tokens)
+    encoded = model.encode(features(model, chunks))
+    results = model.model.generate(
+        encoded,
+        [list(prompt) for _ in chunks],
+        beam_size=beam_size,
+        max_length=max_length,
+        return_scores=True,
+        return_no_speech_prob=True,
+        suppress_blank=True,
+        suppress_tokens=[-1],
+    )
+    hyps = []
+    for r in results:
+        tokens = r.sequences_ids[0]
+        text = tokenizer.decode(tokens).strip()
+        avg_logprob = r.scores[0] * len(tokens) / (len(tokens) + 1)
+        hyps.append(Hypothesis(text, float(avg_logprob), float(get_compression_ratio(text)) if text else 0.0,
+                               float(r.no_speech_prob)))
+    return hyps

@@ -1,0 +1,87 @@
+"""Decode anything PyAV (FFmpeg) reads to 16 kHz mono float32; probe rate, channels, codec.
+
+An unreadable, empty, missing or over-long file becomes a rejected row whose reason carries the
+decoder's message (``decode_error: ...``); it never stops the run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import av
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from granary_pipe import schema
+from granary_pipe.registry import register
+from granary_pipe.stage import Stage
+
+
+class DecodeError(Exception):
+    """A file that cannot be turned into audio samples."""
+
+
+def decode_file(path: str, max_duration_s: float) -> tuple[np.ndarray, dict]:
+    """Decode ``path`` to 16 kHz mono float32; returns samples and probe info."""
+    if not os.path.exists(path):
+        raise DecodeError(f"no such file: {path}")
+    if not os.access(path, os.R_OK):
+        raise DecodeError(f"permission denied: {path}")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(f"empty file: {path}")
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=schema.SAMPLE_RATE_HZ)
+    chunks: list[np.ndarray] = []
+    total = 0
+    limit = int(max_duration_s * schema.SAMPLE_RATE_HZ)
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise DecodeError(f"no audio stream in {path}")
+            stream = container.streams.audio[0]
+            info = {
+                "source_sample_rate_hz": stream.codec_context.sample_rate or stream.rate,
+                "source_channels": stream.codec_context.channels,
+                "source_codec": stream.codec_context.name,
+            }
+            for frame in container.decode(stream):
+                frame.pts = None
+                for out in resampler.resample(frame):
+                    arr = out.to_ndarray().reshape(-1)
+                    chunks.append(arr)
+                    total += arr.size
+                if total > limit:
+                    raise DecodeError(f"longer than max_duration_s={max_duration_s:g}: {path}")
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    except av.error.FFmpegError as exc:
+        raise DecodeError(f"{type(exc).__name__}: {exc}") from None
+    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if audio.size == 0:
+        raise DecodeError(f"no audio samples in {path}")
+    if not np.isfinite(audio).all():
+        raise DecodeError(f"non-finite samples in {path}")
+    return audio, info
+
+
+@register("audio.decode")
+class Decode(Stage):
+    """Recording rows → the same rows with 16 kHz mono ``samples`` and probe fields."""
+
+    max_duration_s: float = Field(6 * 3600.0, gt=0, description="longer recordings are rejected")
+
+    def process(self, active: pa.Table) -> pa.Table:
+        rows = active.to_pylist()
+        for row in rows:
+            try:
+                audio, info = decode_file(row["audio_path"], self.max_duration_s)
+            except DecodeError as exc:
+                row["drop_reason"] = f"decode_error: {exc}"
+                continue
+            except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's, not the run's
+                row["drop_reason"] = f"decode_error: {type(exc).__name__}: {exc}"
+                continue
+            row.update(info)
+            row["samples"] = audio.tobytes()
+            row["duration_s"] = row["recording_duration_s"] = audio.size / schema.SAMPLE_RATE_HZ
+        return schema.make_table(rows, with_samples=True)

@@ -1,0 +1,158 @@
+"""Build small synthetic run directories, laid out as the pipeline's sink writes them.
+
+``make_run(tmp_path)`` gives, under ``tmp_path/run``:
+
+* ``u000000``, ``u000001``: committed (kept + rejected Parquet, FLAC per kept row, marker);
+* ``u000002``: written but uncommitted (no ``_COMMITTED``): must be ignored everywhere;
+* ``u000003``: failed in run.json, nothing on disk.
+
+Kept rows are in two languages (``en``, ``de``); rejected rows cover license, no-speech,
+decode-error (no duration, no language), language-confidence and text filters.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import soundfile as sf
+
+from granary_pipe.schema import SAMPLE_RATE_HZ, make_table
+
+
+@dataclass(frozen=True)
+class Row:
+    """One synthetic segment row; ``drop_reason`` set means rejected."""
+
+    id: str
+    recording_id: str
+    lang: str | None
+    duration_s: float | None
+    license: str = "CC-BY-4.0"
+    drop_reason: str | None = None
+    lang_hint: str | None = None
+    text: str | None = "a short synthetic sentence"
+    translation: str | None = None
+    translation_lang: str | None = None
+    offset_s: float = 0.0
+    flags: list[str] = field(default_factory=list)
+
+
+def _stable(s: str) -> int:
+    return zlib.crc32(s.encode())
+
+
+def _segs(rec: str, lang: str | None, n: int, **kw) -> list[Row]:
+    return [
+        Row(id=f"{rec}-s{k:03d}", recording_id=rec, lang=lang,
+            duration_s=round(0.4 + 0.1 * ((_stable(rec) + k) % 5), 2), offset_s=2.0 * k, **kw)
+        for k in range(n)
+    ]
+
+
+DEFAULT_UNITS: dict[str, list[Row]] = {
+    "u000000": [
+        *_segs("rec00", "en", 3),
+        *_segs("rec01", "en", 2, license="CC0-1.0"),
+        *_segs("rec02", "de", 2),
+        *_segs("rec03", "en", 2, license="CC-BY-NC-4.0", drop_reason="license:CC-BY-NC-4.0"),
+        Row("rec04-s000", "rec04", None, 1.5, lang_hint="de", drop_reason="segment:no_speech", text=None),
+        Row("rec05-s000", "rec05", None, None, drop_reason="decode_error: invalid data found", text=None),
+    ],
+    "u000001": [
+        *_segs("rec10", "en", 3),
+        Row("rec10-s900", "rec10", "en", 0.7, drop_reason="lang:low_confidence"),
+        *_segs("rec11", "de", 4, translation="a translated sentence", translation_lang="en"),
+        Row("rec11-s900", "rec11", "de", 0.9, drop_reason="hallucination:repeated_ngrams"),
+        *_segs("rec12", "de", 2, drop_reason="filter:empty_text", text=""),
+    ],
+}
+"""Committed units. Kept: 14 rows (en 8, de 6); rejected: 8 rows; 9 recordings."""
+
+DEFAULT_UNCOMMITTED: dict[str, list[Row]] = {
+    "u000002": _segs("rec20", "en", 2) + _segs("rec21", "en", 1, drop_reason="filter:empty_text"),
+}
+DEFAULT_FAILED: dict[str, str] = {"u000003": "RuntimeError: worker died"}
+
+SOURCE = {
+    "name": "synth-speech",
+    "license": "CC-BY-4.0",
+    "homepage": "https://example.org/synth-speech",
+    "citation": "@misc{synth, title={Synthetic speech}, year={2024}}",
+    "manifest": "manifests/synth.yaml",
+}
+
+
+def _write_flac(path: Path, seconds: float, seed: int) -> None:
+    n = int(round(seconds * SAMPLE_RATE_HZ))
+    t = np.arange(n) / SAMPLE_RATE_HZ
+    rng = np.random.default_rng(seed)
+    wave = 0.3 * np.sin(2 * np.pi * (200 + 37 * seed % 600) * t) + 0.02 * rng.standard_normal(n)
+    sf.write(path, wave.astype(np.float32), SAMPLE_RATE_HZ, format="FLAC", subtype="PCM_16")
+
+
+def _write_unit(run: Path, unit: str, rows: list[Row], commit: bool) -> None:
+    udir = run / "units" / unit
+    (udir / "audio").mkdir(parents=True, exist_ok=True)
+    kept, rejected = [], []
+    for r in rows:
+        d = {k: getattr(r, k) for k in Row.__dataclass_fields__}
+        d.update(unit=unit, source=SOURCE["name"], audio_path=f"audio/{r.recording_id}.wav",
+                 license_raw=r.license, lang_prob=0.93 if r.lang else None)
+        if r.drop_reason is None:
+            rel = f"units/{unit}/audio/{r.id}.flac"
+            _write_flac(run / rel, r.duration_s, seed=_stable(r.id) % 997)
+            d.update(audio_file=rel, avg_logprob=-0.25, compression_ratio=1.4, no_speech_prob=0.01)
+            kept.append(d)
+        else:
+            rejected.append(d)
+    pq.write_table(make_table(kept), udir / "kept.parquet")
+    pq.write_table(make_table(rejected), udir / "rejected.parquet")
+    if commit:
+        (udir / "_COMMITTED").write_text("")
+
+
+def make_run(
+    tmp_path: Path,
+    units: dict[str, list[Row]] | None = None,
+    *,
+    uncommitted: dict[str, list[Row]] | None = None,
+    failed: dict[str, str] | None = None,
+    name: str = "run",
+    wall_s: float | None = 12.5,
+) -> Path:
+    """Write a committed run directory ``tmp_path/name`` and return its path.
+
+    ``units``: committed units (default :data:`DEFAULT_UNITS`); ``uncommitted``: units
+    written without a commit marker; ``failed``: unit -> error, recorded in run.json only.
+    """
+    units = DEFAULT_UNITS if units is None else units
+    uncommitted = DEFAULT_UNCOMMITTED if uncommitted is None else uncommitted
+    failed = DEFAULT_FAILED if failed is None else failed
+    run = Path(tmp_path) / name
+    run.mkdir(parents=True)
+    info: dict[str, dict] = {}
+    for unit, rows in {**units, **uncommitted}.items():
+        _write_unit(run, unit, rows, commit=unit in units)
+        info[unit] = {
+            "status": "committed" if unit in units else "pending",
+            "error": None,
+            "recordings": len({r.recording_id for r in rows}),
+        }
+    for unit, error in failed.items():
+        info[unit] = {"status": "failed", "error": error, "recordings": 2}
+    run_json = {
+        "pipeline": {"name": "demo", "stages": [{"name": "license.gate", "params": {"release_license": "CC-BY-4.0"}}]},
+        "source": SOURCE,
+        "versions": {"granary_pipe": "0.1.0"},
+        "models": {},
+        "git_revision": None,
+        "units": dict(sorted(info.items())),
+        "wall_s": wall_s,
+    }
+    (run / "run.json").write_text(json.dumps(run_json, indent=2))
+    return run
