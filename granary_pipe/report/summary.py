@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from granary_pipe.report.reference_wer import reference_wer
 from granary_pipe.io.release import (
     COMMIT_MARKER,
     committed_units,
@@ -202,6 +203,8 @@ def _summarize_run(run_dir: Path) -> dict[str, Any]:
             "by_reason": _desc(by_reason),
         },
         "licenses": dict(sorted(licenses.items())),
+        "reference_wer": reference_wer(run_dir),
+        "stage_s": run.get("stage_s") or {},
         "wall_s": wall_s,
         "real_time_factor": (wall_s / (audio_s_in or seconds_in))
         if wall_s and (audio_s_in or seconds_in) else None,
@@ -331,6 +334,15 @@ def format_summary(summary: dict[str, Any], *, color: bool | None = None) -> str
             for lic, v in s["licenses"].items()]
     lines += _table(["license", "rows kept", "audio kept", "rows rejected", "audio rejected"], rows)
 
+    wer = {k: v for k, v in (s.get("reference_wer") or {}).items() if v["wer"] is not None}
+    if wer:
+        lines += title("Against reference transcripts (kept rows, per recording)")
+        rows = [[lang, v["recordings"], v["ref_words"], f"{100 * v['wer']:.1f}%", f"{100 * v['cer']:.1f}%",
+                 v["recordings_unscored"]] for lang, v in wer.items()]
+        lines += _table(["lang", "recordings", "words", "WER", "CER", "rejected (unscored)"], rows)
+    if s.get("stage_s"):
+        lines += title("Time per stage (seconds, summed over units)")
+        lines += _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in sorted(s["stage_s"].items(), key=lambda kv: -kv[1])])
     if s["wall_s"]:
         lines.append("")
         rtf = s["real_time_factor"]
