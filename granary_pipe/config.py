@@ -131,5 +131,6 @@ def load_pipeline(path: Path) -> tuple[PipelineConfig, list[Stage]]:
         except ValidationError as err:
             raise ConfigError(_errors(path, node, err, ("stages", i, "params"))) from None
         except ValueError as err:
-            raise ConfigError(f"{path}: stages.{i}: {err}") from None
+            line = _line_of(node, ("stages", i))
+            raise ConfigError(f"{path}:{line}: stages.{i}: {err}") from None
     return config, stages

@@ -28,9 +28,8 @@ class License:
 
 
 def registry_path() -> Path:
-    """The registry file: shipped in the wheel, or ``licenses/registry.yaml`` in a checkout."""
-    shipped = Path(__file__).parent / "_data" / "licenses.yaml"
-    return shipped if shipped.exists() else Path(__file__).parent.parent / "licenses" / "registry.yaml"
+    """The registry file, ``licenses/registry.yaml`` (linked into the package as ``_data/``)."""
+    return Path(__file__).parent / "_data" / "licenses.yaml"
 
 
 def _key(text: str) -> str:

@@ -151,6 +151,7 @@ def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, addre
         "status": "running",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
     }
+    info["wall_s_previous"] = (previous or {}).get("wall_s_total", 0.0)
     todo = []
     for u in units:
         if sink.is_committed(out_dir, u.id):
@@ -198,6 +199,7 @@ def _finish(info: dict, run_json: Path, t0: float) -> dict:
     info["failed_units"] = sorted(u for u, d in info["units"].items() if d["status"] == "failed")
     wall = time.time() - t0
     info["wall_s"] = wall
+    info["wall_s_total"] = info.get("wall_s_previous", 0.0) + wall
     audio_s = sum(u.get("audio_s_in", 0.0) for u in info["units"].values())
     info["audio_hours_in"] = audio_s / 3600
     info["stage_s"] = {}

@@ -42,6 +42,8 @@ SCHEMA = pa.schema(
         pa.field("lang", pa.string()),
         pa.field("lang_prob", pa.float32()),
         pa.field("text", pa.string()),
+        pa.field("text_asr", pa.string()),
+        pa.field("pass1_text", pa.string()),
         pa.field("asr_model", pa.string()),
         pa.field("avg_logprob", pa.float32()),
         pa.field("compression_ratio", pa.float32()),

@@ -172,7 +172,7 @@ def _summarize_run(run_dir: Path) -> dict[str, Any]:
     rec_seen = pc.count_distinct(t.column("recording_id")).as_py() if t.num_rows else 0
     kept_rec = t.filter(t.column("kept")).column("recording_id")
     seconds_in = pc.sum(t.column("duration_s")).as_py() or 0.0
-    wall_s = run.get("wall_s")
+    wall_s = run.get("wall_s_total", run.get("wall_s"))
     _desc = lambda d: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731
     return {
         "kind": "run",
@@ -348,7 +348,7 @@ def format_summary(summary: dict[str, Any], *, color: bool | None = None) -> str
         rtf = s["real_time_factor"]
         speed = f", real-time factor {rtf:.3f} ({1 / rtf:.1f}x real time)" if rtf else ""
         audio = h["recordings_in"] if h.get("recordings_in") is not None else h["in"]
-        lines.append(f"wall time {s['wall_s']:.1f} s for {_hms(audio)} of audio{speed}")
+        lines.append(f"wall time (all invocations) {s['wall_s']:.1f} s for {_hms(audio)} of audio{speed}")
     return "\n".join(lines) + "\n"
 
 

@@ -15,10 +15,14 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from granary_pipe import schema
+from granary_pipe import models, schema
 from granary_pipe.registry import register
 from granary_pipe.stage import Stage
 from granary_pipe.stages.asr import whisper_runtime
+
+
+MAX_WINDOW_S = whisper_runtime.N_FRAMES / 100
+"""Longest segment Whisper decodes whole (30 s); segment stages must cut below it."""
 
 
 @register("asr.whisper")
@@ -44,6 +48,10 @@ class WhisperTranscribe(Stage):
     def _has_default(cls, value: dict[str, str]) -> dict[str, str]:
         if "default" not in value:
             raise ValueError("needs a 'default' entry for languages not named")
+        for lang, name in value.items():
+            info = models.MODELS.get(name)
+            if info is not None and not info.multilingual and lang != "en":
+                raise ValueError(f"{name!r} is English-only; it cannot serve {lang!r}")
         return value
 
     def models(self) -> list[str]:
@@ -61,7 +69,14 @@ class WhisperTranscribe(Stage):
         rows = active.to_pylist()
         by_lang: dict[str, list[int]] = defaultdict(list)
         for i, row in enumerate(rows):
-            by_lang[row["lang"]].append(i)
+            lang = row["lang"] or row["lang_hint"]
+            if not lang:
+                row["drop_reason"] = "asr:no_language"  # neither language ID nor a hint
+            elif (row["duration_s"] or 0.0) > MAX_WINDOW_S:
+                row["drop_reason"] = "asr:too_long"  # Whisper would see only the first 30 s
+            else:
+                row["lang"] = lang
+                by_lang[lang].append(i)
         for lang, idx in sorted(by_lang.items()):
             name = self.model_for(lang)
             model = whisper_runtime.load(name, self.device, self.compute_type, self.cpu_threads)

@@ -55,7 +55,8 @@ def decode_file(path: str, max_duration_s: float) -> tuple[np.ndarray, dict]:
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
     except av.error.FFmpegError as exc:
-        raise DecodeError(f"{type(exc).__name__}: {exc}") from None
+        msg = f"{type(exc).__name__}: {exc}"
+        raise DecodeError(msg if path in msg else f"{msg} ({path})") from None
     audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if audio.size == 0:
         raise DecodeError(f"no audio samples in {path}")

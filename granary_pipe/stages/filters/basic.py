@@ -19,7 +19,7 @@ class BasicFilter(Stage):
     """Rejects rows that cannot be labels whatever the language."""
 
     min_duration_s: float = Field(0.3, ge=0)
-    max_duration_s: float = Field(40.0, gt=0)
+    max_duration_s: float = Field(30.0, gt=0)
     no_speech_prob_max: float = Field(0.6, ge=0, le=1, description="with avg_logprob below the next")
     no_speech_logprob_max: float = Field(-1.0, description="Whisper's silence rule: both must hold")
     batch_size: int = 1024

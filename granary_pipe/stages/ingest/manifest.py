@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 from pathlib import Path
 
@@ -103,7 +104,8 @@ def list_recordings(manifest_path: Path) -> tuple[SourceManifest, pa.Table]:
     base = manifest_path.parent
     if manifest.listing is not None:
         listing = base / manifest.listing
-        entries = _listing_entries(listing)
+        entries = [(n, e.model_copy(update={"path": posixpath.normpath(e.path)}))
+                   for n, e in _listing_entries(listing)]
         where = {}
         for lineno, e in entries:
             if e.path in where:

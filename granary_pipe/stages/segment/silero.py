@@ -36,7 +36,7 @@ class SileroSegment(Stage):
     min_speech_duration_ms: int = Field(250, ge=0)
     min_silence_duration_ms: int = Field(500, ge=0)
     speech_pad_ms: int = Field(200, ge=0)
-    max_segment_s: float = Field(30.0, gt=1, le=40)
+    max_segment_s: float = Field(30.0, gt=1, le=30, description="Whisper sees 30 s at most")
     max_merge_gap_s: float = Field(2.0, ge=0)
     batch_size: int = 8
 

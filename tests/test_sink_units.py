@@ -1,0 +1,347 @@
+"""The sink (commit_unit, clean_debris) and the engine-agnostic helpers of a run
+(pipeline.batches, plan_units, apply_stage), on tiny synthetic tables."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from granary_pipe import schema
+from granary_pipe.io import sink
+from granary_pipe.pipeline import apply_stage, batches, plan_units
+from granary_pipe.schema import SAMPLE_RATE_HZ, SCHEMA, WORK_SCHEMA, make_table
+from granary_pipe.stage import Stage
+from granary_pipe.stages.ingest.manifest import list_recordings
+from granary_pipe.stages.license.gate import LicenseGate
+
+SR = SAMPLE_RATE_HZ
+
+
+def pcm(seconds: float, freq: float = 300.0) -> bytes:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.4 * np.sin(2 * np.pi * freq * t)).astype(np.float32).tobytes()
+
+
+def unit_rows() -> list[dict]:
+    """Two recordings (r1: 3 segments, r2: 1) plus a decode failure; 3 kept, 3 rejected."""
+    return [
+        {"id": "r1_0002", "recording_id": "r1", "offset_s": 9.0, "duration_s": 1.5, "recording_duration_s": 12.0,
+         "samples": pcm(1.5, 200), "text": "three", "lang": "en"},
+        {"id": "r1_0000", "recording_id": "r1", "offset_s": 0.5, "duration_s": 2.0, "recording_duration_s": 12.0,
+         "samples": pcm(2.0, 300), "text": "one", "lang": "en"},
+        {"id": "r1_0001", "recording_id": "r1", "offset_s": 4.0, "duration_s": 1.0, "recording_duration_s": 12.0,
+         "samples": pcm(1.0, 400), "text": "", "lang": "en", "drop_reason": "filter:empty_text",
+         "flags": ["filter:empty_text"]},
+        {"id": "r2_0000", "recording_id": "r2", "offset_s": 0.0, "duration_s": 0.75, "recording_duration_s": 5.0,
+         "samples": pcm(0.75, 500), "text": "four", "lang": "de"},
+        {"id": "r3", "recording_id": "r3", "offset_s": 0.0, "duration_s": None, "recording_duration_s": None,
+         "drop_reason": "decode_error: empty file: /x/r3.wav"},
+        {"id": "r4", "recording_id": "r4", "offset_s": 0.0, "duration_s": 3.0, "recording_duration_s": 3.0,
+         "samples": pcm(3.0), "drop_reason": "license:CC-BY-NC-4.0"},
+    ]
+
+
+KEPT = {"r1_0000", "r1_0002", "r2_0000"}
+REJECTED = {"r1_0001", "r3", "r4"}
+
+
+@pytest.fixture
+def committed(tmp_path):
+    rows = unit_rows()
+    stats = sink.commit_unit(tmp_path, "u000007", make_table(rows, with_samples=True), {"stage_s": {"asr.whisper": 1.5}})
+    return tmp_path, rows, stats
+
+
+# ============================================================================= commit_unit
+
+def test_commit_partitions_rows_exactly(committed):
+    run, rows, _ = committed
+    udir = sink.unit_dir(run, "u000007")
+    kept = pq.read_table(udir / "kept.parquet")
+    rejected = pq.read_table(udir / "rejected.parquet")
+    for t in (kept, rejected):
+        assert t.schema == SCHEMA  # no samples column, exactly the row schema
+        assert "samples" not in t.column_names
+        assert set(t.column("unit").to_pylist()) <= {"u000007"}
+    kept_ids, rej_ids = kept.column("id").to_pylist(), rejected.column("id").to_pylist()
+    assert set(kept_ids) == KEPT and set(rej_ids) == REJECTED
+    assert len(kept_ids) + len(rej_ids) == len(rows)
+    assert kept_ids == sorted(kept_ids) and rej_ids == sorted(rej_ids)
+    assert all(r is None for r in kept.column("drop_reason").to_pylist())
+    by_id = {r["id"]: r for r in rejected.to_pylist()}
+    for row in rows:
+        if row["id"] in REJECTED:
+            assert by_id[row["id"]]["drop_reason"] == row["drop_reason"]
+            assert by_id[row["id"]]["audio_file"] is None
+    assert by_id["r1_0001"]["flags"] == ["filter:empty_text"]
+
+
+def test_commit_writes_16k_flac_for_kept_rows_only(committed):
+    run, rows, _ = committed
+    udir = sink.unit_dir(run, "u000007")
+    kept = {r["id"]: r for r in pq.read_table(udir / "kept.parquet").to_pylist()}
+    assert sorted(p.name for p in (udir / "audio").iterdir()) == sorted(f"{i}.flac" for i in KEPT)
+    source = {r["id"]: np.frombuffer(r["samples"], np.float32) for r in rows if r["id"] in KEPT}
+    for rid, row in kept.items():
+        assert row["audio_file"] == f"units/u000007/audio/{rid}.flac"
+        path = run / row["audio_file"]
+        info = sf.info(path)
+        assert info.samplerate == SR and info.channels == 1 and info.format == "FLAC"
+        audio, _ = sf.read(path, dtype="float32")
+        assert audio.size == source[rid].size == round(row["duration_s"] * SR)
+        np.testing.assert_allclose(audio, source[rid], atol=2 / 32768)
+
+
+def test_commit_marker_holds_stats(committed):
+    run, rows, stats = committed
+    assert sink.is_committed(run, "u000007")
+    marker = sink.read_marker(run, "u000007")
+    assert marker == json.loads(json.dumps(stats))
+    assert marker["unit"] == "u000007"
+    assert marker["rows_in"] == len(rows) == marker["rows_kept"] + marker["rows_rejected"]
+    assert (marker["rows_kept"], marker["rows_rejected"]) == (len(KEPT), len(REJECTED))
+    assert marker["recordings"] == 4
+    assert marker["speech_s_kept"] == pytest.approx(2.0 + 1.5 + 0.75)
+    assert marker["audio_s_in"] == pytest.approx(12.0 + 5.0 + 3.0)  # each recording once; r3 has none
+    assert marker["max_row_s"] == pytest.approx(3.0)
+    assert marker["stage_s"] == {"asr.whisper": 1.5}  # the caller's stats are kept
+    # nothing temporary left behind
+    assert [p.name for p in (run / "units").iterdir()] == ["u000007"]
+    assert not [p for p in sink.unit_dir(run, "u000007").rglob("*") if ".tmp" in p.name]
+
+
+def test_marker_is_written_last(tmp_path, monkeypatch):
+    seen = {}
+    real = sink.write_json_atomic
+
+    def spy(path, data):
+        udir = Path(path).parent
+        seen["committed_before"] = sink.is_committed(tmp_path, "u000000")
+        seen["files"] = sorted(str(p.relative_to(udir)) for p in udir.rglob("*") if p.is_file())
+        real(path, data)
+
+    monkeypatch.setattr(sink, "write_json_atomic", spy)
+    sink.commit_unit(tmp_path, "u000000", make_table(unit_rows(), with_samples=True), {})
+    assert seen["committed_before"] is False
+    assert seen["files"] == sorted(["kept.parquet", "rejected.parquet", *(f"audio/{i}.flac" for i in KEPT)])
+    assert sink.is_committed(tmp_path, "u000000")
+
+
+def test_failed_commit_leaves_no_unit_and_only_debris(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sink.pq, "write_table", boom)
+    with pytest.raises(OSError):
+        sink.commit_unit(tmp_path, "u000000", make_table(unit_rows(), with_samples=True), {})
+    monkeypatch.undo()
+    assert not sink.unit_dir(tmp_path, "u000000").exists()
+    assert not sink.is_committed(tmp_path, "u000000")
+    leftovers = list((tmp_path / "units").iterdir())
+    assert leftovers and all(p.name.startswith(".u000000.tmp-") for p in leftovers)
+    assert sink.clean_debris(tmp_path) == len(leftovers)
+    assert list((tmp_path / "units").iterdir()) == []
+
+
+def test_recommit_replaces_uncommitted_leftover(tmp_path):
+    udir = sink.unit_dir(tmp_path, "u000003")
+    (udir / "audio").mkdir(parents=True)
+    (udir / "kept.parquet").write_bytes(b"half a parquet file")
+    (udir / "audio" / "stale.flac").write_bytes(b"old")
+    assert not sink.is_committed(tmp_path, "u000003")
+    sink.commit_unit(tmp_path, "u000003", make_table(unit_rows(), with_samples=True), {})
+    assert sink.is_committed(tmp_path, "u000003")
+    assert not (udir / "audio" / "stale.flac").exists()
+    assert set(pq.read_table(udir / "kept.parquet").column("id").to_pylist()) == KEPT
+
+
+def test_recommit_replaces_a_committed_unit(tmp_path):
+    sink.commit_unit(tmp_path, "u000000", make_table(unit_rows(), with_samples=True), {})
+    only = [r for r in unit_rows() if r["id"] == "r2_0000"]
+    stats = sink.commit_unit(tmp_path, "u000000", make_table(only, with_samples=True), {})
+    udir = sink.unit_dir(tmp_path, "u000000")
+    assert pq.read_table(udir / "kept.parquet").column("id").to_pylist() == ["r2_0000"]
+    assert pq.read_table(udir / "rejected.parquet").num_rows == 0
+    assert [p.name for p in (udir / "audio").iterdir()] == ["r2_0000.flac"]
+    assert sink.read_marker(tmp_path, "u000000")["rows_in"] == stats["rows_in"] == 1
+
+
+def test_commit_of_an_all_rejected_unit(tmp_path):
+    rows = [r for r in unit_rows() if r["id"] in REJECTED]
+    stats = sink.commit_unit(tmp_path, "u000001", make_table(rows, with_samples=True), {})
+    udir = sink.unit_dir(tmp_path, "u000001")
+    assert pq.read_table(udir / "kept.parquet").num_rows == 0
+    assert pq.read_table(udir / "rejected.parquet").num_rows == len(rows)
+    assert list((udir / "audio").iterdir()) == []
+    assert stats["rows_kept"] == 0 and stats["speech_s_kept"] == 0.0
+
+
+# ============================================================================= clean_debris
+
+def test_clean_debris_removes_tmp_and_markerless_dirs_only(tmp_path):
+    sink.commit_unit(tmp_path, "u000000", make_table(unit_rows(), with_samples=True), {})
+    units = tmp_path / "units"
+    (units / ".u000001.tmp-deadbeef" / "audio").mkdir(parents=True)
+    (units / "u000002").mkdir()
+    (units / "u000002" / "kept.parquet").write_bytes(b"x")
+    (units / "README.txt").write_text("not a unit")
+    assert sink.clean_debris(tmp_path) == 2
+    assert sorted(p.name for p in units.iterdir()) == ["README.txt", "u000000"]
+    assert sink.is_committed(tmp_path, "u000000")
+    assert (sink.unit_dir(tmp_path, "u000000") / "kept.parquet").is_file()
+    assert sink.clean_debris(tmp_path) == 0
+
+
+def test_clean_debris_without_units_dir(tmp_path):
+    assert sink.clean_debris(tmp_path) == 0
+    assert sink.clean_debris(tmp_path / "missing") == 0
+
+
+def test_write_json_atomic(tmp_path):
+    path = tmp_path / "run.json"
+    sink.write_json_atomic(path, {"b": 1, "a": Path("/x")})
+    assert json.loads(path.read_text()) == {"a": "/x", "b": 1}
+    sink.write_json_atomic(path, {"c": 2})
+    assert json.loads(path.read_text()) == {"c": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+# ============================================================================= batches
+
+def seg_table(sizes: list[int], rejected_every: int = 0) -> pa.Table:
+    """Recordings rec000, rec001, ... with ``sizes[i]`` segment rows each, sorted."""
+    rows = []
+    for r, n in enumerate(sizes):
+        for s in range(n):
+            k = len(rows)
+            rows.append({"id": f"rec{r:03d}_{s:04d}", "recording_id": f"rec{r:03d}", "offset_s": float(s),
+                         "duration_s": 1.0, "license": "CC-BY-4.0",
+                         "drop_reason": "x" if rejected_every and k % rejected_every == 0 else None})
+    return make_table(rows, with_samples=True)
+
+
+def check_batches(table: pa.Table, parts: list[pa.Table], batch_size: int) -> None:
+    ids = [i for part in parts for i in part.column("id").to_pylist()]
+    assert ids == table.column("id").to_pylist()  # every row once, order kept
+    owner: dict[str, int] = {}
+    for k, part in enumerate(parts):
+        recs = part.column("recording_id").to_pylist()
+        assert part.num_rows >= 1
+        for rec in set(recs):
+            assert owner.setdefault(rec, k) == k, f"recording {rec} split across batches"
+        if part.num_rows > batch_size:
+            assert len(set(recs)) == 1, "an oversize batch must be a single recording"
+
+
+def test_batches_examples():
+    table = seg_table([3, 1, 5, 2, 2])
+    parts = batches(table, 4)
+    check_batches(table, parts, 4)
+    assert [p.num_rows for p in parts] == [4, 5, 4]
+    assert [p.num_rows for p in batches(table, 1)] == [3, 1, 5, 2, 2]
+    assert [p.num_rows for p in batches(table, 100)] == [13]
+    assert batches(seg_table([]), 4) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_batches_never_split_a_recording(seed):
+    rng = random.Random(seed)
+    sizes = [rng.randint(1, 9) for _ in range(rng.randint(1, 25))]
+    batch_size = rng.randint(1, 12)
+    table = seg_table(sizes)
+    parts = batches(table, batch_size)
+    check_batches(table, parts, batch_size)
+    # greedy packing: no two neighbouring batches would have fit in one
+    for a, b in zip(parts, parts[1:]):
+        first_rec = b.column("recording_id")[0].as_py()
+        first_len = b.column("recording_id").to_pylist().count(first_rec)
+        assert a.num_rows + first_len > batch_size
+
+
+# ============================================================================= plan_units
+
+def test_plan_units_cuts_in_order_and_names_units():
+    table = seg_table([1] * 10)
+    units = plan_units(table, 4)
+    assert [u.id for u in units] == ["u000000", "u000001", "u000002"]
+    assert [u.table.num_rows for u in units] == [4, 4, 2]
+    for u in units:
+        assert set(u.table.column("unit").to_pylist()) == {u.id}
+    assert pa.concat_tables([u.table for u in units]).column("id").to_pylist() == table.column("id").to_pylist()
+    assert plan_units(seg_table([]), 4) == []
+
+
+def test_plan_units_is_deterministic(tmp_path):
+    names = [f"clip_{i:02d}.wav" for i in range(11)]
+    for order, root in ((names, tmp_path / "a"), (names[::-1], tmp_path / "b")):
+        (root / "audio").mkdir(parents=True)
+        for n in order:  # files created in different orders
+            (root / "audio" / n).write_bytes(b"x")
+        (root / "m.yaml").write_text("name: corp\nlicense: CC0-1.0\naudio: 'audio/*.wav'\n")
+    plans = [plan_units(list_recordings(root / "m.yaml")[1], 3) for root in (tmp_path / "a", tmp_path / "b")]
+    for plan in plans + [plan_units(list_recordings(tmp_path / "a" / "m.yaml")[1], 3)]:
+        assert [u.id for u in plan] == [u.id for u in plans[0]]
+        assert [u.table.column("recording_id").to_pylist() for u in plan] == \
+               [u.table.column("recording_id").to_pylist() for u in plans[0]]
+    assert [u.table.num_rows for u in plans[0]] == [3, 3, 3, 2]
+
+
+# ============================================================================= apply_stage
+
+class Spy(Stage):
+    """Marks active rows and records the recordings of each batch it sees."""
+
+    name: ClassVar[str] = "test.spy"
+    seen: ClassVar[list[list[str]]] = []
+    batch_size: int = 4
+
+    def process(self, active: pa.Table) -> pa.Table:
+        Spy.seen.append(active.column("recording_id").to_pylist())
+        return schema.set_column(active, "text", ["seen"] * active.num_rows)
+
+
+def test_apply_stage_sorts_batches_and_times():
+    Spy.seen = []
+    table = seg_table([3, 2, 4, 1], rejected_every=4)
+    shuffled = table.take(np.random.default_rng(0).permutation(table.num_rows))
+    out, timings = apply_stage(Spy(), (shuffled, {"audio.decode": 2.0}))
+    assert out.schema == WORK_SCHEMA
+    assert sorted(out.column("id").to_pylist()) == sorted(table.column("id").to_pylist())
+    for row in out.to_pylist():
+        assert row["text"] == (None if row["drop_reason"] else "seen")
+    # each call saw whole recordings, in recording order, at most batch_size rows (or one recording)
+    assert len(Spy.seen) >= 3
+    for batch in Spy.seen:
+        assert len(batch) <= 4 or len(set(batch)) == 1
+    seen_recs = [r for batch in Spy.seen for r in dict.fromkeys(batch)]
+    assert seen_recs == sorted(seen_recs) and len(seen_recs) == len(set(seen_recs))
+    assert timings["audio.decode"] == 2.0 and timings["test.spy"] >= 0.0
+    _, again = apply_stage(Spy(), (out, timings))
+    assert again["test.spy"] > timings["test.spy"]  # time accumulates per stage name
+
+
+def test_apply_stage_offsets_sorted_within_recording():
+    Spy.seen = []
+    rows = [{"id": f"r_{i}", "recording_id": "r", "offset_s": off, "duration_s": 1.0}
+            for i, off in enumerate([5.0, 1.0, 3.0])]
+    out, _ = apply_stage(Spy(), (make_table(rows, with_samples=True), {}))
+    assert out.column("offset_s").to_pylist() == [1.0, 3.0, 5.0]
+
+
+def test_apply_stage_with_a_real_stage_and_an_empty_table():
+    table = make_table([{"id": "a", "recording_id": "a", "license": "CC-BY-NC-4.0"},
+                        {"id": "b", "recording_id": "b", "license": "CC0-1.0"}], with_samples=True)
+    out, timings = apply_stage(LicenseGate(), (table, {}))
+    assert {r["id"]: r["drop_reason"] for r in out.to_pylist()} == {"a": "license:CC-BY-NC-4.0", "b": None}
+    assert "license.gate" in timings
+    empty, timings = apply_stage(LicenseGate(), (make_table([]), {}))
+    assert empty.num_rows == 0 and empty.schema == WORK_SCHEMA and "license.gate" in timings
+
