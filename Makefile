@@ -23,9 +23,31 @@ demo: $(STAMP)
 	$(VENV)/bin/granary report $(DEMO_OUT)/release
 	@echo "run: $(DEMO_OUT)/run  release: $(DEMO_OUT)/release  (granary report $(DEMO_OUT)/run for the run's report)"
 
-## test: the whole test suite
-test: $(STAMP)
+## test: the whole test suite (main env, then segment.pyannote in its own [diarize] env)
+test: $(STAMP) $(DIARIZE_STAMP)
 	$(PY) -m pytest -q
+	$(DIARIZE_PY) -m pytest -q tests/diarize
+
+# ---- [diarize]: segment.pyannote runs in its own venv (torch 2.9 + pyannote.audio 4): pyannote's
+# torchaudio cannot import beside the main env's torch. PyPI CUDA wheels (~7 GB); they run on CPU.
+DIARIZE_VENV  ?= .venv-diarize
+DIARIZE_PY    := $(DIARIZE_VENV)/bin/python
+DIARIZE_STAMP := $(DIARIZE_VENV)/.installed
+
+.PHONY: diarize-env test-diarize
+
+$(DIARIZE_STAMP): pyproject.toml
+	@test -x $(DIARIZE_PY) || $(PYTHON) -m venv $(DIARIZE_VENV)
+	$(DIARIZE_PY) -m pip install --quiet --upgrade pip
+	$(DIARIZE_PY) -m pip install --quiet -e '.[diarize]' 'pytest>=8' 'pytest-timeout>=2.3'
+	@touch $(DIARIZE_STAMP)
+
+## diarize-env: the [diarize] environment (.venv-diarize) that segment.pyannote runs in
+diarize-env: $(DIARIZE_STAMP)
+
+## test-diarize: segment.pyannote on tiny random pyannote models, in .venv-diarize
+test-diarize: $(DIARIZE_STAMP)
+	$(DIARIZE_PY) -m pytest -q tests/diarize
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -17,7 +17,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         info = run_pipeline(args.pipeline, args.source, args.out, address=args.address,
-                            progress=not args.quiet, num_cpus=args.num_cpus)
+                            progress=not args.quiet, num_cpus=args.num_cpus, executor=args.executor,
+                            beam_options=args.beam_option)
     except KeyboardInterrupt:
         print(f"\ninterrupted: committed units are kept; rerun the same command to resume ({args.out})",
               file=sys.stderr)
@@ -50,11 +51,43 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from granary_pipe.executors import ray_jobs
+
+    job = ray_jobs.submit(args.pipeline, args.source, args.out, address=args.address, working_dir=args.working_dir,
+                          upload_package=not args.no_upload, job_id=args.job_id)
+    print(job)
+    if args.wait:
+        ray_jobs.logs(job, args.address, follow=True)
+        state = ray_jobs.wait(job, args.address)
+        print(f"job {job}: {state}", file=sys.stderr)
+        return 0 if state == "SUCCEEDED" else 1
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from granary_pipe.executors import ray_jobs
+
+    info = ray_jobs.status(args.job, args.address)
+    print(json.dumps(info, indent=2, default=str) if args.json else f"{info['job_id']}: {info['status']}"
+          + (f" ({info['message']})" if info["message"] else ""))
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from granary_pipe.executors import ray_jobs
+
+    text = ray_jobs.logs(args.job, args.address, follow=args.follow)
+    if text is not None:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``granary`` and its subcommands."""
     p = argparse.ArgumentParser(prog="granary", description=(
         "Curate open speech data: segment, identify language, transcribe, filter and license-check "
-        "audio on Ray, then cut releases of Parquet + WebDataset shards."))
+        "audio on Ray or Apache Beam, then cut releases of Parquet + WebDataset shards."))
     p.add_argument("--version", action="version", version=f"granary_pipe {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = p.add_subparsers(dest="command", required=True)
@@ -65,11 +98,44 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("pipeline", type=Path, help="pipeline YAML, e.g. pipelines/demo.yaml")
     r.add_argument("--source", type=Path, required=True, help="source manifest YAML, e.g. manifests/demo/demo.yaml")
     r.add_argument("--out", type=Path, required=True, help="run directory to create or resume")
+    r.add_argument("--executor", choices=["ray", "beam"], default="ray",
+                   help="engine: ray (default; embedded local Ray or --address) or beam (Apache Beam; "
+                        "DirectRunner unless --beam-option runner=... says otherwise); same output")
+    r.add_argument("--beam-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="Beam pipeline option, repeatable, e.g. runner=FlinkRunner, flink_master=HOST:8081, "
+                        "direct_num_workers=2, direct_running_mode=multi_threading (--executor beam only)")
     r.add_argument("--address", default=None,
                    help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local Ray)")
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs for the embedded local Ray (default: all)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     r.set_defaults(func=_cmd_run)
+
+    sm = sub.add_parser("submit", help="submit `granary run` as a job to a Ray cluster (Ray Jobs API)",
+                        description="Submit a run to a Ray cluster. PIPELINE and --source are relative to "
+                                    "--working-dir, which is uploaded with the job; --out must be on storage every "
+                                    "node sees. Token auth: set RAY_AUTH_TOKEN (or have ~/.ray/auth_token).")
+    sm.add_argument("pipeline", help="pipeline YAML, relative to --working-dir")
+    sm.add_argument("--source", required=True, help="source manifest, relative to --working-dir")
+    sm.add_argument("--out", required=True, help="run directory on shared storage (absolute path)")
+    sm.add_argument("--address", default=None, help="Ray dashboard address, e.g. http://HEAD:8265 "
+                    "(default: $RAY_JOB_ADDRESS, $RAY_ADDRESS, then http://127.0.0.1:8265)")
+    sm.add_argument("--working-dir", type=Path, default=None, help="directory uploaded with the job (default: .)")
+    sm.add_argument("--no-upload", action="store_true", help="the cluster image already has granary_pipe")
+    sm.add_argument("--job-id", default=None, help="submission id to use (default: Ray picks one)")
+    sm.add_argument("--wait", action="store_true", help="follow the job's log until it ends; exit 1 unless it succeeded")
+    sm.set_defaults(func=_cmd_submit)
+
+    st = sub.add_parser("status", help="status of a submitted job")
+    st.add_argument("job", help="submission id printed by `granary submit`")
+    st.add_argument("--address", default=None, help="Ray dashboard address (as for submit)")
+    st.add_argument("--json", action="store_true", help="print all job info as JSON")
+    st.set_defaults(func=_cmd_status)
+
+    lg = sub.add_parser("logs", help="driver log of a submitted job")
+    lg.add_argument("job", help="submission id printed by `granary submit`")
+    lg.add_argument("--address", default=None, help="Ray dashboard address (as for submit)")
+    lg.add_argument("-f", "--follow", action="store_true", help="stream the log until the job ends")
+    lg.set_defaults(func=_cmd_logs)
 
     rel = sub.add_parser("release", help="cut a release (Parquet + WebDataset shards, release.json) from a run")
     rel.add_argument("run", type=Path, help="run directory")
@@ -97,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
         print(f"granary {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -144,19 +144,53 @@ def resolve(name_or_path: str) -> Path:
     raise ModelNotFound(f"unknown model {name_or_path!r}: not a registry name ({', '.join(MODELS)}) nor a path")
 
 
+WEIGHT_PATTERNS = ("model.bin", "*.safetensors", "pytorch_model*.bin", "*.onnx", "*.ftz", "*.bin", "*.ckpt")
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The files holding a model's weights (the file itself, or the first pattern that matches in a dir)."""
+    if path.is_file():
+        return [path]
+    for pattern in WEIGHT_PATTERNS:
+        found = sorted(p for p in path.glob(pattern) if p.is_file())
+        if found:
+            return found
+    return []
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of a file, cached in the cache dir by (path, size, mtime): weights are hashed once."""
+    st = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    stamp = cache_dir() / "sha256" / key
+    if stamp.is_file():
+        return stamp.read_text().strip()
+    digest = sha256_file(path)
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(digest + "\n")
+    except OSError:
+        pass
+    return digest
+
+
 def describe(name_or_path: str, checksum: bool = True) -> dict[str, str | None]:
-    """Provenance of a model for ``run.json``: id, license, path and weights checksum."""
+    """Provenance of a model for ``run.json``: id, license, path and weights checksum
+    (one file's sha256, or for several weight files the sha256 of their ``name  sha256`` lines)."""
     info = MODELS.get(name_or_path)
     path = resolve(name_or_path)
-    weights = path / "model.bin" if path.is_dir() else path
     digest = None
-    if checksum and weights.exists():
-        stamp = weights.with_name(weights.name + ".sha256")
-        digest = stamp.read_text().strip() if stamp.exists() else sha256_file(weights)
+    files = weight_files(path) if checksum else []
+    if len(files) == 1:
+        digest = cached_sha256(files[0])
+    elif files:
+        lines = "".join(f"{f.name}  {cached_sha256(f)}\n" for f in files)
+        digest = hashlib.sha256(lines.encode()).hexdigest()
     return {
         "name": name_or_path,
         "model_id": info.model_id if info else str(path),
         "license": info.license if info else "unknown",
         "path": str(path),
         "sha256": digest,
+        "weight_files": [f.name for f in files],
     }

@@ -119,9 +119,15 @@ def _fingerprint(resolved: dict, recordings: pa.Table) -> str:
 
 
 def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, address: str | None = None,
-                 executor: str = "ray", progress: bool = True, num_cpus: int | None = None) -> dict:
-    """Run (or resume) a pipeline over a source; returns the final ``run.json`` dict."""
+                 executor: str = "ray", progress: bool = True, num_cpus: int | None = None,
+                 beam_options: list[str] | None = None) -> dict:
+    """Run (or resume) a pipeline over a source; returns the final ``run.json`` dict.
+
+    ``executor`` is ``"ray"`` (``address``, ``num_cpus``) or ``"beam"`` (``beam_options``: Beam
+    pipeline flags, ``KEY=VALUE`` or ``--KEY=VALUE``; DirectRunner by default). Both give the same
+    output, so a run may be resumed with the other executor."""
     t0 = time.time()
+    _check_executor(executor, address, num_cpus, beam_options)
     config, stages = load_pipeline(pipeline_path)
     manifest, recordings = list_recordings(source_path)
     resolved = resolved_config(config, stages)
@@ -146,7 +152,9 @@ def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, addre
         "versions": _versions(),
         "git_revision": _git_revision(),
         "models": {m: models.describe(m) for s in stages for m in s.models()},
+        "stage_info": {s.name: info for s in stages if (info := s.run_info())},
         "executor": executor,
+        "executor_options": list(beam_options or []),
         "units": {u.id: {"status": "pending", "error": None, "recordings": u.table.num_rows} for u in units},
         "status": "running",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
@@ -175,7 +183,7 @@ def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, addre
         bar.update(1)
         sink.write_json_atomic(run_json, info)
 
-    engine = _executor(executor, stages, out_dir, address, num_cpus)
+    engine = _executor(executor, stages, out_dir, address, num_cpus, beam_options)
     try:
         engine.run(todo, config.units.max_in_flight, config.units.max_attempts, on_result)
     except KeyboardInterrupt:
@@ -211,9 +219,33 @@ def _finish(info: dict, run_json: Path, t0: float) -> dict:
     return info
 
 
-def _executor(name: str, stages: list[Stage], out_dir: Path, address: str | None, num_cpus: int | None):
-    if name == "ray":
-        from granary_pipe.executors.ray import RayExecutor
+EXECUTORS = ("ray", "beam")
 
-        return RayExecutor(stages, out_dir, address=address, num_cpus=num_cpus)
-    raise ConfigError(f"unknown executor {name!r} (available: ray)")
+
+def _check_executor(name: str, address: str | None, num_cpus: int | None, beam_options: list[str] | None) -> None:
+    """Reject an unknown executor or options of the other one, before anything is written."""
+    if name not in EXECUTORS:
+        raise ConfigError(f"unknown executor {name!r} (available: {', '.join(EXECUTORS)})")
+    if name == "ray" and beam_options:
+        raise ConfigError("beam options given, but the executor is ray (add --executor beam)")
+    if name == "beam" and (address or num_cpus):
+        raise ConfigError("--address and --num-cpus are for the ray executor; with beam give Beam flags "
+                          "as --beam-option (e.g. runner=FlinkRunner, direct_num_workers=2)")
+    if name == "beam":
+        from granary_pipe.executors.beam import check_options
+
+        try:
+            check_options(beam_options)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+def _executor(name: str, stages: list[Stage], out_dir: Path, address: str | None, num_cpus: int | None,
+              beam_options: list[str] | None = None):
+    if name == "beam":
+        from granary_pipe.executors.beam import BeamExecutor
+
+        return BeamExecutor(stages, out_dir, pipeline_options=beam_options)
+    from granary_pipe.executors.ray import RayExecutor
+
+    return RayExecutor(stages, out_dir, address=address, num_cpus=num_cpus)

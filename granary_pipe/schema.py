@@ -7,6 +7,11 @@ replaces it by one row per speech segment, or keeps it (rejected) when there is 
 Times are seconds. A rejected row has ``drop_reason`` set; later stages pass it
 through untouched and the sink writes it to ``rejected.parquet``.
 
+``text`` is the label (after punctuation restoration when a PNC stage accepted one);
+``text_asr`` keeps Whisper's text when PNC changed it; ``pass1_text`` holds a first-pass
+transcript where a pipeline made one (for the pass-agreement filter). ``flags`` lists every
+rule that fired on the row, rejecting or not.
+
 ``samples`` is transient: 16 kHz mono float32 PCM (little-endian bytes) carried
 between stages in memory. The sink writes audio to FLAC and drops the column.
 """

@@ -63,6 +63,11 @@ class Stage(BaseModel):
         out = schema.conform(self.process(active))
         return pa.concat_tables([out, rejected]) if rejected.num_rows else out
 
+    def run_info(self) -> dict:
+        """What ``run.json`` should say about this stage beyond its parameters (e.g. which
+        backend really ran, or that a step was deliberately skipped)."""
+        return {}
+
     def models(self) -> list[str]:
         """Registry names (or paths) of the models this stage uses, for ``run.json``."""
         return []

@@ -78,13 +78,21 @@ class RayExecutor:
                 self.actors[i] = [cls.remote(stage) for _ in range(stage.workers)]
 
     def _check_capacity(self) -> None:
-        total = ray.cluster_resources().get("CPU", 0)
+        """Fail fast where Ray would wait forever: resources no node offers, or actors that leave
+        no room for the tasks."""
+        total = ray.cluster_resources()
+        for s in self.stages:
+            need = {"GPU": s.resources.gpus, **s.resources.custom}
+            missing = [f"{k}={v:g}" for k, v in need.items() if v > 0 and total.get(k, 0) < v]
+            if missing:
+                raise RuntimeError(f"stage {s.name} needs {', '.join(missing)} but the Ray cluster offers "
+                                   f"{ {k: v for k, v in total.items() if not k.startswith('node:')} }")
         held = sum(s.resources.cpus * s.workers for s in self.stages if s.actor)
         task_need = max([s.resources.cpus for s in self.stages if not s.actor] + [COMMIT_CPUS])
-        if held + task_need > total + 1e-9:
+        if held + task_need > total.get("CPU", 0) + 1e-9:
             raise RuntimeError(
                 f"actors reserve {held:g} CPUs and the largest task needs {task_need:g}, but the "
-                f"cluster has {total:g}: lower resources.cpus or workers in the pipeline config"
+                f"cluster has {total.get('CPU', 0):g}: lower resources.cpus or workers in the pipeline config"
             )
 
     def _submit(self, unit: Unit, n: int) -> ray.ObjectRef:

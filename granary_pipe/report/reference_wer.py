@@ -36,7 +36,7 @@ def reference_wer(run_dir: Path) -> dict[str, Any]:
         for row in read_unit_table(run_dir, unit, "kept", _COLUMNS).to_pylist():
             if row["ref_text"]:
                 hyps[row["recording_id"]].append((row["offset_s"] or 0.0, row["text"] or ""))
-                refs[row["recording_id"]] = (row["lang"], row["ref_text"])
+                refs[row["recording_id"]] = (row["lang"] or "und", row["ref_text"])
         for row in read_unit_table(run_dir, unit, "rejected", _COLUMNS).to_pylist():
             if row["ref_text"] and row["recording_id"] not in refs:
                 refs.setdefault(row["recording_id"], (row["lang"] or "und", row["ref_text"]))

@@ -14,6 +14,8 @@ Definitions for a run (only committed units, those with ``units/U/_COMMITTED``, 
   Silence the segmenter cut between segments is not a row, so it is not counted. Rows with
   no ``duration_s`` (e.g. undecodable files) count as 0 s and are reported separately.
 * rejection reasons: counted by category (the text before the first ``:``) and in full.
+* rules: per full ``drop_reason``, rows, rows per language and the first two rows (by id)
+  as examples (``id``, ``lang``, ``text``, ``duration_s`` as written, null if none).
 * recorded audio in: the markers' ``audio_s_in`` (whole recordings, silence included),
   when every committed unit's marker gives it.
 * real-time factor: ``wall_s`` / recorded audio in (else / seconds in rows); below 1 is
@@ -43,7 +45,24 @@ from granary_pipe.io.release import (
 )
 from granary_pipe.schema import SCHEMA
 
-_COLUMNS = ["id", "recording_id", "lang", "lang_hint", "duration_s", "license", "drop_reason"]
+_COLUMNS = ["id", "recording_id", "lang", "lang_hint", "duration_s", "license", "drop_reason", "text"]
+_EXAMPLES = 2
+
+
+def _rules(rej: pa.Table) -> dict[str, Any]:
+    """Per full drop_reason: rows, rows per language, the first examples by id."""
+    out: dict[str, dict[str, Any]] = {}
+    rows = rej.select(["id", "lang_eff", "text", "duration_s", "drop_reason"]).to_pylist()
+    for r in sorted(rows, key=lambda r: r["id"]):
+        d = out.setdefault(r["drop_reason"] or "(no reason)", {"rows": 0, "per_lang": {}, "examples": []})
+        d["rows"] += 1
+        d["per_lang"][r["lang_eff"]] = d["per_lang"].get(r["lang_eff"], 0) + 1
+        if len(d["examples"]) < _EXAMPLES:
+            d["examples"].append({"id": r["id"], "lang": r["lang_eff"], "text": r["text"],
+                                  "duration_s": r["duration_s"]})
+    for d in out.values():
+        d["per_lang"] = dict(sorted(d["per_lang"].items(), key=lambda kv: (-kv[1], kv[0])))
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1]["rows"], kv[0])))
 
 
 def summarize(path: Path) -> dict[str, Any]:
@@ -119,6 +138,7 @@ def _summarize_run(run_dir: Path) -> dict[str, Any]:
     empty = SCHEMA.empty_table().select(_COLUMNS).append_column("kept", pa.array([], pa.bool_()))
     t = pa.concat_tables(parts) if parts else empty
     t = t.append_column("lang_eff", row_langs(t))
+    rules = _rules(t.filter(pc.invert(t.column("kept"))))
     t = t.set_column(t.schema.get_field_index("license"), "license",
                      pc.coalesce(t.column("license"), pa.scalar("unknown")))
     unknown_dur = t.num_rows - (pc.count(t.column("duration_s")).as_py() or 0)
@@ -202,6 +222,7 @@ def _summarize_run(run_dir: Path) -> dict[str, Any]:
             "hours_by_category": {k: _hours(hours_cat[k]) for k in _desc(by_cat)},
             "by_reason": _desc(by_reason),
         },
+        "rules": rules,
         "licenses": dict(sorted(licenses.items())),
         "reference_wer": reference_wer(run_dir),
         "stage_s": run.get("stage_s") or {},
@@ -329,6 +350,10 @@ def format_summary(summary: dict[str, Any], *, color: bool | None = None) -> str
     else:
         lines.append("  (none)")
 
+    if s.get("rules"):
+        lines += title("Rejections per rule (with the first two examples)")
+        lines += _format_rules(s["rules"])
+
     lines += title("Licenses (h:mm:ss)")
     rows = [[lic, v["rows_kept"], _hms(v["hours_kept"]), v["rows_rejected"], _hms(v["hours_rejected"])]
             for lic, v in s["licenses"].items()]
@@ -350,6 +375,24 @@ def format_summary(summary: dict[str, Any], *, color: bool | None = None) -> str
         audio = h["recordings_in"] if h.get("recordings_in") is not None else h["in"]
         lines.append(f"wall time (all invocations) {s['wall_s']:.1f} s for {_hms(audio)} of audio{speed}")
     return "\n".join(lines) + "\n"
+
+
+def _format_rules(rules: dict[str, Any], limit: int = 20, width: int = 80) -> list[str]:
+    items = list(rules.items())[:limit]
+    rows = [[k, v["rows"], ", ".join(f"{lang} {n}" for lang, n in v["per_lang"].items())] for k, v in items]
+    table = _table(["rule", "rows", "per language"], rows)
+    lines = table[:2]
+    for line, (_, v) in zip(table[2:], items):
+        lines.append(line)
+        for ex in v["examples"]:
+            text = " ".join((ex["text"] or "").split())
+            text = f'"{text}"' if len(text) <= width else f'"{text[: width - 1]}…"'
+            text = text if text != '""' else "(no text)"
+            dur = "?" if ex["duration_s"] is None else f"{ex['duration_s']:.1f} s"
+            lines.append(f"      {text}  ({ex['id']}, {ex['lang']}, {dur})")
+    if len(rules) > limit:
+        lines.append(f"  ... and {len(rules) - limit} more rules")
+    return lines
 
 
 def _format_release(s: dict[str, Any], title: Any) -> str:

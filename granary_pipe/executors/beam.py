@@ -1,0 +1,347 @@
+"""Beam executor: the same stages and units as the Ray executor, run as an Apache Beam pipeline.
+
+One Beam pipeline processes all the units of a run::
+
+    Create(unit ids) ─► LoadUnit ─► StageDoFn(stage 0) ─► … ─► StageDoFn(stage n-1) ─► CommitUnit
+
+* **Elements are units.** A unit's recording rows are written as an Arrow IPC file into a scratch
+  directory (``units/.beam-TOKEN/``, removed afterwards and cleaned as debris by a rerun), so the
+  pipeline graph holds only unit ids, however many units a run has. Each element carries one
+  unit's whole table through every stage, and each stage batches it with
+  ``granary_pipe.pipeline.apply_stage``, exactly as Ray does: batching and output are identical.
+* **Models load once per DoFn instance**: ``StageDoFn.setup`` calls ``stage.setup()``; Beam
+  reuses DoFn instances across bundles.
+* **The coder** (``UnitElementCoder``, registered for ``UnitElement``): a length-prefixed JSON
+  header (unit id, seconds per stage, error) followed by the table as an Arrow IPC stream. No
+  pickling of tables; decoding is zero-copy over the bytes. Fused steps hand elements over as
+  Python objects; the coder is used wherever the runner materialises a PCollection (fusion
+  breaks, shuffles, transfers between workers).
+* **Failures stay per unit.** A stage that raises is retried in-process on the same input up to
+  ``max_attempts`` times; then the element becomes an error record that the following stages pass
+  through and the commit step reports — the pipeline itself does not fail. (Ray retries a unit's
+  whole chain; here each step is retried, since its input is still at hand.)
+* **Commit** is ``granary_pipe.io.sink.commit_unit``, as on Ray (temporary directory, rename,
+  ``_COMMITTED`` marker last). The commit step then writes a small JSON result per unit
+  (``{"unit", "stats", "error"}``) into the scratch directory.
+* **Results reach the driver through files, never DoFn side effects on driver memory**: while the
+  pipeline runs, a driver thread polls the result files and calls ``on_result`` as units end
+  (live progress and ``run.json`` updates); after ``wait_until_finish()`` the rest are read. A
+  unit with no result but a commit marker is reported from its marker; one with neither is
+  reported failed (the pipeline itself failed, e.g. a model that did not load).
+* **Parallelism belongs to the runner.** ``max_in_flight`` has no Beam equivalent and is not
+  used: the runner decides bundles and workers. Memory per worker is bounded by one element,
+  i.e. one unit with its decoded audio (the demo: a few MB). On the DirectRunner the default is
+  ``direct_num_workers=1`` in the ``in_memory`` mode: one unit at a time, in this process, each
+  flowing through all stages before the next starts (no overlap of decode and ASR as on Ray).
+  ``direct_num_workers=N`` with ``direct_running_mode=multi_threading`` or ``multi_processing``
+  runs N units at once, with N copies of every model.
+* **Other runners** (Flink, Spark, Dataflow) come from standard Beam ``PipelineOptions`` flags,
+  e.g. ``["--runner=FlinkRunner", "--flink_master=host:8081", "--environment_type=LOOPBACK"]``.
+  The run directory must then be a filesystem that the driver and every worker see at the same
+  path (NFS, a mounted bucket), since the sink writes it with POSIX renames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import struct
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pyarrow as pa
+
+from granary_pipe.io import sink
+from granary_pipe.pipeline import Unit, apply_stage
+from granary_pipe.stage import Stage
+
+log = logging.getLogger(__name__)
+
+
+class _DropOptionalImportNoise(logging.Filter):
+    """Beam warns at import about optional GCP client libraries it could not load (we use none)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not (msg.startswith("apitools not found") or msg.startswith("Failed to import GCSFileSystem"))
+
+
+_noise = _DropOptionalImportNoise()
+_noisy = [logging.getLogger(), logging.getLogger("apache_beam.io.filesystems")]
+for _logger in _noisy:
+    _logger.addFilter(_noise)
+try:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.runners.runner import create_runner
+finally:
+    for _logger in _noisy:
+        _logger.removeFilter(_noise)
+
+DEFAULT_OPTIONS = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+"""Defaults put before the caller's flags (a later flag wins): in-process, one unit at a time."""
+
+RESULTS = "results"
+INPUTS = "inputs"
+
+
+@dataclass
+class UnitElement:
+    """What flows between the DoFns: one unit's table and seconds per stage, or its error."""
+
+    unit: str
+    table: pa.Table | None
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def table_to_ipc(table: pa.Table) -> bytes:
+    """Serialise a table as an Arrow IPC stream."""
+    out = pa.BufferOutputStream()
+    with pa.ipc.new_stream(out, table.schema) as writer:
+        writer.write_table(table)
+    return out.getvalue().to_pybytes()
+
+
+def table_from_ipc(data: bytes | memoryview | pa.Buffer) -> pa.Table:
+    """Read a table from Arrow IPC stream bytes (zero-copy over ``data``)."""
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+class UnitElementCoder(beam.coders.Coder):
+    """``UnitElement`` ↔ bytes: ``>I`` header length, JSON header, then Arrow IPC stream (if any)."""
+
+    def encode(self, value: UnitElement) -> bytes:
+        header = json.dumps({"unit": value.unit, "timings": value.timings, "error": value.error,
+                             "table": value.table is not None}).encode()
+        body = table_to_ipc(value.table) if value.table is not None else b""
+        return struct.pack(">I", len(header)) + header + body
+
+    def decode(self, encoded: bytes) -> UnitElement:
+        (n,) = struct.unpack_from(">I", encoded)
+        header = json.loads(encoded[4:4 + n])
+        table = table_from_ipc(memoryview(encoded)[4 + n:]) if header["table"] else None
+        return UnitElement(header["unit"], table, header["timings"], header["error"])
+
+    def is_deterministic(self) -> bool:
+        return False  # never used as a key; Arrow IPC bytes are not guaranteed canonical
+
+    def to_type_hint(self):
+        return UnitElement
+
+
+beam.coders.registry.register_coder(UnitElement, UnitElementCoder)
+
+
+def _describe(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {(lines[-1] if lines else '')[:500]}"
+
+
+class LoadUnit(beam.DoFn):
+    """Unit id → ``UnitElement`` with the unit's recording rows (read from the scratch directory)."""
+
+    def __init__(self, scratch: str) -> None:
+        self.scratch = scratch
+
+    def process(self, unit: str) -> Iterable[UnitElement]:
+        try:
+            with pa.OSFile(str(Path(self.scratch) / INPUTS / f"{unit}.arrow")) as src:
+                table = pa.ipc.open_file(src).read_all()  # recording metadata only: small
+            yield UnitElement(unit, table)
+        except Exception as exc:  # noqa: BLE001 - reported per unit, the pipeline goes on
+            yield UnitElement(unit, None, error=f"load: {_describe(exc)}")
+
+
+class StageDoFn(beam.DoFn):
+    """One stage as a DoFn: model loaded in ``setup`` (once per DoFn instance), units in ``process``."""
+
+    def __init__(self, stage: Stage, max_attempts: int) -> None:
+        self.stage = stage
+        self.max_attempts = max_attempts
+        self.failed = beam.metrics.Metrics.counter("granary", f"{stage.name}.units_failed")
+        self.retried = beam.metrics.Metrics.counter("granary", f"{stage.name}.retries")
+
+    def setup(self) -> None:
+        self.stage.setup()
+
+    def process(self, element: UnitElement) -> Iterable[UnitElement]:
+        if element.error is not None:
+            yield element
+            return
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                table, timings = apply_stage(self.stage, (element.table, element.timings))
+                yield UnitElement(element.unit, table, timings)
+                return
+            except Exception as exc:  # noqa: BLE001 - retried, then reported per unit
+                if attempt < self.max_attempts:
+                    self.retried.inc()
+                    log.warning("unit %s: %s failed (attempt %d), retrying: %s", element.unit,
+                                self.stage.name, attempt, _describe(exc))
+                    continue
+                self.failed.inc()
+                log.debug("unit %s: %s failed:\n%s", element.unit, self.stage.name, traceback.format_exc())
+                yield UnitElement(element.unit, None, element.timings, f"{self.stage.name}: {_describe(exc)}")
+
+
+class CommitUnit(beam.DoFn):
+    """Commit a unit with the sink (as Ray does) and write its result record for the driver."""
+
+    def __init__(self, run_dir: str, scratch: str, max_attempts: int) -> None:
+        self.run_dir = run_dir
+        self.scratch = scratch
+        self.max_attempts = max_attempts
+
+    def process(self, element: UnitElement) -> Iterable[str]:
+        stats, error = None, element.error
+        if error is None:
+            for attempt in range(1, self.max_attempts + 1):
+                try:
+                    stats = sink.commit_unit(Path(self.run_dir), element.unit, element.table,
+                                             {"stage_s": element.timings})
+                    break
+                except Exception as exc:  # noqa: BLE001 - retried, then reported per unit
+                    if attempt == self.max_attempts:
+                        error = f"commit: {_describe(exc)}"
+        record = {"unit": element.unit, "stats": stats, "error": error}
+        sink.write_json_atomic(Path(self.scratch) / RESULTS / f"{element.unit}.json", record)
+        yield json.dumps(record, default=str)
+
+
+def normalize_options(options: Iterable[str] | None) -> list[str]:
+    """``KEY=VALUE`` or ``--KEY=VALUE`` (or a bare ``--flag``) → Beam argv flags."""
+    return [o if o.startswith("-") else f"--{o}" for o in (options or [])]
+
+
+def check_options(options: Iterable[str] | None) -> PipelineOptions:
+    """Beam ``PipelineOptions`` from ``DEFAULT_OPTIONS`` + ``options``.
+
+    ValueError on a bad value of a known option or an unknown runner (Beam itself would print its
+    whole usage and exit, at run time). Options the Python SDK does not know are passed on, with
+    Beam's warning, as runners may take options of their own."""
+    parsed = PipelineOptions(DEFAULT_OPTIONS + normalize_options(options))
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            parsed.get_all_options()
+    except SystemExit:
+        last = (err.getvalue().strip().splitlines() or ["invalid"])[-1]
+        raise ValueError(f"beam options: {last.split(' error: ', 1)[-1]}") from None
+    runner = parsed.view_as(StandardOptions).runner
+    try:
+        create_runner(runner)
+    except (ValueError, ImportError, RuntimeError) as exc:
+        raise ValueError(f"beam runner {runner!r}: {exc}") from None
+    return parsed
+
+
+class BeamExecutor:
+    """Runs units of a pipeline as one Apache Beam pipeline (DirectRunner unless told otherwise).
+
+    Args:
+        stages: the pipeline's stages, in order.
+        run_dir: the run directory (``units/`` is written there).
+        pipeline_options: Beam flags, ``--KEY=VALUE`` or ``KEY=VALUE``; they override
+            ``DEFAULT_OPTIONS`` (``runner=DirectRunner``, ``direct_num_workers=1``,
+            ``direct_running_mode=in_memory``).
+        poll_s: how often the driver looks for finished units while the pipeline runs.
+    """
+
+    def __init__(self, stages: list[Stage], run_dir: Path, pipeline_options: list[str] | None = None,
+                 poll_s: float = 1.0) -> None:
+        self.stages = stages
+        self.run_dir = Path(run_dir)
+        self.options = check_options(pipeline_options)
+        self.poll_s = poll_s
+        self.last_result: beam.runners.runner.PipelineResult | None = None
+
+    def build(self, p: beam.Pipeline, unit_ids: list[str], scratch: Path, max_attempts: int) -> beam.PCollection:
+        """Add the unit chain to ``p``; returns the PCollection of JSON result records."""
+        pcoll = (p | "units" >> beam.Create(unit_ids).with_output_types(str)
+                 | "load" >> beam.ParDo(LoadUnit(str(scratch))).with_output_types(UnitElement))
+        for i, stage in enumerate(self.stages):
+            pcoll = pcoll | f"{i:02d} {stage.name}" >> beam.ParDo(
+                StageDoFn(stage, max_attempts)).with_input_types(UnitElement).with_output_types(UnitElement)
+        return pcoll | "commit" >> beam.ParDo(
+            CommitUnit(str(self.run_dir), str(scratch), max_attempts)).with_output_types(str)
+
+    def run(self, units: list[Unit], max_in_flight: int, max_attempts: int,
+            on_result: Callable[[str, dict | None, str | None], None]) -> None:
+        """Process ``units``; ``on_result(unit, stats, error)`` is called on the driver as each ends.
+
+        ``max_in_flight`` is not used: the Beam runner controls parallelism (see the module doc).
+        """
+        if not units:
+            return
+        log.debug("beam: max_in_flight=%d not used; the runner controls parallelism", max_in_flight)
+        scratch = self.run_dir / "units" / f".beam-{uuid.uuid4().hex[:8]}"
+        (scratch / INPUTS).mkdir(parents=True)
+        (scratch / RESULTS).mkdir()
+        pending = {u.id for u in units}
+        lock = threading.Lock()
+
+        def report(unit: str, stats: dict | None, error: str | None) -> None:
+            with lock:
+                if unit not in pending:
+                    return
+                pending.discard(unit)
+                on_result(unit, stats, error)
+
+        def sweep() -> None:
+            for unit in sorted(pending):
+                path = scratch / RESULTS / f"{unit}.json"
+                if path.is_file():
+                    rec = json.loads(path.read_text())
+                    report(unit, rec["stats"], rec["error"])
+
+        stop = threading.Event()
+        poll_error: list[BaseException] = []
+
+        def poll() -> None:
+            while not stop.wait(self.poll_s):
+                try:
+                    sweep()
+                except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread
+                    poll_error.append(exc)
+                    return
+
+        try:
+            for u in units:
+                with pa.OSFile(str(scratch / INPUTS / f"{u.id}.arrow"), "wb") as out:
+                    with pa.ipc.new_file(out, u.table.schema) as writer:
+                        writer.write_table(u.table)
+            poller = threading.Thread(target=poll, name="beam-results", daemon=True)
+            poller.start()
+            failure = None
+            try:
+                p = beam.Pipeline(options=self.options)
+                self.build(p, [u.id for u in units], scratch, max_attempts)
+                self.last_result = p.run()
+                self.last_result.wait_until_finish()
+            except Exception as exc:  # noqa: BLE001 - units without a result are reported failed
+                failure = f"beam pipeline failed: {_describe(exc)}"
+                log.error("%s", failure)
+            finally:
+                stop.set()
+                poller.join()
+            if poll_error:
+                raise poll_error[0]
+            sweep()
+            for unit in sorted(pending):
+                if sink.is_committed(self.run_dir, unit):
+                    report(unit, sink.read_marker(self.run_dir, unit), None)
+                else:
+                    report(unit, None, failure or "beam pipeline produced no result for this unit")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def shutdown(self) -> None:
+        """Nothing to release: each ``run`` starts and finishes its own Beam pipeline."""

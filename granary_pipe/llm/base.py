@@ -1,0 +1,118 @@
+"""One small interface over three ways to run an instruction-tuned LLM, chosen by config name.
+
+``Backend.generate(prompts, max_new_tokens)`` takes a batch of chat conversations (lists of
+``{"role": ..., "content": ...}`` messages) and returns one string per conversation, or ``None``
+where that item's call failed (a timeout after retries, a malformed answer): callers flag such
+rows, never lose them. Decoding is greedy (temperature 0), so output depends on input, prompt
+and model only.
+
+- ``vllm``: offline batch generation with ``vllm.LLM`` inside the stage's (GPU) actor.
+- ``openai``: any OpenAI-compatible ``/v1/chat/completions`` server (``vllm serve``, TGI, ...).
+- ``transformers``: ``AutoModelForCausalLM`` on CPU or GPU, batched with left padding.
+
+Options are pydantic models told apart by ``name``, so a pipeline writes
+``backend: {name: openai, base_url: http://host:8000/v1, model: qwen}`` and an unknown key or a
+key of another backend is an error naming it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Messages = list[dict[str, str]]
+"""One chat conversation: ``[{"role": "system", "content": ...}, {"role": "user", ...}]``."""
+
+
+class Backend(ABC):
+    """Generates one completion per conversation; ``None`` marks a failed item."""
+
+    @abstractmethod
+    def generate(self, prompts: list[Messages], max_new_tokens: int) -> list[str | None]:
+        """Greedy completions, in the order of ``prompts``."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
+        """Release threads, connections or engines (optional)."""
+
+
+class VllmOptions(BaseModel):
+    """Offline vLLM engine in this process (the stage's actor reserves the GPUs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["vllm"] = "vllm"
+    model: str | None = Field(None, description="registry name or path; None = the stage's default model")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine; reserve as many in resources.gpus")
+    dtype: str = Field("auto", description="vLLM dtype: auto, bfloat16, float16")
+    max_model_len: int | None = Field(4096, ge=256, description="context length (prompt + output tokens)")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    allow_hub: bool = Field(False, description="when the model has no local copy, let vLLM fetch its hub id")
+    seed: int = 0
+
+
+class OpenAIOptions(BaseModel):
+    """A server speaking the OpenAI chat-completions API (``vllm serve MODEL`` gives one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["openai"] = "openai"
+    base_url: str = Field(description="API root, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(description="model name as the server knows it")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="env var holding the key; unset = no auth")
+    timeout_s: float = Field(60.0, gt=0, description="per request: connect and read timeout")
+    max_retries: int = Field(4, ge=0, description="retries after timeouts, 429, 5xx, connection errors")
+    backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry, with jitter")
+    backoff_max_s: float = Field(30.0, ge=0)
+    concurrency: int = Field(8, ge=1, description="requests in flight at once (threads)")
+
+
+class TransformersOptions(BaseModel):
+    """Hugging Face ``transformers`` on a local model directory; runs on CPU."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["transformers"] = "transformers"
+    model: str | None = Field(None, description="registry name or local path; None = the stage's default")
+    device: str = "cpu"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    batch_size: int = Field(8, ge=1, description="conversations per forward pass")
+    cpu_threads: int = Field(0, ge=0, description="torch threads; 0 = torch's default")
+
+
+BackendOptions = Annotated[Union[VllmOptions, OpenAIOptions, TransformersOptions], Field(discriminator="name")]
+
+
+def model_name(options: BackendOptions, default_model: str) -> str:
+    """The model the options name, or the stage's default."""
+    return options.model or default_model
+
+
+def make_backend(options: BackendOptions, default_model: str) -> Backend:
+    """Build the backend the options name (imports its engine only now)."""
+    if options.name == "vllm":
+        from granary_pipe.llm.vllm_backend import VllmBackend
+
+        return VllmBackend(options, model_name(options, default_model))
+    if options.name == "openai":
+        from granary_pipe.llm.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(options)
+    if options.name == "transformers":
+        from granary_pipe.llm.transformers_backend import TransformersBackend
+
+        return TransformersBackend(options, model_name(options, default_model))
+    raise ValueError(f"unknown LLM backend {options.name!r}")
+
+
+def local_models(options: BackendOptions, default_model: str) -> list[str]:
+    """Models loaded on this machine (for ``run.json``); a remote server's model is not one."""
+    return [] if options.name == "openai" else [model_name(options, default_model)]
+
+
+def describe(options: BackendOptions, default_model: str) -> dict[str, Any]:
+    """Backend settings for ``run.json`` (never a key's value: only the env var's name)."""
+    info = options.model_dump()
+    info["model"] = model_name(options, default_model)
+    return info

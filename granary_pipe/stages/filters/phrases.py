@@ -1,0 +1,100 @@
+"""Frequent hallucination phrases per language: loading the lists and matching a text.
+
+Lists are plain UTF-8 files ``{lang}.txt`` (bundled ones in ``granary_pipe/_data/hallucinations``),
+one phrase per line. Blank lines and lines starting with ``#`` are ignored, as is an inline
+comment after `` #``. Published frequency lists append a count to each phrase
+(``thank you for watching 1532`` or ``thank you for watching<TAB>1532``); left on, it would
+make the phrase never match. A count after a tab is always stripped; a count after spaces is
+stripped when most phrase lines of the file end in one (a counted list), so a list of our own
+may still hold a phrase that really ends in a number (``Sous-titrage ST' 501``).
+
+Matching is on normalised text (:func:`granary_pipe.stages.filters.rules.normalize`): the whole
+text equal to a phrase, or, for phrases of at least ``prefix_min_words`` words, the text
+starting with the phrase at a word boundary. Short phrases ("thank you", "you") only match a
+text that is nothing else, since they are ordinary words inside real speech.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from granary_pipe.stages.filters.rules import normalize
+
+_TAB_COUNT = re.compile(r"\t\s*\d+\s*$")
+_COUNT = re.compile(r"\s+\d+\s*$")
+_INLINE_COMMENT = re.compile(r"\s+#.*$")
+
+
+def bundled_dir() -> Path:
+    """Directory of the phrase lists shipped with the package."""
+    return Path(str(resources.files("granary_pipe") / "_data" / "hallucinations"))
+
+
+def parse_phrases(text: str) -> list[str]:
+    """Normalised phrases of a list file's content (comments and trailing counts stripped)."""
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            lines.append(_TAB_COUNT.sub("", _INLINE_COMMENT.sub("", line)).strip())
+    counted = sum(1 for line in lines if _COUNT.search(line)) * 2 > len(lines)
+    out: dict[str, None] = {}  # ordered set
+    for line in lines:
+        phrase = normalize(_COUNT.sub("", line) if counted else line)
+        if phrase:
+            out[phrase] = None
+    return list(out)
+
+
+@dataclass(frozen=True)
+class PhraseList:
+    """Phrases of one or more languages, split into whole-text and prefix matchers."""
+
+    whole: frozenset[str]
+    prefixes: tuple[str, ...]
+
+    @classmethod
+    def build(cls, phrases: list[str], prefix_min_words: int) -> "PhraseList":
+        prefixes = tuple(sorted({p for p in phrases if len(p.split()) >= prefix_min_words}, key=len))
+        return cls(frozenset(phrases), prefixes)
+
+    def match(self, text: str | None) -> str | None:
+        """The phrase ``text`` matches (already normalised or not), or None."""
+        norm = normalize(text)
+        if not norm:
+            return None
+        if norm in self.whole:
+            return norm
+        for p in self.prefixes:
+            if norm.startswith(p + " "):
+                return p
+        return None
+
+
+@lru_cache(maxsize=256)
+def load_lang(lang: str, directory: str | None = None) -> tuple[str, ...]:
+    """Normalised phrases of ``{directory}/{lang}.txt`` (bundled dir by default); () if none."""
+    base = Path(directory) if directory else bundled_dir()
+    path = base / f"{lang}.txt"
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", lang) or not path.is_file():
+        return ()
+    return tuple(parse_phrases(path.read_text(encoding="utf-8")))
+
+
+@lru_cache(maxsize=256)
+def phrase_list(langs: tuple[str, ...], directory: str | None, prefix_min_words: int) -> PhraseList:
+    """The combined :class:`PhraseList` of ``langs`` (cached per worker)."""
+    phrases: list[str] = []
+    for lang in langs:
+        phrases.extend(load_lang(lang, directory))
+    return PhraseList.build(phrases, prefix_min_words)
+
+
+def available_langs(directory: str | None = None) -> list[str]:
+    """Languages with a list file in ``directory`` (bundled dir by default)."""
+    base = Path(directory) if directory else bundled_dir()
+    return sorted(p.stem for p in base.glob("*.txt"))

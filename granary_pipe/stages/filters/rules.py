@@ -1,0 +1,182 @@
+"""Pure text rules for hallucination filtering: no I/O, no models, no tables.
+
+Each function answers one question about one text and is unit-tested on its own; the stages
+(``hallucination.py``, ``pass_agreement.py``) decide which rules run and in what order.
+
+Normalisation (:func:`normalize`): Unicode NFKC, casefold, apostrophes (``'`` ``’`` ``ʼ`` …)
+deleted so that ``d'avoir`` and ``d’avoir`` agree, every other punctuation or symbol
+character (Unicode categories P* and S*) replaced by a space, Romanian s/t-cedilla folded to
+s/t-comma, whitespace collapsed. Words are the normalised text split on whitespace, so the
+word rules assume a language written with spaces (see ``UNSPACED_LANGS``).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+try:  # C implementation, a dependency of jiwer
+    from rapidfuzz.distance.Levenshtein import distance as _levenshtein
+except ImportError:  # pragma: no cover
+    _levenshtein = None
+
+APOSTROPHES = "'’ʼ‘`´"
+_FOLD = str.maketrans({"ş": "ș", "ţ": "ț", "Ş": "ș", "Ţ": "ț"})
+
+UNSPACED_LANGS = ("zh", "ja", "th", "lo", "km", "my", "bo", "yue")
+"""Languages written without spaces between words: word-based rules do not apply to them."""
+
+COMPOUNDING_LANGS = ("de", "nl", "fi", "hu", "et", "da", "sv", "no", "nb", "nn")
+"""Languages that write compounds as one word (``Geschwindigkeitsbegrenzung``)."""
+
+_URL = re.compile(
+    r"^(?:[a-z][a-z0-9+.-]*://\S+|www\.\S+|[^@\s]+@[^@\s]+\.[a-z]{2,}"
+    r"|[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}(?:/\S*)?)$",
+    re.IGNORECASE,
+)
+
+
+def normalize(text: str | None) -> str:
+    """NFKC, casefold, apostrophes dropped, other punctuation/symbols → space, collapsed."""
+    if not text:
+        return ""
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_FOLD)
+    out = []
+    for ch in text:
+        if ch in APOSTROPHES:
+            continue
+        out.append(" " if unicodedata.category(ch)[0] in "PS" else ch)
+    return " ".join("".join(out).split())
+
+
+def words(text: str | None) -> list[str]:
+    """Normalised words of ``text``."""
+    return normalize(text).split()
+
+
+# ----------------------------------------------------------------- repetition
+
+
+def unique_word_ratio(ws: list[str]) -> float:
+    """Distinct words / words (1.0 for no words)."""
+    return len(set(ws)) / len(ws) if ws else 1.0
+
+
+def repeated_ngrams(ws: list[str], max_unique_ratio: float, min_words: int) -> bool:
+    """Granary's rule: at least ``min_words`` words and distinct/total ≤ ``max_unique_ratio``."""
+    return len(ws) >= min_words and unique_word_ratio(ws) <= max_unique_ratio
+
+
+def longest_run(ws: list[str], n: int) -> int:
+    """Most consecutive occurrences of any ``n``-word pattern (``a b a b a b`` → 3 for n=2)."""
+    best = 1 if len(ws) >= n else 0
+    for start in range(min(n, len(ws))):  # every phase of the n-word grid
+        run, prev = 0, None
+        for i in range(start, len(ws) - n + 1, n):
+            gram = tuple(ws[i : i + n])
+            run = run + 1 if gram == prev else 1
+            prev = gram
+            best = max(best, run)
+    return best
+
+
+def ngram_loop(ws: list[str], ranges: list[tuple[int, int, int]]) -> bool:
+    """MOSEL's rule: some n-word pattern occurs ``min_repeats`` times in a row.
+
+    ``ranges``: ``(min_n, max_n, min_repeats)`` triples, e.g. ``[(1, 2, 4), (3, 5, 2)]``:
+    a 1–2-word pattern 4 times in a row, or a 3–5-word pattern twice in a row.
+    """
+    return any(longest_run(ws, n) >= reps for lo, hi, reps in ranges for n in range(lo, hi + 1))
+
+
+# ----------------------------------------------------------------- long words
+
+
+def is_url(token: str) -> bool:
+    """Web address, e-mail or domain name (``www.amara.org``, ``https://…``, ``a@b.de``)."""
+    return bool(_URL.match(token))
+
+
+def word_lengths(text: str | None) -> list[int]:
+    """Lengths of the raw words, for the long-word rule.
+
+    A word is a whitespace-separated token of the NFKC text with leading/trailing
+    punctuation and symbols stripped; inner hyphens, apostrophes and dots stay (a stutter
+    loop ``a-a-a-a-a-…`` is one long word). Web addresses and e-mails are left out: their
+    length says nothing about a garbled decode (known hallucinated URLs are in the phrase
+    lists). Numerals count like words: a 25-digit numeral is a decoding loop, not speech.
+    """
+    out = []
+    for tok in unicodedata.normalize("NFKC", text or "").split():
+        tok = _strip_punct(tok)
+        if tok and not is_url(tok):
+            out.append(len(tok))
+    return out
+
+
+def _strip_punct(tok: str) -> str:
+    lo, hi = 0, len(tok)
+    while lo < hi and unicodedata.category(tok[lo])[0] in "PS":
+        lo += 1
+    while hi > lo and unicodedata.category(tok[hi - 1])[0] in "PS":
+        hi -= 1
+    return tok[lo:hi]
+
+
+def long_word(lengths: list[int], min_chars: int | None, ratio: float | None, ratio_min_chars: int) -> bool:
+    """Longest word ≥ ``min_chars``, or ≥ ``ratio`` × the second-longest.
+
+    The relative check needs two words and a longest word of at least ``ratio_min_chars``:
+    below that, one long word among short ones is ordinary language ("I am a photographer",
+    "We share the responsibilities", Polish "To jest najprawdopodobniej prawda").
+    """
+    if not lengths:
+        return False
+    top = sorted(lengths, reverse=True)
+    if min_chars is not None and top[0] >= min_chars:
+        return True
+    return ratio is not None and len(top) > 1 and top[0] >= ratio_min_chars and top[0] >= ratio * top[1]
+
+
+# ----------------------------------------------------------------- rates and agreement
+
+
+def char_count(text: str | None) -> int:
+    """Characters that are not whitespace."""
+    return sum(1 for ch in (text or "") if not ch.isspace())
+
+
+def char_rate(text: str | None, duration_s: float | None) -> float | None:
+    """Non-space characters per second; None without a positive duration or without text."""
+    n = char_count(text)
+    if not n or not duration_s or duration_s <= 0:
+        return None
+    return n / duration_s
+
+
+def edit_distance(ref: list, hyp: list) -> int:
+    """Levenshtein distance between two sequences (substitutions, insertions, deletions).
+
+    Uses rapidfuzz (installed with jiwer) when present; the pure-Python loop is the fallback.
+    """
+    if _levenshtein is not None:
+        return _levenshtein(ref, hyp)
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def error_rate(ref: str | None, hyp: str | None, by_char: bool = False) -> float:
+    """WER (or CER with ``by_char``) of ``hyp`` against ``ref`` after :func:`normalize`.
+
+    Both empty → 0.0; empty reference with a non-empty hypothesis → 1.0 (total disagreement).
+    """
+    r, h = normalize(ref), normalize(hyp)
+    rs, hs = (list(r.replace(" ", "")), list(h.replace(" ", ""))) if by_char else (r.split(), h.split())
+    if not rs:
+        return 0.0 if not hs else 1.0
+    return edit_distance(rs, hs) / len(rs)

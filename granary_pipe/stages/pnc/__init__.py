@@ -1,0 +1,1 @@
+"""Punctuation and capitalisation: ``pnc.llm`` (guarded LLM restoration) and ``pnc.none``."""

@@ -1,0 +1,95 @@
+"""The guard between an LLM's punctuated text and the corpus: words may not change.
+
+Pure functions. ``check(original, restored)`` names the first rule the restored text breaks, or
+returns None when it may replace the original:
+
+- ``call_failed``: the backend gave nothing for the row (timeout, malformed answer, ...);
+- ``empty``: nothing but whitespace/punctuation came back;
+- ``upper_case``: more than ``max_upper_ratio`` of the cased letters are upper case (shouting);
+- ``words_changed``: the character error rate between both texts, lower-cased with punctuation
+  removed and spaces collapsed, is above ``max_cer``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+try:
+    from rapidfuzz.distance import Levenshtein as _Levenshtein  # installed with jiwer
+except ImportError:  # pragma: no cover
+    _Levenshtein = None
+
+MAX_CER = 0.10
+MAX_UPPER_RATIO = 0.60
+
+_FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```$", re.S)
+_QUOTE_PAIRS = {'"': '"', "'": "'", "\u201c": "\u201d", "\u00ab": "\u00bb", "\u201e": "\u201c"}
+
+
+def bare(text: str) -> str:
+    """Lower-cased, punctuation replaced by spaces, whitespace collapsed: the words only."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
+    return " ".join(text.split())
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance between two strings (characters)."""
+    if _Levenshtein is not None:
+        return _Levenshtein.distance(a, b)
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def cer(original: str, restored: str) -> float:
+    """Character error rate of ``restored`` against ``original``, on their bare words."""
+    ref, hyp = bare(original), bare(restored)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return edit_distance(ref, hyp) / len(ref)
+
+
+def upper_ratio(text: str) -> float:
+    """Share of upper-case letters among letters that have a case (0 when there are none)."""
+    upper = lower = 0
+    for ch in text:
+        if ch.isupper():
+            upper += 1
+        elif ch.islower():
+            lower += 1
+    return upper / (upper + lower) if upper + lower else 0.0
+
+
+def clean_output(text: str | None, original: str = "") -> str | None:
+    """Strip what chat models wrap around an answer: whitespace, a code fence, and enclosing
+    quotes that the ``original`` did not have."""
+    if text is None:
+        return None
+    text = text.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    quoted = len(text) >= 2 and _QUOTE_PAIRS.get(text[0]) == text[-1] and text.count(text[0]) <= 2
+    if quoted and not original.lstrip().startswith(text[0]):
+        text = text[1:-1].strip()
+    return text
+
+
+def check(original: str, restored: str | None, max_cer: float = MAX_CER,
+          max_upper_ratio: float = MAX_UPPER_RATIO) -> str | None:
+    """Name of the first rule ``restored`` breaks (see the module doc), or None if it is acceptable."""
+    if restored is None:
+        return "call_failed"
+    if not bare(restored):
+        return "empty"
+    if upper_ratio(restored) > max_upper_ratio:
+        return "upper_case"
+    if cer(original, restored) > max_cer:
+        return "words_changed"
+    return None

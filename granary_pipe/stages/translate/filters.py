@@ -1,0 +1,172 @@
+"""Filters on a (source text, translation) pair. Pure functions; each rule has a name.
+
+``check_pair`` returns the names of the rules a pair breaks, in this order:
+
+- ``too_short``: either side has fewer than ``min_words`` words;
+- ``length_ratio``: the longer side has ``max_length_ratio`` times the words of the shorter or more;
+- ``charset``: under ``min_script_fraction`` of the translation's letters are in its language's
+  script (Latin for en/de/es/fr/it/..., Cyrillic for ru/uk/bg/..., Greek for el, ...);
+- ``repetitive``: the translation compresses (zlib) more than ``max_compression_ratio``, or one
+  word 4-gram occurs more than ``max_ngram_repeats`` times: the marks of a decoder looping;
+- ``src_lang`` / ``tgt_lang``: fastText language ID gives the expected language a probability of
+  ``lid_min_prob`` or less on that side.
+
+Words are whitespace-separated tokens; for languages written without spaces (zh, ja, th, ...)
+each letter counts as a word.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import zlib
+from pathlib import Path
+from collections import Counter
+from typing import Callable
+
+NO_SPACES = {"zh", "yue", "ja", "th", "lo", "km", "my", "bo"}
+
+SCRIPTS: dict[str, set[str]] = {
+    "CYRILLIC": {"ru", "uk", "bg", "be", "mk", "sr", "kk", "mn", "tg", "tt", "ba", "ky"},
+    "GREEK": {"el"},
+    "ARABIC": {"ar", "fa", "ur", "ps", "sd", "ug"},
+    "HEBREW": {"he", "yi"},
+    "DEVANAGARI": {"hi", "mr", "ne", "sa"},
+    "BENGALI": {"bn", "as"},
+    "GURMUKHI": {"pa"},
+    "GUJARATI": {"gu"},
+    "TAMIL": {"ta"},
+    "TELUGU": {"te"},
+    "KANNADA": {"kn"},
+    "MALAYALAM": {"ml"},
+    "SINHALA": {"si"},
+    "THAI": {"th"},
+    "LAO": {"lo"},
+    "KHMER": {"km"},
+    "MYANMAR": {"my"},
+    "TIBETAN": {"bo"},
+    "GEORGIAN": {"ka"},
+    "ARMENIAN": {"hy"},
+    "ETHIOPIC": {"am"},
+    "HANGUL": {"ko"},
+}
+LATIN = {
+    "en", "de", "es", "fr", "it", "pt", "nl", "pl", "cs", "sk", "sl", "hr", "bs", "ro", "hu", "fi",
+    "et", "lv", "lt", "sv", "da", "no", "nn", "is", "fo", "ga", "cy", "br", "eu", "ca", "gl", "oc",
+    "mt", "sq", "tr", "az", "uz", "tk", "vi", "id", "ms", "tl", "jw", "su", "sw", "so", "ha", "yo",
+    "sn", "af", "lb", "la", "mi", "haw", "ln", "mg", "ht",
+}
+
+
+def expected_scripts(lang: str) -> set[str] | None:
+    """Unicode script names a language is written in (``{"LATIN"}``); None when unknown."""
+    if lang in LATIN:
+        return {"LATIN"}
+    if lang in ("zh", "yue"):
+        return {"CJK"}
+    if lang == "ja":
+        return {"CJK", "HIRAGANA", "KATAKANA"}
+    found = {script for script, langs in SCRIPTS.items() if lang in langs}
+    if lang == "ko":
+        found.add("CJK")
+    return found or None
+
+
+def script_of(ch: str) -> str:
+    """First word of the character's Unicode name: ``LATIN``, ``CYRILLIC``, ``CJK``, ..."""
+    return unicodedata.name(ch, "UNKNOWN").split(" ", 1)[0]
+
+
+def words(text: str, lang: str | None = None) -> list[str]:
+    """Words of ``text`` (letters one by one for languages written without spaces)."""
+    if lang in NO_SPACES:
+        return [ch for ch in text if ch.isalnum()]
+    return [w for w in text.split() if any(ch.isalnum() for ch in w)]
+
+
+def too_short(src: str, tgt: str, src_lang: str | None, tgt_lang: str | None, min_words: int = 2) -> bool:
+    """Either side has fewer than ``min_words`` words."""
+    return len(words(src, src_lang)) < min_words or len(words(tgt, tgt_lang)) < min_words
+
+
+def length_ratio(src: str, tgt: str, src_lang: str | None = None, tgt_lang: str | None = None) -> float:
+    """Words of the longer side over words of the shorter (∞ when one side has none)."""
+    a, b = len(words(src, src_lang)), len(words(tgt, tgt_lang))
+    if min(a, b) == 0:
+        return float("inf") if max(a, b) else 1.0
+    return max(a, b) / min(a, b)
+
+
+def script_fraction(text: str, lang: str) -> float | None:
+    """Share of the letters of ``text`` in ``lang``'s script; None when the script is unknown."""
+    scripts = expected_scripts(lang)
+    if scripts is None:
+        return None
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return 0.0
+    return sum(script_of(ch) in scripts for ch in letters) / len(letters)
+
+
+def compression_ratio(text: str) -> float:
+    """UTF-8 bytes over zlib-compressed bytes (Whisper's repetition measure)."""
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+
+
+def max_ngram_count(text: str, n: int = 4) -> int:
+    """How often the most frequent word ``n``-gram occurs (lower-cased, punctuation ignored)."""
+    toks = ["".join(ch for ch in w if ch.isalnum()) for w in text.casefold().split()]
+    toks = [t for t in toks if t]
+    grams = Counter(tuple(toks[i : i + n]) for i in range(len(toks) - n + 1))
+    return max(grams.values(), default=0)
+
+
+LanguageProbs = Callable[[str], dict[str, float]]
+"""Text → probability per language code (the top few)."""
+
+FASTTEXT_CODES = {"jw": "jv"}
+"""Whisper codes that fastText's lid.176 spells differently."""
+
+
+def lid_prob(lid: LanguageProbs, text: str, lang: str) -> float:
+    """Probability that language ID gives ``lang`` for ``text``."""
+    return lid(text).get(FASTTEXT_CODES.get(lang, lang), 0.0)
+
+
+def check_pair(src: str, tgt: str, src_lang: str, tgt_lang: str, *, min_words: int = 2,
+               max_length_ratio: float = 4.0, min_script_fraction: float = 0.9,
+               max_compression_ratio: float | None = 2.4, max_ngram_repeats: int | None = 2,
+               lid: LanguageProbs | None = None,
+               lid_min_prob: float = 0.3) -> list[str]:
+    """Names of the rules the pair breaks (see the module doc); empty when it passes."""
+    fired = []
+    if too_short(src, tgt, src_lang, tgt_lang, min_words):
+        fired.append("too_short")
+    if length_ratio(src, tgt, src_lang, tgt_lang) >= max_length_ratio:
+        fired.append("length_ratio")
+    frac = script_fraction(tgt, tgt_lang)
+    if frac is not None and frac < min_script_fraction:
+        fired.append("charset")
+    if (max_compression_ratio is not None and compression_ratio(tgt) > max_compression_ratio) or (
+            max_ngram_repeats is not None and max_ngram_count(tgt) > max_ngram_repeats):
+        fired.append("repetitive")
+    if lid is not None:
+        if lid_prob(lid, src, src_lang) <= lid_min_prob:
+            fired.append("src_lang")
+        if lid_prob(lid, tgt, tgt_lang) <= lid_min_prob:
+            fired.append("tgt_lang")
+    return fired
+
+
+class FastTextLID:
+    """fastText language ID (``lid.176``): text → top-``k`` language probabilities."""
+
+    def __init__(self, path: str | Path, k: int = 5) -> None:
+        import fasttext
+
+        self.model = fasttext.load_model(str(path))
+        self.k = k
+
+    def __call__(self, text: str) -> dict[str, float]:
+        labels, probs = self.model.predict(" ".join(text.split()), k=self.k)
+        return {label.removeprefix("__label__"): float(p) for label, p in zip(labels, probs)}
