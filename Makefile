@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean test-setup
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/granary run pipelines/demo.yaml --source manifests/demo/demo.yaml --out $(DEMO_OUT)/run
 	$(VENV)/bin/granary release $(DEMO_OUT)/run --out $(DEMO_OUT)/release --shard-rows 8 --overwrite
+	$(VENV)/bin/granary report $(DEMO_OUT)/run --html $(DEMO_OUT)/report.html > /dev/null
 	$(VENV)/bin/granary report $(DEMO_OUT)/release
-	@echo "run: $(DEMO_OUT)/run  release: $(DEMO_OUT)/release  (granary report $(DEMO_OUT)/run for the run's report)"
+	@echo "run: $(DEMO_OUT)/run  release: $(DEMO_OUT)/release  report: $(DEMO_OUT)/report.html"
+
+## test-setup: system packages the tests need: Debian's Chromium (the HTML report is rendered in it)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+test-setup:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 ## test: the whole test suite (main env, then segment.pyannote in its own [diarize] env)
-test: $(STAMP) $(DIARIZE_STAMP)
+test: test-setup $(STAMP) $(DIARIZE_STAMP)
 	$(PY) -m pytest -q
 	$(DIARIZE_PY) -m pytest -q tests/diarize
 

@@ -111,8 +111,17 @@ def resolved_config(config: PipelineConfig, stages: list[Stage]) -> dict[str, An
     }
 
 
+ENGINE_KNOBS = ("resources", "workers")
+"""Stage settings that change where work runs, not what it outputs: a resumed run may change them."""
+
+
 def _fingerprint(resolved: dict, recordings: pa.Table) -> str:
-    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode())
+    """What a run's output depends on: stages and their parameters, unit size, and the input."""
+    content = {
+        "stages": [{k: v for k, v in s.items() if k not in ENGINE_KNOBS} for s in resolved["stages"]],
+        "recordings_per_unit": resolved["units"]["recordings_per_unit"],
+    }
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode())
     for col in ("recording_id", "audio_path", "license"):
         digest.update("\n".join(map(str, recordings.column(col).to_pylist())).encode())
     return digest.hexdigest()

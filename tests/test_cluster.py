@@ -167,10 +167,10 @@ def test_stage_needing_a_resource_no_node_has_fails_fast(tmp_path):
     """Ray would wait forever for such an actor; the executor says what is missing instead."""
     cfg = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())
     for stage in cfg["stages"]:
-        if stage["use"] == "asr.whisper":
+        if stage["use"] == "asr.two_pass":
             stage["resources"] = {"cpus": 0.5, "custom": {"big_gpu_box": 1}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     out = cli("run", str(tmp_path / "p.yaml"), "--source", str(DEMO / "demo.yaml"), "--out", str(tmp_path / "run"),
               "-q", env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, timeout=180)
     assert out.returncode != 0
-    assert "asr.whisper needs big_gpu_box=1" in out.stderr
+    assert "asr.two_pass needs big_gpu_box=1" in out.stderr

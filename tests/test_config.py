@@ -55,15 +55,15 @@ def test_demo_pipeline_loads_with_its_params():
     names = [s.name for s in stages]
     assert names == [spec.use for spec in config.stages]
     assert names[0] == "audio.decode"
-    assert {"audio.decode", "license.gate", "segment.silero", "asr.language_id", "asr.whisper",
+    assert {"audio.decode", "license.gate", "segment.silero", "asr.two_pass",
             "filter.basic"} <= set(names)
     by_name = {s.name: s for s in stages}
     # params, resources and batch sizes from the file reach the stage objects
     assert by_name["segment.silero"].max_segment_s == config.stages[names.index("segment.silero")].params["max_segment_s"]
-    asr_spec = config.stages[names.index("asr.whisper")]
-    assert by_name["asr.whisper"].models_by_lang == asr_spec.params["models_by_lang"]
-    assert by_name["asr.whisper"].batch_size == asr_spec.batch_size
-    assert by_name["asr.whisper"].resources.cpus == asr_spec.resources.cpus
+    asr_spec = config.stages[names.index("asr.two_pass")]
+    assert by_name["asr.two_pass"].models_by_lang == asr_spec.params["models_by_lang"]
+    assert by_name["asr.two_pass"].batch_size == asr_spec.batch_size
+    assert by_name["asr.two_pass"].resources.cpus == asr_spec.resources.cpus
     assert config.units.recordings_per_unit >= 1
 
 
@@ -188,3 +188,12 @@ def test_registry_get_unknown_lists_names():
     with pytest.raises(KeyError) as info:
         registry.get("no.such.stage")
     assert "no.such.stage" in str(info.value) and "audio.decode" in str(info.value)
+
+
+def test_gpu_pipeline_loads():
+    """pipelines/granary-gpu.yaml is configuration for GPU machines: it must at least validate here."""
+    config, stages = load_pipeline(REPO / "pipelines" / "granary-gpu.yaml")
+    by_name = {s.name: s for s in stages}
+    assert by_name["asr.whisper"].models_by_lang["default"] == "whisper-large-v3"
+    assert by_name["pnc.llm"].resources.gpus == 1 and by_name["translate.llm"].resources.gpus == 1
+    assert by_name["asr.whisper"].resources.gpus > 0

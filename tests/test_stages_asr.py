@@ -158,9 +158,15 @@ class FakeLID:
     def __init__(self):
         self.calls: list[int] = []
 
-    def __call__(self, model, chunks):
-        self.calls.append(len(chunks))
-        return [dict(self.TABLE[int(c[0])]) for c in chunks]
+    def __call__(self, model, chunks=None, encoded=None):
+        items = chunks if chunks is not None else encoded
+        self.calls.append(len(items))
+        return [dict(self.TABLE[int(c[0])]) for c in items]
+
+
+def fake_encode(model, chunks):
+    """Stand-in encoder output: each chunk's marker sample, so the fake LID can read it back."""
+    return np.stack([c[:1] for c in chunks])
 
 
 @pytest.fixture
@@ -168,6 +174,7 @@ def fake_lid(monkeypatch):
     fake = FakeLID()
     monkeypatch.setattr(whisper_runtime, "load", lambda *a, **k: object())
     monkeypatch.setattr(whisper_runtime, "language_probs", fake)
+    monkeypatch.setattr(whisper_runtime, "encode", fake_encode)
     return fake
 
 
@@ -309,3 +316,25 @@ def test_runtime_batch_matches_single(clips):
     assert [h.text for h in together] == [h.text for h in alone]
     feats = whisper_runtime.features(model, [a, np.zeros(SR, np.float32)])
     assert feats.shape[0] == 2 and feats.shape[-1] == whisper_runtime.N_FRAMES
+
+
+def test_two_pass_equals_language_id_then_whisper(clips, asr):
+    """asr.two_pass reuses pass-1 encoder outputs; its rows must equal the two separate stages'."""
+    from granary_pipe.stages.asr.two_pass import WhisperTwoPass
+
+    rows = [af.audio_row(clips[n], n.split(".")[0]) for n in ("en_01.flac", "de_01.flac", "es_01.flac", "it_01.flac")]
+    rows += mixed_recording(clips)
+    lid = WhisperLanguageID(model="whisper-base", compute_type="int8")
+    fused = WhisperTwoPass(models_by_lang={"en": "whisper-tiny.en", "default": "whisper-base"}, beam_size=5,
+                           compute_type="int8")
+    keys = ("id", "lang", "lang_prob", "text", "avg_logprob", "drop_reason", "asr_model")
+    separate = asr(lid(af.table(rows))).sort_by("id").select(list(keys)).to_pylist()
+    together = fused(af.table(rows)).sort_by("id").select(list(keys)).to_pylist()
+    assert [r["text"] for r in together] == [r["text"] for r in separate]
+    for a, b in zip(separate, together):
+        assert a["lang"] == b["lang"] and a["drop_reason"] == b["drop_reason"] and a["asr_model"] == b["asr_model"]
+        assert math.isclose(a["lang_prob"], b["lang_prob"], rel_tol=1e-5)
+        if a["avg_logprob"] is not None:
+            assert math.isclose(a["avg_logprob"], b["avg_logprob"], rel_tol=1e-4, abs_tol=1e-4)
+    assert {r["lang"] for r in together} >= {"en", "de", "es", "it"}
+    assert fused.models() == ["whisper-base", "whisper-tiny.en"]

@@ -87,6 +87,10 @@ class RayExecutor:
             if missing:
                 raise RuntimeError(f"stage {s.name} needs {', '.join(missing)} but the Ray cluster offers "
                                    f"{ {k: v for k, v in total.items() if not k.startswith('node:')} }")
+        held_gpus = sum(s.resources.gpus * s.workers for s in self.stages if s.actor)
+        if held_gpus > total.get("GPU", 0) + 1e-9:
+            raise RuntimeError(f"actors reserve {held_gpus:g} GPUs in all but the cluster has "
+                               f"{total.get('GPU', 0):g}: lower resources.gpus or workers")
         held = sum(s.resources.cpus * s.workers for s in self.stages if s.actor)
         task_need = max([s.resources.cpus for s in self.stages if not s.actor] + [COMMIT_CPUS])
         if held + task_need > total.get("CPU", 0) + 1e-9:

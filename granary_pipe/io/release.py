@@ -1,17 +1,37 @@
 """Build a release from a run directory: shards per language, release.json, ATTRIBUTION.md.
 
-Layout written under ``out_dir``::
+Layout written under ``out_dir`` (formats chosen by ``formats``; default parquet + wds)::
 
-    release.json                          shards (path, sha256, bytes, rows, hours), totals,
-                                          licenses, sources, the run's config
+    release.json                          every file (path, format, lang, sha256, bytes, rows,
+                                          hours), totals per language and per format, release
+                                          license + rows excluded by it, sources and their
+                                          licenses, the run's config, models (id, license,
+                                          sha256) and provenance (fingerprint, git, versions)
     ATTRIBUTION.md                        each source: license, homepage, citation, counts
+    README.md                             Hugging Face dataset card: license, one config per
+                                          language over the Parquet shards
     parquet/{lang}/{lang}-000000.parquet  release columns + ``audio`` (HF ``Audio`` layout)
     wds/{lang}/{lang}-000000.tar          WebDataset: ``{id}.flac`` + ``{id}.json`` per row
+    nemo/{lang}/manifest_000000.json      NeMo tarred dataset (:mod:`granary_pipe.io.nemo`)
+    nemo/{lang}/audio_000000.tar
+    lhotse_shar/{lang}/cuts.000000.jsonl.gz   Lhotse Shar (:mod:`granary_pipe.io.lhotse_shar`)
+    lhotse_shar/{lang}/recording.000000.tar
+
+Every format holds the same rows in the same order, cut at the same places: shard N of a
+language is the same rows in each format. Each format is readable on its own, so each
+holds its own copy of the audio (~the FLAC bytes once per format; the NeMo and Lhotse
+readers need their own tar layouts, see their modules). ``parquet`` + ``wds`` is the
+default; ``nemo`` and ``lhotse`` are opt-in.
 
 Only kept rows of committed units (``units/U/_COMMITTED`` present) go out; rejected rows
-are never read. Each language's rows are ordered by ``sha256(seed, id)``: a shuffle that
-depends only on the ids and the seed (not on unit order or on which other rows exist).
-The same run and arguments give byte-identical files; nothing time-dependent is written.
+are never read. With a release license (argument, else run.json's), rows whose license
+cannot be relicensed under it (:func:`granary_pipe.licenses.compatible`: CC0/PD rows into
+any open license, CC-BY-x into CC-BY-y/CC-BY-SA-y with y >= x, CC-BY-SA-x into CC-BY-SA-y only,
+anything else only into itself) stay out and are counted in
+``excluded.by_license``. Each language's rows are ordered by ``sha256(seed, id)``: a
+shuffle that depends only on the ids and the seed (not on unit order or on which other rows
+exist). The same run and arguments give byte-identical files; nothing time-dependent is
+written.
 """
 
 from __future__ import annotations
@@ -24,21 +44,52 @@ import re
 import shutil
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from granary_pipe import __version__
-from granary_pipe.io.shards import write_parquet_shard, write_wds_shard
+from granary_pipe import __version__, licenses
+from granary_pipe.audit import audit_models
+from granary_pipe.licenses import compatible  # the one rule set, shared with audit and the gate
+from granary_pipe.io.lhotse_shar import write_shar_shard
+from granary_pipe.io.nemo import brace_patterns, write_nemo_shard
+from granary_pipe.io.shards import flac_frames, write_parquet_shard, write_wds_shard
 from granary_pipe.schema import SCHEMA, conform
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 COMMIT_MARKER = "_COMMITTED"
+FORMATS = ("parquet", "wds", "nemo", "lhotse")
+"""Every release format, in the order release.json lists them."""
+DEFAULT_FORMATS = ("parquet", "wds")
+"""Formats written unless asked otherwise: Parquet (pyarrow, pandas, duckdb, HF ``datasets``)
+and WebDataset. ``nemo`` and ``lhotse`` each add a full copy of the audio: opt in."""
+FORMAT_DIRS = {"parquet": "parquet", "wds": "wds", "nemo": "nemo", "lhotse": "lhotse_shar"}
 _LANG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_OWNED = ("parquet", "wds", "release.json", "ATTRIBUTION.md")
+_OWNED = ("parquet", "wds", "nemo", "lhotse_shar", "release.json", "ATTRIBUTION.md", "README.md")
+_TOP_FILES = ("ATTRIBUTION.md", "README.md")
+_HF_LICENSES = {"CC0-1.0": "cc0-1.0", "CC-BY-3.0": "cc-by-3.0", "CC-BY-4.0": "cc-by-4.0",
+                "CC-BY-SA-3.0": "cc-by-sa-3.0", "CC-BY-SA-4.0": "cc-by-sa-4.0", "MIT": "mit",
+                "Apache-2.0": "apache-2.0", "PDDL-1.0": "pddl", "CC-BY-NC-4.0": "cc-by-nc-4.0",
+                "CC-BY-NC-SA-4.0": "cc-by-nc-sa-4.0", "CC-BY-ND-4.0": "cc-by-nd-4.0",
+                "CC-BY-NC-ND-4.0": "cc-by-nc-nd-4.0"}
+def resolve_formats(formats: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Validate ``formats`` (names from :data:`FORMATS`, or ``"all"``); canonical order."""
+    if formats is None:
+        return DEFAULT_FORMATS
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    formats = list(formats)
+    if formats == ["all"]:
+        return FORMATS
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown release format(s) {unknown}; choose from {list(FORMATS)} or 'all'")
+    if not formats:
+        raise ValueError(f"no release format given; choose from {list(FORMATS)}")
+    return tuple(f for f in FORMATS if f in formats)
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:
@@ -166,9 +217,15 @@ def run_sources(run: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _attribution(
-    run_name: str, release_license: str | None, sources: list[dict], counts: dict
+    run_name: str, release_license: str | None, sources: list[dict], counts: dict,
+    models: dict[str, dict] | None = None,
 ) -> str:
-    """Render ATTRIBUTION.md; ``counts[source][license] = [rows, seconds]``."""
+    """Render ATTRIBUTION.md; ``counts[source][license] = [rows, seconds]``.
+
+    A source that matches a catalog entry (``manifests/catalog``, by name) or carries a
+    ``catalog`` block gets the catalog's homepage, citation and license evidence."""
+    from granary_pipe import catalog
+
     lines = [
         "# Attribution",
         "",
@@ -178,11 +235,16 @@ def _attribution(
     ]
     listed = [s.get("name") for s in sources]
     extra = sorted(k for k in counts if k not in listed)
-    entries = sources + [{"name": k} for k in extra]
+    entries = [catalog.attribution_info(s) for s in sources] + [{"name": k} for k in extra]
     for src in entries:
         name = src.get("name") or "(unnamed source)"
         lines += [f"## {name}", ""]
         lines.append(f"- License: {src.get('license') or 'not given'}")
+        evidence = src.get("license_evidence")
+        if evidence:
+            lines.append(f"- License evidence: {evidence['url']} (\"{evidence['quote']}\")")
+        if src.get("unconfirmed"):
+            lines.append(f"- Not confirmed on the corpus's own pages: {', '.join(src['unconfirmed'])}")
         lines.append(f"- Homepage: {src.get('homepage') or 'not given'}")
         cite = (src.get("citation") or "").strip()
         if cite:
@@ -197,6 +259,12 @@ def _attribution(
             lines.append(f"| {lic} | {rows} | {hours} |")
         if not per:
             lines.append("| (no rows in this release) | 0 | 0.000 |")
+        lines.append("")
+    if models:
+        lines += ["## Models", "", "Labels, filters and translations in this release were made with:", "",
+                  "| Model | Upstream id | License |", "|---|---|---|"]
+        for name, m in sorted(models.items()):
+            lines.append(f"| {name} | {(m or {}).get('model_id') or '-'} | {(m or {}).get('license') or 'unknown'} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -218,6 +286,53 @@ def _clear_owned(out_dir: Path, keep: Path) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
+def _dataset_card(release: dict[str, Any]) -> str:
+    """README.md with Hugging Face dataset-card metadata: one config per language (Parquet)."""
+    lic = release.get("release_license")
+    langs = list(release["totals"]["per_lang"])
+    lines = ["---", f"license: {_HF_LICENSES.get(lic, 'other') if lic else 'other'}"]
+    if lic and lic not in _HF_LICENSES:
+        lines.append(f"license_name: {lic}")
+    lines += ["language:"] + [f"- {lang}" for lang in langs]
+    lines += ["task_categories:", "- automatic-speech-recognition", "configs:"]
+    if "parquet" in release["formats"]:
+        lines += ["- config_name: all", "  default: true", "  data_files:", "  - split: train",
+                  "    path: parquet/*/*.parquet"]
+        for lang in langs:
+            lines += [f"- config_name: {lang}", "  data_files:", "  - split: train",
+                      f"    path: parquet/{lang}/*.parquet"]
+    lines += ["---", "", f"# {release['created_from']}", "",
+              f"Speech segments with transcripts built by granary_pipe {__version__}: "
+              f"{release['totals']['rows']} rows, {release['totals']['hours']:.3f} hours, "
+              f"languages {', '.join(langs)}.",
+              f"Formats: {', '.join(release['formats'])} (layout and checksums in `release.json`).",
+              f"License: {lic or 'see each source'}; sources and attribution in `ATTRIBUTION.md`.", ""]
+    return "\n".join(lines)
+
+
+def _models(run: dict[str, Any]) -> dict[str, Any]:
+    """run.json's models (id, license, weights sha256) without local paths."""
+    return {name: {k: v for k, v in (m or {}).items() if k != "path"} if isinstance(m, dict) else m
+            for name, m in (run.get("models") or {}).items()}
+
+
+def _run_provenance(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """What release.json keeps of run.json besides the pipeline config and the models."""
+    units = run.get("units") or {}
+    pipeline_file = run.get("pipeline_file")
+    return {
+        "name": run_dir.resolve().name,
+        "fingerprint": run.get("fingerprint"),
+        "git_revision": run.get("git_revision"),
+        "granary_pipe": run.get("granary_pipe") or (run.get("versions") or {}).get("granary_pipe"),
+        "executor": run.get("executor"),
+        "pipeline_file": Path(pipeline_file).name if pipeline_file else None,
+        "versions": run.get("versions"),
+        "stage_info": run.get("stage_info"),
+        "units_failed": sorted(u for u, v in units.items() if (v or {}).get("status") == "failed"),
+    }
+
+
 def build_release(
     run_dir: Path,
     out_dir: Path,
@@ -229,6 +344,7 @@ def build_release(
     progress: bool = True,
     overwrite: bool = False,
     release_license: str | None = None,
+    formats: Iterable[str] | str | None = DEFAULT_FORMATS,
 ) -> dict[str, Any]:
     """Write a release of ``run_dir``'s kept rows into ``out_dir``; return release.json's dict.
 
@@ -243,33 +359,76 @@ def build_release(
         seed: shuffle seed; the order within a language is by ``sha256(seed, id)``.
         progress: show a tqdm bar over shards.
         overwrite: replace an earlier release in ``out_dir`` (its ``parquet/``, ``wds/``,
-            ``release.json``, ``ATTRIBUTION.md``); other files there are left alone.
-        release_license: recorded as ``release_license``; default: run.json's
-            ``release_license``, else the first ``release_license`` key in its pipeline config.
+            ``nemo/``, ``lhotse_shar/``, ``release.json``, ``ATTRIBUTION.md``,
+            ``README.md``); other files there are left alone.
+        release_license: SPDX id (or alias) the release is published under; only rows whose
+            license is :func:`granary_pipe.licenses.compatible` with it go in, the others are counted in
+            release.json's ``excluded.by_license``. Default: run.json's ``release_license``,
+            else the first ``release_license`` key in its pipeline config, else none (no
+            license filter beyond the run's own license gate).
+        formats: names from :data:`FORMATS` (or ``"all"``, or a comma-separated string);
+            default :data:`DEFAULT_FORMATS`.
 
     Raises:
         FileNotFoundError: no ``run.json`` in ``run_dir``, or a kept row's audio is missing.
-        ValueError: no committed unit, no kept rows (for ``langs``), or bad arguments.
+        ValueError: no committed unit, no kept rows (for ``langs`` / the license), an
+            unknown release license or format, or bad arguments.
         FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = read_run_json(run_dir)
+    formats = resolve_formats(formats)
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
     if shard_bytes is not None and shard_bytes < 1:
         raise ValueError(f"shard_bytes must be >= 1 or None, got {shard_bytes}")
+    if release_license is None:
+        release_license = run.get("release_license") or _find_key(
+            run.get("pipeline") or {}, "release_license"
+        )
+    if release_license is not None:
+        spdx = licenses.normalize(release_license)
+        if spdx == licenses.UNKNOWN:
+            raise ValueError(f"release license {release_license!r} is not in the license registry")
+        if not licenses.allows_release(spdx):
+            raise ValueError(f"release license {spdx} is not open-source compliant "
+                             "(non-commercial / no-derivatives): choose an open license")
+        release_license = spdx
+    model_violations = audit_models(run.get("models") or {})
+    if model_violations:
+        raise ValueError(
+            f"{run_dir}: refusing a release whose labels come from models whose license forbids it: "
+            + "; ".join(map(str, model_violations))
+            + " (use a model whose license allows it; a model given by path needs its license in"
+            " granary_pipe/models.py; see `granary licenses audit RUN`)"
+        )
     units = committed_units(run_dir)
     if not units:
         raise ValueError(f"no committed unit in {run_dir / 'units'} (no {COMMIT_MARKER} markers)")
     table = _read_kept(run_dir, units)
     lang_col = row_langs(table).to_pylist()
     ids = table.column("id").to_pylist()
+    licenses_col = table.column("license").to_pylist()
     by_lang: dict[str, list[int]] = defaultdict(list)
+    excluded_lang: dict[str, int] = defaultdict(int)
+    excluded_lic: dict[str, int] = defaultdict(int)
+    compat: dict[str, bool] = {}
     for i, lang in enumerate(lang_col):
-        if langs is None or lang in langs:
-            by_lang[lang].append(i)
+        if langs is not None and lang not in langs:
+            excluded_lang[lang] += 1
+            continue
+        lic = licenses_col[i] or licenses.UNKNOWN
+        if release_license is not None:
+            if lic not in compat:
+                compat[lic] = compatible(lic, release_license)
+            if not compat[lic]:
+                excluded_lic[lic] += 1
+                continue
+        by_lang[lang].append(i)
     if not by_lang:
         what = f" for languages {sorted(langs)}" if langs is not None else ""
+        if excluded_lic:
+            what += f" whose license is compatible with {release_license} (excluded: {dict(excluded_lic)})"
         raise ValueError(f"no kept rows in committed units of {run_dir}{what}")
     for lang in by_lang:
         if not _LANG_RE.match(lang):
@@ -281,40 +440,50 @@ def build_release(
         for n, shard in enumerate(_plan_shards(run_dir, table, order, shard_rows, shard_bytes)):
             plan.append((lang, n, shard))
 
-    if release_license is None:
-        release_license = run.get("release_license") or _find_key(
-            run.get("pipeline") or {}, "release_license"
-        )
     _prepare_out_dir(out_dir, overwrite)
     tmp = out_dir / f".tmp-release-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
         durations = table.column("duration_s").to_pylist()
-        licenses = table.column("license").to_pylist()
         sources_col = table.column("source").to_pylist()
         shard_entries: list[dict[str, Any]] = []
         per_lang: dict[str, dict[str, Any]] = {}
         lic_rows: dict[str, int] = defaultdict(int)
         attrib: dict[Any, dict[str, list]] = defaultdict(lambda: defaultdict(lambda: [0, 0.0]))
+        need_frames = "nemo" in formats or "lhotse" in formats
         for lang, n, idx in tqdm(plan, desc="release", unit="shard", disable=not progress):
             sub = table.take(pa.array(idx, pa.int64()))
             audio = _read_audio(run_dir, sub)
+            frames = [flac_frames(a) for a in audio] if need_frames else []
             seconds = math.fsum(durations[i] or 0.0 for i in idx)
-            for fmt, ext, write in (
-                ("parquet", "parquet", write_parquet_shard),
-                ("wds", "tar", write_wds_shard),
-            ):
-                rel = f"{fmt}/{lang}/{lang}-{n:06d}.{ext}"
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                write(tmp / rel, sub, audio)
-                shard_entries.append(_file_entry(tmp, rel, fmt, lang, len(idx), seconds))
-            stats = per_lang.setdefault(lang, {"rows": 0, "seconds": [], "shards": 0})
+            written: list[tuple[str, Path]] = []
+            for fmt in formats:
+                d = tmp / FORMAT_DIRS[fmt] / lang
+                d.mkdir(parents=True, exist_ok=True)
+                if fmt == "parquet":
+                    write_parquet_shard(d / f"{lang}-{n:06d}.parquet", sub, audio)
+                    written.append((fmt, d / f"{lang}-{n:06d}.parquet"))
+                elif fmt == "wds":
+                    write_wds_shard(d / f"{lang}-{n:06d}.tar", sub, audio)
+                    written.append((fmt, d / f"{lang}-{n:06d}.tar"))
+                elif fmt == "nemo":
+                    written += [(fmt, p) for p in write_nemo_shard(d, n, sub, audio, frames)]
+                else:
+                    written += [(fmt, p) for p in write_shar_shard(d, n, sub, audio, frames)]
+            for fmt, path in written:
+                entry = _file_entry(tmp, path.relative_to(tmp).as_posix(), fmt, lang, len(idx), seconds)
+                entry["shard"] = n
+                shard_entries.append(entry)
+            stats = per_lang.setdefault(lang, {"rows": 0, "seconds": [], "shards": 0,
+                                               "bytes": defaultdict(int)})
             stats["rows"] += len(idx)
             stats["seconds"].append(seconds)
             stats["shards"] += 1
+            for fmt, path in written:
+                stats["bytes"][fmt] += path.stat().st_size
             for i in idx:
-                lic = licenses[i] or "unknown"
+                lic = licenses_col[i] or "unknown"
                 lic_rows[lic] += 1
                 cell = attrib[sources_col[i]][lic]
                 cell[0] += 1
@@ -322,42 +491,80 @@ def build_release(
 
         shard_entries.sort(key=lambda e: e["path"])
         total_s = math.fsum(s for v in per_lang.values() for s in v["seconds"])
-        sources = run_sources(run)
+        total_bytes = {fmt: sum(v["bytes"].get(fmt, 0) for v in per_lang.values()) for fmt in formats}
+        sources = []
+        for src in run_sources(run):
+            per = attrib.get(src.get("name"), {})
+            if isinstance(src.get("manifest"), str):  # a local path: keep its name only
+                src = {**src, "manifest": Path(src["manifest"]).name}
+            sources.append({**src, "release": {
+                "rows": sum(c[0] for c in per.values()),
+                "hours": round(math.fsum(c[1] for c in per.values()) / 3600, 6),
+                "licenses": {lic: c[0] for lic, c in sorted(per.items())},
+            }})
         release = {
             "format_version": FORMAT_VERSION,
             "created_from": run_dir.resolve().name,
             "granary_pipe_version": __version__,
             "release_license": release_license,
+            "formats": list(formats),
             "sharding": {"seed": seed, "shard_rows": shard_rows, "shard_bytes": shard_bytes,
-                         "langs": sorted(langs) if langs is not None else None},
+                         "langs": sorted(langs) if langs is not None else None,
+                         "naming": {fmt: _NAMING[fmt] for fmt in formats}},
             "shards": shard_entries,
+            "files": [],
             "totals": {
                 "rows": sum(v["rows"] for v in per_lang.values()),
                 "hours": round(total_s / 3600, 6),
+                "bytes": total_bytes,
                 "per_lang": {
                     lang: {
                         "rows": v["rows"],
                         "hours": round(math.fsum(v["seconds"]) / 3600, 6),
                         "shards": v["shards"],
+                        "bytes": {fmt: v["bytes"].get(fmt, 0) for fmt in formats},
                     }
                     for lang, v in sorted(per_lang.items())
                 },
             },
             "licenses": dict(sorted(lic_rows.items())),
+            "excluded": {
+                "by_license": dict(sorted(excluded_lic.items())),
+                "by_lang": dict(sorted(excluded_lang.items())),
+            },
             "sources": sources,
             "config": run.get("pipeline"),
+            "models": _models(run),  # whose outputs (labels, translations) are in the release
+            "run": _run_provenance(run_dir, run),
         }
+        if "nemo" in formats:
+            release["nemo"] = {lang: brace_patterns(f"nemo/{lang}", v["shards"])
+                               for lang, v in sorted(per_lang.items())}
         (tmp / "ATTRIBUTION.md").write_text(
-            _attribution(release["created_from"], release_license, sources, attrib),
+            _attribution(release["created_from"], release_license, sources, attrib, run.get("models")),
             encoding="utf-8",
         )
+        (tmp / "README.md").write_text(_dataset_card(release), encoding="utf-8")
+        for name in _TOP_FILES:
+            entry = _file_entry(tmp, name, "meta", None, 0, 0.0)
+            release["files"].append({k: entry[k] for k in ("path", "format", "sha256", "bytes")})
         (tmp / "release.json").write_text(
             json.dumps(release, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         _clear_owned(out_dir, keep=tmp)
-        for name in ("parquet", "wds", "ATTRIBUTION.md", "release.json"):  # release.json last
+        for fmt in formats:
+            os.replace(tmp / FORMAT_DIRS[fmt], out_dir / FORMAT_DIRS[fmt])
+        for name in (*_TOP_FILES, "release.json"):  # release.json last
             os.replace(tmp / name, out_dir / name)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return release
+
+
+_NAMING = {
+    "parquet": "parquet/{lang}/{lang}-%06d.parquet",
+    "wds": "wds/{lang}/{lang}-%06d.tar",
+    "nemo": "nemo/{lang}/manifest_%06d.json + nemo/{lang}/audio_%06d.tar",
+    "lhotse": "lhotse_shar/{lang}/cuts.%06d.jsonl.gz + lhotse_shar/{lang}/recording.%06d.tar",
+}

@@ -1,5 +1,8 @@
 """Shard writers for releases: Parquet (Hugging Face ``Audio`` layout) and WebDataset tar.
 
+NeMo manifests (:mod:`granary_pipe.io.nemo`) and Lhotse Shar (:mod:`granary_pipe.io.lhotse_shar`)
+have their own modules; they reuse :func:`tar_info` and :func:`row_metadata` from here.
+
 Both writers are deterministic: the same rows and audio bytes give byte-identical files
 (no timestamps, fixed tar ownership and modes, fixed Parquet writer options), so a
 release rebuilt from the same run has the same sha256 for every shard.
@@ -22,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import soundfile as sf
 
 from granary_pipe.schema import SAMPLE_RATE_HZ, SCHEMA
 
@@ -96,14 +100,24 @@ def row_metadata(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
+def check_payloads(path: Path, table: pa.Table, audio: Sequence[bytes]) -> None:
+    """``ValueError`` naming ``path`` unless there is one audio payload per row."""
+    if len(audio) != table.num_rows:
+        raise ValueError(f"{path}: {table.num_rows} rows but {len(audio)} audio payloads")
+
+
+def flac_frames(flac: bytes) -> int:
+    """Number of samples in a FLAC payload (read from its header, not decoded)."""
+    return sf.info(io.BytesIO(flac)).frames
+
+
 def write_parquet_shard(path: Path, table: pa.Table, audio: Sequence[bytes]) -> None:
     """Write one Parquet shard: release columns of ``table`` plus the ``audio`` struct.
 
     ``table`` is in the row schema; ``audio[i]`` is the FLAC of row ``i``. The struct's
     ``path`` is ``"{id}.flac"`` so readers can tell the codec from the name.
     """
-    if len(audio) != table.num_rows:
-        raise ValueError(f"{path}: {table.num_rows} rows but {len(audio)} audio payloads")
+    check_payloads(path, table, audio)
     schema = release_schema()
     ids = table.column("id").to_pylist()
     audio_arr = pa.StructArray.from_arrays(
@@ -125,7 +139,9 @@ def write_parquet_shard(path: Path, table: pa.Table, audio: Sequence[bytes]) -> 
     )
 
 
-def _tar_member(name: str, size: int) -> tarfile.TarInfo:
+def tar_info(name: str, size: int) -> tarfile.TarInfo:
+    """Header of a regular tar member that depends only on ``name`` and ``size``
+    (mtime 0, uid/gid 0, no owner names, mode 0644): shared by every tar a release writes."""
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = 0
@@ -136,14 +152,16 @@ def _tar_member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+_tar_member = tar_info
+
+
 def write_wds_shard(path: Path, table: pa.Table, audio: Sequence[bytes]) -> None:
     """Write one WebDataset tar: per row ``{id}.flac`` then ``{id}.json``.
 
     Members follow the rows' order (the release's shuffled order); tar headers carry
     mtime 0, uid/gid 0, empty owner names and mode 0644, so output depends only on input.
     """
-    if len(audio) != table.num_rows:
-        raise ValueError(f"{path}: {table.num_rows} rows but {len(audio)} audio payloads")
+    check_payloads(path, table, audio)
     metas = row_metadata(table)
     with open(path, "wb") as fh, tarfile.open(
         fileobj=fh, mode="w", format=tarfile.PAX_FORMAT
@@ -152,4 +170,4 @@ def write_wds_shard(path: Path, table: pa.Table, audio: Sequence[bytes]) -> None
             key = meta["id"]
             payload = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
             for name, data in ((f"{key}.flac", flac), (f"{key}.json", payload)):
-                tar.addfile(_tar_member(name, len(data)), io.BytesIO(data))
+                tar.addfile(tar_info(name, len(data)), io.BytesIO(data))

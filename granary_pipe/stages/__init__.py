@@ -1,6 +1,6 @@
 """Stages, registered by short name on import (see ``granary_pipe.registry``)."""
 
-from granary_pipe.stages.asr import language_id, transcribe  # noqa: F401
+from granary_pipe.stages.asr import language_id, transcribe, two_pass  # noqa: F401
 from granary_pipe.stages.audio import decode  # noqa: F401
 from granary_pipe.stages.filters import basic, hallucination, pass_agreement, text_lang  # noqa: F401
 from granary_pipe.stages.license import gate  # noqa: F401

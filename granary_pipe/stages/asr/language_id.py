@@ -63,28 +63,48 @@ class WhisperLanguageID(Stage):
     def process(self, active: pa.Table) -> pa.Table:
         model = whisper_runtime.load(self.model, self.device, self.compute_type, self.cpu_threads)
         rows = active.to_pylist()
-        by_rec: dict[str, list[int]] = defaultdict(list)
-        for i, row in enumerate(rows):
-            by_rec[row["recording_id"]].append(i)
-        jobs: list[tuple[str, np.ndarray]] = []
-        for rec, idx in by_rec.items():
-            idx.sort(key=lambda i: rows[i]["offset_s"])
-            for j in spread(len(idx), self.windows):
-                audio = np.frombuffer(rows[idx[j]]["samples"], dtype=np.float32)
-                jobs.append((rec, audio[: 30 * schema.SAMPLE_RATE_HZ]))
-        results: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
-        for k in range(0, len(jobs), self.model_batch):
-            batch = jobs[k : k + self.model_batch]
-            for (rec, audio), p in zip(batch, whisper_runtime.language_probs(model, [a for _, a in batch])):
-                results[rec][0].append(p)
-                results[rec][1].append(audio.size / schema.SAMPLE_RATE_HZ)
-        for rec, idx in by_rec.items():
-            lang, prob = combine(*results[rec])
-            reason = None
-            if prob < self.min_prob:
-                reason = "lang:low_confidence"
-            elif self.allowed_langs is not None and lang not in self.allowed_langs:
-                reason = f"lang:unsupported:{lang}"
-            for i in idx:
-                rows[i].update(lang=lang, lang_prob=prob, drop_reason=reason)
+        decisions, _ = identify(rows, model, self.windows, self.model_batch)
+        decide(rows, decisions, self.min_prob, self.allowed_langs)
         return schema.make_table(rows, with_samples=True)
+
+
+def identify(rows: list[dict], model, windows: int, model_batch: int,
+             keep_encoded: bool = False) -> tuple[dict[str, tuple[str, float]], dict[int, np.ndarray]]:
+    """Language of each recording in ``rows`` from up to ``windows`` speech windows.
+
+    Returns ``{recording_id: (lang, prob)}`` and, with ``keep_encoded``, the encoder output of each
+    window keyed by row index (windows are whole segments ≤ 30 s, so pass 2 can reuse them).
+    """
+    by_rec: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_rec[row["recording_id"]].append(i)
+    jobs: list[tuple[str, int, np.ndarray]] = []
+    for rec, idx in by_rec.items():
+        idx.sort(key=lambda i: rows[i]["offset_s"])
+        for j in spread(len(idx), windows):
+            audio = np.frombuffer(rows[idx[j]]["samples"], dtype=np.float32)
+            jobs.append((rec, idx[j], audio[: 30 * schema.SAMPLE_RATE_HZ]))
+    results: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    encoded_by_row: dict[int, np.ndarray] = {}
+    for k in range(0, len(jobs), model_batch):
+        batch = jobs[k : k + model_batch]
+        encoded = whisper_runtime.encode(model, [a for _, _, a in batch])
+        for n, ((rec, i, audio), p) in enumerate(zip(batch, whisper_runtime.language_probs(model, encoded=encoded))):
+            results[rec][0].append(p)
+            results[rec][1].append(audio.size / schema.SAMPLE_RATE_HZ)
+            if keep_encoded:
+                encoded_by_row[i] = encoded[n]
+    return {rec: combine(*results[rec]) for rec in by_rec}, encoded_by_row
+
+
+def decide(rows: list[dict], decisions: dict[str, tuple[str, float]], min_prob: float,
+           allowed_langs: list[str] | None) -> None:
+    """Set ``lang``/``lang_prob`` on every row and reject low-confidence or unsupported languages."""
+    for row in rows:
+        lang, prob = decisions[row["recording_id"]]
+        reason = None
+        if prob < min_prob:
+            reason = "lang:low_confidence"
+        elif allowed_langs is not None and lang not in allowed_langs:
+            reason = f"lang:unsupported:{lang}"
+        row.update(lang=lang, lang_prob=prob, drop_reason=reason)

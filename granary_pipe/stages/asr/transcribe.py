@@ -67,9 +67,18 @@ class WhisperTranscribe(Stage):
 
     def process(self, active: pa.Table) -> pa.Table:
         rows = active.to_pylist()
+        self.transcribe_rows(rows)
+        return schema.make_table(rows, with_samples=True)
+
+    def transcribe_rows(self, rows: list[dict], encoded: dict[int, np.ndarray] | None = None,
+                        encoded_by: str | None = None) -> None:
+        """Transcribe rows in place. ``encoded`` holds encoder outputs already computed by model
+        ``encoded_by`` (keyed by row index); rows whose model is that one reuse them."""
         by_lang: dict[str, list[int]] = defaultdict(list)
         for i, row in enumerate(rows):
             lang = row["lang"] or row["lang_hint"]
+            if row["drop_reason"] is not None:
+                continue
             if not lang:
                 row["drop_reason"] = "asr:no_language"  # neither language ID nor a hint
             elif (row["duration_s"] or 0.0) > MAX_WINDOW_S:
@@ -77,18 +86,25 @@ class WhisperTranscribe(Stage):
             else:
                 row["lang"] = lang
                 by_lang[lang].append(i)
+        reuse = encoded or {}
         for lang, idx in sorted(by_lang.items()):
             name = self.model_for(lang)
             model = whisper_runtime.load(name, self.device, self.compute_type, self.cpu_threads)
             if not model.model.is_multilingual and lang != "en":
                 raise ValueError(f"model {name!r} is English-only but is configured for language {lang!r}")
-            idx.sort(key=lambda i: -rows[i]["duration_s"])
-            for k in range(0, len(idx), self.model_batch):
-                chunk = idx[k : k + self.model_batch]
-                audio = [np.frombuffer(rows[i]["samples"], dtype=np.float32) for i in chunk]
-                hyps = whisper_runtime.transcribe(model, audio, lang, self.beam_size,
-                                                  max_new_tokens=self.max_new_tokens)
-                for i, h in zip(chunk, hyps):
-                    rows[i].update(text=h.text, asr_model=name, avg_logprob=h.avg_logprob,
-                                   compression_ratio=h.compression_ratio, no_speech_prob=h.no_speech_prob)
-        return schema.make_table(rows, with_samples=True)
+            cached = [i for i in idx if name == encoded_by and i in reuse]
+            fresh = sorted(set(idx) - set(cached), key=lambda i: -rows[i]["duration_s"])
+            for k in range(0, len(cached), self.model_batch):
+                chunk = cached[k : k + self.model_batch]
+                self._decode(rows, chunk, model, name, lang, np.stack([reuse[i] for i in chunk]))
+            for k in range(0, len(fresh), self.model_batch):
+                self._decode(rows, fresh[k : k + self.model_batch], model, name, lang, None)
+
+    def _decode(self, rows: list[dict], chunk: list[int], model, name: str, lang: str,
+                encoded: np.ndarray | None) -> None:
+        audio = None if encoded is not None else [np.frombuffer(rows[i]["samples"], dtype=np.float32) for i in chunk]
+        hyps = whisper_runtime.transcribe(model, audio, lang, self.beam_size, max_new_tokens=self.max_new_tokens,
+                                          encoded=encoded)
+        for i, h in zip(chunk, hyps):
+            rows[i].update(text=h.text, asr_model=name, avg_logprob=h.avg_logprob,
+                           compression_ratio=h.compression_ratio, no_speech_prob=h.no_speech_prob)

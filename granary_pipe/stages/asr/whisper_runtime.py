@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 
+import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
@@ -46,29 +47,40 @@ def features(model: WhisperModel, chunks: list[np.ndarray]) -> np.ndarray:
     return np.stack(feats).astype(np.float32)
 
 
-def language_probs(model: WhisperModel, chunks: list[np.ndarray]) -> list[dict[str, float]]:
-    """Per chunk, the probability of each language code (``{"en": 0.93, ...}``)."""
+def encode(model: WhisperModel, chunks: list[np.ndarray]) -> np.ndarray:
+    """Encoder outputs of a batch of ≤ 30 s chunks, on the CPU (so they can be kept and regrouped)."""
+    feats = ctranslate2.StorageView.from_array(features(model, chunks))
+    return np.asarray(model.model.encode(feats, to_cpu=True))
+
+
+def language_probs(model: WhisperModel, chunks: list[np.ndarray] | None = None,
+                   encoded: np.ndarray | None = None) -> list[dict[str, float]]:
+    """Per chunk, the probability of each language code (``{"en": 0.93, ...}``), from audio
+    chunks or from their encoder outputs."""
     if not model.model.is_multilingual:
         raise ValueError("language ID needs a multilingual Whisper model")
-    encoded = model.encode(features(model, chunks))
+    if encoded is None:
+        encoded = encode(model, chunks)
     out = []
-    for result in model.model.detect_language(encoded):
+    for result in model.model.detect_language(ctranslate2.StorageView.from_array(encoded)):
         out.append({tok[2:-2]: float(p) for tok, p in result})
     return out
 
 
-def transcribe(model: WhisperModel, chunks: list[np.ndarray], language: str, beam_size: int = 5,
-               task: str = "transcribe", max_new_tokens: int | None = None) -> list[Hypothesis]:
-    """Decode a batch of ≤ 30 s chunks with the language forced (no timestamps)."""
+def transcribe(model: WhisperModel, chunks: list[np.ndarray] | None, language: str, beam_size: int = 5,
+               task: str = "transcribe", max_new_tokens: int | None = None,
+               encoded: np.ndarray | None = None) -> list[Hypothesis]:
+    """Decode a batch of ≤ 30 s chunks (or their encoder outputs) with the language forced."""
     multilingual = model.model.is_multilingual
     tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task=task if multilingual else None,
                           language=language if multilingual else None)
     prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
     max_length = model.max_length if max_new_tokens is None else min(model.max_length, len(prompt) + max_new_tokens)
-    encoded = model.encode(features(model, chunks))
+    if encoded is None:
+        encoded = encode(model, chunks)
     results = model.model.generate(
-        encoded,
-        [list(prompt) for _ in chunks],
+        ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded)),
+        [list(prompt) for _ in range(len(encoded))],
         beam_size=beam_size,
         max_length=max_length,
         return_scores=True,

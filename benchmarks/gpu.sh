@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# GPU benchmark: the throughput benchmark on CUDA (float16) with whatever Whisper model is local,
+# plus the Conformer training step time. Run on a machine with a GPU, from the repo root:
+#   GRANARY_MODEL_WHISPER_LARGE_V3=/models/faster-whisper-large-v3 bash benchmarks/gpu.sh
+# Without that variable the bundled models (tiny.en / base) are used on the GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+tmp=$(mktemp -d)
+"$PY" - "$tmp/gpu-pipeline.yaml" <<'PYEOF'
+import os, sys, yaml
+cfg = yaml.safe_load(open("benchmarks/bench-pipeline.yaml"))
+big = "whisper-large-v3" if os.environ.get("GRANARY_MODEL_WHISPER_LARGE_V3") else None
+for s in cfg["stages"]:
+    if s["use"] == "asr.two_pass":
+        p = s["params"]
+        p.update(device="cuda", compute_type="float16", model_batch=32)
+        if big:
+            p.update(lid_model=big, models_by_lang={"default": big})
+        s["resources"] = {"cpus": 1, "gpus": 1}
+cfg["units"]["recordings_per_unit"] = 24
+yaml.safe_dump(cfg, open(sys.argv[1], "w"), sort_keys=False)
+PYEOF
+"$PY" benchmarks/pipeline_throughput.py --repeat "${REPEAT:-10}" --pipeline "$tmp/gpu-pipeline.yaml" --device cuda --compute-type float16 ${GRANARY_MODEL_WHISPER_LARGE_V3:+--whisper whisper-large-v3}
+if "$PY" -c "import granary_pipe.train" 2>/dev/null && [ -f benchmarks/train_schedules.py ]; then
+  "$PY" benchmarks/train_schedules.py --device cuda --max-seconds "${TRAIN_SECONDS:-60}" || true
+fi
+rm -rf "$tmp"

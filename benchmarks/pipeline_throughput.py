@@ -1,0 +1,152 @@
+"""Pipeline throughput vs the published way and vs the compute floor, on the same audio and models.
+
+    python benchmarks/pipeline_throughput.py [--repeat 3] [--pipeline benchmarks/bench-pipeline.yaml]
+
+Audio: the demo corpus repeated ``--repeat`` times (symlinked copies, so each copy is its own
+recording). Models: Whisper tiny.en for English, multilingual base otherwise (base for language ID).
+Figures are audio seconds per wall second (higher is better):
+
+- pipeline: ``granary run`` (embedded Ray, two passes + filters), wall clock of the whole command
+  (Ray start and model loading included) and of the run alone (run.json ``wall_s``).
+- published way: one process, sequential faster-whisper ``WhisperModel.transcribe`` calls per file
+  as the published Granary pipeline does: a language-ID pass, a long-form pass, a per-segment pass.
+- compute floor: one batched pass of the same models over the same VAD speech segments, language
+  known, no pipeline around it (decode and VAD not timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from granary_pipe.stages.asr import whisper_runtime  # noqa: E402
+from granary_pipe.stages.audio.decode import decode_file  # noqa: E402
+from granary_pipe.stages.segment.silero import SileroSegment  # noqa: E402
+
+MODELS = {"en": "whisper-tiny.en", "default": "whisper-base"}
+DEVICE = {"device": "cpu", "compute_type": "int8"}
+
+
+def make_corpus(repeat: int, out: Path) -> tuple[Path, list[dict]]:
+    """Symlink the demo audio ``repeat`` times into ``out`` with a listing (NC and music kept)."""
+    demo = ROOT / "manifests" / "demo"
+    lines = [json.loads(x) for x in (demo / "listing.jsonl").read_text().splitlines() if x.strip()]
+    entries = []
+    (out / "audio").mkdir(parents=True)
+    for r in range(repeat):
+        for x in lines:
+            name = f"r{r}_{Path(x['path']).name}"
+            os.symlink(demo / x["path"], out / "audio" / name)
+            entries.append({**x, "path": f"audio/{name}"})
+    (out / "listing.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    (out / "source.yaml").write_text("name: bench\nlicense: CC-BY-4.0\nlisting: listing.jsonl\n")
+    return out / "source.yaml", entries
+
+
+def run_pipeline(pipeline: Path, source: Path, out: Path) -> dict:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "granary_pipe.cli", "run", str(pipeline), "--source", str(source),
+                    "--out", str(out), "-q"], check=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    info = json.loads((out / "run.json").read_text())
+    return {"wall_s": wall, "run_wall_s": info["wall_s"], "audio_s": info["audio_hours_in"] * 3600,
+            "stage_s": info["stage_s"]}
+
+
+def published_way(entries: list[dict], base: Path) -> dict:
+    """Sequential transcribe() calls per file: language ID, long-form, then per VAD segment."""
+    lid = whisper_runtime.load(MODELS["default"], DEVICE["device"], DEVICE["compute_type"])
+    vad = SileroSegment()
+    t0 = time.perf_counter()
+    audio_s = 0.0
+    for e in entries:
+        try:
+            audio, _ = decode_file(str(base / e["path"]), 6 * 3600)
+        except Exception:  # noqa: BLE001 - same files the pipeline rejects at decode
+            continue
+        audio_s += audio.size / 16000
+        lang, _, _ = lid.detect_language(audio)
+        model = whisper_runtime.load(MODELS.get(lang, MODELS["default"]), DEVICE["device"], DEVICE["compute_type"])
+        kw = {"language": lang} if model.model.is_multilingual else {}
+        list(model.transcribe(audio, beam_size=5, **kw)[0])
+        for start, end in vad.segments(audio):
+            list(model.transcribe(audio[start:end], beam_size=5, **kw)[0])
+    return {"wall_s": time.perf_counter() - t0, "audio_s": audio_s}
+
+
+def compute_floor(entries: list[dict], base: Path, model_batch: int = 8) -> dict:
+    """One batched pass over the VAD speech, language known from the listing (not timed: decode, VAD)."""
+    vad = SileroSegment()
+    by_lang: dict[str, list[np.ndarray]] = defaultdict(list)
+    audio_s = 0.0
+    for e in entries:
+        try:
+            audio, _ = decode_file(str(base / e["path"]), 6 * 3600)
+        except Exception:  # noqa: BLE001
+            continue
+        audio_s += audio.size / 16000
+        for start, end in vad.segments(audio):
+            by_lang[e.get("lang") or "en"].append(audio[start:end])
+    models = {lang: whisper_runtime.load(MODELS.get(lang, MODELS["default"]), DEVICE["device"], DEVICE["compute_type"])
+              for lang in by_lang}
+    t0 = time.perf_counter()
+    for lang, segs in by_lang.items():
+        segs.sort(key=len, reverse=True)
+        for k in range(0, len(segs), model_batch):
+            whisper_runtime.transcribe(models[lang], segs[k:k + model_batch], lang, beam_size=5)
+    return {"wall_s": time.perf_counter() - t0, "audio_s": audio_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--pipeline", type=Path, default=ROOT / "benchmarks" / "bench-pipeline.yaml")
+    ap.add_argument("--device", default="cpu", help="device of the baselines (cuda on a GPU machine)")
+    ap.add_argument("--compute-type", default="int8", help="CTranslate2 compute type of the baselines")
+    ap.add_argument("--whisper", default=None, help="one model for every language in the baselines "
+                    "(e.g. whisper-large-v3); default tiny.en for English, base otherwise, as the demo pipeline")
+    args = ap.parse_args()
+    DEVICE.update(device=args.device, compute_type=args.compute_type)
+    if args.whisper:
+        MODELS.clear()
+        MODELS["default"] = args.whisper
+    with tempfile.TemporaryDirectory(prefix="gp-bench-") as tmp:
+        source, entries = make_corpus(args.repeat, Path(tmp) / "corpus")
+        base = source.parent
+        results = {
+            "pipeline": run_pipeline(args.pipeline, source, Path(tmp) / "run"),
+            "published_way": published_way(entries, base),
+            "compute_floor": compute_floor(entries, base),
+        }
+    print(f"machine: {platform.node()} {os.cpu_count()} CPUs, python {platform.python_version()}, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
+    for name, r in results.items():
+        print(f"{name:15s} audio {r['audio_s']:8.1f} s  wall {r['wall_s']:7.1f} s  "
+              f"{r['audio_s'] / r['wall_s']:6.2f}x real time")
+    p = results["pipeline"]
+    speed = p["audio_s"] / p["wall_s"]
+    run_speed = p["audio_s"] / p["run_wall_s"]
+    for base_name in ("published_way", "compute_floor"):
+        b = results[base_name]
+        ratio = speed / (b["audio_s"] / b["wall_s"])
+        ratio_run = run_speed / (b["audio_s"] / b["wall_s"])
+        print(f"pipeline / {base_name}: {ratio:.2f} (whole command), {ratio_run:.2f} (run only, run.json wall_s)")
+    print("pipeline stage seconds (summed over units):",
+          ", ".join(f"{k} {v:.1f}" for k, v in sorted(p["stage_s"].items(), key=lambda kv: -kv[1])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Scaling: the same corpus with 1 vs 2 ASR workers, and where the time goes per stage.
+
+    python benchmarks/scaling.py [--repeat 2]
+
+Runs benchmarks/bench-pipeline.yaml twice on the demo corpus repeated ``--repeat`` times:
+(1) one two-pass ASR actor using all cores (``cpu_threads: 0``), (2) two ASR actors with one
+thread each. Prints wall time, audio seconds per wall second, the ratio 2-worker / 1-worker, and
+the per-stage time breakdown the pipeline records in run.json (``stage_s``: decode, VAD, ASR,
+filters; ``commit`` is the rest of the wall time: writing, Ray overhead and waiting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from pipeline_throughput import make_corpus  # noqa: E402
+
+
+def variant(base: dict, workers: int, threads: int, cpus: float) -> dict:
+    cfg = json.loads(json.dumps(base))
+    for stage in cfg["stages"]:
+        if stage["use"] == "asr.two_pass":
+            stage["workers"] = workers
+            stage["params"]["cpu_threads"] = threads
+            stage["resources"] = {"cpus": cpus}
+    return cfg
+
+
+def run(cfg: dict, source: Path, tmp: Path, name: str) -> dict:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = tmp / f"run-{name}"
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "granary_pipe.cli", "run", str(path), "--source", str(source),
+                    "--out", str(out), "-q"], check=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    info = json.loads((out / "run.json").read_text())
+    return {"wall_s": wall, "audio_s": info["audio_hours_in"] * 3600, "stage_s": info["stage_s"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+    base = yaml.safe_load((ROOT / "benchmarks" / "bench-pipeline.yaml").read_text())
+    with tempfile.TemporaryDirectory(prefix="gp-scale-") as tmp:
+        tmp = Path(tmp)
+        source, _ = make_corpus(args.repeat, tmp / "corpus")
+        one = run(variant(base, 1, 0, 1.0), source, tmp, "one")
+        two = run(variant(base, 2, 1, 0.5), source, tmp, "two")
+    for name, r in (("1 worker x all threads", one), ("2 workers x 1 thread", two)):
+        print(f"{name:24s} wall {r['wall_s']:6.1f} s  {r['audio_s'] / r['wall_s']:5.2f}x real time  stages: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["stage_s"].items(), key=lambda kv: -kv[1])))
+    print(f"2 workers / 1 worker throughput ratio: {one['wall_s'] / two['wall_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

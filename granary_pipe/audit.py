@@ -1,0 +1,388 @@
+"""License audit of a manifest, a catalog, a run or a release (``granary licenses audit``).
+
+The compliance matrix has one line per (source, license): rows and hours kept and rejected,
+whether the license is open-source compliant, its BY/SA/NC/ND terms, and one line per model the
+run used. A **violation** (exit code 1) is:
+
+- a kept/released row whose license is not compliant (NC, ND, use-restricted) or unknown;
+- a kept/released row whose license cannot go into the release license
+  (:func:`granary_pipe.licenses.compatible`), when a release license is set;
+- a release license that is not a compliant registry id;
+- a model whose license forbids releasing its outputs (not compliant, or unknown): pseudo-labels
+  from it cannot go out (:func:`audit_models`);
+- in a manifest: a corpus default license that is not compliant, or any license string that is
+  not a registry id (unknown). Files of a runnable manifest under NC/ND licenses are not
+  violations there: the license gate rejects them; the audit says how many.
+
+Rows the gate already rejected are reported, never counted as violations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from granary_pipe import licenses
+
+AUDIT_COLUMNS = ["source", "license", "duration_s", "drop_reason"]
+
+
+@dataclass(frozen=True)
+class Violation:
+    """Something that must not go into an open release."""
+
+    kind: str  # "rows" | "model" | "release" | "source"
+    name: str
+    license: str
+    reason: str
+    rows: int = 0
+    hours: float = 0.0
+
+    def __str__(self) -> str:
+        what = {"rows": f"{self.rows} kept row(s), {self.hours:.3f} h, of source {self.name!r}",
+                "model": f"model {self.name!r}", "release": "release license",
+                "source": f"source {self.name!r}"}.get(self.kind, self.name)
+        return f"{what} under {self.license}: {self.reason}"
+
+
+@dataclass
+class LicenseLine:
+    """One (source, license) cell of the matrix."""
+
+    source: str
+    license: str
+    rows_kept: int | None = 0
+    seconds_kept: float | None = 0.0
+    rows_rejected: int | None = 0
+    seconds_rejected: float | None = 0.0
+
+
+@dataclass
+class ModelLine:
+    name: str
+    model_id: str | None
+    license: str
+
+
+@dataclass
+class AuditReport:
+    """What ``granary licenses audit`` prints."""
+
+    kind: str  # "manifest" | "catalog" | "run" | "release"
+    path: str
+    release_license: str | None = None
+    lines: list[LicenseLine] = field(default_factory=list)
+    models: list[ModelLine] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    @property
+    def exit_code(self) -> int:
+        """0 when clean, 1 on any violation."""
+        return 0 if self.ok else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        d["violations"] = [{**asdict(v), "message": str(v)} for v in self.violations]
+        return d
+
+
+# ----------------------------------------------------------------------------- models
+
+def _model_items(model_licenses: Mapping[str, Any] | Iterable[Any]) -> list[tuple[str, str | None, Any]]:
+    if isinstance(model_licenses, Mapping):
+        items = []
+        for name, v in model_licenses.items():
+            if isinstance(v, Mapping):
+                items.append((str(name), v.get("model_id"), v.get("license")))
+            else:
+                items.append((str(name), None, v))
+        return items
+    items = []
+    for v in model_licenses:
+        if isinstance(v, Mapping):
+            items.append((str(v.get("name") or v.get("model_id") or "?"), v.get("model_id"), v.get("license")))
+        else:
+            raise TypeError(f"model entry {v!r}: expected a mapping with 'name' and 'license'")
+    return items
+
+
+def _as_id(raw: Any) -> str:
+    raw = None if raw is None else str(raw)
+    return raw if raw is not None and licenses.get(raw) is not None else licenses.normalize(raw)
+
+
+def audit_models(model_licenses: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[Violation]:
+    """Violations for models whose license forbids releasing their outputs.
+
+    ``model_licenses``: ``run.json["models"]`` (name -> {model_id, license, ...}), a mapping
+    name -> license string, or a list of {name, license} dicts. A license that is not compliant
+    (NC, ND, OpenRAIL-style use restrictions) or unknown (missing, or not a registry id/spelling)
+    is a violation: pseudo-labels, filters' decisions and translations made with the model would
+    go out in the release.
+    """
+    out = []
+    for name, _model_id, raw in _model_items(model_licenses):
+        spdx = _as_id(raw)
+        reason = licenses.why_not(spdx)
+        if reason is not None:
+            out.append(Violation("model", name, spdx if raw is not None else "unknown (not recorded)", reason))
+    return out
+
+
+def _model_lines(model_licenses: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[ModelLine]:
+    return [ModelLine(name, model_id, _as_id(raw)) for name, model_id, raw in _model_items(model_licenses)]
+
+
+# ----------------------------------------------------------------------------- rows
+
+def _row_violations(lines: list[LicenseLine], release_license: str | None) -> list[Violation]:
+    out = []
+    for ln in lines:
+        if not ln.rows_kept:
+            continue
+        hours = (ln.seconds_kept or 0.0) / 3600
+        reason = licenses.why_not(ln.license)
+        if reason is None and release_license and licenses.get(release_license) is not None \
+                and not licenses.compatible(ln.license, release_license):
+            reason = f"cannot go into a {release_license} release"
+        if reason is not None:
+            out.append(Violation("rows", ln.source, ln.license, reason, ln.rows_kept, hours))
+    return out
+
+
+def _release_license_violation(release_license: str | None) -> list[Violation]:
+    if release_license is None:
+        return []
+    reason = licenses.why_not(release_license)
+    return [Violation("release", "release", release_license, reason)] if reason else []
+
+
+def _find_key(obj: Any, key: str) -> Any:
+    if isinstance(obj, dict):
+        if obj.get(key) is not None:
+            return obj[key]
+        obj = list(obj.values())
+    if isinstance(obj, list):
+        for v in obj:
+            found = _find_key(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+def _add(cells: dict, source: str, lic: str, kept: bool, seconds: float | None) -> None:
+    ln = cells.get((source, lic))
+    if ln is None:
+        ln = cells[(source, lic)] = LicenseLine(source, lic)
+    if kept:
+        ln.rows_kept += 1
+        ln.seconds_kept += seconds or 0.0
+    else:
+        ln.rows_rejected += 1
+        ln.seconds_rejected += seconds or 0.0
+
+
+def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
+    """Audit the committed units of a run directory (kept and rejected rows, models)."""
+    from granary_pipe.io.release import committed_units, read_run_json, read_unit_table
+
+    run_dir = Path(run_dir)
+    run = read_run_json(run_dir)
+    release_license = release_license or run.get("release_license") or _find_key(run.get("pipeline") or {},
+                                                                                   "release_license")
+    report = AuditReport("run", str(run_dir), release_license)
+    cells: dict[tuple[str, str], LicenseLine] = {}
+    units = committed_units(run_dir)
+    for unit in units:
+        for which in ("kept", "rejected"):
+            t = read_unit_table(run_dir, unit, which, AUDIT_COLUMNS).to_pydict()
+            for src, lic, dur, drop in zip(t["source"], t["license"], t["duration_s"], t["drop_reason"]):
+                kept = which == "kept" and drop is None
+                _add(cells, src or "(no source)", lic or licenses.UNKNOWN, kept, dur)
+    report.lines = [cells[k] for k in sorted(cells)]
+    if not units:
+        report.notes.append("no committed unit: nothing was kept yet")
+    models = run.get("models") or {}
+    report.models = _model_lines(models)
+    report.violations = (_release_license_violation(release_license) + _row_violations(report.lines, release_license)
+                         + audit_models(models))
+    gated = sum(ln.rows_rejected for ln in report.lines if licenses.why_not(ln.license))
+    if gated:
+        report.notes.append(f"{gated} rejected row(s) are under non-compliant or unknown licenses "
+                            "(rejected by the gate; not released)")
+    return report
+
+
+def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditReport:
+    """Audit a release directory: its licenses (hours from the Parquet shards), release license, models."""
+    import pyarrow.parquet as pq
+
+    rel_dir = Path(rel_dir)
+    path = rel_dir / "release.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"not a release directory: {path} does not exist")
+    rel = json.loads(path.read_text(encoding="utf-8"))
+    release_license = release_license or rel.get("release_license")
+    report = AuditReport("release", str(rel_dir), release_license)
+    cells: dict[tuple[str, str], LicenseLine] = {}
+    shards = [s for s in rel.get("shards", []) if s.get("format") == "parquet"]
+    missing = [s["path"] for s in shards if not (rel_dir / s["path"]).is_file()]
+    if shards and not missing:
+        for s in shards:
+            t = pq.read_table(rel_dir / s["path"], columns=["source", "license", "duration_s"]).to_pydict()
+            for src, lic, dur in zip(t["source"], t["license"], t["duration_s"]):
+                _add(cells, src or "(no source)", lic or licenses.UNKNOWN, True, dur)
+    else:
+        if missing:
+            report.notes.append(f"{len(missing)} Parquet shard(s) missing (e.g. {missing[0]}): rows from release.json, "
+                                "hours unknown")
+        for lic, n in (rel.get("licenses") or {}).items():
+            cells[("(all sources)", lic)] = LicenseLine("(all sources)", lic, int(n), None, None, None)
+    report.lines = [cells[k] for k in sorted(cells)]
+    models = rel["models"] if "models" in rel else (rel.get("run") or {}).get("models")
+    if models is not None:
+        report.models = _model_lines(models or {})
+        model_violations = audit_models(models or {})
+    else:
+        report.notes.append("release.json records no models (made before model licenses were recorded): "
+                            "model licenses not checked; audit the run directory instead")
+        model_violations = []
+    report.violations = (_release_license_violation(release_license) + _row_violations(report.lines, release_license)
+                         + model_violations)
+    return report
+
+
+def audit_manifest(manifest_path: Path, release_license: str | None = None) -> AuditReport:
+    """Audit a source manifest: its corpus license and, for a runnable one, each file's license."""
+    from granary_pipe.stages.ingest.readers import read_entries
+    from granary_pipe.stages.ingest.source import load_manifest
+
+    manifest_path = Path(manifest_path)
+    manifest = load_manifest(manifest_path)
+    report = AuditReport("manifest", str(manifest_path), release_license)
+    default = licenses.normalize(manifest.license)
+    hours = manifest.catalog.hours.resolved_total() if manifest.catalog else None
+    report.violations += _release_license_violation(release_license)
+    reason = licenses.why_not(default)
+    if reason is None and release_license and licenses.get(release_license) \
+            and not licenses.compatible(default, release_license):
+        reason = f"cannot go into a {release_license} release"
+    if reason is not None:
+        report.violations.append(Violation("source", manifest.name, default, f"corpus license: {reason}"))
+    if default != manifest.license:
+        report.notes.append(f"license {manifest.license!r} normalises to {default}: write the registry id")
+    if not manifest.runnable:
+        report.lines = [LicenseLine(manifest.name, default, None, None if hours is None else hours * 3600, None, None)]
+        report.notes.append("catalog entry (no local copy): hours are the published ones; rows unknown")
+        return report
+    counts: dict[str, int] = defaultdict(int)
+    raw_of: dict[str, set[str]] = defaultdict(set)
+    for e in read_entries(manifest, manifest_path, materialize=False):
+        raw = e.license if e.license is not None else manifest.license
+        spdx = licenses.normalize(raw)
+        counts[spdx] += 1
+        raw_of[spdx].add(raw)
+    for spdx in sorted(counts):
+        report.lines.append(LicenseLine(manifest.name, spdx, counts[spdx], None, None, None))
+        why = licenses.why_not(spdx)
+        if spdx == licenses.UNKNOWN:
+            report.violations.append(Violation("source", manifest.name, spdx,
+                                               f"{counts[spdx]} file(s) under unrecognised license string(s) "
+                                               f"{sorted(raw_of[spdx])[:3]}", counts[spdx]))
+        elif why is not None and spdx != default:
+            report.notes.append(f"{counts[spdx]} file(s) under {spdx} ({why}) will be rejected by the license gate")
+    return report
+
+
+def audit_catalog(directory: Path, release_license: str | None = None) -> AuditReport:
+    """Audit every manifest in a directory (e.g. ``manifests/catalog``)."""
+    directory = Path(directory)
+    report = AuditReport("catalog", str(directory), release_license)
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        raise FileNotFoundError(f"{directory}: no *.yaml manifests")
+    report.violations += _release_license_violation(release_license)
+    for f in files:
+        sub = audit_manifest(f, release_license)
+        report.lines += sub.lines
+        report.violations += [v for v in sub.violations if v.kind != "release"]
+        report.notes += [f"{f.name}: {n}" for n in sub.notes if not n.startswith("catalog entry")]
+    return report
+
+
+def audit_path(path: Path, release_license: str | None = None) -> AuditReport:
+    """Audit whatever ``path`` is: a run directory, a release directory, a manifest or a directory of manifests."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "run.json").is_file():
+            return audit_run(path, release_license)
+        if (path / "release.json").is_file():
+            return audit_release(path, release_license)
+        return audit_catalog(path, release_license)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        return audit_manifest(path, release_license)
+    if path.name == "run.json" or path.name == "release.json":
+        return audit_path(path.parent, release_license)
+    raise FileNotFoundError(f"{path}: not a run directory, release directory or manifest")
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def _h(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    h = seconds / 3600
+    return f"{h:.3f}" if h < 1000 else f"{h:,.0f}"
+
+
+def _n(v: int | None) -> str:
+    return "-" if v is None else str(v)
+
+
+def format_report(report: AuditReport) -> str:
+    """The compliance matrix, models, notes and violations as text."""
+    from granary_pipe.catalog import _table
+
+    out = [f"license audit of {report.kind} {report.path}",
+           f"release license: {report.release_license or 'not set (compliance only)'}", ""]
+    body = []
+    for ln in report.lines:
+        entry = licenses.get(ln.license)
+        body.append([ln.source, ln.license, "yes" if licenses.allows_release(ln.license) else "NO",
+                     entry.flags() if entry else "?", _n(ln.rows_kept), _h(ln.seconds_kept),
+                     _n(ln.rows_rejected), _h(ln.seconds_rejected)])
+    kept_name = "files" if report.kind in ("manifest", "catalog") else "kept"
+    out.append(_table(["source", "license", "compliant", "terms", f"{kept_name} rows", f"{kept_name} h",
+                       "rejected rows", "rejected h"], body, right={4, 5, 6, 7}) if body else "(no rows)")
+    if report.models:
+        rows = []
+        for m in report.models:
+            entry = licenses.get(m.license)
+            rows.append([m.name, m.model_id or "-", m.license, "yes" if licenses.allows_release(m.license) else "NO",
+                         entry.flags() if entry else "?"])
+        out += ["", _table(["model", "model id", "license", "compliant", "terms"], rows)]
+    if report.notes:
+        out += ["", *[f"note: {n}" for n in report.notes]]
+    total_kept = math.fsum(ln.seconds_kept or 0.0 for ln in report.lines)
+    out.append("")
+    if report.violations:
+        out.append(f"{len(report.violations)} violation(s):")
+        out += [f"  - {v}" for v in report.violations]
+    else:
+        kept = f" ({_h(total_kept)} h kept)" if report.kind in ("run", "release") else ""
+        out.append(f"OK: no violation{kept}")
+    return "\n".join(out)
+
+
+def to_json(report: AuditReport) -> str:
+    return json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str)

@@ -1,0 +1,227 @@
+"""The source catalog: ``manifests/catalog/*.yaml``, one manifest per open corpus.
+
+Each entry is a source manifest (``stages/ingest/source.py``) with a ``catalog:`` block:
+languages, published hours (per language where published), labelled or not, the license with
+the page and quote that state it, the distribution layout and the reader that fits it, the
+pages each fact was read from, and which facts were confirmed there. Entries describe remote
+corpora: they carry no ``audio``/``listing``/``url``, so ``granary run`` refuses them until one
+is set to a local copy.
+
+This module loads and checks the catalog, renders ``granary sources``, totals compliant hours
+per language, and gives ``ATTRIBUTION.md`` the catalog's homepage, citation and license
+evidence for a run's source.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from granary_pipe import licenses
+from granary_pipe.config import ConfigError
+from granary_pipe.stages.ingest.source import CatalogInfo, SourceManifest, load_manifest
+
+UNATTRIBUTED = "(total only)"
+"""Bucket for hours of multi-language corpora that publish only a total."""
+
+
+def catalog_dir() -> Path:
+    """``$GRANARY_CATALOG``, else ``manifests/catalog`` (shipped in the package as ``_data/catalog``)."""
+    env = os.environ.get("GRANARY_CATALOG")
+    return Path(env) if env else Path(__file__).parent / "_data" / "catalog"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One catalog manifest."""
+
+    path: Path
+    manifest: SourceManifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def info(self) -> CatalogInfo:
+        assert self.manifest.catalog is not None
+        return self.manifest.catalog
+
+    @property
+    def license(self) -> str:
+        """The corpus license as a registry id (``unknown`` when it is not one)."""
+        return licenses.normalize(self.manifest.license)
+
+    @property
+    def compliant(self) -> bool:
+        return licenses.allows_release(self.license)
+
+    @property
+    def hours(self) -> float:
+        return self.info.hours.resolved_total()
+
+
+def load_entry(path: Path) -> CatalogEntry:
+    """Load one catalog manifest; it must carry a ``catalog:`` block."""
+    manifest = load_manifest(Path(path))
+    if manifest.catalog is None:
+        raise ConfigError(f"{path}: not a catalog entry (no 'catalog:' block)")
+    return CatalogEntry(Path(path), manifest)
+
+
+def load_catalog(directory: Path | None = None) -> list[CatalogEntry]:
+    """Every ``*.yaml`` under ``directory`` (default :func:`catalog_dir`), sorted by name."""
+    directory = Path(directory) if directory is not None else catalog_dir()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"catalog directory not found: {directory}")
+    entries = [load_entry(p) for p in sorted(directory.glob("*.yaml"))]
+    seen: dict[str, Path] = {}
+    for e in entries:
+        if e.name in seen:
+            raise ConfigError(f"{e.path}: catalog name {e.name!r} also used by {seen[e.name]}")
+        seen[e.name] = e.path
+    names = set(seen)
+    for e in entries:
+        for ref in [*e.info.derived_from, *e.info.overlaps]:
+            if ref not in names:
+                raise ConfigError(f"{e.path}: refers to {ref!r}, which is not a catalog entry")
+    return sorted(entries, key=lambda e: e.name)
+
+
+def find(name: str, directory: Path | None = None) -> CatalogEntry | None:
+    """The catalog entry named ``name``, or None (also when there is no catalog)."""
+    try:
+        entries = load_catalog(directory)
+    except (FileNotFoundError, ConfigError):
+        return None
+    return next((e for e in entries if e.name == name), None)
+
+
+# ----------------------------------------------------------------------------- granary sources
+
+def _fmt_hours(h: float | None) -> str:
+    if h is None:
+        return "-"
+    return f"{h:,.0f}" if h >= 10 else f"{h:,.1f}"
+
+
+def _fmt_langs(langs: list[str], width: int = 6) -> str:
+    if len(langs) <= width:
+        return ",".join(langs)
+    return f"{len(langs)}: {','.join(langs[:4])},…"
+
+
+def sources_rows(entries: list[CatalogEntry]) -> list[dict[str, Any]]:
+    """One dict per entry: corpus, languages, hours, license, compliant, labelled, confirmed."""
+    rows = []
+    for e in entries:
+        conf = e.info.confirmed
+        rows.append({
+            "corpus": e.name,
+            "languages": list(e.info.languages),
+            "hours": e.hours,
+            "hours_by_lang": dict(e.info.hours.by_lang),
+            "license": e.license,
+            "compliant": e.compliant,
+            "labelled": e.info.labelled,
+            "reader": e.manifest.reader,
+            "derived_from": list(e.info.derived_from),
+            "confirmed": sum(conf.values()),
+            "facts": len(conf),
+            "unconfirmed": e.info.unconfirmed(),
+        })
+    return rows
+
+
+def _table(header: list[str], body: list[list[str]], right: set[int] = frozenset()) -> str:
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def format_sources(rows: list[dict[str, Any]]) -> str:
+    """The ``granary sources`` table."""
+    header = ["corpus", "languages", "hours", "license", "compliant", "labelled", "confirmed"]
+    body = [[r["corpus"], _fmt_langs(r["languages"]), _fmt_hours(r["hours"]), r["license"],
+             "yes" if r["compliant"] else "NO", "yes" if r["labelled"] else "no",
+             f"{r['confirmed']}/{r['facts']}"] for r in rows]
+    total = math.fsum(r["hours"] for r in rows if r["compliant"] and not r["derived_from"])
+    foot = (f"\n{len(rows)} corpora; {_fmt_hours(total)} h of compliant audio not counting entries that re-label "
+            "another entry's audio (derived_from). 'confirmed' = facts checked on the corpus's own pages.")
+    return _table(header, body, right={2}) + foot
+
+
+# ----------------------------------------------------------------------------- totals
+
+def hours_by_lang(entries: list[CatalogEntry], *, compliant_only: bool = True, confirmed_only: bool = False,
+                  include_derived: bool = False) -> dict[str, float]:
+    """Published hours summed per language over the catalog.
+
+    ``compliant_only``: only entries whose license allows an open release. ``confirmed_only``:
+    only entries whose license and hours were both confirmed. ``include_derived``: also count
+    entries that re-label another entry's audio (off by default: that audio is already counted).
+    Hours of multi-language entries that publish only a total go to :data:`UNATTRIBUTED`.
+    """
+    totals: dict[str, float] = defaultdict(float)
+    for e in entries:
+        if compliant_only and not e.compliant:
+            continue
+        if confirmed_only and not (e.info.confirmed.get("license") and e.info.confirmed.get("hours")):
+            continue
+        if e.info.derived_from and not include_derived:
+            continue
+        h = e.info.hours
+        if h.by_lang:
+            for lang, v in h.by_lang.items():
+                totals[lang] += v
+            rest = (h.total or 0.0) - sum(h.by_lang.values())
+            if rest > 0.5:
+                totals[UNATTRIBUTED] += rest
+        elif len(e.info.languages) == 1:
+            totals[e.info.languages[0]] += h.resolved_total()
+        else:
+            totals[UNATTRIBUTED] += h.resolved_total()
+    return dict(sorted(totals.items()))
+
+
+def survey_hours(entries: list[CatalogEntry], survey: str = "mosel") -> dict[str, float]:
+    """Hours a survey published per catalog entry (entries it does not list are left out)."""
+    out: dict[str, float] = {}
+    for e in entries:
+        for s in e.info.surveys:
+            if s.name == survey and s.hours is not None:
+                out[e.name] = out.get(e.name, 0.0) + s.hours
+    return out
+
+
+# ----------------------------------------------------------------------------- attribution
+
+def attribution_info(source: dict[str, Any], directory: Path | None = None) -> dict[str, Any]:
+    """A run's source dict completed from the catalog: when the source (by ``name``) carries a
+    ``catalog`` block or matches a catalog entry, its homepage, citation and license evidence
+    come from there (the catalog's facts were checked; the run's own manifest may be terse).
+    Otherwise the source is returned unchanged."""
+    out = dict(source)
+    info = source.get("catalog") if isinstance(source.get("catalog"), dict) else None
+    entry = None
+    if info is None and source.get("name"):
+        entry = find(str(source["name"]), directory)
+        if entry is not None:
+            info = entry.info.model_dump()
+    if info is None:
+        return out
+    if entry is not None:
+        out["homepage"] = entry.manifest.homepage or out.get("homepage")
+        out["citation"] = entry.manifest.citation or out.get("citation")
+        out["catalog_license"] = entry.license
+    out["license_evidence"] = info.get("license_evidence")
+    out["unconfirmed"] = [f for f, ok in (info.get("confirmed") or {}).items() if not ok]
+    return out

@@ -1,0 +1,197 @@
+"""Check a local release against its ``release.json``: sha256 and size of every listed file,
+and tar member names (``granary verify DIR``). Also the path-safety rules that
+:mod:`granary_pipe.io.download` applies before it writes anything.
+
+Safety rules:
+
+* a path listed in ``release.json`` must be relative, use ``/``, and have no empty, ``.``
+  or ``..`` part (nor a ``\\`` or a drive ``:``): it can only name a file under the
+  release directory; once joined, the resolved path must still be inside it (so a
+  symlinked directory cannot lead outside either);
+* a tar member must be a regular file whose name is relative with no ``..`` part: no
+  absolute names, no symlinks, hard links, devices, FIFOs or directories. A tar that breaks
+  this is reported as bad (and a download refuses to keep it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+
+RELEASE_JSON = "release.json"
+SELECTION_JSON = "download.json"
+"""Written by ``granary download`` next to release.json: the ``langs``/``formats`` it fetched,
+so that ``granary verify`` checks what was asked for and not the whole release."""
+
+
+class UnsafePathError(ValueError):
+    """A path from release.json or a tar member name that could escape its directory."""
+
+
+def check_relpath(path: str) -> str:
+    """Return ``path`` if it is a safe relative POSIX path; else raise :class:`UnsafePathError`."""
+    if not isinstance(path, str) or not path:
+        raise UnsafePathError(f"unsafe path {path!r}: empty or not a string")
+    if "\\" in path or "\0" in path or ":" in path:
+        raise UnsafePathError(f"unsafe path {path!r}: backslash, NUL or ':' not allowed")
+    p = PurePosixPath(path)
+    if p.is_absolute() or path.startswith("/"):
+        raise UnsafePathError(f"unsafe path {path!r}: absolute")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise UnsafePathError(f"unsafe path {path!r}: empty, '.' or '..' component")
+    return path
+
+
+def safe_join(root: Path, rel: str) -> Path:
+    """``root / rel`` after :func:`check_relpath`, checked to resolve inside ``root``."""
+    check_relpath(rel)
+    target = Path(root) / rel
+    root_r = Path(root).resolve()
+    if not target.resolve().is_relative_to(root_r):
+        raise UnsafePathError(f"unsafe path {rel!r}: resolves outside {root}")
+    return target
+
+
+def tar_problems(path: Path) -> list[str]:
+    """Problems with the members of the tar at ``path`` (empty list: safe).
+
+    Reads headers only (members' data is skipped), so it is cheap even on large shards.
+    """
+    problems = []
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for m in tar:
+                if not m.isreg():
+                    kind = ("symlink" if m.issym() else "hard link" if m.islnk() else
+                            "directory" if m.isdir() else "special file")
+                    problems.append(f"member {m.name!r} is a {kind}, not a regular file")
+                    continue
+                try:
+                    check_relpath(m.name)
+                except UnsafePathError as exc:
+                    problems.append(f"member {m.name!r}: {str(exc).split(': ', 1)[-1]}")
+    except (tarfile.TarError, OSError) as exc:
+        problems.append(f"not a readable tar: {exc}")
+    return problems
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(block), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_release_json(data: bytes | str) -> dict[str, Any]:
+    """Parse release.json text; checks it has a ``shards`` list, that every path is safe and
+    listed once (case-insensitively, so two entries cannot land on one file anywhere)."""
+    rel = json.loads(data)
+    if not isinstance(rel, dict) or not isinstance(rel.get("shards"), list):
+        raise ValueError("not a release.json: no 'shards' list")
+    seen: set[str] = set()
+    for entry in listed_files(rel):
+        path = check_relpath(entry.get("path"))
+        if not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
+            raise ValueError(f"release.json entry {path!r} lacks sha256/bytes")
+        if path.lower() in seen or path.lower() in (RELEASE_JSON, SELECTION_JSON):
+            raise ValueError(f"release.json lists {path!r} twice (or a reserved name)")
+        seen.add(path.lower())
+    return rel
+
+
+def listed_files(rel: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every file release.json lists with a checksum: shards, then ``files`` (ATTRIBUTION.md, ...)."""
+    return list(rel.get("shards", [])) + list(rel.get("files", []))
+
+
+def select(
+    rel: dict[str, Any], langs: Iterable[str] | None = None, formats: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
+    """Entries of ``rel`` for ``langs``/``formats`` (None: all); top-level ``files`` always."""
+    langs = set(langs) if langs is not None else None
+    formats = set(formats) if formats is not None else None
+    out = []
+    for s in rel.get("shards", []):
+        if langs is not None and s.get("lang") not in langs:
+            continue
+        if formats is not None and s.get("format") not in formats:
+            continue
+        out.append(s)
+    return out + list(rel.get("files", []))
+
+
+def check_file(root: Path, entry: dict[str, Any], *, check_sha: bool = True) -> str | None:
+    """Why the local copy of ``entry`` is not right (``"missing"``, size, sha256, tar members);
+    None when it is."""
+    path = safe_join(root, entry["path"])
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        return f"size {size} != {entry['bytes']} bytes"
+    if check_sha and sha256_file(path) != entry["sha256"]:
+        return "sha256 mismatch"
+    if path.name.endswith(".tar"):
+        problems = tar_problems(path)
+        if problems:
+            return "unsafe tar: " + "; ".join(problems[:3])
+    return None
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of :func:`verify_release`: ``ok`` paths, ``missing`` paths, ``bad`` path -> reason."""
+
+    ok: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    bad: dict[str, str] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing and not self.bad
+
+    def lines(self) -> list[str]:
+        """Human-readable problems, one per line (empty when passed)."""
+        return ([f"missing: {p}" for p in self.missing]
+                + [f"bad: {p}: {why}" for p, why in sorted(self.bad.items())])
+
+
+def verify_release(
+    root: Path,
+    langs: Iterable[str] | None = None,
+    formats: Iterable[str] | None = None,
+) -> VerifyReport:
+    """Check every file ``root/release.json`` lists (for ``langs``/``formats``) by size and sha256.
+
+    With no ``langs``/``formats``, the selection a download recorded in ``download.json``
+    is used, else everything. Raises ``FileNotFoundError`` without a release.json and
+    :class:`UnsafePathError` when release.json lists a path that escapes ``root``.
+    """
+    root = Path(root)
+    meta = root / RELEASE_JSON
+    if not meta.is_file():
+        raise FileNotFoundError(f"not a release directory: {meta} does not exist")
+    rel = load_release_json(meta.read_bytes())
+    sel_file = root / SELECTION_JSON
+    if langs is None and formats is None and sel_file.is_file():
+        sel = json.loads(sel_file.read_text(encoding="utf-8"))
+        langs, formats = sel.get("langs"), sel.get("formats")
+    report = VerifyReport(selection={"langs": sorted(langs) if langs is not None else None,
+                                     "formats": sorted(formats) if formats is not None else None})
+    for entry in select(rel, langs, formats):
+        why = check_file(root, entry)
+        if why is None:
+            report.ok.append(entry["path"])
+        elif why == "missing":
+            report.missing.append(entry["path"])
+        else:
+            report.bad[entry["path"]] = why
+    return report

@@ -1,0 +1,397 @@
+"""One self-contained HTML page for a run or a release: tables and inline SVG plots.
+
+The page makes no request at all: CSS is inline, plots are inline SVG (``plots.py``), there is
+no script. Every string that comes from data (text, license, ids, reasons, paths) is
+HTML-escaped, so a transcript like ``<script>…`` shows as text.
+
+A run's page takes its numbers from :func:`summarize` (totals, reasons, per-rule examples) and
+reads the committed units' Parquet, one table at a time, only for what the summary does not
+hold: per-row values for the histograms and the license of each example row.
+
+Retention per stage: each rejected row is charged to the stage its ``drop_reason`` prefix
+names (:data:`PREFIX_STAGE`), in the order of ``run.json["pipeline"]["stages"]``; a prefix
+with no known stage is charged to ``other``, after the last stage. Rows remaining after a
+stage = rows in - rows rejected by it and every stage before it (hours alike).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from granary_pipe import __version__
+from granary_pipe.io.release import committed_units, read_run_json, read_unit_table
+from granary_pipe.report import plots
+from granary_pipe.report.summary import summarize
+
+PREFIX_STAGE = {
+    "decode_error": "audio.decode",
+    "license": "license.gate",
+    "segment": "segment.*",
+    "lang": "asr.language_id",
+    "asr": "asr.whisper",
+    "filter": "filter.basic",
+    "hallucination": "filter.hallucination",
+    "decoder": "filter.hallucination",
+    "text_lang": "filter.text_lang",
+    "pass_agreement": "filter.pass_agreement",
+}
+"""``drop_reason`` prefix (text before the first ``:``) -> the stage that sets it."""
+_CANON = list(dict.fromkeys(PREFIX_STAGE.values()))  # where a stage missing from run.json goes
+_COLUMNS = ["id", "lang_prob", "duration_s", "text", "license"]
+_MAX_REASONS, _MAX_TEXT = 25, 300
+_CHAR_RATE_CLIP = 60.0
+
+e = html.escape
+
+
+# ---------------------------------------------------------------- small HTML helpers
+
+
+def _table(headers: list[str], rows: list[list[Any]], *, numeric: set[int] = frozenset(),
+           total: bool = False, text_cols: set[int] = frozenset(), nowrap: set[int] = frozenset()) -> str:
+    """An escaped HTML table; ``numeric`` columns right-aligned, ``text`` wrapped anywhere, ``nowrap`` not."""
+    def cls(i: int) -> str:
+        c = "n" if i in numeric else "text" if i in text_cols else "nw" if i in nowrap else ""
+        return f' class="{c}"' if c else ""
+    head = "".join(f"<th{cls(i)}>{e(str(h))}</th>" for i, h in enumerate(headers))
+    body = []
+    for k, r in enumerate(rows):
+        tr = ' class="total"' if total and k == len(rows) - 1 else ""
+        body.append(f"<tr{tr}>" + "".join(f"<td{cls(i)}>{e(str(c))}</td>" for i, c in enumerate(r)) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _figure(svg: str, caption: str) -> str:
+    return f"<figure>{svg}<figcaption>{e(caption)}</figcaption></figure>"
+
+
+def _section(sid: str, title: str, *parts: str) -> str:
+    return f'<section id="{sid}"><h2>{e(title)}</h2>{"".join(parts)}</section>'
+
+
+def _stat(value: str, label: str) -> str:
+    return f'<div class="stat"><b>{e(value)}</b><span>{e(label)}</span></div>'
+
+
+def _hms(hours: float) -> str:
+    secs = int(round((hours or 0.0) * 3600))
+    return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def _unit(max_hours: float) -> tuple[float, str]:
+    """Scale and name for plotting durations: hours, else minutes, else seconds."""
+    if max_hours >= 1:
+        return 1.0, "hours"
+    return (60.0, "minutes") if max_hours * 60 >= 1 else (3600.0, "seconds")
+
+
+def _page(title: str, body: str) -> str:
+    css = resources.files("granary_pipe").joinpath("_data/report/report.css").read_text(encoding="utf-8")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'; img-src data:">'
+            f"<title>{e(title)}</title><style>{css}</style></head><body><main>{body}"
+            f"<footer>granary_pipe {e(__version__)} · generated {stamp}</footer></main></body></html>\n")
+
+
+# ---------------------------------------------------------------- run data
+
+
+def _row_values(run_dir: Path, example_ids: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
+    """Per-row ``duration_s``, ``lang_prob``, ``char_rate`` (non-space characters per second), for
+    kept and rejected rows (NaN where unknown); and ``{id: license}`` of the rejected ``example_ids``."""
+    values: dict[str, dict[str, list[np.ndarray]]] = {"kept": defaultdict(list), "rejected": defaultdict(list)}
+    licenses: dict[str, str] = {}
+    wanted = pa.array(example_ids, pa.string())
+    as_float = lambda a: pc.fill_null(pc.cast(a, pa.float64()), np.nan).to_numpy()  # noqa: E731
+    for unit in committed_units(run_dir):
+        for which in ("kept", "rejected"):
+            t = read_unit_table(run_dir, unit, which, _COLUMNS)
+            dur = as_float(t.column("duration_s"))
+            chars = as_float(pc.utf8_length(pc.replace_substring_regex(t.column("text"), r"[\s\pZ]+", "")))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rate = np.where((dur > 0) & (chars > 0), chars / dur, np.nan)
+            for key, arr in (("duration_s", dur), ("lang_prob", as_float(t.column("lang_prob"))), ("char_rate", rate)):
+                values[which][key].append(arr)
+            if which == "rejected" and example_ids:
+                hit = t.filter(pc.is_in(t.column("id"), value_set=wanted))
+                licenses.update(zip(hit.column("id").to_pylist(), hit.column("license").to_pylist()))
+    out = {w: {k: np.concatenate(v.get(k) or [np.empty(0)]) for k in ("duration_s", "lang_prob", "char_rate")}
+           for w, v in values.items()}
+    return out, licenses
+
+
+def _pipeline_stages(run: dict[str, Any]) -> list[str]:
+    stages = [s.get("use") or s.get("name") for s in (run.get("pipeline") or {}).get("stages") or []]
+    return list(dict.fromkeys(s for s in stages if s))
+
+
+def _canon(stage: str) -> int | None:
+    """Position of a stage in the usual pipeline order (None: a stage that rejects nothing)."""
+    key = "segment.*" if stage.startswith("segment.") else stage
+    return _CANON.index(key) if key in _CANON else None
+
+
+def _stage_order(run: dict[str, Any], used: set[str]) -> list[str]:
+    """Stage names of the pipeline, with stages that rejected rows but are not listed put in place."""
+    order = _pipeline_stages(run)
+    for stage in sorted(used - set(order) - {"other"}, key=_canon):
+        pos = max((i + 1 for i, s in enumerate(order) if _canon(s) is not None and _canon(s) < _canon(stage)),
+                  default=0)
+        order.insert(pos, stage)
+    return order + (["other"] if "other" in used else [])
+
+
+def retention(run: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per stage in pipeline order: rows/hours it rejected and rows/hours remaining after it.
+
+    ``run``: run.json; ``summary``: :func:`summarize` of the run (its rejections by category).
+    """
+    segmenter = next((s for s in _pipeline_stages(run) if s.startswith("segment.")), "segment.silero")
+    rj = summary["rejected"]
+    dropped: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for cat, n in rj["by_category"].items():
+        stage = PREFIX_STAGE.get(cat, "other")
+        stage = segmenter if stage == "segment.*" else stage
+        if stage in ("asr.language_id", "asr.whisper") and "asr.two_pass" in _pipeline_stages(run):
+            stage = "asr.two_pass"  # both passes in one stage
+        dropped[stage][0] += n
+        dropped[stage][1] += rj["hours_by_category"][cat]
+    n, h = summary["rows"]["kept"] + summary["rows"]["rejected"], summary["hours"]["in"]
+    out = [{"stage": "input", "rows_dropped": 0, "hours_dropped": 0.0, "rows": n, "hours": h}]
+    for stage in _stage_order(run, set(dropped)):
+        dn, dh = dropped.get(stage, [0, 0.0])
+        n, h = n - dn, h - dh
+        out.append({"stage": stage, "rows_dropped": dn, "hours_dropped": dh, "rows": n, "hours": max(h, 0.0)})
+    return out
+
+
+def _reason_label(reason: str | None) -> str:
+    """Chart label of a reason: rule ids as they are; free-text messages by their category."""
+    if not reason:
+        return "(no reason)"
+    return reason.split(":", 1)[0].strip() if any(c.isspace() for c in reason) else reason
+
+
+# ---------------------------------------------------------------- run page
+
+
+def _run_page(s: dict[str, Any], run_dir: Path) -> str:
+    run = read_run_json(run_dir)
+    examples = [x["id"] for rule in list(s["rules"].values())[:_MAX_REASONS] for x in rule["examples"]]
+    values, licenses = _row_values(run_dir, examples)
+    r, h = s["rows"], s["hours"]
+    ok = r["balanced"]
+    mark = "✓" if ok else "✗"
+    head = [f"<h1>Run {e(s['name'])}</h1>", f'<p class="meta">{e(s["path"])}</p>']
+    if s["sources"]:
+        head.append(f'<p class="meta">Sources: {e(", ".join(str(x) for x in s["sources"]))}</p>')
+    u = s["units"]
+    head.append(f'<p class="meta">Units: {u["committed"]} committed, {u["failed"]} failed, {u["pending"]} pending '
+                f'(of {u["total"]}; only committed units are counted)</p>')
+    warns = [f"failed {f['unit']}: {f['error'] or '(no error recorded)'}" for f in u["failed_units"]] + u["notes"]
+    if r.get("recorded_in") is not None and r["recorded_in"] != r["kept"] + r["rejected"]:
+        warns.append(f"commit markers record {r['recorded_in']} rows in")
+    rec = s["recordings"]
+    if rec["balanced"] is False:
+        warns.append(f"recordings in: {rec['in']} of {rec['expected']} expected")
+    stats = [_stat(str(r["in"]), "rows in"), _stat(str(r["kept"]), "rows kept"),
+             _stat(str(r["rejected"]), "rows rejected"), _stat(str(rec["in"]), "recordings in"),
+             _stat(_hms(h["in"]), "audio in rows"), _stat(_hms(h["kept"]), "audio kept"),
+             _stat(_pct(h["kept"], h["in"]), "of audio kept")]
+    if s.get("real_time_factor"):
+        stats.append(_stat(f"{1 / s['real_time_factor']:.1f}×", "real time"))
+    banner = (f'<section id="summary" class="banner{"" if ok else " bad"}"><div class="check">'
+              f'rows in = kept + rejected: {r["in"]} = {r["kept"]} + {r["rejected"]} <span class="mark">{mark}</span>'
+              f'</div>{"".join(stats)}{"".join(f"<p class=warn>{e(w)}</p>" for w in warns)}</section>')
+    return _page(f"granary report: run {s['name']}", "".join(head) + banner + "".join([
+        _languages_run(s), _retention_section(run, s), _rejections(s), _distributions(values),
+        _licenses_run(s), _examples(s, licenses), _extras(s)]))
+
+
+def _languages_run(s: dict[str, Any]) -> str:
+    per = s["per_lang"]
+    langs = sorted(per, key=lambda k: -per[k]["hours_in"])
+    scale, unit = _unit(max([v["hours_in"] for v in per.values()], default=0))
+    svg = plots.bars("lang", langs, {"in": [per[k]["hours_in"] * scale for k in langs],
+                                     "kept": [per[k]["hours_kept"] * scale for k in langs]},
+                     xlabel=f"audio ({unit})", colors=[plots.INPUT, plots.KEPT], fmt="{:.3g}")
+    rows = [[k, v["rows_in"], v["rows_kept"], v["rows_rejected"], _hms(v["hours_in"]), _hms(v["hours_kept"]),
+             _pct(v["hours_kept"], v["hours_in"])] for k, v in ((k, per[k]) for k in langs)]
+    r, h = s["rows"], s["hours"]
+    rows.append(["total", r["kept"] + r["rejected"], r["kept"], r["rejected"], _hms(h["in"]), _hms(h["kept"]),
+                 _pct(h["kept"], h["in"])])
+    return _section("languages", "Audio per language: in vs kept",
+                    _figure(svg, "Audio in rows (kept + rejected) and audio kept, per language."),
+                    _table(["lang", "rows in", "kept", "rejected", "audio in", "audio kept", "% audio kept"],
+                           rows, numeric={1, 2, 3, 4, 5, 6}, total=True))
+
+
+def _retention_section(run: dict[str, Any], s: dict[str, Any]) -> str:
+    ret = retention(run, s)
+    scale, unit = _unit(ret[0]["hours"])
+    svg = plots.retention("retention", [x["stage"] for x in ret], [x["rows"] for x in ret],
+                          [x["hours"] * scale for x in ret], hours_label=f"audio remaining ({unit})")
+    n0, h0 = ret[0]["rows"], ret[0]["hours"]
+    table = _table(["stage", "rows rejected", "rows remaining", "% rows", "audio rejected", "audio remaining",
+                    "% audio"],
+                   [[x["stage"], x["rows_dropped"], x["rows"], _pct(x["rows"], n0), _hms(x["hours_dropped"]),
+                     _hms(x["hours"]), _pct(x["hours"], h0)] for x in ret], numeric={1, 2, 3, 4, 5, 6})
+    return _section("retention", "Retention per stage", _figure(svg, (
+        "Rows and audio remaining after each stage, in pipeline order; a rejected row is charged to the stage "
+        "its drop_reason prefix names. Before segmentation a row is a whole recording.")), table)
+
+
+def _rejections(s: dict[str, Any]) -> str:
+    if not s["rules"]:
+        return _section("rejections", "Rejected rows per reason and language", "<p>No rejected rows.</p>")
+    grid: dict[str, Counter] = defaultdict(Counter)
+    for reason, rule in s["rules"].items():
+        grid[_reason_label(reason)].update(rule["per_lang"])
+    labels = sorted(grid, key=lambda k: (-grid[k].total(), k))
+    if len(labels) > 12:
+        grid["(other reasons)"] = sum((grid[k] for k in labels[11:]), Counter())
+        labels = labels[:11] + ["(other reasons)"]
+    lang_n = sum(grid.values(), Counter())
+    langs = [k for k, _ in lang_n.most_common(6)]
+    series = {lg: [grid[k][lg] for k in labels] for lg in langs}
+    if len(lang_n) > len(langs):
+        series["(other)"] = [grid[k].total() - sum(grid[k][lg] for lg in langs) for k in labels]
+    svg = plots.bars("reasons", labels, series, xlabel="rejected rows", stacked=True, integer=True)
+    rj = s["rejected"]
+    table = _table(["reason", "rows", "share of rejected", "audio"],
+                   [[cat, n, _pct(n, s["rows"]["rejected"]), _hms(rj["hours_by_category"][cat])]
+                    for cat, n in rj["by_category"].items()], numeric={1, 2, 3})
+    return _section("rejections", "Rejected rows per reason and language", _figure(
+        svg, "Rejected rows per rule, stacked by language (messages such as decode errors are grouped by "
+             "category)."), table)
+
+
+def _distributions(values: dict[str, dict[str, np.ndarray]]) -> str:
+    def split(key: str, clip: float | None = None) -> dict[str, np.ndarray]:
+        out = {w: v[key][~np.isnan(v[key])] for w, v in values.items()}
+        return {w: np.minimum(a, clip) for w, a in out.items()} if clip else out
+
+    return _section("distributions", "Distributions", '<div class="grid">',
+                    _figure(plots.histogram("duration", split("duration_s"), xlabel="segment duration (s)"),
+                            "Duration of rows with a known duration."),
+                    _figure(plots.histogram("charrate", split("char_rate", _CHAR_RATE_CLIP),
+                                            xlabel="characters per second"),
+                            f"Non-space characters of text per second (values above {_CHAR_RATE_CLIP:g} shown at "
+                            f"{_CHAR_RATE_CLIP:g})."),
+                    _figure(plots.histogram("langprob", split("lang_prob"), xlabel="language-ID probability (lang_prob)",
+                                            bins=20, value_range=(0.0, 1.0)),
+                            "Language-ID confidence of rows that have one."), "</div>")
+
+
+def _licenses_run(s: dict[str, Any]) -> str:
+    lic = s["licenses"]
+    names = sorted(lic, key=lambda k: -(lic[k]["hours_kept"] + lic[k]["hours_rejected"]))
+    scale, unit = _unit(max([v["hours_kept"] + v["hours_rejected"] for v in lic.values()], default=0))
+    svg = plots.bars("licenses", names, {"kept": [lic[k]["hours_kept"] * scale for k in names],
+                                         "rejected": [lic[k]["hours_rejected"] * scale for k in names]},
+                     xlabel=f"audio ({unit})", stacked=True, colors=[plots.KEPT, plots.REJECTED], fmt="{:.3g}")
+    table = _table(["license", "rows kept", "audio kept", "rows rejected", "audio rejected"],
+                   [[k, lic[k]["rows_kept"], _hms(lic[k]["hours_kept"]), lic[k]["rows_rejected"],
+                     _hms(lic[k]["hours_rejected"])] for k in names], numeric={1, 2, 3, 4})
+    return _section("licenses", "License mix", _figure(svg, "Audio per license, kept and rejected."), table)
+
+
+def _examples(s: dict[str, Any], licenses: dict[str, str]) -> str:
+    rules = list(s["rules"].items())
+    out = []
+    for reason, rule in rules[:_MAX_REASONS]:
+        for k, x in enumerate(rule["examples"]):
+            text = x["text"] or ""
+            text = text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+            dur = "" if x["duration_s"] is None else f"{x['duration_s']:.2f}"
+            out.append([reason if k == 0 else "", rule["rows"] if k == 0 else "", x["id"], x["lang"],
+                        licenses.get(x["id"]) or "unknown", dur, text or "(no text)"])
+    more = f"<p class=meta>… and {len(rules) - _MAX_REASONS} more reasons.</p>" if len(rules) > _MAX_REASONS else ""
+    body = _table(["reason", "rows", "id", "lang", "license", "duration (s)", "text"], out,
+                  numeric={1, 5}, text_cols={6}, nowrap={2}) if out else "<p>No rejected rows.</p>"
+    return _section("examples", "Example rejected rows (the first rows of each rule, by id)", body, more)
+
+
+def _extras(s: dict[str, Any]) -> str:
+    parts = []
+    wer = {k: v for k, v in (s.get("reference_wer") or {}).items() if v["wer"] is not None}
+    if wer:
+        parts.append(_section("wer", "Against reference transcripts (kept rows)", _table(
+            ["lang", "recordings", "words", "WER", "CER", "rejected (unscored)"],
+            [[k, v["recordings"], v["ref_words"], f"{100 * v['wer']:.1f}%", f"{100 * v['cer']:.1f}%",
+              v["recordings_unscored"]] for k, v in wer.items()], numeric={1, 2, 3, 4, 5})))
+    if s.get("stage_s"):
+        parts.append(_section("timing", "Time per stage (seconds, summed over units)", _table(
+            ["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in sorted(s["stage_s"].items(), key=lambda kv: -kv[1])],
+            numeric={1})))
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------- release page
+
+
+def _release_page(s: dict[str, Any], rel_dir: Path) -> str:
+    rel = json.loads((rel_dir / "release.json").read_text(encoding="utf-8"))
+    per, lic = s["per_lang"], s["licenses"]
+    n_shards = sum(s["shards"].values())
+    head = (f"<h1>Release {e(s['name'])}</h1><p class=meta>{e(s['path'])}</p>"
+            f"<p class=meta>Built from run {e(str(s['created_from']))}; release license "
+            f"{e(str(s['release_license'] or 'not set'))}</p>")
+    if s["sources"]:
+        head += f'<p class="meta">Sources: {e(", ".join(str(x) for x in s["sources"]))}</p>'
+    banner = ('<section id="summary" class="banner">' + _stat(str(s["rows"]), "rows") + _stat(_hms(s["hours"]), "audio")
+              + _stat(str(len(per)), "languages") + _stat(str(n_shards), "shard files")
+              + _stat(f"{sum(s['bytes'].values()) / 1e6:.1f} MB", "on disk") + "</section>")
+    langs = sorted(per, key=lambda k: -per[k]["hours"])
+    scale, unit = _unit(max([v["hours"] for v in per.values()], default=0))
+    lang_svg = plots.bars("lang", langs, {"audio": [per[k]["hours"] * scale for k in langs]},
+                          xlabel=f"audio ({unit})", colors=[plots.KEPT], fmt="{:.3g}")
+    lang_rows = [[k, per[k]["rows"], _hms(per[k]["hours"]), per[k]["shards"]] for k in langs]
+    lang_rows.append(["total", s["rows"], _hms(s["hours"]), sum(v["shards"] for v in per.values())])
+    names = sorted(lic, key=lambda k: -lic[k])
+    lic_svg = plots.bars("licenses", names, {"rows": [lic[k] for k in names]}, xlabel="rows",
+                         colors=[plots.OKABE_ITO[2]], integer=True)
+    shards = [[sh["path"], sh["format"], sh["lang"], sh["rows"], _hms(sh["hours"]), f"{sh['bytes'] / 1e6:.2f}",
+               sh["sha256"][:16]] for sh in rel.get("shards", [])]
+    return _page(f"granary report: release {s['name']}", head + banner + "".join([
+        _section("languages", "Audio per language", _figure(lang_svg, "Audio per language in the release."),
+                 _table(["lang", "rows", "audio", "shards"], lang_rows, numeric={1, 2, 3}, total=True)),
+        _section("licenses", "License mix", _figure(lic_svg, "Rows per license in the release."),
+                 _table(["license", "rows", "share"], [[k, lic[k], _pct(lic[k], s["rows"])] for k in names],
+                        numeric={1, 2})),
+        _section("shards", "Shards", _table(["path", "format", "lang", "rows", "audio", "MB", "sha256 (prefix)"],
+                                            shards, numeric={3, 4, 5}, nowrap={0, 6}))]))
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def render_html(path: Path, summary: dict[str, Any] | None = None) -> str:
+    """The report page of a run or release directory as one self-contained HTML string."""
+    path = Path(path)
+    s = summary if summary is not None else summarize(path)
+    return _release_page(s, path) if s["kind"] == "release" else _run_page(s, path)
+
+
+def write_html(path: Path, out: Path, summary: dict[str, Any] | None = None) -> Path:
+    """Write :func:`render_html` of ``path`` to ``out`` (parents created); returns ``out``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_html(path, summary), encoding="utf-8")
+    return out

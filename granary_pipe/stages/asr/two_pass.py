@@ -1,0 +1,41 @@
+"""Both Whisper passes in one actor, sharing the language-ID model's encoder outputs.
+
+Pass 1 (language ID over several speech windows per recording) encodes each window — a whole
+speech segment — with the language-ID model. When pass 2 transcribes a language with that same
+model (multilingual base in the demo, large-v3 at Granary scale), those segments are decoded from
+the encoder outputs already computed instead of being encoded again, and the model is loaded
+once instead of once per stage. The rows are the same as ``asr.language_id`` followed by
+``asr.whisper`` with the same parameters.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from pydantic import Field
+
+from granary_pipe import schema
+from granary_pipe.registry import register
+from granary_pipe.stages.asr import whisper_runtime
+from granary_pipe.stages.asr.language_id import decide, identify
+from granary_pipe.stages.asr.transcribe import WhisperTranscribe
+
+
+@register("asr.two_pass")
+class WhisperTwoPass(WhisperTranscribe):
+    """Sets ``lang``/``lang_prob`` per recording, then ``text`` and decoder scores per segment."""
+
+    lid_model: str = "whisper-base"
+    windows: int = Field(3, ge=1, le=16, description="speech windows per recording for language ID")
+    min_prob: float = Field(0.5, ge=0, le=1)
+    allowed_langs: list[str] | None = Field(None, description="reject other languages as lang:unsupported")
+
+    def models(self) -> list[str]:
+        return sorted({self.lid_model, *self.models_by_lang.values()})
+
+    def process(self, active: pa.Table) -> pa.Table:
+        lid = whisper_runtime.load(self.lid_model, self.device, self.compute_type, self.cpu_threads)
+        rows = active.to_pylist()
+        decisions, encoded = identify(rows, lid, self.windows, self.model_batch, keep_encoded=True)
+        decide(rows, decisions, self.min_prob, self.allowed_langs)
+        self.transcribe_rows(rows, encoded, encoded_by=self.lid_model)
+        return schema.make_table(rows, with_samples=True)

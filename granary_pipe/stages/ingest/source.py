@@ -1,0 +1,191 @@
+"""The source-manifest schema: a local corpus to run, or a catalog entry describing a remote one.
+
+A manifest names the corpus, its default license (a registry id) and where the audio is: exactly
+one of
+
+- ``audio: GLOB`` relative to the manifest (reader ``folder``),
+- ``listing: FILE`` relative to the manifest (reader ``jsonl``, the default, or ``tsv``),
+- ``url: PATH_OR_URL`` (a local path relative to the manifest, or any fsspec URL: ``s3://``,
+  ``hf://``, ``https://``, ...) read by ``reader`` (``folder``, ``jsonl``, ``tsv``, ``parquet``,
+  ``webdataset``, ``librilight``, ``librispeech``, ``mls``; see ``readers.py``),
+
+with per-reader settings in ``reader_options``. A manifest may also carry a ``catalog:`` block
+(languages, hours, labelled, license evidence, layout, sources, what was confirmed): the
+``manifests/catalog/*.yaml`` entries carry only that block and no location. Such a catalog-only
+manifest loads (``granary sources``, ``granary licenses audit``) but cannot be run
+(:data:`CATALOG_ONLY`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from granary_pipe.config import ConfigError, _errors, read_yaml
+
+READERS = ("folder", "jsonl", "tsv", "parquet", "webdataset", "librilight", "librispeech", "mls")
+"""Reader names a manifest's ``reader:`` may take."""
+
+ReaderName = Literal["folder", "jsonl", "tsv", "parquet", "webdataset", "librilight", "librispeech", "mls"]
+
+CATALOG_FACTS = ("license", "hours", "languages", "labelled", "homepage", "citation", "layout")
+"""Facts every catalog entry records, and says in ``confirmed:`` whether each was confirmed."""
+
+CATALOG_ONLY = "catalog entry: set audio/listing/url to a local copy"
+"""Start of the error for running a manifest that only describes a remote corpus."""
+
+_LOCATIONS = "give exactly one of 'audio' (a glob), 'listing' (a JSONL or TSV file) or 'url' (read by 'reader')"
+_LANG = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LicenseEvidence(_Strict):
+    """Where the license was read, and what the page says (a short quote)."""
+
+    url: str = Field(min_length=8)
+    quote: str = Field(min_length=3)
+
+
+class SourceRef(_Strict):
+    """One page read, and which facts it supports."""
+
+    url: str = Field(min_length=8)
+    facts: list[str] = Field(min_length=1)
+    note: str | None = None
+
+
+class Hours(_Strict):
+    """Published hours: per language where the corpus publishes them, else a total."""
+
+    total: float | None = Field(None, ge=0)
+    by_lang: dict[str, float] = Field(default_factory=dict)
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> "Hours":
+        if self.total is None and not self.by_lang:
+            raise ValueError("give 'total' or 'by_lang'")
+        if any(v < 0 for v in self.by_lang.values()):
+            raise ValueError("hours must be >= 0")
+        return self
+
+    def resolved_total(self) -> float:
+        """``total`` if given, else the sum over languages."""
+        return float(self.total) if self.total is not None else float(sum(self.by_lang.values()))
+
+
+class SurveyRef(_Strict):
+    """What a survey (MOSEL, Granary) published about this corpus, as it wrote it."""
+
+    name: str
+    url: str
+    hours: float | None = None
+    license: str | None = None
+    languages: list[str] = Field(default_factory=list)
+    labelled: bool | None = None
+    note: str | None = None
+
+
+class CatalogInfo(_Strict):
+    """Facts about a corpus, each traceable to a page (``sources``) and marked confirmed or not."""
+
+    languages: list[str] = Field(min_length=1)
+    hours: Hours
+    labelled: bool
+    license_evidence: LicenseEvidence
+    layout: str = Field(min_length=3)
+    version: str | None = None
+    bibtex_key: str | None = None
+    derived_from: list[str] = Field(default_factory=list)
+    overlaps: list[str] = Field(default_factory=list)
+    surveys: list[SurveyRef] = Field(default_factory=list)
+    sources: list[SourceRef] = Field(min_length=1)
+    confirmed: dict[str, bool]
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "CatalogInfo":
+        import re
+
+        bad = [lang for lang in [*self.languages, *self.hours.by_lang] if not re.match(_LANG, lang)]
+        if bad:
+            raise ValueError(f"not ISO 639 language codes: {bad}")
+        missing = [f for f in CATALOG_FACTS if f not in self.confirmed]
+        if missing:
+            raise ValueError(f"'confirmed' must say true/false for {list(CATALOG_FACTS)}; missing {missing}")
+        extra = sorted(set(self.hours.by_lang) - set(self.languages))
+        if extra:
+            raise ValueError(f"hours.by_lang has languages not in 'languages': {extra}")
+        return self
+
+    def unconfirmed(self) -> list[str]:
+        """Facts marked not confirmed."""
+        return [f for f, ok in self.confirmed.items() if not ok]
+
+
+class SourceManifest(_Strict):
+    """The fields of a source manifest file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+    license: str
+    homepage: str | None = None
+    citation: str | None = None
+    description: str | None = None
+    audio: str | None = None
+    listing: str | None = None
+    url: str | None = None
+    reader: ReaderName | None = None
+    reader_options: dict[str, Any] = Field(default_factory=dict)
+    catalog: CatalogInfo | None = None
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "SourceManifest":
+        given = [k for k in ("audio", "listing", "url") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{_LOCATIONS}; got {given}")
+        if not given and self.catalog is None:
+            raise ValueError(f"{_LOCATIONS} (a manifest without one must carry a 'catalog' block)")
+        if self.audio is not None and self.reader not in (None, "folder"):
+            raise ValueError(f"'audio' is a glob read by reader 'folder', not {self.reader!r}; "
+                             "use 'url' for other layouts")
+        if self.listing is not None and self.reader not in (None, "jsonl", "tsv"):
+            raise ValueError(f"'listing' is read by reader 'jsonl' or 'tsv', not {self.reader!r}; "
+                             "use 'url' for other layouts")
+        if self.url is not None and self.reader is None:
+            raise ValueError(f"'url' needs 'reader' (one of {', '.join(READERS)})")
+        return self
+
+    @property
+    def runnable(self) -> bool:
+        """True when the manifest points at audio (a catalog-only entry does not)."""
+        return any(getattr(self, k) is not None for k in ("audio", "listing", "url"))
+
+    @property
+    def effective_reader(self) -> str | None:
+        """The reader that lists this manifest's audio."""
+        if self.reader is not None:
+            return self.reader
+        return "folder" if self.audio is not None else "jsonl" if self.listing is not None else None
+
+
+def load_manifest(path: Path) -> SourceManifest:
+    """Read and validate a source manifest (errors name file, line and key)."""
+    data, node = read_yaml(Path(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with name, license and audio, listing or url")
+    try:
+        return SourceManifest.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_errors(Path(path), node, err)) from None
+
+
+def require_runnable(manifest: SourceManifest, path: Path) -> None:
+    """ConfigError naming the file when ``manifest`` is a catalog-only entry."""
+    if not manifest.runnable:
+        hint = f" read by reader {manifest.reader!r}" if manifest.reader else ""
+        raise ConfigError(f"{path}: {CATALOG_ONLY} ({_LOCATIONS}; e.g. url: /data/{manifest.name}{hint})")

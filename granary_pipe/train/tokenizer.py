@@ -1,0 +1,150 @@
+"""SentencePiece tokenizer(s) trained on a release's training transcripts, laid out for CTC.
+
+Label ids of the model's output layer::
+
+    0                       CTC blank
+    1 .. L                  <lang> tags (only with ``lang_tags``), languages sorted
+    offset_k .. +size_k     pieces of tokenizer k ("*" when shared, else one per language)
+
+With ``shared: false`` each language gets its own SentencePiece model and the pieces are
+concatenated into one output layer (an aggregate tokenizer, as NeMo does for multilingual
+CTC); decoding maps each id back to the tokenizer that owns it. The whole tokenizer
+serialises to a dict of bytes (:meth:`Tokenizer.state`) stored in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+from typing import Iterable
+
+from granary_pipe.train.config import TokenizerConfig
+
+SHARED = "*"
+_PUNCT = re.compile(r"[^\w\s']")
+
+
+def normalize_text(text: str, mode: str = "lower_nopunct") -> str:
+    """Text as the model learns it: ``lower_nopunct`` = NFKC, lower case, punctuation except
+    apostrophes removed, spaces collapsed; ``none`` = spaces collapsed only."""
+    if mode == "none":
+        return " ".join(text.split())
+    text = unicodedata.normalize("NFKC", text).lower()
+    return " ".join(_PUNCT.sub(" ", text).split())
+
+
+def train_sentencepiece(texts: Iterable[str], cfg: TokenizerConfig) -> bytes:
+    """Train one SentencePiece model on ``texts``; return its serialised proto.
+
+    ``vocab_size`` is a soft limit (``hard_vocab_limit=False``), so a tiny corpus gets a
+    smaller vocabulary instead of an error. No BOS/EOS/PAD; ``<unk>`` is piece 0.
+    Single-threaded and fed in the given order, so the same texts give the same model.
+    """
+    import sentencepiece as spm
+
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ValueError("no transcripts to train the tokenizer on")
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=buf, vocab_size=cfg.vocab_size,
+        model_type=cfg.model_type, character_coverage=cfg.character_coverage,
+        hard_vocab_limit=False, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
+        num_threads=1, shuffle_input_sentence=False, minloglevel=2,
+    )
+    return buf.getvalue()
+
+
+class Tokenizer:
+    """One or several SentencePiece models behind CTC label ids (blank = 0)."""
+
+    def __init__(self, models: dict[str, bytes], *, lang_tags: list[str] | None = None,
+                 text_norm: str = "lower_nopunct"):
+        import sentencepiece as spm
+
+        if not models:
+            raise ValueError("a tokenizer needs at least one SentencePiece model")
+        self.models = dict(sorted(models.items()))
+        self.lang_tags = sorted(lang_tags or [])
+        self.text_norm = text_norm
+        self._sp: dict[str, spm.SentencePieceProcessor] = {}
+        self._offset: dict[str, int] = {}
+        offset = 1 + len(self.lang_tags)
+        for key, proto in self.models.items():
+            sp = spm.SentencePieceProcessor(model_proto=proto)
+            self._sp[key], self._offset[key] = sp, offset
+            offset += sp.get_piece_size()
+        self.vocab_size = offset
+        self._ranges = sorted((off, off + self._sp[k].get_piece_size(), k) for k, off in self._offset.items())
+
+    @property
+    def shared(self) -> bool:
+        return list(self.models) == [SHARED]
+
+    def _key(self, lang: str | None) -> str:
+        if self.shared:
+            return SHARED
+        if lang not in self._sp:
+            raise ValueError(f"no tokenizer for language {lang!r} (have: {', '.join(self._sp)})")
+        return lang
+
+    def encode(self, text: str, lang: str | None = None, *, normalized: bool = False) -> list[int]:
+        """Label ids (>= 1) of ``text``; with lang tags the first id is ``<lang>``."""
+        if not normalized:
+            text = normalize_text(text, self.text_norm)
+        key = self._key(lang)
+        off = self._offset[key]
+        ids = [off + i for i in self._sp[key].encode(text)]
+        if self.lang_tags:
+            if lang not in self.lang_tags:
+                raise ValueError(f"no <lang> tag for {lang!r} (have: {', '.join(self.lang_tags)})")
+            ids.insert(0, 1 + self.lang_tags.index(lang))
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of label ids; blanks and <lang> tags are dropped, runs of one tokenizer joined."""
+        words: list[str] = []
+        run_key, run = None, []
+        for i in ids:
+            key = next((k for lo, hi, k in self._ranges if lo <= i < hi), None)
+            if key != run_key and run:
+                words.append(self._sp[run_key].decode(run))
+                run = []
+            run_key = key
+            if key is not None:
+                run.append(i - self._offset[key])
+        if run:
+            words.append(self._sp[run_key].decode(run))
+        return " ".join(w for w in words if w)
+
+    def lang_of(self, ids: list[int]) -> str | None:
+        """The language whose <lang> tag comes first in ``ids`` (lang tags only)."""
+        for i in ids:
+            if 1 <= i <= len(self.lang_tags):
+                return self.lang_tags[i - 1]
+        return None
+
+    def state(self) -> dict:
+        """Plain-data form for checkpoints (bytes, lists, strings)."""
+        return {"models": dict(self.models), "lang_tags": list(self.lang_tags), "text_norm": self.text_norm}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Tokenizer":
+        return cls(state["models"], lang_tags=state["lang_tags"], text_norm=state["text_norm"])
+
+    def __getstate__(self):  # picklable for DataLoader workers / Ray: rebuild processors there
+        return self.state()
+
+    def __setstate__(self, state):
+        self.__init__(state["models"], lang_tags=state["lang_tags"], text_norm=state["text_norm"])
+
+
+def build_tokenizer(texts_by_lang: dict[str, list[str]], cfg: TokenizerConfig, text_norm: str) -> Tokenizer:
+    """Train the tokenizer(s) on already-normalised texts per language."""
+    langs = sorted(texts_by_lang)
+    if cfg.shared:
+        models = {SHARED: train_sentencepiece((t for lang in langs for t in texts_by_lang[lang]), cfg)}
+    else:
+        models = {lang: train_sentencepiece(texts_by_lang[lang], cfg) for lang in langs}
+    return Tokenizer(models, lang_tags=langs if cfg.lang_tags else None, text_norm=text_norm)
