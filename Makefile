@@ -11,7 +11,7 @@ DEMO_OUT ?= demo-out
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,train]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -167,14 +167,15 @@ def _release_license_violation(release_license: str | None) -> list[Violation]:
     return [Violation("release", "release", release_license, reason)] if reason else []
 
 
-def _find_key(obj: Any, key: str) -> Any:
+def find_key(obj: Any, key: str) -> Any:
+    """First value stored under ``key`` anywhere in nested dicts/lists (depth first)."""
     if isinstance(obj, dict):
         if obj.get(key) is not None:
             return obj[key]
         obj = list(obj.values())
     if isinstance(obj, list):
         for v in obj:
-            found = _find_key(v, key)
+            found = find_key(v, key)
             if found is not None:
                 return found
     return None
@@ -198,8 +199,8 @@ def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
 
     run_dir = Path(run_dir)
     run = read_run_json(run_dir)
-    release_license = release_license or run.get("release_license") or _find_key(run.get("pipeline") or {},
-                                                                                   "release_license")
+    release_license = release_license or run.get("release_license") or find_key(run.get("pipeline") or {},
+                                                                                  "release_license")
     report = AuditReport("run", str(run_dir), release_license)
     cells: dict[tuple[str, str], LicenseLine] = {}
     units = committed_units(run_dir)

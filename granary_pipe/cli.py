@@ -162,6 +162,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         summary = train_from_args(args.data, args.out, args.config, max_steps=args.max_steps,
                                   overrides=overrides, progress=not args.quiet)
+    if summary.get("rank", 0) != 0:  # torchrun: rank 0 reports
+        return 0
     ev = summary.get("eval") or {}
     wer = f", held-out WER {ev['wer']:.3f} CER {ev['cer']:.3f}" if ev.get("wer") is not None else ""
     loss = f", loss {summary['loss']:.4f}" if summary.get("loss") is not None else ""

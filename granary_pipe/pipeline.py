@@ -18,7 +18,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from granary_pipe import __version__, models, schema
@@ -66,7 +68,9 @@ def apply_stage(stage: Stage, payload: Payload) -> Payload:
     """Run one stage over a unit's table in batches; add its time to the payload."""
     table, timings = payload
     t0 = time.perf_counter()
-    table = table.sort_by([("recording_id", "ascending"), ("offset_s", "ascending")])
+    order = pc.sort_indices(table, sort_keys=[("recording_id", "ascending"), ("offset_s", "ascending")])
+    if not np.array_equal(order.to_numpy(), np.arange(table.num_rows)):  # take() copies every sample
+        table = table.take(order)
     parts = [stage(b) for b in batches(table, stage.batch_size)] if table.num_rows else [schema.conform(table)]
     out = pa.concat_tables(parts)
     return out, {**timings, stage.name: timings.get(stage.name, 0.0) + time.perf_counter() - t0}
@@ -192,16 +196,18 @@ def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, addre
         bar.update(1)
         sink.write_json_atomic(run_json, info)
 
-    engine = _executor(executor, stages, out_dir, address, num_cpus, beam_options)
-    try:
+    engine = None
+    try:  # Ctrl-C while the engine starts is an interrupt too: run.json says so, the engine is stopped
+        engine = _executor(executor, stages, out_dir, address, num_cpus, beam_options)
         engine.run(todo, config.units.max_in_flight, config.units.max_attempts, on_result)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (Ray's driver handler calls sys.exit)
         info["status"] = "interrupted"
         sink.write_json_atomic(run_json, info)
         raise
     finally:
         bar.close()
-        engine.shutdown()
+        if engine is not None:
+            engine.shutdown()
     return _finish(info, run_json, t0)
 
 

@@ -103,6 +103,11 @@ def active_mask(table: pa.Table) -> pa.ChunkedArray:
 
 def split_active(table: pa.Table) -> tuple[pa.Table, pa.Table]:
     """Split into (rows still in play, rows already rejected)."""
+    nulls = table.column("drop_reason").null_count
+    if nulls == table.num_rows:  # all rows in play (the common case): no copy of the samples
+        return table, table.slice(0, 0)
+    if nulls == 0:
+        return table.slice(0, 0), table
     mask = active_mask(table)
     return table.filter(mask), table.filter(pc.invert(mask))
 

@@ -198,7 +198,7 @@ def test_odd_formats_decoded_with_their_probe(bad_run):
 def test_one_hour_file_stays_in_bounded_memory(bad_run):
     """The hour decodes to 220 MiB of float32; the run (driver, Ray, workers) must not blow up.
     Measured: a worker peaks near 2.1-2.4 GiB (≈10× the audio; ≈1.6-1.9 GiB with the copy-avoiding
-    changes proposed alongside ``test_decode_peak_memory_is_about_twice_the_audio``)."""
+    changes proposed alongside ``test_decode_holds_the_audio_about_once``)."""
     _, _, mem = bad_run
     assert mem.peak("worker_max") < 3072, f"a worker peaked at {mem.peak('worker_max'):.0f} MiB"
     assert mem.peak("tree_pss") < 5120, f"the run's processes peaked at {mem.peak('tree_pss'):.0f} MiB PSS"

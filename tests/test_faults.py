@@ -201,6 +201,27 @@ def test_ctrl_c_while_ray_starts_stops_cleanly(setup, tmp_path):
     assert not left, f"processes of the interrupted run still alive 10 s after it exited: {left}"
 
 
+def test_sigterm_marks_run_interrupted(setup, tmp_path):
+    """SIGTERM (a scheduler's stop, ``timeout``, ``kill``) mid-run: Ray's driver handler turns it
+    into ``sys.exit(15)``; the run must still record ``interrupted`` (not stay ``running``) and
+    leave no process behind. Resume after it is the same as after Ctrl-C (tested above)."""
+    out, log = tmp_path / "run", tmp_path / "run.log"
+    proc = start_cli(*run_args(setup, out), log=log)
+    try:
+        wait_for(lambda: committed(out), proc, log, every=0.02)
+        os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        deadline = time.time() + 10
+        while session_procs(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        left = {p: ps_title(p) for p in session_procs(proc.pid)}
+    finally:
+        cleanup(proc)
+    assert rc != 0, log.read_text()[-3000:]
+    assert run_json(out)["status"] == "interrupted", run_json(out)["status"]
+    assert not left, f"processes of the stopped run still alive 10 s after it exited: {left}"
+
+
 def test_unit_failing_repeatedly_is_reported_then_retried_on_rerun(tmp_path):
     """A real exception in a real Ray task (test-only stage ``test.fail_on``, registered by
     ``fault_helpers``) fails unit u000001 on every attempt while a flag file exists."""

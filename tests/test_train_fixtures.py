@@ -9,6 +9,7 @@ The tests in this file check that such a release is what the training data layer
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,13 @@ def make_tiny_release(tmp: Path, utterances=TINY_UTTERANCES, *, shard_rows: int 
 
 @pytest.fixture(scope="module")
 def tiny_release(tmp_path_factory) -> Path:
-    return make_tiny_release(tmp_path_factory.mktemp("tiny"))
+    """:data:`TINY_UTTERANCES` as a release, built once per test session (read-only for tests)."""
+    root = tmp_path_factory.getbasetemp() / "train-tiny-release"
+    if not (root / "release" / "release.json").is_file():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        make_tiny_release(root)
+    return root / "release"
 
 
 def test_tiny_release_is_read_by_the_training_data_layer(tiny_release):

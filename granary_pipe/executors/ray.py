@@ -9,8 +9,11 @@ a unit whose chain fails is retried, then reported failed while the rest of the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -51,6 +54,22 @@ class StageActor:
         return apply_stage(self.stage, payload)
 
 
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Hold SIGINT for the duration of the block and raise ``KeyboardInterrupt`` after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hit: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: hit.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if hit:
+        raise KeyboardInterrupt
+
+
 def _options(stage: Stage) -> dict:
     res = stage.resources
     return {"num_cpus": res.cpus, "num_gpus": res.gpus, "resources": dict(res.custom)}
@@ -63,19 +82,24 @@ class RayExecutor:
                  num_cpus: int | None = None) -> None:
         self.stages = stages
         self.run_dir = Path(run_dir)
-        address = address or os.environ.get("RAY_ADDRESS")
-        if not ray.is_initialized():
-            if address:
-                ray.init(address=address, logging_level=logging.WARNING)
-            else:
-                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                         logging_level=logging.WARNING, log_to_driver=True)
-        self._check_capacity()
         self.actors: dict[int, list] = {}
-        for i, stage in enumerate(stages):
-            if stage.actor:
-                cls = StageActor.options(**_options(stage), max_restarts=3, max_task_retries=2)
-                self.actors[i] = [cls.remote(stage) for _ in range(stage.workers)]
+        address = address or os.environ.get("RAY_ADDRESS")
+        try:
+            if not ray.is_initialized():
+                with _ctrl_c_deferred():  # a Ray interrupted half-way through starting leaves processes behind
+                    if address:
+                        ray.init(address=address, logging_level=logging.WARNING)
+                    else:
+                        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                                 logging_level=logging.WARNING, log_to_driver=True)
+            self._check_capacity()
+            for i, stage in enumerate(stages):
+                if stage.actor:
+                    cls = StageActor.options(**_options(stage), max_restarts=3, max_task_retries=2)
+                    self.actors[i] = [cls.remote(stage) for _ in range(stage.workers)]
+        except BaseException:  # Ctrl-C or a capacity error: stop what was started
+            self.shutdown()
+            raise
 
     def _check_capacity(self) -> None:
         """Fail fast where Ray would wait forever: resources no node offers, or actors that leave

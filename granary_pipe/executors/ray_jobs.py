@@ -19,7 +19,8 @@ from pathlib import Path
 import granary_pipe
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-AGENT_RETRIES = 8
+AGENT_WAIT_S = 180.0
+"""How long a submission waits for a new cluster's job agent to come up."""
 UPLOAD_EXCLUDES = [".git", ".venv", ".venv-*", "**/__pycache__", "demo-out", "*.egg-info", ".pytest_cache"]
 
 
@@ -63,14 +64,16 @@ def submit(pipeline: str, source: str, out: str, *, address: str | None = None, 
         submission_id=job_id,
         metadata={"granary_pipe": granary_pipe.__version__, "pipeline": pipeline, "source": source, "out": out},
     )
-    for attempt in range(AGENT_RETRIES):
+    deadline = time.monotonic() + AGENT_WAIT_S
+    attempt = 0
+    while True:
         try:
             return submit_job()
         except RuntimeError as exc:  # a fresh cluster's job agent may not be up yet
-            if "No available agent" not in str(exc) or attempt == AGENT_RETRIES - 1:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(min(2.0 ** attempt, 10.0))
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 def status(job_id: str, address: str | None = None) -> dict:

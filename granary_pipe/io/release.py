@@ -52,10 +52,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from granary_pipe import __version__, licenses
-from granary_pipe.audit import audit_models
+from granary_pipe.audit import audit_models, find_key
 from granary_pipe.licenses import compatible  # the one rule set, shared with audit and the gate
 from granary_pipe.io.lhotse_shar import write_shar_shard
 from granary_pipe.io.nemo import brace_patterns, write_nemo_shard
+from granary_pipe.io.release_docs import attribution_md, dataset_card_md
 from granary_pipe.io.shards import flac_frames, write_parquet_shard, write_wds_shard
 from granary_pipe.schema import SCHEMA, conform
 
@@ -70,11 +71,8 @@ FORMAT_DIRS = {"parquet": "parquet", "wds": "wds", "nemo": "nemo", "lhotse": "lh
 _LANG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _OWNED = ("parquet", "wds", "nemo", "lhotse_shar", "release.json", "ATTRIBUTION.md", "README.md")
 _TOP_FILES = ("ATTRIBUTION.md", "README.md")
-_HF_LICENSES = {"CC0-1.0": "cc0-1.0", "CC-BY-3.0": "cc-by-3.0", "CC-BY-4.0": "cc-by-4.0",
-                "CC-BY-SA-3.0": "cc-by-sa-3.0", "CC-BY-SA-4.0": "cc-by-sa-4.0", "MIT": "mit",
-                "Apache-2.0": "apache-2.0", "PDDL-1.0": "pddl", "CC-BY-NC-4.0": "cc-by-nc-4.0",
-                "CC-BY-NC-SA-4.0": "cc-by-nc-sa-4.0", "CC-BY-ND-4.0": "cc-by-nd-4.0",
-                "CC-BY-NC-ND-4.0": "cc-by-nc-nd-4.0"}
+
+
 def resolve_formats(formats: Iterable[str] | str | None) -> tuple[str, ...]:
     """Validate ``formats`` (names from :data:`FORMATS`, or ``"all"``); canonical order."""
     if formats is None:
@@ -195,78 +193,11 @@ def _file_entry(root: Path, rel: str, fmt: str, lang: str, rows: int, seconds: f
     }
 
 
-def _find_key(obj: Any, key: str) -> Any:
-    """First value stored under ``key`` anywhere in nested dicts/lists (depth first)."""
-    if isinstance(obj, dict):
-        if obj.get(key) is not None:
-            return obj[key]
-        obj = list(obj.values())
-    if isinstance(obj, list):
-        for v in obj:
-            found = _find_key(v, key)
-            if found is not None:
-                return found
-    return None
-
-
 def run_sources(run: dict[str, Any]) -> list[dict[str, Any]]:
     """The source dicts of a run.json (``sources`` list or the single ``source``)."""
     if isinstance(run.get("sources"), list):
         return list(run["sources"])
     return [run["source"]] if isinstance(run.get("source"), dict) else []
-
-
-def _attribution(
-    run_name: str, release_license: str | None, sources: list[dict], counts: dict,
-    models: dict[str, dict] | None = None,
-) -> str:
-    """Render ATTRIBUTION.md; ``counts[source][license] = [rows, seconds]``.
-
-    A source that matches a catalog entry (``manifests/catalog``, by name) or carries a
-    ``catalog`` block gets the catalog's homepage, citation and license evidence."""
-    from granary_pipe import catalog
-
-    lines = [
-        "# Attribution",
-        "",
-        f"This release was built by granary_pipe {__version__} from run `{run_name}`.",
-        f"Release license: {release_license or 'not set (see each source below)'}.",
-        "",
-    ]
-    listed = [s.get("name") for s in sources]
-    extra = sorted(k for k in counts if k not in listed)
-    entries = [catalog.attribution_info(s) for s in sources] + [{"name": k} for k in extra]
-    for src in entries:
-        name = src.get("name") or "(unnamed source)"
-        lines += [f"## {name}", ""]
-        lines.append(f"- License: {src.get('license') or 'not given'}")
-        evidence = src.get("license_evidence")
-        if evidence:
-            lines.append(f"- License evidence: {evidence['url']} (\"{evidence['quote']}\")")
-        if src.get("unconfirmed"):
-            lines.append(f"- Not confirmed on the corpus's own pages: {', '.join(src['unconfirmed'])}")
-        lines.append(f"- Homepage: {src.get('homepage') or 'not given'}")
-        cite = (src.get("citation") or "").strip()
-        if cite:
-            lines += ["- Citation:", "", "```", cite, "```"]
-        else:
-            lines.append("- Citation: not given")
-        lines += ["", "| License | Rows | Hours |", "|---|---:|---:|"]
-        per = counts.get(src.get("name"), {})
-        for lic in sorted(per):
-            rows, secs = per[lic]
-            hours = f"{secs / 3600:.3f}" if secs == 0 or secs >= 1.8 else "<0.001"
-            lines.append(f"| {lic} | {rows} | {hours} |")
-        if not per:
-            lines.append("| (no rows in this release) | 0 | 0.000 |")
-        lines.append("")
-    if models:
-        lines += ["## Models", "", "Labels, filters and translations in this release were made with:", "",
-                  "| Model | Upstream id | License |", "|---|---|---|"]
-        for name, m in sorted(models.items()):
-            lines.append(f"| {name} | {(m or {}).get('model_id') or '-'} | {(m or {}).get('license') or 'unknown'} |")
-        lines.append("")
-    return "\n".join(lines)
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -284,30 +215,6 @@ def _clear_owned(out_dir: Path, keep: Path) -> None:
             continue
         if entry.name in _OWNED or entry.name.startswith(".tmp-release-"):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-
-
-def _dataset_card(release: dict[str, Any]) -> str:
-    """README.md with Hugging Face dataset-card metadata: one config per language (Parquet)."""
-    lic = release.get("release_license")
-    langs = list(release["totals"]["per_lang"])
-    lines = ["---", f"license: {_HF_LICENSES.get(lic, 'other') if lic else 'other'}"]
-    if lic and lic not in _HF_LICENSES:
-        lines.append(f"license_name: {lic}")
-    lines += ["language:"] + [f"- {lang}" for lang in langs]
-    lines += ["task_categories:", "- automatic-speech-recognition", "configs:"]
-    if "parquet" in release["formats"]:
-        lines += ["- config_name: all", "  default: true", "  data_files:", "  - split: train",
-                  "    path: parquet/*/*.parquet"]
-        for lang in langs:
-            lines += [f"- config_name: {lang}", "  data_files:", "  - split: train",
-                      f"    path: parquet/{lang}/*.parquet"]
-    lines += ["---", "", f"# {release['created_from']}", "",
-              f"Speech segments with transcripts built by granary_pipe {__version__}: "
-              f"{release['totals']['rows']} rows, {release['totals']['hours']:.3f} hours, "
-              f"languages {', '.join(langs)}.",
-              f"Formats: {', '.join(release['formats'])} (layout and checksums in `release.json`).",
-              f"License: {lic or 'see each source'}; sources and attribution in `ATTRIBUTION.md`.", ""]
-    return "\n".join(lines)
 
 
 def _models(run: dict[str, Any]) -> dict[str, Any]:
@@ -383,7 +290,7 @@ def build_release(
     if shard_bytes is not None and shard_bytes < 1:
         raise ValueError(f"shard_bytes must be >= 1 or None, got {shard_bytes}")
     if release_license is None:
-        release_license = run.get("release_license") or _find_key(
+        release_license = run.get("release_license") or find_key(
             run.get("pipeline") or {}, "release_license"
         )
     if release_license is not None:
@@ -541,10 +448,10 @@ def build_release(
             release["nemo"] = {lang: brace_patterns(f"nemo/{lang}", v["shards"])
                                for lang, v in sorted(per_lang.items())}
         (tmp / "ATTRIBUTION.md").write_text(
-            _attribution(release["created_from"], release_license, sources, attrib, run.get("models")),
+            attribution_md(release["created_from"], release_license, sources, attrib, run.get("models")),
             encoding="utf-8",
         )
-        (tmp / "README.md").write_text(_dataset_card(release), encoding="utf-8")
+        (tmp / "README.md").write_text(dataset_card_md(release), encoding="utf-8")
         for name in _TOP_FILES:
             entry = _file_entry(tmp, name, "meta", None, 0, 0.0)
             release["files"].append({k: entry[k] for k in ("path", "format", "sha256", "bytes")})

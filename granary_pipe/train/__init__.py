@@ -8,6 +8,8 @@ Modules (each importable on its own; ``torch`` and ``sentencepiece`` come with t
 - :mod:`~granary_pipe.train.model`     Conformer encoder (RoPE attention) + CTC head
 - :mod:`~granary_pipe.train.tokenizer` SentencePiece trained on the release's train split
 - :mod:`~granary_pipe.train.data`      release → WebDataset stream → duration buckets → batches
-- :mod:`~granary_pipe.train.loop`      the training loop, checkpoints, evaluate, transcribe
+- :mod:`~granary_pipe.train.loop`      the training loop (re-exports checkpoint and infer helpers)
+- :mod:`~granary_pipe.train.checkpoint` checkpoints with optimizer/scheduler/RNG/data position
+- :mod:`~granary_pipe.train.infer`     evaluate (WER/CER) and transcribe with a checkpoint
 - :mod:`~granary_pipe.train.distributed` Ray Train (``--address``/``--workers``) and torchrun
 """

@@ -1,4 +1,5 @@
-"""The training loop, checkpoints, evaluation and transcription.
+"""The training loop (checkpoints: :mod:`~granary_pipe.train.checkpoint`; evaluation and
+transcription: :mod:`~granary_pipe.train.infer`; all re-exported here).
 
 ``train(data, out, cfg)`` writes under ``out``::
 
@@ -40,31 +41,40 @@ from typing import Any
 import numpy as np
 import torch
 
+from granary_pipe.train.checkpoint import (
+    CKPT_FORMAT,
+    check_compatible,
+    checkpoint_dir,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from granary_pipe.train.config import TrainConfig, load_train_config
 from granary_pipe.train.data import (
-    Featurizer,
     Release,
-    ReleaseBatches,
     batch_seed,
     fetch_release,
     is_url,
     iterate_epochs,
-    load_audio,
-    make_loader,
     open_release,
     spec_augment,
     split_info,
     training_texts,
 )
 from granary_pipe.train.distributed import DistContext, single_process, unwrap
-from granary_pipe.train.model import MIN_FRAMES, ConformerCTC, count_parameters, ctc_loss, greedy_decode
+from granary_pipe.train.infer import autocast, evaluate, evaluate_model, load_model, transcribe
+from granary_pipe.train.model import ConformerCTC, count_parameters, ctc_loss
 from granary_pipe.train.schedules import make_scheduler
-from granary_pipe.train.tokenizer import Tokenizer, build_tokenizer, normalize_text
+from granary_pipe.train.tokenizer import Tokenizer, build_tokenizer
+
+__all__ = [  # checkpoint and inference helpers live in train.checkpoint / train.infer; re-exported here
+    "CKPT_FORMAT", "build_optimizer", "checkpoint_dir", "evaluate", "evaluate_model", "latest_checkpoint",
+    "load_checkpoint", "load_model", "read_metrics", "resolve_config", "train", "train_from_args", "transcribe",
+]
 
 log = logging.getLogger(__name__)
-
-CKPT_FORMAT = "granary_pipe.train/1"
-_MUST_MATCH = ("seed", "model", "data", "tokenizer", "optim", "schedule")
 
 
 # ----------------------------------------------------------------------------- setup
@@ -102,94 +112,6 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
         [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.schedule.peak_lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
     )
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state(legacy=False)
-    state = {
-        "python": _to_plain(random.getstate()),
-        "numpy": {"bit_generator": np_state["bit_generator"],
-                  "key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"]),
-                  "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _to_plain(obj):
-    return [_to_plain(x) for x in obj] if isinstance(obj, (list, tuple)) else obj
-
-
-def _to_tuple(obj):
-    return tuple(_to_tuple(x) for x in obj) if isinstance(obj, list) else obj
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(_to_tuple(state["python"]))
-    n = state["numpy"]
-    np.random.set_state({"bit_generator": n["bit_generator"],
-                         "state": {"key": np.array(n["key"], dtype=np.uint32), "pos": n["pos"]},
-                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-def checkpoint_dir(out: Path) -> Path:
-    return Path(out) / "checkpoints"
-
-
-def latest_checkpoint(path: str | Path) -> Path | None:
-    """A checkpoint file, or the newest one of a training directory (``checkpoints/latest``)."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    for d in (checkpoint_dir(path), path):
-        pointer = d / "latest"
-        if pointer.is_file():
-            ckpt = d / pointer.read_text(encoding="utf-8").strip()
-            if ckpt.is_file():
-                return ckpt
-    return None
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
-    """Read a checkpoint (``weights_only``: plain data and tensors only)."""
-    ckpt_path = latest_checkpoint(path)
-    if ckpt_path is None:
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=True)
-    if ckpt.get("format") != CKPT_FORMAT:
-        raise ValueError(f"{ckpt_path}: not a granary_pipe training checkpoint ({ckpt.get('format')!r})")
-    ckpt["path"] = str(ckpt_path)
-    return ckpt
-
-
-def _save_checkpoint(out: Path, state: dict[str, Any], keep: int) -> Path:
-    d = checkpoint_dir(out)
-    d.mkdir(parents=True, exist_ok=True)
-    name = f"ckpt-{state['step']:08d}.pt"
-    tmp = d / f".{name}.tmp-{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, d / name)
-    ptmp = d / f".latest.tmp-{os.getpid()}"
-    ptmp.write_text(name + "\n", encoding="utf-8")
-    os.replace(ptmp, d / "latest")
-    for old in sorted(d.glob("ckpt-*.pt"))[:-keep]:
-        old.unlink()
-    return d / name
-
-
-def _check_compatible(cfg: TrainConfig, saved: dict, path: str) -> None:
-    now = cfg.model_dump(mode="json")
-    diff = [k for k in _MUST_MATCH if now[k] != saved[k]]
-    if diff:
-        raise ValueError(f"{path}: cannot resume with a different {', '.join(diff)} config than the checkpoint's "
-                         "(use a new --out, or the checkpoint's config)")
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -241,47 +163,6 @@ def read_metrics(out: str | Path, kind: str | None = "train") -> list[dict[str, 
     return [r for r in rows if kind is None or r.get("kind") == kind]
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-@torch.no_grad()
-def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, release: Release, cfg: TrainConfig, *,
-                   split: str = "heldout", device="cpu", max_utts: int | None = None,
-                   amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Greedy CTC on ``split`` of ``release``; WER and CER (jiwer) on normalised text."""
-    import jiwer
-
-    ds = ReleaseBatches(release, cfg.data, tokenizer, n_mels=cfg.model.n_mels, split=split, shuffle=False,
-                        limit=max_utts, targets=False)
-    was_training = model.training
-    model.eval()
-    refs, hyps, ids = [], [], []
-    try:
-        for batch in make_loader(ds, cfg.data.loader_workers, cfg.data.prefetch_batches):
-            feats = batch["feats"].to(device)
-            with _autocast(device, amp_dtype):
-                lp, lens = model(feats, batch["feat_lens"].to(device))
-            hyps += [tokenizer.decode(seq) for seq in greedy_decode(lp, lens)]
-            refs += [normalize_text(t, cfg.data.text_norm) for t in batch["texts"]]
-            ids += batch["ids"]
-    finally:
-        model.train(was_training)
-    if not refs:
-        return {"split": split, "utterances": 0, "wer": None, "cer": None, "examples": []}
-    return {
-        "split": split,
-        "utterances": len(refs),
-        "wer": float(jiwer.wer(refs, hyps)),
-        "cer": float(jiwer.cer(refs, hyps)),
-        "examples": [{"id": i, "ref": r, "hyp": h} for i, r, h in list(zip(ids, refs, hyps))[:3]],
-    }
-
-
-def _autocast(device, dtype):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
 # ----------------------------------------------------------------------------- training
 
 def _make_tokenizer(release: Release, cfg: TrainConfig, out: Path, dist: DistContext) -> Tokenizer:
@@ -319,7 +200,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
 
     resume = load_checkpoint(out) if latest_checkpoint(out) is not None else None
     if resume is not None:
-        _check_compatible(cfg, resume["config"], resume["path"])
+        check_compatible(cfg, resume["config"], resume["path"])
         if resume["world_size"] != dist.world:
             raise ValueError(f"{resume['path']}: saved by {resume['world_size']} worker(s), resuming with "
                              f"{dist.world}: exact resume needs the same number")
@@ -344,7 +225,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
         step = resume["step"]
         me = resume["ranks"][dist.rank]
         epoch, start = me["data"]["epoch"], me["data"]["batch"]
-        _set_rng_state(me["rng"])
+        set_rng_state(me["rng"])
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume["path"], step, epoch, start)
     else:
         _seed_all(cfg.seed * 1_000_003 + dist.rank + 1)  # per-rank dropout streams
@@ -359,11 +240,11 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
                  meta["parameters"], tokenizer.vocab_size, device, dist.world)
 
     def save(step: int, last_eval: dict | None) -> Path | None:
-        mine = {"data": {"epoch": position[0], "batch": position[1]}, "rng": _rng_state()}
+        mine = {"data": {"epoch": position[0], "batch": position[1]}, "rng": rng_state()}
         ranks = dist.gather(mine)
         path = None
         if dist.is_main:
-            path = _save_checkpoint(out, {
+            path = save_checkpoint(out, {
                 "format": CKPT_FORMAT, "step": step, "config": cfg.model_dump(mode="json"),
                 "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler_on else None,
@@ -392,7 +273,8 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
     params = [p for p in model.parameters() if p.requires_grad]
     ddp = hasattr(model, "no_sync")
     totals = {"steps": 0, "step_time_s": 0.0, "data_wait_s": 0.0, "samples": 0, "audio_s": 0.0}
-    loss_val, last_eval, ckpt_path = None, resume.get("eval") if resume else None, None
+    loss_val = loss_logged = ckpt_path = None
+    last_eval = resume.get("eval") if resume else None
     bar = None
     if progress and dist.is_main:
         from tqdm import tqdm
@@ -417,7 +299,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
                     feats = spec_augment(feats, batch["feat_lens"], sa, gen)
                 sync = model.no_sync() if ddp and micro < accum - 1 else contextlib.nullcontext()
                 with sync:
-                    with _autocast(device, amp_dtype):
+                    with autocast(device, amp_dtype):
                         lp, lens = model(feats.to(device, non_blocking=True), batch["feat_lens"].to(device))
                         loss = ctc_loss(lp, lens, batch["targets"].to(device), batch["target_lens"].to(device))
                     scaler.scale(loss / accum).backward()
@@ -450,6 +332,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
                     "audio_s_per_s": all_audio_s / step_time, "decode_s": decode_s,
                 }
                 metrics.write(record)
+                loss_logged = record["loss"]
                 if dist.report is not None:
                     dist.report({k: v for k, v in record.items() if v is not None and k != "kind"})
             if bar is not None:
@@ -466,7 +349,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
         batches.close()
 
     summary = {
-        "out": str(out), "step": step, "loss": loss_val, "eval": last_eval,
+        "out": str(out), "step": step, "loss": loss_logged, "eval": last_eval, "rank": dist.rank,
         "checkpoint": str(ckpt_path or latest_checkpoint(out) or ""),
         "parameters": meta["parameters"], "vocab_size": tokenizer.vocab_size, "world_size": dist.world,
         "device": str(device), "steps_this_run": totals["steps"],
@@ -499,63 +382,3 @@ def resolve_config(out: str | Path, config: str | Path | None, overrides: dict[s
             raise ValueError("--set needs --config (the checkpoint's config is used as saved)")
         return TrainConfig.model_validate(saved)
     return load_train_config(config, overrides)  # None: DEFAULT_CONFIG (pipelines/train-base.yaml)
-
-
-# ----------------------------------------------------------------------------- inference
-
-def load_model(checkpoint: str | Path, device: str | None = None) -> tuple[ConformerCTC, Tokenizer, TrainConfig, dict]:
-    """Model (eval mode), tokenizer and config of a checkpoint (file or training directory)."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ckpt = load_checkpoint(checkpoint, map_location=device)
-    cfg = TrainConfig.model_validate(ckpt["config"])
-    tokenizer = Tokenizer.from_state(ckpt["tokenizer"])
-    model = ConformerCTC(cfg.model, tokenizer.vocab_size)
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    return model, tokenizer, cfg, ckpt
-
-
-def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: str = "heldout",
-             max_utts: int | None = None, device: str | None = None) -> dict[str, Any]:
-    """WER/CER of a checkpoint on ``split`` of ``data`` (default: the release it was trained on).
-
-    The held-out split is the checkpoint's own (its ``data`` config), so ``heldout`` means the
-    rows that training never saw.
-    """
-    model, tokenizer, cfg, ckpt = load_model(checkpoint, device)
-    release = open_release(data or ckpt["release"]["root"])
-    result = evaluate_model(model, tokenizer, release, cfg, split=split, device=next(model.parameters()).device,
-                            max_utts=max_utts)
-    result.update(checkpoint=ckpt["path"], step=ckpt["step"], release=str(release.root))
-    return result
-
-
-@torch.no_grad()
-def transcribe(checkpoint: str | Path, audio: list[str | Path], *, device: str | None = None,
-               chunk_s: float = 30.0) -> list[dict[str, Any]]:
-    """Greedy CTC transcripts of audio files (any format FFmpeg decodes, resampled to 16 kHz).
-
-    Audio longer than ``chunk_s`` (the longest training segment) is cut into fixed chunks,
-    decoded one by one and joined; a word across a cut may be split. For long recordings,
-    segment with VAD first (``segment.silero``).
-    """
-    model, tokenizer, cfg, _ = load_model(checkpoint, device)
-    dev = next(model.parameters()).device
-    featurize = Featurizer(cfg.model.n_mels)
-    out = []
-    chunk = int(chunk_s * 16000)
-    for path in audio:
-        wave = load_audio(path)
-        ids: list[int] = []
-        for begin in range(0, max(len(wave), 1), chunk):
-            piece = wave[begin: begin + chunk]
-            if len(piece) < MIN_FRAMES * 160:
-                continue
-            feats = torch.from_numpy(featurize(piece))[None]
-            lp, lens = model(feats.to(dev), torch.tensor([feats.shape[1]], device=dev))
-            ids += greedy_decode(lp, lens)[0]
-        item = {"audio": str(path), "duration_s": round(len(wave) / 16000, 3), "text": tokenizer.decode(ids)}
-        if tokenizer.lang_tags:
-            item["lang"] = tokenizer.lang_of(ids)
-        out.append(item)
-    return out

@@ -22,6 +22,26 @@ class DecodeError(Exception):
     """A file that cannot be turned into audio samples."""
 
 
+_SAMPLE_SCALE = {"u8": (128.0, 128.0), "s16": (0.0, 2.0**15), "s32": (0.0, 2.0**31), "s64": (0.0, 2.0**63),
+                 "flt": (0.0, 1.0), "dbl": (0.0, 1.0)}
+"""Sample format (packed name) → (offset, full scale) that maps its samples into [-1, 1]."""
+
+
+def _mono_frame(frame: av.AudioFrame) -> av.AudioFrame:
+    """A decoded frame as mono: the mean of its channels. FFmpeg's own mono downmix adds channels
+    (stereo +3 dB, 8 channels +13 dB: samples past full scale) and fails on some channel counts."""
+    channels = len(frame.layout.channels)
+    if channels == 1:
+        return frame
+    arr = frame.to_ndarray()
+    planes = arr if frame.format.is_planar else arr.reshape(-1, channels).T
+    offset, scale = _SAMPLE_SCALE[frame.format.name.rstrip("p")]
+    mono = ((planes.astype(np.float64) - offset).mean(axis=0) / scale).astype(np.float32)
+    out = av.AudioFrame.from_ndarray(mono[None, :], format="flt", layout="mono")
+    out.sample_rate = frame.sample_rate
+    return out
+
+
 def decode_file(path: str, max_duration_s: float) -> tuple[np.ndarray, dict]:
     """Decode ``path`` to 16 kHz mono float32; returns samples and probe info."""
     if not os.path.exists(path):
@@ -31,8 +51,7 @@ def decode_file(path: str, max_duration_s: float) -> tuple[np.ndarray, dict]:
     if os.path.getsize(path) == 0:
         raise DecodeError(f"empty file: {path}")
     resampler = av.AudioResampler(format="flt", layout="mono", rate=schema.SAMPLE_RATE_HZ)
-    chunks: list[np.ndarray] = []
-    total = 0
+    pcm = bytearray()  # one growing buffer: no per-frame arrays, no concatenate or astype copies
     limit = int(max_duration_s * schema.SAMPLE_RATE_HZ)
     try:
         with av.open(path, metadata_errors="ignore") as container:
@@ -46,18 +65,16 @@ def decode_file(path: str, max_duration_s: float) -> tuple[np.ndarray, dict]:
             }
             for frame in container.decode(stream):
                 frame.pts = None
-                for out in resampler.resample(frame):
-                    arr = out.to_ndarray().reshape(-1)
-                    chunks.append(arr)
-                    total += arr.size
-                if total > limit:
+                for out in resampler.resample(_mono_frame(frame)):
+                    pcm += out.to_ndarray().tobytes()
+                if len(pcm) // 4 > limit:
                     raise DecodeError(f"longer than max_duration_s={max_duration_s:g}: {path}")
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                pcm += out.to_ndarray().tobytes()
     except av.error.FFmpegError as exc:
         msg = f"{type(exc).__name__}: {exc}"
         raise DecodeError(msg if path in msg else f"{msg} ({path})") from None
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    audio = np.frombuffer(pcm, dtype=np.float32)
     if audio.size == 0:
         raise DecodeError(f"no audio samples in {path}")
     if not np.isfinite(audio).all():
@@ -83,6 +100,6 @@ class Decode(Stage):
                 row["drop_reason"] = f"decode_error: {type(exc).__name__}: {exc}"
                 continue
             row.update(info)
-            row["samples"] = audio.tobytes()
+            row["samples"] = memoryview(audio).cast("B")  # copied once, into the Arrow column
             row["duration_s"] = row["recording_duration_s"] = audio.size / schema.SAMPLE_RATE_HZ
         return schema.make_table(rows, with_samples=True)

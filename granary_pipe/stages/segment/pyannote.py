@@ -52,6 +52,7 @@ from pydantic import Field, PrivateAttr
 from granary_pipe import models, schema
 from granary_pipe.registry import register
 from granary_pipe.stage import Stage
+from granary_pipe.stages.segment.rows import segment_rows
 
 MISSING_EXTRA = "segment.pyannote needs the [diarize] extra: make diarize-env"
 
@@ -362,7 +363,6 @@ class PyannoteSegment(Stage):
 
     def process(self, active: pa.Table) -> pa.Table:
         out = []
-        sr = schema.SAMPLE_RATE_HZ
         for row in active.to_pylist():
             if row["samples"] is None:
                 row["drop_reason"] = "segment:no_audio"
@@ -370,17 +370,6 @@ class PyannoteSegment(Stage):
                 continue
             audio = np.frombuffer(row["samples"], dtype=np.float32)
             spans = self.segments(audio)
-            if not spans:
-                row["drop_reason"] = "segment:no_speech"
-                row["samples"] = None
-                out.append(row)
-                continue
-            for i, (start, end, speaker) in enumerate(spans):
-                seg = dict(row)
-                seg["id"] = f"{row['recording_id']}_{i:04d}"
-                seg["offset_s"] = start / sr
-                seg["duration_s"] = (end - start) / sr
-                seg["speaker"] = speaker
-                seg["samples"] = audio[start:end].tobytes()
-                out.append(seg)
+            out += segment_rows(row, [(start, end) for start, end, _ in spans], audio,
+                                speakers=[speaker for _, _, speaker in spans])
         return schema.make_table(out, with_samples=True)

@@ -1,0 +1,94 @@
+"""The human-readable files of a release (see :mod:`granary_pipe.io.release`): ``ATTRIBUTION.md``
+(each source: license, evidence, homepage, citation, counts; the models used) and ``README.md``
+(a Hugging Face dataset card: license, languages, one config per language over the Parquet shards).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from granary_pipe import __version__
+
+_HF_LICENSES = {"CC0-1.0": "cc0-1.0", "CC-BY-3.0": "cc-by-3.0", "CC-BY-4.0": "cc-by-4.0",
+                "CC-BY-SA-3.0": "cc-by-sa-3.0", "CC-BY-SA-4.0": "cc-by-sa-4.0", "MIT": "mit",
+                "Apache-2.0": "apache-2.0", "PDDL-1.0": "pddl", "CC-BY-NC-4.0": "cc-by-nc-4.0",
+                "CC-BY-NC-SA-4.0": "cc-by-nc-sa-4.0", "CC-BY-ND-4.0": "cc-by-nd-4.0",
+                "CC-BY-NC-ND-4.0": "cc-by-nc-nd-4.0"}
+"""SPDX ids -> Hugging Face dataset-card ``license`` values (others are ``other`` + ``license_name``)."""
+
+
+def attribution_md(
+    run_name: str, release_license: str | None, sources: list[dict], counts: dict,
+    models: dict[str, dict] | None = None,
+) -> str:
+    """Render ATTRIBUTION.md; ``counts[source][license] = [rows, seconds]``.
+
+    A source that matches a catalog entry (``manifests/catalog``, by name) or carries a
+    ``catalog`` block gets the catalog's homepage, citation and license evidence."""
+    from granary_pipe import catalog
+
+    lines = [
+        "# Attribution",
+        "",
+        f"This release was built by granary_pipe {__version__} from run `{run_name}`.",
+        f"Release license: {release_license or 'not set (see each source below)'}.",
+        "",
+    ]
+    listed = [s.get("name") for s in sources]
+    extra = sorted(k for k in counts if k not in listed)
+    entries = [catalog.attribution_info(s) for s in sources] + [{"name": k} for k in extra]
+    for src in entries:
+        name = src.get("name") or "(unnamed source)"
+        lines += [f"## {name}", ""]
+        lines.append(f"- License: {src.get('license') or 'not given'}")
+        evidence = src.get("license_evidence")
+        if evidence:
+            lines.append(f"- License evidence: {evidence['url']} (\"{evidence['quote']}\")")
+        if src.get("unconfirmed"):
+            lines.append(f"- Not confirmed on the corpus's own pages: {', '.join(src['unconfirmed'])}")
+        lines.append(f"- Homepage: {src.get('homepage') or 'not given'}")
+        cite = (src.get("citation") or "").strip()
+        if cite:
+            lines += ["- Citation:", "", "```", cite, "```"]
+        else:
+            lines.append("- Citation: not given")
+        lines += ["", "| License | Rows | Hours |", "|---|---:|---:|"]
+        per = counts.get(src.get("name"), {})
+        for lic in sorted(per):
+            rows, secs = per[lic]
+            hours = f"{secs / 3600:.3f}" if secs == 0 or secs >= 1.8 else "<0.001"
+            lines.append(f"| {lic} | {rows} | {hours} |")
+        if not per:
+            lines.append("| (no rows in this release) | 0 | 0.000 |")
+        lines.append("")
+    if models:
+        lines += ["## Models", "", "Labels, filters and translations in this release were made with:", "",
+                  "| Model | Upstream id | License |", "|---|---|---|"]
+        for name, m in sorted(models.items()):
+            lines.append(f"| {name} | {(m or {}).get('model_id') or '-'} | {(m or {}).get('license') or 'unknown'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def dataset_card_md(release: dict[str, Any]) -> str:
+    """README.md with Hugging Face dataset-card metadata: one config per language (Parquet)."""
+    lic = release.get("release_license")
+    langs = list(release["totals"]["per_lang"])
+    lines = ["---", f"license: {_HF_LICENSES.get(lic, 'other') if lic else 'other'}"]
+    if lic and lic not in _HF_LICENSES:
+        lines.append(f"license_name: {lic}")
+    lines += ["language:"] + [f"- {lang}" for lang in langs]
+    lines += ["task_categories:", "- automatic-speech-recognition", "configs:"]
+    if "parquet" in release["formats"]:
+        lines += ["- config_name: all", "  default: true", "  data_files:", "  - split: train",
+                  "    path: parquet/*/*.parquet"]
+        for lang in langs:
+            lines += [f"- config_name: {lang}", "  data_files:", "  - split: train",
+                      f"    path: parquet/{lang}/*.parquet"]
+    lines += ["---", "", f"# {release['created_from']}", "",
+              f"Speech segments with transcripts built by granary_pipe {__version__}: "
+              f"{release['totals']['rows']} rows, {release['totals']['hours']:.3f} hours, "
+              f"languages {', '.join(langs)}.",
+              f"Formats: {', '.join(release['formats'])} (layout and checksums in `release.json`).",
+              f"License: {lic or 'see each source'}; sources and attribution in `ATTRIBUTION.md`.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Inference with a trained model: held-out WER/CER during training (:func:`evaluate_model`) and
+of a checkpoint (:func:`evaluate`), and greedy CTC transcripts of audio files (:func:`transcribe`)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from granary_pipe.train.checkpoint import load_checkpoint
+from granary_pipe.train.config import TrainConfig
+from granary_pipe.train.data import Featurizer, Release, ReleaseBatches, load_audio, make_loader, open_release
+from granary_pipe.train.model import MIN_FRAMES, ConformerCTC, greedy_decode
+from granary_pipe.train.tokenizer import Tokenizer, normalize_text
+
+@torch.no_grad()
+def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, release: Release, cfg: TrainConfig, *,
+                   split: str = "heldout", device="cpu", max_utts: int | None = None,
+                   amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Greedy CTC on ``split`` of ``release``; WER and CER (jiwer) on normalised text."""
+    import jiwer
+
+    ds = ReleaseBatches(release, cfg.data, tokenizer, n_mels=cfg.model.n_mels, split=split, shuffle=False,
+                        limit=max_utts, targets=False)
+    was_training = model.training
+    model.eval()
+    refs, hyps, ids = [], [], []
+    try:
+        for batch in make_loader(ds, cfg.data.loader_workers, cfg.data.prefetch_batches):
+            feats = batch["feats"].to(device)
+            with autocast(device, amp_dtype):
+                lp, lens = model(feats, batch["feat_lens"].to(device))
+            hyps += [tokenizer.decode(seq) for seq in greedy_decode(lp, lens)]
+            refs += [normalize_text(t, cfg.data.text_norm) for t in batch["texts"]]
+            ids += batch["ids"]
+    finally:
+        model.train(was_training)
+    if not refs:
+        return {"split": split, "utterances": 0, "wer": None, "cer": None, "examples": []}
+    return {
+        "split": split,
+        "utterances": len(refs),
+        "wer": float(jiwer.wer(refs, hyps)),
+        "cer": float(jiwer.cer(refs, hyps)),
+        "examples": [{"id": i, "ref": r, "hyp": h} for i, r, h in list(zip(ids, refs, hyps))[:3]],
+    }
+
+
+def autocast(device, dtype):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def load_model(checkpoint: str | Path, device: str | None = None) -> tuple[ConformerCTC, Tokenizer, TrainConfig, dict]:
+    """Model (eval mode), tokenizer and config of a checkpoint (file or training directory)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ckpt = load_checkpoint(checkpoint, map_location=device)
+    cfg = TrainConfig.model_validate(ckpt["config"])
+    tokenizer = Tokenizer.from_state(ckpt["tokenizer"])
+    model = ConformerCTC(cfg.model, tokenizer.vocab_size)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    return model, tokenizer, cfg, ckpt
+
+
+def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: str = "heldout",
+             max_utts: int | None = None, device: str | None = None) -> dict[str, Any]:
+    """WER/CER of a checkpoint on ``split`` of ``data`` (default: the release it was trained on).
+
+    The held-out split is the checkpoint's own (its ``data`` config), so ``heldout`` means the
+    rows that training never saw.
+    """
+    model, tokenizer, cfg, ckpt = load_model(checkpoint, device)
+    release = open_release(data or ckpt["release"]["root"])
+    result = evaluate_model(model, tokenizer, release, cfg, split=split, device=next(model.parameters()).device,
+                            max_utts=max_utts)
+    result.update(checkpoint=ckpt["path"], step=ckpt["step"], release=str(release.root))
+    return result
+
+
+@torch.no_grad()
+def transcribe(checkpoint: str | Path, audio: list[str | Path], *, device: str | None = None,
+               chunk_s: float = 30.0) -> list[dict[str, Any]]:
+    """Greedy CTC transcripts of audio files (any format FFmpeg decodes, resampled to 16 kHz).
+
+    Audio longer than ``chunk_s`` (the longest training segment) is cut into fixed chunks,
+    decoded one by one and joined; a word across a cut may be split. For long recordings,
+    segment with VAD first (``segment.silero``).
+    """
+    model, tokenizer, cfg, _ = load_model(checkpoint, device)
+    dev = next(model.parameters()).device
+    featurize = Featurizer(cfg.model.n_mels)
+    out = []
+    chunk = int(chunk_s * 16000)
+    for path in audio:
+        wave = load_audio(path)
+        ids: list[int] = []
+        for begin in range(0, max(len(wave), 1), chunk):
+            piece = wave[begin: begin + chunk]
+            if len(piece) < MIN_FRAMES * 160:
+                continue
+            feats = torch.from_numpy(featurize(piece))[None]
+            lp, lens = model(feats.to(dev), torch.tensor([feats.shape[1]], device=dev))
+            ids += greedy_decode(lp, lens)[0]
+        item = {"audio": str(path), "duration_s": round(len(wave) / 16000, 3), "text": tokenizer.decode(ids)}
+        if tokenizer.lang_tags:
+            item["lang"] = tokenizer.lang_of(ids)
+        out.append(item)
+    return out
