@@ -6,6 +6,11 @@ STAMP  := $(VENV)/.installed
 
 DEMO_OUT ?= demo-out
 
+# [diarize] (segment.pyannote) lives in its own venv: see diarize-env below.
+DIARIZE_VENV  ?= .venv-diarize
+DIARIZE_PY    := $(DIARIZE_VENV)/bin/python
+DIARIZE_STAMP := $(DIARIZE_VENV)/.installed
+
 .PHONY: demo test venv clean test-setup
 
 $(STAMP): pyproject.toml
@@ -36,9 +41,6 @@ test: test-setup $(STAMP) $(DIARIZE_STAMP)
 
 # ---- [diarize]: segment.pyannote runs in its own venv (torch 2.9 + pyannote.audio 4): pyannote's
 # torchaudio cannot import beside the main env's torch. PyPI CUDA wheels (~7 GB); they run on CPU.
-DIARIZE_VENV  ?= .venv-diarize
-DIARIZE_PY    := $(DIARIZE_VENV)/bin/python
-DIARIZE_STAMP := $(DIARIZE_VENV)/.installed
 
 .PHONY: diarize-env test-diarize
 
