@@ -88,7 +88,8 @@ def identify(rows: list[dict], model, windows: int, model_batch: int,
     encoded_by_row: dict[int, np.ndarray] = {}
     for k in range(0, len(jobs), model_batch):
         batch = jobs[k : k + model_batch]
-        encoded = whisper_runtime.encode(model, [a for _, _, a in batch])
+        chunks = [a for _, _, a in batch]
+        encoded = whisper_runtime.encode_to_host(model, chunks) if keep_encoded else whisper_runtime.encode(model, chunks)
         for n, ((rec, i, audio), p) in enumerate(zip(batch, whisper_runtime.language_probs(model, encoded=encoded))):
             results[rec][0].append(p)
             results[rec][1].append(audio.size / schema.SAMPLE_RATE_HZ)

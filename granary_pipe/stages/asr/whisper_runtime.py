@@ -47,14 +47,30 @@ def features(model: WhisperModel, chunks: list[np.ndarray]) -> np.ndarray:
     return np.stack(feats).astype(np.float32)
 
 
-def encode(model: WhisperModel, chunks: list[np.ndarray]) -> np.ndarray:
-    """Encoder outputs of a batch of ≤ 30 s chunks, on the CPU (so they can be kept and regrouped)."""
+Encoded = "ctranslate2.StorageView | np.ndarray"
+"""Encoder outputs: on the model's device (``encode``) or copied to the host (``encode_to_host``)."""
+
+
+def encode(model: WhisperModel, chunks: list[np.ndarray]) -> ctranslate2.StorageView:
+    """Encoder outputs of a batch of ≤ 30 s chunks, left on the model's device."""
+    return model.encode(features(model, chunks))
+
+
+def encode_to_host(model: WhisperModel, chunks: list[np.ndarray]) -> np.ndarray:
+    """Encoder outputs copied to host memory, so single rows can be kept and regrouped into
+    other batches (pass 1 → pass 2). Costs a device→host copy: use only when reusing."""
     feats = ctranslate2.StorageView.from_array(features(model, chunks))
     return np.asarray(model.model.encode(feats, to_cpu=True))
 
 
+def _storage(encoded: Encoded) -> ctranslate2.StorageView:
+    if isinstance(encoded, np.ndarray):
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded))
+    return encoded
+
+
 def language_probs(model: WhisperModel, chunks: list[np.ndarray] | None = None,
-                   encoded: np.ndarray | None = None) -> list[dict[str, float]]:
+                   encoded: Encoded | None = None) -> list[dict[str, float]]:
     """Per chunk, the probability of each language code (``{"en": 0.93, ...}``), from audio
     chunks or from their encoder outputs."""
     if not model.model.is_multilingual:
@@ -62,14 +78,14 @@ def language_probs(model: WhisperModel, chunks: list[np.ndarray] | None = None,
     if encoded is None:
         encoded = encode(model, chunks)
     out = []
-    for result in model.model.detect_language(ctranslate2.StorageView.from_array(encoded)):
+    for result in model.model.detect_language(_storage(encoded)):
         out.append({tok[2:-2]: float(p) for tok, p in result})
     return out
 
 
 def transcribe(model: WhisperModel, chunks: list[np.ndarray] | None, language: str, beam_size: int = 5,
                task: str = "transcribe", max_new_tokens: int | None = None,
-               encoded: np.ndarray | None = None) -> list[Hypothesis]:
+               encoded: Encoded | None = None) -> list[Hypothesis]:
     """Decode a batch of ≤ 30 s chunks (or their encoder outputs) with the language forced."""
     multilingual = model.model.is_multilingual
     tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task=task if multilingual else None,
@@ -79,8 +95,8 @@ def transcribe(model: WhisperModel, chunks: list[np.ndarray] | None, language: s
     if encoded is None:
         encoded = encode(model, chunks)
     results = model.model.generate(
-        ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded)),
-        [list(prompt) for _ in range(len(encoded))],
+        _storage(encoded),
+        [list(prompt) for _ in range(encoded.shape[0])],
         beam_size=beam_size,
         max_length=max_length,
         return_scores=True,
