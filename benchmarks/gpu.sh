@@ -2,7 +2,8 @@
 # GPU benchmark: the throughput benchmark on CUDA (float16) with whatever Whisper model is local,
 # plus the Conformer training step time. Run on a machine with a GPU, from the repo root:
 #   GRANARY_MODEL_WHISPER_LARGE_V3=/models/faster-whisper-large-v3 bash benchmarks/gpu.sh
-# Without that variable the bundled models (tiny.en / base) are used on the GPU.
+# Without that variable the bundled Whisper base is used on the GPU. One ASR worker per GPU
+# (GPUS=N for N GPUs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -19,10 +20,11 @@ for s in cfg["stages"]:
         if big:
             p.update(lid_model=big, models_by_lang={"default": big})
         s["resources"] = {"cpus": 1, "gpus": 1}
+        s["workers"] = int(os.environ.get("GPUS", "1"))  # one worker per GPU
 cfg["units"]["recordings_per_unit"] = 24
 yaml.safe_dump(cfg, open(sys.argv[1], "w"), sort_keys=False)
 PYEOF
-"$PY" benchmarks/pipeline_throughput.py --repeat "${REPEAT:-10}" --pipeline "$tmp/gpu-pipeline.yaml" --device cuda --compute-type float16 ${GRANARY_MODEL_WHISPER_LARGE_V3:+--whisper whisper-large-v3}
+"$PY" benchmarks/pipeline_throughput.py --repeat "${REPEAT:-10}" --pipeline "$tmp/gpu-pipeline.yaml" --device cuda --compute-type float16 --floor-procs 0 ${GRANARY_MODEL_WHISPER_LARGE_V3:+--whisper whisper-large-v3}
 if "$PY" -c "import granary_pipe.train" 2>/dev/null && [ -f benchmarks/train_schedules.py ]; then
   "$PY" benchmarks/train_schedules.py --device cuda --max-seconds "${TRAIN_SECONDS:-60}" || true
 fi

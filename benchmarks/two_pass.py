@@ -1,6 +1,6 @@
 """Both Whisper passes fused (``asr.two_pass``) vs ``asr.language_id`` then ``asr.whisper``.
 
-    python benchmarks/two_pass.py [--repeat 3]
+    python benchmarks/two_pass.py [--repeat 3] [--en-model whisper-tiny.en]
 
 Decodes and segments the demo corpus once, then times the two ways on the same segment table
 in this process (models loaded and warmed first, so only inference is timed), alternating
@@ -31,10 +31,12 @@ KEYS = ("id", "lang", "text", "drop_reason")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--en-model", default="whisper-base",
+                    help="pass-2 model for English (the demo: whisper-base, the language-ID model)")
     args = ap.parse_args()
     _, table = list_recordings(ROOT / "manifests" / "demo" / "demo.yaml")
     table = SileroSegment()(Decode()(table))
-    kw = {"models_by_lang": {"en": "whisper-tiny.en", "default": "whisper-base"}, "compute_type": "int8"}
+    kw = {"models_by_lang": {"en": args.en_model, "default": "whisper-base"}, "compute_type": "int8"}
     lid, asr, fused = WhisperLanguageID(compute_type="int8"), WhisperTranscribe(**kw), WhisperTwoPass(**kw)
     for stage in (lid, asr, fused):
         stage.setup()

@@ -334,3 +334,25 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
         cur += d
         best = max(best, cur)
     return best
+
+
+@_register_once("test.worker_probe")
+class WorkerProbe(Stage):
+    """An actor stage that writes ``DIR/UNIT.json`` (its pid and the Whisper thread default it
+    sees) and sleeps ``slow_s`` on the units in ``slow_units``. Test-only."""
+
+    actor = True
+
+    dir: str
+    slow_units: list[str] = Field(default_factory=list)
+    slow_s: float = Field(0.0, ge=0)
+
+    def process(self, active: pa.Table) -> pa.Table:
+        from granary_pipe.stages.asr.whisper_runtime import default_threads
+
+        for u in set(active.column("unit").to_pylist()):
+            info = {"pid": os.getpid(), "threads": default_threads(), "t": time.time()}
+            (Path(self.dir) / f"{u}.json").write_text(json.dumps(info))
+            if u in self.slow_units:
+                time.sleep(self.slow_s)
+        return active

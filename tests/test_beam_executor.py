@@ -140,7 +140,7 @@ def test_every_unit_committed_and_reported_once(runs):
             marker = sink.read_marker(run_dir, unit)
             assert stats == marker
             assert marker["rows_in"] == marker["rows_kept"] + marker["rows_rejected"]
-            assert set(marker["stage_s"]) == set(runs["stages"])
+            assert set(marker["stage_s"]) == {*runs["stages"], "sink.write"}
         units_dir = run_dir / "units"
         assert sorted(p.name for p in units_dir.iterdir()) == runs["units"], "scratch or temp dirs left"
     counts = lambda name: {u: (s["rows_kept"], s["rows_rejected"], s["recordings"])  # noqa: E731

@@ -127,7 +127,7 @@ def test_run_json_records_config_versions_models(demo_run: Path):
     info = json.loads((demo_run / "run.json").read_text())
     assert [s["use"] for s in info["pipeline"]["stages"]][:2] == ["audio.decode", "license.gate"]
     assert info["versions"]["faster-whisper"] and info["versions"]["ray"]
-    for name in ("whisper-tiny.en", "whisper-base", "silero-vad"):
+    for name in ("whisper-base", "silero-vad", "fasttext-lid176"):
         assert len(info["models"][name]["sha256"]) == 64, info["models"][name]
     assert set(info["stage_s"]) >= {"asr.two_pass", "segment.silero"}
 

@@ -112,7 +112,8 @@ def test_commit_marker_holds_stats(committed):
     assert marker["speech_s_kept"] == pytest.approx(2.0 + 1.5 + 0.75)
     assert marker["audio_s_in"] == pytest.approx(12.0 + 5.0 + 3.0)  # each recording once; r3 has none
     assert marker["max_row_s"] == pytest.approx(3.0)
-    assert marker["stage_s"] == {"asr.whisper": 1.5}  # the caller's stats are kept
+    assert marker["stage_s"]["asr.whisper"] == 1.5  # the caller's stats are kept
+    assert set(marker["stage_s"]) == {"asr.whisper", "sink.write"} and marker["stage_s"]["sink.write"] > 0
     # nothing temporary left behind
     assert [p.name for p in (run / "units").iterdir()] == ["u000007"]
     assert not [p for p in sink.unit_dir(run, "u000007").rglob("*") if ".tmp" in p.name]
@@ -345,3 +346,20 @@ def test_apply_stage_with_a_real_stage_and_an_empty_table():
     empty, timings = apply_stage(LicenseGate(), (make_table([]), {}))
     assert empty.num_rows == 0 and empty.schema == WORK_SCHEMA and "license.gate" in timings
 
+
+
+def test_kept_row_without_audio_is_rejected_not_a_crash(tmp_path):
+    """A pipeline without audio.decode leaves kept rows with no samples: the sink rejects them
+    with a reason (nothing lost, the unit commits) instead of failing the unit."""
+    rows = unit_rows()
+    rows[1] = {**rows[1], "samples": None}
+    rows[3] = {**rows[3], "samples": b""}
+    stats = sink.commit_unit(tmp_path, "u000001", make_table(rows, with_samples=True), {})
+    unit = sink.unit_dir(tmp_path, "u000001")
+    kept = pq.read_table(unit / "kept.parquet").to_pylist()
+    rejected = {r["id"]: r["drop_reason"] for r in pq.read_table(unit / "rejected.parquet").to_pylist()}
+    assert [r["id"] for r in kept] == ["r1_0002"]
+    assert rejected["r1_0000"] == rejected["r2_0000"] == "sink:no_audio"
+    assert rejected["r4"] == "license:CC-BY-NC-4.0"  # an earlier reason is kept
+    assert stats["rows_kept"] + stats["rows_rejected"] == len(rows)
+    assert sorted(p.name for p in (unit / "audio").iterdir()) == ["r1_0002.flac"]

@@ -83,6 +83,7 @@ class RayExecutor:
         self.stages = stages
         self.run_dir = Path(run_dir)
         self.actors: dict[int, list] = {}
+        self.load: dict[int, list[int]] = {}  # per actor stage: units routed to each actor, not yet ended
         address = address or os.environ.get("RAY_ADDRESS")
         try:
             if not ray.is_initialized():
@@ -97,6 +98,7 @@ class RayExecutor:
                 if stage.actor:
                     cls = StageActor.options(**_options(stage), max_restarts=3, max_task_retries=2)
                     self.actors[i] = [cls.remote(stage) for _ in range(stage.workers)]
+                    self.load[i] = [0] * stage.workers
         except BaseException:  # Ctrl-C or a capacity error: stop what was started
             self.shutdown()
             raise
@@ -123,35 +125,47 @@ class RayExecutor:
                 f"cluster has {total.get('CPU', 0):g}: lower resources.cpus or workers in the pipeline config"
             )
 
-    def _submit(self, unit: Unit, n: int) -> ray.ObjectRef:
+    def _submit(self, unit: Unit) -> tuple[ray.ObjectRef, dict[int, int]]:
+        """Chain a unit through every stage; each actor stage gets the worker with the fewest
+        units outstanding (a slow unit does not hold the next ones behind it). Returns the commit
+        reference and the worker chosen per actor stage."""
         ref = ray.put((unit.table, {}))
+        routed: dict[int, int] = {}
         for i, stage in enumerate(self.stages):
             if i in self.actors:
-                pool = self.actors[i]
-                ref = pool[n % len(pool)].run.remote(ref)
+                load = self.load[i]
+                k = routed[i] = load.index(min(load))
+                load[k] += 1
+                ref = self.actors[i][k].run.remote(ref)
             else:
                 ref = _run_task.options(**_options(stage)).remote(stage, ref)
-        return _commit.remote(str(self.run_dir), unit.id, ref)
+        return _commit.remote(str(self.run_dir), unit.id, ref), routed
+
+    def _release(self, routed: dict[int, int]) -> None:
+        for i, k in routed.items():
+            self.load[i][k] -= 1
 
     def run(self, units: list[Unit], max_in_flight: int, max_attempts: int,
             on_result: Callable[[str, dict | None, str | None], None]) -> None:
         """Process ``units``; ``on_result(unit, stats, error)`` is called as each ends."""
-        queue = list(enumerate(units))
+        queue = list(units)
         attempts: dict[str, int] = {}
-        in_flight: dict[ray.ObjectRef, tuple[int, Unit]] = {}
+        in_flight: dict[ray.ObjectRef, tuple[Unit, dict[int, int]]] = {}
         while queue or in_flight:
             while queue and len(in_flight) < max_in_flight:
-                n, unit = queue.pop(0)
+                unit = queue.pop(0)
                 attempts[unit.id] = attempts.get(unit.id, 0) + 1
-                in_flight[self._submit(unit, n)] = (n, unit)
+                ref, routed = self._submit(unit)
+                in_flight[ref] = (unit, routed)
             done, _ = ray.wait(list(in_flight), num_returns=1)
-            n, unit = in_flight.pop(done[0])
+            unit, routed = in_flight.pop(done[0])
+            self._release(routed)
             try:
                 stats = ray.get(done[0])
             except (ray.exceptions.RayError, OSError) as exc:
                 if attempts[unit.id] < max_attempts:
                     log.warning("unit %s failed (attempt %d), retrying: %s", unit.id, attempts[unit.id], exc)
-                    queue.insert(0, (n, unit))
+                    queue.insert(0, unit)
                     continue
                 on_result(unit.id, None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:500]}")
                 continue
@@ -163,4 +177,5 @@ class RayExecutor:
             for actor in pool:
                 ray.kill(actor)
         self.actors = {}
+        self.load = {}
         ray.shutdown()

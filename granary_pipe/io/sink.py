@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -54,11 +55,17 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
-    """Write a unit's kept/rejected Parquet and kept audio, then its commit marker."""
+    """Write a unit's kept/rejected Parquet and kept audio, then its commit marker. The time
+    spent writing is added to ``stats["stage_s"]`` as ``sink.write``."""
+    t0 = time.perf_counter()
     run_dir = Path(run_dir)
     table = schema.conform(table)
     table = schema.set_column(table, "unit", [unit] * table.num_rows)
     table = table.sort_by([("id", "ascending")])
+    # a kept row must carry its audio (a pipeline without audio.decode has none): reject, never crash
+    lengths = pc.fill_null(pc.binary_length(table.column(schema.TRANSIENT.name)), 0).to_pylist()
+    if 0 in lengths:
+        table = schema.reject(table, [None if n else "sink:no_audio" for n in lengths])
     kept, rejected = schema.split_active(table)
     tmp = run_dir / "units" / f".{unit}.tmp-{uuid.uuid4().hex[:8]}"
     (tmp / "audio").mkdir(parents=True)
@@ -77,6 +84,7 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
     os.replace(tmp, final)
     durations = table.column("duration_s")
     stats = dict(stats)
+    stats["stage_s"] = {**(stats.get("stage_s") or {}), "sink.write": time.perf_counter() - t0}
     stats.update(
         unit=unit,
         rows_kept=kept.num_rows,

@@ -51,7 +51,7 @@ class WhisperLanguageID(Stage):
     allowed_langs: list[str] | None = Field(None, description="reject other languages as lang:unsupported")
     device: str = "auto"
     compute_type: str = "int8"
-    cpu_threads: int = 0
+    cpu_threads: int = Field(0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
     model_batch: int = Field(8, ge=1)
 
     def models(self) -> list[str]:

@@ -33,10 +33,25 @@ class Hypothesis:
     no_speech_prob: float
 
 
+def default_threads() -> int:
+    """CPU threads for a model when a stage leaves ``cpu_threads`` at 0.
+
+    Inside an engine worker this is the worker's CPU reservation: Ray exports it as
+    ``OMP_NUM_THREADS`` (floor of ``resources.cpus``, at least 1), so two workers reserving 0.5
+    CPU each on a 2-core machine run one thread each instead of four threads fighting for two
+    cores. Outside a worker (no ``OMP_NUM_THREADS``) it is every core, up to 8.
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return min(os.cpu_count() or 1, 8)
+
+
 @lru_cache(maxsize=8)
 def load(name_or_path: str, device: str = "auto", compute_type: str = "default", cpu_threads: int = 0) -> WhisperModel:
-    """Load a Whisper model by registry name or path, once per process."""
-    threads = cpu_threads or min(os.cpu_count() or 1, 8)
+    """Load a Whisper model by registry name or path, once per process (``cpu_threads`` 0:
+    :func:`default_threads`)."""
+    threads = cpu_threads or default_threads()
     return WhisperModel(str(models.resolve(name_or_path)), device=device, compute_type=compute_type,
                         cpu_threads=threads, local_files_only=True)
 

@@ -38,7 +38,7 @@ class WhisperTranslate(TranslationStage):
     min_avg_logprob: float | None = Field(-1.0, description="decoder confidence below this → low_logprob; None = off")
     device: str = "auto"
     compute_type: str = "int8"
-    cpu_threads: int = 0
+    cpu_threads: int = Field(0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
     model_batch: int = Field(8, ge=1)
     batch_size: int = 64
 
