@@ -114,8 +114,9 @@ def published_way(entries: list[dict], base: Path) -> dict:
     return {"wall_s": time.perf_counter() - t0, "audio_s": audio_s}
 
 
-def compute_floor(entries: list[dict], base: Path, model_batch: int = 8) -> dict:
-    """One batched pass over the VAD speech, language known from the listing (not timed: decode, VAD)."""
+def speech_by_lang(entries: list[dict], base: Path) -> tuple[dict[str, list[np.ndarray]], float]:
+    """The VAD speech segments of every decodable file, by the listing's language, longest
+    first; and the seconds of audio decoded."""
     vad = SileroSegment()
     by_lang: dict[str, list[np.ndarray]] = defaultdict(list)
     audio_s = 0.0
@@ -127,11 +128,18 @@ def compute_floor(entries: list[dict], base: Path, model_batch: int = 8) -> dict
         audio_s += audio.size / 16000
         for start, end in vad.segments(audio):
             by_lang[e.get("lang") or "en"].append(audio[start:end])
+    for segs in by_lang.values():
+        segs.sort(key=len, reverse=True)
+    return by_lang, audio_s
+
+
+def compute_floor(entries: list[dict], base: Path, model_batch: int = 8) -> dict:
+    """One batched pass over the VAD speech, language known from the listing (not timed: decode, VAD)."""
+    by_lang, audio_s = speech_by_lang(entries, base)
     models = {lang: whisper_runtime.load(MODELS.get(lang, MODELS["default"]), DEVICE["device"], DEVICE["compute_type"])
               for lang in by_lang}
     t0 = time.perf_counter()
     for lang, segs in by_lang.items():
-        segs.sort(key=len, reverse=True)
         for k in range(0, len(segs), model_batch):
             whisper_runtime.transcribe(models[lang], segs[k:k + model_batch], lang, beam_size=5)
     return {"wall_s": time.perf_counter() - t0, "audio_s": audio_s}
@@ -160,20 +168,9 @@ def _ready(seconds: float) -> int:
 def compute_floor_procs(entries: list[dict], base: Path, procs: int, model_batch: int = 8) -> dict:
     """The compute floor's batches shared by ``procs`` processes of cores/procs threads each."""
     threads = max(1, (os.cpu_count() or 1) // procs)
-    by_lang: dict[str, list[np.ndarray]] = defaultdict(list)
-    vad = SileroSegment()
-    audio_s = 0.0
-    for e in entries:
-        try:
-            audio, _ = decode_file(str(base / e["path"]), 6 * 3600)
-        except Exception:  # noqa: BLE001
-            continue
-        audio_s += audio.size / 16000
-        for start, end in vad.segments(audio):
-            by_lang[e.get("lang") or "en"].append(audio[start:end])
+    by_lang, audio_s = speech_by_lang(entries, base)
     jobs = []
     for lang, segs in by_lang.items():
-        segs.sort(key=len, reverse=True)
         jobs += [(lang, segs[k:k + model_batch], threads) for k in range(0, len(segs), model_batch)]
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(procs, mp_context=ctx, initializer=_load_floor_models, initargs=(dict(MODELS), dict(DEVICE), threads)) as pool:
