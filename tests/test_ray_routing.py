@@ -1,4 +1,5 @@
-"""Routing units to the workers of an actor stage, and threads that follow the reservation.
+"""The Ray executor's driver loop: routing units to the workers of an actor stage, threads that
+follow the reservation, and Ctrl-C handled as a flag.
 
 A pipeline whose actor stage has two workers (0.5 CPU each) runs on a real embedded Ray. The
 first unit is slow on its worker; the later units must go to the other, idle worker instead of
@@ -42,3 +43,24 @@ def test_default_threads_follow_omp_num_threads(monkeypatch, env, expected):
     monkeypatch.setenv("OMP_NUM_THREADS", env)
     want = expected if expected is not None else min(os.cpu_count() or 1, 8)
     assert whisper_runtime.default_threads() == want
+
+
+def test_ctrl_c_becomes_a_flag_the_driver_loop_checks():
+    """The first SIGINT only sets the flag (so it cannot be lost inside one of Ray's C callbacks,
+    where Python would print "Exception ignored"); a second one raises at once; the previous
+    handler comes back afterwards."""
+    import signal
+
+    from granary_pipe.executors.ray import _ctrl_c_polled
+
+    before = signal.getsignal(signal.SIGINT)
+    with _ctrl_c_polled() as flag:
+        os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode boundary: no exception
+        for _ in range(100):
+            pass
+        assert flag.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):  # the handler runs at the next bytecode boundary
+                pass
+    assert signal.getsignal(signal.SIGINT) is before

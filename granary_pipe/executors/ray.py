@@ -70,6 +70,35 @@ def _ctrl_c_deferred():
         raise KeyboardInterrupt
 
 
+POLL_S = 0.2
+"""How often the driver loop looks at the Ctrl-C flag while it waits for units."""
+
+
+@contextlib.contextmanager
+def _ctrl_c_polled():
+    """Turn the first SIGINT into a flag that the driver loop checks (a second one raises at once).
+
+    Python raises ``KeyboardInterrupt`` wherever the main thread happens to be; inside Ray's
+    C-level callbacks (e.g. the call-site capture when a task is submitted) it is printed as
+    "Exception ignored" and lost, and the run goes on as if Ctrl-C had never been pressed.
+    """
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def on_sigint(signum, frame) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _options(stage: Stage) -> dict:
     res = stage.resources
     return {"num_cpus": res.cpus, "num_gpus": res.gpus, "resources": dict(res.custom)}
@@ -148,16 +177,25 @@ class RayExecutor:
     def run(self, units: list[Unit], max_in_flight: int, max_attempts: int,
             on_result: Callable[[str, dict | None, str | None], None]) -> None:
         """Process ``units``; ``on_result(unit, stats, error)`` is called as each ends."""
+        with _ctrl_c_polled() as interrupted:
+            self._run(units, max_in_flight, max_attempts, on_result, interrupted)
+
+    def _run(self, units: list[Unit], max_in_flight: int, max_attempts: int,
+             on_result: Callable[[str, dict | None, str | None], None], interrupted: threading.Event) -> None:
         queue = list(units)
         attempts: dict[str, int] = {}
         in_flight: dict[ray.ObjectRef, tuple[Unit, dict[int, int]]] = {}
         while queue or in_flight:
-            while queue and len(in_flight) < max_in_flight:
+            while queue and len(in_flight) < max_in_flight and not interrupted.is_set():
                 unit = queue.pop(0)
                 attempts[unit.id] = attempts.get(unit.id, 0) + 1
                 ref, routed = self._submit(unit)
                 in_flight[ref] = (unit, routed)
-            done, _ = ray.wait(list(in_flight), num_returns=1)
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
+            if not done:
+                continue
             unit, routed = in_flight.pop(done[0])
             self._release(routed)
             try:
