@@ -20,11 +20,8 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,6 +29,10 @@ import soundfile as sf
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fault_helpers import RssSampler, cleanup, start_cli  # noqa: E402
+
 DEMO = ROOT / "manifests" / "demo"
 
 
@@ -71,81 +72,21 @@ def _same_fs(a: Path, b: Path) -> bool:
     return os.stat(a).st_dev == os.stat(b).st_dev
 
 
-def _session(sid: int) -> list[int]:
-    pids = []
-    for e in os.listdir("/proc"):
-        if e.isdigit():
-            try:
-                st = Path(f"/proc/{e}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(st[3]) == sid and st[0] != "Z":
-                pids.append(int(e))
-    return pids
-
-
-def _kib(path: str, key: str) -> int:
-    try:
-        with open(path) as fh:
-            for line in fh:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _is_worker(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::")
-    except OSError:
-        return False
-
-
 def measure(pipeline: Path, source: Path, out: Path, every_s: float = 0.2) -> dict:
-    """Run the CLI on ``source``; peaks in MiB and wall seconds."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    """Run the CLI on ``source`` in its own session; peaks in MiB and wall seconds (the sampler
+    and the session clean-up are the memory tests' own, ``tests/fault_helpers.py``)."""
     log = out.parent / f"{out.name}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "granary_pipe.cli", "run", str(pipeline), "--source", str(source),
-                             "--out", str(out), "-q"], cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, env=env)
-    peaks = {"driver": 0, "worker_max": 0, "tree_rss": 0, "tree_pss": 0, "processes": 0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            rss = pss = worker = driver = 0
-            pids = _session(proc.pid)
-            for pid in pids:
-                r = _kib(f"/proc/{pid}/status", "VmRSS:")
-                rss += r
-                pss += _kib(f"/proc/{pid}/smaps_rollup", "Pss:")
-                if pid == proc.pid:
-                    driver = r
-                elif _is_worker(pid):
-                    worker = max(worker, r)
-            for key, v in (("driver", driver), ("worker_max", worker), ("tree_rss", rss), ("tree_pss", pss),
-                           ("processes", len(pids) * 1024)):
-                peaks[key] = max(peaks[key], v)
-            stop.wait(every_s)
-
     t0 = time.time()
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
+    proc = start_cli("run", str(pipeline), "--source", str(source), "--out", str(out), "-q", log=log)
     try:
-        rc = proc.wait()
+        with RssSampler(proc.pid, every_s=every_s) as mem:
+            rc = proc.wait()
     finally:
-        stop.set()
-        thread.join()
-        for pid in _session(proc.pid):  # whatever the run left behind: only our session
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        cleanup(proc)  # whatever the run left behind: only our session
     if rc != 0:
         raise SystemExit(f"run failed (exit {rc}); see {log}:\n" + log.read_text()[-3000:])
-    result = {k: v / 1024 for k, v in peaks.items()}
-    result["processes"] = int(result["processes"])
+    result = {k: mem.peak(k) for k in ("driver", "worker_max", "tree_rss", "tree_pss")}
+    result["processes"] = int(mem.peak("procs"))
     result["wall_s"] = time.time() - t0
     return result
 

@@ -83,14 +83,35 @@ def make_corpus(repeat: int, out: Path) -> tuple[Path, list[dict]]:
     return out / "source.yaml", entries
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (``/proc/stat``; 0 elsewhere)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def ray_start_s() -> float:
+    """Seconds for an embedded ``ray.init`` as the pipeline does it (in a fresh process)."""
+    code = ("import logging, os, time, ray; t = time.perf_counter(); "
+            "ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING); "
+            "print(time.perf_counter() - t); ray.shutdown()")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def run_pipeline(pipeline: Path, source: Path, out: Path) -> dict:
-    t0 = time.perf_counter()
+    """``granary run`` as a user runs it: wall seconds, and the CPU seconds the machine spent
+    during it (every process: driver, Ray, workers)."""
+    cpu0, t0 = busy_cpu_s(), time.perf_counter()
     subprocess.run([sys.executable, "-m", "granary_pipe.cli", "run", str(pipeline), "--source", str(source),
                     "--out", str(out), "-q"], check=True, cwd=ROOT)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, busy_cpu_s() - cpu0
     info = json.loads((out / "run.json").read_text())
     return {"wall_s": wall, "run_wall_s": info["wall_s"], "audio_s": info["audio_hours_in"] * 3600,
-            "stage_s": info["stage_s"]}
+            "stage_s": info["stage_s"], "cpu_s": cpu}
 
 
 def published_way(entries: list[dict], base: Path) -> dict:
@@ -224,6 +245,8 @@ def main() -> None:
         print(f"pipeline / {base_name}: {ratio:.2f} (whole command), {ratio_run:.2f} (run only, run.json wall_s)")
     print("pipeline stage seconds (summed over units):",
           ", ".join(f"{k} {v:.1f}" for k, v in sorted(p["stage_s"].items(), key=lambda kv: -kv[1])))
+    print(f"pipeline CPU: {p['cpu_s']:.1f} busy CPU-s in {p['wall_s']:.1f} s on {os.cpu_count()} cores "
+          f"({p['cpu_s'] / p['wall_s'] / (os.cpu_count() or 1):.0%} busy); embedded ray.init alone: {ray_start_s():.1f} s")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from granary_pipe.schema import SAMPLE_RATE_HZ, make_table
@@ -132,3 +133,22 @@ def table(rows: list[dict]):
 
 def samples_of(row: dict) -> np.ndarray:
     return np.frombuffer(row["samples"], dtype=np.float32)
+
+
+def assert_segments_tile(rows: list[dict], audio: np.ndarray, max_segment_s: float) -> None:
+    """Assert that the kept segment rows of one recording cut ``audio`` in order: each
+    ``0 < duration ≤ max_segment_s``, none overlapping, each row's samples exactly the audio at
+    its offset, and the recording's duration carried on every row."""
+    sr = SAMPLE_RATE_HZ
+    prev_end = 0.0
+    for r in rows:
+        assert r["drop_reason"] is None
+        assert 0 < r["duration_s"] <= max_segment_s + 1e-9
+        assert r["offset_s"] >= prev_end - 1e-9  # ordered; no two segments overlap
+        prev_end = r["offset_s"] + r["duration_s"]
+        seg = samples_of(r)
+        assert seg.size == round(r["duration_s"] * sr)
+        start = round(r["offset_s"] * sr)
+        np.testing.assert_array_equal(seg, audio[start : start + seg.size])
+        assert r["recording_duration_s"] == pytest.approx(audio.size / sr)
+    assert prev_end <= audio.size / sr + 1e-9

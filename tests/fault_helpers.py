@@ -173,6 +173,19 @@ def cleanup(proc: subprocess.Popen) -> None:
     kill_session(proc.pid)
 
 
+def stop_with(proc: subprocess.Popen, sig: int, grace_s: float = 10.0) -> tuple[int, float, dict[int, str]]:
+    """Send ``sig`` to a CLI run, wait for it to exit, then up to ``grace_s`` for its session to
+    empty. Returns (exit code, seconds to exit, ``{pid: title}`` of processes still alive)."""
+    os.kill(proc.pid, sig)
+    t0 = time.time()
+    rc = proc.wait(timeout=60)
+    stop_s = time.time() - t0
+    deadline = time.time() + grace_s
+    while session_procs(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    return rc, stop_s, {p: ps_title(p) for p in session_procs(proc.pid)}
+
+
 def wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 240, every: float = 0.05):
     """Poll ``predicate()`` until truthy; fail if the CLI exits first or time runs out."""
     deadline = time.time() + timeout

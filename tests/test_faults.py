@@ -35,6 +35,7 @@ from fault_helpers import (
     session_procs,
     stage_actors,
     start_cli,
+    stop_with,
     wait_for,
     write_pipeline,
     write_source,
@@ -151,14 +152,7 @@ def test_ctrl_c_stops_cleanly_then_resumes(setup, baseline, tmp_path):
     proc = start_cli(*run_args(setup, out), log=log)
     try:
         wait_for(lambda: committed(out), proc, log, every=0.02)
-        os.kill(proc.pid, signal.SIGINT)
-        t0 = time.time()
-        rc = proc.wait(timeout=60)
-        stop_s = time.time() - t0
-        deadline = time.time() + 10
-        while session_procs(proc.pid) and time.time() < deadline:
-            time.sleep(0.2)
-        left = {p: ps_title(p) for p in session_procs(proc.pid)}
+        rc, stop_s, left = stop_with(proc, signal.SIGINT)
     finally:
         cleanup(proc)
     text = log.read_text()
@@ -188,12 +182,7 @@ def test_ctrl_c_while_ray_starts_stops_cleanly(setup, tmp_path):
     proc = start_cli(*run_args(setup, out), log=log)
     try:
         wait_for(lambda: any("raylet" in cmdline(p) for p in session_procs(proc.pid)), proc, log, every=0.01)
-        os.kill(proc.pid, signal.SIGINT)
-        rc = proc.wait(timeout=60)
-        deadline = time.time() + 10
-        while session_procs(proc.pid) and time.time() < deadline:
-            time.sleep(0.2)
-        left = {p: ps_title(p) for p in session_procs(proc.pid)}
+        rc, _, left = stop_with(proc, signal.SIGINT)
     finally:
         cleanup(proc)
     assert rc == 130, log.read_text()[-3000:]
@@ -209,12 +198,7 @@ def test_sigterm_marks_run_interrupted(setup, tmp_path):
     proc = start_cli(*run_args(setup, out), log=log)
     try:
         wait_for(lambda: committed(out), proc, log, every=0.02)
-        os.kill(proc.pid, signal.SIGTERM)
-        rc = proc.wait(timeout=60)
-        deadline = time.time() + 10
-        while session_procs(proc.pid) and time.time() < deadline:
-            time.sleep(0.2)
-        left = {p: ps_title(p) for p in session_procs(proc.pid)}
+        rc, _, left = stop_with(proc, signal.SIGTERM)
     finally:
         cleanup(proc)
     assert rc != 0, log.read_text()[-3000:]
