@@ -2,40 +2,62 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
 
 DEMO_OUT ?= demo-out
+
+# Debian packages the tests call (`make setup` installs the missing ones with apt; the demo needs none):
+#   espeak-ng  speech for test audio      chromium  renders the HTML report     procps  `ps` in the fault tests
+#   mount, e2fsprogs  a full or read-only disk and an immutable directory for the CLI error tests (mount, chattr)
+# tests/test_setup.py fails when a test calls a program that no package here (or the venv) provides.
+SYSTEM_PACKAGES := espeak-ng chromium procps mount e2fsprogs
 
 # [diarize] (segment.pyannote) lives in its own venv: see diarize-env below.
 DIARIZE_VENV  ?= .venv-diarize
 DIARIZE_PY    := $(DIARIZE_VENV)/bin/python
 DIARIZE_STAMP := $(DIARIZE_VENV)/.installed
 
-.PHONY: demo test venv clean test-setup
+CORE_STAMP := $(VENV)/.installed-core
+TEST_STAMP := $(VENV)/.installed-test
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+.PHONY: demo test setup venv clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,train]'
-	@touch $(STAMP)
 
-venv: $(STAMP)
+# the demo: `pip install .` and nothing else (the CPU curation tool with its embedded models)
+$(CORE_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
+	@touch $@
+
+# the tests: every extra that runs on this CPU ([diarize] has its own venv; [gpu] needs a GPU image)
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[dev,train,beam,llm]'
+	@touch $@ $(CORE_STAMP)
+
+venv: $(CORE_STAMP)
 
 ## demo: run the demo pipeline on the bundled audio, cut a release and print the report
-demo: $(STAMP)
-	$(VENV)/bin/granary run pipelines/demo.yaml --source manifests/demo/demo.yaml --out $(DEMO_OUT)/run
+demo: $(CORE_STAMP)
+	$(VENV)/bin/granary run demo --out $(DEMO_OUT)/run
 	$(VENV)/bin/granary release $(DEMO_OUT)/run --out $(DEMO_OUT)/release --shard-rows 8 --overwrite
 	$(VENV)/bin/granary report $(DEMO_OUT)/run --html $(DEMO_OUT)/report.html > /dev/null
 	$(VENV)/bin/granary report $(DEMO_OUT)/release
 	@echo "run: $(DEMO_OUT)/run  release: $(DEMO_OUT)/release  report: $(DEMO_OUT)/report.html"
 
-## test-setup: system packages the tests need: Debian's Chromium (the HTML report is rendered in it)
+## setup: the Debian packages in SYSTEM_PACKAGES, installed with apt when missing (sudo unless root)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-test-setup:
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+setup:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 ## test: the whole test suite (main env, then segment.pyannote in its own [diarize] env)
-test: test-setup $(STAMP) $(DIARIZE_STAMP)
+test: setup $(TEST_STAMP) $(DIARIZE_STAMP)
 	$(PY) -m pytest -q
 	$(DIARIZE_PY) -m pytest -q tests/diarize
 
@@ -54,7 +76,7 @@ $(DIARIZE_STAMP): pyproject.toml
 diarize-env: $(DIARIZE_STAMP)
 
 ## test-diarize: segment.pyannote on tiny random pyannote models, in .venv-diarize
-test-diarize: $(DIARIZE_STAMP)
+test-diarize: setup $(DIARIZE_STAMP)
 	$(DIARIZE_PY) -m pytest -q tests/diarize
 
 clean:

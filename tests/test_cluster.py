@@ -112,7 +112,8 @@ def workdir(tmp_path_factory) -> Path:
     lines = [json.loads(x) for x in (DEMO / "listing.jsonl").read_text().splitlines() if x.strip()]
     keep = [dict(x, path=str(DEMO / x["path"])) for x in lines if Path(x["path"]).name in FILES]
     (d / "listing.jsonl").write_text("".join(json.dumps(x) + "\n" for x in keep))
-    (d / "source.yaml").write_text("name: clusterdemo\nlicense: CC-BY-4.0\nlisting: listing.jsonl\n")
+    (d / "source.yaml").write_text("name: clusterdemo\nlicense: CC-BY-4.0\nlisting: listing.jsonl\n"
+                                   "allow_outside_root: true\n")  # the audio stays in the demo corpus
     cfg = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())
     cfg["units"]["recordings_per_unit"] = 3
     for stage in cfg["stages"]:
@@ -140,17 +141,21 @@ def test_job_on_two_node_cluster_equals_local_run(cluster, workdir, tmp_path):
     env = {k: v for k, v in cluster["env"].items() if k != "RAY_AUTH_MODE"}
     out = tmp_path / "cluster-run"
     sub = cli("submit", "pipeline.yaml", "--source", "source.yaml", "--out", str(out), "--working-dir", str(workdir),
-              "--address", cluster["address"], "--wait", env=env)
+              "--dashboard", cluster["address"], "--wait", env=env)
     assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
     job = sub.stdout.strip().splitlines()[0]
-    st = cli("status", job, "--address", cluster["address"], env=env)
-    assert st.returncode == 0 and "SUCCEEDED" in st.stdout, st.stdout + st.stderr
-    logs = cli("logs", job, "--address", cluster["address"], env=env)
-    assert logs.returncode == 0 and "Running entrypoint" not in logs.stderr
+    units = -(-len(FILES) // 3)
+    progress = [f"demo: {k}/{units} units ({100 * k // units}%)" for k in range(1, units + 1)]
+    assert all(p in sub.stdout for p in progress), sub.stdout[-3000:]  # --wait shows one line per unit
+    st = cli("status", job, "--dashboard", cluster["address"], "--json", env=env)
+    assert st.returncode == 0 and json.loads(st.stdout)["status"] == "SUCCEEDED", st.stdout + st.stderr
+    logs = cli("logs", job, "--dashboard", cluster["address"], env=env)
+    assert logs.returncode == 0 and not logs.stderr.strip(), logs.stderr
+    assert all(p in logs.stdout for p in progress) and "rows in" in logs.stdout, logs.stdout[-3000:]
 
     no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
     no_token["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "no-such-token")
-    denied = cli("status", job, "--address", cluster["address"], env=no_token)
+    denied = cli("status", job, "--dashboard", cluster["address"], env=no_token)
     assert denied.returncode != 0, "token auth must stay on"
 
     local = tmp_path / "local-run"

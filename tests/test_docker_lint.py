@@ -2,10 +2,12 @@
 
 Nothing here builds an image or starts a cluster (no Docker engine, Kubernetes or GPU where the
 tests run). It checks what can be checked from the files: hadolint on the Dockerfiles when the
-binary is installed, the Dockerfiles' structure, the pins in docker/constraints.txt against
-pyproject.toml, the `ray up` config against Ray's own config schema and `ray start` options, the
-KubeRay RayCluster's structure, and that every GRANARY_MODEL_* variable named in docker/ or the
-docs is a model of the registry. Fast (well under 5 s) and offline.
+binary is installed, the Dockerfiles' structure, each image's build context (its .dockerignore
+applied to the repository as Docker applies it, tests/docker_context.py) against the files the
+package reads at run time, the pins in docker/constraints.txt against pyproject.toml, the `ray up`
+config against Ray's own config schema and `ray start` options, the KubeRay RayCluster's
+structure, and that every GRANARY_MODEL_* variable named in docker/ or the docs is a model of the
+registry. Fast (well under 5 s) and offline.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tomllib
-from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -28,17 +30,23 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from granary_pipe import models
+import docker_context
+import granary_pipe
+from granary_pipe import bundled, catalog, licenses, models
 from granary_pipe.models import MODELS
+from granary_pipe.stages.filters import phrases
+from granary_pipe.stages.pnc import llm as pnc_llm
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 DOCS = ROOT / "docs" / "cluster.md"
 FLAVORS = ("cpu", "gpu")
-PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PROJECT = PYPROJECT["project"]
 VERSION = PROJECT["version"]
 RAY_PIN = next(Requirement(d).specifier for d in PROJECT["dependencies"] if Requirement(d).name == "ray")
 NODE_RESOURCE = {"cpu": "granary_cpu_node", "gpu": "granary_gpu_node"}
+PACKAGE_DATA = PYPROJECT["tool"]["setuptools"]["package-data"]["granary_pipe"]
 
 
 def _ray_dir() -> Path:
@@ -176,31 +184,64 @@ def test_dependencies_installed_before_the_code_is_copied(dockerfile):
     install_code = first(lambda i, a: i == "RUN" and "pip install" in a and "--no-deps" in a)
     assert copy_pyproject < install_deps < copy_code < install_code, (
         f"{path.name}: copy pyproject.toml, install the dependencies, then copy and install the code")
-    # granary_pipe/_data/licenses.yaml links to licenses/registry.yaml: the link must resolve.
-    assert first(lambda i, a: i == "COPY" and a.split()[0].rstrip("/") == "licenses") < install_code
+    # `pip install .` reads pyproject's readme and license-files: both must be there before it
+    for needed in [PROJECT["readme"], *PROJECT.get("license-files", [])]:
+        assert first(lambda i, a: i == "COPY" and needed in a.split()[:-1]) < install_code, (
+            f"{path.name}: {needed} (pyproject.toml) is not copied before `pip install .`")
 
 
-def dockerignore_allows(patterns: list[str], path: str) -> bool:
-    allowed = True
-    for pat in patterns:
-        negate = pat.startswith("!")
-        pat = pat.lstrip("!").rstrip("/")
-        if fnmatch(path, pat) or fnmatch(path, pat + "/*") or (pat.startswith("**/") and fnmatch(path, pat[3:])):
-            allowed = negate
-    return allowed
+@functools.lru_cache(maxsize=None)
+def build_context(flavor: str) -> frozenset[str]:
+    """Files and links of the repository that `docker build -f docker/Dockerfile.FLAVOR .` sends."""
+    ignore = docker_context.rules(DOCKER / f"Dockerfile.{flavor}.dockerignore")
+    return frozenset(docker_context.context_files(ROOT, ignore))
 
 
 def test_copied_paths_exist_and_are_in_the_build_context(dockerfile):
-    _, path, ins = dockerfile
-    ignore = path.with_name(path.name + ".dockerignore")
-    patterns = [ln.strip() for ln in ignore.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    flavor, path, ins = dockerfile
+    context = build_context(flavor)
     for i, a in ins:
         if i != "COPY" or "--from=" in a:
             continue
         *sources, _dest = [w for w in a.split() if not w.startswith("--")]
         for src in sources:
+            src = src.rstrip("/")
             assert (ROOT / src).exists(), f"{path.name}: COPY {src}: no such path in the repository"
-            assert dockerignore_allows(patterns, src.rstrip("/")), f"{ignore.name} leaves out {src}"
+            assert src in context or any(f.startswith(src + "/") for f in context), (
+                f"Dockerfile.{flavor}.dockerignore leaves out {src}")
+
+
+def test_build_context_holds_every_data_file_the_package_reads(dockerfile, monkeypatch):
+    """What `pip install .` puts into the package (pyproject package-data) and what the code reads at
+    run time (the catalog `granary sources` lists, the license registry, pipelines, hallucination
+    lists, prompts, report CSS, the demo) is in the context as real files, inside granary_pipe/
+    (the only tree the images copy), and no link in the context points out of it or dangles."""
+    flavor, path, ins = dockerfile
+    context = build_context(flavor)
+    copied = {w.rstrip("/") for i, a in ins if i == "COPY" and "--from=" not in a
+              for w in a.split()[:-1] if not w.startswith("--")}
+    data = docker_context.package_data(ROOT, "granary_pipe", PACKAGE_DATA)
+    assert len(data) > 50, f"package-data selects only {sorted(data)}"
+    for f in sorted(data):
+        assert f in context, f"Dockerfile.{flavor}.dockerignore leaves out {f}, which the package reads"
+        assert not (ROOT / f).is_symlink(), f"{f} is a link: the package's data must be the real file"
+    monkeypatch.delenv("GRANARY_CATALOG", raising=False)
+    package = Path(granary_pipe.__file__).resolve().parent
+    runtime = [catalog.catalog_dir(), licenses.registry_path(), phrases.bundled_dir(), Path(str(pnc_llm.PROMPT_DIR)),
+               package / "_data" / "report" / "report.css", bundled.PIPELINES, bundled.DEMO_SOURCE]
+    for where in runtime:  # the paths the code resolves relative to the package, as installed
+        rel = "granary_pipe/" + where.resolve().relative_to(package).as_posix()
+        files = {rel} if where.is_file() else {f for f in data if f.startswith(rel + "/")}
+        assert files and files <= data, f"{rel}: read at run time but not installed by package-data"
+    assert any(f.endswith(".yaml") for f in data if f.startswith("granary_pipe/_data/catalog/")), "no catalog"
+    for f in sorted(context):
+        link = ROOT / f
+        if link.is_symlink():
+            target = Path(os.path.normpath(link.parent / os.readlink(link)))
+            rel = target.relative_to(ROOT).as_posix() if target.is_relative_to(ROOT) else None
+            assert rel and (rel in context or any(c.startswith(rel + "/") for c in context)), (
+                f"{f} links to {os.readlink(link)}, outside the Dockerfile.{flavor} build context")
+            assert any(rel == c or rel.startswith(c + "/") for c in copied), f"{f}: its target is not copied"
 
 
 def test_labels_name_the_tag_the_cluster_configs_use(dockerfile):
@@ -265,7 +306,8 @@ def constraints() -> dict[str, str]:
 def test_constraints_pin_every_requirement_to_an_allowed_version():
     pins = constraints()
     assert canonicalize_name(PROJECT["name"]) not in pins, "constraints.txt must not pin the project itself"
-    for spec in PROJECT["dependencies"] + PROJECT["optional-dependencies"]["gpu"]:
+    extras = PROJECT["optional-dependencies"]
+    for spec in PROJECT["dependencies"] + extras["gpu"] + extras["beam"]:
         req = Requirement(spec)
         if req.marker is not None and not req.marker.evaluate({"sys_platform": "linux", "platform_machine": "x86_64"}):
             continue

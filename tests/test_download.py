@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import socket
 import tarfile
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -74,6 +76,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
+        if isinstance(fault, tuple) and fault[0] == "slow":  # 1 KiB every fault[1] seconds
+            for k in range(0, len(body), 1024):
+                self.wfile.write(body[k:k + 1024])
+                self.wfile.flush()
+                time.sleep(fault[1])
+            return
         if isinstance(fault, tuple) and fault[0] == "drop":  # promise everything, send fault[1] bytes
             self.wfile.write(body[: fault[1]])
             self.wfile.flush()
@@ -166,11 +174,23 @@ def test_http_download_verifies_and_second_run_skips(release_dir, server, tmp_pa
     assert [p for p, _ in server.requests] == ["release.json"]  # nothing re-downloaded
 
 
-def test_progress_bar_counts_bytes(release_dir, server, tmp_path, capsys):
+def test_progress_bar_counts_bytes(release_dir, server, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GRANARY_PROGRESS", "bar")
     download_release(server.url + "/release.json", tmp_path / "dl", jobs=2,
                      **{**FAST, "progress": True}, langs=["de"], formats=["wds"])
     err = capsys.readouterr().err
     assert "download: 100%" in err and "B/s" in err  # bytes, rate and ETA
+
+
+def test_progress_is_lines_when_stderr_is_not_a_terminal(release_dir, server, tmp_path, capsys):
+    """Under pytest stderr is a pipe, as in CI or a Ray job: plain lines, no carriage returns."""
+    download_release(server.url + "/release.json", tmp_path / "dl", jobs=2,
+                     **{**FAST, "progress": True}, langs=["de"], formats=["wds"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("download: ")]
+    assert lines and "\r" not in err, err
+    assert re.search(r"^download: ([\d.]+) MB/\1 MB \(100%\), [\d.]+ MB/s, 0:00:\d\d elapsed, ETA 0:00:00$",
+                     lines[-1]), lines
 
 
 # ------------------------------------------------------------------ resume
@@ -421,18 +441,6 @@ def test_fsspec_and_local_sources(release_dir, tmp_path, form):
 # ------------------------------------------------------------------ CLI
 
 
-def _cli_has(command: str) -> bool:
-    from granary_pipe.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    return command in sub.choices
-
-
-needs_cli = pytest.mark.skipif(not _cli_has("download") or not _cli_has("verify"),
-                               reason="granary download/verify not wired into cli.py yet")
-
-
-@needs_cli
 def test_cli_download_and_verify_exit_codes(release_dir, server, tmp_path, capsys):
     from granary_pipe.cli import main
 
@@ -451,7 +459,6 @@ def test_cli_download_and_verify_exit_codes(release_dir, server, tmp_path, capsy
     assert sorted(p.name for p in (tmp_path / "de").glob("*/*")) == ["de"]
 
 
-@needs_cli
 def test_cli_refuses_escaping_release_json(release_dir, tmp_path, capsys):
     from granary_pipe.cli import main
 
@@ -460,3 +467,39 @@ def test_cli_refuses_escaping_release_json(release_dir, tmp_path, capsys):
     _write_meta(rel, meta)
     assert main(["download", str(rel), "--out", str(tmp_path / "dl"), "-q"]) == 2
     assert "unsafe path '../x'" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_transfers_at_once_and_starts_no_queued_file(release_dir, server, tmp_path):
+    """Every shard is served slowly; Ctrl-C during the first transfers: exit 130 within 2 s with one
+    line, no queued file requested, the partial file kept for the next run to resume."""
+    import signal
+    import subprocess
+    import sys
+
+    meta = _meta(release_dir)
+    for entry in meta["shards"] + meta["files"]:
+        server.faults[entry["path"]] = [("slow", 0.2)]
+    out = tmp_path / "dl"
+    proc = subprocess.Popen([sys.executable, "-m", "granary_pipe.cli", "download", server.url + "/release.json",
+                             "--out", str(out), "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.rglob("*.part")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert list(out.rglob("*.part")), "no transfer started"
+        t0 = time.monotonic()
+        asked_before = len(server.requests)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        stop_s = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert stop_s < 2.5, f"took {stop_s:.1f} s to stop"
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "granary download: interrupted", err
+    time.sleep(0.5)  # a request sent just before exit would show up by now
+    late = server.requests[asked_before:]
+    assert len(late) <= 2, f"files started after Ctrl-C (2 jobs may have been picking one up): {late}"
+    assert len(server.requests) < len(meta["shards"]), "the download ran to the end"
+    assert list(out.rglob("*.part")), "the partial transfer should stay to be resumed"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,6 +100,18 @@ def test_rows_in_equal_kept_plus_rejected(demo_run: Path):
     summary = summarize(demo_run)
     assert summary["rows"]["balanced"] and summary["recordings"]["balanced"]
     assert "rows in = kept + rejected" in format_summary(summary, color=False)
+
+
+def test_progress_in_a_log_is_one_line_per_committed_unit(demo_run: Path):
+    """stdout/stderr go to a file (as in CI or a Ray job): no bar, one line per unit with
+    done/total, hours, speed and ETA."""
+    text = (demo_run.parent / "run.log").read_text()
+    units = len(json.loads((demo_run / "run.json").read_text())["units"])
+    lines = [ln for ln in text.splitlines() if re.match(r"^demo: \d+/\d+ units", ln)]
+    assert [int(re.match(r"^demo: (\d+)/", ln)[1]) for ln in lines] == list(range(1, units + 1)), text[-2000:]
+    assert "\r" not in text
+    assert re.search(r"^demo: \d+/\d+ units \(100%\), [\d.]+ h audio, [\d.]+x real time, [\d.]+ units/min, "
+                     r"\d:\d\d:\d\d elapsed, ETA 0:00:00$", lines[-1]), lines[-1]
 
 
 def test_non_speech_clip_releases_no_text(demo_run: Path):

@@ -19,6 +19,7 @@ from typing import Callable
 
 import ray
 
+from granary_pipe.executors import capacity
 from granary_pipe.io import sink
 from granary_pipe.pipeline import Payload, Unit, apply_stage
 from granary_pipe.stage import Stage
@@ -104,6 +105,11 @@ def _options(stage: Stage) -> dict:
     return {"num_cpus": res.cpus, "num_gpus": res.gpus, "resources": dict(res.custom)}
 
 
+def cluster_nodes() -> list[dict[str, float]]:
+    """Total resources of each live node of the connected Ray cluster."""
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
 class RayExecutor:
     """Runs units of a pipeline on Ray."""
 
@@ -113,46 +119,26 @@ class RayExecutor:
         self.run_dir = Path(run_dir)
         self.actors: dict[int, list] = {}
         self.load: dict[int, list[int]] = {}  # per actor stage: units routed to each actor, not yet ended
+        self.owns_ray = False  # True when this executor started (or joined) Ray, so it shuts it down
         address = address or os.environ.get("RAY_ADDRESS")
         try:
             if not ray.is_initialized():
+                self.owns_ray = True
                 with _ctrl_c_deferred():  # a Ray interrupted half-way through starting leaves processes behind
                     if address:
                         ray.init(address=address, logging_level=logging.WARNING)
                     else:
                         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                                  logging_level=logging.WARNING, log_to_driver=True)
-            self._check_capacity()
-            for i, stage in enumerate(stages):
-                if stage.actor:
-                    cls = StageActor.options(**_options(stage), max_restarts=3, max_task_retries=2)
-                    self.actors[i] = [cls.remote(stage) for _ in range(stage.workers)]
-                    self.load[i] = [0] * stage.workers
+            capacity.check(stages, cluster_nodes(), COMMIT_CPUS)  # before any actor: Ray would wait forever
+            for i in capacity.actor_order(stages):  # largest GPU share first, as the check placed them
+                stage = stages[i]
+                cls = StageActor.options(**_options(stage), max_restarts=3, max_task_retries=2)
+                self.actors[i] = [cls.remote(stage) for _ in range(stage.workers)]
+                self.load[i] = [0] * stage.workers
         except BaseException:  # Ctrl-C or a capacity error: stop what was started
             self.shutdown()
             raise
-
-    def _check_capacity(self) -> None:
-        """Fail fast where Ray would wait forever: resources no node offers, or actors that leave
-        no room for the tasks."""
-        total = ray.cluster_resources()
-        for s in self.stages:
-            need = {"GPU": s.resources.gpus, **s.resources.custom}
-            missing = [f"{k}={v:g}" for k, v in need.items() if v > 0 and total.get(k, 0) < v]
-            if missing:
-                raise RuntimeError(f"stage {s.name} needs {', '.join(missing)} but the Ray cluster offers "
-                                   f"{ {k: v for k, v in total.items() if not k.startswith('node:')} }")
-        held_gpus = sum(s.resources.gpus * s.workers for s in self.stages if s.actor)
-        if held_gpus > total.get("GPU", 0) + 1e-9:
-            raise RuntimeError(f"actors reserve {held_gpus:g} GPUs in all but the cluster has "
-                               f"{total.get('GPU', 0):g}: lower resources.gpus or workers")
-        held = sum(s.resources.cpus * s.workers for s in self.stages if s.actor)
-        task_need = max([s.resources.cpus for s in self.stages if not s.actor] + [COMMIT_CPUS])
-        if held + task_need > total.get("CPU", 0) + 1e-9:
-            raise RuntimeError(
-                f"actors reserve {held:g} CPUs and the largest task needs {task_need:g}, but the "
-                f"cluster has {total.get('CPU', 0):g}: lower resources.cpus or workers in the pipeline config"
-            )
 
     def _submit(self, unit: Unit) -> tuple[ray.ObjectRef, dict[int, int]]:
         """Chain a unit through every stage; each actor stage gets the worker with the fewest
@@ -210,10 +196,11 @@ class RayExecutor:
             on_result(unit.id, stats, None)
 
     def shutdown(self) -> None:
-        """Release actors; stop the embedded Ray if this process started it."""
+        """Release actors; disconnect from Ray (stopping an embedded one) if this executor started it."""
         for pool in self.actors.values():
             for actor in pool:
                 ray.kill(actor)
         self.actors = {}
         self.load = {}
-        ray.shutdown()
+        if self.owns_ray:
+            ray.shutdown()

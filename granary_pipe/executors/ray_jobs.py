@@ -14,7 +14,9 @@ import functools
 import os
 import time
 import shlex
+import sys
 from pathlib import Path
+from typing import TextIO
 
 import granary_pipe
 
@@ -35,10 +37,14 @@ def auth_token() -> str | None:
 def _client(address: str | None):
     from ray.job_submission import JobSubmissionClient
 
+    from granary_pipe.executors.ray_address import check_dashboard
+
     token = auth_token()
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    return JobSubmissionClient(address or os.environ.get("RAY_JOB_ADDRESS") or os.environ.get("RAY_ADDRESS")
-                               or DEFAULT_ADDRESS, headers=headers)
+    url = address or os.environ.get("RAY_JOB_ADDRESS") or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS
+    if url.startswith(("http://", "https://")):
+        check_dashboard(url)  # one clear line instead of Ray's retries
+    return JobSubmissionClient(url, headers=headers)
 
 
 def submit(pipeline: str, source: str, out: str, *, address: str | None = None, working_dir: Path | None = None,
@@ -50,7 +56,8 @@ def submit(pipeline: str, source: str, out: str, *, address: str | None = None, 
     ``out`` must be storage every node sees (a shared filesystem path).
     """
     working_dir = Path(working_dir or Path.cwd()).resolve()
-    args = ["run", pipeline, "--source", source, "--out", out, "-q", *(extra_args or [])]
+    # no -q: the job's log gets one progress line per committed unit (its stderr is not a terminal)
+    args = ["run", pipeline, "--source", source, "--out", out, *(extra_args or [])]
     runtime_env: dict = {"working_dir": str(working_dir), "excludes": UPLOAD_EXCLUDES,
                          "env_vars": {"PYTHONUNBUFFERED": "1"}}
     if upload_package:
@@ -84,15 +91,15 @@ def status(job_id: str, address: str | None = None) -> dict:
             "end_time": info.end_time, "metadata": info.metadata}
 
 
-def logs(job_id: str, address: str | None = None, follow: bool = False) -> str | None:
-    """A job's driver log; with ``follow`` stream it to stdout until the job ends."""
+def logs(job_id: str, address: str | None = None, follow: bool = False, out: TextIO | None = None) -> str | None:
+    """A job's driver log; with ``follow`` stream it to ``out`` (stdout) until the job ends."""
     client = _client(address)
     if not follow:
         return client.get_job_logs(job_id)
 
     async def _tail() -> None:
         async for chunk in client.tail_job_logs(job_id):
-            print(chunk, end="", flush=True)
+            print(chunk, end="", flush=True, file=out or sys.stdout)
 
     asyncio.run(_tail())
     return None

@@ -19,7 +19,11 @@ fsspec backend installed, e.g. ``s3fs``). Every file listed in release.json (sha
 * **Retries**: connection errors, timeouts, truncated bodies, HTTP 429 and 5xx are retried
   with exponential backoff (``backoff_s * 2**k``, at most 30 s); other 4xx (404: missing
   shard) fail that file at once. Other files go on; the report lists what failed.
-* **Parallel**: ``jobs`` threads; one tqdm bar over bytes (rate, ETA).
+* **Parallel**: ``jobs`` threads; progress over bytes (a bar on a terminal, a line every few
+  seconds elsewhere: :mod:`granary_pipe.progress`).
+* **Stops at once**: Ctrl-C stops the transfers in flight within about a second (their ``.part``
+  files stay, to resume) and starts none of the queued ones; a local disk that cannot take the
+  files (no space, read-only, no permission) stops the whole download with that error.
 
 release.json is written into ``DIR`` last (byte-identical to the source), with
 ``download.json`` recording the ``langs``/``formats`` selection, so ``granary verify DIR``
@@ -31,9 +35,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -41,8 +45,9 @@ from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
-from tqdm import tqdm
 
+from granary_pipe.io.parallel import Stopped, is_local_disk_error, run_parallel
+from granary_pipe.progress import Progress
 from granary_pipe.io.verify import (
     RELEASE_JSON,
     SELECTION_JSON,
@@ -93,6 +98,11 @@ class DownloadReport:
     def passed(self) -> bool:
         return not self.failed
 
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (``granary download --json``)."""
+        return {"out_dir": str(self.out_dir), "passed": self.passed, "fetched": self.fetched, "skipped": self.skipped,
+                "refetched": self.refetched, "failed": self.failed, "bytes_fetched": self.bytes_fetched}
+
     def summary(self) -> str:
         text = (f"{self.out_dir}: {len(self.fetched)} fetched ({self.bytes_fetched / 1e6:.1f} MB), "
                 f"{len(self.skipped)} already present, {len(self.refetched)} re-fetched after a bad "
@@ -110,6 +120,15 @@ def release_url(source: str | os.PathLike) -> str:
     return source if path.endswith(".json") else source.rstrip("/") + "/" + RELEASE_JSON
 
 
+def describe_connection_error(exc: Exception, url: str | None = None) -> str:
+    """One line for a ``requests`` connection error or timeout: the URL and the socket's reason
+    (``cannot connect to http://host:8000/release.json: connection refused``)."""
+    url = url or getattr(getattr(exc, "request", None), "url", None) or "the server"
+    m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    reason = m[1].strip() if m else ("timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__)
+    return f"cannot connect to {url}: {reason.lower()}"
+
+
 def _is_http(url: str) -> bool:
     return url.lower().startswith(("http://", "https://"))
 
@@ -118,28 +137,12 @@ def _child_url(base: str, rel: str) -> str:
     return base + "/" + (quote(rel, safe="/") if _is_http(base) else rel)
 
 
-class _Progress:
-    """Thread-safe byte counter over a tqdm bar (or nothing)."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self._lock = threading.Lock()
-        self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                         desc="download", disable=not enabled, dynamic_ncols=True)
-
-    def __call__(self, n: int) -> None:
-        if n:
-            with self._lock:
-                self._bar.update(n)
-
-    def close(self) -> None:
-        self._bar.close()
-
-
 class _Fetcher:
     """Fetches one URL into a ``.part`` file, resuming from its current size."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, stop: threading.Event | None = None) -> None:
         self.timeout_s = timeout_s
+        self.stop = stop or threading.Event()
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -153,7 +156,7 @@ class _Fetcher:
             try:
                 r = self._session().get(url, timeout=self.timeout_s)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+                raise _Transient(describe_connection_error(exc, url)) from exc
             _raise_for_status(r)
             return r.content
         import fsspec
@@ -200,11 +203,15 @@ class _Fetcher:
                                      f"for a request from byte {offset}")
                 with open(part, mode) as fh:
                     for chunk in _iter_body(r):
+                        if self.stop.is_set():
+                            raise Stopped
                         fh.write(chunk)
                         written += len(chunk)
                         progress(len(chunk))
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 urllib3.exceptions.HTTPError, OSError) as exc:
+            if is_local_disk_error(exc):
+                raise
             raise _Transient(f"{type(exc).__name__} after {offset + written} bytes: {exc}") from exc
         got = offset + written
         if got < size:
@@ -221,12 +228,16 @@ class _Fetcher:
                 if offset:
                     src.seek(offset)
                 for chunk in iter(lambda: src.read(CHUNK_BYTES), b""):
+                    if self.stop.is_set():
+                        raise Stopped
                     fh.write(chunk)
                     written += len(chunk)
                     progress(len(chunk))
         except FileNotFoundError as exc:
             raise _Permanent(f"not found: {url}") from exc
         except OSError as exc:
+            if is_local_disk_error(exc):
+                raise
             raise _Transient(f"{type(exc).__name__} after {offset + written} bytes: {exc}") from exc
         if offset + written < size:
             raise _Short(f"source has {offset + written} bytes, release.json lists {size}")
@@ -259,9 +270,11 @@ def _raise_for_status(r: requests.Response) -> None:
 
 
 def _with_retries(fn: Callable[[], Any], what: str, retries: int, backoff_s: float,
-                  attempts: list[int]) -> Any:
+                  attempts: list[int], stop: threading.Event | None = None) -> Any:
     k = 0
     while True:
+        if stop is not None and stop.is_set():
+            raise Stopped
         attempts[0] += 1
         try:
             return fn()
@@ -270,7 +283,11 @@ def _with_retries(fn: Callable[[], Any], what: str, retries: int, backoff_s: flo
                 raise DownloadError(f"{exc} (gave up after {retries} retries)") from exc
             delay = min(MAX_BACKOFF_S, backoff_s * 2 ** k)
             log.info("%s: %s; retrying in %.1f s", what, exc, delay)
-            time.sleep(delay)
+            if stop is not None:
+                if stop.wait(delay):
+                    raise Stopped from None
+            else:
+                time.sleep(delay)
             k += 1
 
 
@@ -298,18 +315,21 @@ def download_release(
         retries: retries per file on transient errors (connection, timeout, 429, 5xx).
         backoff_s: first retry delay; doubles each retry, capped at 30 s.
         timeout_s: connect/read timeout of each HTTP request.
-        progress: show a tqdm bar over bytes.
+        progress: show progress over bytes (:class:`granary_pipe.progress.Progress`).
 
     Returns a :class:`DownloadReport`; ``report.failed`` names files that could not be
     fetched and verified. Raises :class:`UnsafePathError` (nothing written) when
     release.json lists a path escaping ``out_dir``, ``ValueError`` for a ``langs``/``formats``
-    the release does not have, :class:`DownloadError` when release.json itself cannot be read.
+    the release does not have, :class:`DownloadError` when release.json itself cannot be read,
+    ``OSError`` when the local disk cannot take the files (no space, read-only, no permission),
+    ``KeyboardInterrupt`` (Ctrl-C) after stopping the transfers within about a second.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     url = release_url(source)
     base = url.rsplit("/", 1)[0] if "/" in url else "."
-    fetcher = _Fetcher(timeout_s)
+    stop = threading.Event()
+    fetcher = _Fetcher(timeout_s, stop)
     raw = _with_retries(lambda: fetcher.read_bytes(url), url, retries, backoff_s, [0])
     rel = load_release_json(raw)  # UnsafePathError before anything is written
     langs = sorted(set(langs)) if langs is not None else None
@@ -330,33 +350,33 @@ def download_release(
 
     report = DownloadReport(out_dir=out)
     lock = threading.Lock()
-    bar = _Progress(sum(e["bytes"] for e in entries), progress)
+    bar = Progress(sum(e["bytes"] for e in entries), desc="download", unit="B", enabled=progress, every_s=5.0)
 
     def one(entry: dict[str, Any]) -> None:
         rel_path = entry["path"]
         target = safe_join(out, rel_path)
         if target.is_file() and check_file(out, entry) is None:
-            bar(entry["bytes"])
+            bar.update(entry["bytes"])
             with lock:
                 report.skipped.append(rel_path)
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
         if part.exists():
-            bar(part.stat().st_size)
+            bar.update(part.stat().st_size)
         src = _child_url(base, rel_path)
         attempts = [0]
         why = ""
 
         def discard() -> None:
             if part.exists():
-                bar(-part.stat().st_size)
+                bar.update(-part.stat().st_size)
                 part.unlink()
 
         for round_ in (1, 2):  # round 2: once more from scratch after a bad file
             try:
-                n = _with_retries(lambda: fetcher.fetch(src, part, entry["bytes"], bar),
-                                  rel_path, retries, backoff_s, attempts)
+                n = _with_retries(lambda: fetcher.fetch(src, part, entry["bytes"], bar.update),
+                                  rel_path, retries, backoff_s, attempts, stop)
                 with lock:
                     report.bytes_fetched += n
             except _Short as exc:
@@ -396,14 +416,14 @@ def download_release(
     def guarded(entry: dict[str, Any]) -> None:
         try:
             one(entry)
-        except OSError as exc:  # local trouble (permissions, disk full): report it, go on
+        except OSError as exc:  # a disk that takes no file stops everything; other trouble fails this file
+            if is_local_disk_error(exc):
+                raise
             with lock:
                 report.failed[entry["path"]] = f"{type(exc).__name__}: {exc}"
 
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for fut in [pool.submit(guarded, e) for e in entries]:
-                fut.result()
+        run_parallel(entries, guarded, jobs, stop)
     finally:
         bar.close()
     _write_atomic(out / RELEASE_JSON, raw if isinstance(raw, bytes) else raw.encode())

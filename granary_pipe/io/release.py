@@ -223,6 +223,30 @@ def _models(run: dict[str, Any]) -> dict[str, Any]:
             for name, m in (run.get("models") or {}).items()}
 
 
+_LOCATION_KEYS = ("manifest", "audio", "listing", "url")
+
+
+def _public_source(src: dict[str, Any]) -> dict[str, Any]:
+    """A run.json source as release.json shows it: the manifest by file name, a local location
+    that is absolute or climbs with ``..`` by its last name (remote URLs and plain relative globs
+    stay), no ``reader_options.cache_dir`` (where the curator's cache lives)."""
+    out = dict(src)
+    for key in _LOCATION_KEYS:
+        value = out.get(key)
+        if not isinstance(value, str):
+            continue
+        scheme = re.match(r"^([a-z][a-z0-9+.\-]*)://", value, re.I)
+        if scheme and scheme[1].lower() != "file":
+            continue  # a remote URL: public by nature
+        local = value[len(scheme[0]):] if scheme else value
+        if key == "manifest" or local.startswith(("/", "~")) or ".." in Path(local).parts:
+            out[key] = Path(local).name
+    opts = out.get("reader_options")
+    if isinstance(opts, dict) and "cache_dir" in opts:
+        out["reader_options"] = {k: v for k, v in opts.items() if k != "cache_dir"}
+    return out
+
+
 def _run_provenance(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
     """What release.json keeps of run.json besides the pipeline config and the models."""
     units = run.get("units") or {}
@@ -402,9 +426,7 @@ def build_release(
         sources = []
         for src in run_sources(run):
             per = attrib.get(src.get("name"), {})
-            if isinstance(src.get("manifest"), str):  # a local path: keep its name only
-                src = {**src, "manifest": Path(src["manifest"]).name}
-            sources.append({**src, "release": {
+            sources.append({**_public_source(src), "release": {
                 "rows": sum(c[0] for c in per.values()),
                 "hours": round(math.fsum(c[1] for c in per.values()) / 3600, 6),
                 "licenses": {lic: c[0] for lic, c in sorted(per.items())},

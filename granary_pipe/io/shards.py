@@ -10,7 +10,9 @@ release rebuilt from the same run has the same sha256 for every shard.
 A release row is the segment row of :mod:`granary_pipe.schema` without the run-internal
 columns (:data:`RELEASE_DROPPED`), plus ``audio``: ``struct<bytes: binary, path: string>``
 holding the segment's 16 kHz mono FLAC, the storage layout of the ``datasets.Audio``
-feature.
+feature. Its ``audio_path`` is the corpus-relative path (the row's ``audio_relpath``), never
+the curator's absolute path or a source-cache path (:func:`public_rows`; every writer here,
+and the NeMo and Lhotse ones through :func:`row_metadata`, goes through it).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ import soundfile as sf
 
 from granary_pipe.schema import SAMPLE_RATE_HZ, SCHEMA
 
-RELEASE_DROPPED = ("unit", "drop_reason", "audio_file")
-"""Row-schema columns a release leaves out: run bookkeeping, always null, or run-relative."""
+RELEASE_DROPPED = ("unit", "drop_reason", "audio_file", "audio_relpath")
+"""Row-schema columns a release leaves out: run bookkeeping, always null, run-relative, or
+(``audio_relpath``) carried as ``audio_path`` instead."""
 
 AUDIO_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
 """Arrow storage type of the Hugging Face ``datasets.Audio`` feature."""
@@ -81,8 +84,21 @@ def _clean_float32(value: Any) -> Any:
     return f if math.isfinite(f) else None
 
 
+def public_rows(table: pa.Table) -> pa.Table:
+    """``table`` with ``audio_path`` replaced by ``audio_relpath`` (the path relative to the corpus
+    root, set at ingest; null where a row has none, e.g. a run made before that column existed):
+    what a release may show of where the audio came from."""
+    idx = table.schema.get_field_index("audio_path")
+    if idx < 0:
+        return table
+    rel = (table.column("audio_relpath") if "audio_relpath" in table.column_names
+           else pa.nulls(table.num_rows, pa.string()))
+    return table.set_column(idx, table.schema.field(idx), rel.cast(table.schema.field(idx).type))
+
+
 def row_metadata(table: pa.Table) -> list[dict[str, Any]]:
     """Per-row metadata dicts (release columns, schema order) for WebDataset ``.json``."""
+    table = public_rows(table)
     names = [f.name for f in metadata_fields()]
     cols = {n: table.column(n).to_pylist() for n in names}
     f32 = {f.name for f in metadata_fields() if f.type == pa.float32()}
@@ -118,6 +134,7 @@ def write_parquet_shard(path: Path, table: pa.Table, audio: Sequence[bytes]) -> 
     ``path`` is ``"{id}.flac"`` so readers can tell the codec from the name.
     """
     check_payloads(path, table, audio)
+    table = public_rows(table)
     schema = release_schema()
     ids = table.column("id").to_pylist()
     audio_arr = pa.StructArray.from_arrays(

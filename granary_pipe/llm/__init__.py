@@ -8,6 +8,7 @@ from granary_pipe.llm.base import (
     TransformersOptions,
     VllmOptions,
     describe,
+    gpu_use,
     local_models,
     make_backend,
 )
@@ -15,5 +16,5 @@ from granary_pipe.llm.languages import LANGUAGE_NAMES, language_name
 
 __all__ = [
     "Backend", "BackendOptions", "Messages", "OpenAIOptions", "TransformersOptions", "VllmOptions",
-    "describe", "local_models", "make_backend", "LANGUAGE_NAMES", "language_name",
+    "describe", "gpu_use", "local_models", "make_backend", "LANGUAGE_NAMES", "language_name",
 ]

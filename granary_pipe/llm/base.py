@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from granary_pipe.stage import GpuUse
+
 Messages = list[dict[str, str]]
 """One chat conversation: ``[{"role": "system", "content": ...}, {"role": "user", ...}]``."""
 
@@ -109,6 +111,18 @@ def make_backend(options: BackendOptions, default_model: str) -> Backend:
 def local_models(options: BackendOptions, default_model: str) -> list[str]:
     """Models loaded on this machine (for ``run.json``); a remote server's model is not one."""
     return [] if options.name == "openai" else [model_name(options, default_model)]
+
+
+def gpu_use(options: BackendOptions) -> GpuUse | None:
+    """GPUs a backend's engine runs on in the stage's worker: vLLM always (``tensor_parallel_size``
+    GPUs, claiming ``gpu_memory_utilization`` of each at start), transformers on a cuda device;
+    an OpenAI-compatible server runs elsewhere (None)."""
+    if options.name == "vllm":
+        return GpuUse(why="backend vllm", devices=options.tensor_parallel_size,
+                      memory_fraction=options.gpu_memory_utilization)
+    if options.name == "transformers" and options.device.startswith("cuda"):
+        return GpuUse(why=f"backend transformers on device={options.device}")
+    return None
 
 
 def describe(options: BackendOptions, default_model: str) -> dict[str, Any]:

@@ -11,5 +11,5 @@ Modules (each importable on its own; ``torch`` and ``sentencepiece`` come with t
 - :mod:`~granary_pipe.train.loop`      the training loop (re-exports checkpoint and infer helpers)
 - :mod:`~granary_pipe.train.checkpoint` checkpoints with optimizer/scheduler/RNG/data position
 - :mod:`~granary_pipe.train.infer`     evaluate (WER/CER) and transcribe with a checkpoint
-- :mod:`~granary_pipe.train.distributed` Ray Train (``--address``/``--workers``) and torchrun
+- :mod:`~granary_pipe.train.distributed` Ray Train (``--ray-address``/``--workers``) and torchrun
 """

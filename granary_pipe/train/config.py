@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from granary_pipe.config import ConfigError, _errors, read_yaml
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "pipelines" / "train-base.yaml"
-"""Used when ``granary train`` gets no ``--config`` and is not resuming (a source checkout has it)."""
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "_data" / "pipelines" / "train-base.yaml"
+"""Used when ``granary train`` gets no ``--config`` and is not resuming (shipped in the package;
+``pipelines/train-base.yaml`` in a checkout)."""
 
 
 class _Strict(BaseModel):

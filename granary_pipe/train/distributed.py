@@ -9,10 +9,10 @@ The loop (:func:`granary_pipe.train.loop.train`) is the same function in all thr
       torchrun --standalone --nproc-per-node N -m granary_pipe.cli train --data REL --out DIR
 
   ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` from torchrun select DDP (NCCL on GPU, gloo on CPU).
-- **Ray Train**: ``granary train ... --workers N [--address ray://HEAD:10001 | auto]``:
+- **Ray Train**: ``granary train ... --workers N [--ray-address ray://HEAD:10001 | auto]``:
   ``ray.train.torch.TorchTrainer`` with ``ScalingConfig(num_workers=N,
   use_gpu=torch.cuda.is_available())``; each worker calls the loop with Ray's process group,
-  ``ray.train.torch.get_device()`` and ``prepare_model`` (DDP). Without ``--address`` an
+  ``ray.train.torch.get_device()`` and ``prepare_model`` (DDP). Without ``--ray-address`` an
   embedded local Ray is started. ``--out`` and the release must be paths every worker sees
   (shared storage on a multi-node cluster); rank 0 writes checkpoints and metrics there.
 """
@@ -169,11 +169,15 @@ def train_with_ray(data: str | Path, out: str | Path, cfg, *, num_workers: int =
     from ray.train.torch import TorchTrainer
 
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     started = False
     if not ray.is_initialized():
+        if address:
+            from granary_pipe.executors.ray_address import check_reachable
+
+            check_reachable(address)  # Ray itself retries an unreachable address for minutes
         ray.init(address=address, log_to_driver=True) if address else ray.init()
         started = True
+    out.mkdir(parents=True, exist_ok=True)
     try:
         gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
         trainer = TorchTrainer(

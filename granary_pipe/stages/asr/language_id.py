@@ -45,14 +45,14 @@ class WhisperLanguageID(Stage):
 
     actor = True
 
-    model: str = "whisper-base"
+    model: str = Field("whisper-base", description="multilingual Whisper model (registry name or path)")
     windows: int = Field(3, ge=1, le=16, description="speech windows per recording")
-    min_prob: float = Field(0.5, ge=0, le=1)
+    min_prob: float = Field(0.5, ge=0, le=1, description="reject as lang:low_confidence below this averaged probability")
     allowed_langs: list[str] | None = Field(None, description="reject other languages as lang:unsupported")
-    device: str = "auto"
-    compute_type: str = "int8"
+    device: str = Field("auto", description="CTranslate2 device: auto, cpu or cuda")
+    compute_type: str = Field("int8", description="CTranslate2 compute type: int8, int8_float16, float16, float32, ...")
     cpu_threads: int = Field(0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
-    model_batch: int = Field(8, ge=1)
+    model_batch: int = Field(8, ge=1, description="speech windows per CTranslate2 call")
 
     def models(self) -> list[str]:
         return [self.model]

@@ -35,12 +35,12 @@ class WhisperTranscribe(Stage):
         default_factory=lambda: {"default": "whisper-base"},
         description="language code → model name or path; 'default' for every other language",
     )
-    beam_size: int = Field(5, ge=1)
-    max_new_tokens: int | None = Field(None, ge=1)
-    device: str = "auto"
-    compute_type: str = "int8"
+    beam_size: int = Field(5, ge=1, description="beam search width (1: greedy)")
+    max_new_tokens: int | None = Field(None, ge=1, description="cap on decoded tokens per segment (None: the model's limit)")
+    device: str = Field("auto", description="CTranslate2 device: auto, cpu or cuda")
+    compute_type: str = Field("int8", description="CTranslate2 compute type: int8, int8_float16, float16, float32, ...")
     cpu_threads: int = Field(0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
-    model_batch: int = Field(8, ge=1)
+    model_batch: int = Field(8, ge=1, description="segments per CTranslate2 call (the model's batch)")
     batch_size: int = 64
 
     @field_validator("models_by_lang")

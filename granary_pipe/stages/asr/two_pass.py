@@ -24,9 +24,9 @@ from granary_pipe.stages.asr.transcribe import WhisperTranscribe
 class WhisperTwoPass(WhisperTranscribe):
     """Sets ``lang``/``lang_prob`` per recording, then ``text`` and decoder scores per segment."""
 
-    lid_model: str = "whisper-base"
+    lid_model: str = Field("whisper-base", description="multilingual Whisper model of pass 1; pass 2 reuses its encoder output for languages mapped to the same model")
     windows: int = Field(3, ge=1, le=16, description="speech windows per recording for language ID")
-    min_prob: float = Field(0.5, ge=0, le=1)
+    min_prob: float = Field(0.5, ge=0, le=1, description="reject as lang:low_confidence below this averaged probability")
     allowed_langs: list[str] | None = Field(None, description="reject other languages as lang:unsupported")
 
     def models(self) -> list[str]:

@@ -18,8 +18,8 @@ from granary_pipe.stage import Stage
 class BasicFilter(Stage):
     """Rejects rows that cannot be labels whatever the language."""
 
-    min_duration_s: float = Field(0.3, ge=0)
-    max_duration_s: float = Field(30.0, gt=0)
+    min_duration_s: float = Field(0.3, ge=0, description="shorter segments are rejected (rule too_short)")
+    max_duration_s: float = Field(30.0, gt=0, description="longer segments are rejected (rule too_long)")
     no_speech_prob_max: float = Field(0.6, ge=0, le=1, description="with avg_logprob below the next")
     no_speech_logprob_max: float = Field(-1.0, description="Whisper's silence rule: both must hold")
     batch_size: int = 1024

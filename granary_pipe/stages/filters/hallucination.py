@@ -91,7 +91,8 @@ class HallucinationFilter(Stage):
     )
     long_word_ratio: float | None = Field(3.0, gt=1, description="longest ≥ this × second-longest fires")
     long_word_ratio_min_chars: int = Field(20, ge=1, description="relative check only for words this long")
-    long_word_ratio_off_langs: list[str] = Field(default_factory=lambda: list(rules.COMPOUNDING_LANGS))
+    long_word_ratio_off_langs: list[str] = Field(default_factory=lambda: list(rules.COMPOUNDING_LANGS),
+                                                 description="compounding languages: no relative long-word check")
     unspaced_langs: list[str] = Field(default_factory=lambda: list(rules.UNSPACED_LANGS),
                                       description="no word rules (no spaces between words)")
     # 5. character rate
@@ -102,11 +103,12 @@ class HallucinationFilter(Stage):
     )
     char_rate_min: float | None = Field(1.0, ge=0, description="for texts with any characters")
     # 6-8. decoder scores
-    no_speech_prob_max: float | None = Field(0.6, ge=0, le=1)
-    no_speech_mode: Literal["with_logprob", "alone"] = "with_logprob"
+    no_speech_prob_max: float | None = Field(0.6, ge=0, le=1, description="Whisper no-speech probability above which the segment is silence (None: off)")
+    no_speech_mode: Literal["with_logprob", "alone"] = Field(
+        "with_logprob", description="with_logprob: also needs avg_logprob < avg_logprob_min (Whisper's rule); alone: the probability decides")
     no_speech_logprob_max: float = Field(-1.0, description="with_logprob: avg_logprob must also be below")
-    compression_ratio_max: float | None = Field(2.4, gt=0)
-    avg_logprob_min: float | None = Field(-1.0)
+    compression_ratio_max: float | None = Field(2.4, gt=0, description="gzip compression ratio above which text loops (None: off)")
+    avg_logprob_min: float | None = Field(-1.0, description="mean token log-probability below which the decoder was unsure (None: off)")
     batch_size: int = 1024
 
     def _phrases(self, lang: str | None) -> phrase_lists.PhraseList:

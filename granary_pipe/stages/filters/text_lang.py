@@ -26,9 +26,6 @@ from granary_pipe.registry import register
 from granary_pipe.stage import Stage
 from granary_pipe.stages.filters import rules
 
-_LABEL = "__label__"
-
-
 @register("filter.text_lang")
 class TextLanguageFilter(Stage):
     """Rejects rows whose text is confidently in another language than ``lang``."""
@@ -52,9 +49,9 @@ class TextLanguageFilter(Stage):
 
     def setup(self) -> None:
         if self._model is None:
-            import fasttext
+            from granary_pipe.stages.translate.filters import FastTextLID
 
-            self._model = fasttext.load_model(str(models.resolve(self.model)))
+            self._model = FastTextLID(models.resolve(self.model), k=1)
 
     def _canon(self, code: str) -> str:
         for group in self.same_language:
@@ -65,9 +62,8 @@ class TextLanguageFilter(Stage):
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:
         """Top (language, probability) of each text, probabilities clipped to [0, 1]."""
         self.setup()
-        lines = [" ".join(t.split()) for t in texts]
-        labels, probs = self._model.predict(lines, k=1)  # type: ignore[union-attr]
-        return [(lab[0].removeprefix(_LABEL), min(float(p[0]), 1.0)) for lab, p in zip(labels, probs)]
+        tops = [next(iter(self._model(t).items()), ("und", 0.0)) for t in texts]  # type: ignore[operator]
+        return [(lang, min(prob, 1.0)) for lang, prob in tops]
 
     def process(self, active: pa.Table) -> pa.Table:
         rows = active.select(["text", "lang"]).to_pylist()

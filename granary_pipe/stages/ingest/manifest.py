@@ -6,14 +6,19 @@ lines hold ``path`` (relative to the manifest) and optionally ``license``, ``lan
 or ``url:`` (a local path or fsspec URL) read by ``reader`` (Parquet, WebDataset, Libri-Light,
 LibriSpeech, MLS, ...; see ``readers.py``). The schema is ``source.py``; a catalog-only manifest
 (``manifests/catalog/``) loads but is refused here. Every problem in the manifest or the listing
-is a ``ConfigError`` naming the file and line, raised before any work starts. Files that are
-missing or unreadable are not manifest errors: they become rejected rows at decode time, with
-the reason.
+is a ``ConfigError`` naming the file and line, raised before any work starts: among them a path
+that resolves outside the corpus root (unless the manifest says ``allow_outside_root: true``) and
+one file listed twice under two spellings. Files that are missing or unreadable are not manifest
+errors: they become rejected rows at decode time, with the reason.
+
+A row carries both ``audio_path`` (the absolute local file the decoder opens; run-internal) and
+``audio_relpath`` (the path relative to the corpus root, the reader's key: what a release shows).
 """
 
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 from pathlib import Path
 
@@ -53,6 +58,7 @@ def list_recordings(manifest_path: Path, *, cache_dir: Path | None = None) -> tu
                 "recording_id": rid,
                 "source": manifest.name,
                 "audio_path": e.path,
+                "audio_relpath": e.key if not e.key.startswith("/") else posixpath.basename(e.key),
                 "offset_s": 0.0,
                 "license": licenses.normalize(raw_license),
                 "license_raw": raw_license,

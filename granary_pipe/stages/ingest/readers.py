@@ -6,6 +6,12 @@ cache lives), ``path`` the local file the decoder opens, and ``license``/``lang`
 per-file license override, language hint and reference transcript when the layout has them.
 Ingest (``manifest.list_recordings``) turns entries into recording rows.
 
+**Confined, and one row per file.** Every path must resolve (symlinks followed) inside the corpus
+root: the manifest's directory for ``audio``/``listing``, the localised ``url`` for ``url``; a
+path outside it is a ``ConfigError`` naming the listing line, unless the manifest says
+``allow_outside_root: true``. Two entries with the same key, or naming the same file (relative and
+absolute, through a symlink, ``a/../b.wav``), are refused naming both (``readers_base``).
+
 ========================  =====================================================================
 reader                    layout
 ========================  =====================================================================
@@ -70,7 +76,7 @@ from granary_pipe.stages.ingest.readers_archives import (
     sniff_ext, write_once,
 )
 from granary_pipe.stages.ingest.readers_base import (
-    AUDIO_EXTS, Entry, _Ctx, _lang, _match_files, _Options, _posix_rel, _root_dir, _safe_rel, _str,
+    AUDIO_EXTS, Entry, _Ctx, _lang, _match_files, _Options, _posix_rel, _root_dir, _safe_rel, _str, check_unique,
 )
 from granary_pipe.stages.ingest.readers_corpora import (
     LibriLightOptions, LibriSpeechOptions, MlsOptions, read_librilight, read_librispeech, read_mls,
@@ -201,14 +207,23 @@ def read_folder(ctx: _Ctx, target: Path, opts: FolderOptions) -> list[Entry]:
     """Every audio file under ``target`` matching ``pattern``; keys relative to ``target``."""
     root = _root_dir(target, "folder")
     return [Entry(_posix_rel(p, root), str(p), lang=opts.lang)
-            for p in _match_files(root, [opts.pattern], audio_only=True)]
+            for p in _match_files(ctx, root, [opts.pattern], audio_only=True)]
 
 
 def _read_glob(ctx: _Ctx, pattern: str, opts: FolderOptions) -> list[Entry]:
-    matches = sorted(p for p in ctx.base.glob(pattern) if p.is_file())
+    """``audio: GLOB``: files matching the glob (relative to the manifest, or absolute), confined
+    to the manifest's directory; keys relative to it."""
+    anchor = Path(pattern).anchor
+    start, rel = (Path(anchor), pattern[len(anchor):]) if anchor else (ctx.base, pattern)
+    try:
+        matches = sorted(p for p in start.glob(rel) if p.is_file())
+    except (ValueError, NotImplementedError) as exc:
+        raise ConfigError(f"{ctx.manifest_path}: audio glob {pattern!r}: {exc}") from None
     if not matches:
         raise ConfigError(f"{ctx.manifest_path}: audio glob {pattern!r} matches no file under {ctx.base}")
-    return [Entry(str(p.relative_to(ctx.base)), str(p.resolve()), lang=opts.lang) for p in matches]
+    where = f"{ctx.manifest_path}: audio glob {pattern!r}"
+    listed = [str(p) if anchor else os.path.relpath(p, ctx.base) for p in matches]  # as the glob was written
+    return [Entry(*ctx.locate(ctx.base, name, where), lang=opts.lang) for name in listed]
 
 
 def _jsonl_lines(listing: Path) -> list[tuple[int, ListingLine]]:
@@ -239,14 +254,11 @@ def _jsonl_lines(listing: Path) -> list[tuple[int, ListingLine]]:
 def read_jsonl(ctx: _Ctx, listing: Path, opts: JsonlOptions, base: Path | None = None) -> list[Entry]:
     """A JSONL listing; paths relative to ``base`` (the manifest's directory, or the ``url`` root)."""
     base = ctx.base if base is None else base
-    where: dict[str, int] = {}
     out = []
     for lineno, line in _jsonl_lines(listing):
-        key = posixpath.normpath(line.path)
-        if key in where:
-            raise ConfigError(f"{listing}:{lineno}: path {key!r} already listed on line {where[key]}")
-        where[key] = lineno
-        out.append(Entry(key, str((base / key).resolve()), line.license, line.lang or opts.lang, line.text))
+        where = f"{listing}:{lineno}"
+        key, path = ctx.locate(base, line.path, where)
+        out.append(Entry(key, path, line.license, line.lang or opts.lang, line.text, where=where))
     return out
 
 
@@ -256,10 +268,10 @@ def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = Non
     if not listing.is_file():
         raise ConfigError(f"{listing}: listing file not found")
     if opts.audio_dir is not None:
-        audio_dir = (listing.parent / opts.audio_dir).resolve()
+        audio_dir = listing.parent / opts.audio_dir
     else:
         audio_dir = listing.parent / "clips" if (listing.parent / "clips").is_dir() else listing.parent
-    out, where = [], {}
+    out = []
     with open(listing, encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
@@ -291,13 +303,11 @@ def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = Non
             rel = _safe_rel(name + opts.path_suffix)
             if rel is None:
                 raise ConfigError(f"{listing}:{lineno}: path {name!r} leaves the audio directory")
-            audio = (audio_dir / rel).resolve()
-            key = _posix_rel(audio, base)
-            if key in where:
-                raise ConfigError(f"{listing}:{lineno}: path {name!r} already listed on line {where[key]}")
-            where[key] = lineno
-            out.append(Entry(key, str(audio), cell(row, opts.license_column),
-                             _lang(cell(row, opts.lang_column)) or opts.lang, cell(row, opts.text_column)))
+            where = f"{listing}:{lineno}"
+            key, audio = ctx.locate(base, str(audio_dir / rel), where)
+            out.append(Entry(key, audio, cell(row, opts.license_column),
+                             _lang(cell(row, opts.lang_column)) or opts.lang, cell(row, opts.text_column),
+                             where=where))
     return out
 
 
@@ -326,14 +336,16 @@ def read_entries(manifest: SourceManifest, manifest_path: Path, *, cache_dir: Pa
     """The recordings of a runnable manifest as entries, in the reader's order.
 
     Raises ConfigError (naming file, line or option) for a catalog-only manifest, a bad listing,
-    a glob that matches nothing, duplicate keys, or a source that lists no audio.
+    a glob that matches nothing, a path that resolves outside the corpus root (unless
+    ``allow_outside_root``), one file listed twice (by key, or by the file itself), or a source
+    that lists no audio.
     ``materialize=False`` lists Parquet/WebDataset audio without writing it (for audits).
     """
     manifest_path = Path(manifest_path).resolve()
     require_runnable(manifest, manifest_path)
     opts = reader_options(manifest, manifest_path)
     ctx = _Ctx(manifest.name, manifest_path, manifest_path.parent,
-               _cache_for(manifest, manifest_path, opts, cache_dir), materialize)
+               _cache_for(manifest, manifest_path, opts, cache_dir), materialize, manifest.allow_outside_root)
     reader = manifest.effective_reader
     if manifest.audio is not None:
         entries = _read_glob(ctx, manifest.audio, opts)
@@ -354,11 +366,7 @@ def read_entries(manifest: SourceManifest, manifest_path: Path, *, cache_dir: Pa
             entries = (read_tsv if reader == "tsv" else read_jsonl)(ctx, listing, opts, base=root)
         else:
             entries = _URL_READERS[reader](ctx, target, opts)
-    seen: dict[str, int] = {}
-    for i, e in enumerate(entries):
-        if e.key in seen:
-            raise ConfigError(f"{manifest_path}: {e.key!r} listed twice by reader {reader!r}")
-        seen[e.key] = i
+    check_unique(entries, manifest_path, reader)
     if not entries:
         raise ConfigError(f"{manifest_path}: the source lists no audio")
     return entries

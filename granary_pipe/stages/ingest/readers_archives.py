@@ -106,7 +106,7 @@ def read_parquet(ctx: _Ctx, target: Path, opts: ParquetOptions) -> list[Entry]:
     import pyarrow.parquet as pq
 
     root = target.parent if target.is_file() else _root_dir(target, "parquet")
-    files = [target] if target.is_file() else _match_files(root, [opts.pattern])
+    files = [target] if target.is_file() else _match_files(ctx, root, [opts.pattern])
     out: list[Entry] = []
     for f in files:
         pf = pq.ParquetFile(f)
@@ -122,7 +122,7 @@ def read_parquet(ctx: _Ctx, target: Path, opts: ParquetOptions) -> list[Entry]:
         for batch in pf.iter_batches(batch_size=opts.batch_rows, columns=wanted):
             data = batch.to_pydict()
             for i in range(batch.num_rows):
-                out.append(_parquet_entry(ctx, f, stem, row, data[opts.audio_column][i],
+                out.append(_parquet_entry(ctx, root, f, stem, row, data[opts.audio_column][i],
                                           data[text_c][i] if text_c else None,
                                           data[lang_c][i] if lang_c else None,
                                           data[lic_c][i] if lic_c else None, opts))
@@ -130,8 +130,8 @@ def read_parquet(ctx: _Ctx, target: Path, opts: ParquetOptions) -> list[Entry]:
     return out
 
 
-def _parquet_entry(ctx: _Ctx, f: Path, stem: str, row: int, audio: Any, text: Any, lang: Any, lic: Any,
-                   opts: ParquetOptions) -> Entry:
+def _parquet_entry(ctx: _Ctx, root: Path, f: Path, stem: str, row: int, audio: Any, text: Any, lang: Any,
+                   lic: Any, opts: ParquetOptions) -> Entry:
     data, name = None, None
     if isinstance(audio, dict):
         data, name = audio.get("bytes"), audio.get("path")
@@ -151,7 +151,8 @@ def _parquet_entry(ctx: _Ctx, f: Path, stem: str, row: int, audio: Any, text: An
         return Entry(key, str(path), **meta)
     # no bytes: the path refers to a file beside the shard (missing files are rejected at decode)
     rel = _safe_rel(name or "")
-    return Entry(key, str((f.parent / rel).resolve()) if rel else "", **meta)
+    path = str(ctx.confine(f.parent / rel, root, f"{f}: row {row}", shown=name)) if rel else ""
+    return Entry(key, path, **meta)
 
 
 def _tar_samples(tar_path: Path) -> Iterator[tuple[str, str, bytes]]:
@@ -174,7 +175,7 @@ def _tar_samples(tar_path: Path) -> Iterator[tuple[str, str, bytes]]:
 def read_webdataset(ctx: _Ctx, target: Path, opts: WebDatasetOptions) -> list[Entry]:
     """WebDataset tars; audio members are written to ``extracted/TAR/MEMBER``."""
     root = target.parent if target.is_file() else _root_dir(target, "webdataset")
-    tars = [target] if target.is_file() else _match_files(root, opts.patterns)
+    tars = [target] if target.is_file() else _match_files(ctx, root, opts.patterns)
     out: list[Entry] = []
     for tar_path in tars:
         stem = _strip_ext(_posix_rel(tar_path, root))

@@ -1,12 +1,22 @@
 """Shared pieces of the source readers (see :mod:`granary_pipe.stages.ingest.readers`):
-the :class:`Entry` they return, the reader context and options base, and path/value helpers."""
+the :class:`Entry` they return, the reader context and options base, path/value helpers, and the
+two listing-wide checks every reader goes through:
+
+- **confinement** (:meth:`_Ctx.confine`): a file a reader would hand to the decoder must resolve
+  (symlinks followed) inside the corpus root (the manifest's directory for ``audio``/``listing``,
+  the localised ``url`` for ``url``), unless the manifest says ``allow_outside_root: true``;
+- **one row per file** (:func:`check_unique`): two entries with the same key, or naming the same
+  file (same ``(st_dev, st_ino)`` when it exists, else the same resolved path), are refused.
+
+Both raise ``ConfigError`` naming the listing file and line (or the manifest) before any work starts.
+"""
 
 from __future__ import annotations
 
 import os
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +31,19 @@ _LANG_RE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?$")
 
 @dataclass(frozen=True)
 class Entry:
-    """One recording of a source."""
+    """One recording of a source.
+
+    ``key`` is the recording's path relative to the corpus root (what the recording id is made
+    from and what a release carries as ``audio_path``), ``path`` the local file the decoder opens,
+    ``where`` the listing file and line (``FILE:LINE``) it came from, when a listing names it.
+    """
 
     key: str
     path: str
     license: str | None = None
     lang: str | None = None
     text: str | None = None
+    where: str | None = None
 
 
 class _Options(BaseModel):
@@ -45,6 +61,39 @@ class _Ctx:
     base: Path
     cache: Path
     materialize: bool
+    allow_outside_root: bool = False
+    _real_roots: dict[Path, Path] = field(default_factory=dict, repr=False)
+
+    def confine(self, path: Path, root: Path, where: str, shown: str | None = None) -> Path:
+        """``path`` resolved (symlinks followed); ``ConfigError`` at ``where`` when it lies outside
+        ``root`` and the manifest does not say ``allow_outside_root: true``. A missing file is
+        fine (it becomes a ``decode_error`` row at decode): only its existing part is resolved."""
+        real = Path(path).resolve()
+        if self.allow_outside_root:
+            return real
+        real_root = self._real_roots.get(root)
+        if real_root is None:
+            real_root = self._real_roots[root] = Path(root).resolve()
+        if real == real_root or real.is_relative_to(real_root):
+            return real
+        raise ConfigError(
+            f"{where}: {shown if shown is not None else str(path)!r} resolves to {real}, outside the corpus "
+            f"root {real_root}; list only files under the root, or set 'allow_outside_root: true' in "
+            f"{self.manifest_path} if the corpus really lives elsewhere")
+
+    def locate(self, root: Path, listed: str, where: str) -> tuple[str, str]:
+        """(key, path) of a listed path (relative to ``root``, or absolute): ``key`` is the
+        lexically normalised path relative to ``root`` (``a/../b.wav`` -> ``b.wav``; an absolute
+        path under the root becomes relative), ``path`` the confined, resolved file. An absolute
+        path outside the root (``allow_outside_root``) keeps its absolute key: relative to the root
+        it would change with where the manifest sits (a job's uploaded working dir), and so would
+        the recording ids."""
+        joined = os.path.normpath(os.path.join(root, listed))
+        real = self.confine(Path(joined), root, where, shown=listed)
+        rel = _posix_rel(Path(joined), root)
+        if os.path.isabs(listed) and (rel == ".." or rel.startswith("../")):
+            return Path(joined).as_posix(), str(real)
+        return rel, str(real)
 
 
 def _lang(value: Any) -> str | None:
@@ -79,14 +128,56 @@ def _safe_rel(name: str) -> str | None:
     return rel
 
 
-def _match_files(root: Path, patterns: list[str], audio_only: bool = False) -> list[Path]:
+def _match_files(ctx: _Ctx, root: Path, patterns: list[str], audio_only: bool = False) -> list[Path]:
+    """Files under ``root`` matching any of ``patterns`` (sorted, as found: not resolved), each
+    confined to ``root`` (a symlink leading out of the tree is a ``ConfigError``)."""
     found: set[Path] = set()
     for pattern in patterns:
         found.update(p for p in root.glob(pattern) if p.is_file())
     files = sorted(found)
     if audio_only:
         files = [p for p in files if p.suffix.lower() in AUDIO_EXTS]
+    for p in files:
+        ctx.confine(p, root, f"{ctx.manifest_path}: tree {root}", shown=_posix_rel(p, root))
     return files
+
+
+def _file_id(path: str) -> tuple:
+    """What makes two paths one file: ``(st_dev, st_ino)`` when it exists, else the resolved path."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("path", os.path.realpath(path))
+    return ("inode", st.st_dev, st.st_ino)
+
+
+def _listed_at(first: Entry, dup: Entry) -> str:
+    """Where ``first`` was listed, as seen from ``dup``'s line: "on line N" in the same file."""
+    if first.where and dup.where:
+        f_file, _, f_line = first.where.rpartition(":")
+        d_file, _, _ = dup.where.rpartition(":")
+        if f_file == d_file and f_line.isdigit():
+            return f"on line {f_line}"
+    return f"at {first.where}" if first.where else "earlier"
+
+
+def check_unique(entries: list[Entry], manifest_path: Path, reader: str | None) -> None:
+    """``ConfigError`` naming both places when two entries share a key or name the same file
+    (relative and absolute, through a symlink, ``a/../b.wav`` and ``b.wav``, a hard link): one
+    recording would become two rows under two ids. Entries without a path are only checked by key."""
+    by_key: dict[str, Entry] = {}
+    by_file: dict[tuple, Entry] = {}
+    for e in entries:
+        here = e.where or f"{manifest_path}: reader {reader!r}"
+        first = by_key.setdefault(e.key, e)
+        if first is not e:
+            raise ConfigError(f"{here}: path {e.key!r} already listed {_listed_at(first, e)}")
+        if not e.path:
+            continue
+        first = by_file.setdefault(_file_id(e.path), e)
+        if first is not e:
+            raise ConfigError(f"{here}: path {e.key!r} is the same file as {first.key!r}, already listed "
+                              f"{_listed_at(first, e)}; list each recording once")
 
 
 def _root_dir(target: Path, what: str) -> Path:

@@ -32,7 +32,7 @@ def read_librilight(ctx: _Ctx, target: Path, opts: LibriLightOptions) -> list[En
     """Libri-Light ``subset/speaker/book/*.flac`` (+ ``*.json`` metadata, optional); no text."""
     root = _root_dir(target, "librilight")
     out = []
-    for flac in _match_files(root, [opts.pattern]):
+    for flac in _match_files(ctx, root, [opts.pattern]):
         lang = opts.lang
         meta_path = flac.with_suffix(".json")
         if meta_path.is_file():
@@ -52,7 +52,7 @@ def read_librispeech(ctx: _Ctx, target: Path, opts: LibriSpeechOptions) -> list[
     """LibriSpeech ``speaker/chapter/speaker-chapter-utt.flac`` with ``speaker-chapter.trans.txt``."""
     root = _root_dir(target, "librispeech")
     texts: dict[Path, str] = {}
-    for trans in _match_files(root, ["**/*.trans.txt"]):
+    for trans in _match_files(ctx, root, ["**/*.trans.txt"]):
         with open(trans, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
@@ -61,7 +61,7 @@ def read_librispeech(ctx: _Ctx, target: Path, opts: LibriSpeechOptions) -> list[
                 if not text or not re.match(r"^[\w-]+$", utt):
                     raise ConfigError(f"{trans}:{lineno}: expected 'UTTERANCE-ID TEXT'")
                 texts[(trans.parent / f"{utt}.flac").resolve()] = text.strip()
-    audio = {p.resolve() for p in _match_files(root, ["**/*.flac"])} | set(texts)
+    audio = {p.resolve() for p in _match_files(ctx, root, ["**/*.flac"])} | set(texts)
     lang = opts.lang or "en"
     return [Entry(_posix_rel(p, root), str(p), lang=lang, text=texts.get(p)) for p in sorted(audio)]
 
@@ -70,7 +70,7 @@ def read_mls(ctx: _Ctx, target: Path, opts: MlsOptions) -> list[Entry]:
     """Multilingual LibriSpeech: ``split/transcripts.txt`` + ``split/audio/speaker/book/utt.EXT``."""
     root = _root_dir(target, "mls")
     out = []
-    for trans in _match_files(root, ["**/transcripts.txt"]):
+    for trans in _match_files(ctx, root, ["**/transcripts.txt"]):
         lang = opts.lang
         if lang is None:
             for part in reversed(trans.resolve().parts):
@@ -89,6 +89,8 @@ def read_mls(ctx: _Ctx, target: Path, opts: MlsOptions) -> list[Entry]:
                 folder = trans.parent / "audio" / parts[0] / parts[1]
                 audio = next((folder / f"{utt}{e}" for e in opts.audio_exts if (folder / f"{utt}{e}").is_file()),
                              folder / f"{utt}{opts.audio_exts[0]}")
-                out.append(Entry(_posix_rel(audio, root), str(audio.resolve()), lang=lang, text=text.strip() or None))
+                real = ctx.confine(audio, root, f"{trans}:{lineno}", shown=_posix_rel(audio, root))
+                out.append(Entry(_posix_rel(audio, root), str(real), lang=lang, text=text.strip() or None,
+                                 where=f"{trans}:{lineno}"))
     return out
 

@@ -9,7 +9,10 @@ one of
   ``hf://``, ``https://``, ...) read by ``reader`` (``folder``, ``jsonl``, ``tsv``, ``parquet``,
   ``webdataset``, ``librilight``, ``librispeech``, ``mls``; see ``readers.py``),
 
-with per-reader settings in ``reader_options``. A manifest may also carry a ``catalog:`` block
+with per-reader settings in ``reader_options``. Every audio path a reader lists must resolve
+(symlinks followed) inside the corpus root: the manifest's directory for ``audio``/``listing``,
+the (localised) ``url`` for ``url``; ``allow_outside_root: true`` lifts that for a corpus that
+really lives elsewhere. A manifest may also carry a ``catalog:`` block
 (languages, hours, labelled, license evidence, layout, sources, what was confirmed): the
 ``manifests/catalog/*.yaml`` entries carry only that block and no location. Such a catalog-only
 manifest loads (``granary sources``, ``granary licenses audit``) but cannot be run
@@ -129,7 +132,21 @@ class CatalogInfo(_Strict):
 
 
 class SourceManifest(_Strict):
-    """The fields of a source manifest file."""
+    """The fields of a source manifest file.
+
+    Attributes:
+        name: the source's name (``[A-Za-z0-9_-]``), the prefix of its recording ids.
+        license: the corpus's default license (a registry id; a listing line may override it).
+        audio / listing / url: where the audio is (exactly one; see the module docstring).
+        reader / reader_options: the layout reader and its settings.
+        allow_outside_root: let listed paths resolve outside the corpus root (the manifest's
+            directory, or the ``url`` root). Off by default: a listing line such as
+            ``../../etc/passwd``, an absolute path elsewhere, a glob climbing out with ``..`` or a
+            symlink leading out of the tree is a ``ConfigError`` naming the line. Set it only for
+            a corpus that really lives elsewhere (its paths still go into a release relative to
+            the root, e.g. ``../other/x.wav``, never absolute).
+        catalog: facts about the corpus (languages, hours, license evidence, ...).
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
     license: str
@@ -141,6 +158,7 @@ class SourceManifest(_Strict):
     url: str | None = None
     reader: ReaderName | None = None
     reader_options: dict[str, Any] = Field(default_factory=dict)
+    allow_outside_root: bool = False
     catalog: CatalogInfo | None = None
 
     @model_validator(mode="after")

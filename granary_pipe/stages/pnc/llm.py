@@ -21,7 +21,7 @@ from pydantic import Field, PrivateAttr, field_validator
 from granary_pipe import llm, schema
 from granary_pipe.llm import Backend, BackendOptions, Messages, VllmOptions
 from granary_pipe.registry import register
-from granary_pipe.stage import Stage
+from granary_pipe.stage import GpuUse, Stage
 from granary_pipe.stages.pnc import guard
 from granary_pipe.stages.pnc.normalize import normalize
 
@@ -53,7 +53,8 @@ class LLMPunctuation(Stage):
     langs: list[str] = Field(default_factory=lambda: ["en", "de", "es", "fr", "it"], min_length=1,
                              description="languages to restore; other rows keep Whisper's text")
     max_cer: float = Field(guard.MAX_CER, ge=0, le=1, description="words may differ by at most this CER")
-    max_upper_ratio: float = Field(guard.MAX_UPPER_RATIO, ge=0, le=1)
+    max_upper_ratio: float = Field(guard.MAX_UPPER_RATIO, ge=0, le=1,
+                                   description="keep the original when more letters than this are upper case")
     max_new_tokens: int = Field(1024, ge=1, description="cap; each batch asks for 16 + its longest text in chars")
     prompt_dir: str | None = Field(None, description="directory of {lang}.txt prompts replacing the bundled ones")
     batch_size: int = 256
@@ -75,6 +76,9 @@ class LLMPunctuation(Stage):
 
     def models(self) -> list[str]:
         return llm.local_models(self.backend, self.DEFAULT_MODEL)
+
+    def gpu_use(self) -> GpuUse | None:
+        return llm.gpu_use(self.backend)
 
     def setup(self) -> None:
         if self._backend is None:

@@ -269,13 +269,13 @@ class PyannoteSegment(Stage):
     min_segment_s: float = Field(0.25, ge=0, description="shorter speaker pieces are dropped")
     # pipeline only
     exclusive: bool = Field(True, description="use the pipeline's exclusive (no-overlap) diarization when it has one")
-    num_speakers: int | None = Field(None, ge=1)
-    min_speakers: int | None = Field(None, ge=1)
-    max_speakers: int | None = Field(None, ge=1)
+    num_speakers: int | None = Field(None, ge=1, description="known number of speakers (pipeline models only)")
+    min_speakers: int | None = Field(None, ge=1, description="at least this many speakers (pipeline models only)")
+    max_speakers: int | None = Field(None, ge=1, description="at most this many speakers (pipeline models only)")
     # bare segmentation model only
     threshold: float = Field(0.5, ge=0, le=1, description="speaker activity threshold (1.0: never active)")
     segmentation_step: float = Field(0.1, gt=0, le=1, description="chunk step, as a fraction of the chunk duration")
-    inference_batch_size: int = Field(32, ge=1)
+    inference_batch_size: int = Field(32, ge=1, description="audio chunks per segmentation-model forward pass")
     # runtime
     device: str = Field("auto", description="torch device; auto: cuda when available, else cpu")
     cpu_threads: int = Field(0, ge=0, description="torch intra-op threads (0: torch's default)")

@@ -39,12 +39,12 @@ A speech region cut at a chunk boundary is joined again by ``merge_regions``."""
 class SileroSegment(Stage):
     """Recording rows → speech segment rows (≤ ``max_segment_s`` each)."""
 
-    threshold: float = Field(0.5, gt=0, lt=1)
-    min_speech_duration_ms: int = Field(250, ge=0)
-    min_silence_duration_ms: int = Field(500, ge=0)
-    speech_pad_ms: int = Field(200, ge=0)
+    threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability above which a frame is speech")
+    min_speech_duration_ms: int = Field(250, ge=0, description="shorter speech regions are dropped")
+    min_silence_duration_ms: int = Field(500, ge=0, description="a pause must last this long to end a region")
+    speech_pad_ms: int = Field(200, ge=0, description="padding added on each side of a region")
     max_segment_s: float = Field(30.0, gt=1, le=30, description="Whisper sees 30 s at most")
-    max_merge_gap_s: float = Field(2.0, ge=0)
+    max_merge_gap_s: float = Field(2.0, ge=0, description="regions closer than this merge (up to max_segment_s)")
     batch_size: int = 8
 
     def models(self) -> list[str]:

@@ -168,5 +168,6 @@ class FastTextLID:
         self.k = k
 
     def __call__(self, text: str) -> dict[str, float]:
+        """Top-``k`` languages of ``text`` (one line; fasttext-predict's list form has no probabilities)."""
         labels, probs = self.model.predict(" ".join(text.split()), k=self.k)
         return {label.removeprefix("__label__"): float(p) for label, p in zip(labels, probs)}

@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr, field_validator
 from granary_pipe import llm
 from granary_pipe.llm import Backend, BackendOptions, Messages, VllmOptions
 from granary_pipe.registry import register
+from granary_pipe.stage import GpuUse
 from granary_pipe.stages.translate.base import Result, TranslationStage
 
 
@@ -73,6 +74,9 @@ class LLMTranslate(TranslationStage):
 
     def models(self) -> list[str]:
         return llm.local_models(self.backend, self.DEFAULT_MODEL) + self.filter_models()
+
+    def gpu_use(self) -> GpuUse | None:
+        return llm.gpu_use(self.backend)
 
     def setup(self) -> None:
         self.setup_filters()

@@ -33,13 +33,13 @@ class WhisperTranslate(TranslationStage):
     actor = True
 
     model: str = Field("whisper-base", description="a multilingual Whisper model (name or path)")
-    beam_size: int = Field(5, ge=1)
+    beam_size: int = Field(5, ge=1, description="beam search width (1: greedy)")
     max_new_tokens: int | None = Field(224, ge=1, description="cap per segment (stops decoder loops early)")
     min_avg_logprob: float | None = Field(-1.0, description="decoder confidence below this → low_logprob; None = off")
-    device: str = "auto"
-    compute_type: str = "int8"
+    device: str = Field("auto", description="CTranslate2 device: auto, cpu or cuda")
+    compute_type: str = Field("int8", description="CTranslate2 compute type: int8, int8_float16, float16, float32, ...")
     cpu_threads: int = Field(0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
-    model_batch: int = Field(8, ge=1)
+    model_batch: int = Field(8, ge=1, description="segments per CTranslate2 call (the model's batch)")
     batch_size: int = 64
 
     def models(self) -> list[str]:

@@ -1,0 +1,62 @@
+"""What ships inside the package, so the tool works outside a checkout.
+
+``granary_pipe/_data`` holds the pipelines (``pipelines/*.yaml``: curation pipelines and
+training configs), the demo corpus (``demo/``: 24 short recordings, their listing and
+manifest), the source catalog (``catalog/``) and the license registry. In a checkout the
+top-level ``pipelines/``, ``manifests/demo``, ``manifests/catalog`` and
+``licenses/registry.yaml`` are links to these files.
+
+A command that takes a pipeline or a source accepts a path or a bundled name:
+``granary run demo --out RUN`` is ``granary run <package>/pipelines/demo.yaml --source
+<package>/demo/demo.yaml --out RUN``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from granary_pipe.config import ConfigError
+
+DATA = Path(__file__).resolve().parent / "_data"
+PIPELINES = DATA / "pipelines"
+DEMO_SOURCE = DATA / "demo" / "demo.yaml"
+SOURCES = {"demo": DEMO_SOURCE}
+"""Bundled source manifests by name."""
+TRAIN_PREFIX = "train-"
+"""Bundled pipeline files named ``train-*.yaml`` are training configs, not curation pipelines."""
+
+
+def pipeline_names(kind: str = "curate") -> list[str]:
+    """Names of the bundled curation pipelines (``kind="curate"``) or training configs (``"train"``)."""
+    names = sorted(p.stem for p in PIPELINES.glob("*.yaml"))
+    is_train = [n.startswith(TRAIN_PREFIX) for n in names]
+    return [n for n, t in zip(names, is_train) if t == (kind == "train")]
+
+
+def _resolve(value: str | Path, bundled: dict[str, Path], what: str) -> Path:
+    path = Path(value).expanduser()
+    if path.exists() or path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        if not path.exists():
+            raise ConfigError(f"{path}: no such {what} file")
+        return path
+    if str(value) in bundled:
+        return bundled[str(value)]
+    raise ConfigError(f"{value}: neither a {what} file nor a bundled {what} "
+                      f"(bundled: {', '.join(sorted(bundled)) or 'none'})")
+
+
+def pipeline_path(value: str | Path, kind: str = "curate") -> Path:
+    """A pipeline (or training config) file from a path or a bundled name (``demo``, ``train-tiny``)."""
+    return _resolve(value, {n: PIPELINES / f"{n}.yaml" for n in pipeline_names(kind)},
+                    "pipeline" if kind == "curate" else "training config")
+
+
+def source_path(value: str | Path) -> Path:
+    """A source manifest from a path or a bundled name (``demo``: the demo corpus)."""
+    return _resolve(value, SOURCES, "source manifest")
+
+
+def default_source(pipeline: Path) -> Path | None:
+    """The source a bundled pipeline runs on when ``--source`` is not given (the demo corpus for
+    the demo pipeline); None for every other pipeline."""
+    return DEMO_SOURCE if Path(pipeline).resolve() == (PIPELINES / "demo.yaml").resolve() else None

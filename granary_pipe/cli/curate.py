@@ -1,0 +1,192 @@
+"""``granary run``, ``submit``, ``status``, ``logs`` and ``stages``: curating audio into a run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from granary_pipe.cli.common import (
+    CLUSTER_HELP, DASHBOARD_HELP, EXIT_CHECK_FAILED, EXIT_OK, Formatter, add_json, add_renamed, cluster_address,
+    dashboard_from, dashboard_url, examples, print_json, quiet,
+)
+
+_RENAMED_RUN = (f"use --ray-address for a Ray cluster ({CLUSTER_HELP}); to send the run to a cluster's "
+                f"Jobs API use granary submit --dashboard {DASHBOARD_HELP}")
+_RENAMED_JOBS = f"use --dashboard {DASHBOARD_HELP} (the Ray dashboard's Jobs API)"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from granary_pipe import bundled
+    from granary_pipe.config import ConfigError
+    from granary_pipe.pipeline import run_pipeline
+    from granary_pipe.report.summary import format_summary, summarize
+
+    pipeline = bundled.pipeline_path(args.pipeline)
+    if args.source is not None:
+        source = bundled.source_path(args.source)
+    elif (source := bundled.default_source(pipeline)) is None:
+        raise ConfigError(f"--source is required for {args.pipeline} (a source manifest YAML, or 'demo' for the "
+                          "bundled demo corpus)")
+    try:
+        info = run_pipeline(pipeline, source, args.out, address=args.ray_address, progress=not quiet(args),
+                            num_cpus=args.num_cpus, executor=args.executor, beam_options=args.beam_option)
+    except KeyboardInterrupt:
+        print(f"\ngranary run: interrupted: committed units are kept; rerun the same command to resume "
+              f"({args.out})", file=sys.stderr)
+        return 130
+    failed = info.get("failed_units") or []
+    if args.json:
+        print_json({"run": str(args.out), "status": info["status"], "failed_units": failed,
+                    "summary": summarize(Path(args.out))})
+    elif not quiet(args):
+        print(format_summary(summarize(Path(args.out))))
+    if failed:
+        print(f"{len(failed)} unit(s) failed: {', '.join(failed)} (see {args.out}/run.json)", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from granary_pipe.executors import ray_jobs
+
+    dashboard = dashboard_from(args)
+    extra = ["--executor", args.executor] if args.executor != "ray" else []
+    job = ray_jobs.submit(args.pipeline, args.source, args.out, address=dashboard, working_dir=args.working_dir,
+                          upload_package=not args.no_upload, job_id=args.job_id, extra_args=extra)
+    if args.json and not args.wait:
+        print_json({"job_id": job, "dashboard": dashboard})
+    elif not args.json:
+        print(job, flush=True)
+    if not args.wait:
+        return EXIT_OK
+    print(f"job {job} submitted to {dashboard}; following its log", file=sys.stderr, flush=True)
+    ray_jobs.logs(job, dashboard, follow=True, out=sys.stderr if args.json else sys.stdout)
+    state = ray_jobs.wait(job, dashboard)
+    if args.json:
+        print_json({"job_id": job, "dashboard": dashboard, "status": state})
+    print(f"job {job}: {state}", file=sys.stderr)
+    return EXIT_OK if state == "SUCCEEDED" else EXIT_CHECK_FAILED
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from granary_pipe.executors import ray_jobs
+
+    info = ray_jobs.status(args.job, dashboard_from(args))
+    if args.json:
+        print_json(info)
+    else:
+        print(f"{info['job_id']}: {info['status']}" + (f" ({info['message']})" if info["message"] else ""))
+    return EXIT_OK
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from granary_pipe.executors import ray_jobs
+
+    text = ray_jobs.logs(args.job, dashboard_from(args), follow=args.follow)
+    if text is not None:
+        print(text, end="")
+    return EXIT_OK
+
+
+def _cmd_stages(args: argparse.Namespace) -> int:
+    from granary_pipe import stage_docs
+
+    if args.json:
+        print_json(stage_docs.pipeline_schema())
+        return EXIT_OK
+    print(stage_docs.format_stages(stage_docs.stage_reference(args.names or None)))
+    return EXIT_OK
+
+
+def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """Register the curation commands."""
+    from granary_pipe.executors import EXECUTORS
+
+    r = sub.add_parser(
+        "run", parents=parents, formatter_class=Formatter,
+        help="run a pipeline over a source into a run directory (rerun = resume)",
+        description="Run PIPELINE over the recordings of SOURCE into OUT. Units already committed in OUT are "
+                    "skipped, so rerunning the same command resumes; a run of another pipeline or source (or a "
+                    "listing whose lines changed) is refused. Without --ray-address an embedded local Ray "
+                    "starts. Progress goes to stderr: a bar on a terminal, one line per committed unit "
+                    "elsewhere (a log file, CI, a Ray job).",
+        epilog=examples("granary run demo --out demo-run                 # the bundled demo corpus",
+                        "granary run pipelines/demo.yaml --source manifests/demo/demo.yaml --out RUN",
+                        "granary run my.yaml --source corpus.yaml --out /data/RUN --ray-address auto",
+                        "granary run demo --out RUN --executor beam --beam-option direct_num_workers=2"))
+    r.add_argument("pipeline", help="pipeline YAML, or a bundled pipeline name: demo, granary-gpu, granary-gpu-1 "
+                                    "(see granary stages for what each stage takes)")
+    r.add_argument("--source", default=None,
+                   help="source manifest YAML, or 'demo' (the bundled demo corpus; the default for the demo pipeline)")
+    r.add_argument("--out", type=Path, required=True, help="run directory to create or resume")
+    r.add_argument("--executor", choices=EXECUTORS, default="ray",
+                   help="engine: ray (default; embedded local Ray or --ray-address) or beam (Apache Beam, extra "
+                        "[beam]; DirectRunner unless --beam-option runner=... says otherwise); same output")
+    r.add_argument("--beam-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="Beam pipeline option, repeatable, e.g. runner=FlinkRunner, flink_master=HOST:8081, "
+                        "direct_num_workers=2 (--executor beam only)")
+    r.add_argument("--ray-address", type=cluster_address, default=None, metavar="ADDRESS",
+                   help=f"Ray cluster to run on: {CLUSTER_HELP} (default: $RAY_ADDRESS, else an embedded local Ray)")
+    r.add_argument("--num-cpus", type=int, default=None, help="CPUs for the embedded local Ray (default: all)")
+    add_json(r, "the run's status and summary")
+    add_renamed(r, "--address", _RENAMED_RUN)
+    r.set_defaults(func=_cmd_run)
+
+    sm = sub.add_parser(
+        "submit", parents=parents, formatter_class=Formatter,
+        help="submit `granary run` as a job to a Ray cluster (Ray Jobs API)",
+        description="Submit a run to a Ray cluster through its dashboard's Jobs API. PIPELINE and --source are "
+                    "relative to --working-dir, which is uploaded with the job; --out must be on storage every "
+                    "node sees. With --wait the job's log (one progress line per committed unit) streams here "
+                    "until it ends. Token auth: set RAY_AUTH_TOKEN (or have ~/.ray/auth_token).",
+        epilog=examples("granary submit pipelines/demo.yaml --source manifests/demo/demo.yaml \\",
+                        "    --out /data/runs/demo --dashboard http://HEAD:8265 --wait",
+                        "granary status JOB_ID --dashboard http://HEAD:8265"))
+    sm.add_argument("pipeline", help="pipeline YAML relative to --working-dir, or a bundled pipeline name")
+    sm.add_argument("--source", required=True, help="source manifest relative to --working-dir, or 'demo'")
+    sm.add_argument("--out", required=True, help="run directory on shared storage (absolute path)")
+    sm.add_argument("--executor", choices=EXECUTORS, default="ray", help="engine of the job's run (default ray)")
+    _add_dashboard(sm)
+    sm.add_argument("--working-dir", type=Path, default=None, help="directory uploaded with the job (default: .)")
+    sm.add_argument("--no-upload", action="store_true", help="the cluster image already has granary_pipe")
+    sm.add_argument("--job-id", default=None, help="submission id to use (default: Ray picks one)")
+    sm.add_argument("--wait", action="store_true", help="follow the job's log until it ends; exit 1 unless it succeeded")
+    add_json(sm, "the job id (and with --wait its final status)")
+    sm.set_defaults(func=_cmd_submit)
+
+    st = sub.add_parser("status", parents=parents, formatter_class=Formatter, help="status of a submitted job",
+                        description="Print a submitted job's state (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED).",
+                        epilog=examples("granary status raysubmit_XYZ --dashboard http://HEAD:8265 --json"))
+    st.add_argument("job", help="submission id printed by granary submit")
+    _add_dashboard(st)
+    add_json(st, "all job info")
+    st.set_defaults(func=_cmd_status)
+
+    lg = sub.add_parser("logs", parents=parents, formatter_class=Formatter, help="driver log of a submitted job",
+                        description="Print a submitted job's driver log: the run's progress lines and summary.",
+                        epilog=examples("granary logs raysubmit_XYZ --dashboard http://HEAD:8265 -f"))
+    lg.add_argument("job", help="submission id printed by granary submit")
+    _add_dashboard(lg)
+    lg.add_argument("-f", "--follow", action="store_true", help="stream the log until the job ends")
+    lg.set_defaults(func=_cmd_logs)
+
+    sg = sub.add_parser(
+        "stages", parents=parents, formatter_class=Formatter,
+        help="list the pipeline stages with their parameters (--json: JSON Schema of pipeline files)",
+        description="Every registered stage (the `use:` names of a pipeline file) with its parameters: type, "
+                    "default and description, and the engine settings each stage takes beside `params` "
+                    "(resources, batch_size, workers). --json prints the JSON Schema of a pipeline file, for "
+                    "editors that validate YAML (e.g. `# yaml-language-server: $schema=pipeline.schema.json`).",
+        epilog=examples("granary stages", "granary stages asr.two_pass filter.hallucination",
+                        "granary stages --json > pipeline.schema.json"))
+    sg.add_argument("names", nargs="*", help="only these stages (default: all)")
+    add_json(sg, "the JSON Schema of pipeline files")
+    sg.set_defaults(func=_cmd_stages)
+
+
+def _add_dashboard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dashboard", type=dashboard_url, default=None, metavar="URL",
+                        help=f"Ray dashboard (Jobs API), e.g. {DASHBOARD_HELP} (default: $RAY_JOB_ADDRESS, "
+                             "$RAY_ADDRESS when it is a URL, then http://127.0.0.1:8265)")
+    add_renamed(parser, "--address", _RENAMED_JOBS)

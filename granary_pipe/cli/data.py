@@ -1,0 +1,209 @@
+"""``granary release``, ``report``, ``download``, ``verify``, ``sources`` and ``licenses``: the
+corpus after a run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from granary_pipe.cli.common import (
+    EXIT_CHECK_FAILED, EXIT_OK, Formatter, add_json, examples, format_list, lang_list, print_json, quiet,
+)
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    from granary_pipe.io.release import FORMATS, build_release
+
+    rel = build_release(Path(args.run), Path(args.out), shard_rows=args.shard_rows, shard_bytes=args.shard_bytes,
+                        langs=args.lang, seed=args.seed, progress=not quiet(args), overwrite=args.overwrite,
+                        release_license=args.license, formats=FORMATS if args.formats is None else args.formats)
+    totals = rel["totals"]
+    excluded = rel["excluded"]["by_license"]
+    if args.json:
+        print_json({"release": str(args.out), "rows": totals["rows"], "hours": totals["hours"],
+                    "files": len(rel["shards"]), "bytes": totals["bytes"], "languages": sorted(totals.get("by_lang", {})),
+                    "release_license": rel["release_license"], "excluded_by_license": excluded})
+        return EXIT_OK
+    sizes = ", ".join(f"{fmt} {n / 1e6:.1f} MB" for fmt, n in totals["bytes"].items())
+    print(f"release {args.out}: {totals['rows']} rows, {totals['hours']:.4f} h, {len(rel['shards'])} files ({sizes})")
+    if excluded:
+        print(f"left out, license not compatible with {rel['release_license']}: "
+              + ", ".join(f"{lic} {n} rows" for lic, n in excluded.items()))
+    return EXIT_OK
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from granary_pipe.io.download import download_release
+
+    report = download_release(args.source, Path(args.out), jobs=args.jobs, langs=args.lang, formats=args.formats,
+                              retries=args.retries, progress=not quiet(args))
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(report.summary(), file=sys.stderr if report.failed else sys.stdout)
+    return EXIT_OK if report.passed else EXIT_CHECK_FAILED
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from granary_pipe.io.verify import verify_release
+
+    report = verify_release(Path(args.dir), langs=args.lang, formats=args.formats, jobs=args.jobs,
+                            progress=not quiet(args))
+    if args.json:
+        print_json(report.to_dict())
+        return EXIT_OK if report.passed else EXIT_CHECK_FAILED
+    for line in report.lines():
+        print(line, file=sys.stderr)
+    status = "ok" if report.passed else "FAILED"
+    print(f"verify {args.dir}: {status}: {len(report.ok)} ok, {len(report.missing)} missing, {len(report.bad)} bad")
+    return EXIT_OK if report.passed else EXIT_CHECK_FAILED
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from granary_pipe.report.summary import format_summary, summarize
+
+    summary = summarize(Path(args.path))
+    print(json.dumps(summary, indent=2, sort_keys=True, default=str) if args.json else format_summary(summary))
+    if args.html:
+        from granary_pipe.report.html import write_html
+
+        write_html(Path(args.path), args.html, summary=summary)
+        print(f"HTML report: {args.html}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_sources(args: argparse.Namespace) -> int:
+    from granary_pipe import catalog
+
+    entries = catalog.load_catalog(args.catalog)
+    if args.lang:
+        entries = [e for e in entries if set(args.lang) & set(e.info.languages)]
+    rows = catalog.sources_rows(entries)
+    print(json.dumps(rows, indent=2) if args.json else catalog.format_sources(rows))
+    return EXIT_OK
+
+
+def _cmd_licenses_audit(args: argparse.Namespace) -> int:
+    from granary_pipe import audit
+
+    report = audit.audit_path(args.path, release_license=args.release_license)
+    print(audit.to_json(report) if args.json else audit.format_report(report))
+    return report.exit_code
+
+
+def _add_selection(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--lang", type=lang_list, default=None, metavar="LANGS",
+                        help=f"comma-separated languages, e.g. en,de (default: {default})")
+    parser.add_argument("--formats", type=format_list, default=None, metavar="FORMATS",
+                        help=f"comma-separated formats: parquet, wds, nemo, lhotse, or all (default: {default})")
+
+
+def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """Register the release, report, download and catalog commands."""
+    rel = sub.add_parser(
+        "release", parents=parents, formatter_class=Formatter,
+        help="cut a release (Parquet + WebDataset shards; NeMo, Lhotse Shar on request) from a run",
+        description="Cut the kept rows of RUN's committed units into per-language shards under OUT, with "
+                    "release.json (sha256 of every file), ATTRIBUTION.md and a dataset card. Rows whose license "
+                    "does not allow the release license stay out (counted). The same run and options give "
+                    "byte-identical files.",
+        epilog=examples("granary release demo-run --out demo-release",
+                        "granary release RUN --out REL --lang en,de --formats all --license CC-BY-4.0"))
+    rel.add_argument("run", type=Path, help="run directory")
+    rel.add_argument("--out", type=Path, required=True, help="release directory to create")
+    rel.add_argument("--shard-rows", type=int, default=1000, help="rows per shard (default 1000)")
+    rel.add_argument("--shard-bytes", type=int, default=None,
+                     help="also cut a shard before its audio exceeds this many bytes (default: rows only)")
+    rel.add_argument("--lang", type=lang_list, default=None, metavar="LANGS",
+                     help="comma-separated languages to include, e.g. en,de (default: all)")
+    rel.add_argument("--formats", type=format_list, default=["parquet", "wds"], metavar="FORMATS",
+                     help="comma-separated: parquet, wds, nemo, lhotse, or all (default parquet,wds; "
+                          "each format holds its own copy of the audio)")
+    rel.add_argument("--license", default=None, metavar="SPDX",
+                     help="release license: only rows whose license allows it go in (e.g. CC-BY-4.0 takes "
+                          "CC0/PD/CC-BY rows, not CC-BY-SA); default: the run's release_license, if any")
+    rel.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    rel.add_argument("--overwrite", action="store_true", help="replace an existing release directory")
+    add_json(rel, "rows, hours, files and bytes of the release")
+    rel.set_defaults(func=_cmd_release)
+
+    rep = sub.add_parser(
+        "report", parents=parents, formatter_class=Formatter, help="summarize a run or a release",
+        description="Summarize a run (rows in = kept + rejected, rejection reasons per rule, hours, languages, "
+                    "time per stage, reference WER where the listing has text) or a release (files, rows, "
+                    "hours per language and format).",
+        epilog=examples("granary report demo-run", "granary report demo-run --html report.html",
+                        "granary report demo-release --json"))
+    rep.add_argument("path", type=Path, help="run directory or release directory")
+    add_json(rep, "the summary")
+    rep.add_argument("--html", type=Path, default=None, metavar="PATH",
+                     help="also write a self-contained HTML page with plots to PATH (no network requests)")
+    rep.set_defaults(func=_cmd_report)
+
+    dl = sub.add_parser(
+        "download", parents=parents, formatter_class=Formatter,
+        help="download a release (release.json URL or path): verified, resumable",
+        description="Fetch every file release.json lists into OUT: parallel, resumable (HTTP Range), each "
+                    "checked by sha256 (a bad one is fetched once more), retried with backoff. SOURCE: http(s) "
+                    "URL, fsspec URL (file://, s3://, ...) or path, of release.json or its directory. Ctrl-C "
+                    "stops at once (queued files are not started; partial files resume next time). Exit 1 if "
+                    "any file failed (listed).",
+        epilog=examples("granary download https://example.org/corpus/release.json --out corpus --lang de",
+                        "granary download /mnt/releases/v1 --out v1 --formats parquet --jobs 8"))
+    dl.add_argument("source", help="release.json URL/path (or the release directory)")
+    dl.add_argument("--out", type=Path, required=True, help="local directory to download into")
+    dl.add_argument("--jobs", type=int, default=4, help="parallel downloads (default 4)")
+    _add_selection(dl, "all")
+    dl.add_argument("--retries", type=int, default=5, help="retries per file on connection errors/5xx (default 5)")
+    add_json(dl, "what was fetched, skipped and failed")
+    dl.set_defaults(func=_cmd_download)
+
+    vf = sub.add_parser(
+        "verify", parents=parents, formatter_class=Formatter,
+        help="check a downloaded release: sha256 and size of every listed file",
+        description="Check the files DIR/release.json lists (the selection of the download that made DIR, unless "
+                    "--lang/--formats say otherwise) by size and sha256, --jobs files at a time. Exit 1 listing "
+                    "missing and bad files.",
+        epilog=examples("granary verify corpus", "granary verify corpus --lang de --formats wds --jobs 8 --json"))
+    vf.add_argument("dir", type=Path, help="release directory (holds release.json)")
+    _add_selection(vf, "what was downloaded")
+    vf.add_argument("--jobs", type=int, default=4, help="files checked in parallel (default 4)")
+    add_json(vf, "ok, missing and bad files")
+    vf.set_defaults(func=_cmd_verify)
+
+    src = sub.add_parser(
+        "sources", parents=parents, formatter_class=Formatter,
+        help="list the source catalog: corpus, languages, hours, license, compliant?, labelled",
+        description="List the open corpora of the source catalog (shipped with the package; manifests/catalog in "
+                    "a checkout): languages, published hours, license (registry id), whether it is open-source "
+                    "compliant, labelled or not, and how many facts were confirmed on the corpus's pages.",
+        epilog=examples("granary sources", "granary sources --lang de,pl --json"))
+    src.add_argument("--catalog", type=Path, default=None,
+                     help="catalog directory (default: $GRANARY_CATALOG, else the bundled catalog)")
+    src.add_argument("--lang", type=lang_list, default=None, metavar="LANGS",
+                     help="only corpora with one of these languages, e.g. de,pl")
+    add_json(src, "the rows")
+    src.set_defaults(func=_cmd_sources)
+
+    lic = sub.add_parser("licenses", parents=parents, formatter_class=Formatter, help="license tools (audit)",
+                         description="License tools. `granary licenses audit PATH` checks a manifest, the catalog, "
+                                     "a run or a release.",
+                         epilog=examples("granary licenses audit manifests/catalog"))
+    lic_sub = lic.add_subparsers(dest="licenses_command", required=True, metavar="COMMAND")
+    au = lic_sub.add_parser(
+        "audit", parents=parents, formatter_class=Formatter,
+        help="license compliance matrix of a manifest, catalog, run or release; exit 1 on any violation",
+        description="Print rows/hours per source and license (compliant?, BY/SA/NC/ND) and each model's license. "
+                    "Exit 1 when a kept or released row has a non-compliant, unknown or release-incompatible "
+                    "license, when a model's license forbids releasing its outputs, or when a manifest's license "
+                    "is not compliant or not recognised; 0 otherwise; 2 on errors.",
+        epilog=examples("granary licenses audit manifests/demo/demo.yaml",
+                        "granary licenses audit demo-release --release-license CC-BY-4.0 --json"))
+    au.add_argument("path", type=Path, help="source manifest (.yaml), directory of manifests (e.g. manifests/catalog), "
+                                            "run directory or release directory")
+    au.add_argument("--release-license", default=None, metavar="SPDX",
+                    help="check rows against this release license (default: the run's or release's own)")
+    add_json(au, "the report")
+    au.set_defaults(func=_cmd_licenses_audit)

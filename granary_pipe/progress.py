@@ -1,0 +1,146 @@
+"""Progress of long commands that reads well everywhere.
+
+On a terminal it is a tqdm bar. Anywhere else (a Ray job's log, CI, ``> run.log``), a bar is a
+stream of carriage returns, so it prints plain lines instead: one per step (a committed unit),
+or, for fine-grained work such as bytes of a download, at most one every ``every_s`` seconds,
+plus a last line when the work is done. Each line says done/total, the percentage, the rate
+and the time left::
+
+    demo: 3/4 units (75%), 0.043 h audio, 11.2x real time, 0:00:41 elapsed, ETA 0:00:13
+
+``GRANARY_PROGRESS`` (``bar``, ``lines`` or ``off``) overrides the choice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Callable, TextIO
+
+from tqdm import tqdm
+
+MODES = ("bar", "lines", "off")
+
+
+def hms(seconds: float) -> str:
+    """``H:MM:SS`` of a duration in seconds."""
+    s = max(0, int(round(seconds)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def mode(enabled: bool = True, stream: TextIO | None = None) -> str:
+    """``bar`` on a terminal, ``lines`` elsewhere, ``off`` when disabled; ``GRANARY_PROGRESS`` wins."""
+    if not enabled:
+        return "off"
+    forced = os.environ.get("GRANARY_PROGRESS", "").strip().lower()
+    if forced in MODES:
+        return forced
+    stream = stream or sys.stderr
+    return "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
+
+
+def _bytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+class Progress:
+    """A counter shown as a bar or as lines (see the module docstring); thread-safe.
+
+    Args:
+        total: steps in all (units, files, bytes).
+        desc: what is counted, first word of every line (``"demo"``, ``"download"``).
+        unit: the step's name (``"unit"``, ``"file"``); ``"B"`` counts bytes (shown as MB).
+        initial: steps already done before this run (a resume); not counted in the rate.
+        enabled: False shows nothing.
+        every_s: lines mode prints at most one line every this many seconds (0: every update).
+        note: called after each update for extra text (``"0.043 h audio, 11.2x real time"``).
+        stream: where to write (default stderr).
+    """
+
+    def __init__(self, total: float, *, desc: str, unit: str = "unit", initial: float = 0, enabled: bool = True,
+                 every_s: float = 0.0, note: Callable[[], str] | None = None, stream: TextIO | None = None) -> None:
+        self.total, self.desc, self.unit, self.every_s, self.note = total, desc, unit, every_s, note
+        self.done = initial
+        self._initial = initial
+        self._stream = stream or sys.stderr
+        self._mode = mode(enabled, self._stream)
+        self._lock = threading.Lock()
+        self._t0 = time.monotonic()
+        self._last_line = float("-inf")
+        self._printed_done = initial
+        self._closed = False
+        self._bar = None
+        if self._mode == "bar":
+            kw = {"unit_scale": True, "unit_divisor": 1024} if unit == "B" else {}
+            self._bar = tqdm(total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True,
+                             file=self._stream, **kw)
+
+    @property
+    def lines(self) -> bool:
+        """True when progress is printed as lines."""
+        return self._mode == "lines"
+
+    def update(self, n: float = 1) -> None:
+        """Count ``n`` more steps (negative to take back bytes that must be fetched again)."""
+        if not n:
+            return
+        with self._lock:
+            self.done += n
+            if self._bar is not None:
+                self._bar.update(n)
+                if self.note:
+                    self._bar.set_postfix_str(self.note(), refresh=False)
+            elif self._mode == "lines" and n > 0:
+                now = time.monotonic()
+                if now - self._last_line >= self.every_s or self.done >= self.total:
+                    self._last_line, self._printed_done = now, self.done
+                    self._print(self.line())
+
+    def line(self) -> str:
+        """The status line: done/total, percentage, rate, elapsed time and ETA."""
+        elapsed = time.monotonic() - self._t0
+        new = self.done - self._initial
+        count = (f"{_bytes(self.done)}/{_bytes(self.total)}" if self.unit == "B"
+                 else f"{self.done:g}/{self.total:g} {self.unit}s")
+        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        parts = [f"{self.desc}: {count}{pct}"]
+        if self.note:
+            parts.append(self.note())
+        if new > 0 and elapsed > 0:
+            rate = new / elapsed
+            parts.append(f"{rate / 1e6:.1f} MB/s" if self.unit == "B" else f"{rate * 60:.2f} {self.unit}s/min")
+            left = max(self.total - self.done, 0) / rate
+            parts.append(f"{hms(elapsed)} elapsed, ETA {hms(left)}")
+        else:
+            parts.append(f"{hms(elapsed)} elapsed")
+        return ", ".join(parts)
+
+    def write(self, message: str) -> None:
+        """A message line that does not break the bar."""
+        with self._lock:
+            if self._bar is not None:
+                self._bar.write(message, file=self._stream)
+            elif self._mode != "off":
+                self._print(message)
+
+    def _print(self, text: str) -> None:
+        print(text, file=self._stream, flush=True)
+
+    def close(self) -> None:
+        """End the bar; in lines mode print the last line unless it is already out."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._bar is not None:
+                self._bar.close()
+            elif self._mode == "lines" and self.done > self._printed_done:  # throttled: say where it ended
+                self._print(self.line())
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
