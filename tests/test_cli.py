@@ -302,30 +302,22 @@ def _mounted(tmp_path: Path, argv: list[str], options: str) -> subprocess.Comple
                            sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
-def test_full_disk_is_one_line_naming_the_place(tmp_path):
+@pytest.mark.parametrize("command,options,expected", [
+    ("release", "size=64k", "no space left on device"),
+    ("download", "size=64k", "no space left on device"),
+    ("release", "size=1m,ro", "read-only file system"),
+])
+def test_a_disk_that_takes_no_file_is_one_line_naming_the_place(command, options, expected, tmp_path):
     run = make_run(tmp_path / "runs")
-    out = _mounted(tmp_path, ["release", str(run), "--out", str(tmp_path / "mnt" / "rel"), "-q"], "size=64k")
+    source = run
+    if command == "download":
+        source = tmp_path / "rel"
+        assert main(["release", str(run), "--out", str(source), "-q"]) == 0
+    target = tmp_path / "mnt" / "out"
+    out = _mounted(tmp_path, [command, str(source), "--out", str(target), "-q"], options)
     assert out.returncode == 2, out.stderr
-    line = one_error_line(out, "release")
-    assert "no space left on device" in line and str(tmp_path / "mnt" / "rel") in line
-
-
-def test_full_disk_stops_a_download_with_one_line(tmp_path):
-    run = make_run(tmp_path / "runs")
-    rel = tmp_path / "rel"
-    assert main(["release", str(run), "--out", str(rel), "-q"]) == 0
-    out = _mounted(tmp_path, ["download", str(rel), "--out", str(tmp_path / "mnt" / "dl"), "-q"], "size=64k")
-    assert out.returncode == 2, out.stderr
-    line = one_error_line(out, "download")
-    assert "no space left on device" in line and str(tmp_path / "mnt" / "dl") in line
-
-
-def test_read_only_out_is_one_line(tmp_path):
-    run = make_run(tmp_path / "runs")
-    out = _mounted(tmp_path, ["release", str(run), "--out", str(tmp_path / "mnt" / "rel"), "-q"], "size=1m,ro")
-    assert out.returncode == 2, out.stderr
-    line = one_error_line(out, "release")
-    assert "read-only file system" in line and str(tmp_path / "mnt" / "rel") in line
+    line = one_error_line(out, command)
+    assert expected in line and str(target) in line
 
 
 @pytest.fixture

@@ -64,6 +64,18 @@ def examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+def command(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser], name: str,
+            func: Callable[[argparse.Namespace], int] | None, *, help: str, description: str,
+            examples: str | tuple[str, ...]) -> argparse.ArgumentParser:
+    """A subcommand with the shared options, a description and examples; ``func`` runs it."""
+    lines = (examples,) if isinstance(examples, str) else examples
+    parser = sub.add_parser(name, parents=parents, formatter_class=Formatter, help=help, description=description,
+                            epilog="examples:\n" + "\n".join(f"  {line}" for line in lines))
+    if func is not None:
+        parser.set_defaults(func=func)
+    return parser
+
+
 def lang_list(value: str) -> list[str]:
     """``--lang en,de``: comma-separated ISO 639 codes (the same syntax in every command)."""
     langs = [v.strip() for v in value.split(",") if v.strip()]

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from granary_pipe.cli.common import (
-    CLUSTER_HELP, DASHBOARD_HELP, EXIT_CHECK_FAILED, EXIT_OK, Formatter, add_json, add_renamed, cluster_address,
-    dashboard_from, dashboard_url, examples, print_json, quiet,
+    CLUSTER_HELP, DASHBOARD_HELP, EXIT_CHECK_FAILED, EXIT_OK, add_json, add_renamed, cluster_address, command,
+    dashboard_from, dashboard_url, print_json, quiet,
 )
 
 _RENAMED_RUN = (f"use --ray-address for a Ray cluster ({CLUSTER_HELP}); to send the run to a cluster's "
@@ -103,15 +103,14 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     """Register the curation commands."""
     from granary_pipe.executors import EXECUTORS
 
-    r = sub.add_parser(
-        "run", parents=parents, formatter_class=Formatter,
+    r = command(sub, parents, "run", _cmd_run,
         help="run a pipeline over a source into a run directory (rerun = resume)",
         description="Run PIPELINE over the recordings of SOURCE into OUT. Units already committed in OUT are "
                     "skipped, so rerunning the same command resumes; a run of another pipeline or source (or a "
                     "listing whose lines changed) is refused. Without --ray-address an embedded local Ray "
                     "starts. Progress goes to stderr: a bar on a terminal, one line per committed unit "
                     "elsewhere (a log file, CI, a Ray job).",
-        epilog=examples("granary run demo --out demo-run                 # the bundled demo corpus",
+        examples=("granary run demo --out demo-run                 # the bundled demo corpus",
                         "granary run pipelines/demo.yaml --source manifests/demo/demo.yaml --out RUN",
                         "granary run my.yaml --source corpus.yaml --out /data/RUN --ray-address auto",
                         "granary run demo --out RUN --executor beam --beam-option direct_num_workers=2"))
@@ -131,16 +130,14 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs for the embedded local Ray (default: all)")
     add_json(r, "the run's status and summary")
     add_renamed(r, "--address", _RENAMED_RUN)
-    r.set_defaults(func=_cmd_run)
 
-    sm = sub.add_parser(
-        "submit", parents=parents, formatter_class=Formatter,
+    sm = command(sub, parents, "submit", _cmd_submit,
         help="submit `granary run` as a job to a Ray cluster (Ray Jobs API)",
         description="Submit a run to a Ray cluster through its dashboard's Jobs API. PIPELINE and --source are "
                     "relative to --working-dir, which is uploaded with the job; --out must be on storage every "
                     "node sees. With --wait the job's log (one progress line per committed unit) streams here "
                     "until it ends. Token auth: set RAY_AUTH_TOKEN (or have ~/.ray/auth_token).",
-        epilog=examples("granary submit pipelines/demo.yaml --source manifests/demo/demo.yaml \\",
+        examples=("granary submit pipelines/demo.yaml --source manifests/demo/demo.yaml \\",
                         "    --out /data/runs/demo --dashboard http://HEAD:8265 --wait",
                         "granary status JOB_ID --dashboard http://HEAD:8265"))
     sm.add_argument("pipeline", help="pipeline YAML relative to --working-dir, or a bundled pipeline name")
@@ -153,36 +150,33 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     sm.add_argument("--job-id", default=None, help="submission id to use (default: Ray picks one)")
     sm.add_argument("--wait", action="store_true", help="follow the job's log until it ends; exit 1 unless it succeeded")
     add_json(sm, "the job id (and with --wait its final status)")
-    sm.set_defaults(func=_cmd_submit)
 
-    st = sub.add_parser("status", parents=parents, formatter_class=Formatter, help="status of a submitted job",
-                        description="Print a submitted job's state (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED).",
-                        epilog=examples("granary status raysubmit_XYZ --dashboard http://HEAD:8265 --json"))
-    st.add_argument("job", help="submission id printed by granary submit")
-    _add_dashboard(st)
+    st = command(sub, parents, "status", _cmd_status, help="status of a submitted job",
+                 description="Print a submitted job's state (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED).",
+                 examples="granary status raysubmit_XYZ --dashboard http://HEAD:8265 --json")
+    _add_job(st)
     add_json(st, "all job info")
-    st.set_defaults(func=_cmd_status)
-
-    lg = sub.add_parser("logs", parents=parents, formatter_class=Formatter, help="driver log of a submitted job",
-                        description="Print a submitted job's driver log: the run's progress lines and summary.",
-                        epilog=examples("granary logs raysubmit_XYZ --dashboard http://HEAD:8265 -f"))
-    lg.add_argument("job", help="submission id printed by granary submit")
-    _add_dashboard(lg)
+    lg = command(sub, parents, "logs", _cmd_logs, help="driver log of a submitted job",
+                 description="Print a submitted job's driver log: the run's progress lines and summary.",
+                 examples="granary logs raysubmit_XYZ --dashboard http://HEAD:8265 -f")
+    _add_job(lg)
     lg.add_argument("-f", "--follow", action="store_true", help="stream the log until the job ends")
-    lg.set_defaults(func=_cmd_logs)
 
-    sg = sub.add_parser(
-        "stages", parents=parents, formatter_class=Formatter,
+    sg = command(sub, parents, "stages", _cmd_stages,
         help="list the pipeline stages with their parameters (--json: JSON Schema of pipeline files)",
         description="Every registered stage (the `use:` names of a pipeline file) with its parameters: type, "
                     "default and description, and the engine settings each stage takes beside `params` "
                     "(resources, batch_size, workers). --json prints the JSON Schema of a pipeline file, for "
                     "editors that validate YAML (e.g. `# yaml-language-server: $schema=pipeline.schema.json`).",
-        epilog=examples("granary stages", "granary stages asr.two_pass filter.hallucination",
+        examples=("granary stages", "granary stages asr.two_pass filter.hallucination",
                         "granary stages --json > pipeline.schema.json"))
     sg.add_argument("names", nargs="*", help="only these stages (default: all)")
     add_json(sg, "the JSON Schema of pipeline files")
-    sg.set_defaults(func=_cmd_stages)
+
+
+def _add_job(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", help="submission id printed by granary submit")
+    _add_dashboard(parser)
 
 
 def _add_dashboard(parser: argparse.ArgumentParser) -> None:

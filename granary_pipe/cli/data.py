@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from granary_pipe.cli.common import (
-    EXIT_CHECK_FAILED, EXIT_OK, Formatter, add_json, examples, format_list, lang_list, print_json, quiet,
+    EXIT_CHECK_FAILED, EXIT_OK, add_json, command, format_list, lang_list, print_json, quiet,
 )
 
 
@@ -93,7 +93,9 @@ def _cmd_licenses_audit(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def _add_selection(parser: argparse.ArgumentParser, default: str) -> None:
+def _add_selection(parser: argparse.ArgumentParser, default: str, jobs: str) -> None:
+    """``--lang``, ``--formats`` and ``--jobs`` of download and verify."""
+    parser.add_argument("--jobs", type=int, default=4, help=f"{jobs} (default 4)")
     parser.add_argument("--lang", type=lang_list, default=None, metavar="LANGS",
                         help=f"comma-separated languages, e.g. en,de (default: {default})")
     parser.add_argument("--formats", type=format_list, default=None, metavar="FORMATS",
@@ -102,14 +104,13 @@ def _add_selection(parser: argparse.ArgumentParser, default: str) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Register the release, report, download and catalog commands."""
-    rel = sub.add_parser(
-        "release", parents=parents, formatter_class=Formatter,
+    rel = command(sub, parents, "release", _cmd_release,
         help="cut a release (Parquet + WebDataset shards; NeMo, Lhotse Shar on request) from a run",
         description="Cut the kept rows of RUN's committed units into per-language shards under OUT, with "
                     "release.json (sha256 of every file), ATTRIBUTION.md and a dataset card. Rows whose license "
                     "does not allow the release license stay out (counted). The same run and options give "
                     "byte-identical files.",
-        epilog=examples("granary release demo-run --out demo-release",
+        examples=("granary release demo-run --out demo-release",
                         "granary release RUN --out REL --lang en,de --formats all --license CC-BY-4.0"))
     rel.add_argument("run", type=Path, help="run directory")
     rel.add_argument("--out", type=Path, required=True, help="release directory to create")
@@ -127,83 +128,70 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     rel.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     rel.add_argument("--overwrite", action="store_true", help="replace an existing release directory")
     add_json(rel, "rows, hours, files and bytes of the release")
-    rel.set_defaults(func=_cmd_release)
 
-    rep = sub.add_parser(
-        "report", parents=parents, formatter_class=Formatter, help="summarize a run or a release",
+    rep = command(sub, parents, "report", _cmd_report, help="summarize a run or a release",
         description="Summarize a run (rows in = kept + rejected, rejection reasons per rule, hours, languages, "
                     "time per stage, reference WER where the listing has text) or a release (files, rows, "
                     "hours per language and format).",
-        epilog=examples("granary report demo-run", "granary report demo-run --html report.html",
+        examples=("granary report demo-run", "granary report demo-run --html report.html",
                         "granary report demo-release --json"))
     rep.add_argument("path", type=Path, help="run directory or release directory")
     add_json(rep, "the summary")
     rep.add_argument("--html", type=Path, default=None, metavar="PATH",
                      help="also write a self-contained HTML page with plots to PATH (no network requests)")
-    rep.set_defaults(func=_cmd_report)
 
-    dl = sub.add_parser(
-        "download", parents=parents, formatter_class=Formatter,
+    dl = command(sub, parents, "download", _cmd_download,
         help="download a release (release.json URL or path): verified, resumable",
         description="Fetch every file release.json lists into OUT: parallel, resumable (HTTP Range), each "
                     "checked by sha256 (a bad one is fetched once more), retried with backoff. SOURCE: http(s) "
                     "URL, fsspec URL (file://, s3://, ...) or path, of release.json or its directory. Ctrl-C "
                     "stops at once (queued files are not started; partial files resume next time). Exit 1 if "
                     "any file failed (listed).",
-        epilog=examples("granary download https://example.org/corpus/release.json --out corpus --lang de",
+        examples=("granary download https://example.org/corpus/release.json --out corpus --lang de",
                         "granary download /mnt/releases/v1 --out v1 --formats parquet --jobs 8"))
     dl.add_argument("source", help="release.json URL/path (or the release directory)")
     dl.add_argument("--out", type=Path, required=True, help="local directory to download into")
-    dl.add_argument("--jobs", type=int, default=4, help="parallel downloads (default 4)")
-    _add_selection(dl, "all")
+    _add_selection(dl, "all", "parallel downloads")
     dl.add_argument("--retries", type=int, default=5, help="retries per file on connection errors/5xx (default 5)")
     add_json(dl, "what was fetched, skipped and failed")
-    dl.set_defaults(func=_cmd_download)
 
-    vf = sub.add_parser(
-        "verify", parents=parents, formatter_class=Formatter,
+    vf = command(sub, parents, "verify", _cmd_verify,
         help="check a downloaded release: sha256 and size of every listed file",
         description="Check the files DIR/release.json lists (the selection of the download that made DIR, unless "
                     "--lang/--formats say otherwise) by size and sha256, --jobs files at a time. Exit 1 listing "
                     "missing and bad files.",
-        epilog=examples("granary verify corpus", "granary verify corpus --lang de --formats wds --jobs 8 --json"))
+        examples=("granary verify corpus", "granary verify corpus --lang de --formats wds --jobs 8 --json"))
     vf.add_argument("dir", type=Path, help="release directory (holds release.json)")
-    _add_selection(vf, "what was downloaded")
-    vf.add_argument("--jobs", type=int, default=4, help="files checked in parallel (default 4)")
+    _add_selection(vf, "what was downloaded", "files checked in parallel")
     add_json(vf, "ok, missing and bad files")
-    vf.set_defaults(func=_cmd_verify)
 
-    src = sub.add_parser(
-        "sources", parents=parents, formatter_class=Formatter,
+    src = command(sub, parents, "sources", _cmd_sources,
         help="list the source catalog: corpus, languages, hours, license, compliant?, labelled",
         description="List the open corpora of the source catalog (shipped with the package; manifests/catalog in "
                     "a checkout): languages, published hours, license (registry id), whether it is open-source "
                     "compliant, labelled or not, and how many facts were confirmed on the corpus's pages.",
-        epilog=examples("granary sources", "granary sources --lang de,pl --json"))
+        examples=("granary sources", "granary sources --lang de,pl --json"))
     src.add_argument("--catalog", type=Path, default=None,
                      help="catalog directory (default: $GRANARY_CATALOG, else the bundled catalog)")
     src.add_argument("--lang", type=lang_list, default=None, metavar="LANGS",
                      help="only corpora with one of these languages, e.g. de,pl")
     add_json(src, "the rows")
-    src.set_defaults(func=_cmd_sources)
 
-    lic = sub.add_parser("licenses", parents=parents, formatter_class=Formatter, help="license tools (audit)",
-                         description="License tools. `granary licenses audit PATH` checks a manifest, the catalog, "
-                                     "a run or a release.",
-                         epilog=examples("granary licenses audit manifests/catalog"))
+    lic = command(sub, parents, "licenses", None, help="license tools (audit)",
+                  description="License tools. `granary licenses audit PATH` checks a manifest, the catalog, "
+                              "a run or a release.",
+                  examples="granary licenses audit manifests/catalog")
     lic_sub = lic.add_subparsers(dest="licenses_command", required=True, metavar="COMMAND")
-    au = lic_sub.add_parser(
-        "audit", parents=parents, formatter_class=Formatter,
+    au = command(lic_sub, parents, "audit", _cmd_licenses_audit,
         help="license compliance matrix of a manifest, catalog, run or release; exit 1 on any violation",
         description="Print rows/hours per source and license (compliant?, BY/SA/NC/ND) and each model's license. "
                     "Exit 1 when a kept or released row has a non-compliant, unknown or release-incompatible "
                     "license, when a model's license forbids releasing its outputs, or when a manifest's license "
                     "is not compliant or not recognised; 0 otherwise; 2 on errors.",
-        epilog=examples("granary licenses audit manifests/demo/demo.yaml",
+        examples=("granary licenses audit manifests/demo/demo.yaml",
                         "granary licenses audit demo-release --release-license CC-BY-4.0 --json"))
     au.add_argument("path", type=Path, help="source manifest (.yaml), directory of manifests (e.g. manifests/catalog), "
                                             "run directory or release directory")
     au.add_argument("--release-license", default=None, metavar="SPDX",
                     help="check rows against this release license (default: the run's or release's own)")
     add_json(au, "the report")
-    au.set_defaults(func=_cmd_licenses_audit)

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from granary_pipe.cli.common import (
-    CLUSTER_HELP, EXIT_CHECK_FAILED, EXIT_OK, Formatter, add_json, add_renamed, cluster_address, examples,
-    print_json, quiet,
+    CLUSTER_HELP, EXIT_CHECK_FAILED, EXIT_OK, add_json, add_renamed, cluster_address, command, print_json, quiet,
 )
 
 
@@ -95,14 +94,13 @@ def _cmd_plot_schedules(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Register the training commands."""
-    tr = sub.add_parser(
-        "train", parents=parents, formatter_class=Formatter,
+    tr = command(sub, parents, "train", _cmd_train,
         help="train a Conformer-CTC model on a release (extra [train]; rerun = resume)",
         description="Train on the WebDataset shards of a release. Rerunning with the same --out resumes from its "
                     "latest checkpoint (the saved config is used when --config is not given). Without "
                     "--ray-address/--workers: one process (DDP when launched by torchrun); with them: Ray Train "
                     "workers. Needs the [train] extra: pip install 'granary_pipe[train]'.",
-        epilog=examples("granary train --data demo-release --out model --config train-tiny --max-steps 200",
+        examples=("granary train --data demo-release --out model --config train-tiny --max-steps 200",
                         "granary train --data REL --out MODEL --set schedule.name=exponential --set data.loader_workers=4",
                         "torchrun --nproc-per-node 2 -m granary_pipe.cli train --data REL --out MODEL",
                         "granary train --data REL --out /data/MODEL --workers 4 --ray-address auto"))
@@ -122,13 +120,12 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                          "an embedded local Ray")
     add_json(tr, "the training summary")
     add_renamed(tr, "--address", f"use --ray-address ({CLUSTER_HELP})")
-    tr.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("evaluate", parents=parents, formatter_class=Formatter,
+    ev = command(sub, parents, "evaluate", _cmd_evaluate,
                         help="WER/CER of a checkpoint on a release split (greedy CTC)",
                         description="Score a checkpoint on a release: the held-out rows it never trained on by "
                                     "default. Exit 1 when the split has no utterances.",
-                        epilog=examples("granary evaluate --checkpoint model", 
+                        examples=("granary evaluate --checkpoint model", 
                                         "granary evaluate --checkpoint model/ckpt-000200.pt --data REL --split all --json"))
     ev.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or training directory (latest)")
     ev.add_argument("--data", default=None, help="release directory (default: the one the checkpoint trained on)")
@@ -137,27 +134,24 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     ev.add_argument("--max-utts", type=int, default=None, help="score at most this many utterances")
     ev.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     add_json(ev, "the result, with examples")
-    ev.set_defaults(func=_cmd_evaluate)
 
-    ts = sub.add_parser("transcribe", parents=parents, formatter_class=Formatter,
+    ts = command(sub, parents, "transcribe", _cmd_transcribe,
                         help="transcribe audio files with a checkpoint (greedy CTC)",
                         description="Transcribe audio files (any format FFmpeg reads) with a trained checkpoint.",
-                        epilog=examples("granary transcribe --checkpoint model clip1.flac clip2.wav"))
+                        examples=("granary transcribe --checkpoint model clip1.flac clip2.wav"))
     ts.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or training directory (latest)")
     ts.add_argument("audio", nargs="+", type=Path, help="audio files")
     ts.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     add_json(ts, "one object per file")
-    ts.set_defaults(func=_cmd_transcribe)
 
-    ps = sub.add_parser("plot-schedules", parents=parents, formatter_class=Formatter,
+    ps = command(sub, parents, "plot-schedules", _cmd_plot_schedules,
                         help="plot the four LR warmup schedules with inverse-sqrt decay",
                         description="Plot the linear, piecewise, exponential and polynomial warmup schedules, "
                                     "each followed by inverse-sqrt decay, into one image.",
-                        epilog=examples("granary plot-schedules --out schedules.png --warmup-steps 500"))
+                        examples=("granary plot-schedules --out schedules.png --warmup-steps 500"))
     ps.add_argument("--out", type=Path, required=True, help="image path (.png, .pdf, .svg)")
     ps.add_argument("--peak-lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     ps.add_argument("--warmup-steps", type=int, default=1000, help="warmup updates w (default 1000)")
     ps.add_argument("--total-steps", type=int, default=None, help="updates plotted (default 5w)")
     ps.add_argument("--alpha", type=float, default=1.5, help="exponential warmup rate (default 1.5)")
     ps.add_argument("--power", type=float, default=1.5, help="polynomial warmup exponent (default 1.5)")
-    ps.set_defaults(func=_cmd_plot_schedules)
