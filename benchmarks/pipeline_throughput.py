@@ -2,7 +2,7 @@
 
     python benchmarks/pipeline_throughput.py [--repeat 3] [--pipeline benchmarks/bench-pipeline.yaml]
 
-Audio: the demo corpus repeated ``--repeat`` times (symlinked copies, so each copy is its own
+Audio: the demo corpus repeated ``--repeat`` times (copies, so each copy is its own
 recording). Models: the baselines use the pipeline's own (``asr.two_pass``: ``lid_model`` for
 language ID, ``models_by_lang`` for transcription; the demo's: Whisper base for both), or
 ``--whisper`` for every step.
@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,7 +69,8 @@ DEVICE = {"device": "cpu", "compute_type": "int8"}
 
 
 def make_corpus(repeat: int, out: Path) -> tuple[Path, list[dict]]:
-    """Symlink the demo audio ``repeat`` times into ``out`` with a listing (NC and music kept)."""
+    """Copy the demo audio ``repeat`` times into ``out`` with a listing (NC and music kept). Copies,
+    not links: ingest keeps paths inside the corpus root and lists each file (inode) once."""
     demo = ROOT / "manifests" / "demo"
     lines = [json.loads(x) for x in (demo / "listing.jsonl").read_text().splitlines() if x.strip()]
     entries = []
@@ -76,7 +78,7 @@ def make_corpus(repeat: int, out: Path) -> tuple[Path, list[dict]]:
     for r in range(repeat):
         for x in lines:
             name = f"r{r}_{Path(x['path']).name}"
-            os.symlink(demo / x["path"], out / "audio" / name)
+            shutil.copyfile(demo / x["path"], out / "audio" / name)
             entries.append({**x, "path": f"audio/{name}"})
     (out / "listing.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
     (out / "source.yaml").write_text("name: bench\nlicense: CC-BY-4.0\nlisting: listing.jsonl\n")

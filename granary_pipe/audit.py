@@ -8,8 +8,10 @@ run used. A **violation** (exit code 1) is:
 - a kept/released row whose license cannot go into the release license
   (:func:`granary_pipe.licenses.compatible`), when a release license is set;
 - a release license that is not a compliant registry id;
-- a model whose license forbids releasing its outputs (not compliant, or unknown): pseudo-labels
-  from it cannot go out (:func:`audit_models`);
+- a model whose license forbids releasing its outputs (not compliant, or unknown: a model given
+  by path or served over an API whose license the pipeline does not declare): pseudo-labels from
+  it cannot go out (:func:`audit_models`; ``granary release`` refuses the run,
+  :func:`check_release_models`);
 - in a manifest: a corpus default license that is not compliant, or any license string that is
   not a registry id (unknown). Files of a runnable manifest under NC/ND licenses are not
   violations there: the license gate rejects them; the audit says how many.
@@ -41,10 +43,12 @@ class Violation:
     reason: str
     rows: int = 0
     hours: float = 0.0
+    stage: str | None = None  # the stage that used the model (models only; None in older runs)
 
     def __str__(self) -> str:
+        model = f"stage {self.stage}: model {self.name!r}" if self.stage else f"model {self.name!r}"
         what = {"rows": f"{self.rows} kept row(s), {self.hours:.3f} h, of source {self.name!r}",
-                "model": f"model {self.name!r}", "release": "release license",
+                "model": model, "release": "release license",
                 "source": f"source {self.name!r}"}.get(self.kind, self.name)
         return f"{what} under {self.license}: {self.reason}"
 
@@ -63,9 +67,13 @@ class LicenseLine:
 
 @dataclass
 class ModelLine:
+    """One model of the run: its license and where that came from (registry, declared, unknown)."""
+
     name: str
     model_id: str | None
     license: str
+    source: str | None = None
+    stage: str | None = None
 
 
 @dataclass
@@ -98,21 +106,30 @@ class AuditReport:
 
 # ----------------------------------------------------------------------------- models
 
-def _model_items(model_licenses: Mapping[str, Any] | Iterable[Any]) -> list[tuple[str, str | None, Any]]:
+@dataclass(frozen=True)
+class _Model:
+    name: str
+    model_id: str | None
+    license: Any  # as recorded: an id, a spelling, or None
+    source: str | None = None  # registry | declared | unknown (None in older runs)
+    stage: str | None = None
+    param: str | None = None  # the stage parameter that declares its license
+
+
+def _model_items(model_licenses: Mapping[str, Any] | Iterable[Any]) -> list[_Model]:
+    def one(name: str, v: Any) -> _Model:
+        if not isinstance(v, Mapping):
+            return _Model(name, None, v)
+        return _Model(name, v.get("model_id"), v.get("license"), v.get("license_source"), v.get("stage"),
+                      v.get("license_param"))
+
     if isinstance(model_licenses, Mapping):
-        items = []
-        for name, v in model_licenses.items():
-            if isinstance(v, Mapping):
-                items.append((str(name), v.get("model_id"), v.get("license")))
-            else:
-                items.append((str(name), None, v))
-        return items
+        return [one(str(name), v) for name, v in model_licenses.items()]
     items = []
     for v in model_licenses:
-        if isinstance(v, Mapping):
-            items.append((str(v.get("name") or v.get("model_id") or "?"), v.get("model_id"), v.get("license")))
-        else:
+        if not isinstance(v, Mapping):
             raise TypeError(f"model entry {v!r}: expected a mapping with 'name' and 'license'")
+        items.append(one(str(v.get("name") or v.get("model_id") or "?"), v))
     return items
 
 
@@ -121,26 +138,56 @@ def _as_id(raw: Any) -> str:
     return raw if raw is not None and licenses.get(raw) is not None else licenses.normalize(raw)
 
 
+def _declare_hint(m: _Model) -> str:
+    """How to declare the license of a model whose license is unknown."""
+    if m.param and m.param.endswith("model_licenses"):
+        where = f"params.{m.param}: {{{m.name!r}: SPDX-ID}}"
+    elif m.param:
+        where = f"params.{m.param}: SPDX-ID"
+    else:
+        return ("give the model by registry name, or declare its license in the stage that uses it "
+                "(params.backend.model_license for LLM stages, params.model_licenses: {PATH: SPDX-ID} for "
+                "translate stages), an id from licenses/registry.yaml")
+    return f"declare it with {where} in that stage (an id from licenses/registry.yaml)"
+
+
 def audit_models(model_licenses: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[Violation]:
     """Violations for models whose license forbids releasing their outputs.
 
-    ``model_licenses``: ``run.json["models"]`` (name -> {model_id, license, ...}), a mapping
-    name -> license string, or a list of {name, license} dicts. A license that is not compliant
-    (NC, ND, OpenRAIL-style use restrictions) or unknown (missing, or not a registry id/spelling)
-    is a violation: pseudo-labels, filters' decisions and translations made with the model would
-    go out in the release.
+    ``model_licenses``: ``run.json["models"]`` (name -> {model_id, license, license_source, stage,
+    ...}), a mapping name -> license string, or a list of {name, license} dicts. A license that is
+    not compliant (NC, ND, OpenRAIL-style use restrictions) or unknown (missing, not declared for a
+    model given by path or served over an API, or not a registry id/spelling) is a violation:
+    pseudo-labels, filters' decisions and translations made with the model would go out in the
+    release. Each violation's reason says what to change.
     """
     out = []
-    for name, _model_id, raw in _model_items(model_licenses):
-        spdx = _as_id(raw)
+    for m in _model_items(model_licenses):
+        spdx = _as_id(m.license)
         reason = licenses.why_not(spdx)
-        if reason is not None:
-            out.append(Violation("model", name, spdx if raw is not None else "unknown (not recorded)", reason))
+        if reason is None:
+            continue
+        if spdx == licenses.UNKNOWN:
+            how = "no license declared" if m.source == "unknown" else "unknown license"
+            reason = f"{how}: {_declare_hint(m)}"
+        else:
+            reason = f"{reason}: its outputs cannot go into an open release (use a model whose license allows it)"
+        shown = spdx if m.license is not None else "unknown (not recorded)"
+        out.append(Violation("model", m.name, shown, reason, stage=m.stage))
     return out
 
 
+def check_release_models(run_dir: Path, run: Mapping[str, Any]) -> None:
+    """Raise a one-line ``ValueError`` when a model whose labels are in the run forbids a release
+    (``granary release``): each model with the stage that used it and what to change."""
+    violations = audit_models(run.get("models") or {})
+    if violations:
+        raise ValueError(f"{run_dir}: release refused: " + "; ".join(map(str, violations))
+                         + f" (then `granary licenses audit {run_dir}` checks it)")
+
+
 def _model_lines(model_licenses: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[ModelLine]:
-    return [ModelLine(name, model_id, _as_id(raw)) for name, model_id, raw in _model_items(model_licenses)]
+    return [ModelLine(m.name, m.model_id, _as_id(m.license), m.source, m.stage) for m in _model_items(model_licenses)]
 
 
 # ----------------------------------------------------------------------------- rows
@@ -369,9 +416,9 @@ def format_report(report: AuditReport) -> str:
         rows = []
         for m in report.models:
             entry = licenses.get(m.license)
-            rows.append([m.name, m.model_id or "-", m.license, "yes" if licenses.allows_release(m.license) else "NO",
-                         entry.flags() if entry else "?"])
-        out += ["", _table(["model", "model id", "license", "compliant", "terms"], rows)]
+            rows.append([m.name, m.stage or "-", m.model_id or "-", m.license, m.source or "-",
+                         "yes" if licenses.allows_release(m.license) else "NO", entry.flags() if entry else "?"])
+        out += ["", _table(["model", "stage", "model id", "license", "license from", "compliant", "terms"], rows)]
     if report.notes:
         out += ["", *[f"note: {n}" for n in report.notes]]
     total_kept = math.fsum(ln.seconds_kept or 0.0 for ln in report.lines)

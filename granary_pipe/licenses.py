@@ -184,3 +184,16 @@ def why_not(spdx: str) -> str | None:
         return None
     terms = [t for t, on in (("non-commercial", entry.non_commercial), ("no-derivatives", entry.no_derivatives)) if on]
     return ", ".join(terms) if terms else "not open-source compliant (use restrictions)"
+
+
+def declared(raw: str) -> str:
+    """Registry id of a license a pipeline declares for a model (``model_license: Apache-2.0``).
+
+    Spellings :func:`normalize` knows are accepted; anything else is a ``ValueError`` that says
+    what to write. Validates only: whether the license allows a release is decided at release
+    time (a declared non-commercial model may still be run, its labels just cannot go out)."""
+    spdx = normalize(raw)
+    if spdx == UNKNOWN:
+        raise ValueError(f"model license {raw!r} is not in licenses/registry.yaml: write one of its "
+                         "SPDX ids (e.g. Apache-2.0, MIT, CC-BY-4.0)")
+    return spdx

@@ -11,6 +11,13 @@ Embedded CPU defaults ship inside PyPI packages (no hub download at run time):
 GPU-scale models (``whisper-large-v3``, ``qwen2.5-7b-instruct``, ``eurollm-9b-instruct``) are
 named here with their hub ids; a local path comes from ``GRANARY_MODEL_<NAME>`` (name upper-cased,
 non-alphanumerics as ``_``) or a path given directly in the pipeline config.
+
+A registry model carries its license. A model given by path, or served over an API (an LLM
+backend ``openai``), has the license the pipeline declares for it (``backend.model_license``,
+``model_licenses: {PATH: SPDX}``), else ``unknown``: stages report such models as
+:class:`ModelRef` (``Stage.models()``), and :func:`describe` records the license and where it
+came from (``registry``, ``declared``, ``unknown``) in ``run.json``, where the release and the
+license audit read it.
 """
 
 from __future__ import annotations
@@ -22,6 +29,11 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Iterable, Mapping
+
+from pydantic import AfterValidator
+
+from granary_pipe import licenses
 
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 """sha256 of the joined multilingual Whisper base ``model.bin`` (Systran/faster-whisper-base)."""
@@ -188,11 +200,20 @@ def cached_sha256(path: Path) -> str:
     return digest
 
 
-def describe(name_or_path: str, checksum: bool = True) -> dict[str, str | None]:
-    """Provenance of a model for ``run.json``: id, license, path and weights checksum
-    (one file's sha256, or for several weight files the sha256 of their ``name  sha256`` lines)."""
-    info = MODELS.get(name_or_path)
-    path = resolve(name_or_path)
+def describe(name_or_path: str, checksum: bool = True) -> dict[str, Any]:
+    """Provenance of a model for ``run.json``: id, license and where it came from, the stage that
+    uses it, and for a local model its path and weights checksum (one file's sha256, or for several
+    weight files the sha256 of their ``name  sha256`` lines). A model served over an API records
+    its server's ``base_url`` and its name there instead (nothing local to hash)."""
+    ref = name_or_path if isinstance(name_or_path, ModelRef) else ModelRef(name_or_path)
+    license_id, source = license_of(ref)
+    record: dict[str, Any] = {"name": str(ref), "model_id": None, "license": license_id, "license_source": source}
+    if ref.stage is not None:
+        record.update(stage=ref.stage, license_param=ref.license_param)
+    if ref.base_url is not None:
+        return {**record, "model_id": ref.served_name, "base_url": ref.base_url}
+    info = MODELS.get(ref)
+    path = resolve(ref)
     digest = None
     files = weight_files(path) if checksum else []
     if len(files) == 1:
@@ -200,11 +221,93 @@ def describe(name_or_path: str, checksum: bool = True) -> dict[str, str | None]:
     elif files:
         lines = "".join(f"{f.name}  {cached_sha256(f)}\n" for f in files)
         digest = hashlib.sha256(lines.encode()).hexdigest()
-    return {
-        "name": name_or_path,
-        "model_id": info.model_id if info else str(path),
-        "license": info.license if info else "unknown",
-        "path": str(path),
-        "sha256": digest,
-        "weight_files": [f.name for f in files],
-    }
+    record["model_id"] = info.model_id if info else str(path)
+    return {**record, "path": str(path), "sha256": digest, "weight_files": [f.name for f in files]}
+
+
+PRIVATE_KEYS = ("path", "base_url")
+"""Keys of a ``describe`` record that say where the curator keeps or serves a model: never released."""
+
+
+def public(records: Mapping[str, Any]) -> dict[str, Any]:
+    """``run.json``'s ``models`` as a release shows them: without local paths and server addresses."""
+    return {name: {k: v for k, v in m.items() if k not in PRIVATE_KEYS} if isinstance(m, dict) else m
+            for name, m in records.items()}
+
+
+# ----------------------------------------------------------------------------- declared licenses
+
+def _declared_or_none(raw: str | None) -> str | None:
+    return None if raw is None else licenses.declared(raw)
+
+
+def _declared_map(raw: dict[str, str]) -> dict[str, str]:
+    return {name: licenses.declared(v) for name, v in raw.items()}
+
+
+DeclaredLicense = Annotated[str | None, AfterValidator(_declared_or_none)]
+"""A stage parameter holding the license of one model (an SPDX id from the registry, or None)."""
+
+ModelLicenses = Annotated[dict[str, str], AfterValidator(_declared_map)]
+"""A stage parameter holding ``{model path (as the stage names it): SPDX id}``."""
+
+
+class ModelRef(str):
+    """A model as ``Stage.models()`` names it, with what the pipeline says about it.
+
+    It is its name (a registry name, a local path, or ``openai:NAME`` for a model served over an
+    API), so it compares, hashes and prints as that string (the key of ``run.json``'s ``models``).
+
+    Attributes:
+        stage: the stage that uses it.
+        license: the license the pipeline declares for it (a registry id), or None.
+        license_param: the stage parameter that declares it (``backend.model_license``), for messages.
+        base_url: the API root of a model served elsewhere (None: loaded here).
+        served_name: the model's name on that server.
+    """
+
+    stage: str | None
+    license: str | None
+    license_param: str | None
+    base_url: str | None
+    served_name: str | None
+
+    def __new__(cls, name: str, stage: str | None = None, license: str | None = None,
+                license_param: str | None = None, base_url: str | None = None,
+                served_name: str | None = None) -> "ModelRef":
+        ref = super().__new__(cls, name)
+        ref.stage, ref.license, ref.license_param = stage, license, license_param
+        ref.base_url, ref.served_name = base_url, served_name
+        info = MODELS.get(name) if base_url is None else None
+        if info is not None and license is not None and license != info.license:
+            raise ValueError(f"{stage or 'stage'}: {license_param or 'model license'} {license} for {name!r} "
+                             f"contradicts the model registry ({info.license}): remove it (registry models carry "
+                             "their license)")
+        return ref
+
+    def __reduce__(self) -> tuple:
+        return ModelRef, (str(self), self.stage, self.license, self.license_param, self.base_url, self.served_name)
+
+
+def refs(stage: str, names: Iterable[str], declared: Mapping[str, str] | None = None,
+         param: str = "model_licenses") -> list[str]:
+    """``names`` as :class:`ModelRef` of ``stage``, each with its license from ``declared``
+    (``{name or path: registry id}``, the stage's ``param``). Declaring a model the stage does not
+    use is a ValueError naming the models it does use."""
+    names = list(names)
+    extra = sorted(set(declared or {}) - set(names))
+    if extra:
+        raise ValueError(f"{stage}: {param} names {extra}, which this stage does not use (its models: {names})")
+    return [ModelRef(n, stage, (declared or {}).get(n), param) for n in names]
+
+
+def license_of(ref: str) -> tuple[str, str]:
+    """License of a model and where it comes from: ``(registry id, "registry")`` for a registry
+    model loaded here, ``(id, "declared")`` when the pipeline declares it, else
+    ``("unknown", "unknown")`` (a release of its outputs is refused)."""
+    served = isinstance(ref, ModelRef) and ref.base_url is not None
+    info = None if served else MODELS.get(ref)
+    if info is not None:
+        return info.license, "registry"
+    declared = ref.license if isinstance(ref, ModelRef) else None
+    return (declared, "declared") if declared else (licenses.UNKNOWN, "unknown")

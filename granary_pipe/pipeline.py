@@ -4,6 +4,11 @@ A run directory holds ``run.json`` and ``units/UNIT/`` (see ``granary_pipe.io.si
 split deterministically into units of ``recordings_per_unit`` recordings sorted by id; a rerun
 with the same pipeline and source skips committed units, so a killed run loses at most the
 units in flight and never duplicates a row.
+
+A unit travels between stages as a :data:`Payload`: its table and its :class:`UnitStats`
+(seconds and counters per stage, :mod:`granary_pipe.counters`), which the sink writes into the
+unit's commit marker; ``run.json`` keeps per unit its status and totals, and ``counts``, the
+counters summed over every committed unit.
 """
 
 from __future__ import annotations
@@ -17,13 +22,13 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from granary_pipe import __version__, models, schema
+from granary_pipe import __version__, counters, models, schema
 from granary_pipe.config import ConfigError, PipelineConfig, load_pipeline
 from granary_pipe.executors import EXECUTORS
 from granary_pipe.io import sink
@@ -31,8 +36,30 @@ from granary_pipe.progress import Progress
 from granary_pipe.stage import Stage
 from granary_pipe.stages.ingest.manifest import list_recordings
 
-Payload = tuple[pa.Table, dict[str, float]]
-"""What travels between stages: the unit's table and seconds spent per stage so far."""
+
+class UnitStats(TypedDict, total=False):
+    """What a unit has recorded about itself so far; JSON-ready (Beam's coder writes it as JSON).
+
+    Attributes:
+        stage_s: seconds spent per stage name.
+        counts: per stage name, :data:`granary_pipe.counters.StageCounts` (rows in, rows
+            rejected / flagged per rule).
+    """
+
+    stage_s: dict[str, float]
+    counts: dict[str, counters.StageCounts]
+
+
+Payload = tuple[pa.Table, UnitStats]
+"""What travels between stages: the unit's table and its :class:`UnitStats` so far."""
+
+
+def add_stage_stats(stats: UnitStats, stage: str, seconds: float, counts: counters.StageCounts) -> UnitStats:
+    """``stats`` with one more call of ``stage`` (its seconds and counts added to any before)."""
+    stage_s = dict(stats.get("stage_s") or {})
+    stage_s[stage] = stage_s.get(stage, 0.0) + seconds
+    return {"stage_s": stage_s, "counts": counters.merge_stages(stats.get("counts"), {stage: counts})}
+
 
 PACKAGES = ["granary_pipe", "faster-whisper", "ctranslate2", "ray", "pyarrow", "numpy", "av", "onnxruntime",
             "soundfile", "pydantic", "apache-beam", "webdataset", "fasttext-predict"]
@@ -67,15 +94,20 @@ def batches(table: pa.Table, batch_size: int) -> list[pa.Table]:
 
 
 def apply_stage(stage: Stage, payload: Payload) -> Payload:
-    """Run one stage over a unit's table in batches; add its time to the payload."""
-    table, timings = payload
+    """Run one stage over a unit's table in batches; add its time and counts to the payload."""
+    table, stats = payload
     t0 = time.perf_counter()
     order = pc.sort_indices(table, sort_keys=[("recording_id", "ascending"), ("offset_s", "ascending")])
     if not np.array_equal(order.to_numpy(), np.arange(table.num_rows)):  # take() copies every sample
         table = table.take(order)
-    parts = [stage(b) for b in batches(table, stage.batch_size)] if table.num_rows else [schema.conform(table)]
-    out = pa.concat_tables(parts)
-    return out, {**timings, stage.name: timings.get(stage.name, 0.0) + time.perf_counter() - t0}
+    counts = counters.empty(stage.RULES)
+    parts = []
+    for b in batches(table, stage.batch_size) if table.num_rows else []:
+        part, c = stage.apply(b)
+        parts.append(part)
+        counts = counters.merge(counts, c)
+    out = pa.concat_tables(parts) if parts else schema.conform(table)
+    return out, add_stage_stats(stats, stage.name, time.perf_counter() - t0, counts)
 
 
 def plan_units(recordings: pa.Table, per_unit: int) -> list[Unit]:
@@ -185,10 +217,13 @@ def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, addre
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
     }
     info["wall_s_previous"] = (previous or {}).get("wall_s_total", 0.0)
+    info["counts"] = {}  # per stage, summed over committed units (each unit's own in its marker)
     todo = []
     for u in units:
         if sink.is_committed(out_dir, u.id):
-            info["units"][u.id].update(status="committed", **_stats(sink.read_marker(out_dir, u.id)))
+            marker = sink.read_marker(out_dir, u.id)
+            info["units"][u.id].update(status="committed", **_stats(marker))
+            info["counts"] = counters.merge_stages(info["counts"], marker.get("counts"))
         else:
             todo.append(u)
     sink.write_json_atomic(run_json, info)
@@ -209,6 +244,7 @@ def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, addre
             bar.write(f"unit {unit} failed: {error}")
         else:
             info["units"][unit].update(status="committed", **_stats(stats))
+            info["counts"] = counters.merge_stages(info["counts"], stats.get("counts"))
             audio_s["now"] += stats["audio_s_in"]
         sink.write_json_atomic(run_json, info)
         bar.update(1)

@@ -3,8 +3,11 @@
 A stage declares its parameters as fields (validated by pydantic: an unknown key or a bad
 value is an error naming the key), its ``resources`` and ``batch_size``; loads its model once
 in ``setup()``; and implements ``process(active)`` on the rows still in play. ``__call__``
-passes rows that an earlier stage rejected through untouched. Stages import no engine:
-executors (``granary_pipe.executors``) decide where and how they run.
+passes rows that an earlier stage rejected through untouched; ``apply`` does the same and also
+returns what the call did (:mod:`granary_pipe.counters`: rows in, rows rejected and flagged per
+rule), so every stage is counted without counting anything itself. A stage that rejects rows by
+named rules derives from ``stages.filters.base.FilterStage``. Stages import no engine: executors
+(``granary_pipe.executors``) decide where and how they run.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import ClassVar
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from granary_pipe import schema
+from granary_pipe import counters, schema
 
 
 class Resources(BaseModel):
@@ -53,12 +56,16 @@ class Stage(BaseModel):
         resources: per-worker reservation.
         batch_size: rows per call; executors never split one recording across batches.
         workers: how many long-lived workers (actors) run this stage.
+        RULES: every rule (reason, or reason prefix before ``:<detail>``) the stage may reject or
+            flag a row with, for the counters, the report and ``granary stages``; empty when the
+            stage does not declare them (its reasons are then counted as they come).
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     name: ClassVar[str] = "stage"
     actor: ClassVar[bool] = False
+    RULES: ClassVar[tuple[str, ...]] = ()
 
     resources: Resources = Field(default_factory=Resources)
     batch_size: int = Field(256, ge=1)
@@ -73,12 +80,17 @@ class Stage(BaseModel):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Run ``process`` on active rows; rejected rows pass through untouched."""
+        return self.apply(batch)[0]
+
+    def apply(self, batch: pa.Table) -> tuple[pa.Table, counters.StageCounts]:
+        """``__call__``, and the call's counts (:func:`granary_pipe.counters.of_batch`)."""
         batch = schema.conform(batch)
         active, rejected = schema.split_active(batch)
         if active.num_rows == 0:
-            return batch
+            return batch, counters.empty(self.RULES)
         out = schema.conform(self.process(active))
-        return pa.concat_tables([out, rejected]) if rejected.num_rows else out
+        counts = counters.of_batch(active, out, self.RULES)
+        return (pa.concat_tables([out, rejected]) if rejected.num_rows else out), counts
 
     def run_info(self) -> dict:
         """What ``run.json`` should say about this stage beyond its parameters (e.g. which

@@ -45,7 +45,8 @@ def _default(field: Any) -> Any:
 
 
 def stage_reference(names: list[str] | None = None) -> list[dict[str, Any]]:
-    """Every stage (or ``names``): name, summary, whether it holds a model, its parameters and knob defaults.
+    """Every stage (or ``names``): name, summary, whether it holds a model, its parameters, knob
+    defaults and the rules it declares (``Stage.RULES``: the reasons it may reject or flag a row with).
 
     Raises KeyError naming the known stages for an unknown name.
     """
@@ -63,7 +64,7 @@ def stage_reference(names: list[str] | None = None) -> list[dict[str, Any]]:
                   for f, info in cls.model_fields.items() if f not in KNOBS]
         knobs = {k: _default(cls.model_fields[k]) for k in KNOBS}
         out.append({"name": name, "summary": doc.split("\n\n")[0].replace("\n", " "), "actor": cls.actor,
-                    "params": params, "knobs": knobs})
+                    "params": params, "knobs": knobs, "rules": list(cls.RULES)})
     return out
 
 
@@ -74,6 +75,8 @@ def format_stages(reference: list[dict[str, Any]]) -> str:
         kind = "model stage (long-lived workers)" if s["actor"] else "CPU stage (tasks)"
         knobs = ", ".join(f"{k}: {v}" for k, v in s["knobs"].items() if k != "resources")
         lines = [f"{s['name']}  [{kind}; {knobs}]", f"  {s['summary']}"]
+        if s.get("rules"):
+            lines.append(f"  rules: {', '.join(s['rules'])}")
         width = max([len(p["name"]) for p in s["params"]] + [4])
         for p in s["params"]:
             lines.append(f"    {p['name']:<{width}}  {p['type']} = {p['default']!r}")

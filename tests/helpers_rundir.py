@@ -8,6 +8,10 @@
 
 Kept rows are in two languages (``en``, ``de``); rejected rows cover license, no-speech,
 decode-error (no duration, no language), language-confidence and text filters.
+
+With ``counts=True`` each committed unit's marker holds the per-stage counters the pipeline
+would have recorded (:func:`unit_counts`: each rejected row charged to the stage that gives its
+reason, :data:`STAGE_OF`) and run.json lists the pipeline's stages (:data:`PIPELINE`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import soundfile as sf
 
+from granary_pipe import counters
 from granary_pipe.schema import SAMPLE_RATE_HZ, make_table
 
 
@@ -40,6 +45,7 @@ class Row:
     translation_lang: str | None = None
     offset_s: float = 0.0
     flags: list[str] = field(default_factory=list)
+    ref_text: str | None = None
 
 
 def _stable(s: str) -> int:
@@ -87,6 +93,46 @@ SOURCE = {
 }
 
 
+PIPELINE = ["audio.decode", "license.gate", "segment.silero", "asr.language_id", "asr.whisper", "filter.basic",
+            "filter.hallucination", "filter.text_lang", "pnc.none"]
+"""The stages run.json lists with ``counts=True`` (sink.write comes after them)."""
+STAGE_OF = {"decode_error": "audio.decode", "license": "license.gate", "segment": "segment.silero",
+            "lang": "asr.language_id", "filter": "filter.basic", "hallucination": "filter.hallucination",
+            "decoder": "filter.hallucination", "text_lang": "filter.text_lang"}
+"""Reason category -> the stage that gives it; a reason of another category is counted by none."""
+DECLARED = ("license", "text_lang:mismatch")
+"""Declared rules with a ``:<detail>`` (``license:CC-BY-NC-4.0`` is counted under ``license``)."""
+
+
+def unit_counts(rows: list[Row]) -> dict[str, dict]:
+    """The counters of a unit whose rows went through :data:`PIPELINE` (+ sink): a stage's rows in
+    are the rows no earlier stage rejected (as if segmentation had already happened)."""
+    out = {}
+    position = {stage: i for i, stage in enumerate(PIPELINE)}
+    for i, stage in enumerate(PIPELINE + ["sink.write"]):
+        c = counters.empty()
+        for r in rows:
+            by = STAGE_OF.get(reason_category(r.drop_reason)) if r.drop_reason else None
+            if by is not None and position[by] < i:  # rejected earlier (an unknown reason: by no stage here)
+                continue
+            c["rows_in"] += 1
+            c["rows_out"] += 1
+            if by == stage:
+                rule = counters.rule_of(r.drop_reason, DECLARED)
+                c["rejected"][rule] = c["rejected"].get(rule, 0) + 1
+                c["rejected_s"][rule] = c["rejected_s"].get(rule, 0.0) + (r.duration_s or 0.0)
+            for flag in r.flags:
+                if STAGE_OF.get(reason_category(flag)) == stage:
+                    rule = counters.rule_of(flag, DECLARED)
+                    c["flagged"][rule] = c["flagged"].get(rule, 0) + 1
+        out[stage] = c
+    return out
+
+
+def reason_category(reason: str) -> str:
+    return reason.split(":", 1)[0].strip()
+
+
 def _write_flac(path: Path, seconds: float, seed: int) -> None:
     n = int(round(seconds * SAMPLE_RATE_HZ))
     t = np.arange(n) / SAMPLE_RATE_HZ
@@ -95,7 +141,7 @@ def _write_flac(path: Path, seconds: float, seed: int) -> None:
     sf.write(path, wave.astype(np.float32), SAMPLE_RATE_HZ, format="FLAC", subtype="PCM_16")
 
 
-def _write_unit(run: Path, unit: str, rows: list[Row], commit: bool) -> None:
+def _write_unit(run: Path, unit: str, rows: list[Row], commit: bool, counts: bool = False) -> None:
     udir = run / "units" / unit
     (udir / "audio").mkdir(parents=True, exist_ok=True)
     kept, rejected = [], []
@@ -113,7 +159,7 @@ def _write_unit(run: Path, unit: str, rows: list[Row], commit: bool) -> None:
     pq.write_table(make_table(kept), udir / "kept.parquet")
     pq.write_table(make_table(rejected), udir / "rejected.parquet")
     if commit:
-        (udir / "_COMMITTED").write_text("")
+        (udir / "_COMMITTED").write_text(json.dumps({"counts": unit_counts(rows)}) if counts else "")
 
 
 def make_run(
@@ -124,11 +170,13 @@ def make_run(
     failed: dict[str, str] | None = None,
     name: str = "run",
     wall_s: float | None = 12.5,
+    counts: bool = False,
 ) -> Path:
     """Write a committed run directory ``tmp_path/name`` and return its path.
 
     ``units``: committed units (default :data:`DEFAULT_UNITS`); ``uncommitted``: units
-    written without a commit marker; ``failed``: unit -> error, recorded in run.json only.
+    written without a commit marker; ``failed``: unit -> error, recorded in run.json only;
+    ``counts``: markers with per-stage counters and run.json with :data:`PIPELINE`.
     """
     units = DEFAULT_UNITS if units is None else units
     uncommitted = DEFAULT_UNCOMMITTED if uncommitted is None else uncommitted
@@ -137,7 +185,7 @@ def make_run(
     run.mkdir(parents=True)
     info: dict[str, dict] = {}
     for unit, rows in {**units, **uncommitted}.items():
-        _write_unit(run, unit, rows, commit=unit in units)
+        _write_unit(run, unit, rows, commit=unit in units, counts=counts)
         info[unit] = {
             "status": "committed" if unit in units else "pending",
             "error": None,
@@ -145,8 +193,11 @@ def make_run(
         }
     for unit, error in failed.items():
         info[unit] = {"status": "failed", "error": error, "recordings": 2}
+    stages = [{"name": "license.gate", "params": {"release_license": "CC-BY-4.0"}}]
+    if counts:
+        stages = [{"use": s, **({"params": stages[0]["params"]} if s == "license.gate" else {})} for s in PIPELINE]
     run_json = {
-        "pipeline": {"name": "demo", "stages": [{"name": "license.gate", "params": {"release_license": "CC-BY-4.0"}}]},
+        "pipeline": {"name": "demo", "stages": stages},
         "source": SOURCE,
         "versions": {"granary_pipe": "0.1.0"},
         "models": {},

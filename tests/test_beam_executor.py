@@ -140,12 +140,15 @@ def test_every_unit_committed_and_reported_once(runs):
             marker = sink.read_marker(run_dir, unit)
             assert stats == marker
             assert marker["rows_in"] == marker["rows_kept"] + marker["rows_rejected"]
-            assert set(marker["stage_s"]) == {*runs["stages"], "sink.write"}
+            assert set(marker["stage_s"]) == set(marker["counts"]) == {*runs["stages"], "sink.write"}
         units_dir = run_dir / "units"
         assert sorted(p.name for p in units_dir.iterdir()) == runs["units"], "scratch or temp dirs left"
     counts = lambda name: {u: (s["rows_kept"], s["rows_rejected"], s["recordings"])  # noqa: E731
                            for u, (s, _) in runs[name]["results"].items()}
     assert counts("beam") == counts("ray")
+    rows = lambda name: {u: {st: (c["rows_in"], c["rows_out"], c["rejected"], c["flagged"])  # noqa: E731
+                             for st, c in s["counts"].items()} for u, (s, _) in runs[name]["results"].items()}
+    assert rows("beam") == rows("ray")  # the per-stage counters travel the same way through both engines
 
 
 def test_beam_reports_units_while_the_pipeline_runs(runs):
@@ -224,10 +227,13 @@ def test_coder_round_trips_tables_with_audio():
     table = schema.make_table(rows, with_samples=True)
     coder = beam.coders.registry.get_coder(UnitElement)
     assert isinstance(coder, UnitElementCoder)
-    back = coder.decode(coder.encode(UnitElement("u000007", table, {"audio.decode": 0.5})))
-    assert back.unit == "u000007" and back.timings == {"audio.decode": 0.5} and back.error is None
+    stats = {"stage_s": {"audio.decode": 0.5},
+             "counts": {"audio.decode": {"rows_in": 3, "rows_out": 3, "rejected": {"decode_error": 1},
+                                         "rejected_s": {"decode_error": 0.0}, "flagged": {}}}}
+    back = coder.decode(coder.encode(UnitElement("u000007", table, stats)))
+    assert back.unit == "u000007" and back.stats == stats and back.error is None
     assert back.table.equals(table) and back.table.schema == schema.WORK_SCHEMA
-    failed = coder.decode(coder.encode(UnitElement("u1", None, {"x": 1.0}, "asr.whisper: OSError: gone")))
+    failed = coder.decode(coder.encode(UnitElement("u1", None, {"stage_s": {"x": 1.0}}, "asr.whisper: OSError: gone")))
     assert failed.table is None and failed.error == "asr.whisper: OSError: gone"
     assert table_from_ipc(table_to_ipc(table)).equals(table)
 

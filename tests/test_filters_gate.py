@@ -65,6 +65,23 @@ def test_first_rule_wins_and_every_rule_is_flagged():
     assert out["flags"] == ["filter:no_words", "filter:too_long"]
 
 
+def test_silence_rule_lives_here_only():
+    """Whisper's silence rule: both scores by default, the probability alone on request, off with None;
+    filter.hallucination has no copy of it."""
+    from granary_pipe.stages.filters.hallucination import HallucinationFilter
+
+    row = seg("a", no_speech_prob=0.7, avg_logprob=-0.2)
+    assert run(BasicFilter(), [row])["a"]["drop_reason"] is None
+    assert run(BasicFilter(no_speech_mode="alone"), [row])["a"]["drop_reason"] == "filter:no_speech"
+    silent = seg("b", no_speech_prob=0.99, avg_logprob=-3.0)
+    assert run(BasicFilter(no_speech_prob_max=None), [silent])["b"]["drop_reason"] is None
+    # its only no-speech option bounds when a phrase counts as trusted speech; it rejects nothing
+    assert [f for f in HallucinationFilter.model_fields if "no_speech" in f] == ["phrase_trust_max_no_speech"]
+    trusted = seg("c", text="Thank you.", no_speech_prob=0.99, avg_logprob=-3.0)
+    assert run(HallucinationFilter(), [trusted])["c"]["drop_reason"] == "hallucination:phrase"
+    assert not [r for r in HallucinationFilter.RULES if "no_speech" in r]
+
+
 def test_thresholds_are_params():
     rows = [seg("a", duration_s=1.0), seg("b", duration_s=9.0)]
     out = run(BasicFilter(min_duration_s=2.0, max_duration_s=8.0), rows)

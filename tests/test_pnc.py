@@ -222,7 +222,7 @@ def test_run_info_and_models():
     assert set(info["prompts_sha256"]) == {"en", "fr"}
     assert stage.models() == ["qwen2.5-7b-instruct"]
     remote = LLMPunctuation(backend={"name": "openai", "base_url": "http://h:8000/v1", "model": "q"})
-    assert remote.models() == [] and remote.run_info()["backend"]["base_url"] == "http://h:8000/v1"
+    assert remote.models() == ["openai:q"] and remote.run_info()["backend"]["base_url"] == "http://h:8000/v1"
     with pytest.raises(ValueError, match="unknown language"):
         LLMPunctuation(langs=["xx"])
 

@@ -29,21 +29,22 @@ from granary_pipe.report.html import retention, write_html
 from granary_pipe.report.summary import summarize
 
 try:
-    from tests.helpers_rundir import DEFAULT_UNITS, Row, make_run
+    from tests.helpers_rundir import DEFAULT_UNITS, PIPELINE, Row, make_run
 except ImportError:  # tests/ not importable as a package: pytest put tests/ on sys.path
-    from helpers_rundir import DEFAULT_UNITS, Row, make_run
+    from helpers_rundir import DEFAULT_UNITS, PIPELINE, Row, make_run
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
 HOSTILE = {
     **DEFAULT_UNITS,
     "u000009": [
-        Row("evil-s000", "evil", "en", 1.2, drop_reason="hallucination:phrase", text=SCRIPT, license=IMG),
+        Row("evil-s000", "evil", "en", 1.2, drop_reason="hallucination:phrase", text=SCRIPT, license=IMG,
+            ref_text=f"They typed {SCRIPT} into the form."),
         Row("evil-s001", "evil", "en", 0.9, drop_reason="filter:$\\alpha$<b>x</b>", text=IMG + " $x$"),
         Row("evil-s002", "evil", "en", 1.1, drop_reason="mystery:rule", text="unknown prefix"),
     ],
 }
-SECTIONS = ["summary", "languages", "retention", "rejections", "distributions", "licenses", "examples"]
+SECTIONS = ["summary", "languages", "retention", "rejections", "rules", "distributions", "licenses", "examples"]
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--hide-scrollbars", "--remote-debugging-port=0"]
@@ -190,7 +191,7 @@ class Browser:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("html-run"), HOSTILE)
+    return make_run(tmp_path_factory.mktemp("html-run"), HOSTILE, counts=True)
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +232,24 @@ def test_all_sections_and_plots(page_path):
     assert page.count("<svg") == 7  # languages, retention, reasons, 3 histograms, licenses
     assert "rows in = kept + rejected: 25 = 14 + 11" in page and "✓" in page
     for needle in ("Retention per stage", "Audio per language", "License mix", "lang_prob", "CC-BY-NC-4.0",
-                   "u000003: RuntimeError: worker died", "segment.silero", "audio.decode", "other"):
+                   "u000003: RuntimeError: worker died", "segment.silero", "audio.decode", "(not counted)"):
         assert needle in page, needle
+
+
+def test_every_rule_measured_table(page_path):
+    """The per-rule table: every counted rule (declared ones at 0 too), rows rejected, flagged, and against
+    the reference, good rows among the rejected ones (the false-reject rate)."""
+    page = page_path.read_text(encoding="utf-8")
+    section = page.split('<section id="rules">', 1)[1].split("</section>", 1)[0]
+    assert "<h2>Every rule measured</h2>" in section and "false-reject rate" in section
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr><td>([^<]+)</td>.*?</tr>", section)}
+    assert {"license", "segment:no_speech", "decode_error", "filter:empty_text", "hallucination:phrase",
+            "mystery:rule"} <= set(rows)
+    assert "<td>(not counted)</td>" in rows["mystery:rule"]
+    phrase = re.findall(r"<td[^>]*>([^<]*)</td>", rows["hallucination:phrase"])
+    # rule, stage, stage rows in, rejected, audio, flagged, scored, good, false-reject rate, good audio
+    assert phrase[1:4] == ["filter.hallucination", "17", "1"] and phrase[6:9] == ["1", "1", "100.0%"]
+    assert "Kept rows scored against reference transcripts: 0 of 14" in section
 
 
 def test_hostile_strings_are_escaped(page_path):
@@ -243,23 +260,21 @@ def test_hostile_strings_are_escaped(page_path):
     assert page.count("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;") == 3
 
 
-def test_retention_follows_the_pipeline_order(run_dir):
+def test_retention_follows_the_pipeline_order(run_dir, tmp_path):
     summary = summarize(run_dir)
-    ret = retention(json.loads((run_dir / "run.json").read_text()), summary)
-    # run.json lists only license.gate: stages that rejected rows are put in their canonical place
-    assert [x["stage"] for x in ret] == ["input", "audio.decode", "license.gate", "segment.silero",
-                                         "asr.language_id", "filter.basic", "filter.hallucination", "other"]
-    assert [x["rows"] for x in ret] == [25, 24, 22, 21, 20, 17, 15, 14]
+    ret = retention(summary)
+    # every stage of the pipeline from its counters, in run.json's order, the sink last; the rejected row
+    # whose reason no counter holds is charged to "(not counted)"
+    assert [x["stage"] for x in ret] == ["input", *PIPELINE, "sink.write", "(not counted)"]
+    assert [x["rows_dropped"] for x in ret] == [0, 1, 2, 1, 1, 0, 3, 2, 0, 0, 0, 1]
+    assert [x["rows"] for x in ret] == [25, 24, 22, 21, 20, 20, 17, 15, 15, 15, 15, 14]
     assert ret[-1]["rows"] == summary["rows"]["kept"]
     assert ret[-1]["hours"] == pytest.approx(summary["hours"]["kept"])
-    pipeline = {"pipeline": {"stages": [{"use": s} for s in (
-        "audio.decode", "segment.pyannote", "license.gate", "asr.whisper", "filter.hallucination", "pnc.none")]}}
-    ret = retention(pipeline, summary)
-    assert [x["stage"] for x in ret] == ["input", "audio.decode", "segment.pyannote", "license.gate",
-                                         "asr.language_id", "asr.whisper", "filter.basic",
-                                         "filter.hallucination", "pnc.none", "other"]
-    assert [x["rows_dropped"] for x in ret] == [0, 1, 1, 2, 1, 0, 3, 2, 0, 1]
-    assert ret[-1]["hours"] == pytest.approx(summary["hours"]["kept"])
+    # a run made before counters existed: all its rejections in one line
+    old = summarize(make_run(tmp_path, HOSTILE))
+    assert old["counts"] is None
+    assert [(x["stage"], x["rows"]) for x in retention(old)] == [("input", 25), ("(not counted)", 14)]
+    assert retention(old)[-1]["hours"] == pytest.approx(old["hours"]["kept"])
 
 
 def test_release_page(run_dir, tmp_path, browser):

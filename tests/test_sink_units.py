@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from granary_pipe import schema
+from granary_pipe import counters, schema
 from granary_pipe.io import sink
 from granary_pipe.pipeline import apply_stage, batches, plan_units
 from granary_pipe.schema import SAMPLE_RATE_HZ, SCHEMA, WORK_SCHEMA, make_table
@@ -114,6 +114,9 @@ def test_commit_marker_holds_stats(committed):
     assert marker["max_row_s"] == pytest.approx(3.0)
     assert marker["stage_s"]["asr.whisper"] == 1.5  # the caller's stats are kept
     assert set(marker["stage_s"]) == {"asr.whisper", "sink.write"} and marker["stage_s"]["sink.write"] > 0
+    # the sink counts what it saw: the 3 rows still in play, none rejected for missing audio
+    assert marker["counts"] == {"sink.write": {"rows_in": 3, "rows_out": 3, "rejected": {"sink:no_audio": 0},
+                                               "rejected_s": {"sink:no_audio": 0.0}, "flagged": {"sink:no_audio": 0}}}
     # nothing temporary left behind
     assert [p.name for p in (run / "units").iterdir()] == ["u000007"]
     assert not [p for p in sink.unit_dir(run, "u000007").rglob("*") if ".tmp" in p.name]
@@ -313,7 +316,9 @@ def test_apply_stage_sorts_batches_and_times():
     Spy.seen = []
     table = seg_table([3, 2, 4, 1], rejected_every=4)
     shuffled = table.take(np.random.default_rng(0).permutation(table.num_rows))
-    out, timings = apply_stage(Spy(), (shuffled, {"audio.decode": 2.0}))
+    before = {"stage_s": {"audio.decode": 2.0}, "counts": {"audio.decode": counters.empty()}}
+    out, stats = apply_stage(Spy(), (shuffled, before))
+    timings = stats["stage_s"]
     assert out.schema == WORK_SCHEMA
     assert sorted(out.column("id").to_pylist()) == sorted(table.column("id").to_pylist())
     for row in out.to_pylist():
@@ -325,8 +330,13 @@ def test_apply_stage_sorts_batches_and_times():
     seen_recs = [r for batch in Spy.seen for r in dict.fromkeys(batch)]
     assert seen_recs == sorted(seen_recs) and len(seen_recs) == len(set(seen_recs))
     assert timings["audio.decode"] == 2.0 and timings["test.spy"] >= 0.0
-    _, again = apply_stage(Spy(), (out, timings))
-    assert again["test.spy"] > timings["test.spy"]  # time accumulates per stage name
+    assert list(stats["counts"]) == ["audio.decode", "test.spy"]
+    active = sum(r["drop_reason"] is None for r in out.to_pylist())
+    assert stats["counts"]["test.spy"] == {"rows_in": active, "rows_out": active, "rejected": {},
+                                           "rejected_s": {}, "flagged": {}}
+    _, again = apply_stage(Spy(), (out, stats))
+    assert again["stage_s"]["test.spy"] > timings["test.spy"]  # time accumulates per stage name
+    assert again["counts"]["test.spy"]["rows_in"] == 2 * active  # and so do counts
 
 
 def test_apply_stage_offsets_sorted_within_recording():
@@ -340,11 +350,15 @@ def test_apply_stage_offsets_sorted_within_recording():
 def test_apply_stage_with_a_real_stage_and_an_empty_table():
     table = make_table([{"id": "a", "recording_id": "a", "license": "CC-BY-NC-4.0"},
                         {"id": "b", "recording_id": "b", "license": "CC0-1.0"}], with_samples=True)
-    out, timings = apply_stage(LicenseGate(), (table, {}))
+    out, stats = apply_stage(LicenseGate(), (table, {}))
     assert {r["id"]: r["drop_reason"] for r in out.to_pylist()} == {"a": "license:CC-BY-NC-4.0", "b": None}
-    assert "license.gate" in timings
-    empty, timings = apply_stage(LicenseGate(), (make_table([]), {}))
-    assert empty.num_rows == 0 and empty.schema == WORK_SCHEMA and "license.gate" in timings
+    assert "license.gate" in stats["stage_s"]
+    assert stats["counts"]["license.gate"] == {"rows_in": 2, "rows_out": 2, "rejected": {"license": 1},
+                                               "rejected_s": {"license": 0.0}, "flagged": {"license": 1}}
+    empty, stats = apply_stage(LicenseGate(), (make_table([]), {}))
+    assert empty.num_rows == 0 and empty.schema == WORK_SCHEMA and "license.gate" in stats["stage_s"]
+    assert stats["counts"]["license.gate"]["rows_in"] == 0  # declared rules at 0
+    assert stats["counts"]["license.gate"]["rejected"] == {"license": 0}
 
 
 
@@ -363,3 +377,17 @@ def test_kept_row_without_audio_is_rejected_not_a_crash(tmp_path):
     assert rejected["r4"] == "license:CC-BY-NC-4.0"  # an earlier reason is kept
     assert stats["rows_kept"] + stats["rows_rejected"] == len(rows)
     assert sorted(p.name for p in (unit / "audio").iterdir()) == ["r1_0002.flac"]
+    assert stats["counts"]["sink.write"]["rejected"] == {"sink:no_audio": 2}
+    assert stats["counts"]["sink.write"]["rejected_s"] == {"sink:no_audio": pytest.approx(2.0 + 0.75)}
+
+
+def test_commit_marker_holds_the_units_counters(tmp_path):
+    """The counters a unit collected on its way through the stages go into its marker as they came,
+    with the sink's own beside them."""
+    gate = {"rows_in": 5, "rows_out": 5, "rejected": {"license": 1}, "rejected_s": {"license": 3.0},
+            "flagged": {"license": 1}}
+    stats = sink.commit_unit(tmp_path, "u000002", make_table(unit_rows(), with_samples=True),
+                             {"stage_s": {"license.gate": 0.1}, "counts": {"license.gate": gate}})
+    marker = sink.read_marker(tmp_path, "u000002")
+    assert marker == json.loads(json.dumps(stats))
+    assert list(marker["counts"]) == ["license.gate", "sink.write"] and marker["counts"]["license.gate"] == gate

@@ -133,7 +133,8 @@ def test_windows_that_disagree_are_averaged_by_duration(clips, mixed_window_prob
     # the English window pulls the recording's confidence below that of its German windows
     assert expected_prob < min(probs[0]["de"], probs[2]["de"]) and expected_prob < 0.98
     # set the threshold just above: every segment of the recording is rejected, language still recorded
-    stage = WhisperLanguageID(model="whisper-base", windows=3, min_prob=expected_prob + 0.02)
+    stage = WhisperLanguageID(model="whisper-base", windows=3, min_prob=expected_prob + 0.02,
+                              resolve={"enabled": False})
     rows = mixed_recording(clips)
     out = stage(af.table(rows[::-1])).to_pylist()  # order of rows in the batch does not matter
     assert len(out) == 3
@@ -186,13 +187,14 @@ def marked(code: int, seconds: float = 1.0) -> np.ndarray:
 
 def test_min_prob_threshold_and_allowed_langs_logic(fake_lid):
     rows = [af.audio_row(marked(1), "weak"), af.audio_row(marked(2), "strong"), af.audio_row(marked(3), "french")]
-    out = {r["id"]: r for r in WhisperLanguageID(min_prob=0.6, allowed_langs=["en", "de"])(af.table(rows)).to_pylist()}
+    stage = WhisperLanguageID(min_prob=0.6, allowed_langs=["en", "de"], resolve={"enabled": False})
+    out = {r["id"]: r for r in stage(af.table(rows)).to_pylist()}
     assert out["weak"]["drop_reason"] == "lang:low_confidence"
     assert out["weak"]["lang"] == "en" and out["weak"]["lang_prob"] == pytest.approx(0.55)
     assert out["strong"]["drop_reason"] is None and out["strong"]["lang_prob"] == pytest.approx(0.95)
     assert out["french"]["drop_reason"] == "lang:unsupported:fr"
     # a probability equal to the threshold passes
-    out = WhisperLanguageID(min_prob=0.55)(af.table([rows[0]])).to_pylist()
+    out = WhisperLanguageID(min_prob=0.55, resolve={"enabled": False})(af.table([rows[0]])).to_pylist()
     assert out[0]["drop_reason"] is None
 
 
@@ -200,7 +202,7 @@ def test_windows_are_batched_and_capped(fake_lid):
     # 20 segments of one recording, 5 windows, model_batch 2: 5 chunks in batches of ≤ 2
     rows = [af.audio_row(marked(2), "r", seg=i, offset_s=float(i)) for i in range(20)]
     rows.append(af.audio_row(marked(3, 40.0), "long"))
-    out = WhisperLanguageID(windows=5, model_batch=2)(af.table(rows)).to_pylist()
+    out = WhisperLanguageID(windows=5, model_batch=2, resolve={"enabled": False})(af.table(rows)).to_pylist()
     assert sum(fake_lid.calls) == 6 and max(fake_lid.calls) <= 2
     assert {r["lang"] for r in out if r["recording_id"] == "r"} == {"en"}
     assert [r["lang"] for r in out if r["recording_id"] == "long"] == ["fr"]

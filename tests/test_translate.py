@@ -98,6 +98,19 @@ def test_check_pair_names_every_rule(lid):
 
 # ============================================================================= prompt and targets
 
+def test_language_id_judges_only_sides_with_letters(lid):
+    """Numbers and symbols say nothing about a language: such a side leaves language ID out (as in
+    filter.text_lang), while a real wrong-language side still fires."""
+    count = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12"
+    assert filters.check_pair(count, count, "de", "en", lid=lid) == []
+    assert filters.check_pair("2024 – 19,99 € – 5 %", "2024 – 19,99 € – 5 %", "de", "en", lid=lid) == []
+    src = "Heute Morgen habe ich den Bus verpasst und musste zur Arbeit laufen."
+    assert filters.check_pair(src, src, "de", "en", lid=lid) == ["tgt_lang"]
+    assert filters.check_pair(src, src, "de", "en", lid=lid, lid_min_letters=1000) == []  # the threshold is a param
+    assert filters.check_pair("Ich zähle bis drei.", "1, 2, 3", "de", "en", lid=lid) == ["charset"]  # words lost
+    assert filters.max_ngram_count("It cost 1,000,000,000,000,000,000 dollars") == 1  # one numeral, no loop
+
+
 def test_eurollm_prompt():
     assert prompt("Hello there.", "en", "de") == (
         "Translate the following English source text to German:\nEnglish: Hello there.\nGerman: ")

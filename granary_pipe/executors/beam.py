@@ -12,10 +12,10 @@ One Beam pipeline processes all the units of a run::
 * **Models load once per DoFn instance**: ``StageDoFn.setup`` calls ``stage.setup()``; Beam
   reuses DoFn instances across bundles.
 * **The coder** (``UnitElementCoder``, registered for ``UnitElement``): a length-prefixed JSON
-  header (unit id, seconds per stage, error) followed by the table as an Arrow IPC stream. No
-  pickling of tables; decoding is zero-copy over the bytes. Fused steps hand elements over as
-  Python objects; the coder is used wherever the runner materialises a PCollection (fusion
-  breaks, shuffles, transfers between workers).
+  header (unit id, the unit's stats: seconds and counters per stage, error) followed by the
+  table as an Arrow IPC stream. No pickling of tables; decoding is zero-copy over the bytes.
+  Fused steps hand elements over as Python objects; the coder is used wherever the runner
+  materialises a PCollection (fusion breaks, shuffles, transfers between workers).
 * **Failures stay per unit.** A stage that raises is retried in-process on the same input up to
   ``max_attempts`` times; then the element becomes an error record that the following stages pass
   through and the commit step reports — the pipeline itself does not fail. (Ray retries a unit's
@@ -59,7 +59,7 @@ from typing import Callable, Iterable
 import pyarrow as pa
 
 from granary_pipe.io import sink
-from granary_pipe.pipeline import Unit, apply_stage
+from granary_pipe.pipeline import Unit, UnitStats, apply_stage
 from granary_pipe.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -94,11 +94,12 @@ INPUTS = "inputs"
 
 @dataclass
 class UnitElement:
-    """What flows between the DoFns: one unit's table and seconds per stage, or its error."""
+    """What flows between the DoFns: one unit's table and its stats (``pipeline.UnitStats``:
+    seconds and counters per stage), or its error."""
 
     unit: str
     table: pa.Table | None
-    timings: dict[str, float] = field(default_factory=dict)
+    stats: UnitStats = field(default_factory=UnitStats)
     error: str | None = None
 
 
@@ -119,7 +120,7 @@ class UnitElementCoder(beam.coders.Coder):
     """``UnitElement`` ↔ bytes: ``>I`` header length, JSON header, then Arrow IPC stream (if any)."""
 
     def encode(self, value: UnitElement) -> bytes:
-        header = json.dumps({"unit": value.unit, "timings": value.timings, "error": value.error,
+        header = json.dumps({"unit": value.unit, "stats": value.stats, "error": value.error,
                              "table": value.table is not None}).encode()
         body = table_to_ipc(value.table) if value.table is not None else b""
         return struct.pack(">I", len(header)) + header + body
@@ -128,7 +129,7 @@ class UnitElementCoder(beam.coders.Coder):
         (n,) = struct.unpack_from(">I", encoded)
         header = json.loads(encoded[4:4 + n])
         table = table_from_ipc(memoryview(encoded)[4 + n:]) if header["table"] else None
-        return UnitElement(header["unit"], table, header["timings"], header["error"])
+        return UnitElement(header["unit"], table, header["stats"], header["error"])
 
     def is_deterministic(self) -> bool:
         return False  # never used as a key; Arrow IPC bytes are not guaranteed canonical
@@ -178,8 +179,8 @@ class StageDoFn(beam.DoFn):
             return
         for attempt in range(1, self.max_attempts + 1):
             try:
-                table, timings = apply_stage(self.stage, (element.table, element.timings))
-                yield UnitElement(element.unit, table, timings)
+                table, stats = apply_stage(self.stage, (element.table, element.stats))
+                yield UnitElement(element.unit, table, stats)
                 return
             except Exception as exc:  # noqa: BLE001 - retried, then reported per unit
                 if attempt < self.max_attempts:
@@ -189,7 +190,7 @@ class StageDoFn(beam.DoFn):
                     continue
                 self.failed.inc()
                 log.debug("unit %s: %s failed:\n%s", element.unit, self.stage.name, traceback.format_exc())
-                yield UnitElement(element.unit, None, element.timings, f"{self.stage.name}: {_describe(exc)}")
+                yield UnitElement(element.unit, None, element.stats, f"{self.stage.name}: {_describe(exc)}")
 
 
 class CommitUnit(beam.DoFn):
@@ -205,8 +206,7 @@ class CommitUnit(beam.DoFn):
         if error is None:
             for attempt in range(1, self.max_attempts + 1):
                 try:
-                    stats = sink.commit_unit(Path(self.run_dir), element.unit, element.table,
-                                             {"stage_s": element.timings})
+                    stats = sink.commit_unit(Path(self.run_dir), element.unit, element.table, element.stats)
                     break
                 except Exception as exc:  # noqa: BLE001 - retried, then reported per unit
                     if attempt == self.max_attempts:

@@ -21,7 +21,7 @@ import ray
 
 from granary_pipe.executors import capacity
 from granary_pipe.io import sink
-from granary_pipe.pipeline import Payload, Unit, apply_stage
+from granary_pipe.pipeline import Payload, Unit, UnitStats, apply_stage
 from granary_pipe.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ COMMIT_CPUS = 0.25
 
 @ray.remote(num_cpus=COMMIT_CPUS)
 def _commit(run_dir: str, unit: str, payload: Payload) -> dict:
-    table, timings = payload
-    return sink.commit_unit(Path(run_dir), unit, table, {"stage_s": timings})
+    table, stats = payload
+    return sink.commit_unit(Path(run_dir), unit, table, stats)
 
 
 @ray.remote
@@ -144,7 +144,7 @@ class RayExecutor:
         """Chain a unit through every stage; each actor stage gets the worker with the fewest
         units outstanding (a slow unit does not hold the next ones behind it). Returns the commit
         reference and the worker chosen per actor stage."""
-        ref = ray.put((unit.table, {}))
+        ref = ray.put((unit.table, UnitStats()))
         routed: dict[int, int] = {}
         for i, stage in enumerate(self.stages):
             if i in self.actors:

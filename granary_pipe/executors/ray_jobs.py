@@ -21,7 +21,7 @@ from typing import TextIO
 import granary_pipe
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-AGENT_WAIT_S = 180.0
+AGENT_WAIT_S = 300.0
 """How long a submission waits for a new cluster's job agent to come up."""
 UPLOAD_EXCLUDES = [".git", ".venv", ".venv-*", "**/__pycache__", "demo-out", "*.egg-info", ".pytest_cache"]
 

@@ -51,8 +51,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from granary_pipe import __version__, licenses
-from granary_pipe.audit import audit_models, find_key
+from granary_pipe import __version__, licenses, models
+from granary_pipe.audit import check_release_models, find_key
 from granary_pipe.licenses import compatible  # the one rule set, shared with audit and the gate
 from granary_pipe.io.lhotse_shar import write_shar_shard
 from granary_pipe.io.nemo import brace_patterns, write_nemo_shard
@@ -217,12 +217,6 @@ def _clear_owned(out_dir: Path, keep: Path) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def _models(run: dict[str, Any]) -> dict[str, Any]:
-    """run.json's models (id, license, weights sha256) without local paths."""
-    return {name: {k: v for k, v in (m or {}).items() if k != "path"} if isinstance(m, dict) else m
-            for name, m in (run.get("models") or {}).items()}
-
-
 _LOCATION_KEYS = ("manifest", "audio", "listing", "url")
 
 
@@ -303,7 +297,8 @@ def build_release(
     Raises:
         FileNotFoundError: no ``run.json`` in ``run_dir``, or a kept row's audio is missing.
         ValueError: no committed unit, no kept rows (for ``langs`` / the license), an
-            unknown release license or format, or bad arguments.
+            unknown release license or format, bad arguments, or a model in ``run.json`` whose
+            license is unknown (not declared) or forbids a release.
         FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -325,14 +320,7 @@ def build_release(
             raise ValueError(f"release license {spdx} is not open-source compliant "
                              "(non-commercial / no-derivatives): choose an open license")
         release_license = spdx
-    model_violations = audit_models(run.get("models") or {})
-    if model_violations:
-        raise ValueError(
-            f"{run_dir}: refusing a release whose labels come from models whose license forbids it: "
-            + "; ".join(map(str, model_violations))
-            + " (use a model whose license allows it; a model given by path needs its license in"
-            " granary_pipe/models.py; see `granary licenses audit RUN`)"
-        )
+    check_release_models(run_dir, run)  # a model whose license is unknown or forbids release: refused
     units = committed_units(run_dir)
     if not units:
         raise ValueError(f"no committed unit in {run_dir / 'units'} (no {COMMIT_MARKER} markers)")
@@ -463,7 +451,7 @@ def build_release(
             },
             "sources": sources,
             "config": run.get("pipeline"),
-            "models": _models(run),  # whose outputs (labels, translations) are in the release
+            "models": models.public(run.get("models") or {}),  # made the labels and translations; no paths
             "run": _run_provenance(run_dir, run),
         }
         if "nemo" in formats:

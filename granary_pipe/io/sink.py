@@ -5,7 +5,10 @@ Layout of a committed unit::
     units/UNIT/kept.parquet       rows with no drop_reason (sorted by id)
     units/UNIT/rejected.parquet   rows with a drop_reason
     units/UNIT/audio/ID.flac      16 kHz mono FLAC of each kept segment
-    units/UNIT/_COMMITTED         JSON stats, written last
+    units/UNIT/_COMMITTED         JSON stats, written last: rows in/kept/rejected, recordings,
+                                  seconds, ``stage_s`` (seconds per stage) and ``counts`` (per
+                                  stage: rows in, rows rejected and flagged per rule; see
+                                  ``granary_pipe.counters``), the sink's own rejections included
 
 Everything is written under ``units/.UNIT.tmp-*``, renamed into place, then the marker is
 written (itself through a temporary name). A unit directory without the marker is debris of an
@@ -27,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from granary_pipe import schema
+from granary_pipe import counters, schema
 
 MARKER = "_COMMITTED"
 
@@ -54,9 +57,17 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+SINK = "sink.write"
+"""The sink's name in ``stage_s`` and ``counts``."""
+_COUNTED = ["drop_reason", "duration_s", "flags"]  # what counters.of_batch reads: no samples copied
+
+
 def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
-    """Write a unit's kept/rejected Parquet and kept audio, then its commit marker. The time
-    spent writing is added to ``stats["stage_s"]`` as ``sink.write``."""
+    """Write a unit's kept/rejected Parquet and kept audio, then its commit marker.
+
+    ``stats`` is the unit's ``pipeline.UnitStats`` (``stage_s``, ``counts``); the marker holds it
+    with the sink's time and counts added under ``sink.write`` and the unit's totals. Returns
+    the marker's content."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     table = schema.conform(table)
@@ -64,8 +75,11 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
     table = table.sort_by([("id", "ascending")])
     # a kept row must carry its audio (a pipeline without audio.decode has none): reject, never crash
     lengths = pc.fill_null(pc.binary_length(table.column(schema.TRANSIENT.name)), 0).to_pylist()
+    meta, was_active = table.select(_COUNTED), schema.active_mask(table)
     if 0 in lengths:
         table = schema.reject(table, [None if n else "sink:no_audio" for n in lengths])
+    sink_counts = counters.of_batch(meta.filter(was_active), table.select(_COUNTED).filter(was_active),
+                                    ("sink:no_audio",))
     kept, rejected = schema.split_active(table)
     tmp = run_dir / "units" / f".{unit}.tmp-{uuid.uuid4().hex[:8]}"
     (tmp / "audio").mkdir(parents=True)
@@ -84,7 +98,8 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
     os.replace(tmp, final)
     durations = table.column("duration_s")
     stats = dict(stats)
-    stats["stage_s"] = {**(stats.get("stage_s") or {}), "sink.write": time.perf_counter() - t0}
+    stats["stage_s"] = {**(stats.get("stage_s") or {}), SINK: time.perf_counter() - t0}
+    stats["counts"] = counters.merge_stages(stats.get("counts"), {SINK: sink_counts})
     stats.update(
         unit=unit,
         rows_kept=kept.num_rows,

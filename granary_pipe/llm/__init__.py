@@ -9,12 +9,12 @@ from granary_pipe.llm.base import (
     VllmOptions,
     describe,
     gpu_use,
-    local_models,
     make_backend,
+    model_refs,
 )
 from granary_pipe.llm.languages import LANGUAGE_NAMES, language_name
 
 __all__ = [
     "Backend", "BackendOptions", "Messages", "OpenAIOptions", "TransformersOptions", "VllmOptions",
-    "describe", "gpu_use", "local_models", "make_backend", "LANGUAGE_NAMES", "language_name",
+    "describe", "gpu_use", "make_backend", "model_refs", "LANGUAGE_NAMES", "language_name",
 ]

@@ -12,7 +12,8 @@ and model only.
 
 Options are pydantic models told apart by ``name``, so a pipeline writes
 ``backend: {name: openai, base_url: http://host:8000/v1, model: qwen}`` and an unknown key or a
-key of another backend is an error naming it.
+key of another backend is an error naming it. ``model_license`` (every backend) declares the
+license of a model given by path or served over an API; a registry model carries its own.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from granary_pipe import models
+from granary_pipe.models import DeclaredLicense
 from granary_pipe.stage import GpuUse
 
 Messages = list[dict[str, str]]
@@ -39,10 +42,18 @@ class Backend(ABC):
         """Release threads, connections or engines (optional)."""
 
 
-class VllmOptions(BaseModel):
-    """Offline vLLM engine in this process (the stage's actor reserves the GPUs)."""
+class _Options(BaseModel):
+    """What every backend's options share."""
 
     model_config = ConfigDict(extra="forbid")
+
+    model_license: DeclaredLicense = Field(
+        None, description="SPDX id of the model's license (licenses/registry.yaml), required for a release when "
+                          "the model is a path or served over an API; registry models carry their own")
+
+
+class VllmOptions(_Options):
+    """Offline vLLM engine in this process (the stage's actor reserves the GPUs)."""
 
     name: Literal["vllm"] = "vllm"
     model: str | None = Field(None, description="registry name or path; None = the stage's default model")
@@ -54,10 +65,8 @@ class VllmOptions(BaseModel):
     seed: int = 0
 
 
-class OpenAIOptions(BaseModel):
+class OpenAIOptions(_Options):
     """A server speaking the OpenAI chat-completions API (``vllm serve MODEL`` gives one)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: Literal["openai"] = "openai"
     base_url: str = Field(description="API root, e.g. http://127.0.0.1:8000/v1")
@@ -70,10 +79,8 @@ class OpenAIOptions(BaseModel):
     concurrency: int = Field(8, ge=1, description="requests in flight at once (threads)")
 
 
-class TransformersOptions(BaseModel):
+class TransformersOptions(_Options):
     """Hugging Face ``transformers`` on a local model directory; runs on CPU."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: Literal["transformers"] = "transformers"
     model: str | None = Field(None, description="registry name or local path; None = the stage's default")
@@ -108,9 +115,15 @@ def make_backend(options: BackendOptions, default_model: str) -> Backend:
     raise ValueError(f"unknown LLM backend {options.name!r}")
 
 
-def local_models(options: BackendOptions, default_model: str) -> list[str]:
-    """Models loaded on this machine (for ``run.json``); a remote server's model is not one."""
-    return [] if options.name == "openai" else [model_name(options, default_model)]
+def model_refs(options: BackendOptions, default_model: str, stage: str) -> list[str]:
+    """The model a backend uses, for ``run.json``: loaded here (vllm, transformers: its name or
+    path) or served over an API (openai: ``openai:NAME``, with the server's ``base_url``), with the
+    license the pipeline declares for it (``backend.model_license``)."""
+    param = "backend.model_license"
+    if options.name == "openai":
+        return [models.ModelRef(f"openai:{options.model}", stage, options.model_license, param,
+                                base_url=options.base_url, served_name=options.model)]
+    return [models.ModelRef(model_name(options, default_model), stage, options.model_license, param)]
 
 
 def gpu_use(options: BackendOptions) -> GpuUse | None:

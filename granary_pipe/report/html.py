@@ -8,10 +8,14 @@ A run's page takes its numbers from :func:`summarize` (totals, reasons, per-rule
 reads the committed units' Parquet, one table at a time, only for what the summary does not
 hold: per-row values for the histograms and the license of each example row.
 
-Retention per stage: each rejected row is charged to the stage its ``drop_reason`` prefix
-names (:data:`PREFIX_STAGE`), in the order of ``run.json["pipeline"]["stages"]``; a prefix
-with no known stage is charged to ``other``, after the last stage. Rows remaining after a
-stage = rows in - rows rejected by it and every stage before it (hours alike).
+Retention per stage: the rows (and their audio) each stage rejected, as its counters recorded
+them (``summary["counts"]``, in pipeline order); rejected rows no counter holds (a run made
+before counters existed) are one line, ``(not counted)``, after the last stage. Rows remaining
+after a stage = rows in - rows rejected by it and every stage before it (hours alike).
+
+Every rule measured: the summary's ``rule_quality`` as a table (rows and audio each rule
+rejected, rows it flagged, and against reference transcripts its false-reject rate), with the
+share of kept rows that are garbage.
 """
 
 from __future__ import annotations
@@ -29,24 +33,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from granary_pipe import __version__
-from granary_pipe.io.release import committed_units, read_run_json, read_unit_table
+from granary_pipe.counters import reason_key
+from granary_pipe.io.release import committed_units, read_unit_table
 from granary_pipe.report import plots
+from granary_pipe.report.fmt import hms as _hms
+from granary_pipe.report.fmt import pct as _pct
+from granary_pipe.report.fmt import rate as _rate
 from granary_pipe.report.summary import summarize
 
-PREFIX_STAGE = {
-    "decode_error": "audio.decode",
-    "license": "license.gate",
-    "segment": "segment.*",
-    "lang": "asr.language_id",
-    "asr": "asr.whisper",
-    "filter": "filter.basic",
-    "hallucination": "filter.hallucination",
-    "decoder": "filter.hallucination",
-    "text_lang": "filter.text_lang",
-    "pass_agreement": "filter.pass_agreement",
-}
-"""``drop_reason`` prefix (text before the first ``:``) -> the stage that sets it."""
-_CANON = list(dict.fromkeys(PREFIX_STAGE.values()))  # where a stage missing from run.json goes
+NOT_COUNTED = "(not counted)"
+"""Retention line of rejected rows that no stage counter holds."""
 _COLUMNS = ["id", "lang_prob", "duration_s", "text", "license"]
 _MAX_REASONS, _MAX_TEXT = 25, 300
 _CHAR_RATE_CLIP = 60.0
@@ -81,15 +77,6 @@ def _section(sid: str, title: str, *parts: str) -> str:
 
 def _stat(value: str, label: str) -> str:
     return f'<div class="stat"><b>{e(value)}</b><span>{e(label)}</span></div>'
-
-
-def _hms(hours: float) -> str:
-    secs = int(round((hours or 0.0) * 3600))
-    return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
-
-
-def _pct(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
 def _unit(max_hours: float) -> tuple[float, str]:
@@ -136,63 +123,37 @@ def _row_values(run_dir: Path, example_ids: list[str]) -> tuple[dict[str, dict[s
     return out, licenses
 
 
-def _pipeline_stages(run: dict[str, Any]) -> list[str]:
-    stages = [s.get("use") or s.get("name") for s in (run.get("pipeline") or {}).get("stages") or []]
-    return list(dict.fromkeys(s for s in stages if s))
-
-
-def _canon(stage: str) -> int | None:
-    """Position of a stage in the usual pipeline order (None: a stage that rejects nothing)."""
-    key = "segment.*" if stage.startswith("segment.") else stage
-    return _CANON.index(key) if key in _CANON else None
-
-
-def _stage_order(run: dict[str, Any], used: set[str]) -> list[str]:
-    """Stage names of the pipeline, with stages that rejected rows but are not listed put in place."""
-    order = _pipeline_stages(run)
-    for stage in sorted(used - set(order) - {"other"}, key=_canon):
-        pos = max((i + 1 for i, s in enumerate(order) if _canon(s) is not None and _canon(s) < _canon(stage)),
-                  default=0)
-        order.insert(pos, stage)
-    return order + (["other"] if "other" in used else [])
-
-
-def retention(run: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, Any]]:
+def retention(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Per stage in pipeline order: rows/hours it rejected and rows/hours remaining after it.
 
-    ``run``: run.json; ``summary``: :func:`summarize` of the run (its rejections by category).
+    ``summary``: :func:`summarize` of the run, whose ``counts`` say what each stage rejected.
     """
-    segmenter = next((s for s in _pipeline_stages(run) if s.startswith("segment.")), "segment.silero")
-    rj = summary["rejected"]
-    dropped: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-    for cat, n in rj["by_category"].items():
-        stage = PREFIX_STAGE.get(cat, "other")
-        stage = segmenter if stage == "segment.*" else stage
-        if stage in ("asr.language_id", "asr.whisper") and "asr.two_pass" in _pipeline_stages(run):
-            stage = "asr.two_pass"  # both passes in one stage
-        dropped[stage][0] += n
-        dropped[stage][1] += rj["hours_by_category"][cat]
     n, h = summary["rows"]["kept"] + summary["rows"]["rejected"], summary["hours"]["in"]
     out = [{"stage": "input", "rows_dropped": 0, "hours_dropped": 0.0, "rows": n, "hours": h}]
-    for stage in _stage_order(run, set(dropped)):
-        dn, dh = dropped.get(stage, [0, 0.0])
+    counted_n, counted_h = 0, 0.0
+    for stage, c in (summary.get("counts") or {}).items():
+        dn, dh = sum((c.get("rejected") or {}).values()), sum((c.get("rejected_s") or {}).values()) / 3600
+        counted_n, counted_h = counted_n + dn, counted_h + dh
         n, h = n - dn, h - dh
         out.append({"stage": stage, "rows_dropped": dn, "hours_dropped": dh, "rows": n, "hours": max(h, 0.0)})
+    rest_n = summary["rows"]["rejected"] - counted_n
+    if rest_n > 0:
+        rest_h = max(summary["hours"]["rejected"] - counted_h, 0.0)
+        n, h = n - rest_n, h - rest_h
+        out.append({"stage": NOT_COUNTED, "rows_dropped": rest_n, "hours_dropped": rest_h, "rows": n,
+                    "hours": max(h, 0.0)})
     return out
 
 
 def _reason_label(reason: str | None) -> str:
     """Chart label of a reason: rule ids as they are; free-text messages by their category."""
-    if not reason:
-        return "(no reason)"
-    return reason.split(":", 1)[0].strip() if any(c.isspace() for c in reason) else reason
+    return reason_key(reason) if reason else "(no reason)"
 
 
 # ---------------------------------------------------------------- run page
 
 
 def _run_page(s: dict[str, Any], run_dir: Path) -> str:
-    run = read_run_json(run_dir)
     examples = [x["id"] for rule in list(s["rules"].values())[:_MAX_REASONS] for x in rule["examples"]]
     values, licenses = _row_values(run_dir, examples)
     r, h = s["rows"], s["hours"]
@@ -220,7 +181,7 @@ def _run_page(s: dict[str, Any], run_dir: Path) -> str:
               f'rows in = kept + rejected: {r["in"]} = {r["kept"]} + {r["rejected"]} <span class="mark">{mark}</span>'
               f'</div>{"".join(stats)}{"".join(f"<p class=warn>{e(w)}</p>" for w in warns)}</section>')
     return _page(f"granary report: run {s['name']}", "".join(head) + banner + "".join([
-        _languages_run(s), _retention_section(run, s), _rejections(s), _distributions(values),
+        _languages_run(s), _retention_section(s), _rejections(s), _rule_quality(s), _distributions(values),
         _licenses_run(s), _examples(s, licenses), _extras(s)]))
 
 
@@ -242,8 +203,8 @@ def _languages_run(s: dict[str, Any]) -> str:
                            rows, numeric={1, 2, 3, 4, 5, 6}, total=True))
 
 
-def _retention_section(run: dict[str, Any], s: dict[str, Any]) -> str:
-    ret = retention(run, s)
+def _retention_section(s: dict[str, Any]) -> str:
+    ret = retention(s)
     scale, unit = _unit(ret[0]["hours"])
     svg = plots.retention("retention", [x["stage"] for x in ret], [x["rows"] for x in ret],
                           [x["hours"] * scale for x in ret], hours_label=f"audio remaining ({unit})")
@@ -253,8 +214,8 @@ def _retention_section(run: dict[str, Any], s: dict[str, Any]) -> str:
                    [[x["stage"], x["rows_dropped"], x["rows"], _pct(x["rows"], n0), _hms(x["hours_dropped"]),
                      _hms(x["hours"]), _pct(x["hours"], h0)] for x in ret], numeric={1, 2, 3, 4, 5, 6})
     return _section("retention", "Retention per stage", _figure(svg, (
-        "Rows and audio remaining after each stage, in pipeline order; a rejected row is charged to the stage "
-        "its drop_reason prefix names. Before segmentation a row is a whole recording.")), table)
+        "Rows and audio remaining after each stage, in pipeline order, as each stage's counters recorded its "
+        "rejections. Before segmentation a row is a whole recording.")), table)
 
 
 def _rejections(s: dict[str, Any]) -> str:
@@ -280,6 +241,35 @@ def _rejections(s: dict[str, Any]) -> str:
     return _section("rejections", "Rejected rows per reason and language", _figure(
         svg, "Rejected rows per rule, stacked by language (messages such as decode errors are grouped by "
              "category)."), table)
+
+
+def _rule_quality(s: dict[str, Any]) -> str:
+    rq = s.get("rule_quality")
+    if not rq or not (rq["rules"] or rq["rows_with_reference"]):
+        return ""
+    scored = rq["rows_with_reference"] > 0
+    headers = ["rule", "stage", "stage rows in", "rejected", "audio rejected", "flagged"]
+    if scored:
+        headers += ["scored", f"good (WER ≤ {rq['good_wer_max']:g})", "false-reject rate", "good audio"]
+    rows = []
+    for d in rq["rules"]:
+        row = [d["rule"], d["stage"] or NOT_COUNTED, "-" if d["stage_rows_in"] is None else d["stage_rows_in"],
+               d["rows_rejected"], _hms(d["hours_rejected"]), "-" if d["rows_flagged"] is None else d["rows_flagged"]]
+        if scored:
+            row += [d["rows_scored"], d["rows_good"], _rate(d["false_reject_rate"]), _hms(d["hours_good"])]
+        rows.append(row)
+    k = rq["kept"]
+    if scored:
+        note = (f"Kept rows scored against reference transcripts: {k['rows_scored']} of {k['rows']}; garbage "
+                f"(WER > {rq['garbage_wer_min']:g}): {k['rows_garbage']} ({_rate(k['garbage_rate'])}, "
+                f"{_hms(k['hours_garbage'])} of audio). A row is scored against the best-matching span of its "
+                "recording's reference; rows without text or reference are not scored.")
+    else:
+        note = "The source listing gives no reference transcripts: false rejects are not measured."
+    if not rq["counters"]:
+        note += " This run's units carry no per-stage counters: rejections are counted from the rejected rows."
+    return _section("rules", "Every rule measured", f"<p class=meta>{e(note)}</p>",
+                    _table(headers, rows, numeric=set(range(2, len(headers)))))
 
 
 def _distributions(values: dict[str, dict[str, np.ndarray]]) -> str:

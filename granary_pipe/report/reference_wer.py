@@ -1,15 +1,15 @@
 """Word error rate of kept rows against the reference transcripts a source listing provides.
 
 Per recording, the kept segments' texts are joined in time order and scored against the
-listing's ``text`` (lower-cased, punctuation stripped) with jiwer. Recordings with a
-reference but no kept row are counted apart (their words are not scored), so the figure is
-the quality of what would be released, and ``recordings_unscored`` says what was lost.
+listing's ``text`` with jiwer, both normalised by the project's one text normalisation
+(``stages.filters.rules.normalize``: NFKC, casefold, apostrophes dropped, punctuation and
+symbols stripped). Recordings with a reference but no kept row are counted apart (their words
+are not scored), so the figure is the quality of what would be released, and
+``recordings_unscored`` says what was lost.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,15 +17,9 @@ from typing import Any
 import jiwer
 
 from granary_pipe.io.release import committed_units, read_unit_table
+from granary_pipe.stages.filters.rules import normalize
 
 _COLUMNS = ["recording_id", "offset_s", "lang", "text", "ref_text"]
-
-
-def normalize_text(text: str) -> str:
-    """Lower-case, strip punctuation (Unicode category P*/S*), collapse whitespace."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(" " if unicodedata.category(ch)[0] in "PS" and ch != "'" else ch for ch in text)
-    return re.sub(r"\s+", " ", text.replace("'", "")).strip()
 
 
 def reference_wer(run_dir: Path) -> dict[str, Any]:
@@ -43,8 +37,8 @@ def reference_wer(run_dir: Path) -> dict[str, Any]:
     by_lang: dict[str, dict[str, list]] = defaultdict(lambda: {"ref": [], "hyp": [], "unscored": []})
     for rid, (lang, ref) in sorted(refs.items()):
         if rid in hyps:
-            by_lang[lang]["ref"].append(normalize_text(ref))
-            by_lang[lang]["hyp"].append(normalize_text(" ".join(t for _, t in sorted(hyps[rid]))))
+            by_lang[lang]["ref"].append(normalize(ref))
+            by_lang[lang]["hyp"].append(normalize(" ".join(t for _, t in sorted(hyps[rid]))))
         else:
             by_lang[lang]["unscored"].append(rid)
     out = {}

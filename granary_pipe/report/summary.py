@@ -20,6 +20,11 @@ Definitions for a run (only committed units, those with ``units/U/_COMMITTED``, 
   when every committed unit's marker gives it.
 * real-time factor: ``wall_s`` / recorded audio in (else / seconds in rows); below 1 is
   faster than real time.
+* counts: the per-stage counters of the committed units' markers, summed, in pipeline order
+  (rows in, rows rejected / flagged per rule; :mod:`granary_pipe.counters`); None when a unit
+  has none (a run made before they existed).
+* rule_quality: every rule's rejections and, against reference transcripts, its false-reject
+  rate and the garbage left in the kept rows (:mod:`granary_pipe.report.rule_quality`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from granary_pipe.report.fmt import hms as _hms
+from granary_pipe.report.fmt import pct as _pct
+from granary_pipe.report.fmt import text_table as _table
 from granary_pipe.report.reference_wer import reference_wer
+from granary_pipe.report.rule_quality import format_rule_quality, rule_quality, stage_counts
 from granary_pipe.io.release import (
     COMMIT_MARKER,
     committed_units,
@@ -193,6 +202,7 @@ def _summarize_run(run_dir: Path) -> dict[str, Any]:
     kept_rec = t.filter(t.column("kept")).column("recording_id")
     seconds_in = pc.sum(t.column("duration_s")).as_py() or 0.0
     wall_s = run.get("wall_s_total", run.get("wall_s"))
+    counts = stage_counts(markers, run)
     _desc = lambda d: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731
     return {
         "kind": "run",
@@ -223,6 +233,8 @@ def _summarize_run(run_dir: Path) -> dict[str, Any]:
             "by_reason": _desc(by_reason),
         },
         "rules": rules,
+        "counts": counts,
+        "rule_quality": rule_quality(run_dir, counts),
         "licenses": dict(sorted(licenses.items())),
         "reference_wer": reference_wer(run_dir),
         "stage_s": run.get("stage_s") or {},
@@ -258,28 +270,6 @@ def _summarize_release(rel_dir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- rendering
-
-
-def _hms(hours: float) -> str:
-    secs = int(round(hours * 3600))
-    return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
-
-
-def _pct(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"
-
-
-def _table(headers: list[str], rows: list[list[Any]], indent: str = "  ") -> list[str]:
-    """Align columns: the first column left, the others right."""
-    cells = [headers] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    out = []
-    for n, r in enumerate(cells):
-        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
-        out.append(indent + "  ".join(parts).rstrip())
-        if n == 0:
-            out.append(indent + "  ".join("-" * w for w in widths))
-    return out
 
 
 def _use_color(color: bool | None) -> bool:
@@ -353,6 +343,11 @@ def format_summary(summary: dict[str, Any], *, color: bool | None = None) -> str
     if s.get("rules"):
         lines += title("Rejections per rule (with the first two examples)")
         lines += _format_rules(s["rules"])
+
+    quality = format_rule_quality(s["rule_quality"]) if s.get("rule_quality") else []
+    if quality:
+        lines += title("Every rule measured (rows and audio rejected; against reference transcripts)")
+        lines += quality
 
     lines += title("Licenses (h:mm:ss)")
     rows = [[lic, v["rows_kept"], _hms(v["hours_kept"]), v["rows_rejected"], _hms(v["hours_rejected"])]

@@ -3,22 +3,36 @@
 Whisper's language ID sees 30 s at a time; deciding from the first 30 s alone misjudges
 recordings that open with music, a jingle or a foreign-language quote. This stage picks up to
 ``windows`` speech segments spread over the recording, runs language ID on each, and averages
-the probabilities weighted by each window's speech duration. Below ``min_prob`` the
-recording's segments are rejected as ``lang:low_confidence``.
+the probabilities weighted by each window's speech duration. When the audio alone is not
+enough (top probability under ``min_prob``, a close runner-up, or a listing ``lang`` that
+disagrees), the candidate languages are tried on the longest windows and chosen by agreement of
+the decoder and of text language ID (:mod:`lid_resolve`); only a recording no candidate
+explains is rejected (``lang:no_agreement``). With ``resolve: false`` a recording under
+``min_prob`` is rejected as ``lang:low_confidence``, as Whisper's own threshold would.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import ClassVar
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from granary_pipe import schema
+from granary_pipe.models import ModelLicenses
+from granary_pipe.models import refs as model_refs
 from granary_pipe.registry import register
 from granary_pipe.stage import Stage
-from granary_pipe.stages.asr import whisper_runtime
+from granary_pipe.stages.asr import lid_resolve, whisper_runtime
+
+
+LID_RULES = ("lang:low_confidence", "lang:no_agreement", "lang:unsupported",
+             "lang:confirmed", "lang:resolved", "lang:hint", "lang:text_disagrees", "lang:best_logprob")
+"""Reasons pass 1 rejects a recording for, then the flags of a resolution (``lang:resolved:cs->sk``
+is counted under ``lang:resolved``)."""
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -28,15 +42,43 @@ def spread(n: int, k: int) -> list[int]:
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [n // 2]
 
 
-def combine(probs: list[dict[str, float]], weights: list[float]) -> tuple[str, float]:
-    """Weighted mean of per-window language distributions → (language, probability)."""
+def average(probs: list[dict[str, float]], weights: list[float]) -> dict[str, float]:
+    """Weighted mean of per-window language distributions (a distribution again)."""
     total: dict[str, float] = defaultdict(float)
     for p, w in zip(probs, weights):
         for lang, value in p.items():
             total[lang] += w * value
     norm = sum(weights) or 1.0
-    lang = max(total, key=total.get)
-    return lang, total[lang] / norm
+    return {lang: value / norm for lang, value in total.items()}
+
+
+def combine(probs: list[dict[str, float]], weights: list[float]) -> tuple[str, float]:
+    """Weighted mean of per-window language distributions → (language, probability)."""
+    dist = average(probs, weights)
+    lang = max(dist, key=dist.get)
+    return lang, dist[lang]
+
+
+class LidResolve(BaseModel):
+    """Options of language-ID resolution (:mod:`granary_pipe.stages.asr.lid_resolve`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="false: reject a recording under min_prob (lang:low_confidence)")
+    min_margin: float = Field(0.3, ge=0, le=1, description="resolve when the runner-up is this close to the top")
+    candidates: int = Field(3, ge=1, le=10, description="top audio languages tried")
+    candidate_min_prob: float = Field(0.02, ge=0, le=1, description="audio probability a candidate needs")
+    windows: int = Field(2, ge=1, le=16, description="longest language-ID windows each candidate decodes")
+    min_letters: int = Field(12, ge=0, description="text language ID judges only hypotheses with this many letters")
+    text_min_prob: float = Field(0.5, ge=0, le=1, description="text language ID this sure of another language disagrees")
+    switch_margin: float = Field(0.3, ge=0, description="another language must decode this much better (mean token "
+                                                       "log-probability) to replace the audio's first choice")
+    min_avg_logprob: float = Field(-1.5, description="the winner's mean token log-probability (greedy) must reach this")
+    max_new_tokens: int = Field(96, ge=1, description="tokens decoded per window and candidate")
+
+    def options(self, min_prob: float) -> lid_resolve.ResolveOptions:
+        """The resolver's options with the stage's ``min_prob``."""
+        return lid_resolve.ResolveOptions(min_prob=min_prob, **self.model_dump(exclude={"enabled"}))
 
 
 @register("asr.language_id")
@@ -44,18 +86,22 @@ class WhisperLanguageID(Stage):
     """Sets ``lang`` and ``lang_prob`` on every segment of a recording."""
 
     actor = True
+    RULES: ClassVar[tuple[str, ...]] = LID_RULES
 
     model: str = Field("whisper-base", description="multilingual Whisper model (registry name or path)")
     windows: int = Field(3, ge=1, le=16, description="speech windows per recording")
     min_prob: float = Field(0.5, ge=0, le=1, description="reject as lang:low_confidence below this averaged probability")
     allowed_langs: list[str] | None = Field(None, description="reject other languages as lang:unsupported")
+    resolve: LidResolve = Field(default_factory=LidResolve, description="how uncertain language IDs are resolved")
     device: str = Field("auto", description="CTranslate2 device: auto, cpu or cuda")
     compute_type: str = Field("int8", description="CTranslate2 compute type: int8, int8_float16, float16, float32, ...")
     cpu_threads: int = Field(0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
     model_batch: int = Field(8, ge=1, description="speech windows per CTranslate2 call")
+    model_licenses: ModelLicenses = Field(default_factory=dict, description="{model path: SPDX id} for a "
+                                                 "model given by path; needed for a release")
 
     def models(self) -> list[str]:
-        return [self.model]
+        return model_refs(self.name, [self.model], self.model_licenses)
 
     def setup(self) -> None:
         whisper_runtime.load(self.model, self.device, self.compute_type, self.cpu_threads)
@@ -63,17 +109,26 @@ class WhisperLanguageID(Stage):
     def process(self, active: pa.Table) -> pa.Table:
         model = whisper_runtime.load(self.model, self.device, self.compute_type, self.cpu_threads)
         rows = active.to_pylist()
-        decisions, _ = identify(rows, model, self.windows, self.model_batch)
-        decide(rows, decisions, self.min_prob, self.allowed_langs)
+        found = identify(rows, model, self.windows, self.model_batch, keep_encoded=self.resolve.enabled)
+        decide(rows, found, model, self.min_prob, self.allowed_langs, self.resolve)
         return schema.make_table(rows, with_samples=True)
 
 
-def identify(rows: list[dict], model, windows: int, model_batch: int,
-             keep_encoded: bool = False) -> tuple[dict[str, tuple[str, float]], dict[int, np.ndarray]]:
-    """Language of each recording in ``rows`` from up to ``windows`` speech windows.
+@dataclass
+class Identified:
+    """What pass 1 found: per recording the averaged language distribution and its windows (row
+    indices, longest first), and per window row its encoder output (when kept)."""
 
-    Returns ``{recording_id: (lang, prob)}`` and, with ``keep_encoded``, the encoder output of each
-    window keyed by row index (windows are whole segments ≤ 30 s, so pass 2 can reuse them).
+    dists: dict[str, dict[str, float]]
+    windows: dict[str, list[int]]
+    encoded: dict[int, np.ndarray]
+
+
+def identify(rows: list[dict], model, windows: int, model_batch: int, keep_encoded: bool = False) -> Identified:
+    """Language distribution of each recording in ``rows`` from up to ``windows`` speech windows.
+
+    With ``keep_encoded`` the encoder output of each window is kept (windows are whole segments
+    ≤ 30 s, so pass 2 and language-ID resolution can reuse them).
     """
     by_rec: dict[str, list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
@@ -85,7 +140,7 @@ def identify(rows: list[dict], model, windows: int, model_batch: int,
             audio = np.frombuffer(rows[idx[j]]["samples"], dtype=np.float32)
             jobs.append((rec, idx[j], audio[: 30 * schema.SAMPLE_RATE_HZ]))
     results: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
-    encoded_by_row: dict[int, np.ndarray] = {}
+    found = Identified({}, defaultdict(list), {})
     for k in range(0, len(jobs), model_batch):
         batch = jobs[k : k + model_batch]
         chunks = [a for _, _, a in batch]
@@ -93,19 +148,37 @@ def identify(rows: list[dict], model, windows: int, model_batch: int,
         for n, ((rec, i, audio), p) in enumerate(zip(batch, whisper_runtime.language_probs(model, encoded=encoded))):
             results[rec][0].append(p)
             results[rec][1].append(audio.size / schema.SAMPLE_RATE_HZ)
+            found.windows[rec].append(i)
             if keep_encoded:
-                encoded_by_row[i] = encoded[n]
-    return {rec: combine(*results[rec]) for rec in by_rec}, encoded_by_row
+                found.encoded[i] = encoded[n]
+    found.dists = {rec: average(*results[rec]) for rec in by_rec}
+    for rec, idx in found.windows.items():
+        idx.sort(key=lambda i: -(rows[i]["duration_s"] or 0.0))
+    return found
 
 
-def decide(rows: list[dict], decisions: dict[str, tuple[str, float]], min_prob: float,
-           allowed_langs: list[str] | None) -> None:
-    """Set ``lang``/``lang_prob`` on every row and reject low-confidence or unsupported languages."""
+def decide(rows: list[dict], found: Identified, model, min_prob: float, allowed_langs: list[str] | None,
+           resolve: LidResolve | None = None) -> None:
+    """Set ``lang``/``lang_prob`` on every row: the top audio language, resolved by candidate decodes
+    where the audio is not enough (``resolve``); reject unresolved or unsupported languages."""
+    opts = resolve.options(min_prob) if resolve is not None and resolve.enabled else None
+    text_lid = None
+    decisions: dict[str, lid_resolve.Decision] = {}
+    hints = {row["recording_id"]: lid_resolve.hint_code(row.get("lang_hint")) for row in rows}
+    for rec, dist in found.dists.items():
+        top = max(dist, key=dist.get)
+        if opts is not None and lid_resolve.needs_resolution(dist, hints[rec], opts):
+            text_lid = text_lid or lid_resolve.TextLID()
+            windows = [found.encoded[i] for i in found.windows[rec][: opts.windows]]
+            decisions[rec] = lid_resolve.resolve(dist, hints[rec], windows, model, text_lid, opts)
+        else:
+            low = dist[top] < min_prob
+            decisions[rec] = lid_resolve.Decision(top, dist[top], "lang:low_confidence" if low else None)
     for row in rows:
-        lang, prob = decisions[row["recording_id"]]
-        reason = None
-        if prob < min_prob:
-            reason = "lang:low_confidence"
-        elif allowed_langs is not None and lang not in allowed_langs:
-            reason = f"lang:unsupported:{lang}"
-        row.update(lang=lang, lang_prob=prob, drop_reason=reason)
+        d = decisions[row["recording_id"]]
+        reason = d.reason
+        if reason is None and allowed_langs is not None and d.lang not in allowed_langs:
+            reason = f"lang:unsupported:{d.lang}"
+        row.update(lang=d.lang, lang_prob=d.prob, drop_reason=reason)
+        if d.flags:
+            row["flags"] = list(row.get("flags") or []) + d.flags

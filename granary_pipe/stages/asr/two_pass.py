@@ -10,13 +10,16 @@ once instead of once per stage. The rows are the same as ``asr.language_id`` fol
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pyarrow as pa
 from pydantic import Field
 
 from granary_pipe import schema
+from granary_pipe.models import refs as model_refs
 from granary_pipe.registry import register
 from granary_pipe.stages.asr import whisper_runtime
-from granary_pipe.stages.asr.language_id import decide, identify
+from granary_pipe.stages.asr.language_id import LID_RULES, LidResolve, decide, identify
 from granary_pipe.stages.asr.transcribe import WhisperTranscribe
 
 
@@ -24,18 +27,21 @@ from granary_pipe.stages.asr.transcribe import WhisperTranscribe
 class WhisperTwoPass(WhisperTranscribe):
     """Sets ``lang``/``lang_prob`` per recording, then ``text`` and decoder scores per segment."""
 
+    RULES: ClassVar[tuple[str, ...]] = LID_RULES + WhisperTranscribe.RULES
+
     lid_model: str = Field("whisper-base", description="multilingual Whisper model of pass 1; pass 2 reuses its encoder output for languages mapped to the same model")
     windows: int = Field(3, ge=1, le=16, description="speech windows per recording for language ID")
     min_prob: float = Field(0.5, ge=0, le=1, description="reject as lang:low_confidence below this averaged probability")
     allowed_langs: list[str] | None = Field(None, description="reject other languages as lang:unsupported")
+    resolve: LidResolve = Field(default_factory=LidResolve, description="how uncertain language IDs are resolved")
 
     def models(self) -> list[str]:
-        return sorted({self.lid_model, *self.models_by_lang.values()})
+        return model_refs(self.name, sorted({self.lid_model, *self.models_by_lang.values()}), self.model_licenses)
 
     def process(self, active: pa.Table) -> pa.Table:
         lid = whisper_runtime.load(self.lid_model, self.device, self.compute_type, self.cpu_threads)
         rows = active.to_pylist()
-        decisions, encoded = identify(rows, lid, self.windows, self.model_batch, keep_encoded=True)
-        decide(rows, decisions, self.min_prob, self.allowed_langs)
-        self.transcribe_rows(rows, encoded, encoded_by=self.lid_model)
+        found = identify(rows, lid, self.windows, self.model_batch, keep_encoded=True)
+        decide(rows, found, lid, self.min_prob, self.allowed_langs, self.resolve)
+        self.transcribe_rows(rows, found.encoded, encoded_by=self.lid_model)
         return schema.make_table(rows, with_samples=True)

@@ -7,6 +7,7 @@ decoder's message (``decode_error: ...``); it never stops the run.
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import av
 import numpy as np
@@ -85,6 +86,8 @@ def decode_file(path: str, max_duration_s: float) -> tuple[np.ndarray, dict]:
 @register("audio.decode")
 class Decode(Stage):
     """Recording rows → the same rows with 16 kHz mono ``samples`` and probe fields."""
+
+    RULES: ClassVar[tuple[str, ...]] = ("decode_error",)  # decode_error: <the decoder's message>
 
     max_duration_s: float = Field(6 * 3600.0, gt=0, description="longer recordings are rejected")
 

@@ -1,48 +1,62 @@
 """Basic filters: empty or wordless text, duration bounds, Whisper's own silence rule.
 
-Each rule has a name; the first that fires becomes ``drop_reason`` (``filter:<rule>``) and
-every rule that fired is appended to ``flags``.
+Rules, in the order that decides ``drop_reason`` (every rule that fired goes to ``flags``;
+see ``base.FilterStage``):
+
+1. ``filter:empty_text``: no text, or only whitespace;
+2. ``filter:no_words``: no letter or digit at all (``"... ?! —"``);
+3. ``filter:too_short`` / ``filter:too_long``: ``duration_s`` outside the bounds (bounds
+   inclusive; a missing duration is too short);
+4. ``filter:no_speech``: Whisper's silence rule (``rules.whisper_silence``): no-speech
+   probability above ``no_speech_prob_max`` and, with ``no_speech_mode: with_logprob`` (the
+   default, Whisper's own rule), average log-probability below ``no_speech_logprob_max`` too.
+   This is the one place the rule lives: it runs before ``filter.hallucination`` in every
+   pipeline, whose decoder rules are compression ratio and average log-probability alone.
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
+from typing import Any, ClassVar, Literal
+
 from pydantic import Field
 
-from granary_pipe import schema
 from granary_pipe.registry import register
-from granary_pipe.stage import Stage
+from granary_pipe.stages.filters import rules
+from granary_pipe.stages.filters.base import FilterStage
 
 
 @register("filter.basic")
-class BasicFilter(Stage):
+class BasicFilter(FilterStage):
     """Rejects rows that cannot be labels whatever the language."""
+
+    RULES: ClassVar[tuple[str, ...]] = ("filter:empty_text", "filter:no_words", "filter:too_short",
+                                        "filter:too_long", "filter:no_speech")
+    COLUMNS: ClassVar[tuple[str, ...]] = ("text", "duration_s", "no_speech_prob", "avg_logprob")
 
     min_duration_s: float = Field(0.3, ge=0, description="shorter segments are rejected (rule too_short)")
     max_duration_s: float = Field(30.0, gt=0, description="longer segments are rejected (rule too_long)")
-    no_speech_prob_max: float = Field(0.6, ge=0, le=1, description="with avg_logprob below the next")
-    no_speech_logprob_max: float = Field(-1.0, description="Whisper's silence rule: both must hold")
+    no_speech_prob_max: float | None = Field(
+        0.6, ge=0, le=1, description="Whisper no-speech probability above which the segment is silence (None: off)")
+    no_speech_mode: Literal["with_logprob", "alone"] = Field(
+        "with_logprob", description="with_logprob: avg_logprob must also be below the next (Whisper's rule); "
+                                    "alone: the probability decides")
+    no_speech_logprob_max: float = Field(-1.0, description="with_logprob: avg_logprob below this as well")
     batch_size: int = 1024
 
-    def rules(self, row: dict) -> list[str]:
-        """Names of the rules a row breaks, in order."""
+    def rules(self, row: dict[str, Any]) -> list[str]:
+        """Reasons a row breaks."""
         fired = []
         text = (row.get("text") or "").strip()
         if not text:
-            fired.append("empty_text")
+            fired.append("filter:empty_text")
         elif not any(ch.isalnum() for ch in text):
-            fired.append("no_words")
+            fired.append("filter:no_words")
         duration = row.get("duration_s") or 0.0
         if duration < self.min_duration_s:
-            fired.append("too_short")
+            fired.append("filter:too_short")
         if duration > self.max_duration_s:
-            fired.append("too_long")
-        nsp, lp = row.get("no_speech_prob"), row.get("avg_logprob")
-        if nsp is not None and lp is not None and nsp > self.no_speech_prob_max and lp < self.no_speech_logprob_max:
-            fired.append("no_speech")
+            fired.append("filter:too_long")
+        if rules.whisper_silence(row.get("no_speech_prob"), row.get("avg_logprob"), self.no_speech_prob_max,
+                                 self.no_speech_logprob_max, alone=self.no_speech_mode == "alone"):
+            fired.append("filter:no_speech")
         return fired
-
-    def process(self, active: pa.Table) -> pa.Table:
-        fired = [self.rules(r) for r in active.select(["text", "duration_s", "no_speech_prob", "avg_logprob"]).to_pylist()]
-        table = schema.add_flags(active, [[f"filter:{f}" for f in fs] for fs in fired])
-        return schema.reject(table, [f"filter:{fs[0]}" if fs else None for fs in fired])

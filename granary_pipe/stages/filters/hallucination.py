@@ -1,31 +1,43 @@
 """``filter.hallucination``: every known text-level hallucination rule, each named and tunable.
 
-Rules, in the order that decides ``drop_reason`` (the first that fires wins; every rule that
-fires is appended to ``flags``). Text evidence that says what went wrong comes first, then
-timing, then decoder scores, which are symptoms shared by many causes:
+Rules (``RULES``), in the order that decides ``drop_reason`` (the first that fires wins; every
+rule that fires is appended to ``flags``; see ``base.FilterStage``). Text evidence that says
+what went wrong comes first, then timing, then decoder scores, which are symptoms shared by
+many causes:
 
 1. ``hallucination:phrase``: the text is a frequent hallucination of the row's language
    (``_data/hallucinations/{lang}.txt``) or of a ``phrase_extra_langs`` language (English by
    default: Whisper emits English credits and outros whatever the forced language). Whole
    text, or prefix for phrases of ≥ ``phrase_prefix_min_words`` words; see ``phrases.py``.
+   A short phrase that is the whole text (at most ``phrase_trust_max_words`` words), decoded
+   surely (mean token log-probability ≥ ``phrase_trust_min_logprob``, no-speech probability ≤
+   ``phrase_trust_max_no_speech``) on a segment the VAD took for speech, is a person saying
+   "Thank you." or "Gracias": it is only flagged ``hallucination:phrase_trusted``. Hallucinated
+   phrases come from silence, music or noise, where Whisper's no-speech probability is high or
+   its log-probability low; long outros ("Thanks for watching, please subscribe") never count
+   as trusted.
 2. ``hallucination:ngram_loop`` (MOSEL): a 1–2-word pattern ≥ 4 times in a row, or a
    3–5-word pattern ≥ 2 times in a row (counts are occurrences: ``a b c a b c`` is 2).
+   Words here are ``rules.word_tokens``: a numeral is one token (``1,000,000,000,000`` is no
+   ``000`` loop), hyphens between letters split (the stutter ``a-a-a-a-a`` is a loop).
 3. ``hallucination:repeated_ngrams`` (Granary): ≥ ``repeated_min_words`` words and
    distinct/total words ≤ 0.4.
 4. ``hallucination:long_word``: a word of ≥ 25 characters (≥ 40 in compounding languages,
    where ``Geschwindigkeitsbegrenzung`` is ordinary), or a word of ≥ 20 characters that is
    ≥ 3× the second-longest (off for compounding languages; below 20 characters one long
    word among short ones is ordinary: "I am a photographer", "To jest najprawdopodobniej
-   prawda"). URLs/e-mails are not words here; numerals are (a 25-digit numeral is a loop).
-   See ``rules.word_lengths`` / ``rules.long_word``.
+   prawda"). URLs/e-mails are not words here; a numeral counts its digits (a 25-digit numeral
+   is a loop; ``192.168.0.1`` is 8); hyphenated and dotted words count by their parts
+   (``1-2-3-4-5-6-7-8-9-10`` is ten numbers, ``e-mail`` and ``U.S.A.`` are short).
+   See ``rules.word_tokens`` / ``rules.long_word``.
 5. ``hallucination:char_rate_high`` / ``hallucination:char_rate_low``: non-space characters
    per second of ``duration_s`` above ``char_rate_max`` (per-language overrides) or below
    ``char_rate_min``; rows without text or a positive duration are not judged.
-6. ``decoder:no_speech``: ``no_speech_prob`` > ``no_speech_prob_max``; with
-   ``no_speech_mode: with_logprob`` (default, Whisper's silence rule) only when
-   ``avg_logprob`` < ``no_speech_logprob_max`` as well.
-7. ``decoder:compression_ratio``: > ``compression_ratio_max`` (Whisper's 2.4).
-8. ``decoder:avg_logprob``: < ``avg_logprob_min`` (Whisper's -1.0).
+6. ``decoder:compression_ratio``: > ``compression_ratio_max`` (Whisper's 2.4).
+7. ``decoder:avg_logprob``: < ``avg_logprob_min`` (Whisper's -1.0).
+
+Whisper's silence rule (no-speech probability with a low log-probability) is ``filter.basic``'s
+``filter:no_speech``, which runs before this stage in every pipeline: it lives in one place.
 
 Known costs, accepted: a real segment that is only "Thank you." or starts with a listed
 outro of ≥ 4 words ("Grazie per la visione del documento…") is dropped, and so is a
@@ -39,42 +51,49 @@ turns its rule off (a per-language override too). Missing decoder scores (null) 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar
 
-import pyarrow as pa
 from pydantic import Field
 
-from granary_pipe import schema
 from granary_pipe.registry import register
-from granary_pipe.stage import Stage
 from granary_pipe.stages.filters import phrases as phrase_lists
 from granary_pipe.stages.filters import rules
+from granary_pipe.stages.filters.base import FilterStage
 
 RULE_ORDER = (
     "hallucination:phrase",
+    "hallucination:phrase_trusted",
     "hallucination:ngram_loop",
     "hallucination:repeated_ngrams",
     "hallucination:long_word",
     "hallucination:char_rate_high",
     "hallucination:char_rate_low",
-    "decoder:no_speech",
     "decoder:compression_ratio",
     "decoder:avg_logprob",
 )
 """Every reason this stage can give, in the order that decides ``drop_reason``."""
 
-_COLUMNS = ["text", "lang", "duration_s", "avg_logprob", "compression_ratio", "no_speech_prob"]
 
 
 @register("filter.hallucination")
-class HallucinationFilter(Stage):
+class HallucinationFilter(FilterStage):
     """Rejects Whisper hallucinations: known phrases, loops, garbage words, odd rates, bad scores."""
+
+    RULES: ClassVar[tuple[str, ...]] = RULE_ORDER
+    FLAG_ONLY: ClassVar[tuple[str, ...]] = ("hallucination:phrase_trusted",)
+    COLUMNS: ClassVar[tuple[str, ...]] = ("text", "lang", "duration_s", "avg_logprob", "compression_ratio",
+                                          "no_speech_prob")
 
     # 1. phrases
     phrases: bool = Field(True, description="check the frequent-phrase lists")
     phrase_dir: str | None = Field(None, description="directory of {lang}.txt lists; default: bundled")
     phrase_extra_langs: list[str] = Field(["en"], description="lists checked for rows of every language")
     phrase_prefix_min_words: int = Field(4, ge=1, description="phrases this long also match as a prefix")
+    phrase_trust_min_logprob: float | None = Field(-0.4, description="a short whole-text phrase decoded at least "
+                                                   "this surely is only flagged; None: never")
+    phrase_trust_max_no_speech: float = Field(0.1, ge=0, le=1, description="no-speech probability a trusted phrase "
+                                                                            "may have at most")
+    phrase_trust_max_words: int = Field(3, ge=0, description="longer phrases are never trusted")
     # 2. n-gram loops (MOSEL)
     loop_short_max_n: int = Field(2, ge=1, description="short patterns are 1..this many words")
     loop_short_min_repeats: int | None = Field(4, ge=2, description="occurrences in a row of a short pattern")
@@ -102,11 +121,7 @@ class HallucinationFilter(Stage):
         description="per-language override of char_rate_max",
     )
     char_rate_min: float | None = Field(1.0, ge=0, description="for texts with any characters")
-    # 6-8. decoder scores
-    no_speech_prob_max: float | None = Field(0.6, ge=0, le=1, description="Whisper no-speech probability above which the segment is silence (None: off)")
-    no_speech_mode: Literal["with_logprob", "alone"] = Field(
-        "with_logprob", description="with_logprob: also needs avg_logprob < avg_logprob_min (Whisper's rule); alone: the probability decides")
-    no_speech_logprob_max: float = Field(-1.0, description="with_logprob: avg_logprob must also be below")
+    # 6-7. decoder scores
     compression_ratio_max: float | None = Field(2.4, gt=0, description="gzip compression ratio above which text loops (None: off)")
     avg_logprob_min: float | None = Field(-1.0, description="mean token log-probability below which the decoder was unsure (None: off)")
     batch_size: int = 1024
@@ -114,6 +129,13 @@ class HallucinationFilter(Stage):
     def _phrases(self, lang: str | None) -> phrase_lists.PhraseList:
         langs = tuple(dict.fromkeys(([lang] if lang else []) + list(self.phrase_extra_langs)))
         return phrase_lists.phrase_list(langs, self.phrase_dir, self.phrase_prefix_min_words)
+
+    def _trusted(self, row: dict[str, Any], phrase: str) -> bool:
+        """A short phrase that is the whole text, decoded surely on speech (see the module doc)."""
+        lp, nsp = row.get("avg_logprob"), row.get("no_speech_prob")
+        return (self.phrase_trust_min_logprob is not None and lp is not None and nsp is not None
+                and phrase == rules.normalize(row.get("text")) and len(phrase.split()) <= self.phrase_trust_max_words
+                and lp >= self.phrase_trust_min_logprob and nsp <= self.phrase_trust_max_no_speech)
 
     def _loop_ranges(self) -> list[tuple[int, int, int]]:
         out = []
@@ -123,46 +145,41 @@ class HallucinationFilter(Stage):
             out.append((self.loop_short_max_n + 1, self.loop_long_max_n, self.loop_long_min_repeats))
         return out
 
-    def rules(self, row: dict) -> list[str]:
-        """Reasons a row fires, in :data:`RULE_ORDER`."""
-        fired: set[str] = set()
+    def rules(self, row: dict[str, Any]) -> list[str]:
+        """Reasons a row fires (the base orders them as :data:`RULE_ORDER`)."""
+        fired: list[str] = []
         text, lang = row.get("text") or "", row.get("lang")
-        if self.phrases and self._phrases(lang).match(text):
-            fired.add("hallucination:phrase")
+        phrase = self._phrases(lang).match(text) if self.phrases else None
+        if phrase is not None:
+            fired.append("hallucination:phrase_trusted" if self._trusted(row, phrase) else "hallucination:phrase")
         if lang not in self.unspaced_langs:
-            ws = rules.words(text)
+            tokens = rules.word_tokens(text)
+            ws = [t.text for t in tokens]
             if rules.ngram_loop(ws, self._loop_ranges()):
-                fired.add("hallucination:ngram_loop")
+                fired.append("hallucination:ngram_loop")
             if self.repeated_max_unique_ratio is not None and rules.repeated_ngrams(
                 ws, self.repeated_max_unique_ratio, self.repeated_min_words
             ):
-                fired.add("hallucination:repeated_ngrams")
+                fired.append("hallucination:repeated_ngrams")
             min_chars = self.long_word_min_chars
             if min_chars is not None:
                 min_chars = self.long_word_min_chars_by_lang.get(lang, min_chars)
             ratio = None if lang in self.long_word_ratio_off_langs else self.long_word_ratio
-            if rules.long_word(rules.word_lengths(text), min_chars, ratio, self.long_word_ratio_min_chars):
-                fired.add("hallucination:long_word")
+            lengths = [t.length for t in tokens if t.length is not None]
+            if rules.long_word(lengths, min_chars, ratio, self.long_word_ratio_min_chars):
+                fired.append("hallucination:long_word")
         rate = rules.char_rate(text, row.get("duration_s"))
         if rate is not None:
             high = self.char_rate_max
             if high is not None:
                 high = self.char_rate_max_by_lang.get(lang, high)
             if high is not None and rate > high:
-                fired.add("hallucination:char_rate_high")
+                fired.append("hallucination:char_rate_high")
             if self.char_rate_min is not None and rate < self.char_rate_min:
-                fired.add("hallucination:char_rate_low")
-        nsp, lp, cr = row.get("no_speech_prob"), row.get("avg_logprob"), row.get("compression_ratio")
-        if self.no_speech_prob_max is not None and nsp is not None and nsp > self.no_speech_prob_max:
-            if self.no_speech_mode == "alone" or (lp is not None and lp < self.no_speech_logprob_max):
-                fired.add("decoder:no_speech")
+                fired.append("hallucination:char_rate_low")
+        lp, cr = row.get("avg_logprob"), row.get("compression_ratio")
         if self.compression_ratio_max is not None and cr is not None and cr > self.compression_ratio_max:
-            fired.add("decoder:compression_ratio")
+            fired.append("decoder:compression_ratio")
         if self.avg_logprob_min is not None and lp is not None and lp < self.avg_logprob_min:
-            fired.add("decoder:avg_logprob")
-        return [r for r in RULE_ORDER if r in fired]
-
-    def process(self, active: pa.Table) -> pa.Table:
-        fired = [self.rules(r) for r in active.select(_COLUMNS).to_pylist()]
-        table = schema.add_flags(active, fired)
-        return schema.reject(table, [fs[0] if fs else None for fs in fired])
+            fired.append("decoder:avg_logprob")
+        return fired

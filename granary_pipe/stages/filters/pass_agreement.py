@@ -11,30 +11,30 @@ pass untouched. It costs a second decode, so no pipeline runs it by default.
 
 from __future__ import annotations
 
-import pyarrow as pa
+from typing import Any, ClassVar
+
 from pydantic import Field
 
-from granary_pipe import schema
 from granary_pipe.registry import register
-from granary_pipe.stage import Stage
 from granary_pipe.stages.filters import rules
+from granary_pipe.stages.filters.base import FilterStage
 
 
 @register("filter.pass_agreement")
-class PassAgreementFilter(Stage):
+class PassAgreementFilter(FilterStage):
     """Rejects rows whose text disagrees with the independent first-pass transcript."""
+
+    RULES: ClassVar[tuple[str, ...]] = ("pass_agreement:wer",)
+    COLUMNS: ClassVar[tuple[str, ...]] = ("text", "pass1_text", "lang")
 
     max_wer: float = Field(0.5, ge=0, description="reject above this WER of text vs pass1_text")
     unspaced_langs: list[str] = Field(default_factory=lambda: list(rules.UNSPACED_LANGS),
                                       description="compare by character (CER) in these languages")
     batch_size: int = 1024
 
-    def process(self, active: pa.Table) -> pa.Table:
-        reasons: list[str | None] = []
-        for r in active.select(["text", "pass1_text", "lang"]).to_pylist():
-            fired = r["pass1_text"] is not None and rules.error_rate(
-                r["pass1_text"], r["text"], by_char=r["lang"] in self.unspaced_langs
-            ) > self.max_wer
-            reasons.append("pass_agreement:wer" if fired else None)
-        table = schema.add_flags(active, [[x] if x else [] for x in reasons])
-        return schema.reject(table, reasons)
+    def rules(self, row: dict[str, Any]) -> list[str]:
+        """``pass_agreement:wer`` when the two transcripts disagree by more than ``max_wer``."""
+        if row["pass1_text"] is None:
+            return []
+        rate = rules.error_rate(row["pass1_text"], row["text"], by_char=row["lang"] in self.unspaced_langs)
+        return ["pass_agreement:wer"] if rate > self.max_wer else []

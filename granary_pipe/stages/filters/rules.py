@@ -6,7 +6,16 @@ Each function answers one question about one text and is unit-tested on its own;
 Normalisation (:func:`normalize`): Unicode NFKC, casefold, apostrophes (``'`` ``’`` ``ʼ`` …)
 deleted so that ``d'avoir`` and ``d’avoir`` agree, every other punctuation or symbol
 character (Unicode categories P* and S*) replaced by a space, Romanian s/t-cedilla folded to
-s/t-comma, whitespace collapsed. Words are the normalised text split on whitespace, so the
+s/t-comma, whitespace collapsed. Words (:func:`words`, for phrase matching and error rates) are
+the normalised text split on whitespace. It is the project's one text normalisation: the report
+scores against reference transcripts with it too.
+
+Tokens (:func:`word_tokens`, for the repetition and long-word rules) are the same words with two
+differences that matter to those rules: a numeral keeps its group and decimal separators between
+digits (``1,500,000``, ``192.168.0.1``, ``3.14159`` are one token each, measured by their digit
+count, so ``10.000.000.000.000`` is no ``000 000 000`` loop), and a web address or e-mail is one
+token with no length (its length says nothing about a garbled decode). Hyphens and dots between
+letters split (``e-mail``, ``U.S.A.``, the stutter ``a-a-a-a-a``, the count ``1-2-3-4-5``). The
 word rules assume a language written with spaces (see ``UNSPACED_LANGS``).
 """
 
@@ -14,6 +23,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import NamedTuple
 
 try:  # C implementation, a dependency of jiwer
     from rapidfuzz.distance.Levenshtein import distance as _levenshtein
@@ -97,21 +107,61 @@ def is_url(token: str) -> bool:
     return bool(_URL.match(token))
 
 
-def word_lengths(text: str | None) -> list[int]:
-    """Lengths of the raw words, for the long-word rule.
+class Token(NamedTuple):
+    """A word of the word rules: its normalised text and its length for the long-word rule
+    (characters; a numeral's digits; None for a web address or e-mail)."""
 
-    A word is a whitespace-separated token of the NFKC text with leading/trailing
-    punctuation and symbols stripped; inner hyphens, apostrophes and dots stay (a stutter
-    loop ``a-a-a-a-a-…`` is one long word). Web addresses and e-mails are left out: their
-    length says nothing about a garbled decode (known hallucinated URLs are in the phrase
-    lists). Numerals count like words: a 25-digit numeral is a decoding loop, not speech.
+    text: str
+    length: int | None
+
+
+_NUMERAL = re.compile(r"\d+(?:[.,:]\d+)*")
+_NUMBER_SEPARATORS = ".,:"
+
+
+def word_tokens(text: str | None) -> list[Token]:
+    """Tokens of ``text`` for the repetition and long-word rules (see the module doc).
+
+    Whitespace-separated, leading/trailing punctuation and symbols stripped; web addresses and
+    e-mails whole; otherwise split at every inner punctuation or symbol character except a
+    ``.`` ``,`` ``:`` between two digits; apostrophes deleted; casefolded as :func:`normalize`.
     """
     out = []
-    for tok in unicodedata.normalize("NFKC", text or "").split():
-        tok = _strip_punct(tok)
-        if tok and not is_url(tok):
-            out.append(len(tok))
+    for chunk in unicodedata.normalize("NFKC", text or "").split():
+        chunk = _strip_punct(chunk)
+        if not chunk:
+            continue
+        if is_url(chunk):
+            out.append(Token(chunk.casefold(), None))
+            continue
+        for piece in _split_inner(chunk):
+            length = sum(ch.isdigit() for ch in piece) if _NUMERAL.fullmatch(piece) else len(piece)
+            out.append(Token(piece.casefold().translate(_FOLD), length))
     return out
+
+
+def _split_inner(tok: str) -> list[str]:
+    pieces, cur = [], []
+    for i, ch in enumerate(tok):
+        if ch in APOSTROPHES:
+            continue
+        if unicodedata.category(ch)[0] in "PS" and not (
+                ch in _NUMBER_SEPARATORS and 0 < i < len(tok) - 1 and tok[i - 1].isdigit() and tok[i + 1].isdigit()):
+            if cur:
+                pieces.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    if cur:
+        pieces.append("".join(cur))
+    return pieces
+
+
+def word_lengths(text: str | None) -> list[int]:
+    """Lengths of the tokens of ``text`` for the long-word rule (:func:`word_tokens`): web
+    addresses and e-mails left out, a numeral measured by its digits (a 25-digit numeral is a
+    decoding loop, not speech; ``192.168.0.1`` is 8), hyphenated and dotted words by their parts."""
+    return [t.length for t in word_tokens(text) if t.length is not None]
 
 
 def _strip_punct(tok: str) -> str:
@@ -138,7 +188,22 @@ def long_word(lengths: list[int], min_chars: int | None, ratio: float | None, ra
     return ratio is not None and len(top) > 1 and top[0] >= ratio_min_chars and top[0] >= ratio * top[1]
 
 
-# ----------------------------------------------------------------- rates and agreement
+# ----------------------------------------------------------------- rates, scores and agreement
+
+
+def letter_count(text: str | None) -> int:
+    """Letters of any script, ideographs included, and the combining marks written on them
+    (Unicode categories L*, M*); not digits, punctuation or symbols."""
+    return sum(1 for ch in (text or "") if ch.isalpha() or unicodedata.category(ch)[0] == "M")
+
+
+def whisper_silence(no_speech_prob: float | None, avg_logprob: float | None, prob_max: float | None,
+                    logprob_max: float, alone: bool = False) -> bool:
+    """Whisper's silence rule: ``no_speech_prob`` > ``prob_max`` and (unless ``alone``)
+    ``avg_logprob`` < ``logprob_max``. Missing scores or ``prob_max`` None never fire."""
+    if prob_max is None or no_speech_prob is None or no_speech_prob <= prob_max:
+        return False
+    return alone or (avg_logprob is not None and avg_logprob < logprob_max)
 
 
 def char_count(text: str | None) -> int:

@@ -9,33 +9,43 @@ top language and probability:
 * otherwise top probability < ``min_prob`` → ``text_lang:low_confidence``.
 
 A disagreement below ``disagree_min_prob`` passes (short or mixed text is where LID is weak).
-Texts shorter than ``min_chars`` non-space characters are not judged; they get the flag
-``text_lang:skipped_short`` and stay in play. Rows without ``lang`` are not judged.
-Languages in one ``same_language`` group count as equal (fastText tells hr/sr/bs apart from
-spelling alone, and Whisper's ``jw`` is fastText's ``jv``). The stage sets only
-``drop_reason`` and ``flags``.
+Only text with at least ``min_letters`` letters (``rules.letter_count``: any script, not digits
+or symbols) is judged: numbers and symbols say nothing about a language, so ``1, 2, 3, 4, 5`` or
+``2024 – 19,99 €`` leave the audio language ID in charge. Such rows stay in play with a flag:
+``text_lang:skipped_no_letters`` (text without a single letter) or ``text_lang:skipped_short``
+(some letters, too few). Rows without ``lang`` are not judged. Languages in one ``same_language``
+group count as equal (fastText tells hr/sr/bs apart from spelling alone, and Whisper's ``jw`` is
+fastText's ``jv``). The stage sets only ``drop_reason`` and ``flags``.
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
-from pydantic import Field
+from typing import Any, ClassVar
 
-from granary_pipe import models, schema
+from pydantic import AliasChoices, Field
+
+from granary_pipe import models
 from granary_pipe.registry import register
-from granary_pipe.stage import Stage
 from granary_pipe.stages.filters import rules
+from granary_pipe.stages.filters.base import FilterStage
+
 
 @register("filter.text_lang")
-class TextLanguageFilter(Stage):
+class TextLanguageFilter(FilterStage):
     """Rejects rows whose text is confidently in another language than ``lang``."""
 
     actor = True
+    RULES: ClassVar[tuple[str, ...]] = ("text_lang:mismatch", "text_lang:low_confidence",
+                                        "text_lang:skipped_no_letters", "text_lang:skipped_short")
+    FLAG_ONLY: ClassVar[tuple[str, ...]] = ("text_lang:skipped_no_letters", "text_lang:skipped_short")
+    COLUMNS: ClassVar[tuple[str, ...]] = ("text", "lang")
 
     model: str = Field("fasttext-lid176", description="registry name or path of a fastText LID model")
     disagree_min_prob: float = Field(0.8, ge=0, le=1, description="reject a disagreement this sure")
     min_prob: float = Field(0.3, ge=0, le=1, description="reject when the top language is less sure")
-    min_chars: int = Field(20, ge=0, description="shorter texts are only flagged text_lang:skipped_short")
+    min_letters: int = Field(20, ge=0, validation_alias=AliasChoices("min_letters", "min_chars"),
+                             description="texts with fewer letters are only flagged (text_lang:skipped_short, "
+                                         "or skipped_no_letters without any); min_chars is its old name")
     same_language: list[list[str]] = Field(
         default_factory=lambda: [["hr", "sr", "bs", "sh"], ["no", "nb", "nn"], ["jw", "jv"]],
         description="codes treated as one language",
@@ -65,21 +75,17 @@ class TextLanguageFilter(Stage):
         tops = [next(iter(self._model(t).items()), ("und", 0.0)) for t in texts]  # type: ignore[operator]
         return [(lang, min(prob, 1.0)) for lang, prob in tops]
 
-    def process(self, active: pa.Table) -> pa.Table:
-        rows = active.select(["text", "lang"]).to_pylist()
-        judged = [i for i, r in enumerate(rows) if r["lang"] and rules.char_count(r["text"]) >= self.min_chars]
-        preds = dict(zip(judged, self.predict([rows[i]["text"] for i in judged]))) if judged else {}
-        flags: list[list[str]] = []
-        for i, r in enumerate(rows):
-            fired = []
-            if i in preds:
-                detected, prob = preds[i]
-                if self._canon(detected) != self._canon(r["lang"]) and prob >= self.disagree_min_prob:
-                    fired.append(f"text_lang:mismatch:{detected}")
-                elif prob < self.min_prob:
-                    fired.append("text_lang:low_confidence")
-            elif r["lang"] and rules.char_count(r["text"]):
-                fired.append("text_lang:skipped_short")
-            flags.append(fired)
-        table = schema.add_flags(active, flags)
-        return schema.reject(table, [fs[0] if fs and fs[0] != "text_lang:skipped_short" else None for fs in flags])
+    def rules(self, row: dict[str, Any]) -> list[str]:
+        """The row's verdict: a mismatch, low confidence, or why it was not judged."""
+        text, lang = row.get("text"), row.get("lang")
+        if not lang or not rules.char_count(text):
+            return []
+        letters = rules.letter_count(text)
+        if letters == 0:
+            return ["text_lang:skipped_no_letters"]
+        if letters < self.min_letters:
+            return ["text_lang:skipped_short"]
+        detected, prob = self.predict([text])[0]
+        if self._canon(detected) != self._canon(lang) and prob >= self.disagree_min_prob:
+            return [f"text_lang:mismatch:{detected}"]
+        return ["text_lang:low_confidence"] if prob < self.min_prob else []

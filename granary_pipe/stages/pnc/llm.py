@@ -75,7 +75,7 @@ class LLMPunctuation(Stage):
         return state
 
     def models(self) -> list[str]:
-        return llm.local_models(self.backend, self.DEFAULT_MODEL)
+        return llm.model_refs(self.backend, self.DEFAULT_MODEL, self.name)
 
     def gpu_use(self) -> GpuUse | None:
         return llm.gpu_use(self.backend)

@@ -43,7 +43,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import ClassVar, Any, Iterable, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -256,6 +256,7 @@ class PyannoteSegment(Stage):
     """Recording rows → single-speaker segment rows (≤ ``max_segment_s``), ``speaker`` set."""
 
     actor = True
+    RULES: ClassVar[tuple[str, ...]] = ("segment:no_speech", "segment:no_audio")
 
     model: str = Field(
         "pyannote-speaker-diarization-community-1",

@@ -7,6 +7,8 @@ with no speech stays one row, rejected as ``segment:no_speech``.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pyarrow as pa
 from faster_whisper.vad import VadOptions, get_speech_timestamps
@@ -38,6 +40,8 @@ A speech region cut at a chunk boundary is joined again by ``merge_regions``."""
 @register("segment.silero")
 class SileroSegment(Stage):
     """Recording rows → speech segment rows (≤ ``max_segment_s`` each)."""
+
+    RULES: ClassVar[tuple[str, ...]] = ("segment:no_speech",)
 
     threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability above which a frame is speech")
     min_speech_duration_ms: int = Field(250, ge=0, description="shorter speech regions are dropped")

@@ -29,7 +29,12 @@ class TranslationStage(Stage):
     max_ngram_repeats: int | None = Field(2, ge=1, description="a word 4-gram seen more often is a loop; None = off")
     lid_model: str | None = Field("fasttext-lid176", description="fastText LID model; None = no LID check")
     lid_min_prob: float = Field(0.3, ge=0, le=1, description="each side's expected language needs more than this")
+    lid_min_letters: int = Field(20, ge=0, description="language ID judges only a side with this many letters "
+                                                       "(not digits or symbols), as filter.text_lang does")
     qe_model: str | None = Field(None, description="quality-estimation model; None = off (the only option today)")
+    model_licenses: models.ModelLicenses = Field(
+        default_factory=dict, description="{model path: SPDX id} for models given by path (the Whisper model, "
+                                          "lid_model); needed for a release; registry models carry their own")
 
     _lid: Any = PrivateAttr(None)
 
@@ -47,8 +52,9 @@ class TranslationStage(Stage):
         state["__pydantic_private__"] = private
         return state
 
-    def filter_models(self) -> list[str]:
-        return [self.lid_model] if self.lid_model else []
+    def declared_models(self, names: list[str]) -> list[str]:
+        """``names`` and the filters' model, with the licenses ``model_licenses`` declares (``run.json``)."""
+        return models.refs(self.name, names + ([self.lid_model] if self.lid_model else []), self.model_licenses)
 
     def setup_filters(self) -> None:
         if self.lid_model and self._lid is None:
@@ -60,6 +66,7 @@ class TranslationStage(Stage):
             src, tgt, src_lang, tgt_lang, min_words=self.min_words, max_length_ratio=self.max_length_ratio,
             min_script_fraction=self.min_script_fraction, max_compression_ratio=self.max_compression_ratio,
             max_ngram_repeats=self.max_ngram_repeats, lid=self._lid, lid_min_prob=self.lid_min_prob,
+            lid_min_letters=self.lid_min_letters,
         )
 
     def gate(self, active: pa.Table, results: dict[int, Result], skipped: dict[int, str] | None = None,
@@ -92,7 +99,7 @@ class TranslationStage(Stage):
             "min_words": self.min_words, "max_length_ratio": self.max_length_ratio,
             "min_script_fraction": self.min_script_fraction, "max_compression_ratio": self.max_compression_ratio,
             "max_ngram_repeats": self.max_ngram_repeats,
-            "language_id": f"{self.lid_model}, expected language prob > {self.lid_min_prob}" if self.lid_model
-            else "off",
+            "language_id": f"{self.lid_model}, expected language prob > {self.lid_min_prob} on sides with "
+                           f"≥ {self.lid_min_letters} letters" if self.lid_model else "off",
             "quality_estimation": "off (qe_model: null; not implemented)",
         }

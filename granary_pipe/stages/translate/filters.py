@@ -5,11 +5,16 @@
 - ``too_short``: either side has fewer than ``min_words`` words;
 - ``length_ratio``: the longer side has ``max_length_ratio`` times the words of the shorter or more;
 - ``charset``: under ``min_script_fraction`` of the translation's letters are in its language's
-  script (Latin for en/de/es/fr/it/..., Cyrillic for ru/uk/bg/..., Greek for el, ...);
+  script (Latin for en/de/es/fr/it/..., Cyrillic for ru/uk/bg/..., Greek for el, ...); a
+  translation without letters fires unless the source has none either (a count, a price);
 - ``repetitive``: the translation compresses (zlib) more than ``max_compression_ratio``, or one
-  word 4-gram occurs more than ``max_ngram_repeats`` times: the marks of a decoder looping;
+  word 4-gram occurs more than ``max_ngram_repeats`` times: the marks of a decoder looping (words
+  as the hallucination filter's repetition rules see them, ``filters.rules.word_tokens``: a
+  numeral with group separators is one word);
 - ``src_lang`` / ``tgt_lang``: fastText language ID gives the expected language a probability of
-  ``lid_min_prob`` or less on that side.
+  ``lid_min_prob`` or less on that side. Only a side with at least ``lid_min_letters`` letters
+  (``filters.rules.letter_count``) is judged, as in ``filter.text_lang``: numbers and symbols
+  (``1, 2, 3``, ``19,99 €``) say nothing about a language.
 
 Words are whitespace-separated tokens; for languages written without spaces (zh, ja, th, ...)
 each letter counts as a word.
@@ -22,6 +27,8 @@ import zlib
 from pathlib import Path
 from collections import Counter
 from typing import Callable
+
+from granary_pipe.stages.filters.rules import letter_count, word_tokens
 
 NO_SPACES = {"zh", "yue", "ja", "th", "lo", "km", "my", "bo"}
 
@@ -114,9 +121,8 @@ def compression_ratio(text: str) -> float:
 
 
 def max_ngram_count(text: str, n: int = 4) -> int:
-    """How often the most frequent word ``n``-gram occurs (lower-cased, punctuation ignored)."""
-    toks = ["".join(ch for ch in w if ch.isalnum()) for w in text.casefold().split()]
-    toks = [t for t in toks if t]
+    """How often the most frequent word ``n``-gram occurs (words: ``filters.rules.word_tokens``)."""
+    toks = [t.text for t in word_tokens(text)]
     grams = Counter(tuple(toks[i : i + n]) for i in range(len(toks) - n + 1))
     return max(grams.values(), default=0)
 
@@ -137,7 +143,7 @@ def check_pair(src: str, tgt: str, src_lang: str, tgt_lang: str, *, min_words: i
                max_length_ratio: float = 4.0, min_script_fraction: float = 0.9,
                max_compression_ratio: float | None = 2.4, max_ngram_repeats: int | None = 2,
                lid: LanguageProbs | None = None,
-               lid_min_prob: float = 0.3) -> list[str]:
+               lid_min_prob: float = 0.3, lid_min_letters: int = 20) -> list[str]:
     """Names of the rules the pair breaks (see the module doc); empty when it passes."""
     fired = []
     if too_short(src, tgt, src_lang, tgt_lang, min_words):
@@ -145,16 +151,15 @@ def check_pair(src: str, tgt: str, src_lang: str, tgt_lang: str, *, min_words: i
     if length_ratio(src, tgt, src_lang, tgt_lang) >= max_length_ratio:
         fired.append("length_ratio")
     frac = script_fraction(tgt, tgt_lang)
-    if frac is not None and frac < min_script_fraction:
+    if frac is not None and frac < min_script_fraction and (letter_count(tgt) or letter_count(src)):
         fired.append("charset")
     if (max_compression_ratio is not None and compression_ratio(tgt) > max_compression_ratio) or (
             max_ngram_repeats is not None and max_ngram_count(tgt) > max_ngram_repeats):
         fired.append("repetitive")
     if lid is not None:
-        if lid_prob(lid, src, src_lang) <= lid_min_prob:
-            fired.append("src_lang")
-        if lid_prob(lid, tgt, tgt_lang) <= lid_min_prob:
-            fired.append("tgt_lang")
+        for rule, text, lang in (("src_lang", src, src_lang), ("tgt_lang", tgt, tgt_lang)):
+            if letter_count(text) >= max(lid_min_letters, 1) and lid_prob(lid, text, lang) <= lid_min_prob:
+                fired.append(rule)
     return fired
 
 

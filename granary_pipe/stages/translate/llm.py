@@ -73,7 +73,7 @@ class LLMTranslate(TranslationStage):
         return tgt if tgt != lang else None
 
     def models(self) -> list[str]:
-        return llm.local_models(self.backend, self.DEFAULT_MODEL) + self.filter_models()
+        return llm.model_refs(self.backend, self.DEFAULT_MODEL, self.name) + self.declared_models([])
 
     def gpu_use(self) -> GpuUse | None:
         return llm.gpu_use(self.backend)

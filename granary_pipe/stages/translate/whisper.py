@@ -43,7 +43,7 @@ class WhisperTranslate(TranslationStage):
     batch_size: int = 64
 
     def models(self) -> list[str]:
-        return [self.model] + self.filter_models()
+        return self.declared_models([self.model])
 
     def setup(self) -> None:
         self.setup_filters()
