@@ -19,6 +19,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, pad_or_trim
 
 from granary_pipe import models
+from granary_pipe.stages.asr import cuda_libs
 
 N_FRAMES = 3000  # 30 s of 10 ms frames: Whisper's fixed input
 
@@ -50,7 +51,10 @@ def default_threads() -> int:
 @lru_cache(maxsize=8)
 def load(name_or_path: str, device: str = "auto", compute_type: str = "default", cpu_threads: int = 0) -> WhisperModel:
     """Load a Whisper model by registry name or path, once per process (``cpu_threads`` 0:
-    :func:`default_threads`)."""
+    :func:`default_threads`). On a GPU the CUDA 12 libraries CTranslate2 needs are loaded first
+    (:mod:`cuda_libs`), so a missing one is one line naming it and the ``[gpu]`` extra."""
+    if cuda_libs.wants_cuda(device):
+        cuda_libs.preload()
     threads = cpu_threads or default_threads()
     return WhisperModel(str(models.resolve(name_or_path)), device=device, compute_type=compute_type,
                         cpu_threads=threads, local_files_only=True)
