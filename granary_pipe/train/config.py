@@ -150,6 +150,9 @@ class LoopConfig(_Strict):
         "auto", description="GPU only: auto = bf16 where supported, else fp16 (+ GradScaler)")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's)")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms(True)")
+    check_replicas_every: int | None = Field(
+        None, ge=1, description="DDP: every N steps (and at the last) log the largest parameter difference "
+                                "between ranks ({kind: replicas} in metrics.jsonl; a warning when not 0); null = off")
 
 
 class TrainConfig(_Strict):

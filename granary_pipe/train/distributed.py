@@ -15,14 +15,34 @@ The loop (:func:`granary_pipe.train.loop.train`) is the same function in all thr
   ``ray.train.torch.get_device()`` and ``prepare_model`` (DDP). Without ``--ray-address`` an
   embedded local Ray is started. ``--out`` and the release must be paths every worker sees
   (shared storage on a multi-node cluster); rank 0 writes checkpoints and metrics there.
+
+**Replicas.** Every rank builds the model from the same seed and DDP broadcasts rank 0's
+parameters and buffers when it wraps the model (torchrun and Ray's ``prepare_model`` alike);
+each backward all-reduces (averages) the gradients, so clipping and the optimizer step see the
+same gradients on every rank and the replicas stay bitwise identical. The step is therefore the
+single-process step on the *mean of the per-rank losses* (not one loss over the union of the
+batches: the CTC loss is normalised by each rank's own target tokens). Tested for both launchers
+(``tests/test_train_ddp.py``: ranks identical, and equal to a one-process run on the same
+per-rank batches to 2e-5 after 3 steps). ``train.check_replicas_every: N`` checks it on a real
+run: every N steps (and at the last) :func:`check_replicas` records the largest parameter
+difference between ranks as ``{"kind": "replicas", "step", "max_abs_diff"}`` in
+``metrics.jsonl`` and warns when it is not 0.
+
+Ranks read disjoint data within an epoch (:mod:`~granary_pipe.train.data`), but each rank runs
+through its own share at its own pace and every step weighs the ranks equally: with few, unequal
+shards a rank with fewer rows starts its next epoch (new shard assignment) sooner, so the same
+utterance can appear on two ranks in one step and a small share is seen more often.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -132,6 +152,39 @@ def from_env() -> DistContext:
 def unwrap(model):
     """The module inside a DDP wrapper (or the model itself)."""
     return getattr(model, "module", model)
+
+
+def replica_divergence(model, dist: DistContext) -> float:
+    """Largest absolute difference of any parameter or floating-point buffer between any two
+    ranks (0.0: identical replicas, or one process); every rank gets the value.
+
+    Two all-reduces (MAX and MIN) of the flattened state, so it costs about two gradient
+    all-reduces: meant for every few hundred steps, not every step. NaN on any rank gives NaN.
+    """
+    if not dist.distributed:
+        return 0.0
+    import torch
+    import torch.distributed as td
+
+    state = [t.detach().reshape(-1).float() for t in unwrap(model).state_dict().values() if t.is_floating_point()]
+    if not state:
+        return 0.0
+    hi = torch.cat(state).to(dist._comm_device())
+    lo = hi.clone()
+    nan = torch.isnan(hi).any().to(torch.int32).reshape(1)
+    td.all_reduce(hi, op=td.ReduceOp.MAX)
+    td.all_reduce(lo, op=td.ReduceOp.MIN)
+    td.all_reduce(nan, op=td.ReduceOp.MAX)
+    return float("nan") if nan.item() else float((hi - lo).max())
+
+
+def check_replicas(model, dist: DistContext, step: int) -> dict[str, Any]:
+    """:func:`replica_divergence` as a metrics record; rank 0 warns when the replicas differ."""
+    diff = replica_divergence(model, dist)
+    if dist.is_main and not diff == 0.0:
+        log.warning("step %d: model replicas differ across %d ranks (largest parameter difference %.3g); "
+                    "DDP keeps them identical, so something updates one rank only", step, dist.world, diff)
+    return {"kind": "replicas", "step": step, "max_abs_diff": diff}
 
 
 # ----------------------------------------------------------------------------- Ray Train

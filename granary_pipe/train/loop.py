@@ -63,7 +63,7 @@ from granary_pipe.train.data import (
     split_info,
     training_texts,
 )
-from granary_pipe.train.distributed import DistContext, single_process, unwrap
+from granary_pipe.train.distributed import DistContext, check_replicas, single_process, unwrap
 from granary_pipe.train.infer import autocast, evaluate, evaluate_model, load_model, transcribe
 from granary_pipe.train.model import ConformerCTC, count_parameters, ctc_loss
 from granary_pipe.train.schedules import make_scheduler
@@ -338,6 +338,9 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.3f}", lr=f"{lr:.2e}")
+            every = cfg.train.check_replicas_every
+            if every and dist.world > 1 and (step % every == 0 or step == cfg.train.max_steps):
+                metrics.write(check_replicas(model, dist, step))
             if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
                 last_eval = run_eval(step) or last_eval
             if step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps:
