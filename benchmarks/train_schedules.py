@@ -4,8 +4,8 @@ For each schedule (linear, piecewise, exponential, polynomial) it trains the sam
 the same seed on the same batch sequence (only the learning rate differs) for ``--steps``
 updates, then reports the loss at fixed steps, the step where the loss first falls below
 thresholds, held-out WER/CER, mean step time and the data loader's share of it. Before that it
-measures the loader alone (batches decoded + featurised, no model) so its throughput can be
-compared with what training consumes.
+measures the loader alone (batches decoded and tokenised, no model; ``train_throughput.py``'s
+measurement) so its throughput can be compared with what training consumes.
 
     python benchmarks/train_schedules.py --data /tmp/demo-rel-train --out /tmp/sched-bench \
         --config pipelines/train-tiny.yaml --steps 200 --warmup-steps 50 --set data.max_batch_s=30
@@ -23,31 +23,14 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
+from train_throughput import loader_alone  # benchmarks/ is sys.path[0] when run as a script
+
 from granary_pipe.train.config import load_train_config
-from granary_pipe.train.data import iterate_epochs, open_release, training_texts
+from granary_pipe.train.data import open_release, training_texts
 from granary_pipe.train.loop import read_metrics, train
 from granary_pipe.train.schedules import SCHEDULE_NAMES
 from granary_pipe.train.tokenizer import build_tokenizer
-
-
-def loader_alone(data: Path, cfg, batches: int) -> dict:
-    """Samples/s and audio s/s of the data pipeline without a model (same config, same order)."""
-    release = open_release(data)
-    tok = build_tokenizer(training_texts(release, cfg.data), cfg.tokenizer, cfg.data.text_norm)
-    it = iterate_epochs(release, cfg.data, tok, n_mels=cfg.model.n_mels, seed=cfg.seed, epoch=0, start=0,
-                        rank=0, world=1)
-    next(it)  # worker start-up is not throughput
-    t0 = time.perf_counter()
-    n = audio = decode = 0.0
-    for _ in range(batches):
-        b = next(it)
-        n += len(b["ids"])
-        audio += b["audio_s"]
-        decode += b["decode_s"]
-    wall = time.perf_counter() - t0
-    it.close()
-    return {"batches": batches, "samples_per_s": n / wall, "audio_s_per_s": audio / wall,
-            "decode_s_per_batch": decode / batches, "loader_workers": cfg.data.loader_workers}
 
 
 def main() -> None:
@@ -75,7 +58,9 @@ def main() -> None:
 
     results: dict = {"config": str(args.config), "steps": args.steps, "warmup_steps": args.warmup_steps,
                      "peak_lr": args.peak_lr, "overrides": overrides, "schedules": {}}
-    results["loader_alone"] = loader_alone(args.data, base, args.loader_batches)
+    release = open_release(args.data)
+    tok = build_tokenizer(training_texts(release, base.data), base.tokenizer, base.data.text_norm)
+    results["loader_alone"] = loader_alone(base, release, tok, torch.device("cpu"), args.loader_batches, warmup=1)
     print("loader alone:", json.dumps(results["loader_alone"]))
 
     for name in args.schedules.split(","):
@@ -143,7 +128,7 @@ def _table(results: dict) -> None:
               f" | {ev.get('wer', float('nan')):.3f} | {ev.get('cer', float('nan')):.3f} |")
     la = results["loader_alone"]
     print(f"\nloader alone ({la['loader_workers']} worker(s)): {la['samples_per_s']:.1f} samples/s, "
-          f"{la['audio_s_per_s']:.0f} s audio/s, {la['decode_s_per_batch'] * 1000:.0f} ms decode+features per batch")
+          f"{la['audio_s_per_s']:.0f} s audio/s, {la['decode_s_per_batch'] * 1000:.0f} ms decode per batch")
 
 
 if __name__ == "__main__":

@@ -1,24 +1,21 @@
 """Training data: deterministic WebDataset stream, duration buckets, resume skip, worker order,
-rank split, held-out split, tokenizers, features and SpecAugment."""
+rank split, held-out split, tokenizers, padded waveform batches (features: test_train_features)."""
 
 from __future__ import annotations
 
 import pickle
 
-import numpy as np
 import pytest
 import torch
 
-from granary_pipe.train.config import DataConfig, SpecAugmentConfig, TokenizerConfig
+from granary_pipe.train.config import DataConfig, TokenizerConfig
 from granary_pipe.train.data import (
-    Featurizer,
     ReleaseBatches,
     bucket_batches,
     is_held_out,
     make_loader,
     open_release,
     sample_stream,
-    spec_augment,
     training_texts,
 )
 from granary_pipe.train.tokenizer import Tokenizer, build_tokenizer, normalize_text
@@ -84,11 +81,11 @@ def test_resume_skips_batches_without_changing_the_rest(release, tokenizer):
     assert _ids(later) == _ids(full)[2:]
     assert [b["index"] for b in later] == list(range(2, len(full)))
     for a, b in zip(later, full[2:]):
-        assert torch.equal(a["feats"], b["feats"]) and torch.equal(a["targets"], b["targets"])
+        assert torch.equal(a["waves"], b["waves"]) and torch.equal(a["targets"], b["targets"])
     # two loader workers decode alternate batches; the loader returns them in order
     two = run(1, workers=2)
     assert _ids(two) == _ids(full)[1:]
-    assert all(torch.equal(a["feats"], b["feats"]) for a, b in zip(two, full[1:]))
+    assert all(torch.equal(a["waves"], b["waves"]) for a, b in zip(two, full[1:]))
 
 
 def test_loader_workers_run_across_epochs_in_stream_order_and_resume_mid_epoch(release, tokenizer):
@@ -162,28 +159,16 @@ def test_per_language_tokenizers_with_lang_tags(release):
     assert Tokenizer.from_state(tok.state()).decode(en) == "hello world"
 
 
-def test_featurizer_gives_80_log_mels_at_10ms():
-    wave = (0.1 * np.sin(2 * np.pi * 440 * np.arange(16000 * 1.234) / 16000)).astype(np.float32)
-    f = Featurizer(80)(wave)
-    assert f.shape == (len(wave) // 160, 80) and f.dtype == np.float32
-    assert np.isfinite(f).all() and f.max() <= 1.6
-
-
-def test_spec_augment_masks_stay_inside_utterances_and_are_seeded():
-    cfg = SpecAugmentConfig(freq_masks=2, freq_width=10, time_masks=2, time_width_frac=0.2, max_time_width=30)
-    feats = torch.ones(3, 200, 80)
-    lens = torch.tensor([200, 120, 50])
-    out = spec_augment(feats, lens, cfg, torch.Generator().manual_seed(7))
-    again = spec_augment(feats, lens, cfg, torch.Generator().manual_seed(7))
-    assert torch.equal(out, again)
-    masked = out == 0
-    for b, n in enumerate(lens.tolist()):
-        time_cols = masked[b].all(dim=1)  # frames masked in every bin: time masks
-        assert time_cols.sum() <= 2 * min(30, int(0.2 * n))
-        assert not time_cols[n:].any()
-        freq_rows = masked[b, :n].all(dim=0)  # bins masked in every valid frame: frequency masks
-        assert freq_rows.sum() <= 20
-    assert masked.any()
+def test_batches_hold_padded_16k_waveforms_for_the_device(release, tokenizer):
+    """Workers decode and tokenise only: zero-padded float32 waveforms, their lengths and frame
+    counts (``len // 160``); the log-mel is the training process's job (test_train_features)."""
+    for b in make_loader(ReleaseBatches(release, CFG, tokenizer, split="all", shuffle=False), 0):
+        waves, lens = b["waves"], b["wave_lens"]
+        assert waves.dtype == torch.float32 and waves.shape == (len(b["ids"]), int(lens.max()))
+        assert torch.equal(b["feat_lens"], lens // 160) and "feats" not in b
+        for w, n in zip(waves, lens.tolist()):
+            assert not w[n:].any() and w[:n].abs().max() > 0.01
+        assert b["audio_s"] == pytest.approx(lens.sum().item() / 16000, abs=1e-3 * len(lens))
 
 
 def test_a_release_url_is_downloaded_wds_only_then_read_locally(tiny_release, tmp_path):

@@ -84,7 +84,8 @@ def test_outputs_metrics_tensorboard_and_checkpoints(overfit):
 def test_transcribe_audio_files(overfit, tmp_path):
     import soundfile as sf
 
-    from granary_pipe.train.data import decode_flac, sample_stream
+    from granary_pipe.train.audio import decode_flac
+    from granary_pipe.train.data import sample_stream
     from granary_pipe.train.data import open_release as open_rel
 
     rel, out, _ = overfit
@@ -92,7 +93,7 @@ def test_transcribe_audio_files(overfit, tmp_path):
 
     sample = next(s for s in sample_stream(open_rel(rel), DataConfig(held_out_pct=0), split="all", shuffle=False)
                   if s["meta"]["text"].lower().startswith("hello"))
-    wav = tmp_path / "hello.wav"  # a WAV at 22.05 kHz: decoded and resampled by PyAV
+    wav = tmp_path / "hello.wav"  # a WAV at 22.05 kHz: read by soundfile, resampled
     import numpy as np
 
     wave = decode_flac(sample["flac"])

@@ -1,4 +1,4 @@
-"""Batches from a release: WebDataset shards → split → shuffle → duration buckets → features.
+"""Batches from a release: WebDataset shards → split → shuffle → duration buckets → waveforms.
 
 **Deterministic by construction.** The batch sequence of an epoch is a pure function of
 (release, data config, seed, epoch, rank, world size):
@@ -14,9 +14,10 @@
    ``min(max_batch_size, max_batch_s // bucket_upper_s)`` samples, so a batch never pads
    to more than ``max_batch_s`` seconds; leftovers are emitted at the end of the epoch;
 5. counting batches from the start position on (across epochs: the loader workers go on
-   into the next epoch without restarting), batch ``k`` is decoded (FLAC → 16 kHz float32 →
-   80-dim log-mel) and tokenised by DataLoader worker ``k % workers``; PyTorch's DataLoader
-   returns worker outputs round-robin, so batches arrive in stream order.
+   into the next epoch without restarting), batch ``k`` is decoded (FLAC → 16 kHz float32,
+   zero-padded to the longest) and tokenised by DataLoader worker ``k % workers``; PyTorch's
+   DataLoader returns worker outputs round-robin (in pinned memory when training on CUDA), so
+   batches arrive in stream order.
 
 **Resume.** The data position is ``(epoch, next batch index)`` per rank. Resuming rebuilds the
 epoch's stream and skips ``start`` batches at step 4, before any audio is decoded: skipping
@@ -26,18 +27,14 @@ costs reading the tars, not decoding them.
 big-endian) mod 10000 < ``held_out_pct`` × 100: per row, independent of shards, order,
 seed and of which other rows exist; recorded in each checkpoint (:func:`split_info`).
 
-**Features.** ``faster_whisper.feature_extractor.FeatureExtractor`` (numpy): 25 ms Hann
-window, 10 ms hop, Slaney mel filterbank, log10, dynamic range clamped to 8 (log10 units)
-below the utterance's maximum, scaled ``(x + 4) / 4`` (Whisper's features, without padding to
-30 s). No torchaudio (its PyPI wheel does not import beside this torch), no hand-written
-filterbank. SpecAugment runs on the batch tensor in the training process
-(:func:`spec_augment`), seeded per batch.
+**Features.** Workers only read, decode and tokenise. The log-mel and SpecAugment are computed
+by the training process on its device, in batch (:mod:`granary_pipe.train.features`); audio is
+decoded by :mod:`granary_pipe.train.audio` (soundfile, no PyAV, no faster-whisper).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
 import time
@@ -47,8 +44,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from granary_pipe.schema import SAMPLE_RATE_HZ
-from granary_pipe.train.config import DataConfig, SpecAugmentConfig
+from granary_pipe.train.audio import decode_flac
+from granary_pipe.train.config import DataConfig
+from granary_pipe.train.features import frame_counts
 from granary_pipe.train.tokenizer import Tokenizer, normalize_text
 
 HELD_OUT_SALT = "heldout"
@@ -204,53 +202,23 @@ def bucket_batches(samples: Iterator[dict], cfg: DataConfig) -> Iterator[list[di
             yield bucket
 
 
-# ----------------------------------------------------------------------------- audio + features
-
-def decode_flac(data: bytes) -> np.ndarray:
-    """16 kHz mono float32 from the release's FLAC bytes (PyAV fallback for other rates/layouts)."""
-    import soundfile as sf
-
-    wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    if rate == SAMPLE_RATE_HZ and wave.shape[1] == 1:
-        return wave[:, 0]
-    from faster_whisper.audio import decode_audio
-
-    return decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE_HZ)
-
-
-def load_audio(path: str | Path) -> np.ndarray:
-    """Any file FFmpeg reads → 16 kHz mono float32 (PyAV via faster_whisper)."""
-    from faster_whisper.audio import decode_audio
-
-    return decode_audio(str(path), sampling_rate=SAMPLE_RATE_HZ)
-
-
-class Featurizer:
-    """80-dim log-mel at 10 ms from faster-whisper's numpy feature extractor (module doc)."""
-
-    def __init__(self, n_mels: int = 80):
-        from faster_whisper.feature_extractor import FeatureExtractor
-
-        self.n_mels = n_mels
-        self._fe = FeatureExtractor(feature_size=n_mels, sampling_rate=SAMPLE_RATE_HZ)
-
-    def __call__(self, wave: np.ndarray) -> np.ndarray:
-        """``(frames, n_mels)`` float32; ``frames = len(wave) // 160``."""
-        return np.ascontiguousarray(self._fe(wave, padding=0).T, dtype=np.float32)
-
+# ----------------------------------------------------------------------------- batches
 
 def collate(items: list[tuple[np.ndarray, list[int]]], meta: list[dict]) -> dict[str, Any]:
-    """Pad features and concatenate targets into the batch dict the loop consumes."""
+    """Zero-pad waveforms to the longest and concatenate targets into the batch dict the loop
+    consumes (``waves (B, N)`` float32, ``wave_lens``, ``feat_lens = wave_lens // 160``, targets)."""
     import torch
 
-    lens = [f.shape[0] for f, _ in items]
-    feats = torch.zeros(len(items), max(lens), items[0][0].shape[1])
-    for i, (f, _) in enumerate(items):
-        feats[i, : f.shape[0]] = torch.from_numpy(f)
+    lens = [len(w) for w, _ in items]
+    waves = torch.zeros(len(items), max(lens), dtype=torch.float32)
+    for i, (w, _) in enumerate(items):
+        waves[i, : len(w)] = torch.from_numpy(w)
+    wave_lens = torch.tensor(lens, dtype=torch.int64)
     targets = [t for _, t in items]
     return {
-        "feats": feats,
-        "feat_lens": torch.tensor(lens, dtype=torch.int64),
+        "waves": waves,
+        "wave_lens": wave_lens,
+        "feat_lens": frame_counts(wave_lens),
         "targets": torch.tensor([x for t in targets for x in t], dtype=torch.int64),
         "target_lens": torch.tensor([len(t) for t in targets], dtype=torch.int64),
         "ids": [m["id"] for m in meta],
@@ -273,15 +241,14 @@ class ReleaseBatches(_torch_dataset_base()):
     Batches are numbered from the start position on (``k = 0, 1, …`` across epochs); loader
     worker ``k % workers`` decodes batch ``k`` (module doc, step 5). Each yielded dict also carries
     ``epoch``, ``index`` (batch number within its epoch) and ``decode_s`` (worker seconds spent
-    decoding + featurising it).
+    decoding and tokenising it).
     """
 
-    def __init__(self, release: Release, cfg: DataConfig, tokenizer: Tokenizer, *, n_mels: int = 80,
-                 split: str = "train", seed: int = 0, epoch: int = 0, start: int = 0, rank: int = 0,
+    def __init__(self, release: Release, cfg: DataConfig, tokenizer: Tokenizer, *, split: str = "train", seed: int = 0, epoch: int = 0, start: int = 0, rank: int = 0,
                  world: int = 1, shuffle: bool = True, limit: int | None = None, targets: bool = True,
                  epochs: int | None = 1):
         super().__init__()
-        self.release, self.cfg, self.tokenizer, self.n_mels = release, cfg, tokenizer, n_mels
+        self.release, self.cfg, self.tokenizer = release, cfg, tokenizer
         self.split, self.seed, self.epoch, self.start = split, seed, epoch, start
         self.rank, self.world, self.shuffle, self.limit = rank, world, shuffle, limit
         self.targets, self.epochs = targets, epochs
@@ -305,7 +272,6 @@ class ReleaseBatches(_torch_dataset_base()):
 
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        featurize = Featurizer(self.n_mels)
         epoch, start, k = self.epoch, self.start, 0
         while self.epochs is None or epoch < self.epoch + self.epochs:
             n = 0
@@ -317,7 +283,7 @@ class ReleaseBatches(_torch_dataset_base()):
                 if (k - 1) % nw != wid:
                     continue
                 t0 = time.perf_counter()
-                items = [(featurize(decode_flac(s["flac"])), self._target(s["meta"])) for s in plan]
+                items = [(decode_flac(s["flac"]), self._target(s["meta"])) for s in plan]
                 batch = collate(items, [s["meta"] for s in plan])
                 batch.update(epoch=epoch, index=index, decode_s=time.perf_counter() - t0)
                 yield batch
@@ -339,11 +305,11 @@ def make_loader(dataset: ReleaseBatches, workers: int, prefetch: int = 4, seed: 
     )
 
 
-def iterate_epochs(release: Release, cfg: DataConfig, tokenizer: Tokenizer, *, n_mels: int, seed: int,
+def iterate_epochs(release: Release, cfg: DataConfig, tokenizer: Tokenizer, *, seed: int,
                    epoch: int, start: int, rank: int, world: int, pin_memory: bool = False) -> Iterator[dict[str, Any]]:
     """Training batches from position ``(epoch, start)`` on, epoch after epoch, forever
     (one DataLoader: its workers run across epoch boundaries)."""
-    ds = ReleaseBatches(release, cfg, tokenizer, n_mels=n_mels, split="train", seed=seed, epoch=epoch,
+    ds = ReleaseBatches(release, cfg, tokenizer, split="train", seed=seed, epoch=epoch,
                         start=start, rank=rank, world=world, epochs=None)
     yield from make_loader(ds, cfg.loader_workers, cfg.prefetch_batches, _rank_seed(seed, rank) % 2**63,
                            pin_memory=pin_memory)
@@ -369,34 +335,7 @@ def training_texts(release: Release, cfg: DataConfig) -> dict[str, list[str]]:
     return out
 
 
-# ----------------------------------------------------------------------------- SpecAugment
-
-def spec_augment(feats, lens, cfg: SpecAugmentConfig, generator):
-    """Frequency and time masks (set to 0) on ``feats (B, T, F)``; masks stay inside each
-    utterance's valid frames. ``generator``: a seeded ``torch.Generator`` (CPU)."""
-    import torch
-
-    b, t, f = feats.shape
-    dev = feats.device
-    mask = torch.zeros(b, t, f, dtype=torch.bool)
-
-    def rand(n: int = b) -> torch.Tensor:
-        return torch.rand(n, generator=generator)
-
-    fr = torch.arange(f)[None, None, :]
-    for _ in range(cfg.freq_masks):
-        width = (rand() * (min(cfg.freq_width, f) + 1)).floor()
-        f0 = (rand() * (f - width + 1)).floor()
-        mask |= (fr >= f0[:, None, None]) & (fr < (f0 + width)[:, None, None])
-    tr = torch.arange(t)[None, :, None]
-    lens_f = lens.cpu().float()
-    max_w = torch.minimum((lens_f * cfg.time_width_frac).floor(), torch.tensor(float(cfg.max_time_width)))
-    for _ in range(cfg.time_masks):
-        width = (rand() * (max_w + 1)).floor()
-        t0 = (rand() * (lens_f - width + 1).clamp(min=1)).floor()
-        mask |= (tr >= t0[:, None, None]) & (tr < (t0 + width)[:, None, None])
-    return feats.masked_fill(mask.to(dev), 0.0)
-
+# ----------------------------------------------------------------------------- SpecAugment seeds
 
 def batch_seed(seed: int, epoch: int, index: int, rank: int) -> int:
     """Seed of a batch's SpecAugment generator."""

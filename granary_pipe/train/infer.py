@@ -11,7 +11,9 @@ import torch
 
 from granary_pipe.train.checkpoint import load_checkpoint
 from granary_pipe.train.config import TrainConfig
-from granary_pipe.train.data import Featurizer, Release, ReleaseBatches, load_audio, make_loader, open_release
+from granary_pipe.train.audio import load_audio
+from granary_pipe.train.data import Release, ReleaseBatches, make_loader, open_release
+from granary_pipe.train.features import HOP, LogMel
 from granary_pipe.train.model import MIN_FRAMES, ConformerCTC, greedy_decode
 from granary_pipe.train.tokenizer import Tokenizer, normalize_text
 
@@ -20,18 +22,17 @@ def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, release: Releas
                    split: str = "heldout", device="cpu", max_utts: int | None = None,
                    amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Greedy CTC on ``split`` of ``release``; WER and CER (jiwer) on normalised text."""
-    import jiwer
-
-    ds = ReleaseBatches(release, cfg.data, tokenizer, n_mels=cfg.model.n_mels, split=split, shuffle=False,
-                        limit=max_utts, targets=False)
+    ds = ReleaseBatches(release, cfg.data, tokenizer, split=split, shuffle=False, limit=max_utts, targets=False)
+    logmel = LogMel(cfg.model.n_mels, device)
     was_training = model.training
     model.eval()
     refs, hyps, ids = [], [], []
     try:
-        for batch in make_loader(ds, cfg.data.loader_workers, cfg.data.prefetch_batches):
-            feats = batch["feats"].to(device)
+        pin = torch.device(device).type == "cuda"
+        for batch in make_loader(ds, cfg.data.loader_workers, cfg.data.prefetch_batches, pin_memory=pin):
+            feats, feat_lens = logmel(batch["waves"], batch["wave_lens"])
             with autocast(device, amp_dtype):
-                lp, lens = model(feats, batch["feat_lens"].to(device))
+                lp, lens = model(feats, feat_lens)
             hyps += [tokenizer.decode(seq) for seq in greedy_decode(lp, lens)]
             refs += [normalize_text(t, cfg.data.text_norm) for t in batch["texts"]]
             ids += batch["ids"]
@@ -39,6 +40,8 @@ def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, release: Releas
         model.train(was_training)
     if not refs:
         return {"split": split, "utterances": 0, "wer": None, "cer": None, "examples": []}
+    import jiwer
+
     return {
         "split": split,
         "utterances": len(refs),
@@ -84,7 +87,8 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: s
 @torch.no_grad()
 def transcribe(checkpoint: str | Path, audio: list[str | Path], *, device: str | None = None,
                chunk_s: float = 30.0) -> list[dict[str, Any]]:
-    """Greedy CTC transcripts of audio files (any format FFmpeg decodes, resampled to 16 kHz).
+    """Greedy CTC transcripts of audio files (what libsndfile reads, other containers with PyAV when
+    installed; resampled to 16 kHz: :func:`granary_pipe.train.audio.load_audio`).
 
     Audio longer than ``chunk_s`` (the longest training segment) is cut into fixed chunks,
     decoded one by one and joined; a word across a cut may be split. For long recordings,
@@ -92,7 +96,7 @@ def transcribe(checkpoint: str | Path, audio: list[str | Path], *, device: str |
     """
     model, tokenizer, cfg, _ = load_model(checkpoint, device)
     dev = next(model.parameters()).device
-    featurize = Featurizer(cfg.model.n_mels)
+    logmel = LogMel(cfg.model.n_mels, dev)
     out = []
     chunk = int(chunk_s * 16000)
     for path in audio:
@@ -100,10 +104,10 @@ def transcribe(checkpoint: str | Path, audio: list[str | Path], *, device: str |
         ids: list[int] = []
         for begin in range(0, max(len(wave), 1), chunk):
             piece = wave[begin: begin + chunk]
-            if len(piece) < MIN_FRAMES * 160:
+            if len(piece) < MIN_FRAMES * HOP:
                 continue
-            feats = torch.from_numpy(featurize(piece))[None]
-            lp, lens = model(feats.to(dev), torch.tensor([feats.shape[1]], device=dev))
+            feats, frames = logmel(torch.from_numpy(piece)[None], torch.tensor([len(piece)]))
+            lp, lens = model(feats, frames)
             ids += greedy_decode(lp, lens)[0]
         item = {"audio": str(path), "duration_s": round(len(wave) / 16000, 3), "text": tokenizer.decode(ids)}
         if tokenizer.lang_tags:

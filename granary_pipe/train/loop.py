@@ -10,7 +10,9 @@ transcription: :mod:`~granary_pipe.train.infer`; all re-exported here).
     checkpoints/latest             name of the newest checkpoint (written last)
     tokenizer/*.model              the SentencePiece model(s), for inspection
     metrics.jsonl                  {"kind": "train", step, loss, lr, grad_norm, step_time_s,
-                                   data_wait_s, samples, samples_per_s, audio_s_per_s, ...}
+                                   data_wait_s, samples, samples_per_s, audio_s_per_s, ...,
+                                   run_step_time_s, run_data_wait_s, run_audio_s (totals of
+                                   this process, for rates over a window), wall_time}
                                    every ``log_every`` steps; {"kind": "eval", step, wer, cer}
     tb/                            the same scalars as TensorBoard events
     summary.json                   last step, loss, eval, throughput
@@ -21,6 +23,10 @@ the TensorBoard log cut back to the checkpoint's step. On CPU with ``determinist
 the same thread count the resumed losses equal an uninterrupted run's (tested to 1e-6). The
 model/data/tokenizer/optim/schedule/seed sections must equal the checkpoint's; ``train``
 (``max_steps``, intervals) may change.
+
+**Features** are computed here, on the device, from the padded waveforms the loader workers
+send (:class:`~granary_pipe.train.features.LogMel`, then SpecAugment). Loss and gradient norm
+are read back from the device only on logged steps, so the host does not wait for every step.
 
 **Loss.** CTC summed over the batch divided by target tokens; with ``grad_accum`` micro-batches
 the step's loss is their mean. ``lr`` in a record is the rate the update ran at.
@@ -59,11 +65,11 @@ from granary_pipe.train.data import (
     is_url,
     iterate_epochs,
     open_release,
-    spec_augment,
     split_info,
     training_texts,
 )
 from granary_pipe.train.distributed import DistContext, check_replicas, single_process, unwrap
+from granary_pipe.train.features import LogMel, spec_augment
 from granary_pipe.train.infer import autocast, evaluate, evaluate_model, load_model, transcribe
 from granary_pipe.train.model import ConformerCTC, count_parameters, ctc_loss
 from granary_pipe.train.schedules import make_scheduler
@@ -266,10 +272,11 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
         return result
 
     position = [epoch, start]
-    batches = iterate_epochs(release, cfg.data, tokenizer, n_mels=cfg.model.n_mels, seed=cfg.seed,
+    batches = iterate_epochs(release, cfg.data, tokenizer, seed=cfg.seed,
                              epoch=epoch, start=start, rank=dist.rank, world=dist.world,
                              pin_memory=device.type == "cuda")
     accum, sa = cfg.optim.grad_accum, cfg.data.spec_augment
+    logmel = LogMel(cfg.model.n_mels, device)
     params = [p for p in model.parameters() if p.requires_grad]
     ddp = hasattr(model, "no_sync")
     totals = {"steps": 0, "step_time_s": 0.0, "data_wait_s": 0.0, "samples": 0, "audio_s": 0.0}
@@ -293,15 +300,16 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
                 batch = next(batches)
                 wait += time.perf_counter() - t0
                 position[:] = [batch["epoch"], batch["index"] + 1]
-                feats = batch["feats"]
+                feats, feat_lens = logmel(batch["waves"], batch["wave_lens"])  # on the device, in batch
                 if sa.freq_masks or sa.time_masks:
                     gen = torch.Generator().manual_seed(batch_seed(cfg.seed, batch["epoch"], batch["index"], dist.rank))
                     feats = spec_augment(feats, batch["feat_lens"], sa, gen)
                 sync = model.no_sync() if ddp and micro < accum - 1 else contextlib.nullcontext()
                 with sync:
                     with autocast(device, amp_dtype):
-                        lp, lens = model(feats.to(device, non_blocking=True), batch["feat_lens"].to(device))
-                        loss = ctc_loss(lp, lens, batch["targets"].to(device), batch["target_lens"].to(device))
+                        lp, lens = model(feats, feat_lens)
+                        loss = ctc_loss(lp, lens, batch["targets"].to(device, non_blocking=True),
+                                        batch["target_lens"].to(device, non_blocking=True))
                     scaler.scale(loss / accum).backward()
                 losses.append(loss.detach())
                 samples += len(batch["ids"])
@@ -311,25 +319,32 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
             grad_norm = None
             if cfg.optim.grad_clip:
                 scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_val = float(torch.stack(losses).mean())
+            logging_step = step % cfg.train.log_every == 0 or step == cfg.train.max_steps
+            if logging_step:  # reading loss and grad norm waits for the device: only when logged
+                loss_val = float(torch.stack(losses).mean())
             step_time = time.perf_counter() - t_step
             totals["steps"] += 1
             totals["step_time_s"] += step_time
             totals["data_wait_s"] += wait
             totals["samples"] += samples
             totals["audio_s"] += audio_s
-            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
-                loss_sum, all_samples, all_audio_s = dist.sum([loss_val, samples, audio_s])
+            if logging_step:
+                grad_norm = None if grad_norm is None else float(grad_norm)
+                loss_sum, all_samples, all_audio_s, run_audio_s = dist.sum([loss_val, samples, audio_s,
+                                                                             totals["audio_s"]])
                 record = {  # loss: mean over ranks; samples, audio: all ranks; times: rank 0's
                     "kind": "train", "step": step, "epoch": position[0], "loss": loss_sum / dist.world, "lr": lr,
                     "grad_norm": grad_norm, "step_time_s": step_time, "data_wait_s": wait,
                     "samples": int(all_samples), "samples_per_s": all_samples / step_time,
                     "audio_s_per_s": all_audio_s / step_time, "decode_s": decode_s,
+                    # since this process started the loop (windows between two records give rates):
+                    "run_step_time_s": totals["step_time_s"], "run_data_wait_s": totals["data_wait_s"],
+                    "run_audio_s": run_audio_s, "wall_time": time.time(),
                 }
                 metrics.write(record)
                 loss_logged = record["loss"]
@@ -337,7 +352,8 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
                     dist.report({k: v for k, v in record.items() if v is not None and k != "kind"})
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_val:.3f}", lr=f"{lr:.2e}")
+                if logging_step:
+                    bar.set_postfix(loss=f"{loss_val:.3f}", lr=f"{lr:.2e}")
             every = cfg.train.check_replicas_every
             if every and dist.world > 1 and (step % every == 0 or step == cfg.train.max_steps):
                 metrics.write(check_replicas(model, dist, step))

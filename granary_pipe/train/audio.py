@@ -1,0 +1,87 @@
+"""Audio for training and inference: 16 kHz mono float32, without PyAV or faster-whisper.
+
+The release's FLAC bytes are read by ``soundfile`` (libsndfile, bundled in its wheel); they are
+16 kHz mono already (the sink writes them so), anything else is mixed down and resampled with
+:func:`resample`. :func:`load_audio` (``granary transcribe``) reads what libsndfile reads
+(WAV, FLAC, OGG/Vorbis/Opus, MP3) the same way, and other containers (M4A, WebM, …) with PyAV
+when it is installed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from granary_pipe.schema import SAMPLE_RATE_HZ
+
+
+def resample(wave: np.ndarray, rate: int, target: int = SAMPLE_RATE_HZ, *, zeros: int = 6,
+             rolloff: float = 0.99) -> np.ndarray:
+    """Band-limited resampling of a mono float32 ``wave`` from ``rate`` to ``target`` Hz: windowed
+    sinc (Hann, ``zeros`` zero crossings per side, cutoff ``rolloff`` × the lower Nyquist), one
+    polyphase filter per output phase, applied with ``torch.nn.functional.conv1d``."""
+    import torch
+
+    if rate == target:
+        return wave.astype(np.float32, copy=False)
+    g = math.gcd(int(rate), int(target))
+    up, down = target // g, rate // g  # output phase k of block n sits at input sample n * down + k * down / up
+    cutoff = min(up, down) * rolloff  # in units where the input rate is `down`
+    width = math.ceil(zeros * down / cutoff)
+    idx = torch.arange(-width, width + down, dtype=torch.float64)[None, :] / down
+    t = (idx + torch.arange(0, -up, -1, dtype=torch.float64)[:, None] / up) * cutoff
+    t = t.clamp(-zeros, zeros)
+    window = torch.cos(t * math.pi / zeros / 2) ** 2
+    kernels = torch.where(t == 0, 1.0, torch.sin(math.pi * t) / (math.pi * t).where(t != 0, 1.0))
+    kernels = (kernels * window * cutoff / down).to(torch.float32)[:, None, :]  # (up, 1, K)
+    x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None, None, :]
+    x = torch.nn.functional.pad(x, (width, width + down))
+    y = torch.nn.functional.conv1d(x, kernels, stride=down)  # (1, up, frames)
+    n_out = math.ceil(len(wave) * up / down)
+    return y[0].t().reshape(-1)[:n_out].numpy().copy()
+
+
+def _to_mono_16k(wave: np.ndarray, rate: int) -> np.ndarray:
+    """``(samples, channels)`` at ``rate`` → 16 kHz mono float32 (channels averaged)."""
+    mono = wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1)
+    return resample(np.ascontiguousarray(mono, dtype=np.float32), rate)
+
+
+def decode_flac(data: bytes) -> np.ndarray:
+    """16 kHz mono float32 from a release's FLAC bytes."""
+    import soundfile as sf
+
+    wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return _to_mono_16k(wave, rate)
+
+
+def _load_with_pyav(path: str) -> np.ndarray:
+    """Containers libsndfile does not read, through PyAV (FFmpeg) when it is installed."""
+    try:
+        import av
+    except ImportError:
+        raise ValueError(f"{path}: not a format libsndfile reads (WAV, FLAC, OGG, MP3); "
+                         "install PyAV (`pip install av`) for other containers") from None
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
+    chunks = []
+    with av.open(path, metadata_errors="ignore") as container:
+        for frame in container.decode(audio=0):
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """An audio file → 16 kHz mono float32 (libsndfile, else PyAV; see module doc)."""
+    import soundfile as sf
+
+    try:
+        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except sf.LibsndfileError:
+        if not Path(path).is_file():
+            raise FileNotFoundError(path) from None
+        return _load_with_pyav(str(path))
+    return _to_mono_16k(wave, rate)
