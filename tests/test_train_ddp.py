@@ -76,7 +76,8 @@ def reference_params(release: Path, cfg: TrainConfig, tokenizer, steps: int,
     """Parameters after ``steps`` one-process steps, each on the batches that ranks ``data_ranks``
     of a ``len(data_ranks)``-process run read (``(0, 0)``: rank 0's twice), loss = the mean of the
     micro-batch losses; same seed, initial weights, optimizer, schedule and clipping as the loop."""
-    from granary_pipe.train.data import batch_seed, iterate_epochs, open_release, spec_augment
+    from granary_pipe.train.data import batch_seed, iterate_epochs, open_release
+    from granary_pipe.train.features import LogMel, spec_augment
     from granary_pipe.train.loop import _seed_all, build_optimizer
     from granary_pipe.train.model import ConformerCTC, ctc_loss
     from granary_pipe.train.schedules import make_scheduler
@@ -84,7 +85,7 @@ def reference_params(release: Path, cfg: TrainConfig, tokenizer, steps: int,
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.train.threads or threads)
     rel, world = open_release(release), len(data_ranks)
-    streams = [iterate_epochs(rel, cfg.data, tokenizer, n_mels=cfg.model.n_mels, seed=cfg.seed, epoch=0,
+    streams = [iterate_epochs(rel, cfg.data, tokenizer, seed=cfg.seed, epoch=0,
                               start=0, rank=r, world=world) for r in data_ranks]
     seen: dict[tuple[int, int], set[str]] = {}  # (rank, epoch) -> utterance ids
     try:
@@ -93,14 +94,16 @@ def reference_params(release: Path, cfg: TrainConfig, tokenizer, steps: int,
         optimizer = build_optimizer(model, cfg)
         scheduler = make_scheduler(optimizer, cfg.schedule)
         model.train()
+        logmel = LogMel(cfg.model.n_mels)
         for _ in range(steps):
             losses = []
             for _micro in range(cfg.optim.grad_accum):
                 for rank, stream in zip(data_ranks, streams):
                     b = next(stream)
                     gen = torch.Generator().manual_seed(batch_seed(cfg.seed, b["epoch"], b["index"], rank))
-                    feats = spec_augment(b["feats"], b["feat_lens"], cfg.data.spec_augment, gen)
-                    lp, lens = model(feats, b["feat_lens"])
+                    feats, feat_lens = logmel(b["waves"], b["wave_lens"])
+                    feats = spec_augment(feats, feat_lens, cfg.data.spec_augment, gen)
+                    lp, lens = model(feats, feat_lens)
                     losses.append(ctc_loss(lp, lens, b["targets"], b["target_lens"]))
                     seen.setdefault((rank, b["epoch"]), set()).update(b["ids"])
             torch.stack(losses).mean().backward()
