@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +70,7 @@ from granary_pipe.train.data import (
 from granary_pipe.train.distributed import DistContext, check_replicas, single_process, unwrap
 from granary_pipe.train.features import LogMel, spec_augment
 from granary_pipe.train.infer import autocast, evaluate, evaluate_model, load_model, transcribe
+from granary_pipe.train.metrics import MetricsLog, read_metrics
 from granary_pipe.train.model import ConformerCTC, count_parameters, ctc_loss
 from granary_pipe.train.schedules import make_scheduler
 from granary_pipe.train.tokenizer import Tokenizer, build_tokenizer
@@ -118,55 +118,6 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
         [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.schedule.peak_lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
     )
-
-
-# ----------------------------------------------------------------------------- metrics
-
-class _Metrics:
-    """metrics.jsonl + TensorBoard, rank 0 only; on resume both are cut back to ``step``."""
-
-    def __init__(self, out: Path, enabled: bool, resume_step: int | None):
-        self.enabled = enabled
-        self.path = Path(out) / "metrics.jsonl"
-        self.tb = None
-        if not enabled:
-            return
-        if resume_step is not None and self.path.is_file():
-            keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            self.path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-        elif resume_step is None:  # a fresh run: nothing from an earlier attempt survives
-            self.path.unlink(missing_ok=True)
-            shutil.rmtree(Path(out) / "tb", ignore_errors=True)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(Path(out) / "tb"),
-                                    purge_step=resume_step + 1 if resume_step is not None else None)
-        except ImportError:  # tensorboard not installed: JSONL only
-            log.warning("tensorboard is not installed: metrics go to metrics.jsonl only")
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            prefix = record["kind"]
-            for k, v in record.items():
-                if k not in ("kind", "step", "epoch") and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"{prefix}/{k}", v, record["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def read_metrics(out: str | Path, kind: str | None = "train") -> list[dict[str, Any]]:
-    """Records of ``out/metrics.jsonl`` (of one ``kind``, or all with ``None``)."""
-    path = Path(out) / "metrics.jsonl"
-    rows = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    return [r for r in rows if kind is None or r.get("kind") == kind]
 
 
 # ----------------------------------------------------------------------------- training
@@ -238,7 +189,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
     if dist.wrap is not None:
         model = dist.wrap(model)
 
-    metrics = _Metrics(out, dist.is_main, step if resume is not None else None)
+    metrics = MetricsLog(out, dist.is_main, step if resume is not None else None)
     meta = {"split": split_info(cfg.data), "release": release.fingerprint(),
             "parameters": count_parameters(unwrap(model)), "vocab_size": tokenizer.vocab_size}
     if dist.is_main:
