@@ -1,6 +1,6 @@
 """Release writing and download + verify throughput, each against a plain copy of the same bytes.
 
-    python benchmarks/release_and_download.py [--minutes 60] [--formats parquet,wds,nemo,lhotse]
+    python benchmarks/release_and_download.py [--minutes 60] [--formats parquet,wds,nemo,lhotse_shar]
 
 1. **Run.** ``granary run benchmarks/bench-pipeline.yaml`` over the demo corpus (real ASR and
    filters). Its committed units are then re-committed through the pipeline's own sink under new
@@ -138,7 +138,7 @@ def plain_get(url: str, release: Path, dest: Path) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=60.0, help="kept speech in the run to release")
-    ap.add_argument("--formats", default="parquet,wds,nemo,lhotse")
+    ap.add_argument("--formats", default="parquet,wds,nemo,lhotse_shar")
     ap.add_argument("--jobs", type=int, default=4, help="parallel downloads of granary download")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="gp-reldl-") as tmp:

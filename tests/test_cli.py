@@ -140,7 +140,7 @@ def test_release_download_verify_json_and_formats_all(tmp_path, capsys):
     assert main(["release", str(run), "--out", str(rel), "--formats", "all", "--shard-rows", "3", "-q", "--json"]) == 0
     made = json.loads(capsys.readouterr().out)
     listed = json.loads((rel / "release.json").read_text())
-    assert made["files"] == len(listed["shards"]) and set(made["bytes"]) == {"parquet", "wds", "nemo", "lhotse"}
+    assert made["files"] == len(listed["shards"]) and set(made["bytes"]) == {"parquet", "wds", "nemo", "lhotse_shar"}
     dl = tmp_path / "dl"
     assert main(["download", str(rel), "--out", str(dl), "--formats", "all", "--lang", "de", "--json", "-q"]) == 0
     got = json.loads(capsys.readouterr().out)

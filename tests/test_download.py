@@ -245,7 +245,7 @@ def test_corrupted_twice_is_reported(release_dir, server, tmp_path):
 
 
 def test_truncated_shard_on_server_is_reported(release_dir, server, tmp_path):
-    shard = _biggest(release_dir, "lhotse")
+    shard = _biggest(release_dir, "lhotse_shar")
     server.truncated[shard["path"]] = shard["bytes"] // 2
     report = download_release(server.url + "/release.json", tmp_path / "dl", retries=2, **FAST)
     assert list(report.failed) == [shard["path"]]

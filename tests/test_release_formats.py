@@ -191,7 +191,7 @@ def test_lhotse_from_shar_with_listed_fields(release):
     """Readers given file lists (e.g. URLs from release.json) get the same cuts."""
     lhotse = pytest.importorskip("lhotse")
     rel, meta = release
-    en = sorted((s for s in meta["shards"] if s["format"] == "lhotse" and s["lang"] == "en"),
+    en = sorted((s for s in meta["shards"] if s["format"] == "lhotse_shar" and s["lang"] == "en"),
                 key=lambda s: s["path"])
     fields = {"cuts": [str(rel / s["path"]) for s in en if s["path"].endswith(".jsonl.gz")],
               "recording": [str(rel / s["path"]) for s in en if s["path"].endswith(".tar")]}
@@ -264,7 +264,7 @@ def test_release_json_provenance_sources_and_exclusions(release):
     assert src["release"]["rows"] == 14 and src["release"]["licenses"] == {"CC-BY-4.0": 12, "CC0-1.0": 2}
     assert meta["config"]["name"] == "demo"
     assert meta["run"]["name"] == "run" and meta["run"]["units_failed"] == ["u000003"]
-    assert meta["sharding"]["naming"]["lhotse"].startswith("lhotse_shar/{lang}/cuts.%06d")
+    assert meta["sharding"]["naming"]["lhotse_shar"].startswith("lhotse_shar/{lang}/cuts.%06d")
 
 
 def test_release_json_models_without_local_paths(tmp_path):
@@ -286,8 +286,8 @@ def test_all_formats_rebuild_byte_identical(run_dir, release, tmp_path):
 
 
 def test_format_selection(run_dir, tmp_path):
-    meta = build_release(run_dir, tmp_path / "rel", progress=False, formats=["lhotse", "nemo"])
-    assert meta["formats"] == ["nemo", "lhotse"]
+    meta = build_release(run_dir, tmp_path / "rel", progress=False, formats=["lhotse_shar", "nemo"])
+    assert meta["formats"] == ["nemo", "lhotse_shar"]
     assert sorted(p.name for p in (tmp_path / "rel").iterdir()) == [
         "ATTRIBUTION.md", "README.md", "lhotse_shar", "nemo", "release.json"]
     assert build_release(run_dir, tmp_path / "d", progress=False)["formats"] == ["parquet", "wds"]
@@ -301,7 +301,7 @@ def test_byte_target_cuts_every_format_alike(run_dir, tmp_path):
     by_fmt = {}
     for s in meta["shards"]:
         by_fmt.setdefault(s["format"], {})[(s["lang"], s["shard"])] = s["rows"]
-    assert by_fmt["parquet"] == by_fmt["wds"] == by_fmt["nemo"] == by_fmt["lhotse"]
+    assert by_fmt["parquet"] == by_fmt["wds"] == by_fmt["nemo"] == by_fmt["lhotse_shar"]
     assert max(by_fmt["parquet"].values()) < 8 and sum(by_fmt["parquet"].values()) == 14
 
 

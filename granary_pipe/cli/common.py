@@ -86,17 +86,25 @@ def lang_list(value: str) -> list[str]:
 
 
 def format_list(value: str) -> list[str] | None:
-    """``--formats parquet,wds`` or ``all`` (None: every format)."""
-    from granary_pipe.io.release import FORMATS
+    """``--formats parquet,wds`` or ``all`` (None: every format); names from the release format table,
+    a former name (``lhotse``) with a deprecation warning and returned under its current name."""
+    from granary_pipe.io.formats import FORMATS, OLD_NAMES, canonical_format, deprecation
 
     names = [v.strip() for v in value.split(",") if v.strip()]
     if names == ["all"]:
         return None
-    unknown = [n for n in names if n not in FORMATS]
+    unknown = [n for n in names if n not in FORMATS and n not in OLD_NAMES]
     if not names or unknown:
         raise argparse.ArgumentTypeError(f"expected comma-separated formats from {', '.join(FORMATS)}, or all; "
                                          f"got {value!r}")
-    return names
+    for message in filter(None, map(deprecation, dict.fromkeys(names))):
+        warn_deprecated(message)
+    return list(dict.fromkeys(canonical_format(n, warn=False) for n in names))
+
+
+def warn_deprecated(message: str) -> None:
+    """One ``granary: warning:`` line on stderr for a name that still works for one release."""
+    print(f"granary: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _port(value: str) -> int | None:

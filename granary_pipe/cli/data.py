@@ -9,21 +9,35 @@ import sys
 from pathlib import Path
 
 from granary_pipe.cli.common import (
-    EXIT_CHECK_FAILED, EXIT_OK, add_json, command, format_list, lang_list, print_json, quiet,
+    EXIT_CHECK_FAILED, EXIT_OK, add_json, command, format_list, lang_list, print_json, quiet, warn_deprecated,
 )
 
 
+def _release_license(args: argparse.Namespace) -> str | None:
+    """``--release-license``, or its former name ``--license`` (with a deprecation warning)."""
+    if args.license is None:
+        return args.release_license
+    if args.release_license is not None and args.release_license != args.license:
+        raise ValueError(f"--license {args.license} and --release-license {args.release_license} disagree; "
+                         "give --release-license only")
+    warn_deprecated("granary release --license is now --release-license (the name `granary licenses audit` "
+                    "uses); the old name will be removed in the next release")
+    return args.license
+
+
 def _cmd_release(args: argparse.Namespace) -> int:
-    from granary_pipe.io.release import FORMATS, build_release
+    from granary_pipe.io.formats import FORMATS
+    from granary_pipe.io.release import build_release
 
     rel = build_release(Path(args.run), Path(args.out), shard_rows=args.shard_rows, shard_bytes=args.shard_bytes,
                         langs=args.lang, seed=args.seed, progress=not quiet(args), overwrite=args.overwrite,
-                        release_license=args.license, formats=FORMATS if args.formats is None else args.formats)
+                        release_license=_release_license(args),
+                        formats=FORMATS if args.formats is None else args.formats)
     totals = rel["totals"]
     excluded = rel["excluded"]["by_license"]
     if args.json:
         print_json({"release": str(args.out), "rows": totals["rows"], "hours": totals["hours"],
-                    "files": len(rel["shards"]), "bytes": totals["bytes"], "languages": sorted(totals.get("by_lang", {})),
+                    "files": len(rel["shards"]), "bytes": totals["bytes"], "languages": sorted(totals["per_lang"]),
                     "release_license": rel["release_license"], "excluded_by_license": excluded})
         return EXIT_OK
     sizes = ", ".join(f"{fmt} {n / 1e6:.1f} MB" for fmt, n in totals["bytes"].items())
@@ -93,17 +107,26 @@ def _cmd_licenses_audit(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _formats_help() -> str:
+    from granary_pipe.io.formats import FORMATS, OLD_NAMES
+
+    old = ", ".join(f"{o} = {n}" for o, n in OLD_NAMES.items())
+    return f"comma-separated formats: {', '.join(FORMATS)}, or all (former names, deprecated: {old})"
+
+
 def _add_selection(parser: argparse.ArgumentParser, default: str, jobs: str) -> None:
     """``--lang``, ``--formats`` and ``--jobs`` of download and verify."""
     parser.add_argument("--jobs", type=int, default=4, help=f"{jobs} (default 4)")
     parser.add_argument("--lang", type=lang_list, default=None, metavar="LANGS",
                         help=f"comma-separated languages, e.g. en,de (default: {default})")
     parser.add_argument("--formats", type=format_list, default=None, metavar="FORMATS",
-                        help=f"comma-separated formats: parquet, wds, nemo, lhotse, or all (default: {default})")
+                        help=f"{_formats_help()} (default: {default})")
 
 
 def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Register the release, report, download and catalog commands."""
+    from granary_pipe.io.formats import DEFAULT_FORMATS
+
     rel = command(sub, parents, "release", _cmd_release,
         help="cut a release (Parquet + WebDataset shards; NeMo, Lhotse Shar on request) from a run",
         description="Cut the kept rows of RUN's committed units into per-language shards under OUT, with "
@@ -111,7 +134,7 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                     "does not allow the release license stay out (counted). The same run and options give "
                     "byte-identical files.",
         examples=("granary release demo-run --out demo-release",
-                        "granary release RUN --out REL --lang en,de --formats all --license CC-BY-4.0"))
+                        "granary release RUN --out REL --lang en,de --formats all --release-license CC-BY-4.0"))
     rel.add_argument("run", type=Path, help="run directory")
     rel.add_argument("--out", type=Path, required=True, help="release directory to create")
     rel.add_argument("--shard-rows", type=int, default=1000, help="rows per shard (default 1000)")
@@ -119,12 +142,13 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                      help="also cut a shard before its audio exceeds this many bytes (default: rows only)")
     rel.add_argument("--lang", type=lang_list, default=None, metavar="LANGS",
                      help="comma-separated languages to include, e.g. en,de (default: all)")
-    rel.add_argument("--formats", type=format_list, default=["parquet", "wds"], metavar="FORMATS",
-                     help="comma-separated: parquet, wds, nemo, lhotse, or all (default parquet,wds; "
-                          "each format holds its own copy of the audio)")
-    rel.add_argument("--license", default=None, metavar="SPDX",
+    rel.add_argument("--formats", type=format_list, default=list(DEFAULT_FORMATS), metavar="FORMATS",
+                     help=f"{_formats_help()} (default {','.join(DEFAULT_FORMATS)}; each format holds its own "
+                          "copy of the audio)")
+    rel.add_argument("--release-license", default=None, metavar="SPDX",
                      help="release license: only rows whose license allows it go in (e.g. CC-BY-4.0 takes "
                           "CC0/PD/CC-BY rows, not CC-BY-SA); default: the run's release_license, if any")
+    rel.add_argument("--license", default=None, metavar="SPDX", help="former name of --release-license (deprecated)")
     rel.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     rel.add_argument("--overwrite", action="store_true", help="replace an existing release directory")
     add_json(rel, "rows, hours, files and bytes of the release")

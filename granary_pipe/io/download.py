@@ -46,6 +46,7 @@ from urllib.parse import quote, urlsplit
 import requests
 import urllib3
 
+from granary_pipe.io.formats import format_names
 from granary_pipe.io.parallel import Stopped, is_local_disk_error, run_parallel
 from granary_pipe.progress import Progress
 from granary_pipe.io.verify import (
@@ -310,8 +311,8 @@ def download_release(
         out_dir: local directory (created); files land at ``out_dir/<path in release.json>``.
         jobs: parallel downloads (threads).
         langs: only these languages' shards (None: all).
-        formats: only these formats (``parquet``, ``wds``, ``nemo``, ``lhotse``; None: all
-            the release has). ATTRIBUTION.md and README.md are always fetched.
+        formats: only these formats (``parquet``, ``wds``, ``nemo``, ``lhotse_shar``, its former
+            name ``lhotse`` with a ``FutureWarning``; None: all the release has). ATTRIBUTION.md and README.md are always fetched.
         retries: retries per file on transient errors (connection, timeout, 429, 5xx).
         backoff_s: first retry delay; doubles each retry, capped at 30 s.
         timeout_s: connect/read timeout of each HTTP request.
@@ -333,9 +334,9 @@ def download_release(
     raw = _with_retries(lambda: fetcher.read_bytes(url), url, retries, backoff_s, [0])
     rel = load_release_json(raw)  # UnsafePathError before anything is written
     langs = sorted(set(langs)) if langs is not None else None
-    formats = sorted(set(formats)) if formats is not None else None
+    formats = format_names(formats)
     have_langs = sorted({s.get("lang") for s in rel["shards"]})
-    have_formats = sorted({s.get("format") for s in rel["shards"]})
+    have_formats = format_names({s.get("format") for s in rel["shards"]}, warn=False)
     if langs is not None and set(langs) - set(have_langs):
         raise ValueError(f"release has no language(s) {sorted(set(langs) - set(have_langs))}; "
                          f"it has {have_langs}")

@@ -1,12 +1,14 @@
 """Build a release from a run directory: shards per language, release.json, ATTRIBUTION.md.
 
-Layout written under ``out_dir`` (formats chosen by ``formats``; default parquet + wds)::
+Layout written under ``out_dir`` (formats chosen by ``formats``; default parquet + wds; each
+format's directory and shard names come from :data:`granary_pipe.io.formats.RELEASE_FORMATS`)::
 
     release.json                          every file (path, format, lang, sha256, bytes, rows,
                                           hours), totals per language and per format, release
                                           license + rows excluded by it, sources and their
                                           licenses, the run's config, models (id, license,
                                           sha256) and provenance (fingerprint, git, versions)
+                                          (:mod:`granary_pipe.io.release_meta`)
     ATTRIBUTION.md                        each source: license, homepage, citation, counts
     README.md                             Hugging Face dataset card: license, one config per
                                           language over the Parquet shards
@@ -21,7 +23,12 @@ Every format holds the same rows in the same order, cut at the same places: shar
 language is the same rows in each format. Each format is readable on its own, so each
 holds its own copy of the audio (~the FLAC bytes once per format; the NeMo and Lhotse
 readers need their own tar layouts, see their modules). ``parquet`` + ``wds`` is the
-default; ``nemo`` and ``lhotse`` are opt-in.
+default; ``nemo`` and ``lhotse_shar`` are opt-in.
+
+:func:`build_release` runs three steps: :func:`select_rows` (which kept rows go out),
+:func:`write_formats` (every format's shards, into a temporary directory) and the release.json,
+ATTRIBUTION.md and README.md written from what they return; the lot is then moved into place,
+release.json last.
 
 Only kept rows of committed units (``units/U/_COMMITTED`` present) go out; rejected rows
 are never read. With a release license (argument, else run.json's), rows whose license
@@ -43,6 +50,7 @@ import os
 import re
 import shutil
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -51,43 +59,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from granary_pipe import __version__, licenses, models
+from granary_pipe import licenses
 from granary_pipe.audit import check_release_models, find_key
 from granary_pipe.licenses import compatible  # the one rule set, shared with audit and the gate
-from granary_pipe.io.lhotse_shar import write_shar_shard
-from granary_pipe.io.nemo import brace_patterns, write_nemo_shard
+from granary_pipe.io.formats import DEFAULT_FORMATS, FORMATS, RELEASE_FORMATS, resolve_formats
 from granary_pipe.io.release_docs import attribution_md, dataset_card_md
-from granary_pipe.io.shards import flac_frames, write_parquet_shard, write_wds_shard
+from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata, run_sources
+from granary_pipe.io.shards import flac_frames
 from granary_pipe.schema import SCHEMA, conform
 
-FORMAT_VERSION = 2
+__all__ = ["COMMIT_MARKER", "DEFAULT_FORMATS", "FORMATS", "FORMAT_VERSION", "Selection", "build_release",
+           "committed_units", "compatible", "read_run_json", "read_unit_table", "resolve_formats", "row_langs",
+           "run_sources", "select_rows", "write_formats"]
+
 COMMIT_MARKER = "_COMMITTED"
-FORMATS = ("parquet", "wds", "nemo", "lhotse")
-"""Every release format, in the order release.json lists them."""
-DEFAULT_FORMATS = ("parquet", "wds")
-"""Formats written unless asked otherwise: Parquet (pyarrow, pandas, duckdb, HF ``datasets``)
-and WebDataset. ``nemo`` and ``lhotse`` each add a full copy of the audio: opt in."""
-FORMAT_DIRS = {"parquet": "parquet", "wds": "wds", "nemo": "nemo", "lhotse": "lhotse_shar"}
 _LANG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_OWNED = ("parquet", "wds", "nemo", "lhotse_shar", "release.json", "ATTRIBUTION.md", "README.md")
 _TOP_FILES = ("ATTRIBUTION.md", "README.md")
-
-
-def resolve_formats(formats: Iterable[str] | str | None) -> tuple[str, ...]:
-    """Validate ``formats`` (names from :data:`FORMATS`, or ``"all"``); canonical order."""
-    if formats is None:
-        return DEFAULT_FORMATS
-    if isinstance(formats, str):
-        formats = [f.strip() for f in formats.split(",") if f.strip()]
-    formats = list(formats)
-    if formats == ["all"]:
-        return FORMATS
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ValueError(f"unknown release format(s) {unknown}; choose from {list(FORMATS)} or 'all'")
-    if not formats:
-        raise ValueError(f"no release format given; choose from {list(FORMATS)}")
-    return tuple(f for f in FORMATS if f in formats)
+_OWNED = (*FORMATS, "release.json", *_TOP_FILES)
+"""What a release writes in ``out_dir`` (every format's directory): replaced by ``overwrite``."""
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:
@@ -176,30 +165,6 @@ def _read_audio(run_dir: Path, table: pa.Table) -> list[bytes]:
     return out
 
 
-def _file_entry(root: Path, rel: str, fmt: str, lang: str, rows: int, seconds: float) -> dict:
-    path = root / rel
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return {
-        "path": rel,
-        "format": fmt,
-        "lang": lang,
-        "sha256": digest.hexdigest(),
-        "bytes": path.stat().st_size,
-        "rows": rows,
-        "hours": round(seconds / 3600, 6),
-    }
-
-
-def run_sources(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """The source dicts of a run.json (``sources`` list or the single ``source``)."""
-    if isinstance(run.get("sources"), list):
-        return list(run["sources"])
-    return [run["source"]] if isinstance(run.get("source"), dict) else []
-
-
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"release output is not a directory: {out_dir}")
@@ -217,45 +182,138 @@ def _clear_owned(out_dir: Path, keep: Path) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-_LOCATION_KEYS = ("manifest", "audio", "listing", "url")
+def release_license_of(run: dict[str, Any], release_license: str | None) -> str | None:
+    """The release license as a registry id: the argument, else run.json's ``release_license``,
+    else the first ``release_license`` key in its pipeline config, else None. ``ValueError`` for
+    one that is unknown or not open-source compliant."""
+    if release_license is None:
+        release_license = run.get("release_license") or find_key(run.get("pipeline") or {}, "release_license")
+    if release_license is None:
+        return None
+    spdx = licenses.normalize(release_license)
+    if spdx == licenses.UNKNOWN:
+        raise ValueError(f"release license {release_license!r} is not in the license registry")
+    if not licenses.allows_release(spdx):
+        raise ValueError(f"release license {spdx} is not open-source compliant "
+                         "(non-commercial / no-derivatives): choose an open license")
+    return spdx
 
 
-def _public_source(src: dict[str, Any]) -> dict[str, Any]:
-    """A run.json source as release.json shows it: the manifest by file name, a local location
-    that is absolute or climbs with ``..`` by its last name (remote URLs and plain relative globs
-    stay), no ``reader_options.cache_dir`` (where the curator's cache lives)."""
-    out = dict(src)
-    for key in _LOCATION_KEYS:
-        value = out.get(key)
-        if not isinstance(value, str):
+@dataclass
+class Selection:
+    """The kept rows of a run and which of them go out, by language."""
+
+    table: pa.Table
+    """Every kept row of the committed units (row schema)."""
+    by_lang: dict[str, list[int]]
+    """language -> indices into ``table`` of the rows released."""
+    excluded_by_license: dict[str, int]
+    excluded_by_lang: dict[str, int]
+
+
+def select_rows(run_dir: Path, langs: list[str] | None, release_license: str | None) -> Selection:
+    """The kept rows of ``run_dir``'s committed units that go into a release: in ``langs``
+    (None: all) and, with a ``release_license``, whose license is compatible with it.
+
+    ``ValueError`` when there is no committed unit, no such row, or a language that cannot name
+    a shard."""
+    units = committed_units(run_dir)
+    if not units:
+        raise ValueError(f"no committed unit in {run_dir / 'units'} (no {COMMIT_MARKER} markers)")
+    table = _read_kept(run_dir, units)
+    licenses_col = table.column("license").to_pylist()
+    by_lang: dict[str, list[int]] = defaultdict(list)
+    excluded_lang: dict[str, int] = defaultdict(int)
+    excluded_lic: dict[str, int] = defaultdict(int)
+    compat: dict[str, bool] = {}
+    for i, lang in enumerate(row_langs(table).to_pylist()):
+        if langs is not None and lang not in langs:
+            excluded_lang[lang] += 1
             continue
-        scheme = re.match(r"^([a-z][a-z0-9+.\-]*)://", value, re.I)
-        if scheme and scheme[1].lower() != "file":
-            continue  # a remote URL: public by nature
-        local = value[len(scheme[0]):] if scheme else value
-        if key == "manifest" or local.startswith(("/", "~")) or ".." in Path(local).parts:
-            out[key] = Path(local).name
-    opts = out.get("reader_options")
-    if isinstance(opts, dict) and "cache_dir" in opts:
-        out["reader_options"] = {k: v for k, v in opts.items() if k != "cache_dir"}
+        lic = licenses_col[i] or licenses.UNKNOWN
+        if release_license is not None:
+            if lic not in compat:
+                compat[lic] = compatible(lic, release_license)
+            if not compat[lic]:
+                excluded_lic[lic] += 1
+                continue
+        by_lang[lang].append(i)
+    if not by_lang:
+        what = f" for languages {sorted(langs)}" if langs is not None else ""
+        if excluded_lic:
+            what += f" whose license is compatible with {release_license} (excluded: {dict(excluded_lic)})"
+        raise ValueError(f"no kept rows in committed units of {run_dir}{what}")
+    for lang in by_lang:
+        if not _LANG_RE.match(lang):
+            raise ValueError(f"{run_dir}: language {lang!r} is not usable in a shard name")
+    return Selection(table, dict(by_lang), dict(excluded_lic), dict(excluded_lang))
+
+
+def plan_release(
+    run_dir: Path, sel: Selection, seed: int, shard_rows: int, shard_bytes: int | None
+) -> list[tuple[str, int, list[int]]]:
+    """``(lang, shard number, row indices)`` of every shard: languages sorted, rows in shuffle order."""
+    ids = sel.table.column("id").to_pylist()
+    plan: list[tuple[str, int, list[int]]] = []
+    for lang in sorted(sel.by_lang):
+        order = sorted(sel.by_lang[lang], key=lambda i: (_shuffle_key(seed, ids[i]), ids[i]))
+        for n, shard in enumerate(_plan_shards(run_dir, sel.table, order, shard_rows, shard_bytes)):
+            plan.append((lang, n, shard))
+    return plan
+
+
+def write_formats(
+    run_dir: Path, table: pa.Table, plan: list[tuple[str, int, list[int]]], formats: tuple[str, ...],
+    root: Path, *, progress: bool = False,
+) -> Written:
+    """Write every shard of ``plan`` in every format of ``formats`` under ``root`` (a format's files
+    under its directory); return their release.json entries and the counts release.json totals."""
+    durations = table.column("duration_s").to_pylist()
+    sources_col = table.column("source").to_pylist()
+    licenses_col = table.column("license").to_pylist()
+    writers = [RELEASE_FORMATS[fmt] for fmt in formats]
+    need_frames = any(w.needs_frames for w in writers)
+    out = Written()
+    by_source: dict[Any, dict[str, list]] = defaultdict(lambda: defaultdict(lambda: [0, 0.0]))
+    for lang, n, idx in tqdm(plan, desc="release", unit="shard", disable=not progress):
+        sub = table.take(pa.array(idx, pa.int64()))
+        audio = _read_audio(run_dir, sub)
+        frames = [flac_frames(a) for a in audio] if need_frames else []
+        seconds = math.fsum(durations[i] or 0.0 for i in idx)
+        stats = out.per_lang.setdefault(lang, {"rows": 0, "seconds": [], "shards": 0, "bytes": defaultdict(int)})
+        for fmt in writers:
+            lang_dir = root / fmt.name / lang
+            lang_dir.mkdir(parents=True, exist_ok=True)
+            for path in fmt.write(lang_dir, lang, n, sub, audio, frames):
+                entry = file_entry(root, path.relative_to(root).as_posix(), fmt.name, lang, len(idx), seconds)
+                entry["shard"] = n
+                out.shards.append(entry)
+                stats["bytes"][fmt.name] += entry["bytes"]
+        stats["rows"] += len(idx)
+        stats["seconds"].append(seconds)
+        stats["shards"] += 1
+        for i in idx:
+            lic = licenses_col[i] or "unknown"
+            out.licenses[lic] = out.licenses.get(lic, 0) + 1
+            cell = by_source[sources_col[i]][lic]
+            cell[0] += 1
+            cell[1] += durations[i] or 0.0
+    out.by_source = by_source
     return out
 
 
-def _run_provenance(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
-    """What release.json keeps of run.json besides the pipeline config and the models."""
-    units = run.get("units") or {}
-    pipeline_file = run.get("pipeline_file")
-    return {
-        "name": run_dir.resolve().name,
-        "fingerprint": run.get("fingerprint"),
-        "git_revision": run.get("git_revision"),
-        "granary_pipe": run.get("granary_pipe") or (run.get("versions") or {}).get("granary_pipe"),
-        "executor": run.get("executor"),
-        "pipeline_file": Path(pipeline_file).name if pipeline_file else None,
-        "versions": run.get("versions"),
-        "stage_info": run.get("stage_info"),
-        "units_failed": sorted(u for u, v in units.items() if (v or {}).get("status") == "failed"),
-    }
+def _write_top_files(root: Path, release: dict[str, Any], run: dict[str, Any], written: Written) -> None:
+    """ATTRIBUTION.md, README.md (listed in ``release["files"]``) and release.json under ``root``."""
+    (root / "ATTRIBUTION.md").write_text(
+        attribution_md(release["created_from"], release["release_license"], release["sources"],
+                       written.by_source, run.get("models")),
+        encoding="utf-8",
+    )
+    (root / "README.md").write_text(dataset_card_md(release), encoding="utf-8")
+    for name in _TOP_FILES:
+        entry = file_entry(root, name, "meta", None, 0, 0.0)
+        release["files"].append({k: entry[k] for k in ("path", "format", "sha256", "bytes")})
+    (root / "release.json").write_text(json.dumps(release, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def build_release(
@@ -283,16 +341,16 @@ def build_release(
             else ``"und"``); ``None`` releases all.
         seed: shuffle seed; the order within a language is by ``sha256(seed, id)``.
         progress: show a tqdm bar over shards.
-        overwrite: replace an earlier release in ``out_dir`` (its ``parquet/``, ``wds/``,
-            ``nemo/``, ``lhotse_shar/``, ``release.json``, ``ATTRIBUTION.md``,
-            ``README.md``); other files there are left alone.
+        overwrite: replace an earlier release in ``out_dir`` (every format's directory,
+            ``release.json``, ``ATTRIBUTION.md``, ``README.md``); other files there are left alone.
         release_license: SPDX id (or alias) the release is published under; only rows whose
             license is :func:`granary_pipe.licenses.compatible` with it go in, the others are counted in
             release.json's ``excluded.by_license``. Default: run.json's ``release_license``,
             else the first ``release_license`` key in its pipeline config, else none (no
             license filter beyond the run's own license gate).
-        formats: names from :data:`FORMATS` (or ``"all"``, or a comma-separated string);
-            default :data:`DEFAULT_FORMATS`.
+        formats: names from :data:`FORMATS` (or ``"all"``, or a comma-separated string; the
+            former name ``lhotse`` of ``lhotse_shar`` with a ``FutureWarning``); default
+            :data:`DEFAULT_FORMATS`.
 
     Raises:
         FileNotFoundError: no ``run.json`` in ``run_dir``, or a kept row's audio is missing.
@@ -308,180 +366,29 @@ def build_release(
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
     if shard_bytes is not None and shard_bytes < 1:
         raise ValueError(f"shard_bytes must be >= 1 or None, got {shard_bytes}")
-    if release_license is None:
-        release_license = run.get("release_license") or find_key(
-            run.get("pipeline") or {}, "release_license"
-        )
-    if release_license is not None:
-        spdx = licenses.normalize(release_license)
-        if spdx == licenses.UNKNOWN:
-            raise ValueError(f"release license {release_license!r} is not in the license registry")
-        if not licenses.allows_release(spdx):
-            raise ValueError(f"release license {spdx} is not open-source compliant "
-                             "(non-commercial / no-derivatives): choose an open license")
-        release_license = spdx
+    release_license = release_license_of(run, release_license)
     check_release_models(run_dir, run)  # a model whose license is unknown or forbids release: refused
-    units = committed_units(run_dir)
-    if not units:
-        raise ValueError(f"no committed unit in {run_dir / 'units'} (no {COMMIT_MARKER} markers)")
-    table = _read_kept(run_dir, units)
-    lang_col = row_langs(table).to_pylist()
-    ids = table.column("id").to_pylist()
-    licenses_col = table.column("license").to_pylist()
-    by_lang: dict[str, list[int]] = defaultdict(list)
-    excluded_lang: dict[str, int] = defaultdict(int)
-    excluded_lic: dict[str, int] = defaultdict(int)
-    compat: dict[str, bool] = {}
-    for i, lang in enumerate(lang_col):
-        if langs is not None and lang not in langs:
-            excluded_lang[lang] += 1
-            continue
-        lic = licenses_col[i] or licenses.UNKNOWN
-        if release_license is not None:
-            if lic not in compat:
-                compat[lic] = compatible(lic, release_license)
-            if not compat[lic]:
-                excluded_lic[lic] += 1
-                continue
-        by_lang[lang].append(i)
-    if not by_lang:
-        what = f" for languages {sorted(langs)}" if langs is not None else ""
-        if excluded_lic:
-            what += f" whose license is compatible with {release_license} (excluded: {dict(excluded_lic)})"
-        raise ValueError(f"no kept rows in committed units of {run_dir}{what}")
-    for lang in by_lang:
-        if not _LANG_RE.match(lang):
-            raise ValueError(f"{run_dir}: language {lang!r} is not usable in a shard name")
-
-    plan: list[tuple[str, int, list[int]]] = []
-    for lang in sorted(by_lang):
-        order = sorted(by_lang[lang], key=lambda i: (_shuffle_key(seed, ids[i]), ids[i]))
-        for n, shard in enumerate(_plan_shards(run_dir, table, order, shard_rows, shard_bytes)):
-            plan.append((lang, n, shard))
+    sel = select_rows(run_dir, langs, release_license)
+    plan = plan_release(run_dir, sel, seed, shard_rows, shard_bytes)
 
     _prepare_out_dir(out_dir, overwrite)
     tmp = out_dir / f".tmp-release-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        durations = table.column("duration_s").to_pylist()
-        sources_col = table.column("source").to_pylist()
-        shard_entries: list[dict[str, Any]] = []
-        per_lang: dict[str, dict[str, Any]] = {}
-        lic_rows: dict[str, int] = defaultdict(int)
-        attrib: dict[Any, dict[str, list]] = defaultdict(lambda: defaultdict(lambda: [0, 0.0]))
-        need_frames = "nemo" in formats or "lhotse" in formats
-        for lang, n, idx in tqdm(plan, desc="release", unit="shard", disable=not progress):
-            sub = table.take(pa.array(idx, pa.int64()))
-            audio = _read_audio(run_dir, sub)
-            frames = [flac_frames(a) for a in audio] if need_frames else []
-            seconds = math.fsum(durations[i] or 0.0 for i in idx)
-            written: list[tuple[str, Path]] = []
-            for fmt in formats:
-                d = tmp / FORMAT_DIRS[fmt] / lang
-                d.mkdir(parents=True, exist_ok=True)
-                if fmt == "parquet":
-                    write_parquet_shard(d / f"{lang}-{n:06d}.parquet", sub, audio)
-                    written.append((fmt, d / f"{lang}-{n:06d}.parquet"))
-                elif fmt == "wds":
-                    write_wds_shard(d / f"{lang}-{n:06d}.tar", sub, audio)
-                    written.append((fmt, d / f"{lang}-{n:06d}.tar"))
-                elif fmt == "nemo":
-                    written += [(fmt, p) for p in write_nemo_shard(d, n, sub, audio, frames)]
-                else:
-                    written += [(fmt, p) for p in write_shar_shard(d, n, sub, audio, frames)]
-            for fmt, path in written:
-                entry = _file_entry(tmp, path.relative_to(tmp).as_posix(), fmt, lang, len(idx), seconds)
-                entry["shard"] = n
-                shard_entries.append(entry)
-            stats = per_lang.setdefault(lang, {"rows": 0, "seconds": [], "shards": 0,
-                                               "bytes": defaultdict(int)})
-            stats["rows"] += len(idx)
-            stats["seconds"].append(seconds)
-            stats["shards"] += 1
-            for fmt, path in written:
-                stats["bytes"][fmt] += path.stat().st_size
-            for i in idx:
-                lic = licenses_col[i] or "unknown"
-                lic_rows[lic] += 1
-                cell = attrib[sources_col[i]][lic]
-                cell[0] += 1
-                cell[1] += durations[i] or 0.0
-
-        shard_entries.sort(key=lambda e: e["path"])
-        total_s = math.fsum(s for v in per_lang.values() for s in v["seconds"])
-        total_bytes = {fmt: sum(v["bytes"].get(fmt, 0) for v in per_lang.values()) for fmt in formats}
-        sources = []
-        for src in run_sources(run):
-            per = attrib.get(src.get("name"), {})
-            sources.append({**_public_source(src), "release": {
-                "rows": sum(c[0] for c in per.values()),
-                "hours": round(math.fsum(c[1] for c in per.values()) / 3600, 6),
-                "licenses": {lic: c[0] for lic, c in sorted(per.items())},
-            }})
-        release = {
-            "format_version": FORMAT_VERSION,
-            "created_from": run_dir.resolve().name,
-            "granary_pipe_version": __version__,
-            "release_license": release_license,
-            "formats": list(formats),
-            "sharding": {"seed": seed, "shard_rows": shard_rows, "shard_bytes": shard_bytes,
-                         "langs": sorted(langs) if langs is not None else None,
-                         "naming": {fmt: _NAMING[fmt] for fmt in formats}},
-            "shards": shard_entries,
-            "files": [],
-            "totals": {
-                "rows": sum(v["rows"] for v in per_lang.values()),
-                "hours": round(total_s / 3600, 6),
-                "bytes": total_bytes,
-                "per_lang": {
-                    lang: {
-                        "rows": v["rows"],
-                        "hours": round(math.fsum(v["seconds"]) / 3600, 6),
-                        "shards": v["shards"],
-                        "bytes": {fmt: v["bytes"].get(fmt, 0) for fmt in formats},
-                    }
-                    for lang, v in sorted(per_lang.items())
-                },
-            },
-            "licenses": dict(sorted(lic_rows.items())),
-            "excluded": {
-                "by_license": dict(sorted(excluded_lic.items())),
-                "by_lang": dict(sorted(excluded_lang.items())),
-            },
-            "sources": sources,
-            "config": run.get("pipeline"),
-            "models": models.public(run.get("models") or {}),  # made the labels and translations; no paths
-            "run": _run_provenance(run_dir, run),
-        }
-        if "nemo" in formats:
-            release["nemo"] = {lang: brace_patterns(f"nemo/{lang}", v["shards"])
-                               for lang, v in sorted(per_lang.items())}
-        (tmp / "ATTRIBUTION.md").write_text(
-            attribution_md(release["created_from"], release_license, sources, attrib, run.get("models")),
-            encoding="utf-8",
-        )
-        (tmp / "README.md").write_text(dataset_card_md(release), encoding="utf-8")
-        for name in _TOP_FILES:
-            entry = _file_entry(tmp, name, "meta", None, 0, 0.0)
-            release["files"].append({k: entry[k] for k in ("path", "format", "sha256", "bytes")})
-        (tmp / "release.json").write_text(
-            json.dumps(release, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        written = write_formats(run_dir, sel.table, plan, formats, tmp, progress=progress)
+        release = release_metadata(
+            run_dir, run, written, formats=formats, release_license=release_license,
+            sharding={"seed": seed, "shard_rows": shard_rows, "shard_bytes": shard_bytes,
+                      "langs": sorted(langs) if langs is not None else None},
+            excluded={"by_license": sel.excluded_by_license, "by_lang": sel.excluded_by_lang})
+        _write_top_files(tmp, release, run, written)
         _clear_owned(out_dir, keep=tmp)
         for fmt in formats:
-            os.replace(tmp / FORMAT_DIRS[fmt], out_dir / FORMAT_DIRS[fmt])
+            os.replace(tmp / fmt, out_dir / fmt)
         for name in (*_TOP_FILES, "release.json"):  # release.json last
             os.replace(tmp / name, out_dir / name)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return release
-
-
-_NAMING = {
-    "parquet": "parquet/{lang}/{lang}-%06d.parquet",
-    "wds": "wds/{lang}/{lang}-%06d.tar",
-    "nemo": "nemo/{lang}/manifest_%06d.json + nemo/{lang}/audio_%06d.tar",
-    "lhotse": "lhotse_shar/{lang}/cuts.%06d.jsonl.gz + lhotse_shar/{lang}/recording.%06d.tar",
-}

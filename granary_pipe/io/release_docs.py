@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from granary_pipe import __version__
+from granary_pipe.io.formats import RELEASE_FORMATS
 
 _HF_LICENSES = {"CC0-1.0": "cc0-1.0", "CC-BY-3.0": "cc-by-3.0", "CC-BY-4.0": "cc-by-4.0",
                 "CC-BY-SA-3.0": "cc-by-sa-3.0", "CC-BY-SA-4.0": "cc-by-sa-4.0", "MIT": "mit",
@@ -89,6 +90,7 @@ def dataset_card_md(release: dict[str, Any]) -> str:
               f"Speech segments with transcripts built by granary_pipe {__version__}: "
               f"{release['totals']['rows']} rows, {release['totals']['hours']:.3f} hours, "
               f"languages {', '.join(langs)}.",
-              f"Formats: {', '.join(release['formats'])} (layout and checksums in `release.json`).",
-              f"License: {lic or 'see each source'}; sources and attribution in `ATTRIBUTION.md`.", ""]
+              "Formats (every file, its checksum and the shard naming in `release.json`):", ""]
+    lines += [f"- `{name}/`: {RELEASE_FORMATS[name].readers}" for name in release["formats"]]
+    lines += ["", f"License: {lic or 'see each source'}; sources and attribution in `ATTRIBUTION.md`.", ""]
     return "\n".join(lines)

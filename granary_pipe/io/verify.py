@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from granary_pipe.io.formats import canonical_format, format_names
+
 RELEASE_JSON = "release.json"
 SELECTION_JSON = "download.json"
 """Written by ``granary download`` next to release.json: the ``langs``/``formats`` it fetched,
@@ -115,14 +117,15 @@ def listed_files(rel: dict[str, Any]) -> list[dict[str, Any]]:
 def select(
     rel: dict[str, Any], langs: Iterable[str] | None = None, formats: Iterable[str] | None = None
 ) -> list[dict[str, Any]]:
-    """Entries of ``rel`` for ``langs``/``formats`` (None: all); top-level ``files`` always."""
+    """Entries of ``rel`` for ``langs``/``formats`` (None: all); top-level ``files`` always. A format's
+    former name (``lhotse``, in a request or in an older release.json) selects its current one."""
     langs = set(langs) if langs is not None else None
-    formats = set(formats) if formats is not None else None
+    formats = set(format_names(formats, warn=False)) if formats is not None else None
     out = []
     for s in rel.get("shards", []):
         if langs is not None and s.get("lang") not in langs:
             continue
-        if formats is not None and s.get("format") not in formats:
+        if formats is not None and canonical_format(s.get("format"), warn=False) not in formats:
             continue
         out.append(s)
     return out + list(rel.get("files", []))
@@ -196,6 +199,7 @@ def verify_release(
     if not meta.is_file():
         raise FileNotFoundError(f"not a release directory: {meta} does not exist")
     rel = load_release_json(meta.read_bytes())
+    formats = format_names(formats)
     sel_file = root / SELECTION_JSON
     if langs is None and formats is None and sel_file.is_file():
         sel = json.loads(sel_file.read_text(encoding="utf-8"))

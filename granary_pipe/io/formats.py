@@ -1,0 +1,151 @@
+"""Release formats as one table, in the manner of lhotse's ``resolve_writer``: each format's name,
+directory, shard file names and writer. The CLI's ``--formats`` choices (and ``all``), the release
+writer loop, release.json's ``formats``/``sharding.naming`` and the dataset card all read
+:data:`RELEASE_FORMATS`; adding a format is one entry here.
+
+A format's name is also its directory: ``lhotse_shar`` writes ``lhotse_shar/``. Its old name
+``lhotse`` (releases of ``format_version`` 2 list their Shar files under it) is still accepted for
+one release, with a deprecation warning, wherever a user names a format (``granary release``,
+``download`` and ``verify --formats``, :func:`resolve_formats`); release.json entries that carry it
+are read as ``lhotse_shar``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+ShardWriter = Callable[[Path, str, int, "pa.Table", Sequence[bytes], Sequence[int]], Sequence[Path]]
+"""``(lang_dir, lang, shard, rows, flac payloads, flac frames) -> files written``."""
+
+
+@dataclass(frozen=True)
+class ReleaseFormat:
+    """One release format: where its shards go, what they are called, and who writes them."""
+
+    name: str
+    """Name in ``--formats``, release.json and the docs; also the top directory of its files."""
+    files: tuple[str, ...]
+    """Files of shard N under ``{name}/{lang}/`` (``{lang}`` and ``%06d`` = N), in writing order."""
+    write: ShardWriter
+    needs_frames: bool
+    """The writer needs each FLAC's sample count (read from its header) for durations."""
+    default: bool
+    """Written when no ``--formats`` is given."""
+    readers: str
+    """Who reads it (for the docs)."""
+
+    def naming(self) -> str:
+        """The shard naming release.json records, e.g. ``wds/{lang}/{lang}-%06d.tar``."""
+        return " + ".join(f"{self.name}/{{lang}}/{f}" for f in self.files)
+
+
+def _lazy(module: str, function: str) -> Callable[..., Any]:
+    """``granary_pipe.io.MODULE.FUNCTION``, imported on the first call: the table is read by the CLI's
+    option parsing, which should not load pyarrow and soundfile."""
+
+    def call(*args: Any) -> Any:
+        return getattr(importlib.import_module(f"granary_pipe.io.{module}"), function)(*args)
+    return call
+
+
+def _one_file(pattern: str, writer: Callable[..., None]) -> ShardWriter:
+    """A writer of one file per shard, named by ``pattern``: ``writer(path, rows, audio)``."""
+
+    def write(lang_dir: Path, lang: str, shard: int, rows: pa.Table, audio: Sequence[bytes],
+              frames: Sequence[int]) -> list[Path]:
+        path = lang_dir / (pattern.replace("{lang}", lang) % shard)
+        writer(path, rows, audio)
+        return [path]
+    return write
+
+
+def _by_shard(writer: Callable[..., Sequence[Path]]) -> ShardWriter:
+    """A writer that names its own files from the shard number (``write_x_shard(lang_dir, n, ...)``)."""
+
+    def write(lang_dir: Path, lang: str, shard: int, rows: pa.Table, audio: Sequence[bytes],
+              frames: Sequence[int]) -> list[Path]:
+        return list(writer(lang_dir, shard, rows, audio, frames))
+    return write
+
+
+_PARQUET, _WDS = "{lang}-%06d.parquet", "{lang}-%06d.tar"
+RELEASE_FORMATS: dict[str, ReleaseFormat] = {f.name: f for f in (
+    ReleaseFormat("parquet", (_PARQUET,), _one_file(_PARQUET, _lazy("shards", "write_parquet_shard")),
+                  needs_frames=False, default=True,
+                  readers="pyarrow, pandas, duckdb, Hugging Face `datasets` (its `audio` column reads as `Audio`)"),
+    ReleaseFormat("wds", (_WDS,), _one_file(_WDS, _lazy("shards", "write_wds_shard")),
+                  needs_frames=False, default=True,
+                  readers="webdataset (`{id}.flac` + `{id}.json` per row), `granary train`"),
+    ReleaseFormat("nemo", ("manifest_%06d.json", "audio_%06d.tar"), _by_shard(_lazy("nemo", "write_nemo_shard")),
+                  needs_frames=True, default=False,
+                  readers="NeMo tarred audio datasets (brace patterns in `release.json`'s `nemo`)"),
+    ReleaseFormat("lhotse_shar", ("cuts.%06d.jsonl.gz", "recording.%06d.tar"),
+                  _by_shard(_lazy("lhotse_shar", "write_shar_shard")), needs_frames=True, default=False,
+                  readers="lhotse (`CutSet.from_shar(in_dir=\"lhotse_shar/LANG\")`)"),
+)}
+"""Every release format, in the order release.json lists them."""
+
+FORMATS = tuple(RELEASE_FORMATS)
+DEFAULT_FORMATS = tuple(name for name, f in RELEASE_FORMATS.items() if f.default)
+"""Parquet and WebDataset; ``nemo`` and ``lhotse_shar`` each add a full copy of the audio: opt in."""
+OLD_NAMES = {"lhotse": "lhotse_shar"}
+"""Former format names, accepted for one release with a deprecation warning."""
+
+
+def deprecation(name: str) -> str | None:
+    """The deprecation message for a former format name, else None."""
+    new = OLD_NAMES.get(name)
+    return None if new is None else (f"release format {name!r} is now called {new!r}; "
+                                     f"the old name will be removed in the next release")
+
+
+def canonical_format(name: str, *, warn: bool = True) -> str:
+    """The current name of format ``name`` (a former name maps to its new one, with a
+    ``FutureWarning`` when ``warn``); any other name is returned as given."""
+    message = deprecation(name)
+    if message and warn:
+        warnings.warn(message, FutureWarning, stacklevel=3)
+    return OLD_NAMES.get(name, name)
+
+
+def resolve_writer(name: str) -> ReleaseFormat:
+    """The table entry of format ``name`` (a former name too); ``ValueError`` naming the choices."""
+    fmt = RELEASE_FORMATS.get(canonical_format(name))
+    if fmt is None:
+        raise ValueError(f"unknown release format {name!r}; choose from {list(FORMATS)} or 'all'")
+    return fmt
+
+
+def resolve_formats(formats: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Validate ``formats`` (names from :data:`FORMATS`, a comma-separated string, or ``"all"``;
+    None: :data:`DEFAULT_FORMATS`); canonical names in table order."""
+    if formats is None:
+        return DEFAULT_FORMATS
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    formats = list(formats)
+    if formats == ["all"]:
+        return FORMATS
+    names = {canonical_format(f) for f in formats}
+    unknown = sorted(names - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown release format(s) {unknown}; choose from {list(FORMATS)} or 'all'")
+    if not names:
+        raise ValueError(f"no release format given; choose from {list(FORMATS)}")
+    return tuple(f for f in FORMATS if f in names)
+
+
+def format_names(formats: Iterable[str] | None, *, warn: bool = True) -> list[str] | None:
+    """``formats`` under their current names, sorted, once each (None stays None: every format);
+    unknown names are kept for the caller to report. Used where a release is read back
+    (download, verify), whose release.json may be older than the table."""
+    if formats is None:
+        return None
+    return sorted({canonical_format(f, warn=warn) for f in formats})
