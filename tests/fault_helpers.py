@@ -49,6 +49,20 @@ ASR_FREE_STAGES = [
 
 # ----------------------------------------------------------------------------- sources and pipelines
 
+DEMO_SUBSET = ["en_01.flac", "en_02.opus", "en_nc_01.flac", "de_02.mp3", "it_03.mp3", "es_04.mp3",
+               "noise_music_01.mp3", "en_04.mp3"]
+"""8 short clips: 4 languages, the non-commercial clip (rejected by the license gate) and the music
+clip (no speech), so kept and rejected rows both come from several stages."""
+
+DEMO_SUBSET_UNITS = 4
+
+
+def demo_run_args(subset: dict, out: Path, *extra: str, quiet: bool = True) -> list[str]:
+    """``granary run`` arguments for the demo subset (``conftest.demo_subset``) into ``out``."""
+    return ["run", str(subset["pipeline"]), "--source", str(subset["source"]), "--out", str(out),
+            *(["-q"] if quiet else []), *extra]
+
+
 def write_source(dirpath: Path, files: list[str | tuple[str, dict]], name: str = "faults",
                  license: str = "CC-BY-4.0", copy: bool = True) -> Path:
     """A source manifest with a JSONL listing under ``dirpath``.

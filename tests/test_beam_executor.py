@@ -1,15 +1,17 @@
-"""The Beam executor (DirectRunner) against the Ray executor on the same units of the demo pipeline.
+"""The Beam executor (DirectRunner) against the Ray executor.
 
-A source of 8 demo clips (including the music clip and the non-commercial clip) is cut into
-2 units; both executors run them into their own run directory through a small driver that
-mirrors ``run_pipeline``'s unit loop. Kept and rejected rows must be the same. A stage that
-raises for one unit must mark that unit failed (after ``max_attempts`` tries) while the other
-commits.
+``granary run --executor beam`` runs the full demo pipeline on the demo subset (``conftest.py``:
+8 clips, 4 units) and is compared with the shared uninterrupted Ray run (``demo_reference``) on
+every column, every audio byte and the release cut from it. A run started on Ray and finished on
+Beam is tested in ``test_faults.py``. The failure tests below drive ``BeamExecutor`` directly on
+cheap stages: a stage that raises for one unit must mark that unit failed (after ``max_attempts``
+tries) while the other commits.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +20,6 @@ from typing import ClassVar
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -31,11 +32,13 @@ from granary_pipe.pipeline import plan_units
 from granary_pipe.stage import Stage
 from granary_pipe.stages.ingest.manifest import list_recordings
 
+from fault_helpers import demo_run_args, finish, rows, start_cli
+from run_compare import assert_same_release, assert_same_units
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "manifests" / "demo"
 CLIPS = ["en_01.flac", "en_02.opus", "en_nc_01.flac", "de_01.flac", "de_02.mp3", "it_03.mp3", "es_04.mp3",
          "noise_music_01.mp3"]
-ROW_KEYS = ("id", "text", "lang", "drop_reason", "offset_s", "duration_s")
 
 
 @pytest.fixture(scope="module")
@@ -66,97 +69,86 @@ def pipeline_file(tmp_path_factory) -> Path:
 
 
 def drive(engine_factory, stages: list[Stage], units, out: Path, max_in_flight: int = 3,
-          max_attempts: int = 2) -> dict:
-    """What ``run_pipeline`` does around an executor: run the units, collect ``on_result``.
-
-    Returns ``results`` (unit → (stats, error)), ``reported_s`` (unit → seconds from the start
-    when it was reported), ``run_s`` (when ``run`` returned) and ``wall_s`` (with shutdown)."""
+          max_attempts: int = 2) -> dict[str, tuple[dict | None, str | None]]:
+    """What ``run_pipeline`` does around an executor: run the units, collect ``on_result``
+    (unit → (stats, error)), each unit once."""
     out.mkdir(parents=True)
     results: dict[str, tuple[dict | None, str | None]] = {}
-    reported_s: dict[str, float] = {}
 
     def on_result(unit: str, stats: dict | None, error: str | None) -> None:
         assert unit not in results, f"on_result called twice for {unit}"
         results[unit] = (stats, error)
-        reported_s[unit] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
     engine = engine_factory(stages, out)
     try:
         engine.run(units, max_in_flight, max_attempts, on_result)
-        run_s = time.perf_counter() - t0
     finally:
         engine.shutdown()
-    return {"results": results, "reported_s": reported_s, "run_s": run_s, "wall_s": time.perf_counter() - t0}
+    return results
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, source, pipeline_file) -> dict:
-    from granary_pipe.executors.ray import RayExecutor
-
-    config, stages = load_pipeline(pipeline_file)
-    _, recordings = list_recordings(source)
-    units = plan_units(recordings, config.units.recordings_per_unit)
-    assert len(units) == 2
-    base = tmp_path_factory.mktemp("runs")
-    out = {"units": [u.id for u in units], "stages": [s.name for s in stages]}
-    for name, factory in [("beam", lambda s, d: BeamExecutor(s, d)),
-                          ("ray", lambda s, d: RayExecutor(s, d, num_cpus=2))]:
-        out[name] = drive(factory, stages, units, base / name, config.units.max_in_flight,
-                          config.units.max_attempts)
-        out[name]["dir"] = base / name
-    print(f"\nwall time on {len(units)} units / {recordings.num_rows} recordings: "
-          f"beam {out['beam']['wall_s']:.1f} s, ray {out['ray']['wall_s']:.1f} s; "
-          f"reported at (s): beam {out['beam']['reported_s']}, ray {out['ray']['reported_s']}")
-    return out
+def beam_run(tmp_path_factory, demo_subset) -> dict:
+    """``granary run --executor beam`` on the demo subset, as a user runs it. While it runs, the
+    number of committed units is noted each time a progress line (one per reported unit) appears."""
+    out = tmp_path_factory.mktemp("beam") / "run"
+    log = out.parent / "run.log"
+    proc = start_cli(*demo_run_args(demo_subset, out, "--executor", "beam", quiet=False), log=log)
+    committed_at_report: dict[int, int] = {}  # progress line k -> units committed when it was seen
+    try:
+        while proc.poll() is None:
+            for k in _progress_lines(log):
+                committed_at_report.setdefault(k, len(list(out.glob("units/*/_COMMITTED"))))
+            time.sleep(0.02)
+    finally:
+        rc = finish(proc)
+    assert rc == 0, log.read_text()[-3000:]
+    return {"dir": out, "log": log, "committed_at_report": committed_at_report}
 
 
-def row_set(run: Path, which: str) -> set[tuple]:
-    return {tuple(r[k] for k in ROW_KEYS)
-            for f in sorted(run.glob(f"units/*/{which}.parquet")) for r in pq.read_table(f).to_pylist()}
+def _progress_lines(log: Path) -> list[int]:
+    return [int(m[1]) for m in re.finditer(r"^demo: (\d+)/\d+ units", log.read_text(), re.M)]
 
 
-def test_beam_and_ray_give_the_same_rows(runs):
-    beam_dir, ray_dir = runs["beam"]["dir"], runs["ray"]["dir"]
-    kept, rejected = row_set(beam_dir, "kept"), row_set(beam_dir, "rejected")
-    assert kept and rejected
-    assert kept == row_set(ray_dir, "kept")
-    assert rejected == row_set(ray_dir, "rejected")
-    reasons = {r[3] for r in rejected}
+def test_cli_beam_run_equals_ray_run_on_every_column_and_audio_byte(beam_run, demo_reference, tmp_path):
+    """The same units, the same kept and rejected Parquet (every column, and byte for byte), the
+    same FLAC bytes, the same commit markers but for stage seconds, and the same release (shards of
+    every format, ATTRIBUTION.md, README.md; release.json but for ``run.executor``)."""
+    beam_dir = beam_run["dir"]
+    assert_same_units(beam_dir, demo_reference)
+    kept, rejected = rows(beam_dir, "kept"), rows(beam_dir, "rejected")
+    assert kept and rejected and list(beam_dir.glob("units/*/audio/*.flac"))  # the comparison is not empty
+    reasons = {r["drop_reason"] for r in rejected}
     assert "license:CC-BY-NC-4.0" in reasons
-    assert any(r.startswith("segment:") or r.startswith("lang:") for r in reasons), reasons
-    for unit in runs["units"]:  # same audio files written per kept row
-        names = lambda d: sorted(p.name for p in (d / "units" / unit / "audio").iterdir())  # noqa: E731
-        assert names(beam_dir) == names(ray_dir)
+    assert any(r.startswith(("segment:", "lang:")) for r in reasons), reasons
+    info = json.loads((beam_dir / "run.json").read_text())
+    assert info["executor"] == "beam" and info["status"] == "complete"
+    ref = json.loads((demo_reference / "run.json").read_text())
+    assert info["counts"] == ref["counts"] and info["fingerprint"] == ref["fingerprint"]
+    assert_same_release(beam_dir, demo_reference, tmp_path, executor_differs=True)
 
 
-def test_every_unit_committed_and_reported_once(runs):
-    for name in ("beam", "ray"):
-        run_dir, results = runs[name]["dir"], runs[name]["results"]
-        assert sorted(results) == runs["units"]
-        for unit, (stats, error) in results.items():
-            assert error is None, (name, unit, error)
-            assert sink.is_committed(run_dir, unit)
-            marker = sink.read_marker(run_dir, unit)
-            assert stats == marker
-            assert marker["rows_in"] == marker["rows_kept"] + marker["rows_rejected"]
-            assert set(marker["stage_s"]) == set(marker["counts"]) == {*runs["stages"], "sink.write"}
-        units_dir = run_dir / "units"
-        assert sorted(p.name for p in units_dir.iterdir()) == runs["units"], "scratch or temp dirs left"
-    counts = lambda name: {u: (s["rows_kept"], s["rows_rejected"], s["recordings"])  # noqa: E731
-                           for u, (s, _) in runs[name]["results"].items()}
-    assert counts("beam") == counts("ray")
-    rows = lambda name: {u: {st: (c["rows_in"], c["rows_out"], c["rejected"], c["flagged"])  # noqa: E731
-                             for st, c in s["counts"].items()} for u, (s, _) in runs[name]["results"].items()}
-    assert rows("beam") == rows("ray")  # the per-stage counters travel the same way through both engines
+def test_every_unit_committed_and_reported_once(beam_run, demo_reference):
+    beam_dir = beam_run["dir"]
+    info = json.loads((beam_dir / "run.json").read_text())
+    units = sorted(info["units"])
+    assert units == sorted(json.loads((demo_reference / "run.json").read_text())["units"])
+    assert _progress_lines(beam_run["log"]) == list(range(1, len(units) + 1)), "a unit reported twice or never"
+    _, stages = load_pipeline(ROOT / "pipelines" / "demo.yaml")
+    for unit in units:
+        assert info["units"][unit]["status"] == "committed" and sink.is_committed(beam_dir, unit)
+        marker = sink.read_marker(beam_dir, unit)
+        assert marker["rows_in"] == marker["rows_kept"] + marker["rows_rejected"]
+        assert set(marker["stage_s"]) == set(marker["counts"]) == {*(s.name for s in stages), "sink.write"}
+    assert sorted(p.name for p in (beam_dir / "units").iterdir()) == units, "scratch or temp dirs left"
 
 
-def test_beam_reports_units_while_the_pipeline_runs(runs):
-    """The driver polls result files: the first unit is reported while the second is still in ASR
-    (seconds of work), not only after the pipeline finished."""
-    beam_run = runs["beam"]
-    first = min(beam_run["reported_s"], key=beam_run["reported_s"].get)
-    assert beam_run["reported_s"][first] < beam_run["run_s"] - 1.0, beam_run
+def test_beam_reports_units_while_the_pipeline_runs(beam_run):
+    """The driver polls result files: the first unit is reported while later units are not yet
+    committed, not only after the pipeline finished."""
+    seen = beam_run["committed_at_report"]
+    assert seen, "no progress line seen while the run was going"
+    assert seen[min(seen)] < len(_progress_lines(beam_run["log"])), seen
 
 
 class Boom(Stage):
@@ -185,7 +177,7 @@ def test_a_failing_stage_fails_only_its_unit(tmp_path, source, pipeline_file, mo
     cheap.append(Boom(fail_recordings=victims, tries_dir=str(tmp_path / "tries")))
     options = [f"direct_running_mode={mode}", f"direct_num_workers={1 if mode == 'in_memory' else 2}"]
     results = drive(lambda s, d: BeamExecutor(s, d, options), cheap, units, tmp_path / "run",
-                    max_attempts=3)["results"]
+                    max_attempts=3)
     assert sorted(results) == ["u000000", "u000001"]
     stats, error = results["u000000"]
     assert error is None and sink.is_committed(tmp_path / "run", "u000000")
@@ -213,7 +205,7 @@ class NoModel(Stage):
 def test_a_pipeline_that_cannot_start_reports_every_unit_failed(tmp_path, source):
     _, recordings = list_recordings(source)
     units = plan_units(recordings, 4)
-    results = drive(lambda s, d: BeamExecutor(s, d), [NoModel()], units, tmp_path / "run")["results"]
+    results = drive(lambda s, d: BeamExecutor(s, d), [NoModel()], units, tmp_path / "run")
     assert sorted(results) == ["u000000", "u000001"]
     for stats, error in results.values():
         assert stats is None

@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from granary_pipe.report.summary import format_summary, summarize
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +153,14 @@ def test_job_on_two_node_cluster_equals_local_run(cluster, workdir, tmp_path):
     assert st.returncode == 0 and json.loads(st.stdout)["status"] == "SUCCEEDED", st.stdout + st.stderr
     logs = cli("logs", job, "--dashboard", cluster["address"], env=env)
     assert logs.returncode == 0 and not logs.stderr.strip(), logs.stderr
-    assert all(p in logs.stdout for p in progress) and "rows in" in logs.stdout, logs.stdout[-3000:]
+    # the job's own output, in order: one progress line per unit, then the run's summary as the
+    # run directory gives it now (rows, recordings, retention), printed once
+    lines = logs.stdout.splitlines()
+    at = [next((i for i, ln in enumerate(lines) if ln.startswith(p)), None) for p in progress]
+    assert None not in at and at == sorted(at), logs.stdout[-3000:]
+    summary = format_summary(summarize(out), color=False)
+    assert logs.stdout.count(summary) == 1, f"summary not in the log:\n{summary}\n---\n{logs.stdout[-3000:]}"
+    assert logs.stdout.index(summary) > logs.stdout.index(progress[-1])
 
     no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
     no_token["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "no-such-token")

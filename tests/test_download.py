@@ -2,7 +2,8 @@
 
 The server (a threaded ``http.server`` subclass started here) serves a release directory,
 supports ``Range: bytes=N-`` and injects faults per path: drop the connection after N bytes,
-corrupt the body, answer 500 or 404, or serve a truncated file.
+corrupt the body, answer 500 or 404, ignore ``Range`` (200 and the whole file), or serve a
+truncated file.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "corrupt":
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         start = 0
+        if fault == "ignore_range":  # as a server without Range support: 200 and the whole file
+            rng = None
         if rng:
             assert rng.startswith("bytes=") and rng.endswith("-"), rng
             start = int(rng[len("bytes="):-1])
@@ -219,6 +222,25 @@ def test_killed_download_resumes_from_part_file_on_next_run(release_dir, server,
     assert second.passed and second.fetched == [shard["path"]]
     assert second.bytes_fetched == shard["bytes"] - 4096  # only the rest came over the wire
     assert server.ranges(shard["path"])[-1] == "bytes=4096-"
+    assert not part.exists() and verify_release(out).passed
+
+
+def test_server_ignoring_range_restarts_the_file_cleanly(release_dir, server, tmp_path):
+    """A partial ``.part`` on disk, a server that answers the ranged request with 200 and the whole
+    file: the file is written again from byte 0 (not appended to the partial one), verified at
+    once, no second round. The partial bytes here are not the file's, so appending would fail the
+    checksum."""
+    shard = _biggest(release_dir)
+    out = tmp_path / "dl"
+    part = out / (shard["path"] + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\xff" * 3000)
+    server.faults[shard["path"]] = ["ignore_range"]
+    report = download_release(server.url + "/release.json", out, **FAST)
+    assert report.passed and shard["path"] in report.fetched and not report.refetched, report.summary()
+    assert server.ranges(shard["path"]) == ["bytes=3000-"]  # asked for the rest, got the whole file once
+    assert report.attempts[shard["path"]] == 1
+    assert (out / shard["path"]).read_bytes() == (release_dir / shard["path"]).read_bytes()
     assert not part.exists() and verify_release(out).passed
 
 
@@ -419,7 +441,8 @@ def test_fsspec_and_local_sources(release_dir, tmp_path, form):
     elif form == "file_url":
         source = (release_dir / "release.json").as_uri()
     else:
-        fsspec = pytest.importorskip("fsspec")
+        import fsspec  # a dependency of the package (remote sources and releases)
+
         mem = fsspec.filesystem("memory")
         for p in release_dir.rglob("*"):
             if p.is_file():

@@ -1,17 +1,20 @@
 """Faults during a run: a stage worker killed, the driver killed, a unit that keeps failing, Ctrl-C.
 
 Every run is the ``granary`` CLI in a session of its own (``fault_helpers.start_cli``); the test
-kills only processes of that session and cleans the session up afterwards. The pipeline is small
-but real: decode → license gate → Silero VAD → Whisper (tiny.en for English, base otherwise) →
-basic filters, over 9 demo recordings in units of 2 (5 units, 2 in flight). The long recording
-(en_06, ~40 s) sits in unit u000002, so a unit is in ASR for a few seconds when we strike.
+kills only processes of that session and cleans the session up afterwards.
+
+The worker kill, the driver kill (resumed with Ray, or finished by Beam) and Ctrl-C run the full
+demo pipeline (every stage of ``pipelines/demo.yaml``) on the demo subset of ``conftest.py`` (8
+clips, 4 units of 2, 2 in flight) and compare units and the release, byte for byte, with the one
+uninterrupted reference run (``demo_reference``) that the beam tests share. The tests of how a run
+stops (SIGTERM, Ctrl-C while Ray starts) use a smaller pipeline: decode → license gate → Silero VAD
+→ Whisper → basic filters, over 9 recordings in units of 2.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,11 +25,12 @@ import pytest
 
 from fault_helpers import (
     ASR_FREE_STAGES,
+    DEMO_SUBSET_UNITS,
     ROOT,
-    assert_same_rows,
     cleanup,
     cmdline,
     committed,
+    demo_run_args,
     finish,
     marker_mtimes,
     ps_title,
@@ -40,6 +44,7 @@ from fault_helpers import (
     write_pipeline,
     write_source,
 )
+from run_compare import assert_same_release, assert_same_units
 
 pytestmark = pytest.mark.e2e
 
@@ -66,90 +71,78 @@ def run_args(setup: dict, out: Path) -> list[str]:
     return ["run", str(setup["pipeline"]), "--source", str(setup["source"]), "--out", str(out), "-q"]
 
 
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory, setup) -> Path:
-    """An uninterrupted run (dir named ``run``, as every run here, since a release records the name)."""
-    out = tmp_path_factory.mktemp("baseline") / "run"
-    log = out.parent / "run.log"
-    rc = finish(start_cli(*run_args(setup, out), log=log))
-    assert rc == 0, log.read_text()[-3000:]
-    info = run_json(out)
-    assert info["status"] == "complete" and info["failed_units"] == [] and len(info["units"]) == 5
-    assert rows(out, "kept"), "the baseline kept nothing: the comparison would be empty"
-    return out
-
-
-def test_sigkill_asr_actor_mid_run(setup, baseline, tmp_path):
+def test_sigkill_stage_worker_on_full_demo_gives_byte_identical_release(demo_subset, demo_reference, tmp_path):
+    """SIGKILL one ``StageActor`` (an ASR or text-LID worker) while it runs a unit of the full demo
+    pipeline: Ray restarts it, the unit is retried, and the release cut afterwards is the
+    uninterrupted run's, byte for byte."""
     out, log = tmp_path / "run", tmp_path / "run.log"
-    proc = start_cli(*run_args(setup, out), log=log)
+    proc = start_cli(*demo_run_args(demo_subset, out), log=log)
     try:
         wait_for(lambda: committed(out), proc, log)
-        # the one StageActor is the ASR worker; strike while it is running a unit (title ...StageActor.run)
         victim = wait_for(lambda: next((p for p in stage_actors(proc.pid) if ps_title(p).endswith(".run")), None),
                           proc, log, every=0.02)
         title = ps_title(victim)
         os.kill(victim, signal.SIGKILL)
         done_at_kill = committed(out)
         assert title.startswith("ray::StageActor"), f"pid {victim} was {title!r}, not a stage actor"
-        assert len(done_at_kill) < 5, "the kill came after the last unit: nothing to recover"
+        assert len(done_at_kill) < DEMO_SUBSET_UNITS, "the kill came after the last unit: nothing to recover"
         time.sleep(0.3)
         assert victim not in session_procs(proc.pid), "the killed actor is still alive"
-        replacement = wait_for(lambda: [p for p in stage_actors(proc.pid) if p != victim], proc, log, timeout=120)
         rc = finish(proc)
     finally:
         cleanup(proc)
-    print(f"\nkilled pid {victim} ({title}) with {len(done_at_kill)} unit(s) committed; "
-          f"restarted as pid {replacement}")
+    print(f"\nkilled pid {victim} ({title}) with {len(done_at_kill)} unit(s) committed")
     assert rc == 0, log.read_text()[-3000:]
     info = run_json(out)
     assert info["status"] == "complete" and info["failed_units"] == [], info["units"]
-    assert_same_rows(out, baseline)
+    assert_same_units(out, demo_reference)
+    assert_same_release(out, demo_reference, tmp_path)
 
 
-def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def release(run: Path, rel: Path) -> dict[str, str]:
-    out = subprocess.run([sys.executable, "-m", "granary_pipe.cli", "release", str(run), "--out", str(rel),
-                          "--shard-rows", "2", "-q"], capture_output=True, text=True, cwd=ROOT, timeout=180)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return _tree_digest(rel)
-
-
-def test_sigkill_driver_then_resume_gives_byte_identical_release(setup, baseline, tmp_path):
-    out, log = tmp_path / "run", tmp_path / "first.log"
-    proc = start_cli(*run_args(setup, out), log=log)
+@pytest.fixture(scope="module")
+def killed_demo_run(tmp_path_factory, demo_subset) -> Path:
+    """A Ray run of the full demo pipeline whose driver was SIGKILLed after its first commit (and
+    whose session was then cleaned up). Tests resume copies of it."""
+    out = tmp_path_factory.mktemp("killed") / "run"
+    log = out.parent / "first.log"
+    proc = start_cli(*demo_run_args(demo_subset, out), log=log)
     try:
         wait_for(lambda: committed(out), proc, log, every=0.02)
         os.kill(proc.pid, signal.SIGKILL)  # the driver only; its Ray notices on its own
         proc.wait()
     finally:
         cleanup(proc)
-    before = marker_mtimes(out)
-    assert 1 <= len(before) < 5, f"the kill came too late to test resume: {sorted(before)}"
+    assert 1 <= len(committed(out)) < DEMO_SUBSET_UNITS, f"the kill came too late to test resume: {committed(out)}"
     assert run_json(out)["status"] == "running", "a SIGKILLed driver cannot have written a final status"
+    return out
 
-    rc = finish(start_cli(*run_args(setup, out), log=tmp_path / "second.log"))
-    assert rc == 0, (tmp_path / "second.log").read_text()[-3000:]
+
+@pytest.mark.parametrize("executor", ["ray", "beam"])
+def test_sigkill_driver_then_resume_gives_byte_identical_release(demo_subset, demo_reference, killed_demo_run,
+                                                                 tmp_path, executor):
+    """Resume the killed run with the same command (``ray``) or finished by the other executor
+    (``beam``: the resume fingerprint leaves the engine out, so this is allowed, and must give the
+    same result): committed units are skipped, the rest is done, and the units and the release
+    equal the uninterrupted Ray run's byte for byte (release.json records which executor finished
+    the run, so with beam it differs in ``run.executor`` only)."""
+    out = tmp_path / "run"
+    shutil.copytree(killed_demo_run, out)
+    before = marker_mtimes(out)
+    log = tmp_path / "second.log"
+    rc = finish(start_cli(*demo_run_args(demo_subset, out, "--executor", executor), log=log))
+    assert rc == 0, log.read_text()[-3000:]
     after = marker_mtimes(out)
     assert {u: after[u] for u in before} == before, "committed units were redone instead of skipped"
-    assert len(after) == 5 and run_json(out)["status"] == "complete"
-    assert_same_rows(out, baseline)
-
-    ref = release(baseline, tmp_path / "rel-ref")
-    got = release(out, tmp_path / "rel")
-    assert "release.json" in got and any(k.endswith(".tar") for k in got) and any(k.endswith(".parquet") for k in got)
-    assert got == ref, {k: (got.get(k), ref.get(k)) for k in set(got) | set(ref) if got.get(k) != ref.get(k)}
-    assert json.loads((tmp_path / "rel" / "release.json").read_text()) == \
-        json.loads((tmp_path / "rel-ref" / "release.json").read_text())
-    print(f"\nresumed after {len(before)} committed unit(s); release: {len(got)} files byte-identical")
+    info = run_json(out)
+    assert len(after) == DEMO_SUBSET_UNITS and info["status"] == "complete" and info["executor"] == executor
+    assert_same_units(out, demo_reference)
+    digest = assert_same_release(out, demo_reference, tmp_path, executor_differs=executor != "ray")
+    print(f"\nresumed with {executor} after {len(before)} committed unit(s); release: {len(digest)} files identical")
 
 
-def test_ctrl_c_stops_cleanly_then_resumes(setup, baseline, tmp_path):
+def test_ctrl_c_stops_cleanly_then_resumes(demo_subset, demo_reference, tmp_path):
     out, log = tmp_path / "run", tmp_path / "first.log"
-    proc = start_cli(*run_args(setup, out), log=log)
+    proc = start_cli(*demo_run_args(demo_subset, out), log=log)
     try:
         wait_for(lambda: committed(out), proc, log, every=0.02)
         rc, stop_s, left = stop_with(proc, signal.SIGINT)
@@ -162,15 +155,15 @@ def test_ctrl_c_stops_cleanly_then_resumes(setup, baseline, tmp_path):
     assert info["status"] == "interrupted", info["status"]
     assert not left, f"processes of the interrupted run still alive 10 s after it exited: {left}"
     before = marker_mtimes(out)
-    assert 1 <= len(before) < 5, f"the interrupt came too late to test resume: {sorted(before)}"
+    assert 1 <= len(before) < DEMO_SUBSET_UNITS, f"the interrupt came too late to test resume: {sorted(before)}"
 
-    rc = finish(start_cli(*run_args(setup, out), log=tmp_path / "second.log"))
+    rc = finish(start_cli(*demo_run_args(demo_subset, out), log=tmp_path / "second.log"))
     assert rc == 0, (tmp_path / "second.log").read_text()[-3000:]
     after = marker_mtimes(out)
     assert {u: after[u] for u in before} == before, "committed units were redone instead of skipped"
     assert run_json(out)["status"] == "complete"
-    assert_same_rows(out, baseline)
-    print(f"\nSIGINT → exit 130 in {stop_s:.1f} s with {len(before)} unit(s) committed; resumed to the same rows")
+    assert_same_units(out, demo_reference)
+    print(f"\nSIGINT → exit 130 in {stop_s:.1f} s with {len(before)} unit(s) committed; resumed to the same units")
 
 
 def test_ctrl_c_while_ray_starts_stops_cleanly(setup, tmp_path):

@@ -35,19 +35,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
-from urllib.parse import quote, urlsplit
-
-import requests
-import urllib3
+from typing import Any, Iterable
+from urllib.parse import urlsplit
 
 from granary_pipe.io.formats import format_names
-from granary_pipe.io.parallel import Stopped, is_local_disk_error, run_parallel
+from granary_pipe.io.fetch import (  # noqa: F401  (describe_connection_error, DownloadError: public here)
+    DownloadError,
+    Fetcher,
+    Permanent,
+    Short,
+    child_url,
+    describe_connection_error,
+    with_retries,
+)
+from granary_pipe.io.parallel import is_local_disk_error, run_parallel
 from granary_pipe.progress import Progress
 from granary_pipe.io.verify import (
     RELEASE_JSON,
@@ -62,25 +66,6 @@ from granary_pipe.io.verify import (
 )
 
 log = logging.getLogger(__name__)
-
-CHUNK_BYTES = 1 << 16
-MAX_BACKOFF_S = 30.0
-
-
-class DownloadError(RuntimeError):
-    """A file could not be fetched (after retries)."""
-
-
-class _Permanent(DownloadError):
-    """Not worth retrying (HTTP 4xx, file not found)."""
-
-
-class _Short(_Permanent):
-    """The source holds fewer bytes than release.json lists (truncated file)."""
-
-
-class _Transient(DownloadError):
-    """Worth retrying (connection dropped, timeout, 5xx, short body)."""
 
 
 @dataclass
@@ -121,177 +106,6 @@ def release_url(source: str | os.PathLike) -> str:
     return source if path.endswith(".json") else source.rstrip("/") + "/" + RELEASE_JSON
 
 
-def describe_connection_error(exc: Exception, url: str | None = None) -> str:
-    """One line for a ``requests`` connection error or timeout: the URL and the socket's reason
-    (``cannot connect to http://host:8000/release.json: connection refused``)."""
-    url = url or getattr(getattr(exc, "request", None), "url", None) or "the server"
-    m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
-    reason = m[1].strip() if m else ("timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__)
-    return f"cannot connect to {url}: {reason.lower()}"
-
-
-def _is_http(url: str) -> bool:
-    return url.lower().startswith(("http://", "https://"))
-
-
-def _child_url(base: str, rel: str) -> str:
-    return base + "/" + (quote(rel, safe="/") if _is_http(base) else rel)
-
-
-class _Fetcher:
-    """Fetches one URL into a ``.part`` file, resuming from its current size."""
-
-    def __init__(self, timeout_s: float, stop: threading.Event | None = None) -> None:
-        self.timeout_s = timeout_s
-        self.stop = stop or threading.Event()
-        self._local = threading.local()
-
-    def _session(self) -> requests.Session:
-        if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-        return self._local.session
-
-    def read_bytes(self, url: str) -> bytes:
-        """The whole resource (release.json)."""
-        if _is_http(url):
-            try:
-                r = self._session().get(url, timeout=self.timeout_s)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise _Transient(describe_connection_error(exc, url)) from exc
-            _raise_for_status(r)
-            return r.content
-        import fsspec
-
-        try:
-            with fsspec.open(url, "rb") as fh:
-                return fh.read()
-        except FileNotFoundError as exc:
-            raise _Permanent(f"not found: {url}") from exc
-        except OSError as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
-
-    def fetch(self, url: str, part: Path, size: int, progress: Callable[[int], None]) -> int:
-        """Append the rest of ``url`` to ``part``; return how many bytes were written."""
-        offset = part.stat().st_size if part.exists() else 0
-        if offset > size:  # cannot be a prefix of the right file
-            part.unlink()
-            progress(-offset)
-            offset = 0
-        if offset == size and size > 0:
-            return 0
-        if _is_http(url):
-            return self._fetch_http(url, part, offset, size, progress)
-        return self._fetch_fsspec(url, part, offset, size, progress)
-
-    def _fetch_http(self, url: str, part: Path, offset: int, size: int,
-                    progress: Callable[[int], None]) -> int:
-        headers = {"Accept-Encoding": "identity"}  # the file's bytes, so Range offsets and sha256 hold
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        written = 0
-        try:
-            with self._session().get(url, headers=headers, stream=True, timeout=self.timeout_s) as r:
-                if r.status_code == 416:
-                    raise _Short(f"server has no bytes past {offset} (HTTP 416): the file there is "
-                                     f"shorter than the {size} bytes release.json lists")
-                _raise_for_status(r)
-                mode = "ab"
-                if offset and r.status_code != 206:  # Range ignored: whole file again
-                    progress(-offset)
-                    mode, offset = "wb", 0
-                elif offset and not r.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
-                    raise _Transient(f"unexpected Content-Range {r.headers.get('Content-Range')!r} "
-                                     f"for a request from byte {offset}")
-                with open(part, mode) as fh:
-                    for chunk in _iter_body(r):
-                        if self.stop.is_set():
-                            raise Stopped
-                        fh.write(chunk)
-                        written += len(chunk)
-                        progress(len(chunk))
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                urllib3.exceptions.HTTPError, OSError) as exc:
-            if is_local_disk_error(exc):
-                raise
-            raise _Transient(f"{type(exc).__name__} after {offset + written} bytes: {exc}") from exc
-        got = offset + written
-        if got < size:
-            raise _Transient(f"connection ended after {got} of {size} bytes")
-        return written
-
-    def _fetch_fsspec(self, url: str, part: Path, offset: int, size: int,
-                      progress: Callable[[int], None]) -> int:
-        import fsspec
-
-        written = 0
-        try:
-            with fsspec.open(url, "rb") as src, open(part, "ab") as fh:
-                if offset:
-                    src.seek(offset)
-                for chunk in iter(lambda: src.read(CHUNK_BYTES), b""):
-                    if self.stop.is_set():
-                        raise Stopped
-                    fh.write(chunk)
-                    written += len(chunk)
-                    progress(len(chunk))
-        except FileNotFoundError as exc:
-            raise _Permanent(f"not found: {url}") from exc
-        except OSError as exc:
-            if is_local_disk_error(exc):
-                raise
-            raise _Transient(f"{type(exc).__name__} after {offset + written} bytes: {exc}") from exc
-        if offset + written < size:
-            raise _Short(f"source has {offset + written} bytes, release.json lists {size}")
-        return written
-
-
-def _iter_body(r: requests.Response) -> Iterator[bytes]:
-    """The response body as it arrives. ``read1`` hands over every byte received before a
-    dropped connection (``iter_content`` loses the last partial chunk), so a resumed
-    transfer continues exactly where the bytes on disk end."""
-    read1 = getattr(r.raw, "read1", None)
-    if read1 is None:  # urllib3 < 2.3
-        yield from r.iter_content(CHUNK_BYTES)
-        return
-    while True:
-        chunk = read1(CHUNK_BYTES, decode_content=False)
-        if not chunk:
-            return
-        yield chunk
-
-
-def _raise_for_status(r: requests.Response) -> None:
-    code = r.status_code
-    if code == 429 or code >= 500:
-        raise _Transient(f"HTTP {code} from {r.url}")
-    if code == 404:
-        raise _Permanent(f"not found (HTTP 404): {r.url}")
-    if code >= 400:
-        raise _Permanent(f"HTTP {code} from {r.url}")
-
-
-def _with_retries(fn: Callable[[], Any], what: str, retries: int, backoff_s: float,
-                  attempts: list[int], stop: threading.Event | None = None) -> Any:
-    k = 0
-    while True:
-        if stop is not None and stop.is_set():
-            raise Stopped
-        attempts[0] += 1
-        try:
-            return fn()
-        except _Transient as exc:
-            if k >= retries:
-                raise DownloadError(f"{exc} (gave up after {retries} retries)") from exc
-            delay = min(MAX_BACKOFF_S, backoff_s * 2 ** k)
-            log.info("%s: %s; retrying in %.1f s", what, exc, delay)
-            if stop is not None:
-                if stop.wait(delay):
-                    raise Stopped from None
-            else:
-                time.sleep(delay)
-            k += 1
-
-
 def download_release(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -330,8 +144,8 @@ def download_release(
     url = release_url(source)
     base = url.rsplit("/", 1)[0] if "/" in url else "."
     stop = threading.Event()
-    fetcher = _Fetcher(timeout_s, stop)
-    raw = _with_retries(lambda: fetcher.read_bytes(url), url, retries, backoff_s, [0])
+    fetcher = Fetcher(timeout_s, stop)
+    raw = with_retries(lambda: fetcher.read_bytes(url), url, retries, backoff_s, [0])
     rel = load_release_json(raw)  # UnsafePathError before anything is written
     langs = sorted(set(langs)) if langs is not None else None
     formats = format_names(formats)
@@ -365,7 +179,7 @@ def download_release(
         part = target.with_name(target.name + ".part")
         if part.exists():
             bar.update(part.stat().st_size)
-        src = _child_url(base, rel_path)
+        src = child_url(base, rel_path)
         attempts = [0]
         why = ""
 
@@ -376,15 +190,15 @@ def download_release(
 
         for round_ in (1, 2):  # round 2: once more from scratch after a bad file
             try:
-                n = _with_retries(lambda: fetcher.fetch(src, part, entry["bytes"], bar.update),
+                n = with_retries(lambda: fetcher.fetch(src, part, entry["bytes"], bar.update),
                                   rel_path, retries, backoff_s, attempts, stop)
                 with lock:
                     report.bytes_fetched += n
-            except _Short as exc:
+            except Short as exc:
                 why = str(exc)
                 discard()
                 continue
-            except _Permanent as exc:  # missing (404), forbidden: another round will not help
+            except Permanent as exc:  # missing (404), forbidden: another round will not help
                 why = str(exc)
                 break
             except DownloadError as exc:  # retries used up: keep the .part to resume next time
@@ -442,4 +256,5 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["DownloadError", "DownloadReport", "UnsafePathError", "download_release", "release_url"]
+__all__ = ["DownloadError", "DownloadReport", "UnsafePathError", "describe_connection_error",
+           "download_release", "release_url"]

@@ -1,0 +1,214 @@
+"""Fetch one file of a release into a ``.part`` file: HTTP(S) through ``requests`` with ``Range``
+resume, anything else through ``fsspec`` with a seek; errors sorted into transient (retried with
+backoff by :func:`with_retries`) and permanent. :mod:`granary_pipe.io.download` drives it per file.
+
+A server that ignores ``Range`` (answers 200 with the whole file to a ranged request) is read
+from the start: the ``.part`` is rewritten, not appended to.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import quote
+
+import requests
+import urllib3
+
+from granary_pipe.io.parallel import Stopped, is_local_disk_error
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 16
+MAX_BACKOFF_S = 30.0
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched (after retries)."""
+
+
+class Permanent(DownloadError):
+    """Not worth retrying (HTTP 4xx, file not found)."""
+
+
+class Short(Permanent):
+    """The source holds fewer bytes than release.json lists (truncated file)."""
+
+
+class Transient(DownloadError):
+    """Worth retrying (connection dropped, timeout, 5xx, short body)."""
+
+
+def describe_connection_error(exc: Exception, url: str | None = None) -> str:
+    """One line for a ``requests`` connection error or timeout: the URL and the socket's reason
+    (``cannot connect to http://host:8000/release.json: connection refused``)."""
+    url = url or getattr(getattr(exc, "request", None), "url", None) or "the server"
+    m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    reason = m[1].strip() if m else ("timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__)
+    return f"cannot connect to {url}: {reason.lower()}"
+
+
+def is_http(url: str) -> bool:
+    return url.lower().startswith(("http://", "https://"))
+
+
+def child_url(base: str, rel: str) -> str:
+    return base + "/" + (quote(rel, safe="/") if is_http(base) else rel)
+
+
+class Fetcher:
+    """Fetches one URL into a ``.part`` file, resuming from its current size."""
+
+    def __init__(self, timeout_s: float, stop: threading.Event | None = None) -> None:
+        self.timeout_s = timeout_s
+        self.stop = stop or threading.Event()
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def read_bytes(self, url: str) -> bytes:
+        """The whole resource (release.json)."""
+        if is_http(url):
+            try:
+                r = self._session().get(url, timeout=self.timeout_s)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise Transient(describe_connection_error(exc, url)) from exc
+            _raise_for_status(r)
+            return r.content
+        import fsspec
+
+        try:
+            with fsspec.open(url, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError as exc:
+            raise Permanent(f"not found: {url}") from exc
+        except OSError as exc:
+            raise Transient(f"{type(exc).__name__}: {exc}") from exc
+
+    def fetch(self, url: str, part: Path, size: int, progress: Callable[[int], None]) -> int:
+        """Append the rest of ``url`` to ``part``; return how many bytes were written."""
+        offset = part.stat().st_size if part.exists() else 0
+        if offset > size:  # cannot be a prefix of the right file
+            part.unlink()
+            progress(-offset)
+            offset = 0
+        if offset == size and size > 0:
+            return 0
+        if is_http(url):
+            return self._fetch_http(url, part, offset, size, progress)
+        return self._fetch_fsspec(url, part, offset, size, progress)
+
+    def _fetch_http(self, url: str, part: Path, offset: int, size: int,
+                    progress: Callable[[int], None]) -> int:
+        headers = {"Accept-Encoding": "identity"}  # the file's bytes, so Range offsets and sha256 hold
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        written = 0
+        try:
+            with self._session().get(url, headers=headers, stream=True, timeout=self.timeout_s) as r:
+                if r.status_code == 416:
+                    raise Short(f"server has no bytes past {offset} (HTTP 416): the file there is "
+                                     f"shorter than the {size} bytes release.json lists")
+                _raise_for_status(r)
+                mode = "ab"
+                if offset and r.status_code != 206:  # Range ignored: whole file again
+                    progress(-offset)
+                    mode, offset = "wb", 0
+                elif offset and not r.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+                    raise Transient(f"unexpected Content-Range {r.headers.get('Content-Range')!r} "
+                                     f"for a request from byte {offset}")
+                with open(part, mode) as fh:
+                    for chunk in _iter_body(r):
+                        if self.stop.is_set():
+                            raise Stopped
+                        fh.write(chunk)
+                        written += len(chunk)
+                        progress(len(chunk))
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError, OSError) as exc:
+            if is_local_disk_error(exc):
+                raise
+            raise Transient(f"{type(exc).__name__} after {offset + written} bytes: {exc}") from exc
+        got = offset + written
+        if got < size:
+            raise Transient(f"connection ended after {got} of {size} bytes")
+        return written
+
+    def _fetch_fsspec(self, url: str, part: Path, offset: int, size: int,
+                      progress: Callable[[int], None]) -> int:
+        import fsspec
+
+        written = 0
+        try:
+            with fsspec.open(url, "rb") as src, open(part, "ab") as fh:
+                if offset:
+                    src.seek(offset)
+                for chunk in iter(lambda: src.read(CHUNK_BYTES), b""):
+                    if self.stop.is_set():
+                        raise Stopped
+                    fh.write(chunk)
+                    written += len(chunk)
+                    progress(len(chunk))
+        except FileNotFoundError as exc:
+            raise Permanent(f"not found: {url}") from exc
+        except OSError as exc:
+            if is_local_disk_error(exc):
+                raise
+            raise Transient(f"{type(exc).__name__} after {offset + written} bytes: {exc}") from exc
+        if offset + written < size:
+            raise Short(f"source has {offset + written} bytes, release.json lists {size}")
+        return written
+
+
+def _iter_body(r: requests.Response) -> Iterator[bytes]:
+    """The response body as it arrives. ``read1`` hands over every byte received before a
+    dropped connection (``iter_content`` loses the last partial chunk), so a resumed
+    transfer continues exactly where the bytes on disk end."""
+    read1 = getattr(r.raw, "read1", None)
+    if read1 is None:  # urllib3 < 2.3
+        yield from r.iter_content(CHUNK_BYTES)
+        return
+    while True:
+        chunk = read1(CHUNK_BYTES, decode_content=False)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _raise_for_status(r: requests.Response) -> None:
+    code = r.status_code
+    if code == 429 or code >= 500:
+        raise Transient(f"HTTP {code} from {r.url}")
+    if code == 404:
+        raise Permanent(f"not found (HTTP 404): {r.url}")
+    if code >= 400:
+        raise Permanent(f"HTTP {code} from {r.url}")
+
+
+def with_retries(fn: Callable[[], Any], what: str, retries: int, backoff_s: float,
+                  attempts: list[int], stop: threading.Event | None = None) -> Any:
+    k = 0
+    while True:
+        if stop is not None and stop.is_set():
+            raise Stopped
+        attempts[0] += 1
+        try:
+            return fn()
+        except Transient as exc:
+            if k >= retries:
+                raise DownloadError(f"{exc} (gave up after {retries} retries)") from exc
+            delay = min(MAX_BACKOFF_S, backoff_s * 2 ** k)
+            log.info("%s: %s; retrying in %.1f s", what, exc, delay)
+            if stop is not None:
+                if stop.wait(delay):
+                    raise Stopped from None
+            else:
+                time.sleep(delay)
+            k += 1
