@@ -312,8 +312,8 @@ def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditRep
 
 def audit_manifest(manifest_path: Path, release_license: str | None = None) -> AuditReport:
     """Audit a source manifest: its corpus license and, for a runnable one, each file's license."""
-    from granary_pipe.stages.ingest.readers import read_entries
-    from granary_pipe.stages.ingest.source import load_manifest
+    from granary_pipe.ingest.readers import read_entries
+    from granary_pipe.ingest.source import load_manifest
 
     manifest_path = Path(manifest_path)
     manifest = load_manifest(manifest_path)

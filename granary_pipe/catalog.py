@@ -1,6 +1,6 @@
 """The source catalog: ``manifests/catalog/*.yaml``, one manifest per open corpus.
 
-Each entry is a source manifest (``stages/ingest/source.py``) with a ``catalog:`` block:
+Each entry is a source manifest (``ingest/source.py``) with a ``catalog:`` block:
 languages, published hours (per language where published), labelled or not, the license with
 the page and quote that state it, the distribution layout and the reader that fits it, the
 pages each fact was read from, and which facts were confirmed there. Entries describe remote
@@ -23,7 +23,7 @@ from typing import Any
 
 from granary_pipe import licenses
 from granary_pipe.config import ConfigError
-from granary_pipe.stages.ingest.source import CatalogInfo, SourceManifest, load_manifest
+from granary_pipe.ingest.source import CatalogInfo, SourceManifest, load_manifest
 
 UNATTRIBUTED = "(total only)"
 """Bucket for hours of multi-language corpora that publish only a total."""

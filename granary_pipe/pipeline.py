@@ -34,7 +34,7 @@ from granary_pipe.executors import EXECUTORS
 from granary_pipe.io import sink
 from granary_pipe.progress import Progress
 from granary_pipe.stage import Stage
-from granary_pipe.stages.ingest.manifest import list_recordings
+from granary_pipe.ingest.manifest import list_recordings
 
 
 class UnitStats(TypedDict, total=False):

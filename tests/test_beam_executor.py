@@ -29,7 +29,7 @@ from granary_pipe.executors.beam import (BeamExecutor, UnitElement, UnitElementC
 from granary_pipe.io import sink
 from granary_pipe.pipeline import plan_units
 from granary_pipe.stage import Stage
-from granary_pipe.stages.ingest.manifest import list_recordings
+from granary_pipe.ingest.manifest import list_recordings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "manifests" / "demo"

@@ -13,7 +13,7 @@ import yaml
 
 from granary_pipe import catalog, licenses
 from granary_pipe.config import ConfigError
-from granary_pipe.stages.ingest.source import CATALOG_FACTS, READERS
+from granary_pipe.ingest.source import CATALOG_FACTS, READERS
 
 CATALOG = Path(__file__).resolve().parents[1] / "manifests" / "catalog"
 ENTRIES = catalog.load_catalog(CATALOG)
