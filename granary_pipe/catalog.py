@@ -177,16 +177,6 @@ def hours_by_lang(entries: list[CatalogEntry], *, compliant_only: bool = True, c
     return dict(sorted(totals.items()))
 
 
-def survey_hours(entries: list[CatalogEntry], survey: str = "mosel") -> dict[str, float]:
-    """Hours a survey published per catalog entry (entries it does not list are left out)."""
-    out: dict[str, float] = {}
-    for e in entries:
-        for s in e.info.surveys:
-            if s.name == survey and s.hours is not None:
-                out[e.name] = out.get(e.name, 0.0) + s.hours
-    return out
-
-
 # ----------------------------------------------------------------------------- attribution
 
 def attribution_info(source: dict[str, Any], directory: Path | None = None) -> dict[str, Any]:

@@ -18,9 +18,16 @@ from pydantic import ValidationError
 from granary_pipe.config import ConfigError, load_pipeline
 from granary_pipe.schema import SAMPLE_RATE_HZ
 from granary_pipe.stages.asr import whisper_runtime
-from granary_pipe.stages.asr.language_id import WhisperLanguageID, combine, spread
+from granary_pipe.stages.asr.language_id import WhisperLanguageID, average, spread
 from granary_pipe.stages.asr.transcribe import WhisperTranscribe
 from granary_pipe.stages.audio.decode import decode_file
+
+
+def combine(probs: list[dict[str, float]], weights: list[float]) -> tuple[str, float]:
+    """The language :func:`average` puts first, with its probability."""
+    dist = average(probs, weights)
+    lang = max(dist, key=dist.get)
+    return lang, dist[lang]
 
 try:
     from tests import audio_fixtures as af

@@ -169,8 +169,6 @@ def tar_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-_tar_member = tar_info
-
 
 def write_wds_shard(path: Path, table: pa.Table, audio: Sequence[bytes]) -> None:
     """Write one WebDataset tar: per row ``{id}.flac`` then ``{id}.json``.

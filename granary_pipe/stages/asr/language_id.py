@@ -57,13 +57,6 @@ def average(probs: list[dict[str, float]], weights: list[float]) -> dict[str, fl
     return {lang: value / norm for lang, value in total.items()}
 
 
-def combine(probs: list[dict[str, float]], weights: list[float]) -> tuple[str, float]:
-    """Weighted mean of per-window language distributions → (language, probability)."""
-    dist = average(probs, weights)
-    lang = max(dist, key=dist.get)
-    return lang, dist[lang]
-
-
 class LidResolve(BaseModel):
     """Options of language-ID resolution (:mod:`granary_pipe.stages.asr.lid_resolve`)."""
 
