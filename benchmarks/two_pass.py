@@ -22,7 +22,7 @@ from granary_pipe.stages.asr.language_id import WhisperLanguageID  # noqa: E402
 from granary_pipe.stages.asr.transcribe import WhisperTranscribe  # noqa: E402
 from granary_pipe.stages.asr.two_pass import WhisperTwoPass  # noqa: E402
 from granary_pipe.stages.audio.decode import Decode  # noqa: E402
-from granary_pipe.stages.ingest.manifest import list_recordings  # noqa: E402
+from granary_pipe.ingest.manifest import list_recordings  # noqa: E402
 from granary_pipe.stages.segment.silero import SileroSegment  # noqa: E402
 
 KEYS = ("id", "lang", "text", "drop_reason")

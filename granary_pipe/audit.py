@@ -312,8 +312,8 @@ def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditRep
 
 def audit_manifest(manifest_path: Path, release_license: str | None = None) -> AuditReport:
     """Audit a source manifest: its corpus license and, for a runnable one, each file's license."""
-    from granary_pipe.stages.ingest.readers import read_entries
-    from granary_pipe.stages.ingest.source import load_manifest
+    from granary_pipe.ingest.readers import read_entries
+    from granary_pipe.ingest.source import load_manifest
 
     manifest_path = Path(manifest_path)
     manifest = load_manifest(manifest_path)
@@ -386,20 +386,9 @@ def audit_path(path: Path, release_license: str | None = None) -> AuditReport:
 
 # ----------------------------------------------------------------------------- rendering
 
-def _h(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    h = seconds / 3600
-    return f"{h:.3f}" if h < 1000 else f"{h:,.0f}"
-
-
-def _n(v: int | None) -> str:
-    return "-" if v is None else str(v)
-
-
 def format_report(report: AuditReport) -> str:
     """The compliance matrix, models, notes and violations as text."""
-    from granary_pipe.catalog import _table
+    from granary_pipe.report.fmt import count, hours_of, plain_table as _table
 
     out = [f"license audit of {report.kind} {report.path}",
            f"release license: {report.release_license or 'not set (compliance only)'}", ""]
@@ -407,8 +396,8 @@ def format_report(report: AuditReport) -> str:
     for ln in report.lines:
         entry = licenses.get(ln.license)
         body.append([ln.source, ln.license, "yes" if licenses.allows_release(ln.license) else "NO",
-                     entry.flags() if entry else "?", _n(ln.rows_kept), _h(ln.seconds_kept),
-                     _n(ln.rows_rejected), _h(ln.seconds_rejected)])
+                     entry.flags() if entry else "?", count(ln.rows_kept), hours_of(ln.seconds_kept),
+                     count(ln.rows_rejected), hours_of(ln.seconds_rejected)])
     kept_name = "files" if report.kind in ("manifest", "catalog") else "kept"
     out.append(_table(["source", "license", "compliant", "terms", f"{kept_name} rows", f"{kept_name} h",
                        "rejected rows", "rejected h"], body, right={4, 5, 6, 7}) if body else "(no rows)")
@@ -427,7 +416,7 @@ def format_report(report: AuditReport) -> str:
         out.append(f"{len(report.violations)} violation(s):")
         out += [f"  - {v}" for v in report.violations]
     else:
-        kept = f" ({_h(total_kept)} h kept)" if report.kind in ("run", "release") else ""
+        kept = f" ({hours_of(total_kept)} h kept)" if report.kind in ("run", "release") else ""
         out.append(f"OK: no violation{kept}")
     return "\n".join(out)
 

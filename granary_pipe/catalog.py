@@ -1,6 +1,6 @@
 """The source catalog: ``manifests/catalog/*.yaml``, one manifest per open corpus.
 
-Each entry is a source manifest (``stages/ingest/source.py``) with a ``catalog:`` block:
+Each entry is a source manifest (``ingest/source.py``) with a ``catalog:`` block:
 languages, published hours (per language where published), labelled or not, the license with
 the page and quote that state it, the distribution layout and the reader that fits it, the
 pages each fact was read from, and which facts were confirmed there. Entries describe remote
@@ -23,7 +23,8 @@ from typing import Any
 
 from granary_pipe import licenses
 from granary_pipe.config import ConfigError
-from granary_pipe.stages.ingest.source import CatalogInfo, SourceManifest, load_manifest
+from granary_pipe.ingest.source import CatalogInfo, SourceManifest, load_manifest
+from granary_pipe.report import fmt
 
 UNATTRIBUTED = "(total only)"
 """Bucket for hours of multi-language corpora that publish only a total."""
@@ -103,12 +104,6 @@ def find(name: str, directory: Path | None = None) -> CatalogEntry | None:
 
 # ----------------------------------------------------------------------------- granary sources
 
-def _fmt_hours(h: float | None) -> str:
-    if h is None:
-        return "-"
-    return f"{h:,.0f}" if h >= 10 else f"{h:,.1f}"
-
-
 def _fmt_langs(langs: list[str], width: int = 6) -> str:
     if len(langs) <= width:
         return ",".join(langs)
@@ -137,26 +132,16 @@ def sources_rows(entries: list[CatalogEntry]) -> list[dict[str, Any]]:
     return rows
 
 
-def _table(header: list[str], body: list[list[str]], right: set[int] = frozenset()) -> str:
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-        return "  ".join(padded).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
-
-
 def format_sources(rows: list[dict[str, Any]]) -> str:
     """The ``granary sources`` table."""
     header = ["corpus", "languages", "hours", "license", "compliant", "labelled", "confirmed"]
-    body = [[r["corpus"], _fmt_langs(r["languages"]), _fmt_hours(r["hours"]), r["license"],
+    body = [[r["corpus"], _fmt_langs(r["languages"]), fmt.rounded_hours(r["hours"]), r["license"],
              "yes" if r["compliant"] else "NO", "yes" if r["labelled"] else "no",
              f"{r['confirmed']}/{r['facts']}"] for r in rows]
     total = math.fsum(r["hours"] for r in rows if r["compliant"] and not r["derived_from"])
-    foot = (f"\n{len(rows)} corpora; {_fmt_hours(total)} h of compliant audio not counting entries that re-label "
+    foot = (f"\n{len(rows)} corpora; {fmt.rounded_hours(total)} h of compliant audio not counting entries that re-label "
             "another entry's audio (derived_from). 'confirmed' = facts checked on the corpus's own pages.")
-    return _table(header, body, right={2}) + foot
+    return fmt.plain_table(header, body, right={2}) + foot
 
 
 # ----------------------------------------------------------------------------- totals
@@ -190,16 +175,6 @@ def hours_by_lang(entries: list[CatalogEntry], *, compliant_only: bool = True, c
         else:
             totals[UNATTRIBUTED] += h.resolved_total()
     return dict(sorted(totals.items()))
-
-
-def survey_hours(entries: list[CatalogEntry], survey: str = "mosel") -> dict[str, float]:
-    """Hours a survey published per catalog entry (entries it does not list are left out)."""
-    out: dict[str, float] = {}
-    for e in entries:
-        for s in e.info.surveys:
-            if s.name == survey and s.hours is not None:
-                out[e.name] = out.get(e.name, 0.0) + s.hours
-    return out
 
 
 # ----------------------------------------------------------------------------- attribution

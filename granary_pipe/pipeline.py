@@ -28,13 +28,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from granary_pipe import __version__, counters, models, schema
+from granary_pipe import __version__, counters, models, registry, renames, schema
 from granary_pipe.config import ConfigError, PipelineConfig, load_pipeline
 from granary_pipe.executors import EXECUTORS
 from granary_pipe.io import sink
 from granary_pipe.progress import Progress
 from granary_pipe.stage import Stage
-from granary_pipe.stages.ingest.manifest import list_recordings
+from granary_pipe.ingest.manifest import list_recordings
 
 
 class UnitStats(TypedDict, total=False):
@@ -162,9 +162,12 @@ def _fingerprint(resolved: dict, recordings: pa.Table) -> str:
     """What a run's output depends on: stages and their parameters, unit size, and the input:
     every value ingest put in the recording rows (id, paths absolute and corpus-relative, raw and
     normalised license, language hint, reference text, ...), each column by name and as JSON, so
-    editing one listing line (its ``lang``, ``text`` or ``license``) makes another run."""
+    editing one listing line (its ``lang``, ``text`` or ``license``) makes another run. Parameters
+    go in under the names the previous release used (``renames.previous_names``), so a run it
+    started can be resumed after a rename."""
     content = {
-        "stages": [{k: v for k, v in s.items() if k not in ENGINE_KNOBS} for s in resolved["stages"]],
+        "stages": [renames.previous_names({k: v for k, v in s.items() if k not in ENGINE_KNOBS},
+                                          registry.get(s["use"]).RENAMED) for s in resolved["stages"]],
         "recordings_per_unit": resolved["units"]["recordings_per_unit"],
     }
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode())

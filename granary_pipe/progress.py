@@ -21,13 +21,9 @@ from typing import Callable, TextIO
 
 from tqdm import tqdm
 
+from granary_pipe.report.fmt import clock, megabytes
+
 MODES = ("bar", "lines", "off")
-
-
-def hms(seconds: float) -> str:
-    """``H:MM:SS`` of a duration in seconds."""
-    s = max(0, int(round(seconds)))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def mode(enabled: bool = True, stream: TextIO | None = None) -> str:
@@ -39,10 +35,6 @@ def mode(enabled: bool = True, stream: TextIO | None = None) -> str:
         return forced
     stream = stream or sys.stderr
     return "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
-
-
-def _bytes(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
 
 
 class Progress:
@@ -102,7 +94,7 @@ class Progress:
         """The status line: done/total, percentage, rate, elapsed time and ETA."""
         elapsed = time.monotonic() - self._t0
         new = self.done - self._initial
-        count = (f"{_bytes(self.done)}/{_bytes(self.total)}" if self.unit == "B"
+        count = (f"{megabytes(self.done)}/{megabytes(self.total)}" if self.unit == "B"
                  else f"{self.done:g}/{self.total:g} {self.unit}s")
         pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
         parts = [f"{self.desc}: {count}{pct}"]
@@ -112,9 +104,9 @@ class Progress:
             rate = new / elapsed
             parts.append(f"{rate / 1e6:.1f} MB/s" if self.unit == "B" else f"{rate * 60:.2f} {self.unit}s/min")
             left = max(self.total - self.done, 0) / rate
-            parts.append(f"{hms(elapsed)} elapsed, ETA {hms(left)}")
+            parts.append(f"{clock(elapsed)} elapsed, ETA {clock(left)}")
         else:
-            parts.append(f"{hms(elapsed)} elapsed")
+            parts.append(f"{clock(elapsed)} elapsed")
         return ", ".join(parts)
 
     def write(self, message: str) -> None:

@@ -36,7 +36,7 @@ from fault_helpers import (
 )
 from granary_pipe.report.summary import summarize
 from granary_pipe.stages.audio.decode import decode_file
-from granary_pipe.stages.ingest.manifest import recording_id
+from granary_pipe.ingest.manifest import recording_id
 
 pytestmark = pytest.mark.e2e
 

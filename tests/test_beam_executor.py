@@ -30,7 +30,7 @@ from granary_pipe.executors.beam import (BeamExecutor, UnitElement, UnitElementC
 from granary_pipe.io import sink
 from granary_pipe.pipeline import plan_units
 from granary_pipe.stage import Stage
-from granary_pipe.stages.ingest.manifest import list_recordings
+from granary_pipe.ingest.manifest import list_recordings
 
 from fault_helpers import demo_run_args, finish, rows, start_cli
 from run_compare import assert_same_release, assert_same_units

@@ -13,7 +13,7 @@ import yaml
 
 from granary_pipe import catalog, licenses
 from granary_pipe.config import ConfigError
-from granary_pipe.stages.ingest.source import CATALOG_FACTS, READERS
+from granary_pipe.ingest.source import CATALOG_FACTS, READERS
 
 CATALOG = Path(__file__).resolve().parents[1] / "manifests" / "catalog"
 ENTRIES = catalog.load_catalog(CATALOG)
@@ -74,7 +74,11 @@ def test_every_catalog_license_allows_an_open_release():
 
 
 def test_catalog_reproduces_the_survey_totals():
-    published = catalog.survey_hours(ENTRIES, "mosel")
+    published: dict[str, float] = {}  # hours the survey gives per entry
+    for e in ENTRIES:
+        for s in e.info.surveys:
+            if s.name == "mosel" and s.hours is not None:
+                published[e.name] = published.get(e.name, 0.0) + s.hours
     for row, (name, hours) in MOSEL_ROWS.items():
         assert published[name] == hours, row
     # the survey's headline: 950k hours of open-source compliant speech (its own pseudo-labels apart)

@@ -74,9 +74,9 @@ def test_silence_rule_lives_here_only():
     assert run(BasicFilter(), [row])["a"]["drop_reason"] is None
     assert run(BasicFilter(no_speech_mode="alone"), [row])["a"]["drop_reason"] == "filter:no_speech"
     silent = seg("b", no_speech_prob=0.99, avg_logprob=-3.0)
-    assert run(BasicFilter(no_speech_prob_max=None), [silent])["b"]["drop_reason"] is None
+    assert run(BasicFilter(max_no_speech_prob=None), [silent])["b"]["drop_reason"] is None
     # its only no-speech option bounds when a phrase counts as trusted speech; it rejects nothing
-    assert [f for f in HallucinationFilter.model_fields if "no_speech" in f] == ["phrase_trust_max_no_speech"]
+    assert [f for f in HallucinationFilter.model_fields if "no_speech" in f] == ["max_trusted_phrase_no_speech_prob"]
     trusted = seg("c", text="Thank you.", no_speech_prob=0.99, avg_logprob=-3.0)
     assert run(HallucinationFilter(), [trusted])["c"]["drop_reason"] == "hallucination:phrase"
     assert not [r for r in HallucinationFilter.RULES if "no_speech" in r]
@@ -86,7 +86,7 @@ def test_thresholds_are_params():
     rows = [seg("a", duration_s=1.0), seg("b", duration_s=9.0)]
     out = run(BasicFilter(min_duration_s=2.0, max_duration_s=8.0), rows)
     assert out["a"]["drop_reason"] == "filter:too_short" and out["b"]["drop_reason"] == "filter:too_long"
-    out = run(BasicFilter(no_speech_prob_max=0.99), [seg("c", no_speech_prob=0.9, avg_logprob=-1.5)])
+    out = run(BasicFilter(max_no_speech_prob=0.99), [seg("c", no_speech_prob=0.9, avg_logprob=-1.5)])
     assert out["c"]["drop_reason"] is None
 
 

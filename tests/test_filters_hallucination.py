@@ -20,6 +20,12 @@ from granary_pipe.stages.filters.hallucination import RULE_ORDER, HallucinationF
 from granary_pipe.stages.filters.pass_agreement import PassAgreementFilter
 from granary_pipe.stages.filters.text_lang import TextLanguageFilter
 
+
+def word_lengths(text: str | None) -> list[int]:
+    """What the long-word rule measures: the lengths :func:`rules.word_tokens` gives (web
+    addresses and e-mails none, a numeral its digits, hyphenated and dotted words their parts)."""
+    return [t.length for t in rules.word_tokens(text) if t.length is not None]
+
 DEMO = Path(__file__).resolve().parents[1] / "manifests" / "demo"
 GRANARY_LANGS = ("bg cs da de el en es et fi fr hr hu it lt lv mt nl pl pt ro sk sl sv ru uk").split()
 CLEAN_SCORES = {"avg_logprob": -0.3, "compression_ratio": 1.2, "no_speech_prob": 0.02}
@@ -88,7 +94,7 @@ def test_longest_run_and_loops():
 
 
 def test_long_word_measures_words_not_urls():
-    assert rules.word_lengths("«Hallo», sagte er: https://example.org/a/very/long/path/here.") == [5, 5, 2]
+    assert word_lengths("«Hallo», sagte er: https://example.org/a/very/long/path/here.") == [5, 5, 2]
     assert rules.is_url("www.amara.org") and rules.is_url("someone@example.com") and not rules.is_url("e.g")
     assert rules.long_word([40, 3], 25, None, 18)
     assert rules.long_word([20, 5], None, 3.0, 18) and not rules.long_word([12, 2], None, 3.0, 18)
@@ -170,7 +176,7 @@ def test_a_short_phrase_said_surely_on_speech_is_only_flagged():
         assert one(f, text=text, lang=lang, avg_logprob=-0.6)["drop_reason"] == "hallucination:phrase"
     # a long outro is never trusted, however sure the decoder
     assert one(f, text="Thank you for watching!")["drop_reason"] == "hallucination:phrase"
-    assert one(HallucinationFilter(phrase_trust_min_logprob=None), text="Thank you.")["drop_reason"] == \
+    assert one(HallucinationFilter(min_trusted_phrase_avg_logprob=None), text="Thank you.")["drop_reason"] == \
         "hallucination:phrase"
 
 
@@ -203,8 +209,8 @@ def test_word_tokens_split_hyphens_and_dots_but_keep_numerals_whole():
     assert [t.text for t in rules.word_tokens("192.168.0.1, 3.14159; 1,500,000 12:30")] == [
         "192.168.0.1", "3.14159", "1,500,000", "12:30"]
     # a numeral's length is its digits; a URL or e-mail is a token without a length
-    assert rules.word_lengths("192.168.0.1 3.14159 1,500,000 e-mail U.S.A.") == [8, 6, 7, 1, 4, 1, 1, 1]
-    assert rules.word_lengths("1111111111111111111111111") == [25]
+    assert word_lengths("192.168.0.1 3.14159 1,500,000 e-mail U.S.A.") == [8, 6, 7, 1, 4, 1, 1, 1]
+    assert word_lengths("1111111111111111111111111") == [25]
     assert rules.word_tokens("see www.amara.org now")[1] == rules.Token("www.amara.org", None)
     assert [t.text for t in rules.word_tokens("a-a-a-a-a-a-a-a-a-a")] == ["a"] * 10
 
@@ -307,20 +313,20 @@ def test_earlier_flags_kept_and_rejected_rows_pass_through():
 @pytest.mark.parametrize(
     ("params", "row", "default_reason"),
     [
-        ({"loop_short_min_repeats": 6}, {"text": "the the the the the"}, "hallucination:ngram_loop"),
-        ({"repeated_max_unique_ratio": None}, {"text": STORE}, "hallucination:repeated_ngrams"),
-        ({"repeated_max_unique_ratio": 0.25}, {"text": STORE}, "hallucination:repeated_ngrams"),
-        ({"repeated_min_words": 30}, {"text": STORE}, "hallucination:repeated_ngrams"),
-        ({"long_word_min_chars": 50, "long_word_ratio": None}, {"text": "It was " + "x" * 40}, "hallucination:long_word"),
+        ({"min_short_loop_repeats": 6}, {"text": "the the the the the"}, "hallucination:ngram_loop"),
+        ({"max_unique_word_ratio": None}, {"text": STORE}, "hallucination:repeated_ngrams"),
+        ({"max_unique_word_ratio": 0.25}, {"text": STORE}, "hallucination:repeated_ngrams"),
+        ({"min_unique_ratio_words": 30}, {"text": STORE}, "hallucination:repeated_ngrams"),
+        ({"min_long_word_chars": 50, "min_long_word_ratio": None}, {"text": "It was " + "x" * 40}, "hallucination:long_word"),
         ({"long_word_ratio_off_langs": ["en"]}, {"text": "oh " + "ha" * 11 + " yes yes"}, "hallucination:long_word"),
         ({"phrase_extra_langs": []}, {"text": "Thank you for watching!", "lang": "de"}, "hallucination:phrase"),
         ({"phrases": False}, {"text": "Vielen Dank fürs Zuschauen!", "lang": "de"}, "hallucination:phrase"),
-        ({"phrase_prefix_min_words": 6}, {"text": "Thank you for watching and goodbye"}, "hallucination:phrase"),
-        ({"char_rate_max": 80.0}, {"text": "A fairly long sentence that somebody said in about one second.", "duration_s": 1.0},
+        ({"min_prefix_phrase_words": 6}, {"text": "Thank you for watching and goodbye"}, "hallucination:phrase"),
+        ({"max_chars_per_s": 80.0}, {"text": "A fairly long sentence that somebody said in about one second.", "duration_s": 1.0},
          "hallucination:char_rate_high"),
-        ({"char_rate_min": 0.1}, {"text": "Yes.", "duration_s": 20.0}, "hallucination:char_rate_low"),
-        ({"compression_ratio_max": 3.0}, {"text": "A normal sentence.", "compression_ratio": 2.6}, "decoder:compression_ratio"),
-        ({"avg_logprob_min": -2.0}, {"text": "A normal sentence.", "avg_logprob": -1.4}, "decoder:avg_logprob"),
+        ({"min_chars_per_s": 0.1}, {"text": "Yes.", "duration_s": 20.0}, "hallucination:char_rate_low"),
+        ({"max_compression_ratio": 3.0}, {"text": "A normal sentence.", "compression_ratio": 2.6}, "decoder:compression_ratio"),
+        ({"min_avg_logprob": -2.0}, {"text": "A normal sentence.", "avg_logprob": -1.4}, "decoder:avg_logprob"),
     ],
 )
 def test_each_threshold_is_a_param(params, row, default_reason):
@@ -331,15 +337,15 @@ def test_each_threshold_is_a_param(params, row, default_reason):
 
 def test_thresholds_that_tighten():
     clean = "We went to the market and bought some apples."
-    assert one(HallucinationFilter(char_rate_max=5.0), text=clean)["drop_reason"] == "hallucination:char_rate_high"
-    assert one(HallucinationFilter(long_word_min_chars=8), text=clean)["drop_reason"] is None  # longest is 6
-    assert one(HallucinationFilter(long_word_min_chars_by_lang={"de": 20}),
+    assert one(HallucinationFilter(max_chars_per_s=5.0), text=clean)["drop_reason"] == "hallucination:char_rate_high"
+    assert one(HallucinationFilter(min_long_word_chars=8), text=clean)["drop_reason"] is None  # longest is 6
+    assert one(HallucinationFilter(min_long_word_chars_by_lang={"de": 20}),
                text="Die Geschwindigkeitsbegrenzung gilt.", lang="de")["drop_reason"] == "hallucination:long_word"
 
 
 def test_bad_params_are_errors():
-    with pytest.raises(ValueError, match="loop_short_min_repeats"):
-        HallucinationFilter(loop_short_min_repeats=1)
+    with pytest.raises(ValueError, match="min_short_loop_repeats"):
+        HallucinationFilter(min_short_loop_repeats=1)
     with pytest.raises(ValueError, match="no_such_rule"):
         HallucinationFilter(no_such_rule=1)
 
@@ -348,7 +354,7 @@ def test_bad_params_are_errors():
 
 
 def test_bundled_lists_cover_granary_languages_and_match_themselves():
-    assert set(GRANARY_LANGS) <= set(phrases.available_langs())
+    assert set(GRANARY_LANGS) <= {p.stem for p in phrases.bundled_dir().glob("*.txt")}
     for lang in GRANARY_LANGS:
         path = phrases.bundled_dir() / f"{lang}.txt"
         head = path.read_text(encoding="utf-8")
@@ -423,7 +429,7 @@ def test_text_lang_rejects_mismatch_and_mixed_output(lid):
 
 def test_text_lang_thresholds_short_texts_and_groups(lid):
     text = "Heute Morgen habe ich den Bus verpasst und musste zur Arbeit laufen."
-    assert one(TextLanguageFilter(disagree_min_prob=1.0), text=text, lang="en")["drop_reason"] is None
+    assert one(TextLanguageFilter(min_mismatch_prob=1.0), text=text, lang="en")["drop_reason"] is None
     assert one(TextLanguageFilter(min_prob=1.0), text=text, lang="de")["drop_reason"] == "text_lang:low_confidence"
     short = one(lid, text="Ja, genau.", lang="en")
     assert short["drop_reason"] is None and short["flags"] == ["text_lang:skipped_short"]
@@ -453,8 +459,7 @@ def test_text_lang_judges_only_text_with_enough_letters(lid, text, flag):
         assert out["drop_reason"] is None and out["flags"] == [flag]
 
 
-def test_text_lang_min_letters_and_its_old_name():
-    assert TextLanguageFilter(min_chars=5).min_letters == 5 == TextLanguageFilter(min_letters=5).min_letters
+def test_text_lang_min_letters():
     text = "Heute Morgen habe ich den Bus verpasst."  # 31 letters
     stage = TextLanguageFilter(min_letters=40)
     assert one(stage, text=text, lang="en")["flags"] == ["text_lang:skipped_short"]
@@ -494,10 +499,10 @@ def test_pass_agreement():
 
 PIPELINE_SNIPPET = """
   - use: filter.hallucination
-    params: {phrase_extra_langs: [en], char_rate_max: 40, avg_logprob_min: -1.0, compression_ratio_max: 2.4}
+    params: {phrase_extra_langs: [en], max_chars_per_s: 40, min_avg_logprob: -1.0, max_compression_ratio: 2.4}
     resources: {cpus: 0.25}
   - use: filter.text_lang
-    params: {model: fasttext-lid176, disagree_min_prob: 0.8, min_prob: 0.3, min_letters: 20}
+    params: {model: fasttext-lid176, min_mismatch_prob: 0.8, min_prob: 0.3, min_letters: 20}
     resources: {cpus: 0.25}
 """
 

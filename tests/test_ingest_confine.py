@@ -24,9 +24,9 @@ from granary_pipe.config import ConfigError, load_pipeline
 from granary_pipe.io.release import build_release
 from granary_pipe.pipeline import _fingerprint, resolved_config, run_pipeline
 from granary_pipe.report.summary import format_summary, summarize
-from granary_pipe.stages.ingest.manifest import list_recordings, recording_id
-from granary_pipe.stages.ingest.readers import read_entries
-from granary_pipe.stages.ingest.source import load_manifest
+from granary_pipe.ingest.manifest import list_recordings, recording_id
+from granary_pipe.ingest.readers import read_entries
+from granary_pipe.ingest.source import load_manifest
 
 try:
     from tests.helpers_rundir import make_run

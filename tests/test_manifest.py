@@ -12,7 +12,7 @@ import pytest
 from granary_pipe import licenses
 from granary_pipe.config import ConfigError
 from granary_pipe.schema import SCHEMA
-from granary_pipe.stages.ingest.manifest import list_recordings, load_manifest, recording_id
+from granary_pipe.ingest.manifest import list_recordings, load_manifest, recording_id
 
 try:
     from tests.audio_fixtures import DEMO_DIR, demo_listing

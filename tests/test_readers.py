@@ -16,8 +16,8 @@ import soundfile as sf
 import yaml
 
 from granary_pipe.config import ConfigError
-from granary_pipe.stages.ingest import readers
-from granary_pipe.stages.ingest.source import CATALOG_ONLY, load_manifest
+from granary_pipe.ingest import readers
+from granary_pipe.ingest.source import CATALOG_ONLY, load_manifest
 
 SR = 16000
 

@@ -19,7 +19,7 @@ from granary_pipe.io import sink
 from granary_pipe.pipeline import apply_stage, batches, plan_units
 from granary_pipe.schema import SAMPLE_RATE_HZ, SCHEMA, WORK_SCHEMA, make_table
 from granary_pipe.stage import Stage
-from granary_pipe.stages.ingest.manifest import list_recordings
+from granary_pipe.ingest.manifest import list_recordings
 from granary_pipe.stages.license.gate import LicenseGate
 
 SR = SAMPLE_RATE_HZ

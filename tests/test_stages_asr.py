@@ -18,9 +18,16 @@ from pydantic import ValidationError
 from granary_pipe.config import ConfigError, load_pipeline
 from granary_pipe.schema import SAMPLE_RATE_HZ
 from granary_pipe.stages.asr import whisper_runtime
-from granary_pipe.stages.asr.language_id import WhisperLanguageID, combine, spread
+from granary_pipe.stages.asr.language_id import WhisperLanguageID, average, spread
 from granary_pipe.stages.asr.transcribe import WhisperTranscribe
 from granary_pipe.stages.audio.decode import decode_file
+
+
+def combine(probs: list[dict[str, float]], weights: list[float]) -> tuple[str, float]:
+    """The language :func:`average` puts first, with its probability."""
+    dist = average(probs, weights)
+    lang = max(dist, key=dist.get)
+    return lang, dist[lang]
 
 try:
     from tests import audio_fixtures as af
@@ -41,7 +48,7 @@ def clips():
 @pytest.fixture(scope="module", autouse=True)
 def base_model():
     """Whisper base, loaded once for the module (the stages below share it through the cache)."""
-    WhisperLanguageID(model="whisper-base", compute_type="int8").setup()
+    WhisperLanguageID(lid_model="whisper-base", compute_type="int8").setup()
     return whisper_runtime.load("whisper-base", "auto", "int8", 0)
 
 
@@ -100,7 +107,7 @@ def test_combine_weights_by_duration():
 
 def test_language_id_on_demo_clips(clips):
     # allowed_langs leaves English out: its recording is rejected as unsupported, the rest kept
-    stage = WhisperLanguageID(model="whisper-base", windows=3, min_prob=0.5, allowed_langs=["de", "es", "it"])
+    stage = WhisperLanguageID(lid_model="whisper-base", windows=3, min_prob=0.5, allowed_langs=["de", "es", "it"])
     names = ["de_01.flac", "es_01.flac", "it_01.flac", "en_01.flac"]
     rows = [af.audio_row(clips[n], n.split(".")[0]) for n in names]
     rows.append(af.recording_row("/x.wav", rid="bad", drop_reason="decode_error: no such file: /x.wav"))
@@ -133,7 +140,7 @@ def test_windows_that_disagree_are_averaged_by_duration(clips, mixed_window_prob
     # the English window pulls the recording's confidence below that of its German windows
     assert expected_prob < min(probs[0]["de"], probs[2]["de"]) and expected_prob < 0.98
     # set the threshold just above: every segment of the recording is rejected, language still recorded
-    stage = WhisperLanguageID(model="whisper-base", windows=3, min_prob=expected_prob + 0.02,
+    stage = WhisperLanguageID(lid_model="whisper-base", windows=3, min_prob=expected_prob + 0.02,
                               resolve={"enabled": False})
     rows = mixed_recording(clips)
     out = stage(af.table(rows[::-1])).to_pylist()  # order of rows in the batch does not matter
@@ -145,7 +152,7 @@ def test_windows_that_disagree_are_averaged_by_duration(clips, mixed_window_prob
 
 
 def test_one_window_is_the_middle_segment_by_offset(clips):
-    stage = WhisperLanguageID(model="whisper-base", windows=1, min_prob=0.0)
+    stage = WhisperLanguageID(lid_model="whisper-base", windows=1, min_prob=0.0)
     rows = mixed_recording(clips)  # de, en, de by offset: the middle one is English
     out = stage(af.table([rows[2], rows[0], rows[1]])).to_pylist()
     assert {r["lang"] for r in out} == {"en"}
@@ -326,7 +333,7 @@ def test_two_pass_equals_language_id_then_whisper(clips, asr):
 
     rows = [af.audio_row(clips[n], n.split(".")[0]) for n in ("en_01.flac", "de_01.flac", "es_01.flac", "it_01.flac")]
     rows += mixed_recording(clips)
-    lid = WhisperLanguageID(model="whisper-base", compute_type="int8")
+    lid = WhisperLanguageID(lid_model="whisper-base", compute_type="int8")
     fused = WhisperTwoPass(models_by_lang={"en": "whisper-tiny.en", "default": "whisper-base"}, beam_size=5,
                            compute_type="int8")
     keys = ("id", "lang", "lang_prob", "text", "avg_logprob", "drop_reason", "asr_model")

@@ -106,7 +106,7 @@ def test_language_id_judges_only_sides_with_letters(lid):
     assert filters.check_pair("2024 – 19,99 € – 5 %", "2024 – 19,99 € – 5 %", "de", "en", lid=lid) == []
     src = "Heute Morgen habe ich den Bus verpasst und musste zur Arbeit laufen."
     assert filters.check_pair(src, src, "de", "en", lid=lid) == ["tgt_lang"]
-    assert filters.check_pair(src, src, "de", "en", lid=lid, lid_min_letters=1000) == []  # the threshold is a param
+    assert filters.check_pair(src, src, "de", "en", lid=lid, min_lid_letters=1000) == []  # the threshold is a param
     assert filters.check_pair("Ich zähle bis drei.", "1, 2, 3", "de", "en", lid=lid) == ["charset"]  # words lost
     assert filters.max_ngram_count("It cost 1,000,000,000,000,000,000 dollars") == 1  # one numeral, no loop
 
@@ -128,9 +128,11 @@ def test_targets_map_both_directions():
         LLMTranslate(targets={"en": "klingon"})
 
 
-def test_quality_estimation_is_off_unless_implemented():
-    assert "off" in LLMTranslate().run_info()["filters"]["quality_estimation"]
-    with pytest.raises(NotImplementedError, match="qe_model"):
+def test_qe_model_is_gone_null_still_loads():
+    """``qe_model`` accepted only null (no quality estimation exists): it is removed; null still
+    loads for one release (with a warning), a model name is an unknown key as before."""
+    assert "quality_estimation" not in LLMTranslate(qe_model=None).run_info()["filters"]
+    with pytest.raises(ValidationError, match="qe_model"):
         LLMTranslate(qe_model="Unbabel/wmt22-cometkiwi-da")
 
 

@@ -5,6 +5,7 @@ the two kinds of Ray address), the ``-v``/``-q`` options, and turning an excepti
 from __future__ import annotations
 
 import argparse
+import inspect
 import errno
 import json
 import os
@@ -65,9 +66,15 @@ def examples(*lines: str) -> str:
 
 
 def command(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser], name: str,
-            func: Callable[[argparse.Namespace], int] | None, *, help: str, description: str,
-            examples: str | tuple[str, ...]) -> argparse.ArgumentParser:
-    """A subcommand with the shared options, a description and examples; ``func`` runs it."""
+            func: Callable[[argparse.Namespace], int] | None, *, examples: str | tuple[str, ...],
+            help: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand with the shared options, a description and examples; ``func`` runs it.
+
+    ``help`` (the line in ``granary --help``) and ``description`` default to ``func``'s docstring:
+    its first line, and the paragraph after it with its lines joined."""
+    if func is not None and func.__doc__ and help is None:
+        first, _, rest = inspect.getdoc(func).partition("\n")
+        help, description = first.strip(), description or " ".join(rest.split())
     lines = (examples,) if isinstance(examples, str) else examples
     parser = sub.add_parser(name, parents=parents, formatter_class=Formatter, help=help, description=description,
                             epilog="examples:\n" + "\n".join(f"  {line}" for line in lines))

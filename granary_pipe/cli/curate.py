@@ -17,6 +17,13 @@ _RENAMED_JOBS = f"use --dashboard {DASHBOARD_HELP} (the Ray dashboard's Jobs API
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """run a pipeline over a source into a run directory (rerun = resume)
+
+    Run PIPELINE over the recordings of SOURCE into OUT. Units already committed in OUT are skipped,
+    so rerunning the same command resumes; a run of another pipeline or source (or a listing whose
+    lines changed) is refused. Without --ray-address an embedded local Ray starts. Progress goes to
+    stderr: a bar on a terminal, one line per committed unit elsewhere (a log file, CI, a Ray job).
+    """
     from granary_pipe import bundled
     from granary_pipe.config import ConfigError
     from granary_pipe.pipeline import run_pipeline
@@ -48,6 +55,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
+    """submit `granary run` as a job to a Ray cluster (Ray Jobs API)
+
+    Submit a run to a Ray cluster through its dashboard's Jobs API. PIPELINE and --source are
+    relative to --working-dir, which is uploaded with the job; --out must be on storage every node
+    sees. With --wait the job's log (one progress line per committed unit) streams here until it
+    ends. Token auth: set RAY_AUTH_TOKEN (or have ~/.ray/auth_token).
+    """
     from granary_pipe.executors import ray_jobs
 
     dashboard = dashboard_from(args)
@@ -70,6 +84,10 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    """status of a submitted job
+
+    Print a submitted job's state (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED).
+    """
     from granary_pipe.executors import ray_jobs
 
     info = ray_jobs.status(args.job, dashboard_from(args))
@@ -81,6 +99,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
+    """driver log of a submitted job
+
+    Print a submitted job's driver log: the run's progress lines and summary.
+    """
     from granary_pipe.executors import ray_jobs
 
     text = ray_jobs.logs(args.job, dashboard_from(args), follow=args.follow)
@@ -90,6 +112,13 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _cmd_stages(args: argparse.Namespace) -> int:
+    """list the pipeline stages with their parameters (--json: JSON Schema of pipeline files)
+
+    Every registered stage (the `use:` names of a pipeline file) with its parameters: type, default
+    and description, and the engine settings each stage takes beside `params` (resources,
+    batch_size, workers). --json prints the JSON Schema of a pipeline file, for editors that
+    validate YAML (e.g. `# yaml-language-server: $schema=pipeline.schema.json`).
+    """
     from granary_pipe import stage_docs
 
     if args.json:
@@ -104,16 +133,10 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     from granary_pipe.executors import EXECUTORS
 
     r = command(sub, parents, "run", _cmd_run,
-        help="run a pipeline over a source into a run directory (rerun = resume)",
-        description="Run PIPELINE over the recordings of SOURCE into OUT. Units already committed in OUT are "
-                    "skipped, so rerunning the same command resumes; a run of another pipeline or source (or a "
-                    "listing whose lines changed) is refused. Without --ray-address an embedded local Ray "
-                    "starts. Progress goes to stderr: a bar on a terminal, one line per committed unit "
-                    "elsewhere (a log file, CI, a Ray job).",
         examples=("granary run demo --out demo-run                 # the bundled demo corpus",
-                        "granary run pipelines/demo.yaml --source manifests/demo/demo.yaml --out RUN",
-                        "granary run my.yaml --source corpus.yaml --out /data/RUN --ray-address auto",
-                        "granary run demo --out RUN --executor beam --beam-option direct_num_workers=2"))
+                  "granary run pipelines/demo.yaml --source manifests/demo/demo.yaml --out RUN",
+                  "granary run my.yaml --source corpus.yaml --out /data/RUN --ray-address auto",
+                  "granary run demo --out RUN --executor beam --beam-option direct_num_workers=2"))
     r.add_argument("pipeline", help="pipeline YAML, or a bundled pipeline name: demo, granary-gpu, granary-gpu-1 "
                                     "(see granary stages for what each stage takes)")
     r.add_argument("--source", default=None,
@@ -132,14 +155,9 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     add_renamed(r, "--address", _RENAMED_RUN)
 
     sm = command(sub, parents, "submit", _cmd_submit,
-        help="submit `granary run` as a job to a Ray cluster (Ray Jobs API)",
-        description="Submit a run to a Ray cluster through its dashboard's Jobs API. PIPELINE and --source are "
-                    "relative to --working-dir, which is uploaded with the job; --out must be on storage every "
-                    "node sees. With --wait the job's log (one progress line per committed unit) streams here "
-                    "until it ends. Token auth: set RAY_AUTH_TOKEN (or have ~/.ray/auth_token).",
         examples=("granary submit pipelines/demo.yaml --source manifests/demo/demo.yaml \\",
-                        "    --out /data/runs/demo --dashboard http://HEAD:8265 --wait",
-                        "granary status JOB_ID --dashboard http://HEAD:8265"))
+                  "    --out /data/runs/demo --dashboard http://HEAD:8265 --wait",
+                  "granary status JOB_ID --dashboard http://HEAD:8265"))
     sm.add_argument("pipeline", help="pipeline YAML relative to --working-dir, or a bundled pipeline name")
     sm.add_argument("--source", required=True, help="source manifest relative to --working-dir, or 'demo'")
     sm.add_argument("--out", required=True, help="run directory on shared storage (absolute path)")
@@ -151,25 +169,18 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     sm.add_argument("--wait", action="store_true", help="follow the job's log until it ends; exit 1 unless it succeeded")
     add_json(sm, "the job id (and with --wait its final status)")
 
-    st = command(sub, parents, "status", _cmd_status, help="status of a submitted job",
-                 description="Print a submitted job's state (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED).",
-                 examples="granary status raysubmit_XYZ --dashboard http://HEAD:8265 --json")
+    st = command(sub, parents, "status", _cmd_status,
+        examples="granary status raysubmit_XYZ --dashboard http://HEAD:8265 --json")
     _add_job(st)
     add_json(st, "all job info")
-    lg = command(sub, parents, "logs", _cmd_logs, help="driver log of a submitted job",
-                 description="Print a submitted job's driver log: the run's progress lines and summary.",
-                 examples="granary logs raysubmit_XYZ --dashboard http://HEAD:8265 -f")
+    lg = command(sub, parents, "logs", _cmd_logs,
+        examples="granary logs raysubmit_XYZ --dashboard http://HEAD:8265 -f")
     _add_job(lg)
     lg.add_argument("-f", "--follow", action="store_true", help="stream the log until the job ends")
 
     sg = command(sub, parents, "stages", _cmd_stages,
-        help="list the pipeline stages with their parameters (--json: JSON Schema of pipeline files)",
-        description="Every registered stage (the `use:` names of a pipeline file) with its parameters: type, "
-                    "default and description, and the engine settings each stage takes beside `params` "
-                    "(resources, batch_size, workers). --json prints the JSON Schema of a pipeline file, for "
-                    "editors that validate YAML (e.g. `# yaml-language-server: $schema=pipeline.schema.json`).",
         examples=("granary stages", "granary stages asr.two_pass filter.hallucination",
-                        "granary stages --json > pipeline.schema.json"))
+                  "granary stages --json > pipeline.schema.json"))
     sg.add_argument("names", nargs="*", help="only these stages (default: all)")
     add_json(sg, "the JSON Schema of pipeline files")
 

@@ -26,6 +26,12 @@ def _release_license(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
+    """cut a release (Parquet + WebDataset shards; NeMo, Lhotse Shar on request) from a run
+
+    Cut the kept rows of RUN's committed units into per-language shards under OUT, with release.json
+    (sha256 of every file), ATTRIBUTION.md and a dataset card. Rows whose license does not allow the
+    release license stay out (counted). The same run and options give byte-identical files.
+    """
     from granary_pipe.io.formats import FORMATS
     from granary_pipe.io.release import build_release
 
@@ -49,6 +55,13 @@ def _cmd_release(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
+    """download a release (release.json URL or path): verified, resumable
+
+    Fetch every file release.json lists into OUT: parallel, resumable (HTTP Range), each checked by
+    sha256 (a bad one is fetched once more), retried with backoff. SOURCE: http(s) URL, fsspec URL
+    (file://, s3://, ...) or path, of release.json or its directory. Ctrl-C stops at once (queued
+    files are not started; partial files resume next time). Exit 1 if any file failed (listed).
+    """
     from granary_pipe.io.download import download_release
 
     report = download_release(args.source, Path(args.out), jobs=args.jobs, langs=args.lang, formats=args.formats,
@@ -61,6 +74,12 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    """check a downloaded release: sha256 and size of every listed file
+
+    Check the files DIR/release.json lists (the selection of the download that made DIR, unless
+    --lang/--formats say otherwise) by size and sha256, --jobs files at a time. Exit 1 listing
+    missing and bad files.
+    """
     from granary_pipe.io.verify import verify_release
 
     report = verify_release(Path(args.dir), langs=args.lang, formats=args.formats, jobs=args.jobs,
@@ -76,6 +95,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    """summarize a run or a release
+
+    Summarize a run (rows in = kept + rejected, rejection reasons per rule, hours, languages, time
+    per stage, reference WER where the listing has text) or a release (files, rows, hours per
+    language and format).
+    """
     from granary_pipe.report.summary import format_summary, summarize
 
     summary = summarize(Path(args.path))
@@ -89,6 +114,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_sources(args: argparse.Namespace) -> int:
+    """list the source catalog: corpus, languages, hours, license, compliant?, labelled
+
+    List the open corpora of the source catalog (shipped with the package; manifests/catalog in a
+    checkout): languages, published hours, license (registry id), whether it is open-source
+    compliant, labelled or not, and how many facts were confirmed on the corpus's pages.
+    """
     from granary_pipe import catalog
 
     entries = catalog.load_catalog(args.catalog)
@@ -100,6 +131,13 @@ def _cmd_sources(args: argparse.Namespace) -> int:
 
 
 def _cmd_licenses_audit(args: argparse.Namespace) -> int:
+    """license compliance matrix of a manifest, catalog, run or release; exit 1 on any violation
+
+    Print rows/hours per source and license (compliant?, BY/SA/NC/ND) and each model's license. Exit
+    1 when a kept or released row has a non-compliant, unknown or release-incompatible license, when
+    a model's license forbids releasing its outputs, or when a manifest's license is not compliant
+    or not recognised; 0 otherwise; 2 on errors.
+    """
     from granary_pipe import audit
 
     report = audit.audit_path(args.path, release_license=args.release_license)
@@ -128,13 +166,8 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     from granary_pipe.io.formats import DEFAULT_FORMATS
 
     rel = command(sub, parents, "release", _cmd_release,
-        help="cut a release (Parquet + WebDataset shards; NeMo, Lhotse Shar on request) from a run",
-        description="Cut the kept rows of RUN's committed units into per-language shards under OUT, with "
-                    "release.json (sha256 of every file), ATTRIBUTION.md and a dataset card. Rows whose license "
-                    "does not allow the release license stay out (counted). The same run and options give "
-                    "byte-identical files.",
         examples=("granary release demo-run --out demo-release",
-                        "granary release RUN --out REL --lang en,de --formats all --release-license CC-BY-4.0"))
+                  "granary release RUN --out REL --lang en,de --formats all --release-license CC-BY-4.0"))
     rel.add_argument("run", type=Path, help="run directory")
     rel.add_argument("--out", type=Path, required=True, help="release directory to create")
     rel.add_argument("--shard-rows", type=int, default=1000, help="rows per shard (default 1000)")
@@ -153,26 +186,17 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     rel.add_argument("--overwrite", action="store_true", help="replace an existing release directory")
     add_json(rel, "rows, hours, files and bytes of the release")
 
-    rep = command(sub, parents, "report", _cmd_report, help="summarize a run or a release",
-        description="Summarize a run (rows in = kept + rejected, rejection reasons per rule, hours, languages, "
-                    "time per stage, reference WER where the listing has text) or a release (files, rows, "
-                    "hours per language and format).",
+    rep = command(sub, parents, "report", _cmd_report,
         examples=("granary report demo-run", "granary report demo-run --html report.html",
-                        "granary report demo-release --json"))
+                  "granary report demo-release --json"))
     rep.add_argument("path", type=Path, help="run directory or release directory")
     add_json(rep, "the summary")
     rep.add_argument("--html", type=Path, default=None, metavar="PATH",
                      help="also write a self-contained HTML page with plots to PATH (no network requests)")
 
     dl = command(sub, parents, "download", _cmd_download,
-        help="download a release (release.json URL or path): verified, resumable",
-        description="Fetch every file release.json lists into OUT: parallel, resumable (HTTP Range), each "
-                    "checked by sha256 (a bad one is fetched once more), retried with backoff. SOURCE: http(s) "
-                    "URL, fsspec URL (file://, s3://, ...) or path, of release.json or its directory. Ctrl-C "
-                    "stops at once (queued files are not started; partial files resume next time). Exit 1 if "
-                    "any file failed (listed).",
         examples=("granary download https://example.org/corpus/release.json --out corpus --lang de",
-                        "granary download /mnt/releases/v1 --out v1 --formats parquet --jobs 8"))
+                  "granary download /mnt/releases/v1 --out v1 --formats parquet --jobs 8"))
     dl.add_argument("source", help="release.json URL/path (or the release directory)")
     dl.add_argument("--out", type=Path, required=True, help="local directory to download into")
     _add_selection(dl, "all", "parallel downloads")
@@ -180,20 +204,12 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     add_json(dl, "what was fetched, skipped and failed")
 
     vf = command(sub, parents, "verify", _cmd_verify,
-        help="check a downloaded release: sha256 and size of every listed file",
-        description="Check the files DIR/release.json lists (the selection of the download that made DIR, unless "
-                    "--lang/--formats say otherwise) by size and sha256, --jobs files at a time. Exit 1 listing "
-                    "missing and bad files.",
         examples=("granary verify corpus", "granary verify corpus --lang de --formats wds --jobs 8 --json"))
     vf.add_argument("dir", type=Path, help="release directory (holds release.json)")
     _add_selection(vf, "what was downloaded", "files checked in parallel")
     add_json(vf, "ok, missing and bad files")
 
     src = command(sub, parents, "sources", _cmd_sources,
-        help="list the source catalog: corpus, languages, hours, license, compliant?, labelled",
-        description="List the open corpora of the source catalog (shipped with the package; manifests/catalog in "
-                    "a checkout): languages, published hours, license (registry id), whether it is open-source "
-                    "compliant, labelled or not, and how many facts were confirmed on the corpus's pages.",
         examples=("granary sources", "granary sources --lang de,pl --json"))
     src.add_argument("--catalog", type=Path, default=None,
                      help="catalog directory (default: $GRANARY_CATALOG, else the bundled catalog)")
@@ -207,13 +223,8 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                   examples="granary licenses audit manifests/catalog")
     lic_sub = lic.add_subparsers(dest="licenses_command", required=True, metavar="COMMAND")
     au = command(lic_sub, parents, "audit", _cmd_licenses_audit,
-        help="license compliance matrix of a manifest, catalog, run or release; exit 1 on any violation",
-        description="Print rows/hours per source and license (compliant?, BY/SA/NC/ND) and each model's license. "
-                    "Exit 1 when a kept or released row has a non-compliant, unknown or release-incompatible "
-                    "license, when a model's license forbids releasing its outputs, or when a manifest's license "
-                    "is not compliant or not recognised; 0 otherwise; 2 on errors.",
         examples=("granary licenses audit manifests/demo/demo.yaml",
-                        "granary licenses audit demo-release --release-license CC-BY-4.0 --json"))
+                  "granary licenses audit demo-release --release-license CC-BY-4.0 --json"))
     au.add_argument("path", type=Path, help="source manifest (.yaml), directory of manifests (e.g. manifests/catalog), "
                                             "run directory or release directory")
     au.add_argument("--release-license", default=None, metavar="SPDX",

@@ -32,6 +32,13 @@ def _config(args: argparse.Namespace) -> Path | None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    """train a Conformer-CTC model on a release (extra [train]; rerun = resume)
+
+    Train on the WebDataset shards of a release. Rerunning with the same --out resumes from its
+    latest checkpoint (the saved config is used when --config is not given). Without
+    --ray-address/--workers: one process (DDP when launched by torchrun); with them: Ray Train
+    workers. Needs the [train] extra: pip install 'granary_pipe[train]'.
+    """
     from granary_pipe.train.data import is_url, open_release
     from granary_pipe.train.loop import resolve_config, train_from_args
 
@@ -61,6 +68,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """WER/CER of a checkpoint on a release split (greedy CTC)
+
+    Score a checkpoint on a release: the held-out rows it never trained on by default. Exit 1 when
+    the split has no utterances.
+    """
     from granary_pipe.train.loop import evaluate
 
     result = evaluate(args.checkpoint, args.data, split=args.split, max_utts=args.max_utts, device=args.device)
@@ -76,6 +88,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
+    """transcribe audio files with a checkpoint (greedy CTC)
+
+    Transcribe audio files (any format FFmpeg reads) with a trained checkpoint.
+    """
     from granary_pipe.train.loop import transcribe
 
     for item in transcribe(args.checkpoint, args.audio, device=args.device):
@@ -84,6 +100,11 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot_schedules(args: argparse.Namespace) -> int:
+    """plot the four LR warmup schedules with inverse-sqrt decay
+
+    Plot the linear, piecewise, exponential and polynomial warmup schedules, each followed by
+    inverse-sqrt decay, into one image.
+    """
     from granary_pipe.train.schedules import plot_schedules
 
     path = plot_schedules(args.out, peak_lr=args.peak_lr, warmup_steps=args.warmup_steps,
@@ -95,15 +116,10 @@ def _cmd_plot_schedules(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Register the training commands."""
     tr = command(sub, parents, "train", _cmd_train,
-        help="train a Conformer-CTC model on a release (extra [train]; rerun = resume)",
-        description="Train on the WebDataset shards of a release. Rerunning with the same --out resumes from its "
-                    "latest checkpoint (the saved config is used when --config is not given). Without "
-                    "--ray-address/--workers: one process (DDP when launched by torchrun); with them: Ray Train "
-                    "workers. Needs the [train] extra: pip install 'granary_pipe[train]'.",
         examples=("granary train --data demo-release --out model --config train-tiny --max-steps 200",
-                        "granary train --data REL --out MODEL --set schedule.name=exponential --set data.loader_workers=4",
-                        "torchrun --nproc-per-node 2 -m granary_pipe.cli train --data REL --out MODEL",
-                        "granary train --data REL --out /data/MODEL --workers 4 --ray-address auto"))
+                  "granary train --data REL --out MODEL --set schedule.name=exponential --set data.loader_workers=4",
+                  "torchrun --nproc-per-node 2 -m granary_pipe.cli train --data REL --out MODEL",
+                  "granary train --data REL --out /data/MODEL --workers 4 --ray-address auto"))
     tr.add_argument("--data", required=True, help="release directory, or the URL of its release.json "
                     "(downloaded into OUT/data, verified)")
     tr.add_argument("--out", type=Path, required=True, help="training directory (checkpoints, metrics, TensorBoard)")
@@ -122,11 +138,8 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     add_renamed(tr, "--address", f"use --ray-address ({CLUSTER_HELP})")
 
     ev = command(sub, parents, "evaluate", _cmd_evaluate,
-                        help="WER/CER of a checkpoint on a release split (greedy CTC)",
-                        description="Score a checkpoint on a release: the held-out rows it never trained on by "
-                                    "default. Exit 1 when the split has no utterances.",
-                        examples=("granary evaluate --checkpoint model", 
-                                        "granary evaluate --checkpoint model/ckpt-000200.pt --data REL --split all --json"))
+        examples=("granary evaluate --checkpoint model", 
+                  "granary evaluate --checkpoint model/ckpt-000200.pt --data REL --split all --json"))
     ev.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or training directory (latest)")
     ev.add_argument("--data", default=None, help="release directory (default: the one the checkpoint trained on)")
     ev.add_argument("--split", choices=["heldout", "train", "all"], default="heldout",
@@ -136,19 +149,14 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     add_json(ev, "the result, with examples")
 
     ts = command(sub, parents, "transcribe", _cmd_transcribe,
-                        help="transcribe audio files with a checkpoint (greedy CTC)",
-                        description="Transcribe audio files (any format FFmpeg reads) with a trained checkpoint.",
-                        examples=("granary transcribe --checkpoint model clip1.flac clip2.wav"))
+        examples="granary transcribe --checkpoint model clip1.flac clip2.wav")
     ts.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or training directory (latest)")
     ts.add_argument("audio", nargs="+", type=Path, help="audio files")
     ts.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     add_json(ts, "one object per file")
 
     ps = command(sub, parents, "plot-schedules", _cmd_plot_schedules,
-                        help="plot the four LR warmup schedules with inverse-sqrt decay",
-                        description="Plot the linear, piecewise, exponential and polynomial warmup schedules, "
-                                    "each followed by inverse-sqrt decay, into one image.",
-                        examples=("granary plot-schedules --out schedules.png --warmup-steps 500"))
+        examples="granary plot-schedules --out schedules.png --warmup-steps 500")
     ps.add_argument("--out", type=Path, required=True, help="image path (.png, .pdf, .svg)")
     ps.add_argument("--peak-lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     ps.add_argument("--warmup-steps", type=int, default=1000, help="warmup updates w (default 1000)")

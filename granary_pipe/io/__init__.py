@@ -1,1 +1,1 @@
-"""Input/output: audio decode, Parquet and WebDataset shard writers, release building."""
+"""Input/output: the sink that commits units, release building and its shard writers, download and verify."""

@@ -1,1 +1,2 @@
-"""Reports on runs and releases: a terminal summary (and, later, an HTML page)."""
+"""Reports on runs and releases: a summary dict (``summary``), its terminal text (``text``), an HTML
+page (``html``, ``plots``), rule quality and reference WER; ``fmt`` formats every number and table."""

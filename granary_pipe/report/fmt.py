@@ -1,14 +1,46 @@
-"""Number and table formatting shared by the terminal summary, the rule table and the HTML page."""
+"""Number and table formatting, the one home of it: the terminal summary, the rule table, the
+HTML page, ``granary sources``, ``granary licenses audit`` and the progress lines use these."""
 
 from __future__ import annotations
 
 from typing import Any
 
 
+def clock(seconds: float | None) -> str:
+    """Seconds as ``h:mm:ss`` (None and negative read as 0)."""
+    secs = max(0, int(round(seconds or 0.0)))
+    return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+
+
 def hms(hours: float | None) -> str:
     """Hours as ``h:mm:ss`` (None reads as 0)."""
-    secs = int(round((hours or 0.0) * 3600))
-    return f"{secs // 3600}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+    return clock((hours or 0.0) * 3600)
+
+
+def hours_of(seconds: float | None) -> str:
+    """Seconds as decimal hours, three decimals below 1000 h, whole thousands-separated above;
+    ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    h = seconds / 3600
+    return f"{h:.3f}" if h < 1000 else f"{h:,.0f}"
+
+
+def rounded_hours(hours: float | None) -> str:
+    """Hours to one decimal below 10 h, whole (thousands-separated) above; ``-`` when unknown."""
+    if hours is None:
+        return "-"
+    return f"{hours:,.0f}" if hours >= 10 else f"{hours:,.1f}"
+
+
+def count(value: int | None) -> str:
+    """A count, ``-`` when unknown."""
+    return "-" if value is None else str(value)
+
+
+def megabytes(n: float) -> str:
+    """Bytes as ``12.3 MB`` (10^6 bytes)."""
+    return f"{n / 1e6:.1f} MB"
 
 
 def pct(part: float, whole: float) -> str:
@@ -21,14 +53,22 @@ def rate(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def text_table(headers: list[str], rows: list[list[Any]], indent: str = "  ") -> list[str]:
-    """Aligned plain-text table lines: the first column left, the others right."""
+def text_table(headers: list[str], rows: list[list[Any]], indent: str = "  ",
+               right: set[int] | None = None) -> list[str]:
+    """Aligned plain-text table lines, a dashed line under the headers. Columns in ``right`` are
+    right-aligned, the others left; by default the first column left, the others right."""
     cells = [headers] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    right = set(range(1, len(headers))) if right is None else right
     out = []
     for n, r in enumerate(cells):
-        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
         out.append(indent + "  ".join(parts).rstrip())
         if n == 0:
             out.append(indent + "  ".join("-" * w for w in widths))
     return out
+
+
+def plain_table(headers: list[str], rows: list[list[Any]], right: set[int] = frozenset()) -> str:
+    """:func:`text_table` as one string, unindented, columns left-aligned except ``right``."""
+    return "\n".join(text_table(headers, rows, indent="", right=set(right)))

@@ -34,6 +34,11 @@ LID_RULES = ("lang:low_confidence", "lang:no_agreement", "lang:unsupported",
 """Reasons pass 1 rejects a recording for, then the flags of a resolution (``lang:resolved:cs->sk``
 is counted under ``lang:resolved``)."""
 
+LID_RENAMED = {f"resolve.{old}": f"resolve.{new}" for old, new in (
+    ("candidate_min_prob", "min_candidate_prob"), ("text_min_prob", "min_text_prob"),
+    ("switch_margin", "min_switch_margin"))}
+"""Renamed options of ``resolve`` (:mod:`granary_pipe.renames`), in every stage that takes it."""
+
 
 def spread(n: int, k: int) -> list[int]:
     """``k`` indices spread evenly over ``range(n)`` (all of them when n ≤ k)."""
@@ -52,13 +57,6 @@ def average(probs: list[dict[str, float]], weights: list[float]) -> dict[str, fl
     return {lang: value / norm for lang, value in total.items()}
 
 
-def combine(probs: list[dict[str, float]], weights: list[float]) -> tuple[str, float]:
-    """Weighted mean of per-window language distributions → (language, probability)."""
-    dist = average(probs, weights)
-    lang = max(dist, key=dist.get)
-    return lang, dist[lang]
-
-
 class LidResolve(BaseModel):
     """Options of language-ID resolution (:mod:`granary_pipe.stages.asr.lid_resolve`)."""
 
@@ -67,11 +65,11 @@ class LidResolve(BaseModel):
     enabled: bool = Field(True, description="false: reject a recording under min_prob (lang:low_confidence)")
     min_margin: float = Field(0.3, ge=0, le=1, description="resolve when the runner-up is this close to the top")
     candidates: int = Field(3, ge=1, le=10, description="top audio languages tried")
-    candidate_min_prob: float = Field(0.02, ge=0, le=1, description="audio probability a candidate needs")
+    min_candidate_prob: float = Field(0.02, ge=0, le=1, description="audio probability a candidate needs")
     windows: int = Field(2, ge=1, le=16, description="longest language-ID windows each candidate decodes")
     min_letters: int = Field(12, ge=0, description="text language ID judges only hypotheses with this many letters")
-    text_min_prob: float = Field(0.5, ge=0, le=1, description="text language ID this sure of another language disagrees")
-    switch_margin: float = Field(0.3, ge=0, description="another language must decode this much better (mean token "
+    min_text_prob: float = Field(0.5, ge=0, le=1, description="text language ID this sure of another language disagrees")
+    min_switch_margin: float = Field(0.3, ge=0, description="another language must decode this much better (mean token "
                                                        "log-probability) to replace the audio's first choice")
     min_avg_logprob: float = Field(-1.5, description="the winner's mean token log-probability (greedy) must reach this")
     max_new_tokens: int = Field(96, ge=1, description="tokens decoded per window and candidate")
@@ -87,8 +85,9 @@ class WhisperLanguageID(Stage):
 
     actor = True
     RULES: ClassVar[tuple[str, ...]] = LID_RULES
+    RENAMED: ClassVar[dict[str, str | None]] = {"model": "lid_model", **LID_RENAMED}
 
-    model: str = Field("whisper-base", description="multilingual Whisper model (registry name or path)")
+    lid_model: str = Field("whisper-base", description="multilingual Whisper model (registry name or path)")
     windows: int = Field(3, ge=1, le=16, description="speech windows per recording")
     min_prob: float = Field(0.5, ge=0, le=1, description="reject as lang:low_confidence below this averaged probability")
     allowed_langs: list[str] | None = Field(None, description="reject other languages as lang:unsupported")
@@ -101,13 +100,13 @@ class WhisperLanguageID(Stage):
                                                  "model given by path; needed for a release")
 
     def models(self) -> list[str]:
-        return model_refs(self.name, [self.model], self.model_licenses)
+        return model_refs(self.name, [self.lid_model], self.model_licenses)
 
     def setup(self) -> None:
-        whisper_runtime.load(self.model, self.device, self.compute_type, self.cpu_threads)
+        whisper_runtime.load(self.lid_model, self.device, self.compute_type, self.cpu_threads)
 
     def process(self, active: pa.Table) -> pa.Table:
-        model = whisper_runtime.load(self.model, self.device, self.compute_type, self.cpu_threads)
+        model = whisper_runtime.load(self.lid_model, self.device, self.compute_type, self.cpu_threads)
         rows = active.to_pylist()
         found = identify(rows, model, self.windows, self.model_batch, keep_encoded=self.resolve.enabled)
         decide(rows, found, model, self.min_prob, self.allowed_langs, self.resolve)

@@ -6,7 +6,7 @@ than reject a recording whose averaged language probability is low, the candidat
 (multi-signal agreement, in the manner of OWSM v4's language-ID cleaning):
 
 1. Candidates: the top ``candidates`` languages of the averaged audio distribution with at least
-   ``candidate_min_prob``, plus the listing's ``lang`` (a hint) when it names a language Whisper
+   ``min_candidate_prob``, plus the listing's ``lang`` (a hint) when it names a language Whisper
    knows, whatever its audio probability.
 2. Each candidate decodes the recording's longest language-ID windows (greedy, from the encoder
    outputs already computed) with the language forced.
@@ -19,7 +19,7 @@ than reject a recording whose averaged language probability is low, the candidat
    judge the final beam-search text again).
 5. The listing's language is kept whenever its decode is credible: curated metadata is usually
    right, and the audio only has to not contradict it. Otherwise the audio's first choice stands
-   unless another credible candidate decodes clearly better (``switch_margin`` of mean token
+   unless another credible candidate decodes clearly better (``min_switch_margin`` of mean token
    log-probability): greedy log-probabilities of different languages are only roughly
    comparable, and a language in another script (Japanese, Thai) can score well on speech it
    does not hear. No credible candidate: the recording is rejected ``lang:no_agreement``.
@@ -72,11 +72,11 @@ class ResolveOptions:
     min_prob: float = 0.5
     min_margin: float = 0.3
     candidates: int = 3
-    candidate_min_prob: float = 0.02
+    min_candidate_prob: float = 0.02
     windows: int = 2
     min_letters: int = 12
-    text_min_prob: float = 0.5
-    switch_margin: float = 0.3
+    min_text_prob: float = 0.5
+    min_switch_margin: float = 0.3
     min_avg_logprob: float = -1.5
     max_new_tokens: int = 96
 
@@ -100,9 +100,9 @@ def needs_resolution(dist: dict[str, float], hint: str | None, opts: ResolveOpti
 
 
 def candidates(dist: dict[str, float], hint: str | None, opts: ResolveOptions) -> list[str]:
-    """Top audio languages (at least ``candidate_min_prob``), then the hint if not among them."""
+    """Top audio languages (at least ``min_candidate_prob``), then the hint if not among them."""
     ranked = sorted(dist, key=dist.get, reverse=True)
-    out = [lang for lang in ranked[: opts.candidates] if dist[lang] >= opts.candidate_min_prob] or ranked[:1]
+    out = [lang for lang in ranked[: opts.candidates] if dist[lang] >= opts.min_candidate_prob] or ranked[:1]
     if hint is not None and hint not in out:
         out.append(hint)
     return out
@@ -128,7 +128,7 @@ class TextLID:
         if letter_count(text) < opts.min_letters:
             return False
         top, prob = next(iter(self._lid(text).items()), ("und", 0.0))
-        return prob >= opts.text_min_prob and self.canon(top) != self.canon(lang)
+        return prob >= opts.min_text_prob and self.canon(top) != self.canon(lang)
 
 
 def _score(hyps: list[whisper_runtime.Hypothesis]) -> float:
@@ -162,7 +162,7 @@ def resolve(dist: dict[str, float], hint: str | None, encoded: list[np.ndarray],
         best = hint  # the listing's language stands while its decode is credible
     else:
         best = max(credible, key=lambda lang: (credible[lang], dist.get(lang, 0.0)))
-        if anchor in credible and credible[best] < credible[anchor] + opts.switch_margin:
+        if anchor in credible and credible[best] < credible[anchor] + opts.min_switch_margin:
             best = anchor  # the audio's first choice stands unless another language decodes clearly better
     flags.append(f"lang:resolved:{top}->{best}" if best != top else "lang:confirmed")
     if best == hint:

@@ -5,7 +5,7 @@ a 20 s segment comes back as two words, and half a recording would be released a
 the whole. The tell is the rate: non-space characters per second of *speech* (VAD speech inside
 the segment, pauses excluded) far under what any speaker of the language produces. Such a
 segment is cut at its pauses (Silero, with a shorter minimum silence than segmentation uses)
-into pieces of at most ``piece_s`` seconds, the pieces are decoded on their own, and their texts
+into pieces of at most ``max_piece_s`` seconds, the pieces are decoded on their own, and their texts
 joined in order replace the short one when they say clearly more. Otherwise the row keeps its
 text and the flag ``asr:low_char_rate`` (filters and the report can see it).
 
@@ -36,8 +36,8 @@ class RedecodeOptions:
 
     floor: float = DEFAULT_FLOOR
     floors_by_lang: dict | None = None
-    min_s: float = 8.0
-    piece_s: float = 12.0
+    min_segment_s: float = 8.0
+    max_piece_s: float = 12.0
     min_silence_ms: int = 150
 
 
@@ -72,7 +72,7 @@ def suspects(rows: list[dict], idx: list[int], lang: str, opts: RedecodeOptions)
     """Rows (of ``idx``) long enough to cut whose text is too short for their whole duration: the
     cheap screen; :func:`plan` then measures against the speech inside them."""
     floor = floor_for(lang, opts)
-    return [i for i in idx if (rows[i]["duration_s"] or 0.0) >= opts.min_s
+    return [i for i in idx if (rows[i]["duration_s"] or 0.0) >= opts.min_segment_s
             and char_rate(rows[i]["text"], rows[i]["duration_s"]) < floor]
 
 
@@ -84,7 +84,7 @@ def plan(row: dict, lang: str, opts: RedecodeOptions) -> list[np.ndarray] | None
     speech_s = sum(e - s for s, e in regions) / schema.SAMPLE_RATE_HZ
     if not regions or char_rate(row["text"], speech_s) >= floor_for(lang, opts):
         return None
-    parts = pieces(regions, int(opts.piece_s * schema.SAMPLE_RATE_HZ))
+    parts = pieces(regions, int(opts.max_piece_s * schema.SAMPLE_RATE_HZ))
     return [audio[s:e] for s, e in parts] if len(parts) > 1 else None
 
 

@@ -44,12 +44,13 @@ class Redecode(BaseModel):
                                                                              "speech below which content was dropped")
     min_chars_per_s_by_lang: dict[str, float] = Field(default_factory=dict, description="per-language floors "
                                                       f"(built in: {redecode.FLOORS_BY_LANG})")
-    min_s: float = Field(8.0, gt=0, description="only segments at least this long are cut")
-    piece_s: float = Field(12.0, gt=1, le=30, description="longest piece decoded on its own")
+    min_segment_s: float = Field(8.0, gt=0, description="only segments at least this long are cut")
+    max_piece_s: float = Field(12.0, gt=1, le=30, description="longest piece decoded on its own")
 
     def options(self) -> redecode.RedecodeOptions:
         """The options as the redecode module takes them."""
-        return redecode.RedecodeOptions(self.min_chars_per_s, self.min_chars_per_s_by_lang, self.min_s, self.piece_s)
+        return redecode.RedecodeOptions(self.min_chars_per_s, self.min_chars_per_s_by_lang, self.min_segment_s,
+                                        self.max_piece_s)
 
 
 @register("asr.whisper")
@@ -58,6 +59,8 @@ class WhisperTranscribe(Stage):
 
     actor = True
     RULES: ClassVar[tuple[str, ...]] = ("asr:no_language", "asr:too_long", "asr:redecoded", "asr:low_char_rate")
+    RENAMED: ClassVar[dict[str, str | None]] = {"redecode.min_s": "redecode.min_segment_s",
+                                                "redecode.piece_s": "redecode.max_piece_s"}
 
     models_by_lang: dict[str, str] = Field(
         default_factory=lambda: {"default": "whisper-base"},

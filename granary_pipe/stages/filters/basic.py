@@ -8,8 +8,8 @@ see ``base.FilterStage``):
 3. ``filter:too_short`` / ``filter:too_long``: ``duration_s`` outside the bounds (bounds
    inclusive; a missing duration is too short);
 4. ``filter:no_speech``: Whisper's silence rule (``rules.whisper_silence``): no-speech
-   probability above ``no_speech_prob_max`` and, with ``no_speech_mode: with_logprob`` (the
-   default, Whisper's own rule), average log-probability below ``no_speech_logprob_max`` too.
+   probability above ``max_no_speech_prob`` and, with ``no_speech_mode: with_logprob`` (the
+   default, Whisper's own rule), average log-probability below ``max_no_speech_avg_logprob`` too.
    This is the one place the rule lives: it runs before ``filter.hallucination`` in every
    pipeline, whose decoder rules are compression ratio and average log-probability alone.
 """
@@ -32,15 +32,17 @@ class BasicFilter(FilterStage):
     RULES: ClassVar[tuple[str, ...]] = ("filter:empty_text", "filter:no_words", "filter:too_short",
                                         "filter:too_long", "filter:no_speech")
     COLUMNS: ClassVar[tuple[str, ...]] = ("text", "duration_s", "no_speech_prob", "avg_logprob")
+    RENAMED: ClassVar[dict[str, str | None]] = {"no_speech_prob_max": "max_no_speech_prob",
+                                                "no_speech_logprob_max": "max_no_speech_avg_logprob"}
 
     min_duration_s: float = Field(0.3, ge=0, description="shorter segments are rejected (rule too_short)")
     max_duration_s: float = Field(30.0, gt=0, description="longer segments are rejected (rule too_long)")
-    no_speech_prob_max: float | None = Field(
+    max_no_speech_prob: float | None = Field(
         0.6, ge=0, le=1, description="Whisper no-speech probability above which the segment is silence (None: off)")
     no_speech_mode: Literal["with_logprob", "alone"] = Field(
         "with_logprob", description="with_logprob: avg_logprob must also be below the next (Whisper's rule); "
                                     "alone: the probability decides")
-    no_speech_logprob_max: float = Field(-1.0, description="with_logprob: avg_logprob below this as well")
+    max_no_speech_avg_logprob: float = Field(-1.0, description="with_logprob: avg_logprob below this as well")
     batch_size: int = 1024
 
     def rules(self, row: dict[str, Any]) -> list[str]:
@@ -56,7 +58,7 @@ class BasicFilter(FilterStage):
             fired.append("filter:too_short")
         if duration > self.max_duration_s:
             fired.append("filter:too_long")
-        if rules.whisper_silence(row.get("no_speech_prob"), row.get("avg_logprob"), self.no_speech_prob_max,
-                                 self.no_speech_logprob_max, alone=self.no_speech_mode == "alone"):
+        if rules.whisper_silence(row.get("no_speech_prob"), row.get("avg_logprob"), self.max_no_speech_prob,
+                                 self.max_no_speech_avg_logprob, alone=self.no_speech_mode == "alone"):
             fired.append("filter:no_speech")
         return fired

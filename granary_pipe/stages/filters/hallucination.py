@@ -8,10 +8,10 @@ many causes:
 1. ``hallucination:phrase``: the text is a frequent hallucination of the row's language
    (``_data/hallucinations/{lang}.txt``) or of a ``phrase_extra_langs`` language (English by
    default: Whisper emits English credits and outros whatever the forced language). Whole
-   text, or prefix for phrases of ≥ ``phrase_prefix_min_words`` words; see ``phrases.py``.
-   A short phrase that is the whole text (at most ``phrase_trust_max_words`` words), decoded
-   surely (mean token log-probability ≥ ``phrase_trust_min_logprob``, no-speech probability ≤
-   ``phrase_trust_max_no_speech``) on a segment the VAD took for speech, is a person saying
+   text, or prefix for phrases of ≥ ``min_prefix_phrase_words`` words; see ``phrases.py``.
+   A short phrase that is the whole text (at most ``max_trusted_phrase_words`` words), decoded
+   surely (mean token log-probability ≥ ``min_trusted_phrase_avg_logprob``, no-speech probability ≤
+   ``max_trusted_phrase_no_speech_prob``) on a segment the VAD took for speech, is a person saying
    "Thank you." or "Gracias": it is only flagged ``hallucination:phrase_trusted``. Hallucinated
    phrases come from silence, music or noise, where Whisper's no-speech probability is high or
    its log-probability low; long outros ("Thanks for watching, please subscribe") never count
@@ -20,7 +20,7 @@ many causes:
    3–5-word pattern ≥ 2 times in a row (counts are occurrences: ``a b c a b c`` is 2).
    Words here are ``rules.word_tokens``: a numeral is one token (``1,000,000,000,000`` is no
    ``000`` loop), hyphens between letters split (the stutter ``a-a-a-a-a`` is a loop).
-3. ``hallucination:repeated_ngrams`` (Granary): ≥ ``repeated_min_words`` words and
+3. ``hallucination:repeated_ngrams`` (Granary): ≥ ``min_unique_ratio_words`` words and
    distinct/total words ≤ 0.4.
 4. ``hallucination:long_word``: a word of ≥ 25 characters (≥ 40 in compounding languages,
    where ``Geschwindigkeitsbegrenzung`` is ordinary), or a word of ≥ 20 characters that is
@@ -31,10 +31,10 @@ many causes:
    (``1-2-3-4-5-6-7-8-9-10`` is ten numbers, ``e-mail`` and ``U.S.A.`` are short).
    See ``rules.word_tokens`` / ``rules.long_word``.
 5. ``hallucination:char_rate_high`` / ``hallucination:char_rate_low``: non-space characters
-   per second of ``duration_s`` above ``char_rate_max`` (per-language overrides) or below
-   ``char_rate_min``; rows without text or a positive duration are not judged.
-6. ``decoder:compression_ratio``: > ``compression_ratio_max`` (Whisper's 2.4).
-7. ``decoder:avg_logprob``: < ``avg_logprob_min`` (Whisper's -1.0).
+   per second of ``duration_s`` above ``max_chars_per_s`` (per-language overrides) or below
+   ``min_chars_per_s``; rows without text or a positive duration are not judged.
+6. ``decoder:compression_ratio``: > ``max_compression_ratio`` (Whisper's 2.4).
+7. ``decoder:avg_logprob``: < ``min_avg_logprob`` (Whisper's -1.0).
 
 Whisper's silence rule (no-speech probability with a low log-probability) is ``filter.basic``'s
 ``filter:no_speech``, which runs before this stage in every pipeline: it lives in one place.
@@ -42,7 +42,7 @@ Whisper's silence rule (no-speech probability with a low log-probability) is ``f
 Known costs, accepted: a real segment that is only "Thank you." or starts with a listed
 outro of ≥ 4 words ("Grazie per la visione del documento…") is dropped, and so is a
 conversational restart of ≥ 3 words ("I want to I want to go"; raise
-``loop_long_min_repeats`` to 3 for conversational speech).
+``min_long_loop_repeats`` to 3 for conversational speech).
 
 Word rules (2–4) do not apply to ``unspaced_langs`` (zh, ja, th, …), whose text has no
 spaces between words; compression ratio covers loops there. A threshold set to ``null``
@@ -81,6 +81,27 @@ class HallucinationFilter(FilterStage):
 
     RULES: ClassVar[tuple[str, ...]] = RULE_ORDER
     FLAG_ONLY: ClassVar[tuple[str, ...]] = ("hallucination:phrase_trusted",)
+    RENAMED: ClassVar[dict[str, str | None]] = {
+        "phrase_prefix_min_words": "min_prefix_phrase_words",
+        "phrase_trust_min_logprob": "min_trusted_phrase_avg_logprob",
+        "phrase_trust_max_no_speech": "max_trusted_phrase_no_speech_prob",
+        "phrase_trust_max_words": "max_trusted_phrase_words",
+        "loop_short_max_n": "max_short_loop_words",
+        "loop_short_min_repeats": "min_short_loop_repeats",
+        "loop_long_max_n": "max_long_loop_words",
+        "loop_long_min_repeats": "min_long_loop_repeats",
+        "repeated_max_unique_ratio": "max_unique_word_ratio",
+        "repeated_min_words": "min_unique_ratio_words",
+        "long_word_min_chars": "min_long_word_chars",
+        "long_word_min_chars_by_lang": "min_long_word_chars_by_lang",
+        "long_word_ratio": "min_long_word_ratio",
+        "long_word_ratio_min_chars": "min_long_word_ratio_chars",
+        "char_rate_max": "max_chars_per_s",
+        "char_rate_max_by_lang": "max_chars_per_s_by_lang",
+        "char_rate_min": "min_chars_per_s",
+        "compression_ratio_max": "max_compression_ratio",
+        "avg_logprob_min": "min_avg_logprob",
+    }
     COLUMNS: ClassVar[tuple[str, ...]] = ("text", "lang", "duration_s", "avg_logprob", "compression_ratio",
                                           "no_speech_prob")
 
@@ -88,61 +109,61 @@ class HallucinationFilter(FilterStage):
     phrases: bool = Field(True, description="check the frequent-phrase lists")
     phrase_dir: str | None = Field(None, description="directory of {lang}.txt lists; default: bundled")
     phrase_extra_langs: list[str] = Field(["en"], description="lists checked for rows of every language")
-    phrase_prefix_min_words: int = Field(4, ge=1, description="phrases this long also match as a prefix")
-    phrase_trust_min_logprob: float | None = Field(-0.4, description="a short whole-text phrase decoded at least "
+    min_prefix_phrase_words: int = Field(4, ge=1, description="phrases this long also match as a prefix")
+    min_trusted_phrase_avg_logprob: float | None = Field(-0.4, description="a short whole-text phrase decoded at least "
                                                    "this surely is only flagged; None: never")
-    phrase_trust_max_no_speech: float = Field(0.1, ge=0, le=1, description="no-speech probability a trusted phrase "
+    max_trusted_phrase_no_speech_prob: float = Field(0.1, ge=0, le=1, description="no-speech probability a trusted phrase "
                                                                             "may have at most")
-    phrase_trust_max_words: int = Field(3, ge=0, description="longer phrases are never trusted")
+    max_trusted_phrase_words: int = Field(3, ge=0, description="longer phrases are never trusted")
     # 2. n-gram loops (MOSEL)
-    loop_short_max_n: int = Field(2, ge=1, description="short patterns are 1..this many words")
-    loop_short_min_repeats: int | None = Field(4, ge=2, description="occurrences in a row of a short pattern")
-    loop_long_max_n: int = Field(5, ge=1, description="long patterns are short_max_n+1..this many words")
-    loop_long_min_repeats: int | None = Field(2, ge=2, description="occurrences in a row of a long pattern")
+    max_short_loop_words: int = Field(2, ge=1, description="short patterns are 1..this many words")
+    min_short_loop_repeats: int | None = Field(4, ge=2, description="occurrences in a row of a short pattern")
+    max_long_loop_words: int = Field(5, ge=1, description="long patterns are max_short_loop_words+1..this many words")
+    min_long_loop_repeats: int | None = Field(2, ge=2, description="occurrences in a row of a long pattern")
     # 3. repeated n-grams (Granary)
-    repeated_max_unique_ratio: float | None = Field(0.4, ge=0, le=1, description="distinct words / words")
-    repeated_min_words: int = Field(6, ge=1, description="shorter texts are not judged")
+    max_unique_word_ratio: float | None = Field(0.4, ge=0, le=1, description="distinct words / words")
+    min_unique_ratio_words: int = Field(6, ge=1, description="shorter texts are not judged")
     # 4. long word
-    long_word_min_chars: int | None = Field(25, ge=1, description="a word this long fires")
-    long_word_min_chars_by_lang: dict[str, int] = Field(
+    min_long_word_chars: int | None = Field(25, ge=1, description="a word this long fires")
+    min_long_word_chars_by_lang: dict[str, int] = Field(
         default_factory=lambda: {lang: 40 for lang in rules.COMPOUNDING_LANGS},
-        description="per-language override of long_word_min_chars",
+        description="per-language override of min_long_word_chars",
     )
-    long_word_ratio: float | None = Field(3.0, gt=1, description="longest ≥ this × second-longest fires")
-    long_word_ratio_min_chars: int = Field(20, ge=1, description="relative check only for words this long")
+    min_long_word_ratio: float | None = Field(3.0, gt=1, description="longest ≥ this × second-longest fires")
+    min_long_word_ratio_chars: int = Field(20, ge=1, description="relative check only for words this long")
     long_word_ratio_off_langs: list[str] = Field(default_factory=lambda: list(rules.COMPOUNDING_LANGS),
                                                  description="compounding languages: no relative long-word check")
     unspaced_langs: list[str] = Field(default_factory=lambda: list(rules.UNSPACED_LANGS),
                                       description="no word rules (no spaces between words)")
     # 5. character rate
-    char_rate_max: float | None = Field(40.0, gt=0, description="non-space chars per second")
-    char_rate_max_by_lang: dict[str, float] = Field(
+    max_chars_per_s: float | None = Field(40.0, gt=0, description="non-space chars per second")
+    max_chars_per_s_by_lang: dict[str, float] = Field(
         default_factory=lambda: {"zh": 15.0, "yue": 15.0, "ja": 20.0, "ko": 25.0},
-        description="per-language override of char_rate_max",
+        description="per-language override of max_chars_per_s",
     )
-    char_rate_min: float | None = Field(1.0, ge=0, description="for texts with any characters")
+    min_chars_per_s: float | None = Field(1.0, ge=0, description="for texts with any characters")
     # 6-7. decoder scores
-    compression_ratio_max: float | None = Field(2.4, gt=0, description="gzip compression ratio above which text loops (None: off)")
-    avg_logprob_min: float | None = Field(-1.0, description="mean token log-probability below which the decoder was unsure (None: off)")
+    max_compression_ratio: float | None = Field(2.4, gt=0, description="gzip compression ratio above which text loops (None: off)")
+    min_avg_logprob: float | None = Field(-1.0, description="mean token log-probability below which the decoder was unsure (None: off)")
     batch_size: int = 1024
 
     def _phrases(self, lang: str | None) -> phrase_lists.PhraseList:
         langs = tuple(dict.fromkeys(([lang] if lang else []) + list(self.phrase_extra_langs)))
-        return phrase_lists.phrase_list(langs, self.phrase_dir, self.phrase_prefix_min_words)
+        return phrase_lists.phrase_list(langs, self.phrase_dir, self.min_prefix_phrase_words)
 
     def _trusted(self, row: dict[str, Any], phrase: str) -> bool:
         """A short phrase that is the whole text, decoded surely on speech (see the module doc)."""
         lp, nsp = row.get("avg_logprob"), row.get("no_speech_prob")
-        return (self.phrase_trust_min_logprob is not None and lp is not None and nsp is not None
-                and phrase == rules.normalize(row.get("text")) and len(phrase.split()) <= self.phrase_trust_max_words
-                and lp >= self.phrase_trust_min_logprob and nsp <= self.phrase_trust_max_no_speech)
+        return (self.min_trusted_phrase_avg_logprob is not None and lp is not None and nsp is not None
+                and phrase == rules.normalize(row.get("text")) and len(phrase.split()) <= self.max_trusted_phrase_words
+                and lp >= self.min_trusted_phrase_avg_logprob and nsp <= self.max_trusted_phrase_no_speech_prob)
 
     def _loop_ranges(self) -> list[tuple[int, int, int]]:
         out = []
-        if self.loop_short_min_repeats is not None:
-            out.append((1, self.loop_short_max_n, self.loop_short_min_repeats))
-        if self.loop_long_min_repeats is not None:
-            out.append((self.loop_short_max_n + 1, self.loop_long_max_n, self.loop_long_min_repeats))
+        if self.min_short_loop_repeats is not None:
+            out.append((1, self.max_short_loop_words, self.min_short_loop_repeats))
+        if self.min_long_loop_repeats is not None:
+            out.append((self.max_short_loop_words + 1, self.max_long_loop_words, self.min_long_loop_repeats))
         return out
 
     def rules(self, row: dict[str, Any]) -> list[str]:
@@ -157,29 +178,29 @@ class HallucinationFilter(FilterStage):
             ws = [t.text for t in tokens]
             if rules.ngram_loop(ws, self._loop_ranges()):
                 fired.append("hallucination:ngram_loop")
-            if self.repeated_max_unique_ratio is not None and rules.repeated_ngrams(
-                ws, self.repeated_max_unique_ratio, self.repeated_min_words
+            if self.max_unique_word_ratio is not None and rules.repeated_ngrams(
+                ws, self.max_unique_word_ratio, self.min_unique_ratio_words
             ):
                 fired.append("hallucination:repeated_ngrams")
-            min_chars = self.long_word_min_chars
+            min_chars = self.min_long_word_chars
             if min_chars is not None:
-                min_chars = self.long_word_min_chars_by_lang.get(lang, min_chars)
-            ratio = None if lang in self.long_word_ratio_off_langs else self.long_word_ratio
+                min_chars = self.min_long_word_chars_by_lang.get(lang, min_chars)
+            ratio = None if lang in self.long_word_ratio_off_langs else self.min_long_word_ratio
             lengths = [t.length for t in tokens if t.length is not None]
-            if rules.long_word(lengths, min_chars, ratio, self.long_word_ratio_min_chars):
+            if rules.long_word(lengths, min_chars, ratio, self.min_long_word_ratio_chars):
                 fired.append("hallucination:long_word")
         rate = rules.char_rate(text, row.get("duration_s"))
         if rate is not None:
-            high = self.char_rate_max
+            high = self.max_chars_per_s
             if high is not None:
-                high = self.char_rate_max_by_lang.get(lang, high)
+                high = self.max_chars_per_s_by_lang.get(lang, high)
             if high is not None and rate > high:
                 fired.append("hallucination:char_rate_high")
-            if self.char_rate_min is not None and rate < self.char_rate_min:
+            if self.min_chars_per_s is not None and rate < self.min_chars_per_s:
                 fired.append("hallucination:char_rate_low")
         lp, cr = row.get("avg_logprob"), row.get("compression_ratio")
-        if self.compression_ratio_max is not None and cr is not None and cr > self.compression_ratio_max:
+        if self.max_compression_ratio is not None and cr is not None and cr > self.max_compression_ratio:
             fired.append("decoder:compression_ratio")
-        if self.avg_logprob_min is not None and lp is not None and lp < self.avg_logprob_min:
+        if self.min_avg_logprob is not None and lp is not None and lp < self.min_avg_logprob:
             fired.append("decoder:avg_logprob")
         return fired

@@ -93,8 +93,3 @@ def phrase_list(langs: tuple[str, ...], directory: str | None, prefix_min_words:
         phrases.extend(load_lang(lang, directory))
     return PhraseList.build(phrases, prefix_min_words)
 
-
-def available_langs(directory: str | None = None) -> list[str]:
-    """Languages with a list file in ``directory`` (bundled dir by default)."""
-    base = Path(directory) if directory else bundled_dir()
-    return sorted(p.stem for p in base.glob("*.txt"))

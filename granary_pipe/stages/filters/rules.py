@@ -157,13 +157,6 @@ def _split_inner(tok: str) -> list[str]:
     return pieces
 
 
-def word_lengths(text: str | None) -> list[int]:
-    """Lengths of the tokens of ``text`` for the long-word rule (:func:`word_tokens`): web
-    addresses and e-mails left out, a numeral measured by its digits (a 25-digit numeral is a
-    decoding loop, not speech; ``192.168.0.1`` is 8), hyphenated and dotted words by their parts."""
-    return [t.length for t in word_tokens(text) if t.length is not None]
-
-
 def _strip_punct(tok: str) -> str:
     lo, hi = 0, len(tok)
     while lo < hi and unicodedata.category(tok[lo])[0] in "PS":

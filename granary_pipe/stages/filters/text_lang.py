@@ -4,11 +4,11 @@ Whisper forced to a language sometimes writes another one (it translates, or fal
 English credits). fastText reads one line of ``text`` (newlines become spaces) and gives its
 top language and probability:
 
-* top language ≠ ``lang`` with probability ≥ ``disagree_min_prob`` →
+* top language ≠ ``lang`` with probability ≥ ``min_mismatch_prob`` →
   ``text_lang:mismatch:<detected>``;
 * otherwise top probability < ``min_prob`` → ``text_lang:low_confidence``.
 
-A disagreement below ``disagree_min_prob`` passes (short or mixed text is where LID is weak).
+A disagreement below ``min_mismatch_prob`` passes (short or mixed text is where LID is weak).
 Only text with at least ``min_letters`` letters (``rules.letter_count``: any script, not digits
 or symbols) is judged: numbers and symbols say nothing about a language, so ``1, 2, 3, 4, 5`` or
 ``2024 – 19,99 €`` leave the audio language ID in charge. Such rows stay in play with a flag:
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 
 from granary_pipe import models
 from granary_pipe.registry import register
@@ -39,13 +39,13 @@ class TextLanguageFilter(FilterStage):
                                         "text_lang:skipped_no_letters", "text_lang:skipped_short")
     FLAG_ONLY: ClassVar[tuple[str, ...]] = ("text_lang:skipped_no_letters", "text_lang:skipped_short")
     COLUMNS: ClassVar[tuple[str, ...]] = ("text", "lang")
+    RENAMED: ClassVar[dict[str, str | None]] = {"model": "lid_model", "disagree_min_prob": "min_mismatch_prob"}
 
-    model: str = Field("fasttext-lid176", description="registry name or path of a fastText LID model")
-    disagree_min_prob: float = Field(0.8, ge=0, le=1, description="reject a disagreement this sure")
+    lid_model: str = Field("fasttext-lid176", description="registry name or path of a fastText LID model")
+    min_mismatch_prob: float = Field(0.8, ge=0, le=1, description="reject a disagreement this sure")
     min_prob: float = Field(0.3, ge=0, le=1, description="reject when the top language is less sure")
-    min_letters: int = Field(20, ge=0, validation_alias=AliasChoices("min_letters", "min_chars"),
-                             description="texts with fewer letters are only flagged (text_lang:skipped_short, "
-                                         "or skipped_no_letters without any); min_chars is its old name")
+    min_letters: int = Field(20, ge=0, description="texts with fewer letters are only flagged "
+                                                   "(text_lang:skipped_short, or skipped_no_letters without any)")
     same_language: list[list[str]] = Field(
         default_factory=lambda: [["hr", "sr", "bs", "sh"], ["no", "nb", "nn"], ["jw", "jv"]],
         description="codes treated as one language",
@@ -55,13 +55,13 @@ class TextLanguageFilter(FilterStage):
     _model: object | None = None
 
     def models(self) -> list[str]:
-        return [self.model]
+        return [self.lid_model]
 
     def setup(self) -> None:
         if self._model is None:
             from granary_pipe.stages.translate.filters import FastTextLID
 
-            self._model = FastTextLID(models.resolve(self.model), k=1)
+            self._model = FastTextLID(models.resolve(self.lid_model), k=1)
 
     def _canon(self, code: str) -> str:
         for group in self.same_language:
@@ -86,6 +86,6 @@ class TextLanguageFilter(FilterStage):
         if letters < self.min_letters:
             return ["text_lang:skipped_short"]
         detected, prob = self.predict([text])[0]
-        if self._canon(detected) != self._canon(lang) and prob >= self.disagree_min_prob:
+        if self._canon(detected) != self._canon(lang) and prob >= self.min_mismatch_prob:
             return [f"text_lang:mismatch:{detected}"]
         return ["text_lang:low_confidence"] if prob < self.min_prob else []

@@ -6,7 +6,7 @@ keeps ``translation`` = null and gains one flag ``translate:<rule>`` per rule th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
@@ -22,29 +22,23 @@ Result = tuple[str, str, str | None]
 class TranslationStage(Stage):
     """Base of the translation stages (not registered itself)."""
 
+    RENAMED: ClassVar[dict[str, str | None]] = {"lid_min_prob": "min_lid_prob", "lid_min_letters": "min_lid_letters",
+                                                "qe_model": None}
+
     min_words: int = Field(2, ge=1, description="both sides need at least this many words")
     max_length_ratio: float = Field(4.0, gt=1, description="reject when one side has this many times the words")
     min_script_fraction: float = Field(0.9, ge=0, le=1, description="letters of the translation in its script")
     max_compression_ratio: float | None = Field(2.4, gt=0, description="repetition check; None = off")
     max_ngram_repeats: int | None = Field(2, ge=1, description="a word 4-gram seen more often is a loop; None = off")
     lid_model: str | None = Field("fasttext-lid176", description="fastText LID model; None = no LID check")
-    lid_min_prob: float = Field(0.3, ge=0, le=1, description="each side's expected language needs more than this")
-    lid_min_letters: int = Field(20, ge=0, description="language ID judges only a side with this many letters "
+    min_lid_prob: float = Field(0.3, ge=0, le=1, description="each side's expected language needs more than this")
+    min_lid_letters: int = Field(20, ge=0, description="language ID judges only a side with this many letters "
                                                        "(not digits or symbols), as filter.text_lang does")
-    qe_model: str | None = Field(None, description="quality-estimation model; None = off (the only option today)")
     model_licenses: models.ModelLicenses = Field(
         default_factory=dict, description="{model path: SPDX id} for models given by path (the Whisper model, "
                                           "lid_model); needed for a release; registry models carry their own")
 
     _lid: Any = PrivateAttr(None)
-
-    def model_post_init(self, context: Any) -> None:
-        if self.qe_model is not None:
-            raise NotImplementedError(
-                f"{self.name}: qe_model={self.qe_model!r}: translation quality estimation is not implemented "
-                "yet; remove qe_model (translations are gated by length ratio, charset, repetition and "
-                "language ID only)"
-            )
 
     def __getstate__(self) -> dict[Any, Any]:  # ship the config to workers, never loaded models
         state = super().__getstate__()
@@ -65,8 +59,8 @@ class TranslationStage(Stage):
         return filters.check_pair(
             src, tgt, src_lang, tgt_lang, min_words=self.min_words, max_length_ratio=self.max_length_ratio,
             min_script_fraction=self.min_script_fraction, max_compression_ratio=self.max_compression_ratio,
-            max_ngram_repeats=self.max_ngram_repeats, lid=self._lid, lid_min_prob=self.lid_min_prob,
-            lid_min_letters=self.lid_min_letters,
+            max_ngram_repeats=self.max_ngram_repeats, lid=self._lid, min_lid_prob=self.min_lid_prob,
+            min_lid_letters=self.min_lid_letters,
         )
 
     def gate(self, active: pa.Table, results: dict[int, Result], skipped: dict[int, str] | None = None,
@@ -99,7 +93,6 @@ class TranslationStage(Stage):
             "min_words": self.min_words, "max_length_ratio": self.max_length_ratio,
             "min_script_fraction": self.min_script_fraction, "max_compression_ratio": self.max_compression_ratio,
             "max_ngram_repeats": self.max_ngram_repeats,
-            "language_id": f"{self.lid_model}, expected language prob > {self.lid_min_prob} on sides with "
-                           f"≥ {self.lid_min_letters} letters" if self.lid_model else "off",
-            "quality_estimation": "off (qe_model: null; not implemented)",
+            "language_id": f"{self.lid_model}, expected language prob > {self.min_lid_prob} on sides with "
+                           f"≥ {self.min_lid_letters} letters" if self.lid_model else "off",
         }

@@ -12,7 +12,7 @@
   as the hallucination filter's repetition rules see them, ``filters.rules.word_tokens``: a
   numeral with group separators is one word);
 - ``src_lang`` / ``tgt_lang``: fastText language ID gives the expected language a probability of
-  ``lid_min_prob`` or less on that side. Only a side with at least ``lid_min_letters`` letters
+  ``min_lid_prob`` or less on that side. Only a side with at least ``min_lid_letters`` letters
   (``filters.rules.letter_count``) is judged, as in ``filter.text_lang``: numbers and symbols
   (``1, 2, 3``, ``19,99 €``) say nothing about a language.
 
@@ -143,7 +143,7 @@ def check_pair(src: str, tgt: str, src_lang: str, tgt_lang: str, *, min_words: i
                max_length_ratio: float = 4.0, min_script_fraction: float = 0.9,
                max_compression_ratio: float | None = 2.4, max_ngram_repeats: int | None = 2,
                lid: LanguageProbs | None = None,
-               lid_min_prob: float = 0.3, lid_min_letters: int = 20) -> list[str]:
+               min_lid_prob: float = 0.3, min_lid_letters: int = 20) -> list[str]:
     """Names of the rules the pair breaks (see the module doc); empty when it passes."""
     fired = []
     if too_short(src, tgt, src_lang, tgt_lang, min_words):
@@ -158,7 +158,7 @@ def check_pair(src: str, tgt: str, src_lang: str, tgt_lang: str, *, min_words: i
         fired.append("repetitive")
     if lid is not None:
         for rule, text, lang in (("src_lang", src, src_lang), ("tgt_lang", tgt, tgt_lang)):
-            if letter_count(text) >= max(lid_min_letters, 1) and lid_prob(lid, text, lang) <= lid_min_prob:
+            if letter_count(text) >= max(min_lid_letters, 1) and lid_prob(lid, text, lang) <= min_lid_prob:
                 fired.append(rule)
     return fired
 

@@ -1,7 +1,7 @@
 """Archive readers: Hugging Face Parquet shards and WebDataset tars.
 
 Their audio is materialised to files (``extracted/`` in the source cache; see
-:mod:`granary_pipe.stages.ingest.readers` for why and where).
+:mod:`granary_pipe.ingest.readers` for why and where).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from pydantic import Field
 
 from granary_pipe.config import ConfigError
-from granary_pipe.stages.ingest.readers_base import (
+from granary_pipe.ingest.readers_base import (
     AUDIO_EXTS,
     Entry,
     _Ctx,

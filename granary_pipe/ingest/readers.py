@@ -71,17 +71,17 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from granary_pipe.config import ConfigError
-from granary_pipe.stages.ingest.readers_archives import (
+from granary_pipe.ingest.readers_archives import (
     LANG_KEYS, LICENSE_KEYS, TEXT_KEYS, ParquetOptions, WebDatasetOptions, read_parquet, read_webdataset,
     sniff_ext, write_once,
 )
-from granary_pipe.stages.ingest.readers_base import (
+from granary_pipe.ingest.readers_base import (
     AUDIO_EXTS, Entry, _Ctx, _lang, _match_files, _Options, _posix_rel, _root_dir, _safe_rel, _str, check_unique,
 )
-from granary_pipe.stages.ingest.readers_corpora import (
+from granary_pipe.ingest.readers_corpora import (
     LibriLightOptions, LibriSpeechOptions, MlsOptions, read_librilight, read_librispeech, read_mls,
 )
-from granary_pipe.stages.ingest.source import SourceManifest, require_runnable
+from granary_pipe.ingest.source import SourceManifest, require_runnable
 
 __all__ = [
     "AUDIO_EXTS", "LANG_KEYS", "LICENSE_KEYS", "TEXT_KEYS", "Entry", "ListingLine",

@@ -1,4 +1,4 @@
-"""Shared pieces of the source readers (see :mod:`granary_pipe.stages.ingest.readers`):
+"""Shared pieces of the source readers (see :mod:`granary_pipe.ingest.readers`):
 the :class:`Entry` they return, the reader context and options base, path/value helpers, and the
 two listing-wide checks every reader goes through:
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field
 
 from granary_pipe.config import ConfigError
-from granary_pipe.stages.ingest.readers_base import Entry, _Ctx, _match_files, _Options, _posix_rel, _root_dir
+from granary_pipe.ingest.readers_base import Entry, _Ctx, _match_files, _Options, _posix_rel, _root_dir
 
 _LANG_NAMES = {"english": "en", "german": "de", "dutch": "nl", "french": "fr", "spanish": "es",
                "italian": "it", "portuguese": "pt", "polish": "pl"}

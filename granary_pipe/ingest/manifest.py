@@ -25,8 +25,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from granary_pipe import licenses, schema
-from granary_pipe.stages.ingest.readers import ListingLine, read_entries
-from granary_pipe.stages.ingest.source import SourceManifest, load_manifest
+from granary_pipe.ingest.readers import ListingLine, read_entries
+from granary_pipe.ingest.source import SourceManifest, load_manifest
 
 __all__ = ["ListingLine", "SourceManifest", "list_recordings", "load_manifest", "recording_id"]
 
