@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from granary_pipe import __version__, counters, models, registry, renames, schema
 from granary_pipe.config import ConfigError, PipelineConfig, load_pipeline
 from granary_pipe.executors import EXECUTORS
-from granary_pipe.io import sink
+from granary_pipe.io import run_guard, sink
 from granary_pipe.progress import Progress
 from granary_pipe.stage import Stage
 from granary_pipe.ingest.manifest import list_recordings
@@ -192,14 +192,21 @@ def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, addre
     manifest, recordings = list_recordings(source_path)
     resolved = resolved_config(config, stages)
     out_dir = Path(out_dir)
+    with run_guard.guarded(out_dir):  # one run per --out, leftovers of a killed run, disk errors
+        return _run_locked(t0, config, stages, manifest, recordings, resolved, pipeline_path, source_path, out_dir,
+                           address=address, executor=executor, progress=progress, num_cpus=num_cpus,
+                           beam_options=beam_options)
+
+
+def _run_locked(t0: float, config: PipelineConfig, stages: list[Stage], manifest: Any, recordings: pa.Table,
+                resolved: dict, pipeline_path: Path, source_path: Path, out_dir: Path, *, address: str | None,
+                executor: str, progress: bool, num_cpus: int | None, beam_options: list[str] | None) -> dict:
+    """The body of :func:`run_pipeline`, run while this process holds ``out_dir``'s lock."""
     run_json = out_dir / "run.json"
     fingerprint = _fingerprint(resolved, recordings)
     previous = json.loads(run_json.read_text()) if run_json.is_file() else None
     if previous and previous.get("fingerprint") != fingerprint:
         raise ConfigError(f"{out_dir}: holds a run of another pipeline config or source; choose a new --out")
-    if previous is None and out_dir.exists() and any(out_dir.iterdir()):
-        raise ConfigError(f"{out_dir}: exists, is not empty and has no run.json; choose a new --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
     sink.clean_debris(out_dir)
     units = plan_units(recordings, config.units.recordings_per_unit)
     info: dict[str, Any] = {

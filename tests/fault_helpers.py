@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,6 +116,16 @@ def start_cli(*args: str, log: Path, test_stages: bool = False, env: dict | None
     environ.update(env or {})
     return subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True, env=environ)
+
+
+def in_tmpfs(mnt: Path, options: str, cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``cmd`` with a tmpfs (mount ``options``, e.g. ``size=64k``) mounted at ``mnt``, in a private
+    mount namespace (user namespace too, so it needs no root); the mount ends with ``cmd``."""
+    mount = shutil.which("mount")
+    assert mount, "mount is not installed (make setup installs it)"
+    script = f'{mount} -t tmpfs -o {options} tmpfs "{mnt}" && exec "$@"'
+    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", *cmd],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,8 +20,10 @@ from granary_pipe.cli import build_parser, main
 from granary_pipe.cli.common import describe_error
 
 try:
+    from tests.fault_helpers import in_tmpfs
     from tests.helpers_rundir import make_run
 except ImportError:  # tests/ not importable as a package: pytest put tests/ on sys.path
+    from fault_helpers import in_tmpfs
     from helpers_rundir import make_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,12 +295,8 @@ def _mounted(tmp_path: Path, argv: list[str], options: str) -> subprocess.Comple
     mount namespace (user namespace too, so it needs no root)."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    mount = shutil.which("mount")
-    assert mount, "mount is not installed (make setup installs it)"
     code = "import sys; from granary_pipe.cli import main; sys.exit(main(sys.argv[1:]))"
-    script = f'{mount} -t tmpfs -o {options} tmpfs "{mnt}" && exec "$@"'
-    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
-                           sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return in_tmpfs(mnt, options, [sys.executable, "-c", code, *argv])
 
 
 @pytest.mark.parametrize("command,options,expected", [

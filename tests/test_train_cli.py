@@ -59,3 +59,19 @@ def test_bad_set_and_bad_config_key_are_errors(tiny_release, tmp_path, capsys):
 def test_plot_schedules(tmp_path, capsys):
     assert main(["plot-schedules", "--out", str(tmp_path / "lr.png"), "--warmup-steps", "200"]) == 0
     assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_release_url_that_does_not_answer_is_refused_before_out_is_created(tmp_path, capsys):
+    """``--data`` as a URL (``file://`` here; HTTP goes the same way) whose release.json is missing,
+    or a release without WebDataset shards: refused in one line, ``--out`` not created. Before, the
+    URL path created ``--out`` (to download into ``OUT/data``) and then failed."""
+    out = tmp_path / "model"
+    assert main(["train", "--data", f"file://{tmp_path}/nonexistent", "--out", str(out), "-q"]) == 2
+    assert "nonexistent/release.json" in capsys.readouterr().err
+    assert not out.exists()
+    no_wds = tmp_path / "rel"
+    no_wds.mkdir()
+    (no_wds / "release.json").write_text(json.dumps({"shards": [], "totals": {}}))
+    assert main(["train", "--data", f"file://{no_wds}", "--out", str(out), "-q"]) == 2
+    assert "no WebDataset (wds) shards" in capsys.readouterr().err
+    assert not out.exists()

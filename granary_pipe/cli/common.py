@@ -13,6 +13,8 @@ import re
 import sys
 from typing import Any, Callable
 
+from granary_pipe.io.run_guard import DISK_ERRNOS
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
@@ -35,7 +37,6 @@ EXTRAS = {"apache_beam": "beam", "torch": "train", "sentencepiece": "train", "we
           "torchaudio": "diarize"}
 """Top-level module → the extra of ``granary_pipe`` that installs it."""
 
-DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 DASHBOARD_PORT = 8265
 CLUSTER_HELP = "auto, HOST:6379 (the head's GCS port) or ray://HEAD:10001"

@@ -39,13 +39,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     --ray-address/--workers: one process (DDP when launched by torchrun); with them: Ray Train
     workers. Needs the [train] extra: pip install 'granary_pipe[train]'.
     """
-    from granary_pipe.train.data import is_url, open_release
+    from granary_pipe.train.data import check_release
     from granary_pipe.train.loop import resolve_config, train_from_args
 
     overrides = parse_sets(args.set)
     config = _config(args)
-    if not is_url(args.data):
-        open_release(args.data)  # a missing or wrong --data is refused before --out is created
+    check_release(args.data)  # a missing or wrong --data (path or URL) is refused before --out is created
     if args.ray_address or args.workers:
         from granary_pipe.train.distributed import train_with_ray
 

@@ -19,8 +19,8 @@ from typing import Callable
 
 import ray
 
-from granary_pipe.executors import capacity
-from granary_pipe.io import sink
+from granary_pipe.executors import capacity, ray_orphans
+from granary_pipe.io import run_guard, sink
 from granary_pipe.pipeline import Payload, Unit, UnitStats, apply_stage
 from granary_pipe.stage import Stage
 
@@ -120,6 +120,7 @@ class RayExecutor:
         self.actors: dict[int, list] = {}
         self.load: dict[int, list[int]] = {}  # per actor stage: units routed to each actor, not yet ended
         self.owns_ray = False  # True when this executor started (or joined) Ray, so it shuts it down
+        self.embedded = False  # True when it started a local Ray (recorded in the run dir, ray_orphans)
         address = address or os.environ.get("RAY_ADDRESS")
         try:
             if not ray.is_initialized():
@@ -130,6 +131,10 @@ class RayExecutor:
                     else:
                         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                                  logging_level=logging.WARNING, log_to_driver=True)
+                        self.embedded = True  # a killed driver leaves its agents: the next start stops them
+                        node = getattr(ray._private.worker, "_global_node", None)  # Ray's own record of it
+                        if node is not None:
+                            ray_orphans.record(self.run_dir, node.get_session_dir_path())
             capacity.check(stages, cluster_nodes(), COMMIT_CPUS)  # before any actor: Ray would wait forever
             for i in capacity.actor_order(stages):  # largest GPU share first, as the check placed them
                 stage = stages[i]
@@ -187,6 +192,8 @@ class RayExecutor:
             try:
                 stats = ray.get(done[0])
             except (ray.exceptions.RayError, OSError) as exc:
+                if (full := run_guard.disk_error(exc)) is not None:  # the disk takes no more: stop the run
+                    raise full from None
                 if attempts[unit.id] < max_attempts:
                     log.warning("unit %s failed (attempt %d), retrying: %s", unit.id, attempts[unit.id], exc)
                     queue.insert(0, unit)
@@ -204,3 +211,5 @@ class RayExecutor:
         self.load = {}
         if self.owns_ray:
             ray.shutdown()
+            if self.embedded:
+                ray_orphans.forget(self.run_dir)

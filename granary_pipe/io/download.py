@@ -106,6 +106,15 @@ def release_url(source: str | os.PathLike) -> str:
     return source if path.endswith(".json") else source.rstrip("/") + "/" + RELEASE_JSON
 
 
+def read_release(source: str | os.PathLike, *, retries: int = 5, backoff_s: float = 0.5,
+                 timeout_s: float = 60.0) -> dict[str, Any]:
+    """The checked ``release.json`` at ``source`` (URL or path), with the retries of
+    :func:`download_release`; nothing is written. Raises :class:`DownloadError` when it cannot be read."""
+    url = release_url(source)
+    fetcher = Fetcher(timeout_s, threading.Event())
+    return load_release_json(with_retries(lambda: fetcher.read_bytes(url), url, retries, backoff_s, [0]))
+
+
 def download_release(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,

@@ -17,6 +17,7 @@ interrupted run and is replaced on the next run.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -82,16 +83,18 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
                                     ("sink:no_audio",))
     kept, rejected = schema.split_active(table)
     tmp = run_dir / "units" / f".{unit}.tmp-{uuid.uuid4().hex[:8]}"
-    (tmp / "audio").mkdir(parents=True)
-    files = []
-    for row_id, pcm in zip(kept.column("id").to_pylist(), kept.column(schema.TRANSIENT.name).to_pylist()):
-        rel = f"units/{unit}/audio/{row_id}.flac"
-        sf.write(tmp / "audio" / f"{row_id}.flac", np.frombuffer(pcm, dtype=np.float32),
-                 schema.SAMPLE_RATE_HZ, format="FLAC", subtype="PCM_16")
-        files.append(rel)
-    kept = schema.set_column(kept, "audio_file", files)
-    pq.write_table(schema.drop_transient(kept), tmp / "kept.parquet")
-    pq.write_table(schema.drop_transient(rejected), tmp / "rejected.parquet")
+    try:  # every byte goes through Python's file writes, so a full disk is ENOSPC naming the file
+        (tmp / "audio").mkdir(parents=True)
+        files = []
+        for row_id, pcm in zip(kept.column("id").to_pylist(), kept.column(schema.TRANSIENT.name).to_pylist()):
+            files.append(f"units/{unit}/audio/{row_id}.flac")
+            _write_bytes(tmp / "audio" / f"{row_id}.flac", _flac(np.frombuffer(pcm, dtype=np.float32)))
+        kept = schema.set_column(kept, "audio_file", files)
+        _write_bytes(tmp / "kept.parquet", _parquet(schema.drop_transient(kept)))
+        _write_bytes(tmp / "rejected.parquet", _parquet(schema.drop_transient(rejected)))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written unit left, and the space is given back
+        raise
     final = unit_dir(run_dir, unit)
     if final.exists():
         shutil.rmtree(final)
@@ -112,6 +115,30 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
     )
     write_json_atomic(final / MARKER, stats)
     return stats
+
+
+def _flac(samples: np.ndarray) -> bytes:
+    """16 kHz mono 16-bit FLAC of float32 samples, encoded in memory."""
+    buf = io.BytesIO()
+    sf.write(buf, samples, schema.SAMPLE_RATE_HZ, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink_buf = pa.BufferOutputStream()
+    pq.write_table(table, sink_buf)
+    return sink_buf.getvalue().to_pybytes()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write a file; an error names it (Python's ``write`` errors carry no file name)."""
+    try:
+        with open(path, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
 
 
 def _recording_seconds(table: pa.Table) -> float:

@@ -94,6 +94,18 @@ def fetch_release(url: str, dest: str | Path, *, langs: list[str] | None = None,
     return Path(dest)
 
 
+def check_release(data: str | Path) -> None:
+    """Refuse ``--data`` that is not a release with WebDataset shards (a path, or a URL whose
+    ``release.json`` is read without writing anything), before the output directory is created."""
+    if not is_url(data):
+        open_release(data)
+        return
+    from granary_pipe.io.download import read_release
+
+    if not any(s.get("format") == "wds" for s in read_release(str(data)).get("shards", [])):
+        raise ValueError(f"{data}: the release has no WebDataset (wds) shards")
+
+
 def open_release(data: str | Path) -> Release:
     """A local release directory (or its ``release.json``); URLs go through :func:`fetch_release` first."""
     if is_url(data):

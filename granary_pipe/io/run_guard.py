@@ -1,0 +1,132 @@
+"""What surrounds a run's work on its directory: one writer, leftovers of a killed run, disk errors.
+
+:func:`guarded` is entered by :func:`granary_pipe.pipeline.run_pipeline` once the config and the
+listing are valid and before anything in ``OUT`` is read or cleaned:
+
+1. a directory that is not empty and holds no run (no ``run.json``) is refused, unchanged;
+2. ``OUT`` is created and locked (:mod:`granary_pipe.io.run_lock`): a second ``granary run`` on it
+   is refused naming the first, before it cleans any debris (which could be the first run's unit
+   in flight);
+3. processes left by the embedded Ray of a killed driver of this run are stopped
+   (:mod:`granary_pipe.executors.ray_orphans`);
+4. a disk error while the run works (no space, read-only, no permission, quota: errno in
+   :data:`DISK_ERRNOS`) ends the run: the run's temporary files are removed (which also frees the
+   space ``run.json`` needs), ``run.json`` gets ``status: failed`` and the error, and the error
+   is raised again as one ``OSError`` naming the file and the cause. Committed units are never
+   touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+from granary_pipe.config import ConfigError
+from granary_pipe.io import run_lock
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+"""Errors of a disk that takes no more: retrying the unit cannot help, so the run stops."""
+
+RUN_JSON = "run.json"
+_TMP = ".tmp-"  # the marker of a temporary name: units/.UNIT.tmp-*, .run.json.tmp-*, markers' temporaries
+
+
+def disk_error(exc: BaseException | None) -> OSError | None:
+    """The disk error (an ``OSError`` with an errno in :data:`DISK_ERRNOS`) behind ``exc``, following
+    a Ray task error's ``cause`` and Python's ``__cause__``/``__context__``; None when there is none."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return OSError(exc.errno, os.strerror(exc.errno), exc.filename)
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
+
+
+def refuse_foreign(run_dir: Path) -> None:
+    """Refuse a directory that exists, is not empty and holds no run (nothing is written)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or (run_dir / RUN_JSON).is_file():
+        return
+    own = {run_lock.LOCK_NAME}
+    if any(p.name not in own and not p.name.startswith(f".{RUN_JSON}{_TMP}") for p in run_dir.iterdir()):
+        raise ConfigError(f"{run_dir}: exists, is not empty and has no run.json; choose a new --out")
+
+
+def remove_temporaries(run_dir: Path) -> int:
+    """Remove the run's temporary files and directories (never a committed unit); returns how many."""
+    run_dir, removed = Path(run_dir), 0
+    places = [run_dir, run_dir / "units"]
+    places += [p for p in (run_dir / "units").glob("*") if p.is_dir() and not p.name.startswith(".")]
+    for place in places:
+        try:
+            entries = list(place.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            if not (p.name.startswith(".") and _TMP in p.name):
+                continue
+            try:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def mark_failed(run_dir: Path, error: str) -> bool:
+    """``run.json``'s status → ``failed`` with ``error`` (after freeing the run's temporaries, so a
+    full disk has room for it). Returns False when it could not be written (a read-only disk)."""
+    remove_temporaries(run_dir)
+    path = Path(run_dir) / RUN_JSON
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    info.update(status="failed", error=error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    tmp = path.with_name(f".{RUN_JSON}{_TMP}failed")
+    try:
+        tmp.write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return False
+    return True
+
+
+def describe(exc: OSError) -> str:
+    """``No space left on device: PATH`` (the errno's own text, and the file when known)."""
+    text = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"{text}: {exc.filename}" if exc.filename else text
+
+
+@contextlib.contextmanager
+def guarded(run_dir: Path) -> Iterator[run_lock.RunLock]:
+    """Steps 1-4 of the module doc around the body of a run on ``run_dir``."""
+    from granary_pipe.executors import ray_orphans
+
+    run_dir = Path(run_dir)
+    refuse_foreign(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_lock.acquire(run_dir)
+    try:
+        ray_orphans.clean(run_dir)
+        try:
+            yield lock
+        except Exception as exc:  # noqa: BLE001 - only a disk error is handled; the rest re-raised
+            cause = disk_error(exc)
+            if cause is None:
+                raise
+            if cause.filename is None:  # a write() error names no file: name the run directory
+                cause = OSError(cause.errno, cause.strerror, str(run_dir))
+            mark_failed(run_dir, describe(cause))
+            raise cause from None
+    finally:
+        lock.release()

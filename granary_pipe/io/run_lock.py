@@ -1,0 +1,112 @@
+"""One writer per run directory: ``granary run`` holds an exclusive lock on ``OUT/.granary-run.lock``.
+
+The lock is a ``flock(2)`` on that file, held by the driver for the whole run and released by the
+kernel when the process ends, however it ends (SIGKILL included): there is no stale lock to
+detect or break. The file itself stays; it holds who has (or last had) the lock, as JSON: pid,
+host, start time and command line, so a refused run names the other process.
+
+Scope: ``flock`` is exact between processes of one machine on a local file system. On NFSv4 the
+Linux client maps it onto NFS byte-range locks, which the server arbitrates between machines;
+on NFSv3 without ``lockd``, on Lustre mounted without ``-o flock`` (``localflock`` locks only per
+client) and on some FUSE file systems it is local to one machine or refused. Two drivers on
+different machines writing one ``--out`` are therefore only kept apart where the shared file
+system implements ``flock`` across clients; a file system that refuses locks is reported, not
+ignored. ``granary submit`` runs ``granary run`` on the cluster, so a submitted run takes the same
+lock on the head node.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from granary_pipe.config import ConfigError
+
+LOCK_NAME = ".granary-run.lock"
+"""The lock file's name inside a run directory."""
+
+_HOLDER_WAIT_S = 2.0  # a run that has just locked writes its details right after; wait that long for them
+
+
+class RunLocked(ConfigError):
+    """Another process holds the run directory's lock."""
+
+
+@dataclass
+class RunLock:
+    """A held lock on a run directory; :meth:`release` (or the process ending) lets it go."""
+
+    path: Path
+    fd: int | None
+
+    def release(self) -> None:
+        """Unlock and close (idempotent)."""
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def acquire(run_dir: Path) -> RunLock:
+    """Lock ``run_dir`` (which must exist) for this process, or raise :class:`RunLocked` naming the
+    process that holds it (pid, host, since when)."""
+    path = Path(run_dir) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise RunLocked(f"{run_dir}: another granary run is writing it ({holder}); wait for it to end or "
+                        "choose another --out") from None
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise ConfigError(f"{run_dir}: the file system refuses locks ({os.strerror(exc.errno)}), so two runs "
+                              "could write it at once; use a local disk or a file system with flock") from None
+        raise
+    info = {"pid": os.getpid(), "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+    return RunLock(path, fd)
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, from the file's JSON (``pid N on HOST, since T``)."""
+    deadline = time.monotonic() + _HOLDER_WAIT_S
+    while True:
+        raw = os.pread(fd, 65536, 0)
+        try:
+            info = json.loads(raw)
+            text = f"pid {info['pid']} on {info['host']}, since {info['since']}"
+            if info["host"] != socket.gethostname() or _alive(int(info["pid"])):
+                return text  # else the previous holder's details, not yet overwritten by the new one
+        except (ValueError, KeyError, TypeError):
+            text = "a process that has not said who it is yet"
+        if time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
