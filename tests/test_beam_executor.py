@@ -26,8 +26,8 @@ from granary_pipe import schema
 from granary_pipe.config import load_pipeline
 from granary_pipe.executors.beam import (BeamExecutor, UnitElement, UnitElementCoder, check_options,
                                          normalize_options, table_from_ipc, table_to_ipc)
-from granary_pipe.io import sink
-from granary_pipe.pipeline import plan_units
+from granary_pipe import rundir
+from granary_pipe.units import plan_units
 from granary_pipe.stage import Stage
 from granary_pipe.stages.ingest.manifest import list_recordings
 
@@ -136,8 +136,8 @@ def test_every_unit_committed_and_reported_once(runs):
         assert sorted(results) == runs["units"]
         for unit, (stats, error) in results.items():
             assert error is None, (name, unit, error)
-            assert sink.is_committed(run_dir, unit)
-            marker = sink.read_marker(run_dir, unit)
+            assert rundir.is_committed(run_dir, unit)
+            marker = rundir.read_marker(run_dir, unit)
             assert stats == marker
             assert marker["rows_in"] == marker["rows_kept"] + marker["rows_rejected"]
             assert set(marker["stage_s"]) == set(marker["counts"]) == {*runs["stages"], "sink.write"}
@@ -188,7 +188,7 @@ def test_a_failing_stage_fails_only_its_unit(tmp_path, source, pipeline_file, mo
                     max_attempts=3)["results"]
     assert sorted(results) == ["u000000", "u000001"]
     stats, error = results["u000000"]
-    assert error is None and sink.is_committed(tmp_path / "run", "u000000")
+    assert error is None and rundir.is_committed(tmp_path / "run", "u000000")
     assert stats["rows_in"] == 4
     stats, error = results["u000001"]
     assert stats is None

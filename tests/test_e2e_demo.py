@@ -106,7 +106,7 @@ def test_progress_in_a_log_is_one_line_per_committed_unit(demo_run: Path):
     """stdout/stderr go to a file (as in CI or a Ray job): no bar, one line per unit with
     done/total, hours, speed and ETA."""
     text = (demo_run.parent / "run.log").read_text()
-    units = len(json.loads((demo_run / "run.json").read_text())["units"])
+    units = json.loads((demo_run / "run.json").read_text())["units_total"]
     lines = [ln for ln in text.splitlines() if re.match(r"^demo: \d+/\d+ units", ln)]
     assert [int(re.match(r"^demo: (\d+)/", ln)[1]) for ln in lines] == list(range(1, units + 1)), text[-2000:]
     assert "\r" not in text
@@ -167,7 +167,7 @@ def test_sigkill_mid_run_then_resume_gives_same_rows(demo_run: Path, pipeline_fi
     proc.wait()
     _kill_group(proc.pid)
     committed_before = sorted(p.parent.name for p in out.glob("units/*/_COMMITTED"))
-    total_units = len(json.loads((demo_run / "run.json").read_text())["units"])
+    total_units = json.loads((demo_run / "run.json").read_text())["units_total"]
     assert 1 <= len(committed_before) < total_units, "the kill came too late to test resume"
     marker_times = {u: (out / "units" / u / "_COMMITTED").stat().st_mtime_ns for u in committed_before}
 

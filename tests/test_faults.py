@@ -74,7 +74,7 @@ def baseline(tmp_path_factory, setup) -> Path:
     rc = finish(start_cli(*run_args(setup, out), log=log))
     assert rc == 0, log.read_text()[-3000:]
     info = run_json(out)
-    assert info["status"] == "complete" and info["failed_units"] == [] and len(info["units"]) == 5
+    assert info["status"] == "complete" and info["failed_units"] == [] and info["units_total"] == 5
     assert rows(out, "kept"), "the baseline kept nothing: the comparison would be empty"
     return out
 
@@ -102,7 +102,7 @@ def test_sigkill_asr_actor_mid_run(setup, baseline, tmp_path):
           f"restarted as pid {replacement}")
     assert rc == 0, log.read_text()[-3000:]
     info = run_json(out)
-    assert info["status"] == "complete" and info["failed_units"] == [], info["units"]
+    assert info["status"] == "complete" and info["failed_units"] == [], info["unit_errors"]
     assert_same_rows(out, baseline)
 
 
@@ -228,7 +228,7 @@ def test_unit_failing_repeatedly_is_reported_then_retried_on_rerun(tmp_path):
     assert "retrying" in text and "injected fault" in text, "the unit was not retried before being failed"
     info = run_json(out)
     assert info["failed_units"] == ["u000001"] and info["status"] == "incomplete"
-    assert "injected fault: en_03.flac" in info["units"]["u000001"]["error"]
+    assert "injected fault: en_03.flac" in info["unit_errors"]["u000001"]
     assert committed(out) == ["u000000", "u000002"], "the rest of the run must complete"
     report = subprocess.run([sys.executable, "-m", "granary_pipe.cli", "report", str(out)], capture_output=True,
                             text=True, cwd=ROOT, timeout=120)
@@ -242,7 +242,7 @@ def test_unit_failing_repeatedly_is_reported_then_retried_on_rerun(tmp_path):
     assert rc == 0, (tmp_path / "second.log").read_text()[-3000:]
     info = run_json(out)
     assert info["status"] == "complete" and info["failed_units"] == []
-    assert info["units"]["u000001"]["status"] == "committed" and info["units"]["u000001"]["error"] is None
+    assert info["unit_errors"] == {} and info["units_committed"] == info["units_total"] == 3
     after = marker_mtimes(out)
     assert {u: after[u] for u in before} == before and set(after) == {"u000000", "u000001", "u000002"}
     recs = {r["recording_id"] for r in rows(out, "kept") + rows(out, "rejected")}

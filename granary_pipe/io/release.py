@@ -48,7 +48,6 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from granary_pipe import __version__, licenses, models
@@ -58,10 +57,11 @@ from granary_pipe.io.lhotse_shar import write_shar_shard
 from granary_pipe.io.nemo import brace_patterns, write_nemo_shard
 from granary_pipe.io.release_docs import attribution_md, dataset_card_md
 from granary_pipe.io.shards import flac_frames, write_parquet_shard, write_wds_shard
-from granary_pipe.schema import SCHEMA, conform
+from granary_pipe.rundir import MARKER as COMMIT_MARKER
+from granary_pipe.rundir import committed_units, read_run_json, read_unit_table, run_sources, unit_errors  # noqa: F401 (re-exported)
+from granary_pipe.schema import SCHEMA, row_langs  # noqa: F401 (row_langs re-exported)
 
 FORMAT_VERSION = 2
-COMMIT_MARKER = "_COMMITTED"
 FORMATS = ("parquet", "wds", "nemo", "lhotse")
 """Every release format, in the order release.json lists them."""
 DEFAULT_FORMATS = ("parquet", "wds")
@@ -88,41 +88,6 @@ def resolve_formats(formats: Iterable[str] | str | None) -> tuple[str, ...]:
     if not formats:
         raise ValueError(f"no release format given; choose from {list(FORMATS)}")
     return tuple(f for f in FORMATS if f in formats)
-
-
-def read_run_json(run_dir: Path) -> dict[str, Any]:
-    """Load ``run_dir/run.json``; ``FileNotFoundError`` naming the path when it is missing."""
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"not a run directory: {path} does not exist")
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def committed_units(run_dir: Path) -> list[str]:
-    """Names of units under ``run_dir/units`` that carry the commit marker, sorted."""
-    units = Path(run_dir) / "units"
-    if not units.is_dir():
-        return []
-    return sorted(p.name for p in units.iterdir() if (p / COMMIT_MARKER).is_file())
-
-
-def read_unit_table(run_dir: Path, unit: str, which: str, columns: list[str] | None = None) -> pa.Table:
-    """Read ``units/UNIT/{which}.parquet`` (``kept``/``rejected``) in the row schema.
-
-    A missing file reads as an empty table. ``columns`` restricts the columns returned.
-    """
-    path = Path(run_dir) / "units" / unit / f"{which}.parquet"
-    if path.is_file():
-        table = conform(pq.read_table(path), with_samples=False)
-    else:
-        table = SCHEMA.empty_table()
-    return table.select(columns) if columns else table
-
-
-def row_langs(table: pa.Table) -> pa.ChunkedArray:
-    """Each row's language: ``lang``, else ``lang_hint``, else ``"und"``."""
-    return pc.coalesce(table.column("lang"), table.column("lang_hint"), pa.scalar("und"))
 
 
 def _read_kept(run_dir: Path, units: list[str]) -> pa.Table:
@@ -193,13 +158,6 @@ def _file_entry(root: Path, rel: str, fmt: str, lang: str, rows: int, seconds: f
     }
 
 
-def run_sources(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """The source dicts of a run.json (``sources`` list or the single ``source``)."""
-    if isinstance(run.get("sources"), list):
-        return list(run["sources"])
-    return [run["source"]] if isinstance(run.get("source"), dict) else []
-
-
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"release output is not a directory: {out_dir}")
@@ -243,7 +201,6 @@ def _public_source(src: dict[str, Any]) -> dict[str, Any]:
 
 def _run_provenance(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
     """What release.json keeps of run.json besides the pipeline config and the models."""
-    units = run.get("units") or {}
     pipeline_file = run.get("pipeline_file")
     return {
         "name": run_dir.resolve().name,
@@ -254,7 +211,7 @@ def _run_provenance(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
         "pipeline_file": Path(pipeline_file).name if pipeline_file else None,
         "versions": run.get("versions"),
         "stage_info": run.get("stage_info"),
-        "units_failed": sorted(u for u, v in units.items() if (v or {}).get("status") == "failed"),
+        "units_failed": sorted(unit_errors(run)),
     }
 
 
