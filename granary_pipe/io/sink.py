@@ -43,7 +43,7 @@ _COUNTED = ["drop_reason", "duration_s", "flags"]  # what counters.of_batch read
 def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
     """Write a unit's kept/rejected Parquet and kept audio, then its commit marker.
 
-    ``stats`` is the unit's ``pipeline.UnitStats`` (``stage_s``, ``counts``); the marker holds it
+    ``stats`` is the unit's ``units.UnitStats`` (``stage_s``, ``counts``); the marker holds it
     with the sink's time and counts added under ``sink.write`` and the unit's totals. Returns
     the marker's content."""
     t0 = time.perf_counter()
