@@ -7,8 +7,10 @@ overhead. Each size runs ``run_pipeline`` in a fresh Python process (the driver,
 Ray of ``--cpus`` CPUs) that reports its own CPU time (all threads, Ray's core-worker threads
 included, which tick with wall time; and the main thread's alone, where the driver's bookkeeping
 runs) and peak RSS (``ru_maxrss``); ratios are
-against the smallest N of the same invocation. Per-unit figures leave out the fixed cost (imports,
-Ray start and stop) measured first on a one-unit listing: (cost(N) - cost(one unit)) / (units - 1).
+against the smallest N of the same invocation. Per-unit figures are the steady state: from the first
+unit's end to the last's (counted at the progress line's update, which both the old and the new
+driver call once per unit), so imports, ingest and Ray's start and stop are left out; peak RSS is
+the whole process's.
 
     PYTHONPATH=. python benchmarks/driver_scale.py --sizes 20000,100000 --per-unit 200
 
@@ -31,14 +33,23 @@ import yaml
 DRIVER = textwrap.dedent("""
     import json, resource, sys, time
     from pathlib import Path
+    from granary_pipe import progress
     from granary_pipe.pipeline import run_pipeline
-    t0, main0 = time.monotonic(), time.thread_time()
+    ticks = []  # (process CPU, main-thread CPU, wall) each time a unit ends (the progress line's update)
+    update = progress.Progress.update
+    def counting(self, n=1):
+        ticks.append((time.process_time(), time.thread_time(), time.monotonic()))
+        return update(self, n)
+    progress.Progress.update = counting
+    t0 = time.monotonic()
     info = run_pipeline(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), progress=False,
                         num_cpus=int(sys.argv[4]))
     ru = resource.getrusage(resource.RUSAGE_SELF)
+    span = [b - a for a, b in zip(ticks[0], ticks[-1])]
     print("RESULT " + json.dumps({"status": info["status"], "wall_s": time.monotonic() - t0,
-                                  "cpu_s": ru.ru_utime + ru.ru_stime,
-                                  "main_cpu_s": time.thread_time() - main0, "peak_rss_mb": ru.ru_maxrss / 1024,
+                                  "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024,
+                                  "steady": {"units": len(ticks) - 1, "cpu_s": span[0], "main_cpu_s": span[1],
+                                             "wall_s": span[2]},
                                   "ingest": info.get("ingest")}))
 """)
 
@@ -86,20 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
     rows = []
     with tempfile.TemporaryDirectory(prefix="driver-scale-") as tmp:
-        fixed = measure(args.per_unit, args.per_unit, args.cpus, Path(tmp))  # one unit: start-up and shutdown
-        print(f"fixed cost (one unit): {fixed}", file=sys.stderr, flush=True)
         for n in sizes:
             r = measure(n, args.per_unit, args.cpus, Path(tmp))
+            steady = r["steady"]
+            r["wall_ms_per_unit"] = 1000 * steady["wall_s"] / steady["units"]
+            r["cpu_ms_per_unit"] = 1000 * steady["cpu_s"] / steady["units"]
+            r["main_ms_per_unit"] = 1000 * steady["main_cpu_s"] / steady["units"]
             rows.append(r)
             print(f"measured n={n}: {r}", file=sys.stderr, flush=True)
-    for r in rows:  # per unit: what the run cost beyond a one-unit run's start-up and shutdown
-        extra = max(r["units"] - fixed["units"], 1)
-        r["wall_ms_per_unit"] = 1000 * (r["wall_s"] - fixed["wall_s"]) / extra
-        r["cpu_ms_per_unit"] = 1000 * (r["cpu_s"] - fixed["cpu_s"]) / extra
-        r["main_ms_per_unit"] = 1000 * (r["main_cpu_s"] - fixed["main_cpu_s"]) / extra
     base = rows[0]
-    print(f"fixed cost (one unit of {args.per_unit}): wall {fixed['wall_s']:.1f} s, driver CPU {fixed['cpu_s']:.2f} s, "
-          f"peak RSS {fixed['peak_rss_mb']:.0f} MB")
     print(f"{'recordings':>10} {'units':>6} {'wall ms/unit':>13} {'driver CPU ms/unit':>19} "
           f"{'main thread ms/unit':>20} {'driver peak RSS MB':>19} {'CPU/unit ratio':>15} {'main ratio':>11} "
           f"{'RSS ratio':>10}")

@@ -121,3 +121,30 @@ def test_an_ingest_error_in_the_child_reaches_the_caller_as_one_line(tmp_path):
     (tmp_path / "listing.jsonl").write_text('{"path": "audio/a.flac"}\nnot json\n')
     with pytest.raises(ConfigError, match=r"listing.jsonl:2: not valid JSON"):
         plan_listing(source, {"stages": STAGES, "units": {"recordings_per_unit": 1}}, 1, tmp_path)
+
+
+def test_the_ray_driver_takes_a_unit_from_the_listing_only_when_there_is_room(tmp_path, monkeypatch):
+    """At most ``max_in_flight`` units are read from the listing and not yet ended."""
+    from granary_pipe.listing import ListingFile
+
+    pipe, source = inputs(tmp_path, 8)
+    cfg = yaml.safe_load(pipe.read_text())
+    cfg["units"]["max_in_flight"] = 2
+    pipe.write_text(yaml.safe_dump(cfg))
+    ended, taken_at = [], []
+    real_units, real_committed = ListingFile.units, pipeline._Record.committed
+
+    def units(self, wanted):
+        for unit in real_units(self, wanted):
+            taken_at.append(len(ended))
+            yield unit
+
+    def committed(self, unit, marker):
+        ended.append(unit)
+        real_committed(self, unit, marker)
+
+    monkeypatch.setattr(ListingFile, "units", units)
+    monkeypatch.setattr(pipeline._Record, "committed", committed)
+    info = pipeline.run_pipeline(pipe, source, tmp_path / "run", executor="ray", num_cpus=2, progress=False)
+    assert info["status"] == "complete" and len(taken_at) == 8
+    assert all(k - ended_then <= 2 for k, ended_then in enumerate(taken_at)), taken_at
