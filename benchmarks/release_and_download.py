@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from granary_pipe import schema  # noqa: E402
+from granary_pipe import rundir, schema  # noqa: E402
 from granary_pipe.io import sink  # noqa: E402
 from pipeline_throughput import make_corpus  # noqa: E402
 
@@ -60,7 +60,7 @@ def granary(*args: str) -> float:
 def grow_run(run: Path, minutes: float) -> float:
     """Re-commit the run's units (new unit and row ids, same audio) through the sink until the
     kept speech reaches ``minutes``; returns the kept minutes."""
-    units = sorted(p.name for p in (run / "units").iterdir() if (p / sink.MARKER).is_file())
+    units = sorted(p.name for p in (run / "units").iterdir() if (p / rundir.MARKER).is_file())
     tables = []
     for u in units:
         kept = pq.read_table(run / "units" / u / "kept.parquet")
@@ -79,11 +79,11 @@ def grow_run(run: Path, minutes: float) -> float:
             t2 = schema.set_column(schema.set_column(t, "id", ids), "recording_id", recs)
             uid = f"u{n:06d}"
             stats = sink.commit_unit(run, uid, t2, {"stage_s": {}})
-            info["units"][uid] = {**stats, "status": "committed", "error": None}
+            info["units_total"] = info["units_committed"] = n + 1
             n += 1
         total += have
         copy += 1
-    sink.write_json_atomic(run / "run.json", info)
+    rundir.write_json_atomic(run / "run.json", info)
     return total
 
 

@@ -26,31 +26,19 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from granary_pipe import licenses
+from granary_pipe.audit_models import (  # noqa: F401 (audit_models and check_release_models re-exported)
+    ModelLine,
+    Violation,
+    audit_models,
+    check_release_models,
+    model_lines,
+)
+from granary_pipe.rundir import committed_units, find_key, read_run_json, read_unit_table, run_release_license  # noqa: F401
 
 AUDIT_COLUMNS = ["source", "license", "duration_s", "drop_reason"]
-
-
-@dataclass(frozen=True)
-class Violation:
-    """Something that must not go into an open release."""
-
-    kind: str  # "rows" | "model" | "release" | "source"
-    name: str
-    license: str
-    reason: str
-    rows: int = 0
-    hours: float = 0.0
-    stage: str | None = None  # the stage that used the model (models only; None in older runs)
-
-    def __str__(self) -> str:
-        model = f"stage {self.stage}: model {self.name!r}" if self.stage else f"model {self.name!r}"
-        what = {"rows": f"{self.rows} kept row(s), {self.hours:.3f} h, of source {self.name!r}",
-                "model": model, "release": "release license",
-                "source": f"source {self.name!r}"}.get(self.kind, self.name)
-        return f"{what} under {self.license}: {self.reason}"
 
 
 @dataclass
@@ -63,17 +51,6 @@ class LicenseLine:
     seconds_kept: float | None = 0.0
     rows_rejected: int | None = 0
     seconds_rejected: float | None = 0.0
-
-
-@dataclass
-class ModelLine:
-    """One model of the run: its license and where that came from (registry, declared, unknown)."""
-
-    name: str
-    model_id: str | None
-    license: str
-    source: str | None = None
-    stage: str | None = None
 
 
 @dataclass
@@ -104,92 +81,6 @@ class AuditReport:
         return d
 
 
-# ----------------------------------------------------------------------------- models
-
-@dataclass(frozen=True)
-class _Model:
-    name: str
-    model_id: str | None
-    license: Any  # as recorded: an id, a spelling, or None
-    source: str | None = None  # registry | declared | unknown (None in older runs)
-    stage: str | None = None
-    param: str | None = None  # the stage parameter that declares its license
-
-
-def _model_items(model_licenses: Mapping[str, Any] | Iterable[Any]) -> list[_Model]:
-    def one(name: str, v: Any) -> _Model:
-        if not isinstance(v, Mapping):
-            return _Model(name, None, v)
-        return _Model(name, v.get("model_id"), v.get("license"), v.get("license_source"), v.get("stage"),
-                      v.get("license_param"))
-
-    if isinstance(model_licenses, Mapping):
-        return [one(str(name), v) for name, v in model_licenses.items()]
-    items = []
-    for v in model_licenses:
-        if not isinstance(v, Mapping):
-            raise TypeError(f"model entry {v!r}: expected a mapping with 'name' and 'license'")
-        items.append(one(str(v.get("name") or v.get("model_id") or "?"), v))
-    return items
-
-
-def _as_id(raw: Any) -> str:
-    raw = None if raw is None else str(raw)
-    return raw if raw is not None and licenses.get(raw) is not None else licenses.normalize(raw)
-
-
-def _declare_hint(m: _Model) -> str:
-    """How to declare the license of a model whose license is unknown."""
-    if m.param and m.param.endswith("model_licenses"):
-        where = f"params.{m.param}: {{{m.name!r}: SPDX-ID}}"
-    elif m.param:
-        where = f"params.{m.param}: SPDX-ID"
-    else:
-        return ("give the model by registry name, or declare its license in the stage that uses it "
-                "(params.backend.model_license for LLM stages, params.model_licenses: {PATH: SPDX-ID} for "
-                "translate stages), an id from licenses/registry.yaml")
-    return f"declare it with {where} in that stage (an id from licenses/registry.yaml)"
-
-
-def audit_models(model_licenses: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[Violation]:
-    """Violations for models whose license forbids releasing their outputs.
-
-    ``model_licenses``: ``run.json["models"]`` (name -> {model_id, license, license_source, stage,
-    ...}), a mapping name -> license string, or a list of {name, license} dicts. A license that is
-    not compliant (NC, ND, OpenRAIL-style use restrictions) or unknown (missing, not declared for a
-    model given by path or served over an API, or not a registry id/spelling) is a violation:
-    pseudo-labels, filters' decisions and translations made with the model would go out in the
-    release. Each violation's reason says what to change.
-    """
-    out = []
-    for m in _model_items(model_licenses):
-        spdx = _as_id(m.license)
-        reason = licenses.why_not(spdx)
-        if reason is None:
-            continue
-        if spdx == licenses.UNKNOWN:
-            how = "no license declared" if m.source == "unknown" else "unknown license"
-            reason = f"{how}: {_declare_hint(m)}"
-        else:
-            reason = f"{reason}: its outputs cannot go into an open release (use a model whose license allows it)"
-        shown = spdx if m.license is not None else "unknown (not recorded)"
-        out.append(Violation("model", m.name, shown, reason, stage=m.stage))
-    return out
-
-
-def check_release_models(run_dir: Path, run: Mapping[str, Any]) -> None:
-    """Raise a one-line ``ValueError`` when a model whose labels are in the run forbids a release
-    (``granary release``): each model with the stage that used it and what to change."""
-    violations = audit_models(run.get("models") or {})
-    if violations:
-        raise ValueError(f"{run_dir}: release refused: " + "; ".join(map(str, violations))
-                         + f" (then `granary licenses audit {run_dir}` checks it)")
-
-
-def _model_lines(model_licenses: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[ModelLine]:
-    return [ModelLine(m.name, m.model_id, _as_id(m.license), m.source, m.stage) for m in _model_items(model_licenses)]
-
-
 # ----------------------------------------------------------------------------- rows
 
 def _row_violations(lines: list[LicenseLine], release_license: str | None) -> list[Violation]:
@@ -214,20 +105,6 @@ def _release_license_violation(release_license: str | None) -> list[Violation]:
     return [Violation("release", "release", release_license, reason)] if reason else []
 
 
-def find_key(obj: Any, key: str) -> Any:
-    """First value stored under ``key`` anywhere in nested dicts/lists (depth first)."""
-    if isinstance(obj, dict):
-        if obj.get(key) is not None:
-            return obj[key]
-        obj = list(obj.values())
-    if isinstance(obj, list):
-        for v in obj:
-            found = find_key(v, key)
-            if found is not None:
-                return found
-    return None
-
-
 def _add(cells: dict, source: str, lic: str, kept: bool, seconds: float | None) -> None:
     ln = cells.get((source, lic))
     if ln is None:
@@ -242,12 +119,9 @@ def _add(cells: dict, source: str, lic: str, kept: bool, seconds: float | None) 
 
 def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
     """Audit the committed units of a run directory (kept and rejected rows, models)."""
-    from granary_pipe.io.release import committed_units, read_run_json, read_unit_table
-
     run_dir = Path(run_dir)
     run = read_run_json(run_dir)
-    release_license = release_license or run.get("release_license") or find_key(run.get("pipeline") or {},
-                                                                                  "release_license")
+    release_license = release_license or run_release_license(run)
     report = AuditReport("run", str(run_dir), release_license)
     cells: dict[tuple[str, str], LicenseLine] = {}
     units = committed_units(run_dir)
@@ -261,7 +135,7 @@ def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
     if not units:
         report.notes.append("no committed unit: nothing was kept yet")
     models = run.get("models") or {}
-    report.models = _model_lines(models)
+    report.models = model_lines(models)
     report.violations = (_release_license_violation(release_license) + _row_violations(report.lines, release_license)
                          + audit_models(models))
     gated = sum(ln.rows_rejected for ln in report.lines if licenses.why_not(ln.license))
@@ -299,7 +173,7 @@ def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditRep
     report.lines = [cells[k] for k in sorted(cells)]
     models = rel["models"] if "models" in rel else (rel.get("run") or {}).get("models")
     if models is not None:
-        report.models = _model_lines(models or {})
+        report.models = model_lines(models or {})
         model_violations = audit_models(models or {})
     else:
         report.notes.append("release.json records no models (made before model licenses were recorded): "

@@ -15,7 +15,7 @@ itself, except that a free-text message (``decode_error: file not found``: it ho
 counted under its category (``decode_error``). Declared rules are always present, at 0 when they
 never fired, so every rule a pipeline has is measured.
 
-A unit's counts travel with it from stage to stage (``pipeline.UnitStats``: ``{"stage_s",
+A unit's counts travel with it from stage to stage (``units.UnitStats``: ``{"stage_s",
 "counts"}``), the sink writes them into the unit's commit marker and ``run.json`` holds their
 totals. The report reads them (``report/rule_quality.py``, retention per stage).
 """

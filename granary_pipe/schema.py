@@ -144,3 +144,8 @@ def drop_transient(table: pa.Table) -> pa.Table:
     if TRANSIENT.name in table.column_names:
         table = table.drop_columns([TRANSIENT.name])
     return conform(table, with_samples=False)
+
+
+def row_langs(table: pa.Table) -> pa.ChunkedArray:
+    """Each row's language: ``lang``, else ``lang_hint``, else ``"und"``."""
+    return pc.coalesce(table.column("lang"), table.column("lang_hint"), pa.scalar("und"))

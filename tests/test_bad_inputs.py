@@ -148,7 +148,7 @@ def _by_file(run: Path) -> dict[str, dict[str, list[dict]]]:
 def test_every_file_accounted_for_no_crash(bad_run):
     run, src, _ = bad_run
     info = run_json(run)
-    assert info["status"] == "complete" and info["failed_units"] == [], info["units"]
+    assert info["status"] == "complete" and info["failed_units"] == [], info["unit_errors"]
     assert info["source"]["recordings"] == len(CASES)
     kept, rejected = rows(run, "kept"), rows(run, "rejected")
     markers = [json.loads(p.read_text()) for p in run.glob("units/*/_COMMITTED")]

@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 from audio_fixtures import espeak_16k, silence, write_audio
-from granary_pipe import counters
-from granary_pipe.io import sink
+from granary_pipe import counters, rundir
 from granary_pipe.pipeline import run_pipeline
 from granary_pipe.report.html import retention
 from granary_pipe.report.summary import summarize
@@ -82,7 +81,7 @@ def runs(tmp_path_factory, source, pipeline_file) -> dict[str, tuple[Path, dict]
 
 
 def markers(run: Path, info: dict) -> dict[str, dict]:
-    return {u: sink.read_marker(run, u) for u in info["units"]}
+    return {u: rundir.read_marker(run, u) for u in rundir.planned_units(info)}
 
 
 @pytest.mark.parametrize("executor", ["ray", "beam"])
@@ -111,7 +110,8 @@ def test_run_json_holds_the_totals_not_the_detail(runs, executor):
     for marker in markers(run, info).values():
         total = counters.merge_stages(total, marker["counts"])
     assert on_disk["counts"] == json.loads(json.dumps(total))
-    assert not any("counts" in u for u in on_disk["units"].values())  # per unit: the marker only
+    assert "units" not in on_disk and on_disk["units_total"] == on_disk["units_committed"] == len(markers(run, info))
+    assert on_disk["totals"]["rows_in"] == sum(m["rows_in"] for m in markers(run, info).values())  # per unit: the marker only
     c = on_disk["counts"]
     assert c["audio.decode"]["rows_in"] == 3 and c["audio.decode"]["rejected"] == {"decode_error": 0}
     assert c["license.gate"]["rejected"] == {"license": 1} and c["license.gate"]["flagged"] == {"license": 1}
@@ -156,8 +156,8 @@ def test_a_resumed_run_totals_every_committed_unit(runs, pipeline_file, source, 
     done, info = runs["ray"]
     run = tmp_path / "run"
     shutil.copytree(done, run)
-    lost = sorted(info["units"])[0]
-    shutil.rmtree(sink.unit_dir(run, lost))
+    lost = rundir.planned_units(info)[0]
+    shutil.rmtree(rundir.unit_dir(run, lost))
     resumed = run_pipeline(pipeline_file, source, run, executor="beam", progress=False)
     assert resumed["status"] == "complete"
     assert _rounded(resumed["counts"]) == _rounded(json.loads((done / "run.json").read_text())["counts"])

@@ -101,7 +101,7 @@ def test_progress_in_a_log_is_one_line_per_committed_unit(demo_run: Path):
     """stdout/stderr go to a file (as in CI or a Ray job): no bar, one line per unit with
     done/total, hours, speed and ETA."""
     text = (demo_run.parent / "run.log").read_text()
-    units = len(json.loads((demo_run / "run.json").read_text())["units"])
+    units = json.loads((demo_run / "run.json").read_text())["units_total"]
     lines = [ln for ln in text.splitlines() if re.match(r"^demo: \d+/\d+ units", ln)]
     assert [int(re.match(r"^demo: (\d+)/", ln)[1]) for ln in lines] == list(range(1, units + 1)), text[-2000:]
     assert "\r" not in text

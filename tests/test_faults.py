@@ -94,7 +94,7 @@ def test_sigkill_stage_worker_on_full_demo_gives_byte_identical_release(demo_sub
     print(f"\nkilled pid {victim} ({title}) with {len(done_at_kill)} unit(s) committed")
     assert rc == 0, log.read_text()[-3000:]
     info = run_json(out)
-    assert info["status"] == "complete" and info["failed_units"] == [], info["units"]
+    assert info["status"] == "complete" and info["failed_units"] == [], info["unit_errors"]
     assert_same_units(out, demo_reference)
     assert_same_release(out, demo_reference, tmp_path)
 
@@ -221,7 +221,7 @@ def test_unit_failing_repeatedly_is_reported_then_retried_on_rerun(tmp_path):
     assert "retrying" in text and "injected fault" in text, "the unit was not retried before being failed"
     info = run_json(out)
     assert info["failed_units"] == ["u000001"] and info["status"] == "incomplete"
-    assert "injected fault: en_03.flac" in info["units"]["u000001"]["error"]
+    assert "injected fault: en_03.flac" in info["unit_errors"]["u000001"]
     assert committed(out) == ["u000000", "u000002"], "the rest of the run must complete"
     report = subprocess.run([sys.executable, "-m", "granary_pipe.cli", "report", str(out)], capture_output=True,
                             text=True, cwd=ROOT, timeout=120)
@@ -235,7 +235,7 @@ def test_unit_failing_repeatedly_is_reported_then_retried_on_rerun(tmp_path):
     assert rc == 0, (tmp_path / "second.log").read_text()[-3000:]
     info = run_json(out)
     assert info["status"] == "complete" and info["failed_units"] == []
-    assert info["units"]["u000001"]["status"] == "committed" and info["units"]["u000001"]["error"] is None
+    assert info["unit_errors"] == {} and info["units_committed"] == info["units_total"] == 3
     after = marker_mtimes(out)
     assert {u: after[u] for u in before} == before and set(after) == {"u000000", "u000001", "u000002"}
     recs = {r["recording_id"] for r in rows(out, "kept") + rows(out, "rejected")}

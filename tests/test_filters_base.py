@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from granary_pipe import counters, schema
-from granary_pipe.pipeline import apply_stage
+from granary_pipe.units import apply_stage
 from granary_pipe.schema import make_table
 from granary_pipe.stage import Stage
 from granary_pipe.stages.filters.base import FilterStage

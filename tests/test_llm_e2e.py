@@ -103,7 +103,7 @@ def check_run_json(run: Path, backend: str, model_key: str, model_id: str) -> di
     """run.json: complete, both LLM stages name the backend and model that ran, the model's license
     is the declared one."""
     info = run_json(run)
-    assert info["status"] == "complete" and info["failed_units"] == [], info["units"]
+    assert info["status"] == "complete" and info["failed_units"] == [], info["unit_errors"]
     for stage in ("pnc.llm", "translate.llm"):
         ran = info["stage_info"][stage]["backend"]
         assert ran["name"] == backend and ran["model_license"] == "Apache-2.0", ran

@@ -28,7 +28,7 @@ import yaml
 
 from audio_fixtures import espeak_16k, silence, write_audio
 from granary_pipe.config import ConfigError
-from granary_pipe.io import sink
+from granary_pipe import rundir
 from granary_pipe.pipeline import run_pipeline
 from granary_pipe.schema import SAMPLE_RATE_HZ
 
@@ -100,7 +100,7 @@ def first_run(tmp_path_factory, source) -> tuple[Path, dict, dict]:
         mp.delenv("RAY_ADDRESS", raising=False)
         info = run_pipeline(write_pipeline(root / "first.yaml", **FIRST), source, root / "run", progress=False,
                             num_cpus=2)
-    assert info["status"] == "complete" and len(info["units"]) == 3
+    assert info["status"] == "complete" and info["units_total"] == 3
     return root / "run", info, snapshot(root / "run")
 
 
@@ -108,14 +108,14 @@ def test_resume_with_other_engine_knobs_gives_the_rows_of_the_uninterrupted_run(
                                                                                 monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     done, first, whole = first_run
-    kept_units = [u for u in first["units"] if whole[f"{u}/kept"]]
+    kept_units = [u for u in rundir.planned_units(first) if whole[f"{u}/kept"]]
     assert any(len(whole[f"{u}/kept"]) >= 2 for u in kept_units), "the speech with a pause should give 2 segments"
-    assert sum(len(whole[f"{u}/rejected"]) for u in first["units"]) >= 2  # the NC recording and the silence
+    assert sum(len(whole[f"{u}/rejected"]) for u in rundir.planned_units(first)) >= 2  # the NC recording and the silence
     run = tmp_path / "run"
     shutil.copytree(done, run)
     lost = kept_units[0]
-    shutil.rmtree(sink.unit_dir(run, lost))  # as if the run had died while this unit was in flight
-    others = {u: sink.unit_dir(run, u) / sink.MARKER for u in first["units"] if u != lost}
+    shutil.rmtree(rundir.unit_dir(run, lost))  # as if the run had died while this unit was in flight
+    others = {u: rundir.unit_dir(run, u) / rundir.MARKER for u in rundir.planned_units(first) if u != lost}
     stamps = {u: p.stat().st_mtime_ns for u, p in others.items()}
 
     resumed = run_pipeline(write_pipeline(tmp_path / "resumed.yaml", **RESUMED), source, run, progress=False,

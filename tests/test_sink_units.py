@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from granary_pipe import counters, schema
+from granary_pipe import counters, rundir, schema
 from granary_pipe.io import sink
-from granary_pipe.pipeline import apply_stage, batches, plan_units
+from granary_pipe.units import apply_stage, batches, plan_units
 from granary_pipe.schema import SAMPLE_RATE_HZ, SCHEMA, WORK_SCHEMA, make_table
 from granary_pipe.stage import Stage
 from granary_pipe.ingest.manifest import list_recordings
@@ -64,7 +64,7 @@ def committed(tmp_path):
 
 def test_commit_partitions_rows_exactly(committed):
     run, rows, _ = committed
-    udir = sink.unit_dir(run, "u000007")
+    udir = rundir.unit_dir(run, "u000007")
     kept = pq.read_table(udir / "kept.parquet")
     rejected = pq.read_table(udir / "rejected.parquet")
     for t in (kept, rejected):
@@ -86,7 +86,7 @@ def test_commit_partitions_rows_exactly(committed):
 
 def test_commit_writes_16k_flac_for_kept_rows_only(committed):
     run, rows, _ = committed
-    udir = sink.unit_dir(run, "u000007")
+    udir = rundir.unit_dir(run, "u000007")
     kept = {r["id"]: r for r in pq.read_table(udir / "kept.parquet").to_pylist()}
     assert sorted(p.name for p in (udir / "audio").iterdir()) == sorted(f"{i}.flac" for i in KEPT)
     source = {r["id"]: np.frombuffer(r["samples"], np.float32) for r in rows if r["id"] in KEPT}
@@ -102,8 +102,8 @@ def test_commit_writes_16k_flac_for_kept_rows_only(committed):
 
 def test_commit_marker_holds_stats(committed):
     run, rows, stats = committed
-    assert sink.is_committed(run, "u000007")
-    marker = sink.read_marker(run, "u000007")
+    assert rundir.is_committed(run, "u000007")
+    marker = rundir.read_marker(run, "u000007")
     assert marker == json.loads(json.dumps(stats))
     assert marker["unit"] == "u000007"
     assert marker["rows_in"] == len(rows) == marker["rows_kept"] + marker["rows_rejected"]
@@ -119,7 +119,7 @@ def test_commit_marker_holds_stats(committed):
                                                "rejected_s": {"sink:no_audio": 0.0}, "flagged": {"sink:no_audio": 0}}}
     # nothing temporary left behind
     assert [p.name for p in (run / "units").iterdir()] == ["u000007"]
-    assert not [p for p in sink.unit_dir(run, "u000007").rglob("*") if ".tmp" in p.name]
+    assert not [p for p in rundir.unit_dir(run, "u000007").rglob("*") if ".tmp" in p.name]
 
 
 def test_marker_is_written_last(tmp_path, monkeypatch):
@@ -128,7 +128,7 @@ def test_marker_is_written_last(tmp_path, monkeypatch):
 
     def spy(path, data):
         udir = Path(path).parent
-        seen["committed_before"] = sink.is_committed(tmp_path, "u000000")
+        seen["committed_before"] = rundir.is_committed(tmp_path, "u000000")
         seen["files"] = sorted(str(p.relative_to(udir)) for p in udir.rglob("*") if p.is_file())
         real(path, data)
 
@@ -136,7 +136,7 @@ def test_marker_is_written_last(tmp_path, monkeypatch):
     sink.commit_unit(tmp_path, "u000000", make_table(unit_rows(), with_samples=True), {})
     assert seen["committed_before"] is False
     assert seen["files"] == sorted(["kept.parquet", "rejected.parquet", *(f"audio/{i}.flac" for i in KEPT)])
-    assert sink.is_committed(tmp_path, "u000000")
+    assert rundir.is_committed(tmp_path, "u000000")
 
 
 def test_failed_commit_leaves_no_unit_and_no_debris(tmp_path, monkeypatch):
@@ -149,23 +149,23 @@ def test_failed_commit_leaves_no_unit_and_no_debris(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         sink.commit_unit(tmp_path, "u000000", make_table(unit_rows(), with_samples=True), {})
     monkeypatch.undo()
-    assert not sink.unit_dir(tmp_path, "u000000").exists()
-    assert not sink.is_committed(tmp_path, "u000000")
+    assert not rundir.unit_dir(tmp_path, "u000000").exists()
+    assert not rundir.is_committed(tmp_path, "u000000")
     assert list((tmp_path / "units").iterdir()) == []
     leftovers = [tmp_path / "units" / ".u000000.tmp-1234abcd" / "audio"]  # a killed writer's
     leftovers[0].mkdir(parents=True)
-    assert sink.clean_debris(tmp_path) == 1
+    assert rundir.clean_debris(tmp_path) == 1
     assert list((tmp_path / "units").iterdir()) == []
 
 
 def test_recommit_replaces_uncommitted_leftover(tmp_path):
-    udir = sink.unit_dir(tmp_path, "u000003")
+    udir = rundir.unit_dir(tmp_path, "u000003")
     (udir / "audio").mkdir(parents=True)
     (udir / "kept.parquet").write_bytes(b"half a parquet file")
     (udir / "audio" / "stale.flac").write_bytes(b"old")
-    assert not sink.is_committed(tmp_path, "u000003")
+    assert not rundir.is_committed(tmp_path, "u000003")
     sink.commit_unit(tmp_path, "u000003", make_table(unit_rows(), with_samples=True), {})
-    assert sink.is_committed(tmp_path, "u000003")
+    assert rundir.is_committed(tmp_path, "u000003")
     assert not (udir / "audio" / "stale.flac").exists()
     assert set(pq.read_table(udir / "kept.parquet").column("id").to_pylist()) == KEPT
 
@@ -174,17 +174,17 @@ def test_recommit_replaces_a_committed_unit(tmp_path):
     sink.commit_unit(tmp_path, "u000000", make_table(unit_rows(), with_samples=True), {})
     only = [r for r in unit_rows() if r["id"] == "r2_0000"]
     stats = sink.commit_unit(tmp_path, "u000000", make_table(only, with_samples=True), {})
-    udir = sink.unit_dir(tmp_path, "u000000")
+    udir = rundir.unit_dir(tmp_path, "u000000")
     assert pq.read_table(udir / "kept.parquet").column("id").to_pylist() == ["r2_0000"]
     assert pq.read_table(udir / "rejected.parquet").num_rows == 0
     assert [p.name for p in (udir / "audio").iterdir()] == ["r2_0000.flac"]
-    assert sink.read_marker(tmp_path, "u000000")["rows_in"] == stats["rows_in"] == 1
+    assert rundir.read_marker(tmp_path, "u000000")["rows_in"] == stats["rows_in"] == 1
 
 
 def test_commit_of_an_all_rejected_unit(tmp_path):
     rows = [r for r in unit_rows() if r["id"] in REJECTED]
     stats = sink.commit_unit(tmp_path, "u000001", make_table(rows, with_samples=True), {})
-    udir = sink.unit_dir(tmp_path, "u000001")
+    udir = rundir.unit_dir(tmp_path, "u000001")
     assert pq.read_table(udir / "kept.parquet").num_rows == 0
     assert pq.read_table(udir / "rejected.parquet").num_rows == len(rows)
     assert list((udir / "audio").iterdir()) == []
@@ -200,23 +200,23 @@ def test_clean_debris_removes_tmp_and_markerless_dirs_only(tmp_path):
     (units / "u000002").mkdir()
     (units / "u000002" / "kept.parquet").write_bytes(b"x")
     (units / "README.txt").write_text("not a unit")
-    assert sink.clean_debris(tmp_path) == 2
+    assert rundir.clean_debris(tmp_path) == 2
     assert sorted(p.name for p in units.iterdir()) == ["README.txt", "u000000"]
-    assert sink.is_committed(tmp_path, "u000000")
-    assert (sink.unit_dir(tmp_path, "u000000") / "kept.parquet").is_file()
-    assert sink.clean_debris(tmp_path) == 0
+    assert rundir.is_committed(tmp_path, "u000000")
+    assert (rundir.unit_dir(tmp_path, "u000000") / "kept.parquet").is_file()
+    assert rundir.clean_debris(tmp_path) == 0
 
 
 def test_clean_debris_without_units_dir(tmp_path):
-    assert sink.clean_debris(tmp_path) == 0
-    assert sink.clean_debris(tmp_path / "missing") == 0
+    assert rundir.clean_debris(tmp_path) == 0
+    assert rundir.clean_debris(tmp_path / "missing") == 0
 
 
 def test_write_json_atomic(tmp_path):
     path = tmp_path / "run.json"
-    sink.write_json_atomic(path, {"b": 1, "a": Path("/x")})
+    rundir.write_json_atomic(path, {"b": 1, "a": Path("/x")})
     assert json.loads(path.read_text()) == {"a": "/x", "b": 1}
-    sink.write_json_atomic(path, {"c": 2})
+    rundir.write_json_atomic(path, {"c": 2})
     assert json.loads(path.read_text()) == {"c": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
@@ -372,7 +372,7 @@ def test_kept_row_without_audio_is_rejected_not_a_crash(tmp_path):
     rows[1] = {**rows[1], "samples": None}
     rows[3] = {**rows[3], "samples": b""}
     stats = sink.commit_unit(tmp_path, "u000001", make_table(rows, with_samples=True), {})
-    unit = sink.unit_dir(tmp_path, "u000001")
+    unit = rundir.unit_dir(tmp_path, "u000001")
     kept = pq.read_table(unit / "kept.parquet").to_pylist()
     rejected = {r["id"]: r["drop_reason"] for r in pq.read_table(unit / "rejected.parquet").to_pylist()}
     assert [r["id"] for r in kept] == ["r1_0002"]
@@ -391,6 +391,6 @@ def test_commit_marker_holds_the_units_counters(tmp_path):
             "flagged": {"license": 1}}
     stats = sink.commit_unit(tmp_path, "u000002", make_table(unit_rows(), with_samples=True),
                              {"stage_s": {"license.gate": 0.1}, "counts": {"license.gate": gate}})
-    marker = sink.read_marker(tmp_path, "u000002")
+    marker = rundir.read_marker(tmp_path, "u000002")
     assert marker == json.loads(json.dumps(stats))
     assert list(marker["counts"]) == ["license.gate", "sink.write"] and marker["counts"]["license.gate"] == gate

@@ -1,4 +1,101 @@
-"""Executors turn the same stages into one engine's work: ``ray`` (default) or ``beam``."""
+"""Executors turn the same stages into one engine's work: ``ray`` (default) or ``beam``.
 
-EXECUTORS = ("ray", "beam")
-"""Names ``granary run --executor`` takes; ``granary_pipe.pipeline`` builds the one named."""
+:data:`EXECUTORS` is the one name → executor table: ``granary run --executor`` offers its names
+and :mod:`granary_pipe.pipeline` checks options and builds the executor through it. Each entry's
+module is imported only when that executor is used (Ray and Beam are heavy, Beam is an extra).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+from granary_pipe.config import ConfigError
+from granary_pipe.stage import Stage
+from granary_pipe.units import OnResult, Unit
+
+
+class Executor(Protocol):
+    """What ``pipeline.run_pipeline`` asks of an engine."""
+
+    def run(self, units: Iterable[Unit], max_in_flight: int, max_attempts: int, on_result: OnResult) -> None:
+        """Process ``units`` (read lazily, in order); call ``on_result`` as each commits or fails."""
+
+    def shutdown(self) -> None:
+        """Release what the executor started (actors, an embedded Ray)."""
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Engine options from the command line: Ray's ``address``/``num_cpus`` or Beam's flags."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    beam_options: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExecutorEntry:
+    """One executor: a check of its options (``ConfigError``) and a factory."""
+
+    check: Callable[[ExecutorOptions], None]
+    make: Callable[[list[Stage], Path, ExecutorOptions], Executor]
+
+
+def _check_ray(opts: ExecutorOptions) -> None:
+    if opts.beam_options:
+        raise ConfigError("beam options given, but the executor is ray (add --executor beam)")
+    if opts.address or os.environ.get("RAY_ADDRESS"):
+        from granary_pipe.executors.ray_address import check_reachable
+
+        check_reachable(opts.address or os.environ["RAY_ADDRESS"])
+
+
+def _make_ray(stages: list[Stage], run_dir: Path, opts: ExecutorOptions) -> Executor:
+    from granary_pipe.executors.ray import RayExecutor
+
+    return RayExecutor(stages, run_dir, address=opts.address, num_cpus=opts.num_cpus)
+
+
+def _check_beam(opts: ExecutorOptions) -> None:
+    if opts.address or opts.num_cpus:
+        raise ConfigError("--ray-address and --num-cpus are for the ray executor; with beam give Beam flags "
+                          "as --beam-option (e.g. runner=FlinkRunner, direct_num_workers=2)")
+    from granary_pipe.executors.beam import check_options
+
+    try:
+        check_options(opts.beam_options)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _make_beam(stages: list[Stage], run_dir: Path, opts: ExecutorOptions) -> Executor:
+    from granary_pipe.executors.beam import BeamExecutor
+
+    return BeamExecutor(stages, run_dir, pipeline_options=opts.beam_options)
+
+
+EXECUTORS: dict[str, ExecutorEntry] = {
+    "ray": ExecutorEntry(_check_ray, _make_ray),
+    "beam": ExecutorEntry(_check_beam, _make_beam),
+}
+"""Names ``granary run --executor`` takes, in the order its help lists them; ``ray`` is the default."""
+
+
+def entry(name: str) -> ExecutorEntry:
+    """The table's entry for ``name``; ``ConfigError`` naming the choices for an unknown one."""
+    if name not in EXECUTORS:
+        raise ConfigError(f"unknown executor {name!r} (available: {', '.join(EXECUTORS)})")
+    return EXECUTORS[name]
+
+
+def check_executor(name: str, opts: ExecutorOptions) -> None:
+    """Reject an unknown executor or options of another one, before anything is written."""
+    entry(name).check(opts)
+
+
+def make_executor(name: str, stages: list[Stage], run_dir: Path, opts: ExecutorOptions) -> Executor:
+    """Start the executor ``name`` for ``stages`` writing into ``run_dir``."""
+    return entry(name).make(stages, run_dir, opts)

@@ -8,7 +8,7 @@ One Beam pipeline processes all the units of a run::
   directory (``units/.beam-TOKEN/``, removed afterwards and cleaned as debris by a rerun), so the
   pipeline graph holds only unit ids, however many units a run has. Each element carries one
   unit's whole table through every stage, and each stage batches it with
-  ``granary_pipe.pipeline.apply_stage``, exactly as Ray does: batching and output are identical.
+  ``granary_pipe.units.apply_stage``, exactly as Ray does: batching and output are identical.
 * **Models load once per DoFn instance**: ``StageDoFn.setup`` calls ``stage.setup()``; Beam
   reuses DoFn instances across bundles.
 * **The coder** (``UnitElementCoder``, registered for ``UnitElement``): a length-prefixed JSON
@@ -54,12 +54,13 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import pyarrow as pa
 
+from granary_pipe import rundir
 from granary_pipe.io import sink
-from granary_pipe.pipeline import Unit, UnitStats, apply_stage
+from granary_pipe.units import OnResult, Unit, UnitStats, apply_stage
 from granary_pipe.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ INPUTS = "inputs"
 
 @dataclass
 class UnitElement:
-    """What flows between the DoFns: one unit's table and its stats (``pipeline.UnitStats``:
+    """What flows between the DoFns: one unit's table and its stats (``units.UnitStats``:
     seconds and counters per stage), or its error."""
 
     unit: str
@@ -212,7 +213,7 @@ class CommitUnit(beam.DoFn):
                     if attempt == self.max_attempts:
                         error = f"commit: {_describe(exc)}"
         record = {"unit": element.unit, "stats": stats, "error": error}
-        sink.write_json_atomic(Path(self.scratch) / RESULTS / f"{element.unit}.json", record)
+        rundir.write_json_atomic(Path(self.scratch) / RESULTS / f"{element.unit}.json", record)
         yield json.dumps(record, default=str)
 
 
@@ -273,19 +274,17 @@ class BeamExecutor:
         return pcoll | "commit" >> beam.ParDo(
             CommitUnit(str(self.run_dir), str(scratch), max_attempts)).with_output_types(str)
 
-    def run(self, units: list[Unit], max_in_flight: int, max_attempts: int,
-            on_result: Callable[[str, dict | None, str | None], None]) -> None:
+    def run(self, units: Iterable[Unit], max_in_flight: int, max_attempts: int, on_result: OnResult) -> None:
         """Process ``units``; ``on_result(unit, stats, error)`` is called on the driver as each ends.
 
         ``max_in_flight`` is not used: the Beam runner controls parallelism (see the module doc).
+        Each unit's rows go to the scratch directory as they are read, so the driver holds one at a time.
         """
-        if not units:
-            return
         log.debug("beam: max_in_flight=%d not used; the runner controls parallelism", max_in_flight)
         scratch = self.run_dir / "units" / f".beam-{uuid.uuid4().hex[:8]}"
         (scratch / INPUTS).mkdir(parents=True)
         (scratch / RESULTS).mkdir()
-        pending = {u.id for u in units}
+        pending: set[str] = set()
         lock = threading.Lock()
 
         def report(unit: str, stats: dict | None, error: str | None) -> None:
@@ -315,15 +314,18 @@ class BeamExecutor:
 
         try:
             for u in units:
+                pending.add(u.id)
                 with pa.OSFile(str(scratch / INPUTS / f"{u.id}.arrow"), "wb") as out:
                     with pa.ipc.new_file(out, u.table.schema) as writer:
                         writer.write_table(u.table)
+            if not pending:
+                return
             poller = threading.Thread(target=poll, name="beam-results", daemon=True)
             poller.start()
             failure = None
             try:
                 p = beam.Pipeline(options=self.options)
-                self.build(p, [u.id for u in units], scratch, max_attempts)
+                self.build(p, sorted(pending), scratch, max_attempts)
                 self.last_result = p.run()
                 self.last_result.wait_until_finish()
             except Exception as exc:  # noqa: BLE001 - units without a result are reported failed
@@ -336,8 +338,8 @@ class BeamExecutor:
                 raise poll_error[0]
             sweep()
             for unit in sorted(pending):
-                if sink.is_committed(self.run_dir, unit):
-                    report(unit, sink.read_marker(self.run_dir, unit), None)
+                if rundir.is_committed(self.run_dir, unit):
+                    report(unit, rundir.read_marker(self.run_dir, unit), None)
                 else:
                     report(unit, None, failure or "beam pipeline produced no result for this unit")
         finally:

@@ -14,14 +14,15 @@ import logging
 import os
 import signal
 import threading
+from collections import deque
 from pathlib import Path
-from typing import Callable
+from typing import Iterable
 
 import ray
 
 from granary_pipe.executors import capacity, ray_orphans
 from granary_pipe.io import run_guard, sink
-from granary_pipe.pipeline import Payload, Unit, UnitStats, apply_stage
+from granary_pipe.units import OnResult, Payload, Unit, UnitStats, apply_stage
 from granary_pipe.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -165,25 +166,30 @@ class RayExecutor:
         for i, k in routed.items():
             self.load[i][k] -= 1
 
-    def run(self, units: list[Unit], max_in_flight: int, max_attempts: int,
-            on_result: Callable[[str, dict | None, str | None], None]) -> None:
-        """Process ``units``; ``on_result(unit, stats, error)`` is called as each ends."""
+    def run(self, units: Iterable[Unit], max_in_flight: int, max_attempts: int, on_result: OnResult) -> None:
+        """Process ``units`` (taken from the iterable only as room frees up, so a lazy listing stays
+        lazy); ``on_result(unit, stats, error)`` is called as each ends."""
         with _ctrl_c_polled() as interrupted:
             self._run(units, max_in_flight, max_attempts, on_result, interrupted)
 
-    def _run(self, units: list[Unit], max_in_flight: int, max_attempts: int,
-             on_result: Callable[[str, dict | None, str | None], None], interrupted: threading.Event) -> None:
-        queue = list(units)
+    def _run(self, units: Iterable[Unit], max_in_flight: int, max_attempts: int, on_result: OnResult,
+             interrupted: threading.Event) -> None:
+        fresh = iter(units)
+        retry: deque[Unit] = deque()  # units to run again, before any fresh one
         attempts: dict[str, int] = {}
         in_flight: dict[ray.ObjectRef, tuple[Unit, dict[int, int]]] = {}
-        while queue or in_flight:
-            while queue and len(in_flight) < max_in_flight and not interrupted.is_set():
-                unit = queue.pop(0)
+        while True:
+            while len(in_flight) < max_in_flight and not interrupted.is_set():
+                unit = retry.popleft() if retry else next(fresh, None)
+                if unit is None:
+                    break
                 attempts[unit.id] = attempts.get(unit.id, 0) + 1
                 ref, routed = self._submit(unit)
                 in_flight[ref] = (unit, routed)
             if interrupted.is_set():
                 raise KeyboardInterrupt
+            if not in_flight:  # nothing to retry, the listing is exhausted
+                break
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
             if not done:
                 continue
@@ -196,10 +202,12 @@ class RayExecutor:
                     raise full from None
                 if attempts[unit.id] < max_attempts:
                     log.warning("unit %s failed (attempt %d), retrying: %s", unit.id, attempts[unit.id], exc)
-                    queue.insert(0, unit)
+                    retry.append(unit)
                     continue
+                attempts.pop(unit.id, None)
                 on_result(unit.id, None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:500]}")
                 continue
+            attempts.pop(unit.id, None)
             on_result(unit.id, stats, None)
 
     def shutdown(self) -> None:

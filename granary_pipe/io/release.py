@@ -56,7 +56,6 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from granary_pipe import licenses
@@ -64,54 +63,20 @@ from granary_pipe.audit import check_release_models, find_key
 from granary_pipe.licenses import compatible  # the one rule set, shared with audit and the gate
 from granary_pipe.io.formats import DEFAULT_FORMATS, FORMATS, RELEASE_FORMATS, resolve_formats
 from granary_pipe.io.release_docs import attribution_md, dataset_card_md
-from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata, run_sources
+from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata
 from granary_pipe.io.shards import flac_frames
-from granary_pipe.schema import SCHEMA, conform
+from granary_pipe.rundir import MARKER as COMMIT_MARKER
+from granary_pipe.rundir import committed_units, read_run_json, read_unit_table, run_sources  # noqa: F401 (re-exported)
+from granary_pipe.schema import SCHEMA, row_langs  # noqa: F401 (row_langs re-exported)
 
 __all__ = ["COMMIT_MARKER", "DEFAULT_FORMATS", "FORMATS", "FORMAT_VERSION", "Selection", "build_release",
            "committed_units", "compatible", "read_run_json", "read_unit_table", "resolve_formats", "row_langs",
            "run_sources", "select_rows", "write_formats"]
 
-COMMIT_MARKER = "_COMMITTED"
 _LANG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TOP_FILES = ("ATTRIBUTION.md", "README.md")
 _OWNED = (*FORMATS, "release.json", *_TOP_FILES)
 """What a release writes in ``out_dir`` (every format's directory): replaced by ``overwrite``."""
-
-
-def read_run_json(run_dir: Path) -> dict[str, Any]:
-    """Load ``run_dir/run.json``; ``FileNotFoundError`` naming the path when it is missing."""
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"not a run directory: {path} does not exist")
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def committed_units(run_dir: Path) -> list[str]:
-    """Names of units under ``run_dir/units`` that carry the commit marker, sorted."""
-    units = Path(run_dir) / "units"
-    if not units.is_dir():
-        return []
-    return sorted(p.name for p in units.iterdir() if (p / COMMIT_MARKER).is_file())
-
-
-def read_unit_table(run_dir: Path, unit: str, which: str, columns: list[str] | None = None) -> pa.Table:
-    """Read ``units/UNIT/{which}.parquet`` (``kept``/``rejected``) in the row schema.
-
-    A missing file reads as an empty table. ``columns`` restricts the columns returned.
-    """
-    path = Path(run_dir) / "units" / unit / f"{which}.parquet"
-    if path.is_file():
-        table = conform(pq.read_table(path), with_samples=False)
-    else:
-        table = SCHEMA.empty_table()
-    return table.select(columns) if columns else table
-
-
-def row_langs(table: pa.Table) -> pa.ChunkedArray:
-    """Each row's language: ``lang``, else ``lang_hint``, else ``"und"``."""
-    return pc.coalesce(table.column("lang"), table.column("lang_hint"), pa.scalar("und"))
 
 
 def _read_kept(run_dir: Path, units: list[str]) -> pa.Table:

@@ -15,6 +15,7 @@ from typing import Any
 from granary_pipe import __version__, models
 from granary_pipe.io.formats import RELEASE_FORMATS
 from granary_pipe.io.nemo import brace_patterns
+from granary_pipe.rundir import run_sources, unit_errors
 
 FORMAT_VERSION = 3
 """Version of release.json's layout. 3: the Lhotse Shar format is named ``lhotse_shar`` (2 called
@@ -53,13 +54,6 @@ def file_entry(root: Path, rel: str, fmt: str, lang: str | None, rows: int, seco
     }
 
 
-def run_sources(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """The source dicts of a run.json (``sources`` list or the single ``source``)."""
-    if isinstance(run.get("sources"), list):
-        return list(run["sources"])
-    return [run["source"]] if isinstance(run.get("source"), dict) else []
-
-
 def public_source(src: dict[str, Any]) -> dict[str, Any]:
     """A run.json source as release.json shows it: the manifest by file name, a local location
     that is absolute or climbs with ``..`` by its last name (remote URLs and plain relative globs
@@ -83,7 +77,6 @@ def public_source(src: dict[str, Any]) -> dict[str, Any]:
 
 def run_provenance(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
     """What release.json keeps of run.json besides the pipeline config and the models."""
-    units = run.get("units") or {}
     pipeline_file = run.get("pipeline_file")
     return {
         "name": run_dir.resolve().name,
@@ -94,7 +87,7 @@ def run_provenance(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
         "pipeline_file": Path(pipeline_file).name if pipeline_file else None,
         "versions": run.get("versions"),
         "stage_info": run.get("stage_info"),
-        "units_failed": sorted(u for u, v in units.items() if (v or {}).get("status") == "failed"),
+        "units_failed": sorted(unit_errors(run)),
     }
 
 

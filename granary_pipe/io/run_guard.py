@@ -22,19 +22,17 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Iterator
 
 from granary_pipe.config import ConfigError
 from granary_pipe.io import run_lock
+from granary_pipe.rundir import RUN_JSON, TMP as _TMP, remove_temporaries
 
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 """Errors of a disk that takes no more: retrying the unit cannot help, so the run stops."""
 
-RUN_JSON = "run.json"
-_TMP = ".tmp-"  # the marker of a temporary name: units/.UNIT.tmp-*, .run.json.tmp-*, markers' temporaries
 
 
 def disk_error(exc: BaseException | None) -> OSError | None:
@@ -57,27 +55,6 @@ def refuse_foreign(run_dir: Path) -> None:
     own = {run_lock.LOCK_NAME}
     if any(p.name not in own and not p.name.startswith(f".{RUN_JSON}{_TMP}") for p in run_dir.iterdir()):
         raise ConfigError(f"{run_dir}: exists, is not empty and has no run.json; choose a new --out")
-
-
-def remove_temporaries(run_dir: Path) -> int:
-    """Remove the run's temporary files and directories (never a committed unit); returns how many."""
-    run_dir, removed = Path(run_dir), 0
-    places = [run_dir, run_dir / "units"]
-    places += [p for p in (run_dir / "units").glob("*") if p.is_dir() and not p.name.startswith(".")]
-    for place in places:
-        try:
-            entries = list(place.iterdir())
-        except OSError:
-            continue
-        for p in entries:
-            if not (p.name.startswith(".") and _TMP in p.name):
-                continue
-            try:
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-                removed += 1
-            except OSError:
-                pass
-    return removed
 
 
 def mark_failed(run_dir: Path, error: str) -> bool:

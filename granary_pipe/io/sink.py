@@ -1,5 +1,8 @@
 """The sink: commit one unit's rows and audio atomically into the run directory.
 
+Only the commit lives here; the layout, the marker and every reader are
+:mod:`granary_pipe.rundir`.
+
 Layout of a committed unit::
 
     units/UNIT/kept.parquet       rows with no drop_reason (sorted by id)
@@ -12,13 +15,12 @@ Layout of a committed unit::
 
 Everything is written under ``units/.UNIT.tmp-*``, renamed into place, then the marker is
 written (itself through a temporary name). A unit directory without the marker is debris of an
-interrupted run and is replaced on the next run.
+interrupted run and is replaced on the next run (``rundir.clean_debris``).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import time
@@ -32,31 +34,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from granary_pipe import counters, schema
-
-MARKER = "_COMMITTED"
-
-
-def unit_dir(run_dir: Path, unit: str) -> Path:
-    """Directory of a unit inside a run."""
-    return Path(run_dir) / "units" / unit
-
-
-def is_committed(run_dir: Path, unit: str) -> bool:
-    """True when the unit's commit marker exists."""
-    return (unit_dir(run_dir, unit) / MARKER).is_file()
-
-
-def read_marker(run_dir: Path, unit: str) -> dict:
-    """The stats a committed unit recorded."""
-    return json.loads((unit_dir(run_dir, unit) / MARKER).read_text())
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
+from granary_pipe.rundir import MARKER, unit_dir, write_json_atomic
 
 SINK = "sink.write"
 """The sink's name in ``stage_s`` and ``counts``."""
@@ -66,7 +44,7 @@ _COUNTED = ["drop_reason", "duration_s", "flags"]  # what counters.of_batch read
 def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
     """Write a unit's kept/rejected Parquet and kept audio, then its commit marker.
 
-    ``stats`` is the unit's ``pipeline.UnitStats`` (``stage_s``, ``counts``); the marker holds it
+    ``stats`` is the unit's ``units.UnitStats`` (``stage_s``, ``counts``); the marker holds it
     with the sink's time and counts added under ``sink.write`` and the unit's totals. Returns
     the marker's content."""
     t0 = time.perf_counter()
@@ -147,16 +125,3 @@ def _recording_seconds(table: pa.Table) -> float:
     for rid, d in zip(table.column("recording_id").to_pylist(), table.column("recording_duration_s").to_pylist()):
         seen[rid] = d or 0.0
     return sum(seen.values())
-
-
-def clean_debris(run_dir: Path) -> int:
-    """Remove temporary and uncommitted unit directories; returns how many were removed."""
-    units = Path(run_dir) / "units"
-    removed = 0
-    if not units.is_dir():
-        return 0
-    for d in units.iterdir():
-        if d.is_dir() and (d.name.startswith(".") or not (d / MARKER).is_file()):
-            shutil.rmtree(d)
-            removed += 1
-    return removed

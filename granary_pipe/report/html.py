@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from granary_pipe import __version__
 from granary_pipe.counters import reason_key
-from granary_pipe.io.release import committed_units, read_unit_table
+from granary_pipe.rundir import committed_units, read_unit_table
 from granary_pipe.report import plots
 from granary_pipe.report.fmt import hms as _hms
 from granary_pipe.report.fmt import pct as _pct

@@ -16,7 +16,7 @@ from typing import Any
 
 import jiwer
 
-from granary_pipe.io.release import committed_units, read_unit_table
+from granary_pipe.rundir import committed_units, read_unit_table
 from granary_pipe.stages.filters.rules import normalize
 
 _COLUMNS = ["recording_id", "offset_s", "lang", "text", "ref_text"]

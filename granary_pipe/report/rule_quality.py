@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from granary_pipe import counters
-from granary_pipe.io.release import committed_units, read_unit_table
+from granary_pipe.rundir import committed_units, read_unit_table
 from granary_pipe.io.sink import SINK
 from granary_pipe.report.fmt import hms, rate, text_table
 from granary_pipe.stages.filters import rules as text_rules

@@ -42,15 +42,19 @@ import pyarrow.compute as pc
 from granary_pipe.report.reference_wer import reference_wer
 from granary_pipe.report.rule_quality import rule_quality, stage_counts
 from granary_pipe.report.text import format_summary
-from granary_pipe.io.release import (
-    COMMIT_MARKER,
+from granary_pipe.rundir import (
+    MARKER,
     committed_units,
+    planned_units,
+    read_marker_or_empty,
     read_run_json,
     read_unit_table,
-    row_langs,
     run_sources,
+    unit_errors,
+    unit_recordings,
+    units_on_disk,
 )
-from granary_pipe.schema import SCHEMA
+from granary_pipe.schema import SCHEMA, row_langs
 
 _COLUMNS = ["id", "recording_id", "lang", "lang_hint", "duration_s", "license", "drop_reason", "text"]
 _EXAMPLES = 2
@@ -89,23 +93,23 @@ def summarize(path: Path) -> dict[str, Any]:
 
 
 def _unit_states(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
-    listed: dict[str, dict] = run.get("units") or {}
-    # dot-directories are the sink's temporary unit dirs, not units
-    on_disk = {p.name for p in (run_dir / "units").glob("*") if p.is_dir() and not p.name.startswith(".")}
+    listed = planned_units(run)
+    statuses = {u: (v or {}).get("status") for u, v in (run.get("units") or {}).items()} \
+        if isinstance(run.get("units"), dict) else {}  # a run.json from before units_total
+    errors = unit_errors(run)
     committed = set(committed_units(run_dir))
     failed, pending, notes = [], [], []
-    for unit in sorted(set(listed) | on_disk):
-        info = listed.get(unit) or {}
-        status = info.get("status")
+    for unit in sorted(set(listed) | units_on_disk(run_dir)):
+        status = "failed" if unit in errors else statuses.get(unit)
         if unit in committed:
             if status not in (None, "committed"):
-                notes.append(f"{unit}: run.json says {status!r} but {COMMIT_MARKER} exists")
+                notes.append(f"{unit}: run.json says {status!r} but {MARKER} exists")
         elif status == "failed":
-            failed.append({"unit": unit, "error": info.get("error")})
+            failed.append({"unit": unit, "error": errors.get(unit)})
         else:
             pending.append(unit)
             if status == "committed":
-                notes.append(f"{unit}: run.json says 'committed' but {COMMIT_MARKER} is missing")
+                notes.append(f"{unit}: run.json says 'committed' but {MARKER} is missing")
     return {
         "total": len(committed) + len(failed) + len(pending),
         "committed": len(committed),
@@ -115,15 +119,6 @@ def _unit_states(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
         "pending_units": pending,
         "notes": notes,
     }
-
-
-def _read_marker(run_dir: Path, unit: str) -> dict[str, Any]:
-    """The stats JSON the sink writes into the commit marker ({} if empty or not JSON)."""
-    try:
-        data = json.loads((run_dir / "units" / unit / COMMIT_MARKER).read_text() or "{}")
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _sum_if_all(values: list[Any]) -> Any:
@@ -192,9 +187,8 @@ def _summarize_run(run_dir: Path) -> dict[str, Any]:
         d[f"rows_{side}"] += g["id_count"]
         d[f"hours_{side}"] = _hours(g["duration_s_sum"])
 
-    unit_info = run.get("units") or {}
-    markers = {u: _read_marker(run_dir, u) for u in units}
-    expected = [(unit_info.get(u) or {}).get("recordings", markers[u].get("recordings")) for u in units]
+    markers = {u: read_marker_or_empty(run_dir, u) for u in units}
+    expected = [unit_recordings(run, u, markers[u]) for u in units]
     rec_expected = _sum_if_all(expected)
     rows_recorded = _sum_if_all([markers[u].get("rows_in") for u in units])
     audio_s_in = _sum_if_all([markers[u].get("audio_s_in") for u in units])

@@ -1,0 +1,123 @@
+"""Driver cost per unit and driver peak memory as the listing grows (issue 15, item 8).
+
+A cheap pipeline (``audio.decode`` + ``license.gate``) over a JSONL listing of N files that do not
+exist: every recording becomes a rejected row (``decode_error``) at once, so what is left is the
+driver's own bookkeeping (ingest, planning, ``run.json``, one result per unit) and Ray's per-unit
+overhead. Each size runs ``run_pipeline`` in a fresh Python process (the driver, with an embedded
+Ray of ``--cpus`` CPUs) that reports its own CPU time (all threads, Ray's core-worker threads
+included, which tick with wall time; and the main thread's alone, where the driver's bookkeeping
+runs) and peak RSS (``ru_maxrss``); ratios are
+against the smallest N of the same invocation. Per-unit figures are the steady state: from the first
+unit's end to the last's (counted at the progress line's update, which both the old and the new
+driver call once per unit), so imports, ingest and Ray's start and stop are left out; peak RSS is
+the whole process's.
+
+    PYTHONPATH=. python benchmarks/driver_scale.py --sizes 20000,100000 --per-unit 200
+
+Goal: driver time per unit and driver peak RSS flat (within 1.2x) from 20 k to 1 M recordings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import yaml
+
+DRIVER = textwrap.dedent("""
+    import json, resource, sys, time
+    from pathlib import Path
+    from granary_pipe import progress
+    from granary_pipe.pipeline import run_pipeline
+    ticks = []  # (process CPU, main-thread CPU, wall) each time a unit ends (the progress line's update)
+    update = progress.Progress.update
+    def counting(self, n=1):
+        ticks.append((time.process_time(), time.thread_time(), time.monotonic()))
+        return update(self, n)
+    progress.Progress.update = counting
+    t0 = time.monotonic()
+    info = run_pipeline(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), progress=False,
+                        num_cpus=int(sys.argv[4]))
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    span = [b - a for a, b in zip(ticks[0], ticks[-1])]
+    print("RESULT " + json.dumps({"status": info["status"], "wall_s": time.monotonic() - t0,
+                                  "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024,
+                                  "steady": {"units": len(ticks) - 1, "cpu_s": span[0], "main_cpu_s": span[1],
+                                             "wall_s": span[2]},
+                                  "ingest": info.get("ingest")}))
+""")
+
+
+def write_inputs(d: Path, n: int, per_unit: int) -> tuple[Path, Path]:
+    """A manifest listing ``n`` missing files and the decode + license-gate pipeline."""
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "listing.jsonl", "w", encoding="utf-8") as fh:
+        for k in range(n):
+            fh.write(f'{{"path": "audio/missing_{k:07d}.flac"}}\n')
+    (d / "source.yaml").write_text(yaml.safe_dump({"name": "scale", "license": "CC-BY-4.0",
+                                                   "listing": "listing.jsonl"}))
+    (d / "pipeline.yaml").write_text(yaml.safe_dump({
+        "name": "driver-scale",
+        "units": {"recordings_per_unit": per_unit, "max_in_flight": 4},
+        "stages": [{"use": "audio.decode", "resources": {"cpus": 0.25}},
+                   {"use": "license.gate", "resources": {"cpus": 0.25}}],
+    }, sort_keys=False))
+    return d / "pipeline.yaml", d / "source.yaml"
+
+
+def measure(n: int, per_unit: int, cpus: int, scratch: Path) -> dict:
+    """One driver process over ``n`` recordings; its figures."""
+    pipeline, source = write_inputs(scratch / f"n{n}", n, per_unit)
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(pipeline), str(source), str(scratch / f"run{n}"),
+                           str(cpus)], capture_output=True, text=True, env=env)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"n={n}: driver failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    out = json.loads(lines[-1][len("RESULT "):])
+    out.update(n=n, units=-(-n // per_unit))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every size and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="20000,100000", help="comma-separated N (default 20000,100000)")
+    ap.add_argument("--per-unit", type=int, default=200, help="recordings per unit (default 200)")
+    ap.add_argument("--cpus", type=int, default=2, help="CPUs of the embedded Ray (default 2)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = ap.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="driver-scale-") as tmp:
+        for n in sizes:
+            r = measure(n, args.per_unit, args.cpus, Path(tmp))
+            steady = r["steady"]
+            r["wall_ms_per_unit"] = 1000 * steady["wall_s"] / steady["units"]
+            r["cpu_ms_per_unit"] = 1000 * steady["cpu_s"] / steady["units"]
+            r["main_ms_per_unit"] = 1000 * steady["main_cpu_s"] / steady["units"]
+            rows.append(r)
+            print(f"measured n={n}: {r}", file=sys.stderr, flush=True)
+    base = rows[0]
+    print(f"{'recordings':>10} {'units':>6} {'wall ms/unit':>13} {'driver CPU ms/unit':>19} "
+          f"{'main thread ms/unit':>20} {'driver peak RSS MB':>19} {'CPU/unit ratio':>15} {'main ratio':>11} "
+          f"{'RSS ratio':>10}")
+    for r in rows:
+        print(f"{r['n']:>10} {r['units']:>6} {r['wall_ms_per_unit']:>13.1f} {r['cpu_ms_per_unit']:>19.2f} "
+              f"{r['main_ms_per_unit']:>20.2f} {r['peak_rss_mb']:>19.1f} "
+              f"{r['cpu_ms_per_unit'] / base['cpu_ms_per_unit']:>15.2f} "
+              f"{r['main_ms_per_unit'] / base['main_ms_per_unit']:>11.2f} {r['peak_rss_mb'] / base['peak_rss_mb']:>10.2f}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""The run directory: the one module that knows its layout, its files and how they are written.
+
+Layout::
+
+    run.json                     what the run is (fingerprint, resolved pipeline, source, models,
+                                 versions) and where it stands: status, unit counts, totals summed
+                                 over committed units (rows, seconds, ``stage_s``, ``counts``) and
+                                 the error of each failed unit; constant in size however many
+                                 units there are
+    units/UNIT/kept.parquet      rows with no drop_reason (sorted by id)
+    units/UNIT/rejected.parquet  rows with a drop_reason
+    units/UNIT/audio/ID.flac     16 kHz mono FLAC of each kept segment
+    units/UNIT/_COMMITTED        the unit's own figures (JSON), written last: its commit marker
+    units/.UNIT.tmp-*            a commit in progress (debris if the run died)
+
+A unit's figures live only in its marker (``rows_in``, ``rows_kept``, ``rows_rejected``,
+``recordings``, ``audio_s_in``, ``speech_s_kept``, ``stage_s``, ``counts``). Runs made before
+this layout kept them per unit in ``run.json["units"]`` too; the readers here take both.
+Writers go through :func:`write_json_atomic` (a temporary name, then a rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from granary_pipe.schema import SCHEMA, conform
+
+RUN_JSON = "run.json"
+MARKER = "_COMMITTED"
+TMP = ".tmp-"
+"""What marks a temporary name: ``units/.UNIT.tmp-*``, ``.run.json.tmp-*``, markers' temporaries."""
+"""A unit's commit marker (its figures as JSON); a unit directory without it is not committed."""
+UNIT_TOTALS = ("rows_in", "rows_kept", "rows_rejected", "recordings", "audio_s_in", "speech_s_kept")
+"""The per-unit figures of a marker that ``run.json`` sums into its totals."""
+
+
+def unit_id(k: int) -> str:
+    """Name of the ``k``-th unit of a run: ``u000000``, ``u000001``, ..."""
+    return f"u{k:06d}"
+
+
+def unit_dir(run_dir: Path, unit: str) -> Path:
+    """Directory of a unit inside a run."""
+    return Path(run_dir) / "units" / unit
+
+
+def is_committed(run_dir: Path, unit: str) -> bool:
+    """True when the unit's commit marker exists."""
+    return (unit_dir(run_dir, unit) / MARKER).is_file()
+
+
+def read_marker(run_dir: Path, unit: str) -> dict[str, Any]:
+    """The figures a committed unit recorded (raises if the marker is missing or not JSON)."""
+    return json.loads((unit_dir(run_dir, unit) / MARKER).read_text())
+
+
+def read_marker_or_empty(run_dir: Path, unit: str) -> dict[str, Any]:
+    """The marker's figures, or ``{}`` when it is empty, unreadable or not a JSON object."""
+    try:
+        data = json.loads((unit_dir(run_dir, unit) / MARKER).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def committed_units(run_dir: Path) -> list[str]:
+    """Names of units under ``run_dir/units`` that carry the commit marker, sorted."""
+    units = Path(run_dir) / "units"
+    if not units.is_dir():
+        return []
+    return sorted(p.name for p in units.iterdir() if (p / MARKER).is_file())
+
+
+def units_on_disk(run_dir: Path) -> set[str]:
+    """Unit directories present (committed or not), temporary dot-directories left out."""
+    units = Path(run_dir) / "units"
+    return {p.name for p in units.iterdir() if p.is_dir() and not p.name.startswith(".")} if units.is_dir() else set()
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any]:
+    """Load ``run_dir/run.json``; ``FileNotFoundError`` naming the path when it is missing."""
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"not a run directory: {path} does not exist")
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file and rename, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{TMP}{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_unit_table(run_dir: Path, unit: str, which: str, columns: list[str] | None = None) -> pa.Table:
+    """Read ``units/UNIT/{which}.parquet`` (``kept``/``rejected``) in the row schema.
+
+    A missing file reads as an empty table. ``columns`` restricts the columns returned.
+    """
+    path = unit_dir(run_dir, unit) / f"{which}.parquet"
+    table = conform(pq.read_table(path), with_samples=False) if path.is_file() else SCHEMA.empty_table()
+    return table.select(columns) if columns else table
+
+
+def clean_debris(run_dir: Path) -> int:
+    """Remove temporary and uncommitted unit directories; returns how many were removed."""
+    units = Path(run_dir) / "units"
+    removed = 0
+    if not units.is_dir():
+        return 0
+    for d in units.iterdir():
+        if d.is_dir() and (d.name.startswith(".") or not (d / MARKER).is_file()):
+            shutil.rmtree(d)
+            removed += 1
+    return removed
+
+
+def remove_temporaries(run_dir: Path) -> int:
+    """Remove the run's temporary files and directories (never a committed unit); returns how many."""
+    run_dir, removed = Path(run_dir), 0
+    places = [run_dir, run_dir / "units"]
+    places += [p for p in (run_dir / "units").glob("*") if p.is_dir() and not p.name.startswith(".")]
+    for place in places:
+        try:
+            entries = list(place.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            if not (p.name.startswith(".") and TMP in p.name):
+                continue
+            try:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+
+# ----------------------------------------------------------------------------- what run.json says
+
+def run_sources(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The source dicts of a run.json (``sources`` list or the single ``source``)."""
+    if isinstance(run.get("sources"), list):
+        return list(run["sources"])
+    return [run["source"]] if isinstance(run.get("source"), dict) else []
+
+
+def unit_errors(run: dict[str, Any]) -> dict[str, str | None]:
+    """Failed units and their errors, from this layout's ``unit_errors`` or an older run.json's
+    per-unit ``units`` entries."""
+    if isinstance(run.get("unit_errors"), dict):
+        return dict(run["unit_errors"])
+    listed = run.get("units")
+    if isinstance(listed, dict):
+        return {u: (v or {}).get("error") for u, v in listed.items() if (v or {}).get("status") == "failed"}
+    return {}
+
+
+def planned_units(run: dict[str, Any]) -> list[str]:
+    """Every unit the run planned: ``units_total`` of them, or an older run.json's ``units`` keys."""
+    listed = run.get("units")
+    if isinstance(listed, dict):
+        return sorted(listed)
+    total = run.get("units_total")
+    return [unit_id(k) for k in range(total)] if isinstance(total, int) else []
+
+
+def unit_recordings(run: dict[str, Any], unit: str, marker: dict[str, Any]) -> int | None:
+    """Recordings planned into ``unit``: an older run.json's entry, else its marker's count."""
+    listed = run.get("units")
+    entry = listed.get(unit) if isinstance(listed, dict) else None
+    return (entry or {}).get("recordings", marker.get("recordings"))
+
+
+def find_key(obj: Any, key: str) -> Any:
+    """First value stored under ``key`` anywhere in nested dicts/lists (depth first)."""
+    if isinstance(obj, dict):
+        if obj.get(key) is not None:
+            return obj[key]
+        obj = list(obj.values())
+    if isinstance(obj, list):
+        for v in obj:
+            found = find_key(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+def run_release_license(run: dict[str, Any]) -> str | None:
+    """The release license a run asks for: run.json's, else the first in its pipeline config."""
+    return run.get("release_license") or find_key(run.get("pipeline") or {}, "release_license")
