@@ -46,8 +46,8 @@ def fingerprint(resolved: dict, recordings: pa.Table) -> str:
     go in under the names the previous release used (``renames.previous_names``), so a run it
     started can be resumed after a rename."""
     content = {
-        "stages": [renames.previous_names({k: v for k, v in s.items() if k not in ENGINE_KNOBS},
-                                          registry.get(s["use"]).RENAMED) for s in resolved["stages"]],
+        "stages": [renames.previous_names({k: v for k, v in s.items() if k not in ENGINE_KNOBS}, _renamed(s["use"]))
+                   for s in resolved["stages"]],
         "recordings_per_unit": resolved["units"]["recordings_per_unit"],
     }
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode())
@@ -56,6 +56,15 @@ def fingerprint(resolved: dict, recordings: pa.Table) -> str:
             values = json.dumps(recordings.column(col).to_pylist(), ensure_ascii=False, default=str)
             digest.update(f"\0{col}\0{values}".encode())
     return digest.hexdigest()
+
+
+def _renamed(stage: str) -> dict[str, str]:
+    """The stage's option renames; none for a stage this process does not know (a stage registered
+    at run time by the driver, which checked the name already; this may run in a child process)."""
+    try:
+        return registry.get(stage).RENAMED
+    except KeyError:
+        return {}
 
 
 @dataclass

@@ -27,7 +27,7 @@ from granary_pipe import __version__, counters, models, rundir
 from granary_pipe.config import ConfigError, PipelineConfig, load_pipeline
 from granary_pipe.executors import ExecutorOptions, check_executor, make_executor
 from granary_pipe.io import run_guard
-from granary_pipe.listing import ENGINE_KNOBS, FINGERPRINT_SKIPS, plan_listing  # noqa: F401 (re-exported)
+from granary_pipe.listing import ENGINE_KNOBS, FINGERPRINT_SKIPS, ListingFile, plan_listing  # noqa: F401 (re-exported)
 from granary_pipe.listing import fingerprint as _fingerprint  # noqa: F401 (re-exported for tests)
 from granary_pipe.progress import Progress
 from granary_pipe.stage import Stage
@@ -128,47 +128,49 @@ def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, addre
     config, stages = load_pipeline(pipeline_path)
     resolved = resolved_config(config, stages)
     out_dir = Path(out_dir)
-    with run_guard.guarded(out_dir):  # one run per --out (a lock), a foreign directory, orphans of a killed run, disk errors
-        return _run_locked(t0, config, stages, resolved, pipeline_path, source_path, out_dir, executor, opts, progress)
+    with tempfile.TemporaryDirectory(prefix="granary-listing-") as work:  # a bad listing stops before --out exists
+        listing = plan_listing(Path(source_path), resolved, config.units.recordings_per_unit, Path(work))
+        with run_guard.guarded(out_dir):  # one run per --out (a lock), a foreign directory, orphans, disk errors
+            return _run_locked(t0, config, stages, resolved, listing, pipeline_path, source_path, out_dir,
+                               executor, opts, progress)
 
 
-def _run_locked(t0: float, config: PipelineConfig, stages: list[Stage], resolved: dict, pipeline_path: Path,
-                source_path: Path, out_dir: Path, executor: str, opts: ExecutorOptions, progress: bool) -> dict:
+def _run_locked(t0: float, config: PipelineConfig, stages: list[Stage], resolved: dict, listing: ListingFile,
+                pipeline_path: Path, source_path: Path, out_dir: Path, executor: str, opts: ExecutorOptions,
+                progress: bool) -> dict:
     """The body of :func:`run_pipeline`, run while this process holds ``out_dir``'s lock."""
     run_json = out_dir / rundir.RUN_JSON
-    with tempfile.TemporaryDirectory(prefix="granary-listing-") as work:
-        listing = plan_listing(Path(source_path), resolved, config.units.recordings_per_unit, Path(work))
-        previous = rundir.read_run_json(out_dir) if run_json.is_file() else None
-        if previous and previous.get("fingerprint") != listing.fingerprint:
-            raise ConfigError(f"{out_dir}: holds a run of another pipeline config or source; choose a new --out")
-        rundir.clean_debris(out_dir)
-        record = _Record(run_json, {
-            "granary_pipe": __version__,
-            "fingerprint": listing.fingerprint,
-            "pipeline": resolved,
-            "pipeline_file": str(Path(pipeline_path).resolve()),
-            "source": {**listing.manifest, "manifest": str(Path(source_path).resolve()),
-                       "recordings": listing.recordings},
-            "ingest": listing.ingest,
-            "versions": _versions(),
-            "git_revision": _git_revision(),
-            "models": {m: models.describe(m) for s in stages for m in s.models()},
-            "stage_info": {s.name: info for s in stages if (info := s.run_info())},
-            "executor": executor,
-            "executor_options": opts.beam_options,
-            "units_total": len(listing.unit_ids),
-            "status": "running",
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
-            "wall_s_previous": (previous or {}).get("wall_s_total", 0.0),
-        })
-        todo = []
-        for uid in listing.unit_ids:
-            if rundir.is_committed(out_dir, uid):
-                record.committed(uid, rundir.read_marker(out_dir, uid))
-            else:
-                todo.append(uid)
-        record.write(force=True)
-        _execute(executor, opts, stages, config, out_dir, listing.units(todo), len(todo), record, progress)
+    previous = rundir.read_run_json(out_dir) if run_json.is_file() else None
+    if previous and previous.get("fingerprint") != listing.fingerprint:
+        raise ConfigError(f"{out_dir}: holds a run of another pipeline config or source; choose a new --out")
+    rundir.clean_debris(out_dir)
+    record = _Record(run_json, {
+        "granary_pipe": __version__,
+        "fingerprint": listing.fingerprint,
+        "pipeline": resolved,
+        "pipeline_file": str(Path(pipeline_path).resolve()),
+        "source": {**listing.manifest, "manifest": str(Path(source_path).resolve()),
+                   "recordings": listing.recordings},
+        "ingest": listing.ingest,
+        "versions": _versions(),
+        "git_revision": _git_revision(),
+        "models": {m: models.describe(m) for s in stages for m in s.models()},
+        "stage_info": {s.name: info for s in stages if (info := s.run_info())},
+        "executor": executor,
+        "executor_options": opts.beam_options,
+        "units_total": len(listing.unit_ids),
+        "status": "running",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+        "wall_s_previous": (previous or {}).get("wall_s_total", 0.0),
+    })
+    todo = []
+    for uid in listing.unit_ids:
+        if rundir.is_committed(out_dir, uid):
+            record.committed(uid, rundir.read_marker(out_dir, uid))
+        else:
+            todo.append(uid)
+    record.write(force=True)
+    _execute(executor, opts, stages, config, out_dir, listing.units(todo), len(todo), record, progress)
     return _finish(record, t0)
 
 

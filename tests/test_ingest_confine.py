@@ -376,4 +376,6 @@ def test_rerun_after_editing_a_listing_line_is_refused(tmp_path, corpus):
     jsonl(corpus, [{**BASE_LINES[0], "text": "another reference"}, BASE_LINES[1]])
     with pytest.raises(ConfigError, match="holds a run of another pipeline config or source"):
         run_pipeline(pipeline, manifest, out, progress=False)
-    assert sorted(os.listdir(out)) == ["run.json"], "nothing may be written before the check"
+    # only the run lock (taken before run.json is read, so no other run can be writing it) exists
+    assert sorted(os.listdir(out)) == [".granary-run.lock", "run.json"], "nothing may be written before the check"
+    assert json.loads((out / "run.json").read_text()) == {"fingerprint": fp, "units": {}}

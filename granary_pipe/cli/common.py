@@ -13,7 +13,6 @@ import re
 import sys
 from typing import Any, Callable
 
-from granary_pipe.io.run_guard import DISK_ERRNOS
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -241,6 +240,8 @@ def describe_error(exc: BaseException, writing: str | os.PathLike | None = None)
         return text, EXIT_USAGE
     if isinstance(exc, OSError) and exc.errno is not None:
         text = _errno_text(exc)
+        from granary_pipe.io.run_guard import DISK_ERRNOS  # here: it imports the run directory's pyarrow
+
         if exc.filename is None and writing is not None and exc.errno in DISK_ERRNOS:
             text += f" (writing {writing})"
         return text, EXIT_USAGE

@@ -10,11 +10,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
-from granary_pipe.config import ConfigError
-from granary_pipe.stage import Stage
-from granary_pipe.units import OnResult, Unit
+if TYPE_CHECKING:  # the CLI reads the table to offer --executor choices: no pyarrow at parse time
+    from granary_pipe.stage import Stage
+    from granary_pipe.units import OnResult, Unit
+
+
+def _config_error(message: str) -> Exception:
+    """A ``ConfigError`` (imported here, late: granary_pipe.config loads the stages and pyarrow)."""
+    from granary_pipe.config import ConfigError
+
+    return ConfigError(message)
 
 
 class Executor(Protocol):
@@ -46,7 +53,7 @@ class ExecutorEntry:
 
 def _check_ray(opts: ExecutorOptions) -> None:
     if opts.beam_options:
-        raise ConfigError("beam options given, but the executor is ray (add --executor beam)")
+        raise _config_error("beam options given, but the executor is ray (add --executor beam)")
     if opts.address or os.environ.get("RAY_ADDRESS"):
         from granary_pipe.executors.ray_address import check_reachable
 
@@ -61,14 +68,14 @@ def _make_ray(stages: list[Stage], run_dir: Path, opts: ExecutorOptions) -> Exec
 
 def _check_beam(opts: ExecutorOptions) -> None:
     if opts.address or opts.num_cpus:
-        raise ConfigError("--ray-address and --num-cpus are for the ray executor; with beam give Beam flags "
+        raise _config_error("--ray-address and --num-cpus are for the ray executor; with beam give Beam flags "
                           "as --beam-option (e.g. runner=FlinkRunner, direct_num_workers=2)")
     from granary_pipe.executors.beam import check_options
 
     try:
         check_options(opts.beam_options)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise _config_error(str(exc)) from None
 
 
 def _make_beam(stages: list[Stage], run_dir: Path, opts: ExecutorOptions) -> Executor:
@@ -87,7 +94,7 @@ EXECUTORS: dict[str, ExecutorEntry] = {
 def entry(name: str) -> ExecutorEntry:
     """The table's entry for ``name``; ``ConfigError`` naming the choices for an unknown one."""
     if name not in EXECUTORS:
-        raise ConfigError(f"unknown executor {name!r} (available: {', '.join(EXECUTORS)})")
+        raise _config_error(f"unknown executor {name!r} (available: {', '.join(EXECUTORS)})")
     return EXECUTORS[name]
 
 
