@@ -128,15 +128,19 @@ def _cmd_stages(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+RUN_EXAMPLES = (
+    "granary run demo --out demo-run                 # the bundled demo corpus",
+    "granary run pipelines/demo.yaml --source manifests/demo/demo.yaml --out RUN",
+    "granary run my.yaml --source corpus.yaml --out /data/RUN --ray-address auto",
+    "granary run demo --out RUN --executor beam --beam-option direct_num_workers=2",
+)
+
+
 def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Register the curation commands."""
     from granary_pipe.executors import EXECUTORS
 
-    r = command(sub, parents, "run", _cmd_run,
-        examples=("granary run demo --out demo-run                 # the bundled demo corpus",
-                  "granary run pipelines/demo.yaml --source manifests/demo/demo.yaml --out RUN",
-                  "granary run my.yaml --source corpus.yaml --out /data/RUN --ray-address auto",
-                  "granary run demo --out RUN --executor beam --beam-option direct_num_workers=2"))
+    r = command(sub, parents, "run", _cmd_run, examples=RUN_EXAMPLES)
     r.add_argument("pipeline", help="pipeline YAML, or a bundled pipeline name: demo, granary-gpu, granary-gpu-1 "
                                     "(see granary stages for what each stage takes)")
     r.add_argument("--source", default=None,
