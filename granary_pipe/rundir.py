@@ -95,11 +95,16 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and rename, so readers never see half a file."""
+    """Write JSON through a temporary file and rename, so readers never see half a file; a failed
+    write (a full disk) removes its temporary."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP}{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_unit_table(run_dir: Path, unit: str, which: str, columns: list[str] | None = None) -> pa.Table:

@@ -21,6 +21,8 @@ import socket
 import time
 from pathlib import Path
 
+from granary_pipe import rundir
+
 log = logging.getLogger(__name__)
 
 RECORD = ".ray-embedded.json"
@@ -33,9 +35,7 @@ def record(run_dir: Path, session_dir: str) -> None:
     info = {"session_dir": str(session_dir), "host": socket.gethostname(), "driver_pid": os.getpid()}
     path = Path(run_dir) / RECORD
     try:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(info) + "\n")
-        os.replace(tmp, path)
+        rundir.write_json_atomic(path, info)
     except OSError as exc:
         log.warning("could not record the embedded Ray session in %s: %s", path, exc)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Iterator
 
 from granary_pipe.config import ConfigError
 from granary_pipe.io import run_lock
+from granary_pipe import rundir
 from granary_pipe.rundir import RUN_JSON, TMP as _TMP, remove_temporaries
 
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -61,19 +61,11 @@ def mark_failed(run_dir: Path, error: str) -> bool:
     """``run.json``'s status → ``failed`` with ``error`` (after freeing the run's temporaries, so a
     full disk has room for it). Returns False when it could not be written (a read-only disk)."""
     remove_temporaries(run_dir)
-    path = Path(run_dir) / RUN_JSON
     try:
-        info = json.loads(path.read_text())
+        info = rundir.read_run_json(run_dir)
+        info.update(status="failed", error=error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        rundir.write_json_atomic(Path(run_dir) / RUN_JSON, info)
     except (OSError, ValueError):
-        return False
-    info.update(status="failed", error=error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    tmp = path.with_name(f".{RUN_JSON}{_TMP}failed")
-    try:
-        tmp.write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         return False
     return True
 
