@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from granary_pipe import licenses
-from granary_pipe.audit_models import (  # noqa: F401 (audit_models and check_release_models re-exported)
+from granary_pipe.audit_models import (
     ModelLine,
     Violation,
     audit_models,
-    check_release_models,
     model_lines,
 )
-from granary_pipe.rundir import committed_units, find_key, read_run_json, read_unit_table, run_release_license  # noqa: F401
+from granary_pipe.rundir import committed_units, read_run_json, read_unit_table, run_release_license
 
 AUDIT_COLUMNS = ["source", "license", "duration_s", "drop_reason"]
 

@@ -27,19 +27,9 @@ from granary_pipe import __version__, counters, models, rundir
 from granary_pipe.config import ConfigError, PipelineConfig, load_pipeline
 from granary_pipe.executors import ExecutorOptions, check_executor, make_executor
 from granary_pipe.io import run_guard
-from granary_pipe.listing import ENGINE_KNOBS, FINGERPRINT_SKIPS, ListingFile, plan_listing  # noqa: F401 (re-exported)
-from granary_pipe.listing import fingerprint as _fingerprint  # noqa: F401 (re-exported for tests)
+from granary_pipe.listing import ListingFile, plan_listing
 from granary_pipe.progress import Progress
 from granary_pipe.stage import Stage
-from granary_pipe.units import (  # noqa: F401 (re-exported: the names' old home)
-    Payload,
-    Unit,
-    UnitStats,
-    add_stage_stats,
-    apply_stage,
-    batches,
-    plan_units,
-)
 
 RUN_JSON_EVERY_S = 1.0
 """Least seconds between two writes of ``run.json`` while units end (it is always written at the

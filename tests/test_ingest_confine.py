@@ -22,7 +22,8 @@ import yaml
 
 from granary_pipe.config import ConfigError, load_pipeline
 from granary_pipe.io.release import build_release
-from granary_pipe.pipeline import _fingerprint, resolved_config, run_pipeline
+from granary_pipe.listing import fingerprint as _fingerprint
+from granary_pipe.pipeline import resolved_config, run_pipeline
 from granary_pipe.report.summary import format_summary, summarize
 from granary_pipe.ingest.manifest import list_recordings, recording_id
 from granary_pipe.ingest.readers import read_entries

@@ -14,7 +14,8 @@ from pydantic import BaseModel
 
 from granary_pipe import bundled, registry
 from granary_pipe.config import ConfigError, load_pipeline
-from granary_pipe.pipeline import _fingerprint, resolved_config
+from granary_pipe.listing import fingerprint as _fingerprint
+from granary_pipe.pipeline import resolved_config
 from granary_pipe.stage import Stage
 from granary_pipe.stages.filters.hallucination import HallucinationFilter
 

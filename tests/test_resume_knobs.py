@@ -1,6 +1,6 @@
 """A resumed run may change where work runs, not what it outputs (docs/cluster.md, "Resume").
 
-The run's fingerprint (``pipeline._fingerprint``) leaves out the engine knobs: stages'
+The run's fingerprint (``listing.fingerprint``) leaves out the engine knobs: stages'
 ``resources`` and ``workers``, ``units.max_in_flight`` and ``units.max_attempts``, and the
 executor's address and CPUs. A run committed with one set of knobs, one unit of it removed as if
 it never finished, is resumed with other knobs: it must redo only that unit and end with the same

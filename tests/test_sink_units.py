@@ -1,5 +1,5 @@
 """The sink (commit_unit, clean_debris) and the engine-agnostic helpers of a run
-(pipeline.batches, plan_units, apply_stage), on tiny synthetic tables."""
+(units.batches, plan_units, apply_stage), on tiny synthetic tables."""
 
 from __future__ import annotations
 

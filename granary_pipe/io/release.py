@@ -59,19 +59,17 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from granary_pipe import licenses
-from granary_pipe.audit import check_release_models, find_key
+from granary_pipe.audit_models import check_release_models
 from granary_pipe.licenses import compatible  # the one rule set, shared with audit and the gate
 from granary_pipe.io.formats import DEFAULT_FORMATS, FORMATS, RELEASE_FORMATS, resolve_formats
 from granary_pipe.io.release_docs import attribution_md, dataset_card_md
 from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata
 from granary_pipe.io.shards import flac_frames
-from granary_pipe.rundir import MARKER as COMMIT_MARKER
-from granary_pipe.rundir import committed_units, read_run_json, read_unit_table, run_sources  # noqa: F401 (re-exported)
-from granary_pipe.schema import SCHEMA, row_langs  # noqa: F401 (row_langs re-exported)
+from granary_pipe.rundir import MARKER, committed_units, find_key, read_run_json, read_unit_table
+from granary_pipe.schema import SCHEMA, row_langs
 
-__all__ = ["COMMIT_MARKER", "DEFAULT_FORMATS", "FORMATS", "FORMAT_VERSION", "Selection", "build_release",
-           "committed_units", "compatible", "read_run_json", "read_unit_table", "resolve_formats", "row_langs",
-           "run_sources", "select_rows", "write_formats"]
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "FORMAT_VERSION", "Selection", "build_release", "compatible",
+           "resolve_formats", "select_rows", "write_formats"]
 
 _LANG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TOP_FILES = ("ATTRIBUTION.md", "README.md")
@@ -184,7 +182,7 @@ def select_rows(run_dir: Path, langs: list[str] | None, release_license: str | N
     a shard."""
     units = committed_units(run_dir)
     if not units:
-        raise ValueError(f"no committed unit in {run_dir / 'units'} (no {COMMIT_MARKER} markers)")
+        raise ValueError(f"no committed unit in {run_dir / 'units'} (no {MARKER} markers)")
     table = _read_kept(run_dir, units)
     licenses_col = table.column("license").to_pylist()
     by_lang: dict[str, list[int]] = defaultdict(list)
