@@ -13,6 +13,8 @@ import re
 import sys
 from typing import Any, Callable
 
+from granary_pipe.io.parallel import is_local_disk_error
+
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -240,9 +242,7 @@ def describe_error(exc: BaseException, writing: str | os.PathLike | None = None)
         return text, EXIT_USAGE
     if isinstance(exc, OSError) and exc.errno is not None:
         text = _errno_text(exc)
-        from granary_pipe.io.run_guard import DISK_ERRNOS  # here: it imports the run directory's pyarrow
-
-        if exc.filename is None and writing is not None and exc.errno in DISK_ERRNOS:
+        if exc.filename is None and writing is not None and is_local_disk_error(exc):
             text += f" (writing {writing})"
         return text, EXIT_USAGE
     if isinstance(exc, (ConfigError, ValueError, OSError, RuntimeError, LookupError, TimeoutError)):

@@ -10,7 +10,7 @@ listing are valid and before anything in ``OUT`` is read or cleaned:
 3. processes left by the embedded Ray of a killed driver of this run are stopped
    (:mod:`granary_pipe.executors.ray_orphans`);
 4. a disk error while the run works (no space, read-only, no permission, quota: errno in
-   :data:`DISK_ERRNOS`) ends the run: the run's temporary files are removed (which also frees the
+   :data:`~granary_pipe.io.parallel.LOCAL_DISK_ERRNOS`) ends the run: the run's temporary files are removed (which also frees the
    space ``run.json`` needs), ``run.json`` gets ``status: failed`` and the error, and the error
    is raised again as one ``OSError`` naming the file and the cause. Committed units are never
    touched.
@@ -19,7 +19,6 @@ listing are valid and before anything in ``OUT`` is read or cleaned:
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import time
 from pathlib import Path
@@ -27,21 +26,20 @@ from typing import Iterator
 
 from granary_pipe.config import ConfigError
 from granary_pipe.io import run_lock
+from granary_pipe.io.parallel import is_local_disk_error
 from granary_pipe import rundir
 from granary_pipe.rundir import RUN_JSON, TMP as _TMP, remove_temporaries
 
-DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-"""Errors of a disk that takes no more: retrying the unit cannot help, so the run stops."""
 
 
 
 def disk_error(exc: BaseException | None) -> OSError | None:
-    """The disk error (an ``OSError`` with an errno in :data:`DISK_ERRNOS`) behind ``exc``, following
+    """The disk error (an ``OSError`` with an errno in :data:`~granary_pipe.io.parallel.LOCAL_DISK_ERRNOS`) behind ``exc``, following
     a Ray task error's ``cause`` and Python's ``__cause__``/``__context__``; None when there is none."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        if is_local_disk_error(exc):
             return OSError(exc.errno, os.strerror(exc.errno), exc.filename)
         exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
     return None
