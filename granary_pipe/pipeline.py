@@ -3,7 +3,9 @@
 A run directory (:mod:`granary_pipe.rundir`) holds ``run.json`` and ``units/UNIT/``. Input is
 split deterministically into units of ``recordings_per_unit`` recordings sorted by id; a rerun
 with the same pipeline and source skips committed units, so a killed run loses at most the
-units in flight and never duplicates a row.
+units in flight and never duplicates a row. A committed unit whose files do not have the sizes
+its marker lists (a power loss, a truncated copy) is redone, with one warning saying which and
+why (:func:`granary_pipe.rundir.check_unit`).
 
 The listing is planned in a child process into a file the driver reads one unit at a time
 (:mod:`granary_pipe.listing`); units, payloads and :func:`apply_stage` are
@@ -15,7 +17,9 @@ of failed units, written at most every :data:`RUN_JSON_EVERY_S` seconds and when
 
 from __future__ import annotations
 
+import logging
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -30,6 +34,8 @@ from granary_pipe.io import run_guard
 from granary_pipe.listing import ListingFile, plan_listing
 from granary_pipe.progress import Progress
 from granary_pipe.stage import Stage
+
+log = logging.getLogger(__name__)
 
 RUN_JSON_EVERY_S = 1.0
 """Least seconds between two writes of ``run.json`` while units end (it is always written at the
@@ -155,10 +161,14 @@ def _run_locked(t0: float, config: PipelineConfig, stages: list[Stage], resolved
     })
     todo = []
     for uid in listing.unit_ids:
-        if rundir.is_committed(out_dir, uid):
-            record.committed(uid, rundir.read_marker(out_dir, uid))
-        else:
-            todo.append(uid)
+        marker, damaged = rundir.check_unit(out_dir, uid)
+        if marker is not None:
+            record.committed(uid, marker)
+            continue
+        if damaged:
+            log.warning("%s: %s: redoing the unit", uid, damaged)
+            shutil.rmtree(rundir.unit_dir(out_dir, uid))
+        todo.append(uid)
     record.write(force=True)
     _execute(executor, opts, stages, config, out_dir, listing.units(todo), len(todo), record, progress)
     return _finish(record, t0)

@@ -16,11 +16,23 @@ Layout::
 A unit's figures live only in its marker (``rows_in``, ``rows_kept``, ``rows_rejected``,
 ``recordings``, ``audio_s_in``, ``speech_s_kept``, ``stage_s``, ``counts``). Runs made before
 this layout kept them per unit in ``run.json["units"]`` too; the readers here take both.
-Writers go through :func:`write_json_atomic` (a temporary name, then a rename).
+
+The marker also lists every file of the unit under ``files``: ``{"kept.parquet": {"bytes": N,
+"sha256": HEX}, "rejected.parquet": {...}, "audio/ID.flac": {...}}`` (paths relative to the unit
+directory; :func:`file_record`, :func:`file_records`). A resumed run checks the sizes
+(:func:`check_unit`, a stat per file) and redoes a unit that does not match; ``granary verify
+RUN`` checks the checksums (:mod:`granary_pipe.io.verify_run`).
+
+Writes are durable: :func:`write_file` fsyncs what it writes, :func:`fsync_dir` makes names
+created or renamed in a directory survive a power loss, and :func:`write_json_atomic` (the one
+JSON writer: a temporary name, fsync, rename, fsync of the directory) never leaves a reader half
+a file, before or after a crash.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
@@ -35,9 +47,11 @@ from granary_pipe.schema import SCHEMA, conform
 
 RUN_JSON = "run.json"
 MARKER = "_COMMITTED"
+"""A unit's commit marker (its figures as JSON); a unit directory without it is not committed."""
 TMP = ".tmp-"
 """What marks a temporary name: ``units/.UNIT.tmp-*``, ``.run.json.tmp-*``, markers' temporaries."""
-"""A unit's commit marker (its figures as JSON); a unit directory without it is not committed."""
+FILES = "files"
+"""The marker's key listing the unit's files: relative path -> ``{"bytes", "sha256"}``."""
 UNIT_TOTALS = ("rows_in", "rows_kept", "rows_rejected", "recordings", "audio_s_in", "speech_s_kept")
 """The per-unit figures of a marker that ``run.json`` sums into its totals."""
 
@@ -94,17 +108,113 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
         return json.load(fh)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and rename, so readers never see half a file; a failed
-    write (a full disk) removes its temporary."""
+def write_file(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write ``data`` to ``path`` and (``sync``) fsync it before closing; an error names the file
+    (Python's ``write`` and ``fsync`` errors carry no file name)."""
+    try:
+        with open(path, "wb") as fh:
+            fh.write(data)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
+
+
+_NO_DIR_FSYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF})
+"""A filesystem that cannot fsync a directory says so with one of these; there is nothing to do."""
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so that names created, renamed or removed in it survive a power loss."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_DIR_FSYNC:
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: dict, *, durable: bool = True) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file; a failed
+    write (a full disk) removes its temporary.
+
+    ``durable`` (the default): the temporary is fsynced before the rename and the directory after
+    it, so after a power loss the file is the old one or the new one, whole (a scratch file that
+    no crash needs may pass False)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP}{uuid.uuid4().hex[:8]}")
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+        write_file(tmp, text.encode("utf-8"), sync=durable)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+# ----------------------------------------------------------------------------- the marker's file list
+
+def file_record(data: bytes) -> dict[str, Any]:
+    """What the marker records of one file: ``{"bytes": size, "sha256": hex digest}``."""
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def file_records(unit_path: Path) -> dict[str, dict[str, Any]]:
+    """The marker's ``files`` for a unit directory as it is on disk: every file under it (the marker
+    and temporaries left out), by path relative to it, read and hashed (the sink hashes the bytes it
+    writes instead: :func:`file_record`)."""
+    unit_path = Path(unit_path)
+    out = {}
+    for p in sorted(unit_path.rglob("*")):
+        rel = p.relative_to(unit_path).as_posix()
+        if p.is_file() and rel != MARKER and not p.name.startswith("."):
+            out[rel] = file_record(p.read_bytes())
+    return out
+
+
+def marker_problem(unit_path: Path, marker: dict[str, Any]) -> str | None:
+    """Why a committed unit's files do not match its marker, by size (a stat per file); None when they do.
+
+    A marker without a ``files`` list (made before durable commits) is a problem: nothing says its
+    files are whole."""
+    files = marker.get(FILES)
+    if not isinstance(files, dict):
+        return f"{MARKER} lists no files"
+    for rel, rec in files.items():
+        want = rec.get("bytes") if isinstance(rec, dict) else None
+        if not isinstance(want, int):
+            return f"{MARKER} has no size for {rel}"
+        try:
+            size = (Path(unit_path) / rel).stat().st_size
+        except FileNotFoundError:
+            return f"{rel} is missing, marker says {want} bytes"
+        if size != want:
+            return f"{rel} is {size} bytes, marker says {want}"
+    return None
+
+
+def check_unit(run_dir: Path, unit: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Is ``unit`` committed and whole? ``(marker, None)`` when its marker is there and its files have
+    the sizes it lists; ``(None, None)`` when it has no marker; ``(None, why)`` when it has one but
+    it cannot be read or a file does not match (the unit must be redone)."""
+    path = unit_dir(run_dir, unit) / MARKER
+    if not path.is_file():
+        return None, None
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return None, f"{MARKER} is not readable JSON ({type(exc).__name__})"
+    if not isinstance(marker, dict):
+        return None, f"{MARKER} is not a JSON object"
+    why = marker_problem(path.parent, marker)
+    return (None, why) if why else (marker, None)
 
 
 def read_unit_table(run_dir: Path, unit: str, which: str, columns: list[str] | None = None) -> pa.Table:

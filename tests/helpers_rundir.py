@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from granary_pipe import counters
+from granary_pipe import counters, rundir
 from granary_pipe.schema import SAMPLE_RATE_HZ, make_table
 
 
@@ -158,8 +158,10 @@ def _write_unit(run: Path, unit: str, rows: list[Row], commit: bool, counts: boo
             rejected.append(d)
     pq.write_table(make_table(kept), udir / "kept.parquet")
     pq.write_table(make_table(rejected), udir / "rejected.parquet")
-    if commit:
-        (udir / "_COMMITTED").write_text(json.dumps({"counts": unit_counts(rows)}) if counts else "")
+    if commit:  # as the sink writes it: the unit's files (size, sha256), and its counters if asked
+        marker = {"counts": unit_counts(rows)} if counts else {}
+        marker[rundir.FILES] = rundir.file_records(udir)
+        (udir / rundir.MARKER).write_text(json.dumps(marker))
 
 
 def make_run(

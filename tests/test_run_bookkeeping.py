@@ -45,10 +45,10 @@ def run_json_writes(monkeypatch):
     writes = []
     real = rundir.write_json_atomic
 
-    def counting(path, data):
+    def counting(path, data, **kw):
         if Path(path).name == rundir.RUN_JSON:
             writes.append(len(json.dumps(data, default=str)))
-        real(path, data)
+        real(path, data, **kw)
 
     monkeypatch.setattr(rundir, "write_json_atomic", counting)
     monkeypatch.setattr(pipeline, "RUN_JSON_EVERY_S", 3600.0)

@@ -74,23 +74,35 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    """check a downloaded release: sha256 and size of every listed file
+    """check a downloaded release, or a run's committed units: sha256 and size of every file
 
-    Check the files DIR/release.json lists (the selection of the download that made DIR, unless
-    --lang/--formats say otherwise) by size and sha256, --jobs files at a time. Exit 1 listing
-    missing and bad files.
+    DIR holding release.json: check the files it lists (the selection of the download that made
+    DIR, unless --lang/--formats say otherwise). DIR holding run.json (a run directory): check every
+    file of every committed unit against the size and sha256 its _COMMITTED marker records (a
+    resumed run checks sizes only; this finds a byte changed in place). --jobs files (releases) or
+    units (runs) at a time. Exit 1 listing missing and bad files, one per line; 0 when all match.
     """
-    from granary_pipe.io.verify import verify_release
+    from granary_pipe.io.verify_run import is_run_dir, verify_run
 
-    report = verify_release(Path(args.dir), langs=args.lang, formats=args.formats, jobs=args.jobs,
-                            progress=not quiet(args))
+    if is_run_dir(args.dir):
+        if args.lang is not None or args.formats is not None:
+            raise ValueError(f"{args.dir} is a run directory: --lang/--formats select release files; "
+                             "a run is checked whole")
+        report = verify_run(Path(args.dir), jobs=args.jobs, progress=not quiet(args))
+        counts = f"{report.units} units, {report.files_ok} files ok"
+    else:
+        from granary_pipe.io.verify import verify_release
+
+        report = verify_release(Path(args.dir), langs=args.lang, formats=args.formats, jobs=args.jobs,
+                                progress=not quiet(args))
+        counts = f"{len(report.ok)} ok"
     if args.json:
         print_json(report.to_dict())
         return EXIT_OK if report.passed else EXIT_CHECK_FAILED
     for line in report.lines():
         print(line, file=sys.stderr)
     status = "ok" if report.passed else "FAILED"
-    print(f"verify {args.dir}: {status}: {len(report.ok)} ok, {len(report.missing)} missing, {len(report.bad)} bad")
+    print(f"verify {args.dir}: {status}: {counts}, {len(report.missing)} missing, {len(report.bad)} bad")
     return EXIT_OK if report.passed else EXIT_CHECK_FAILED
 
 
@@ -204,9 +216,10 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     add_json(dl, "what was fetched, skipped and failed")
 
     vf = command(sub, parents, "verify", _cmd_verify,
-        examples=("granary verify corpus", "granary verify corpus --lang de --formats wds --jobs 8 --json"))
-    vf.add_argument("dir", type=Path, help="release directory (holds release.json)")
-    _add_selection(vf, "what was downloaded", "files checked in parallel")
+        examples=("granary verify corpus", "granary verify corpus --lang de --formats wds --jobs 8 --json",
+                  "granary verify demo-run --jobs 8"))
+    vf.add_argument("dir", type=Path, help="release directory (holds release.json) or run directory (holds run.json)")
+    _add_selection(vf, "what was downloaded", "files (release) or units (run) checked in parallel")
     add_json(vf, "ok, missing and bad files")
 
     src = command(sub, parents, "sources", _cmd_sources,

@@ -213,8 +213,22 @@ class CommitUnit(beam.DoFn):
                     if attempt == self.max_attempts:
                         error = f"commit: {_describe(exc)}"
         record = {"unit": element.unit, "stats": stats, "error": error}
-        rundir.write_json_atomic(Path(self.scratch) / RESULTS / f"{element.unit}.json", record)
+        rundir.write_json_atomic(Path(self.scratch) / RESULTS / f"{element.unit}.json", record, durable=False)
         yield json.dumps(record, default=str)
+
+
+def _from_marker(run_dir: Path, unit: str, failure: str | None) -> tuple[dict | None, str | None]:
+    """``(stats, error)`` of a unit the pipeline gave no result for: its marker when it is committed
+    and its files match it (``rundir.check_unit``); else failed (a damaged unit is removed, so that
+    the next run redoes it and no reader counts it meanwhile)."""
+    marker, damaged = rundir.check_unit(run_dir, unit)
+    if marker is not None:
+        return marker, None
+    if damaged:
+        log.warning("%s: %s: the unit is not committed", unit, damaged)
+        shutil.rmtree(rundir.unit_dir(run_dir, unit), ignore_errors=True)
+        return None, f"commit: {damaged}"
+    return None, failure or "beam pipeline produced no result for this unit"
 
 
 def normalize_options(options: Iterable[str] | None) -> list[str]:
@@ -338,10 +352,7 @@ class BeamExecutor:
                 raise poll_error[0]
             sweep()
             for unit in sorted(pending):
-                if rundir.is_committed(self.run_dir, unit):
-                    report(unit, rundir.read_marker(self.run_dir, unit), None)
-                else:
-                    report(unit, None, failure or "beam pipeline produced no result for this unit")
+                report(unit, *_from_marker(self.run_dir, unit, failure))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

@@ -11,11 +11,22 @@ Layout of a committed unit::
     units/UNIT/_COMMITTED         JSON stats, written last: rows in/kept/rejected, recordings,
                                   seconds, ``stage_s`` (seconds per stage) and ``counts`` (per
                                   stage: rows in, rows rejected and flagged per rule; see
-                                  ``granary_pipe.counters``), the sink's own rejections included
+                                  ``granary_pipe.counters``), the sink's own rejections included,
+                                  and ``files``: size and sha256 of each file above
 
-Everything is written under ``units/.UNIT.tmp-*``, renamed into place, then the marker is
-written (itself through a temporary name). A unit directory without the marker is debris of an
-interrupted run and is replaced on the next run (``rundir.clean_debris``).
+The commit survives a power loss or a node crash, not only ``kill -9``; in this order:
+
+1. every file is written under ``units/.UNIT.tmp-*`` and fsynced (its bytes are hashed for the
+   marker as they are written: no reread);
+2. ``audio/`` and the temporary directory are fsynced (their entries are on disk);
+3. the temporary directory is renamed to ``units/UNIT`` and ``units/`` is fsynced;
+4. the marker is written to a temporary name, fsynced, renamed to ``_COMMITTED``, and the unit
+   directory is fsynced (``rundir.write_json_atomic``).
+
+So a marker on disk always names files that are on disk whole. A unit directory without the
+marker is debris of an interrupted run and is replaced on the next run (``rundir.clean_debris``);
+a resumed run also redoes a marked unit whose files do not have the sizes the marker lists
+(``rundir.check_unit``), and ``granary verify RUN`` checks their checksums.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from granary_pipe import counters, schema
-from granary_pipe.rundir import MARKER, unit_dir, write_json_atomic
+from granary_pipe.rundir import FILES, MARKER, file_record, fsync_dir, unit_dir, write_file, write_json_atomic
 
 SINK = "sink.write"
 """The sink's name in ``stage_s`` and ``counts``."""
@@ -61,15 +72,23 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
                                     ("sink:no_audio",))
     kept, rejected = schema.split_active(table)
     tmp = run_dir / "units" / f".{unit}.tmp-{uuid.uuid4().hex[:8]}"
-    try:  # every byte goes through Python's file writes, so a full disk is ENOSPC naming the file
+    records: dict[str, dict] = {}
+
+    def put(rel: str, data: bytes) -> None:
+        write_file(tmp / rel, data)  # fsynced; a full disk is ENOSPC naming the file
+        records[rel] = file_record(data)
+
+    try:
         (tmp / "audio").mkdir(parents=True)
-        files = []
+        audio_files = []
         for row_id, pcm in zip(kept.column("id").to_pylist(), kept.column(schema.TRANSIENT.name).to_pylist()):
-            files.append(f"units/{unit}/audio/{row_id}.flac")
-            _write_bytes(tmp / "audio" / f"{row_id}.flac", _flac(np.frombuffer(pcm, dtype=np.float32)))
-        kept = schema.set_column(kept, "audio_file", files)
-        _write_bytes(tmp / "kept.parquet", _parquet(schema.drop_transient(kept)))
-        _write_bytes(tmp / "rejected.parquet", _parquet(schema.drop_transient(rejected)))
+            audio_files.append(f"units/{unit}/audio/{row_id}.flac")
+            put(f"audio/{row_id}.flac", _flac(np.frombuffer(pcm, dtype=np.float32)))
+        kept = schema.set_column(kept, "audio_file", audio_files)
+        put("kept.parquet", _parquet(schema.drop_transient(kept)))
+        put("rejected.parquet", _parquet(schema.drop_transient(rejected)))
+        fsync_dir(tmp / "audio")
+        fsync_dir(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written unit left, and the space is given back
         raise
@@ -77,6 +96,7 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fsync_dir(final.parent)
     durations = table.column("duration_s")
     stats = dict(stats)
     stats["stage_s"] = {**(stats.get("stage_s") or {}), SINK: time.perf_counter() - t0}
@@ -91,6 +111,7 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
         rows_in=table.num_rows,
         max_row_s=float(pc.max(durations).as_py() or 0.0),
     )
+    stats[FILES] = dict(sorted(records.items()))
     write_json_atomic(final / MARKER, stats)
     return stats
 
@@ -106,17 +127,6 @@ def _parquet(table: pa.Table) -> bytes:
     sink_buf = pa.BufferOutputStream()
     pq.write_table(table, sink_buf)
     return sink_buf.getvalue().to_pybytes()
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write a file; an error names it (Python's ``write`` errors carry no file name)."""
-    try:
-        with open(path, "wb") as fh:
-            fh.write(data)
-    except OSError as exc:
-        if exc.filename is not None or exc.errno is None:
-            raise
-        raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
 
 
 def _recording_seconds(table: pa.Table) -> float:
