@@ -527,3 +527,35 @@ def test_check_unit_passes_a_same_size_change_and_ignores_an_uncommitted_unit(co
     assert rundir.check_unit(run, "u000007")[1] is None
     (rundir.unit_dir(run, "u000007") / rundir.MARKER).unlink()
     assert rundir.check_unit(run, "u000007") == (None, None)
+
+
+def many_rows(n: int) -> list[dict]:
+    return [{"id": f"r{k:03d}", "recording_id": f"r{k:03d}", "offset_s": 0.0, "duration_s": 0.25,
+             "recording_duration_s": 0.25, "samples": pcm(0.25, 200 + 10 * k), "lang": "en"} for k in range(n)]
+
+
+def test_a_unit_with_more_files_than_the_writers_can_hold_commits_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(sink, "SYNC_THREADS", 2)  # at most 4 files waiting for the disk
+    stats = sink.commit_unit(tmp_path, "u000000", make_table(many_rows(30), with_samples=True), {})
+    udir = rundir.unit_dir(tmp_path, "u000000")
+    assert len(stats[rundir.FILES]) == 32 and stats[rundir.FILES] == rundir.file_records(udir)
+    for row in pq.read_table(udir / "kept.parquet").to_pylist():
+        k = int(row["id"][1:])
+        audio, _ = sf.read(tmp_path / row["audio_file"], dtype="float32")
+        np.testing.assert_allclose(audio, np.frombuffer(pcm(0.25, 200 + 10 * k), np.float32), atol=2 / 32768)
+
+
+def test_a_write_that_fails_among_many_stops_the_commit_naming_its_file(tmp_path, monkeypatch):
+    real = rundir.write_file
+
+    def full_at_r012(path, data, **kw):
+        if Path(path).name == "r012.flac":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data, **kw)
+
+    monkeypatch.setattr(sink, "SYNC_THREADS", 2)
+    monkeypatch.setattr(sink, "write_file", full_at_r012)
+    with pytest.raises(OSError, match="r012.flac") as info:
+        sink.commit_unit(tmp_path, "u000000", make_table(many_rows(30), with_samples=True), {})
+    assert info.value.errno == errno.ENOSPC
+    assert list((tmp_path / "units").iterdir()) == []

@@ -36,6 +36,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -78,11 +79,15 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
     kept, rejected = schema.split_active(table)
     tmp = run_dir / "units" / f".{unit}.tmp-{uuid.uuid4().hex[:8]}"
     writes: dict[str, Future] = {}
+    queued: deque[Future] = deque()
     try:
         (tmp / "audio").mkdir(parents=True)
         with ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="granary-sink") as pool:
             def put(rel: str, data: bytes) -> None:  # encoded here, written + fsynced + hashed on the pool
+                while len(queued) >= 2 * SYNC_THREADS:  # encoded bytes waiting for the disk stay few
+                    queued.popleft().result()
                 writes[rel] = pool.submit(_store, tmp / rel, data)
+                queued.append(writes[rel])
 
             audio_files = []
             for row_id, pcm in zip(kept.column("id").to_pylist(), kept.column(schema.TRANSIENT.name).to_pylist()):
