@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
 import random
 import re
 from pathlib import Path
@@ -415,91 +414,6 @@ def test_marker_lists_every_file_with_size_and_sha256(committed):
         assert rec == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     assert rundir.file_records(udir) == files
     assert rundir.check_unit(run, "u000007") == (rundir.read_marker(run, "u000007"), None)
-
-
-class Calls:
-    """Records ``os.fsync`` (the path behind the descriptor) and ``os.replace`` calls, in order."""
-
-    def __init__(self, monkeypatch) -> None:
-        self.events: list[tuple] = []
-        real_fsync, real_replace = os.fsync, os.replace
-
-        def fsync(fd):
-            self.events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-            real_fsync(fd)
-
-        def replace(src, dst, **kw):
-            self.events.append(("replace", str(src), str(dst)))
-            real_replace(src, dst, **kw)
-
-        monkeypatch.setattr(os, "fsync", fsync)
-        monkeypatch.setattr(os, "replace", replace)
-
-    def fsynced(self, path) -> int:
-        """Index of the (only) fsync of ``path``."""
-        hits = [i for i, e in enumerate(self.events) if e == ("fsync", str(path))]
-        assert len(hits) == 1, (path, self.events)
-        return hits[0]
-
-
-needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd")
-
-
-@needs_proc
-def test_commit_fsyncs_files_and_directories_before_each_rename(tmp_path, monkeypatch):
-    run = tmp_path.resolve()
-    calls = Calls(monkeypatch)
-    sink.commit_unit(run, "u000000", make_table(unit_rows(), with_samples=True), {})
-    monkeypatch.undo()
-    final = rundir.unit_dir(run, "u000000")
-    renames = [(i, e) for i, e in enumerate(calls.events) if e[0] == "replace"]
-    assert len(renames) == 2, renames
-    (i_dir, (_, tmp_dir, dst)), (i_marker, (_, marker_tmp, marker)) = renames
-    assert dst == str(final) and Path(tmp_dir).name.startswith(".u000000.tmp-")
-    assert marker == str(final / rundir.MARKER) and Path(marker_tmp).parent == final
-    files = rundir.read_marker(run, "u000000")[rundir.FILES]
-    assert len(files) == 5
-    file_syncs = [calls.fsynced(Path(tmp_dir) / rel) for rel in files]
-    assert max(file_syncs) < i_dir  # every file on disk before the unit gets its name
-    flac_syncs = [calls.fsynced(Path(tmp_dir) / rel) for rel in files if rel.startswith("audio/")]
-    assert max(flac_syncs) < calls.fsynced(Path(tmp_dir) / "audio") < i_dir  # audio/'s entries
-    assert max(file_syncs) < calls.fsynced(Path(tmp_dir)) < i_dir  # the unit directory's entries
-    assert i_dir < calls.fsynced(run / "units") < i_marker  # the rename itself, before the marker
-    assert i_dir < calls.fsynced(marker_tmp) < i_marker  # the marker's bytes before its name
-    assert calls.fsynced(final) > i_marker  # the marker's name
-    assert calls.events[-1] == ("fsync", str(final))
-    assert len(calls.events) == 5 + 3 + 2 + 2  # files, 3 directories before the marker, marker + final dir
-
-
-@needs_proc
-def test_write_json_atomic_fsyncs_the_file_then_the_directory(tmp_path, monkeypatch):
-    path = tmp_path.resolve() / "run.json"
-    calls = Calls(monkeypatch)
-    rundir.write_json_atomic(path, {"a": 1})
-    assert [e[0] for e in calls.events] == ["fsync", "replace", "fsync"]
-    assert calls.events[0][1] == calls.events[1][1] and calls.events[1][2] == str(path)
-    assert calls.events[2] == ("fsync", str(path.parent))
-    calls.events.clear()
-    rundir.write_json_atomic(path, {"a": 2}, durable=False)  # scratch files: no fsync
-    assert [e[0] for e in calls.events] == ["replace"]
-    assert json.loads(path.read_text()) == {"a": 2}
-
-
-def test_a_failed_fsync_leaves_no_unit_and_names_the_file(tmp_path, monkeypatch):
-    """fsync is where a full or failing disk may first say so (EIO, ENOSPC on some filesystems):
-    the commit fails naming the file, and no unit (nor temporary) is left."""
-    real = os.fsync
-
-    def failing(fd):
-        if os.readlink(f"/proc/self/fd/{fd}").endswith("kept.parquet"):
-            raise OSError(errno.EIO, "Input/output error")
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", failing)
-    with pytest.raises(OSError, match="kept.parquet") as info:
-        sink.commit_unit(tmp_path, "u000000", make_table(unit_rows(), with_samples=True), {})
-    assert info.value.errno == errno.EIO
-    assert list((tmp_path / "units").iterdir()) == []
 
 
 @pytest.mark.parametrize("damage, why", [
