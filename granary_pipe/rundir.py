@@ -193,7 +193,7 @@ def marker_problem(unit_path: Path, marker: dict[str, Any]) -> str | None:
             return f"{MARKER} has no size for {rel}"
         try:
             size = (Path(unit_path) / rel).stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return f"{rel} is missing, marker says {want} bytes"
         if size != want:
             return f"{rel} is {size} bytes, marker says {want}"
