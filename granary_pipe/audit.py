@@ -35,9 +35,8 @@ from granary_pipe.audit_models import (
     audit_models,
     model_lines,
 )
-from granary_pipe.rundir import committed_units, read_run_json, read_unit_table, run_release_license
-
-AUDIT_COLUMNS = ["source", "license", "duration_s", "drop_reason"]
+from granary_pipe.report.scan import RunScan
+from granary_pipe.rundir import read_run_json, run_release_license
 
 
 @dataclass
@@ -117,19 +116,27 @@ def _add(cells: dict, source: str, lic: str, kept: bool, seconds: float | None) 
 
 
 def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
-    """Audit the committed units of a run directory (kept and rejected rows, models)."""
+    """Audit the committed units of a run directory (kept and rejected rows, models): one DuckDB
+    scan of their Parquet files groups the rows (:meth:`granary_pipe.report.scan.RunScan.groups`)."""
     run_dir = Path(run_dir)
     run = read_run_json(run_dir)
     release_license = release_license or run_release_license(run)
     report = AuditReport("run", str(run_dir), release_license)
+    with RunScan(run_dir) as scan:
+        units, groups = scan.units, scan.groups()
     cells: dict[tuple[str, str], LicenseLine] = {}
-    units = committed_units(run_dir)
-    for unit in units:
-        for which in ("kept", "rejected"):
-            t = read_unit_table(run_dir, unit, which, AUDIT_COLUMNS).to_pydict()
-            for src, lic, dur, drop in zip(t["source"], t["license"], t["duration_s"], t["drop_reason"]):
-                kept = which == "kept" and drop is None
-                _add(cells, src or "(no source)", lic or licenses.UNKNOWN, kept, dur)
+    seconds: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
+    for g in groups:
+        key = (g["source"] or "(no source)", g["license"] or licenses.UNKNOWN)
+        kept = g["kept"] and g["drop_reason"] is None
+        ln = cells.setdefault(key, LicenseLine(*key))
+        if kept:
+            ln.rows_kept += g["n"]
+        else:
+            ln.rows_rejected += g["n"]
+        seconds[(*key, kept)].append(g["secs"])
+    for (src, lic, kept), secs in seconds.items():
+        setattr(cells[src, lic], "seconds_kept" if kept else "seconds_rejected", math.fsum(secs))
     report.lines = [cells[k] for k in sorted(cells)]
     if not units:
         report.notes.append("no committed unit: nothing was kept yet")
