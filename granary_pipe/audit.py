@@ -35,7 +35,7 @@ from granary_pipe.audit_models import (
     audit_models,
     model_lines,
 )
-from granary_pipe.report.scan import RunScan
+from granary_pipe.report.scan import RunScan, shard_groups
 from granary_pipe.rundir import read_run_json, run_release_license
 
 
@@ -103,18 +103,6 @@ def _release_license_violation(release_license: str | None) -> list[Violation]:
     return [Violation("release", "release", release_license, reason)] if reason else []
 
 
-def _add(cells: dict, source: str, lic: str, kept: bool, seconds: float | None) -> None:
-    ln = cells.get((source, lic))
-    if ln is None:
-        ln = cells[(source, lic)] = LicenseLine(source, lic)
-    if kept:
-        ln.rows_kept += 1
-        ln.seconds_kept += seconds or 0.0
-    else:
-        ln.rows_rejected += 1
-        ln.seconds_rejected += seconds or 0.0
-
-
 def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
     """Audit the committed units of a run directory (kept and rejected rows, models): one DuckDB
     scan of their Parquet files groups the rows (:meth:`granary_pipe.report.scan.RunScan.groups`)."""
@@ -152,9 +140,8 @@ def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
 
 
 def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditReport:
-    """Audit a release directory: its licenses (hours from the Parquet shards), release license, models."""
-    import pyarrow.parquet as pq
-
+    """Audit a release directory: its licenses (rows and hours from a DuckDB scan of the Parquet
+    shards), release license, models."""
     rel_dir = Path(rel_dir)
     path = rel_dir / "release.json"
     if not path.is_file():
@@ -166,10 +153,13 @@ def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditRep
     shards = [s for s in rel.get("shards", []) if s.get("format") == "parquet"]
     missing = [s["path"] for s in shards if not (rel_dir / s["path"]).is_file()]
     if shards and not missing:
-        for s in shards:
-            t = pq.read_table(rel_dir / s["path"], columns=["source", "license", "duration_s"]).to_pydict()
-            for src, lic, dur in zip(t["source"], t["license"], t["duration_s"]):
-                _add(cells, src or "(no source)", lic or licenses.UNKNOWN, True, dur)
+        seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for g in shard_groups([str(rel_dir / s["path"]) for s in shards]):
+            key = (g["source"] or "(no source)", g["license"] or licenses.UNKNOWN)
+            cells.setdefault(key, LicenseLine(*key)).rows_kept += g["n"]
+            seconds[key].append(g["secs"])
+        for key, secs in seconds.items():
+            cells[key].seconds_kept = math.fsum(secs)
     else:
         if missing:
             report.notes.append(f"{len(missing)} Parquet shard(s) missing (e.g. {missing[0]}): rows from release.json, "

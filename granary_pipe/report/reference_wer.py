@@ -1,7 +1,7 @@
 """Word error rate of kept rows against the reference transcripts a source listing provides.
 
 Per recording, the kept segments' texts are joined in time order and scored against the
-listing's ``text`` with jiwer, both normalised by the project's one text normalisation
+listing's ``text`` (word and character edit distances, as jiwer counts them), both normalised by the project's one text normalisation
 (``stages.filters.rules.normalize``: NFKC, casefold, apostrophes dropped, punctuation and
 symbols stripped). Recordings with a reference but no kept row are counted apart (their words
 are not scored), so the figure is the quality of what would be released, and
@@ -11,7 +11,7 @@ The rows come from a DuckDB scan (:mod:`granary_pipe.report.scan`): only rows wi
 unit by unit (a recording lies in one unit), so memory holds one unit's recordings. Each
 recording adds its edit operations (substitutions + deletions + insertions) and its reference
 length to its language's totals; WER = errors / reference words (and CER likewise over
-characters), the number jiwer gives for all the recordings at once.
+characters), the number ``jiwer.wer``/``jiwer.cer`` give for all the recordings at once.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import jiwer
+from rapidfuzz.distance import Levenshtein
 
 from granary_pipe.report.scan import RunScan, scanning
+from granary_pipe.report.rule_quality import normalized_reference
 from granary_pipe.stages.filters.rules import normalize
 
 COLUMNS = ["recording_id", "offset_s", "lang", "text"]
@@ -38,15 +39,20 @@ class _Totals:
         self.word_errors = self.word_ref = self.char_errors = self.char_ref = 0
 
     def add(self, ref: str, hyp: str) -> None:
-        """Score one recording's normalised reference and joined hypothesis."""
-        w = jiwer.process_words(ref, hyp)
-        c = jiwer.process_characters(ref, hyp)
+        """Score one recording's normalised reference and joined hypothesis (non-empty ``ref``).
+
+        What jiwer's ``process_words``/``process_characters`` count, without their per-call
+        transforms (a normalised string has single spaces and no outer space, so jiwer's default
+        transforms are its words and its characters): substitutions + deletions + insertions of
+        an optimal alignment is the Levenshtein distance, hits + substitutions + deletions the
+        reference's length."""
+        ref_words = ref.split()
         self.recordings += 1
-        self.ref_words += len(ref.split())
-        self.word_errors += w.substitutions + w.deletions + w.insertions
-        self.word_ref += w.hits + w.substitutions + w.deletions
-        self.char_errors += c.substitutions + c.deletions + c.insertions
-        self.char_ref += c.hits + c.substitutions + c.deletions
+        self.ref_words += len(ref_words)
+        self.word_errors += Levenshtein.distance(ref_words, hyp.split())
+        self.word_ref += len(ref_words)
+        self.char_errors += Levenshtein.distance(ref, hyp)
+        self.char_ref += len(ref)
 
     def result(self) -> dict[str, Any]:
         scored = self.recordings > 0
@@ -72,7 +78,7 @@ def _score_unit(rows: list[dict[str, Any]], totals: dict[str, _Totals]) -> None:
         if rid not in hyps:
             t.unscored += 1
             continue
-        ref = normalize(ref)
+        ref = normalized_reference(ref)
         if ref:
             t.add(ref, normalize(" ".join(text for _, text in sorted(hyps[rid]))))
 

@@ -24,6 +24,7 @@ scored. A rejection reason no counter holds is listed under stage None.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -69,11 +70,18 @@ def stage_counts(markers: Mapping[str, Mapping[str, Any]], run: Mapping[str, Any
 # ---------------------------------------------------------------- scoring
 
 
-def tokens(text: str | None, lang: str | None) -> list[str]:
-    """Normalised words of ``text``, or its characters in a language written without spaces."""
-    if lang in text_rules.UNSPACED_LANGS:
-        return list(text_rules.normalize(text).replace(" ", ""))
-    return text_rules.words(text)
+def tokens(text: str | None, lang: str | None, normalized: str | None = None) -> list[str]:
+    """Normalised words of ``text``, or its characters in a language written without spaces
+    (``normalized``: ``text`` already normalised, when the caller has it)."""
+    norm = text_rules.normalize(text) if normalized is None else normalized
+    return list(norm.replace(" ", "")) if lang in text_rules.UNSPACED_LANGS else norm.split()
+
+
+@lru_cache(maxsize=4096)
+def normalized_reference(text: str) -> str:
+    """:func:`~granary_pipe.stages.filters.rules.normalize` of a reference transcript, remembered
+    for the last few thousand (every segment of a recording carries the recording's reference)."""
+    return text_rules.normalize(text)
 
 
 def span_wer(hyp: Sequence[str], ref: Sequence[str]) -> float | None:
@@ -161,7 +169,7 @@ class RuleScorer:
         d = self.kept if row["kept"] else self._entry_of(row["drop_reason"])
         key = (row["ref_text"], row["lang"])
         if key != self._ref[0]:
-            self._ref = (key, tokens(row["ref_text"], row["lang"]))
+            self._ref = (key, tokens(row["ref_text"], row["lang"], normalized_reference(row["ref_text"])))
         wer = span_wer(tokens(row["text"], row["lang"]), self._ref[1])
         if wer is None:
             return

@@ -257,6 +257,24 @@ class RunScan:
             "WHERE ref_text <> '' ORDER BY filename, file_row_number"))
 
 
+def shard_groups(files: list[str]) -> list[dict[str, Any]]:
+    """Rows (``n``) and summed seconds (``secs``, nulls as 0) per raw (``source``, ``license``) of
+    a release's Parquet shards, :data:`CHUNK_UNITS` files per query (the caller combines them)."""
+    con, spill = connect()
+    try:
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(files), CHUNK_UNITS):
+            cur = con.execute("SELECT source, license, count(*) AS n, fsum(coalesce(duration_s, 0.0)) AS secs "
+                              "FROM read_parquet($files) GROUP BY source, license",
+                              {"files": files[start:start + CHUNK_UNITS]})
+            names = [d[0] for d in cur.description]
+            out += [dict(zip(names, row)) for row in cur.fetchall()]
+        return out
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
 @contextmanager
 def scanning(source: Path | RunScan) -> Iterator[RunScan]:
     """``source`` itself when it is a :class:`RunScan`, else a scan of that run directory, closed after."""
