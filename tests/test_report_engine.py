@@ -81,10 +81,13 @@ def _rows(run: Path) -> list[dict]:
     return out
 
 
+def _lang(r: dict) -> str:
+    return r["lang"] if r["lang"] is not None else r["lang_hint"] if r["lang_hint"] is not None else "und"
+
+
 def _oracle(run: Path) -> dict:
     rows = _rows(run)
-    lang = lambda r: r["lang"] if r["lang"] is not None else r["lang_hint"] if r["lang_hint"] is not None else "und"  # noqa: E731
-    secs = lambda r: r["duration_s"] or 0.0  # noqa: E731
+    lang, secs = _lang, (lambda r: r["duration_s"] or 0.0)
     per_lang: dict = defaultdict(lambda: {"rows_kept": 0, "rows_rejected": 0, "s_kept": 0.0, "s_rejected": 0.0})
     lic: dict = defaultdict(lambda: {"rows_kept": 0, "rows_rejected": 0, "s_kept": 0.0, "s_rejected": 0.0})
     rules: dict = defaultdict(lambda: {"rows": 0, "per_lang": defaultdict(int), "rows_list": []})
@@ -157,15 +160,15 @@ def test_counts_hours_languages_licenses_match_the_oracle(run_dir, summary):
 
 def test_reasons_rules_and_examples_match_the_oracle(run_dir, summary):
     o = _oracle(run_dir)
-    assert summary["rejected"]["by_reason"] == {("(no reason)" if k is None else k): v for k, v in o["by_reason"].items()}
+    want = {("(no reason)" if k is None else k): v for k, v in o["by_reason"].items()}
+    assert summary["rejected"]["by_reason"] == want
     assert list(summary["rules"]) == sorted(o["rules"], key=lambda k: (-o["rules"][k]["rows"], k))
     for reason, d in o["rules"].items():
         got = summary["rules"][reason]
         assert got["rows"] == d["rows"] and got["per_lang"] == dict(d["per_lang"])
         first = sorted(d["rows_list"], key=lambda r: r["id"])[:2]
-        lang = lambda r: r["lang"] if r["lang"] is not None else r["lang_hint"] or "und"  # noqa: E731
-        assert got["examples"] == [{"id": r["id"], "lang": lang(r), "text": r["text"], "duration_s": r["duration_s"]}
-                                   for r in first]
+        assert got["examples"] == [{"id": r["id"], "lang": _lang(r), "text": r["text"],
+                                    "duration_s": r["duration_s"]} for r in first]
 
 
 def test_rule_quality_matches_the_oracle(run_dir, summary):

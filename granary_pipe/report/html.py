@@ -5,8 +5,9 @@ no script. Every string that comes from data (text, license, ids, reasons, paths
 HTML-escaped, so a transcript like ``<script>…`` shows as text.
 
 A run's page takes its numbers from :func:`summarize` (totals, reasons, per-rule examples) and
-reads the committed units' Parquet, one table at a time, only for what the summary does not
-hold: per-row values for the histograms and the license of each example row.
+scans the committed units' Parquet with DuckDB (:mod:`granary_pipe.report.scan`) only for what
+the summary does not hold: the histograms, binned as the rows stream
+(:mod:`granary_pipe.report.distributions`), and the license of each example row.
 
 Retention per stage: the rows (and their audio) each stage rejected, as its counters recorded
 them (``summary["counts"]``, in pipeline order); rejected rows no counter holds (a run made
@@ -27,10 +28,6 @@ from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from granary_pipe import __version__
 from granary_pipe.counters import reason_key
@@ -256,7 +253,8 @@ def _distributions(values: dict[str, Binned]) -> str:
                     _figure(plots.histogram("charrate", values["char_rate"], xlabel="characters per second"),
                             f"Non-space characters of text per second (values above {_CHAR_RATE_CLIP:g} shown at "
                             f"{_CHAR_RATE_CLIP:g})."),
-                    _figure(plots.histogram("langprob", values["lang_prob"], xlabel="language-ID probability (lang_prob)"),
+                    _figure(plots.histogram("langprob", values["lang_prob"],
+                                            xlabel="language-ID probability (lang_prob)"),
                             "Language-ID confidence of rows that have one."), "</div>")
 
 

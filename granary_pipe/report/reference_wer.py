@@ -1,7 +1,8 @@
 """Word error rate of kept rows against the reference transcripts a source listing provides.
 
 Per recording, the kept segments' texts are joined in time order and scored against the
-listing's ``text`` (word and character edit distances, as jiwer counts them), both normalised by the project's one text normalisation
+listing's ``text`` (word and character edit distances, as jiwer counts them), both normalised
+by the project's one text normalisation
 (``stages.filters.rules.normalize``: NFKC, casefold, apostrophes dropped, punctuation and
 symbols stripped). Recordings with a reference but no kept row are counted apart (their words
 are not scored), so the figure is the quality of what would be released, and

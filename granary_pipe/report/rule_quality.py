@@ -164,7 +164,7 @@ class RuleScorer:
         return self.entries[rule]
 
     def add(self, row: Mapping[str, Any]) -> None:
-        """Score one row with a reference (``kept``, ``lang``, ``text``, ``ref_text``, ``drop_reason``, ``duration_s``)."""
+        """Score one row with a reference (``kept``, ``ref_text`` and :data:`COLUMNS`)."""
         self.with_ref += 1
         d = self.kept if row["kept"] else self._entry_of(row["drop_reason"])
         key = (row["ref_text"], row["lang"])

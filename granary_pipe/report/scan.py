@@ -236,7 +236,8 @@ class RunScan:
         recordings with a kept row (``with_kept``)."""
         self.con.execute("CREATE OR REPLACE TEMP TABLE seen (id VARCHAR, recording_id VARCHAR, kept BOOLEAN)")
         try:  # DuckDB holds (and spills) the ids of every chunk; the counts come from them
-            self.run_each(lambda s: f"INSERT INTO seen SELECT id, recording_id, kept FROM {s.rows_sql(['id', 'recording_id'])}")
+            self.run_each(lambda s: (
+                f"INSERT INTO seen SELECT id, recording_id, kept FROM {s.rows_sql(['id', 'recording_id'])}"))
             cur = self.con.execute(
                 "SELECT count(DISTINCT id) AS rows_in, count(DISTINCT recording_id) AS recordings, "
                 "count(DISTINCT recording_id) FILTER (WHERE kept) AS with_kept FROM seen")
