@@ -35,9 +35,8 @@ from granary_pipe.audit_models import (
     audit_models,
     model_lines,
 )
-from granary_pipe.rundir import committed_units, read_run_json, read_unit_table, run_release_license
-
-AUDIT_COLUMNS = ["source", "license", "duration_s", "drop_reason"]
+from granary_pipe.report.scan import RunScan, shard_groups
+from granary_pipe.rundir import read_run_json, run_release_license
 
 
 @dataclass
@@ -104,32 +103,28 @@ def _release_license_violation(release_license: str | None) -> list[Violation]:
     return [Violation("release", "release", release_license, reason)] if reason else []
 
 
-def _add(cells: dict, source: str, lic: str, kept: bool, seconds: float | None) -> None:
-    ln = cells.get((source, lic))
-    if ln is None:
-        ln = cells[(source, lic)] = LicenseLine(source, lic)
-    if kept:
-        ln.rows_kept += 1
-        ln.seconds_kept += seconds or 0.0
-    else:
-        ln.rows_rejected += 1
-        ln.seconds_rejected += seconds or 0.0
-
-
 def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
-    """Audit the committed units of a run directory (kept and rejected rows, models)."""
+    """Audit the committed units of a run directory (kept and rejected rows, models): one DuckDB
+    scan of their Parquet files groups the rows (:meth:`granary_pipe.report.scan.RunScan.groups`)."""
     run_dir = Path(run_dir)
     run = read_run_json(run_dir)
     release_license = release_license or run_release_license(run)
     report = AuditReport("run", str(run_dir), release_license)
+    with RunScan(run_dir) as scan:
+        units, groups = scan.units, scan.groups()
     cells: dict[tuple[str, str], LicenseLine] = {}
-    units = committed_units(run_dir)
-    for unit in units:
-        for which in ("kept", "rejected"):
-            t = read_unit_table(run_dir, unit, which, AUDIT_COLUMNS).to_pydict()
-            for src, lic, dur, drop in zip(t["source"], t["license"], t["duration_s"], t["drop_reason"]):
-                kept = which == "kept" and drop is None
-                _add(cells, src or "(no source)", lic or licenses.UNKNOWN, kept, dur)
+    seconds: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
+    for g in groups:
+        key = (g["source"] or "(no source)", g["license"] or licenses.UNKNOWN)
+        kept = g["kept"] and g["drop_reason"] is None
+        ln = cells.setdefault(key, LicenseLine(*key))
+        if kept:
+            ln.rows_kept += g["n"]
+        else:
+            ln.rows_rejected += g["n"]
+        seconds[(*key, kept)].append(g["secs"])
+    for (src, lic, kept), secs in seconds.items():
+        setattr(cells[src, lic], "seconds_kept" if kept else "seconds_rejected", math.fsum(secs))
     report.lines = [cells[k] for k in sorted(cells)]
     if not units:
         report.notes.append("no committed unit: nothing was kept yet")
@@ -145,9 +140,8 @@ def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
 
 
 def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditReport:
-    """Audit a release directory: its licenses (hours from the Parquet shards), release license, models."""
-    import pyarrow.parquet as pq
-
+    """Audit a release directory: its licenses (rows and hours from a DuckDB scan of the Parquet
+    shards), release license, models."""
     rel_dir = Path(rel_dir)
     path = rel_dir / "release.json"
     if not path.is_file():
@@ -159,10 +153,13 @@ def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditRep
     shards = [s for s in rel.get("shards", []) if s.get("format") == "parquet"]
     missing = [s["path"] for s in shards if not (rel_dir / s["path"]).is_file()]
     if shards and not missing:
-        for s in shards:
-            t = pq.read_table(rel_dir / s["path"], columns=["source", "license", "duration_s"]).to_pydict()
-            for src, lic, dur in zip(t["source"], t["license"], t["duration_s"]):
-                _add(cells, src or "(no source)", lic or licenses.UNKNOWN, True, dur)
+        seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for g in shard_groups([str(rel_dir / s["path"]) for s in shards]):
+            key = (g["source"] or "(no source)", g["license"] or licenses.UNKNOWN)
+            cells.setdefault(key, LicenseLine(*key)).rows_kept += g["n"]
+            seconds[key].append(g["secs"])
+        for key, secs in seconds.items():
+            cells[key].seconds_kept = math.fsum(secs)
     else:
         if missing:
             report.notes.append(f"{len(missing)} Parquet shard(s) missing (e.g. {missing[0]}): rows from release.json, "

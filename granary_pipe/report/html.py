@@ -5,8 +5,9 @@ no script. Every string that comes from data (text, license, ids, reasons, paths
 HTML-escaped, so a transcript like ``<script>…`` shows as text.
 
 A run's page takes its numbers from :func:`summarize` (totals, reasons, per-rule examples) and
-reads the committed units' Parquet, one table at a time, only for what the summary does not
-hold: per-row values for the histograms and the license of each example row.
+scans the committed units' Parquet with DuckDB (:mod:`granary_pipe.report.scan`) only for what
+the summary does not hold: the histograms, binned as the rows stream
+(:mod:`granary_pipe.report.distributions`), and the license of each example row.
 
 Retention per stage: the rows (and their audio) each stage rejected, as its counters recorded
 them (``summary["counts"]``, in pipeline order); rejected rows no counter holds (a run made
@@ -28,24 +29,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from granary_pipe import __version__
 from granary_pipe.counters import reason_key
-from granary_pipe.rundir import committed_units, read_unit_table
 from granary_pipe.report import plots
 from granary_pipe.report.fmt import hms as _hms
 from granary_pipe.report.fmt import pct as _pct
 from granary_pipe.report.fmt import rate as _rate
+from granary_pipe.report.distributions import CHAR_RATE_CLIP as _CHAR_RATE_CLIP
+from granary_pipe.report.distributions import Binned, example_licenses, row_histograms
+from granary_pipe.report.scan import RunScan
 from granary_pipe.report.summary import summarize
 
 NOT_COUNTED = "(not counted)"
 """Retention line of rejected rows that no stage counter holds."""
-_COLUMNS = ["id", "lang_prob", "duration_s", "text", "license"]
 _MAX_REASONS, _MAX_TEXT = 25, 300
-_CHAR_RATE_CLIP = 60.0
 
 e = html.escape
 
@@ -99,30 +96,6 @@ def _page(title: str, body: str) -> str:
 # ---------------------------------------------------------------- run data
 
 
-def _row_values(run_dir: Path, example_ids: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
-    """Per-row ``duration_s``, ``lang_prob``, ``char_rate`` (non-space characters per second), for
-    kept and rejected rows (NaN where unknown); and ``{id: license}`` of the rejected ``example_ids``."""
-    values: dict[str, dict[str, list[np.ndarray]]] = {"kept": defaultdict(list), "rejected": defaultdict(list)}
-    licenses: dict[str, str] = {}
-    wanted = pa.array(example_ids, pa.string())
-    as_float = lambda a: pc.fill_null(pc.cast(a, pa.float64()), np.nan).to_numpy()  # noqa: E731
-    for unit in committed_units(run_dir):
-        for which in ("kept", "rejected"):
-            t = read_unit_table(run_dir, unit, which, _COLUMNS)
-            dur = as_float(t.column("duration_s"))
-            chars = as_float(pc.utf8_length(pc.replace_substring_regex(t.column("text"), r"[\s\pZ]+", "")))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rate = np.where((dur > 0) & (chars > 0), chars / dur, np.nan)
-            for key, arr in (("duration_s", dur), ("lang_prob", as_float(t.column("lang_prob"))), ("char_rate", rate)):
-                values[which][key].append(arr)
-            if which == "rejected" and example_ids:
-                hit = t.filter(pc.is_in(t.column("id"), value_set=wanted))
-                licenses.update(zip(hit.column("id").to_pylist(), hit.column("license").to_pylist()))
-    out = {w: {k: np.concatenate(v.get(k) or [np.empty(0)]) for k in ("duration_s", "lang_prob", "char_rate")}
-           for w, v in values.items()}
-    return out, licenses
-
-
 def retention(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Per stage in pipeline order: rows/hours it rejected and rows/hours remaining after it.
 
@@ -155,7 +128,8 @@ def _reason_label(reason: str | None) -> str:
 
 def _run_page(s: dict[str, Any], run_dir: Path) -> str:
     examples = [x["id"] for rule in list(s["rules"].values())[:_MAX_REASONS] for x in rule["examples"]]
-    values, licenses = _row_values(run_dir, examples)
+    with RunScan(run_dir) as scan:
+        values, licenses = row_histograms(scan), example_licenses(scan, examples)
     r, h = s["rows"], s["hours"]
     ok = r["balanced"]
     mark = "✓" if ok else "✗"
@@ -272,20 +246,15 @@ def _rule_quality(s: dict[str, Any]) -> str:
                     _table(headers, rows, numeric=set(range(2, len(headers)))))
 
 
-def _distributions(values: dict[str, dict[str, np.ndarray]]) -> str:
-    def split(key: str, clip: float | None = None) -> dict[str, np.ndarray]:
-        out = {w: v[key][~np.isnan(v[key])] for w, v in values.items()}
-        return {w: np.minimum(a, clip) for w, a in out.items()} if clip else out
-
+def _distributions(values: dict[str, Binned]) -> str:
     return _section("distributions", "Distributions", '<div class="grid">',
-                    _figure(plots.histogram("duration", split("duration_s"), xlabel="segment duration (s)"),
+                    _figure(plots.histogram("duration", values["duration_s"], xlabel="segment duration (s)"),
                             "Duration of rows with a known duration."),
-                    _figure(plots.histogram("charrate", split("char_rate", _CHAR_RATE_CLIP),
-                                            xlabel="characters per second"),
+                    _figure(plots.histogram("charrate", values["char_rate"], xlabel="characters per second"),
                             f"Non-space characters of text per second (values above {_CHAR_RATE_CLIP:g} shown at "
                             f"{_CHAR_RATE_CLIP:g})."),
-                    _figure(plots.histogram("langprob", split("lang_prob"), xlabel="language-ID probability (lang_prob)",
-                                            bins=20, value_range=(0.0, 1.0)),
+                    _figure(plots.histogram("langprob", values["lang_prob"],
+                                            xlabel="language-ID probability (lang_prob)"),
                             "Language-ID confidence of rows that have one."), "</div>")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
@@ -116,18 +117,20 @@ def retention(key: str, stages: Sequence[str], rows: Sequence[int], hours: Seque
         return _svg(fig, key)
 
 
-def histogram(key: str, series: dict[str, Sequence[float]], *, xlabel: str, bins: int = 30,
-              colors: Sequence[str] = (KEPT, REJECTED), value_range: tuple[float, float] | None = None) -> str:
-    """Stacked histogram of each series (e.g. kept and rejected rows)."""
+def histogram(key: str, series: dict[str, tuple[Any, Any] | None], *, xlabel: str,
+              colors: Sequence[str] = (KEPT, REJECTED)) -> str:
+    """Stacked histogram of each series (e.g. kept and rejected rows), given binned: per series its
+    bin edges and counts (:mod:`granary_pipe.report.distributions`), None when it has no value."""
     with matplotlib.rc_context({**_RC, "svg.hashsalt": key}):
         fig = _figure(height_in=2.6, width_in=4.6)
         ax = fig.add_subplot()
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        names = [k for k, v in series.items() if len(v)]
+        names = [k for k, v in series.items() if v is not None]
         if names:
-            ax.hist([list(series[k]) for k in names], bins=bins, range=value_range, stacked=True,
+            edges = series[names[0]][0]
+            ax.hist([edges[:-1]] * len(names), bins=edges, weights=[series[k][1] for k in names], stacked=True,
                     color=[colors[list(series).index(k) % len(colors)] for k in names],
-                    label=[f"{k} ({len(series[k])})" for k in names], edgecolor="white", linewidth=0.4)
+                    label=[f"{k} ({int(series[k][1].sum())})" for k in names], edgecolor="white", linewidth=0.4)
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no rows with a value", ha="center", va="center", transform=ax.transAxes)

@@ -23,15 +23,17 @@ scored. A rejection reason no counter holds is listed under stage None.
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from granary_pipe import counters
-from granary_pipe.rundir import committed_units, read_unit_table
 from granary_pipe.io.sink import SINK
 from granary_pipe.report.fmt import hms, rate, text_table
+from granary_pipe.report.scan import RunScan, scanning
 from granary_pipe.stages.filters import rules as text_rules
 
 GOOD_WER_MAX = 0.2
@@ -39,7 +41,8 @@ GOOD_WER_MAX = 0.2
 GARBAGE_WER_MIN = 0.5
 """A kept row whose text scores above this WER against its reference is garbage."""
 
-_COLUMNS = ["lang", "text", "ref_text", "drop_reason", "duration_s"]
+COLUMNS = ["lang", "text", "drop_reason", "duration_s"]
+"""What :meth:`RuleScorer.add` reads of a row, besides ``kept`` and ``ref_text``."""
 
 
 # ---------------------------------------------------------------- counters
@@ -67,11 +70,18 @@ def stage_counts(markers: Mapping[str, Mapping[str, Any]], run: Mapping[str, Any
 # ---------------------------------------------------------------- scoring
 
 
-def tokens(text: str | None, lang: str | None) -> list[str]:
-    """Normalised words of ``text``, or its characters in a language written without spaces."""
-    if lang in text_rules.UNSPACED_LANGS:
-        return list(text_rules.normalize(text).replace(" ", ""))
-    return text_rules.words(text)
+def tokens(text: str | None, lang: str | None, normalized: str | None = None) -> list[str]:
+    """Normalised words of ``text``, or its characters in a language written without spaces
+    (``normalized``: ``text`` already normalised, when the caller has it)."""
+    norm = text_rules.normalize(text) if normalized is None else normalized
+    return list(norm.replace(" ", "")) if lang in text_rules.UNSPACED_LANGS else norm.split()
+
+
+@lru_cache(maxsize=4096)
+def normalized_reference(text: str) -> str:
+    """:func:`~granary_pipe.stages.filters.rules.normalize` of a reference transcript, remembered
+    for the last few thousand (every segment of a recording carries the recording's reference)."""
+    return text_rules.normalize(text)
 
 
 def span_wer(hyp: Sequence[str], ref: Sequence[str]) -> float | None:
@@ -113,59 +123,90 @@ def _entry(rule: str, stage: str | None, c: Mapping[str, Any] | None) -> dict[st
             "rows_scored": 0, "rows_good": 0, "hours_good": 0.0, "false_reject_rate": None}
 
 
-def rule_quality(run_dir: Path, counts: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+class RuleScorer:
+    """:func:`rule_quality` in parts: the rows counted from the scan's groups, then each row with a
+    reference scored as it streams (:meth:`add`), then :meth:`result`."""
+
+    def __init__(self, groups: list[dict[str, Any]], counts: Mapping[str, Mapping[str, Any]] | None) -> None:
+        self.counts = counts
+        self.entries: dict[str, dict[str, Any]] = {}
+        for stage, c in (counts or {}).items():
+            for rule in dict.fromkeys([*(c.get("rejected") or {}), *(c.get("flagged") or {})]):
+                self.entries.setdefault(rule, _entry(rule, stage, c))
+        self.known = list(self.entries)
+        self.kept = {"rows": 0, "hours": 0.0, "rows_scored": 0, "rows_garbage": 0, "hours_garbage": 0.0,
+                     "garbage_rate": None}
+        self.with_ref = 0
+        self._rule_of: dict[str, str] = {}
+        self._ref: tuple[Any, list[str]] = (None, [])  # rows of a recording come together: tokenised once
+        kept_s: list[float] = []
+        rejected_s: dict[str, list[float]] = {}
+        for g in groups:
+            if g["kept"]:
+                self.kept["rows"] += g["n"]
+                kept_s.append(g["secs"])
+                continue
+            d = self._entry_of(g["drop_reason"])
+            if counts is None or d["stage"] is None:
+                d["rows_rejected"] += g["n"]
+                rejected_s.setdefault(d["rule"], []).append(g["secs"])
+        self.kept["hours"] = math.fsum(kept_s) / 3600
+        for rule, secs in rejected_s.items():
+            self.entries[rule]["hours_rejected"] = math.fsum(secs) / 3600
+
+    def _entry_of(self, reason: str | None) -> dict[str, Any]:
+        reason = reason or "(no reason)"
+        if reason not in self._rule_of:
+            self._rule_of[reason] = counters.rule_of(reason, self.known)
+        rule = self._rule_of[reason]
+        if rule not in self.entries:
+            self.entries[rule] = _entry(rule, None, None)
+        return self.entries[rule]
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Score one row with a reference (``kept``, ``ref_text`` and :data:`COLUMNS`)."""
+        self.with_ref += 1
+        d = self.kept if row["kept"] else self._entry_of(row["drop_reason"])
+        key = (row["ref_text"], row["lang"])
+        if key != self._ref[0]:
+            self._ref = (key, tokens(row["ref_text"], row["lang"], normalized_reference(row["ref_text"])))
+        wer = span_wer(tokens(row["text"], row["lang"]), self._ref[1])
+        if wer is None:
+            return
+        hours = (row["duration_s"] or 0.0) / 3600
+        d["rows_scored"] += 1
+        if row["kept"] and wer > GARBAGE_WER_MIN:
+            d["rows_garbage"] += 1
+            d["hours_garbage"] += hours
+        elif not row["kept"] and wer <= GOOD_WER_MAX:
+            d["rows_good"] += 1
+            d["hours_good"] += hours
+
+    def result(self) -> dict[str, Any]:
+        """The table :func:`rule_quality` returns."""
+        for d in self.entries.values():
+            d["false_reject_rate"] = d["rows_good"] / d["rows_scored"] if d["rows_scored"] else None
+        kept = self.kept
+        kept["garbage_rate"] = kept["rows_garbage"] / kept["rows_scored"] if kept["rows_scored"] else None
+        stages = list(self.counts or {})
+        order = sorted(self.entries.values(), key=lambda d: (
+            stages.index(d["stage"]) if d["stage"] in stages else len(stages), -d["rows_rejected"], d["rule"]))
+        return {"good_wer_max": GOOD_WER_MAX, "garbage_wer_min": GARBAGE_WER_MIN,
+                "counters": self.counts is not None, "rows_with_reference": self.with_ref, "rules": order,
+                "kept": kept}
+
+
+def rule_quality(run: Path | RunScan, counts: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
     """Per rule: rows/hours rejected and flagged (from ``counts``, :func:`stage_counts`; else
     from the rejected rows), and against references, how many rejected rows were good; for
-    kept rows, how many are garbage. See the module doc."""
-    entries: dict[str, dict[str, Any]] = {}
-    for stage, c in (counts or {}).items():
-        for rule in dict.fromkeys([*(c.get("rejected") or {}), *(c.get("flagged") or {})]):
-            entries.setdefault(rule, _entry(rule, stage, c))
-    known = list(entries)
-    kept = {"rows": 0, "hours": 0.0, "rows_scored": 0, "rows_garbage": 0, "hours_garbage": 0.0,
-            "garbage_rate": None}
-    with_ref = 0
-    for unit in committed_units(Path(run_dir)):
-        refs: dict[tuple[str, str | None], list[str]] = {}  # a recording lies in one unit
-        for which in ("kept", "rejected"):
-            for row in read_unit_table(run_dir, unit, which, _COLUMNS).to_pylist():
-                hours = (row["duration_s"] or 0.0) / 3600
-                if which == "kept":
-                    d = kept
-                    d["rows"] += 1
-                    d["hours"] += hours
-                else:
-                    rule = counters.rule_of(row["drop_reason"] or "(no reason)", known)
-                    if rule not in entries:
-                        entries[rule] = _entry(rule, None, None)
-                    d = entries[rule]
-                    if counts is None or d["stage"] is None:
-                        d["rows_rejected"] += 1
-                        d["hours_rejected"] += hours
-                if not row["ref_text"]:
-                    continue
-                with_ref += 1
-                key = (row["ref_text"], row["lang"])  # one per recording: tokenised once
-                if key not in refs:
-                    refs[key] = tokens(row["ref_text"], row["lang"])
-                wer = span_wer(tokens(row["text"], row["lang"]), refs[key])
-                if wer is None:
-                    continue
-                d["rows_scored"] += 1
-                if which == "kept" and wer > GARBAGE_WER_MIN:
-                    d["rows_garbage"] += 1
-                    d["hours_garbage"] += hours
-                elif which == "rejected" and wer <= GOOD_WER_MAX:
-                    d["rows_good"] += 1
-                    d["hours_good"] += hours
-    for d in entries.values():
-        d["false_reject_rate"] = d["rows_good"] / d["rows_scored"] if d["rows_scored"] else None
-    kept["garbage_rate"] = kept["rows_garbage"] / kept["rows_scored"] if kept["rows_scored"] else None
-    stages = list(counts or {})
-    order = sorted(entries.values(), key=lambda d: (
-        stages.index(d["stage"]) if d["stage"] in stages else len(stages), -d["rows_rejected"], d["rule"]))
-    return {"good_wer_max": GOOD_WER_MAX, "garbage_wer_min": GARBAGE_WER_MIN, "counters": counts is not None,
-            "rows_with_reference": with_ref, "rules": order, "kept": kept}
+    kept rows, how many are garbage. See the module doc. ``run``: a run directory or a scan of it;
+    rows are counted by the scan's aggregates and only rows with a reference come back, in batches."""
+    with scanning(run) as scan:
+        scorer = RuleScorer(scan.groups(), counts)
+        for batch in scan.ref_rows(COLUMNS):
+            for row in batch.to_pylist():
+                scorer.add(row)
+    return scorer.result()
 
 
 def format_rule_quality(rq: Mapping[str, Any]) -> list[str]:

@@ -32,47 +32,43 @@ Definitions for a run (only committed units, those with ``units/U/_COMMITTED``, 
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from granary_pipe.report.reference_wer import reference_wer
-from granary_pipe.report.rule_quality import rule_quality, stage_counts
+from granary_pipe import counters
+from granary_pipe.report.reference_wer import COLUMNS as WER_COLUMNS
+from granary_pipe.report.reference_wer import WerScorer
+from granary_pipe.report.rule_quality import COLUMNS as RULE_COLUMNS
+from granary_pipe.report.rule_quality import RuleScorer, stage_order
+from granary_pipe.report.scan import RunScan, lang_of
 from granary_pipe.report.text import format_summary
 from granary_pipe.rundir import (
     MARKER,
-    committed_units,
     planned_units,
-    read_marker_or_empty,
     read_run_json,
-    read_unit_table,
     run_sources,
     unit_errors,
     unit_recordings,
     units_on_disk,
 )
-from granary_pipe.schema import SCHEMA, row_langs
 
-_COLUMNS = ["id", "recording_id", "lang", "lang_hint", "duration_s", "license", "drop_reason", "text"]
 _EXAMPLES = 2
 
 __all__ = ["format_summary", "summarize"]
 
 
-def _rules(rej: pa.Table) -> dict[str, Any]:
+def _rules(scan: RunScan) -> dict[str, Any]:
     """Per full drop_reason: rows, rows per language, the first examples by id."""
     out: dict[str, dict[str, Any]] = {}
-    rows = rej.select(["id", "lang_eff", "text", "duration_s", "drop_reason"]).to_pylist()
-    for r in sorted(rows, key=lambda r: r["id"]):
-        d = out.setdefault(r["drop_reason"] or "(no reason)", {"rows": 0, "per_lang": {}, "examples": []})
-        d["rows"] += 1
-        d["per_lang"][r["lang_eff"]] = d["per_lang"].get(r["lang_eff"], 0) + 1
-        if len(d["examples"]) < _EXAMPLES:
-            d["examples"].append({"id": r["id"], "lang": r["lang_eff"], "text": r["text"],
-                                  "duration_s": r["duration_s"]})
+    for g in scan.groups(_EXAMPLES):
+        if not g["kept"]:
+            d = out.setdefault(g["drop_reason"] or "(no reason)", {"rows": 0, "per_lang": {}, "examples": []})
+            d["rows"] += g["n"]
+            lang = lang_of(g["lang"], g["lang_hint"])
+            d["per_lang"][lang] = d["per_lang"].get(lang, 0) + g["n"]
+            d["examples"] = sorted([*d["examples"], *(g["examples"] or [])], key=lambda x: x["id"])[:_EXAMPLES]
     for d in out.values():
         d["per_lang"] = dict(sorted(d["per_lang"].items(), key=lambda kv: (-kv[1], kv[0])))
     return dict(sorted(out.items(), key=lambda kv: (-kv[1]["rows"], kv[0])))
@@ -92,12 +88,12 @@ def summarize(path: Path) -> dict[str, Any]:
     raise FileNotFoundError(f"{path} is neither a run (no run.json) nor a release (no release.json)")
 
 
-def _unit_states(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
+def _unit_states(run_dir: Path, run: dict[str, Any], committed_list: list[str]) -> dict[str, Any]:
     listed = planned_units(run)
     statuses = {u: (v or {}).get("status") for u, v in (run.get("units") or {}).items()} \
         if isinstance(run.get("units"), dict) else {}  # a run.json from before units_total
     errors = unit_errors(run)
-    committed = set(committed_units(run_dir))
+    committed = set(committed_list)
     failed, pending, notes = [], [], []
     for unit in sorted(set(listed) | units_on_disk(run_dir)):
         status = "failed" if unit in errors else statuses.get(unit)
@@ -121,10 +117,35 @@ def _unit_states(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _sum_if_all(values: list[Any]) -> Any:
-    """Sum of ``values`` when every one is a number (and there is one), else None."""
-    ok = values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    return sum(values) if ok else None
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _marker_totals(scan: RunScan, run: dict[str, Any]) -> tuple[Any, Any, Any, dict[str, Any] | None]:
+    """From the committed units' markers, read one at a time: recordings planned, rows in and
+    recorded audio in, each summed when every unit gives it (else None), and the per-stage
+    counters summed in pipeline order (None when a unit has none; :func:`stage_counts`)."""
+    keys = ("recordings", "rows_in", "audio_s_in")
+    sums: dict[str, Any] = dict.fromkeys(keys, 0)
+    total: dict[str, Any] | None = {}
+    n = 0
+    for unit, marker in scan.markers():
+        n += 1
+        values = (unit_recordings(run, unit, marker), marker.get("rows_in"), marker.get("audio_s_in"))
+        for key, value in zip(keys, values):
+            if sums[key] is not None:
+                sums[key] = sums[key] + value if _is_number(value) else None
+        if total is not None:
+            total = counters.merge_stages(total, marker["counts"]) if isinstance(marker.get("counts"), dict) else None
+    if not n:
+        return None, None, None, None
+    counts = None if total is None else {name: total[name] for name in stage_order(run, list(total))}
+    return sums["recordings"], sums["rows_in"], sums["audio_s_in"], counts
+
+
+def _or(value: str | None, default: str) -> str:
+    """``value``, or ``default`` when it is null (an empty string stays)."""
+    return default if value is None else value
 
 
 def _hours(seconds: float | None) -> float:
@@ -132,85 +153,75 @@ def _hours(seconds: float | None) -> float:
 
 
 def _summarize_run(run_dir: Path) -> dict[str, Any]:
+    with RunScan(run_dir) as scan:
+        return _summarize_scan(scan)
+
+
+def _summarize_scan(scan: RunScan) -> dict[str, Any]:
+    run_dir, units = scan.run_dir, scan.units
     run = read_run_json(run_dir)
-    units = committed_units(run_dir)
-    parts = []
-    for unit in units:
-        for which in ("kept", "rejected"):
-            t = read_unit_table(run_dir, unit, which, _COLUMNS)
-            parts.append(t.append_column("kept", pa.array([which == "kept"] * t.num_rows, pa.bool_())))
-    empty = SCHEMA.empty_table().select(_COLUMNS).append_column("kept", pa.array([], pa.bool_()))
-    t = pa.concat_tables(parts) if parts else empty
-    t = t.append_column("lang_eff", row_langs(t))
-    rules = _rules(t.filter(pc.invert(t.column("kept"))))
-    t = t.set_column(t.schema.get_field_index("license"), "license",
-                     pc.coalesce(t.column("license"), pa.scalar("unknown")))
-    unknown_dur = t.num_rows - (pc.count(t.column("duration_s")).as_py() or 0)
-    t = t.set_column(t.schema.get_field_index("duration_s"), "duration_s",
-                     pc.coalesce(t.column("duration_s"), pa.scalar(0.0)))
-
-    kept_n = pc.sum(pc.cast(t.column("kept"), pa.int64())).as_py() or 0
-    rows_in = pc.count_distinct(t.column("id")).as_py() if t.num_rows else 0
-    per_lang: dict[str, dict[str, Any]] = {}
-    for g in t.group_by(["lang_eff", "kept"]).aggregate([("duration_s", "sum"), ("id", "count")]).to_pylist():
-        d = per_lang.setdefault(g["lang_eff"], {"rows_kept": 0, "rows_rejected": 0, "seconds_kept": 0.0, "seconds_rejected": 0.0})
-        side = "kept" if g["kept"] else "rejected"
-        d[f"rows_{side}"] += g["id_count"]
-        d[f"seconds_{side}"] += g["duration_s_sum"] or 0.0
-    langs = {}
-    for lang in sorted(per_lang):
-        d = per_lang[lang]
-        langs[lang] = {
-            "rows_in": d["rows_kept"] + d["rows_rejected"],
-            "rows_kept": d["rows_kept"],
-            "rows_rejected": d["rows_rejected"],
-            "hours_in": _hours(d["seconds_kept"] + d["seconds_rejected"]),
-            "hours_kept": _hours(d["seconds_kept"]),
-            "hours_rejected": _hours(d["seconds_rejected"]),
-        }
-
-    rej = t.filter(pc.invert(t.column("kept")))
-    reasons = pc.coalesce(rej.column("drop_reason"), pa.scalar("(no reason)")).to_pylist()
+    rules = _rules(scan)
+    groups = scan.groups(_EXAMPLES)
+    n_rows = sum(g["n"] for g in groups)
+    unknown_dur = n_rows - sum(g["n_dur"] for g in groups)
+    kept_n = sum(g["n"] for g in groups if g["kept"])
+    seconds: dict[tuple[str, bool], list[float]] = defaultdict(list)
+    lic_rows: dict[tuple[str, bool], int] = defaultdict(int)
+    lic_secs: dict[tuple[str, bool], list[float]] = defaultdict(list)
+    lang_rows: dict[tuple[str, bool], int] = defaultdict(int)
     by_reason: dict[str, int] = defaultdict(int)
     by_cat: dict[str, int] = defaultdict(int)
-    hours_cat: dict[str, float] = defaultdict(float)
-    for reason, secs in zip(reasons, rej.column("duration_s").to_pylist()):
-        cat = reason.split(":", 1)[0].strip()
-        by_reason[reason] += 1
-        by_cat[cat] += 1
-        hours_cat[cat] += secs
-
+    secs_cat: dict[str, list[float]] = defaultdict(list)
+    for g in groups:
+        lang, side, lic = lang_of(g["lang"], g["lang_hint"]), g["kept"], _or(g["license"], "unknown")
+        lang_rows[lang, side] += g["n"]
+        seconds[lang, side].append(g["secs"])
+        lic_rows[lic, side] += g["n"]
+        lic_secs[lic, side].append(g["secs"])
+        if not side:
+            reason = _or(g["drop_reason"], "(no reason)")
+            cat = reason.split(":", 1)[0].strip()
+            by_reason[reason] += g["n"]
+            by_cat[cat] += g["n"]
+            secs_cat[cat].append(g["secs"])
+    langs = {}
+    for lang in sorted({k for k, _ in lang_rows}):
+        kept_s, rej_s = math.fsum(seconds[lang, True]), math.fsum(seconds[lang, False])
+        langs[lang] = {
+            "rows_in": lang_rows[lang, True] + lang_rows[lang, False],
+            "rows_kept": lang_rows[lang, True],
+            "rows_rejected": lang_rows[lang, False],
+            "hours_in": _hours(kept_s + rej_s),
+            "hours_kept": _hours(kept_s),
+            "hours_rejected": _hours(rej_s),
+        }
     licenses: dict[str, dict[str, Any]] = {}
-    for g in t.group_by(["license", "kept"]).aggregate([("duration_s", "sum"), ("id", "count")]).to_pylist():
-        d = licenses.setdefault(g["license"], {"rows_kept": 0, "rows_rejected": 0, "hours_kept": 0.0, "hours_rejected": 0.0})
-        side = "kept" if g["kept"] else "rejected"
-        d[f"rows_{side}"] += g["id_count"]
-        d[f"hours_{side}"] = _hours(g["duration_s_sum"])
+    for (lic, side), n in sorted(lic_rows.items()):
+        d = licenses.setdefault(lic, {"rows_kept": 0, "rows_rejected": 0, "hours_kept": 0.0, "hours_rejected": 0.0})
+        name = "kept" if side else "rejected"
+        d[f"rows_{name}"] = n
+        d[f"hours_{name}"] = _hours(math.fsum(lic_secs[lic, side]))
+    distinct = scan.distinct_counts()
+    rows_in, rec_seen = distinct["rows_in"], distinct["recordings"]
+    seconds_in = math.fsum(g["secs"] for g in groups)
 
-    markers = {u: read_marker_or_empty(run_dir, u) for u in units}
-    expected = [unit_recordings(run, u, markers[u]) for u in units]
-    rec_expected = _sum_if_all(expected)
-    rows_recorded = _sum_if_all([markers[u].get("rows_in") for u in units])
-    audio_s_in = _sum_if_all([markers[u].get("audio_s_in") for u in units])
-    rec_seen = pc.count_distinct(t.column("recording_id")).as_py() if t.num_rows else 0
-    kept_rec = t.filter(t.column("kept")).column("recording_id")
-    seconds_in = pc.sum(t.column("duration_s")).as_py() or 0.0
+    rec_expected, rows_recorded, audio_s_in, counts = _marker_totals(scan, run)
     wall_s = run.get("wall_s_total", run.get("wall_s"))
-    counts = stage_counts(markers, run)
+    quality, wer = _score_references(scan, counts)
     _desc = lambda d: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731
     return {
         "kind": "run",
         "path": str(run_dir),
         "name": run_dir.resolve().name,
         "sources": [s.get("name") for s in run_sources(run)],
-        "units": _unit_states(run_dir, run),
-        "rows": {"in": rows_in, "kept": kept_n, "rejected": t.num_rows - kept_n,
+        "units": _unit_states(run_dir, run, units),
+        "rows": {"in": rows_in, "kept": kept_n, "rejected": n_rows - kept_n,
                  "recorded_in": rows_recorded,
-                 "balanced": rows_in == t.num_rows and rows_recorded in (None, t.num_rows)},
+                 "balanced": rows_in == n_rows and rows_recorded in (None, n_rows)},
         "recordings": {
             "expected": rec_expected,
             "in": rec_seen,
-            "with_kept_rows": pc.count_distinct(kept_rec).as_py() if len(kept_rec) else 0,
+            "with_kept_rows": distinct["with_kept"],
             "balanced": None if rec_expected is None else rec_expected == rec_seen,
         },
         "hours": {
@@ -223,19 +234,29 @@ def _summarize_run(run_dir: Path) -> dict[str, Any]:
         "per_lang": langs,
         "rejected": {
             "by_category": _desc(by_cat),
-            "hours_by_category": {k: _hours(hours_cat[k]) for k in _desc(by_cat)},
+            "hours_by_category": {k: _hours(math.fsum(secs_cat[k])) for k in _desc(by_cat)},
             "by_reason": _desc(by_reason),
         },
         "rules": rules,
         "counts": counts,
-        "rule_quality": rule_quality(run_dir, counts),
+        "rule_quality": quality,
         "licenses": dict(sorted(licenses.items())),
-        "reference_wer": reference_wer(run_dir),
+        "reference_wer": wer,
         "stage_s": run.get("stage_s") or {},
         "wall_s": wall_s,
         "real_time_factor": (wall_s / (audio_s_in or seconds_in))
         if wall_s and (audio_s_in or seconds_in) else None,
     }
+
+
+def _score_references(scan: RunScan, counts: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Rule quality and reference WER from one stream of the rows with a reference."""
+    rules, wer = RuleScorer(scan.groups(), counts), WerScorer()
+    for batch in scan.ref_rows([*RULE_COLUMNS, *WER_COLUMNS]):
+        for row in batch.to_pylist():
+            rules.add(row)
+            wer.add(row)
+    return rules.result(), wer.result()
 
 
 def _summarize_release(rel_dir: Path) -> dict[str, Any]:
