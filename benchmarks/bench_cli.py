@@ -2,8 +2,11 @@
 directory over loopback HTTP, and print tables.
 
 :func:`granary` times one CLI command and measures its memory two ways: the peak RSS of the
-largest single process of its tree (``wait4``'s ``ru_maxrss``, which Linux takes over the child
-and every descendant it waited for) and the peak of the whole tree's summed RSS, sampled from
+largest single process of its tree (``/usr/bin/time``'s ``%M``: the maximum resident set size of
+the command and the descendants it waited for; it must be measured through a small launcher,
+because a child forked, or vforked, from this Python process and then exec'd starts its
+``ru_maxrss`` at this process's own RSS; without ``/usr/bin/time``, ``wait4``'s figure, which
+carries that floor) and the peak of the whole tree's summed RSS, sampled from
 ``/proc`` every :data:`SAMPLE_S` seconds (Ray's workers, started by an embedded Ray under the
 command, are descendants too; a sampled peak can miss a short spike, so it is never reported
 below the single-process peak).
@@ -16,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -25,6 +29,7 @@ from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_S = 0.2
+TIME = "/usr/bin/time"
 MB = 1e6
 
 
@@ -89,6 +94,11 @@ def granary(*args: str, env: dict[str, str] | None = None, check: bool = True, p
 
     ``check``: raise ``SystemExit`` naming the command and its stderr's tail on a non-zero exit."""
     cmd = (prefix or [sys.executable, "-m", "granary_pipe.cli"]) + list(args)
+    rss_file = None
+    if os.access(TIME, os.X_OK):
+        fd, rss_file = tempfile.mkstemp(prefix="bench-rss-")
+        os.close(fd)
+        cmd = [TIME, "-f", "%M", "-o", rss_file, *cmd]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env or cli_env(), cwd=cwd or ROOT)
@@ -121,6 +131,10 @@ def granary(*args: str, env: dict[str, str] | None = None, check: bool = True, p
         r.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     peak = ru.ru_maxrss / 1024 * 1.048576  # KiB -> MB
+    if rss_file is not None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            peak = int(Path(rss_file).read_text().split()[-1]) * 1024 / MB
+        os.unlink(rss_file)
     m = Measured(list(args), wall, peak, max(peak, peak_tree[0]), proc.returncode,
                  "".join(out), "".join(err))
     if check and m.rc:

@@ -57,9 +57,10 @@ def demo_run(work: Path) -> Path:
 def build(args: argparse.Namespace, source: Path, n: int) -> tuple[Path, float]:
     """The run of ``n`` units (reused with --keep when its stamp matches); (path, build seconds)."""
     tag = f"run-{n}" + (f"-r{args.rows_per_unit}" if args.rows_per_unit else "") + \
-          (f"-a{args.audio_s:g}" if args.audio_s else "")
+          (f"-a{args.audio_s:g}" if args.audio_s else "") + ("-u" if args.unique_audio else "")
     run, stamp = args.work / tag, args.work / f"{tag}.json"
-    want = {"from": str(source.resolve()), "units": n, "rows_per_unit": args.rows_per_unit, "audio_s": args.audio_s}
+    want = {"from": str(source.resolve()), "units": n, "rows_per_unit": args.rows_per_unit, "audio_s": args.audio_s,
+            "unique_audio": args.unique_audio}
     if args.keep and stamp.is_file() and (run / "run.json").is_file():
         got = json.loads(stamp.read_text())
         if {k: got.get(k) for k in want} == want:
@@ -67,7 +68,8 @@ def build(args: argparse.Namespace, source: Path, n: int) -> tuple[Path, float]:
     stamp.unlink(missing_ok=True)
     t0 = time.perf_counter()
     replicate(source, run, n, rows_per_unit=args.rows_per_unit, audio_s=args.audio_s,
-              short_dir=args.work / f"short-{args.audio_s:g}s" if args.audio_s else None, jobs=args.jobs)
+              short_dir=args.work / f"short-{args.audio_s:g}s" if args.audio_s else None,
+              unique_audio=args.unique_audio, jobs=args.jobs)
     secs = time.perf_counter() - t0
     stamp.write_text(json.dumps({**want, "build_s": round(secs, 2)}))
     return run, secs
@@ -174,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--audio-s", type=float, default=None,
                     help="replace each row's audio by its first S seconds (made once per source file) so the "
                          "releases fit on disk; see the disk note above")
+    ap.add_argument("--unique-audio", action="store_true",
+                    help="give every copy its own FLAC (same samples, a metadata block naming the row) instead of "
+                         "a hard link: a Parquet release then cannot dictionary-encode the copies away (costs the "
+                         "run's audio in disk; see replicate_run.py)")
     ap.add_argument("--formats", default=FORMATS, help=f"release formats, each measured alone (default {FORMATS}); "
                                                        "the first is used for --workers, verify and download")
     ap.add_argument("--shard-rows", type=int, default=1000, help="release --shard-rows (default 1000)")
@@ -193,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measured {n} units", file=sys.stderr, flush=True)
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}; source {source}; rows per unit "
-          f"{args.rows_per_unit or 'as the source'}; audio {f'{args.audio_s:g} s per row' if args.audio_s else 'as the source'}")
+          f"{args.rows_per_unit or 'as the source'}; audio {f'{args.audio_s:g} s per row' if args.audio_s else 'as the source'}"
+          f", {'one file per copy' if args.unique_audio else 'hard-linked'}")
     print_results(results, startup)
     for note in notes:
         print(f"note: {note}")

@@ -9,6 +9,10 @@ New unit ``k`` (``u000000`` …) is a copy of source unit ``k mod S`` (S committ
 * each kept row's FLAC is hard-linked from the source's under its new name (a copy when the work
   directory is on another file system), or with ``audio_s`` from a FLAC of the source's first
   ``audio_s`` seconds, made once per source file (the row's ``duration_s`` becomes its length);
+  with ``unique_audio`` each copy gets its own file instead: the same FLAC with an APPLICATION
+  metadata block naming the row inserted (same samples, distinct bytes), so a release cannot
+  store the copies once (Parquet dictionary-encodes equal values: with hard-linked copies a
+  Parquet release holds each distinct FLAC about once per row group);
 * its marker is the source's with ``unit`` and the row figures (rows in/kept/rejected,
   recordings, seconds, longest row) recomputed from the new rows, ``counts`` and ``stage_s``
   scaled by new rows / source rows when R differs, and, when the source marker has ``files``
@@ -74,6 +78,25 @@ class SourceUnit:
             else:
                 listed = (files or {}).get(f"audio/{src.name}")
                 self.audio.append((src, listed or (_file_entry(src) if self.has_files else {}), None))
+        self._bytes: dict[int, bytes] = {}
+
+    def audio_bytes(self, i: int) -> bytes:
+        """The bytes of kept row ``i``'s audio file (read once)."""
+        if i not in self._bytes:
+            self._bytes[i] = self.audio[i][0].read_bytes()
+        return self._bytes[i]
+
+
+def unique_flac(data: bytes, tag: str) -> bytes:
+    """``data`` (a FLAC file) with an APPLICATION metadata block holding ``tag`` inserted after
+    STREAMINFO: the same audio, bytes of its own."""
+    if data[:4] != b"fLaC" or data[4] & 0x7F != 0:
+        raise ValueError("not a FLAC file starting with STREAMINFO")
+    end = 8 + int.from_bytes(data[5:8], "big")
+    last = data[4] & 0x80
+    body = b"gpbn" + tag.encode()
+    block = bytes([last | 2]) + len(body).to_bytes(3, "big") + body
+    return data[:4] + bytes([data[4] & 0x7F]) + data[5:end] + block + data[end:]
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
@@ -160,7 +183,8 @@ def _scaled(obj: Any, f: float) -> Any:
     return round(obj * f) if isinstance(obj, int) else obj * f
 
 
-def write_copy(out: Path, src: SourceUnit, unit: str, rows_per_unit: int | None) -> dict[str, Any]:
+def write_copy(out: Path, src: SourceUnit, unit: str, rows_per_unit: int | None,
+               unique_audio: bool = False) -> dict[str, Any]:
     """Write unit ``unit`` of the new run ``out`` as a copy of ``src``; returns its marker."""
     n_kept, n_rej = _rows_wanted(src, rows_per_unit)
     kpicks, rpicks = _pick(src.kept.num_rows, n_kept), _pick(src.rejected.num_rows, n_rej)
@@ -177,10 +201,15 @@ def write_copy(out: Path, src: SourceUnit, unit: str, rows_per_unit: int | None)
     files: dict[str, Any] = {}
     for name, (i, _) in zip(names, kpicks):
         path, entry, _secs = src.audio[i]
-        try:
-            os.link(path, udir / "audio" / name)
-        except OSError:  # another file system: copy
-            shutil.copyfile(path, udir / "audio" / name)
+        if unique_audio:
+            data = unique_flac(src.audio_bytes(i), name)
+            (udir / "audio" / name).write_bytes(data)
+            entry = _entry(data) if src.has_files else {}
+        else:
+            try:
+                os.link(path, udir / "audio" / name)
+            except OSError:  # another file system: copy
+                shutil.copyfile(path, udir / "audio" / name)
         files[f"audio/{name}"] = entry
     for which, table in (("kept", kept), ("rejected", rejected)):
         data = _parquet(table)
@@ -207,12 +236,12 @@ def _init(source: str, units: list[str], short: dict | None) -> None:
     _STATE["units"] = [SourceUnit(Path(source), u, short) for u in units]
 
 
-def _build_range(out: str, start: int, stop: int, rows_per_unit: int | None) -> dict[str, Any]:
+def _build_range(out: str, start: int, stop: int, rows_per_unit: int | None, unique_audio: bool) -> dict[str, Any]:
     """Units ``start``..``stop`` of the new run (in a pool worker); their summed figures."""
     srcs = _STATE["units"]
     part: dict[str, Any] = {"totals": dict.fromkeys(rundir.UNIT_TOTALS, 0), "stage_s": {}, "counts": {}}
     for k in range(start, stop):
-        m = write_copy(Path(out), srcs[k % len(srcs)], rundir.unit_id(k), rows_per_unit)
+        m = write_copy(Path(out), srcs[k % len(srcs)], rundir.unit_id(k), rows_per_unit, unique_audio)
         for key in rundir.UNIT_TOTALS:
             part["totals"][key] += m.get(key) or 0
         for stage, secs in (m.get("stage_s") or {}).items():
@@ -222,7 +251,8 @@ def _build_range(out: str, start: int, stop: int, rows_per_unit: int | None) -> 
 
 
 def replicate(source: Path, out: Path, n_units: int, *, rows_per_unit: int | None = None,
-              audio_s: float | None = None, short_dir: Path | None = None, jobs: int = 2) -> dict[str, Any]:
+              audio_s: float | None = None, short_dir: Path | None = None, unique_audio: bool = False,
+              jobs: int = 2) -> dict[str, Any]:
     """Write a committed run of ``n_units`` units at ``out`` (replaced if it exists) from the
     committed units of ``source``; returns its run.json. See the module doc."""
     source, out = Path(source), Path(out)
@@ -242,11 +272,12 @@ def replicate(source: Path, out: Path, n_units: int, *, rows_per_unit: int | Non
     bounds = [(n_units * j // jobs, n_units * (j + 1) // jobs) for j in range(jobs)]
     if jobs == 1:
         _init(str(source), units, short)
-        parts = [_build_range(str(out), a, b, rows_per_unit) for a, b in bounds]
+        parts = [_build_range(str(out), a, b, rows_per_unit, unique_audio) for a, b in bounds]
     else:
         with concurrent.futures.ProcessPoolExecutor(jobs, initializer=_init,
                                                     initargs=(str(source), units, short)) as pool:
-            parts = list(pool.map(_build_range, [str(out)] * jobs, *zip(*bounds), [rows_per_unit] * jobs))
+            parts = list(pool.map(_build_range, [str(out)] * jobs, *zip(*bounds), [rows_per_unit] * jobs,
+                                  [unique_audio] * jobs))
     info = rundir.read_run_json(source)
     info.pop("units", None)  # an older run.json's per-unit entries
     totals = dict.fromkeys(rundir.UNIT_TOTALS, 0)
@@ -262,7 +293,7 @@ def replicate(source: Path, out: Path, n_units: int, *, rows_per_unit: int | Non
     info.update(units_total=n_units, units_committed=n_units, unit_errors={}, failed_units=[], status="complete",
                 totals=totals, stage_s=stage_s, counts=counts, audio_hours_in=totals["audio_s_in"] / 3600,
                 replicated={"from": str(source), "source_units": len(units), "rows_per_unit": rows_per_unit,
-                            "audio_s": audio_s, "build_s": round(time.perf_counter() - t0, 2)})
+                            "audio_s": audio_s, "unique_audio": unique_audio, "build_s": round(time.perf_counter() - t0, 2)})
     for key in ("wall_s", "wall_s_total"):
         if isinstance(info.get(key), (int, float)):
             info[key] = info[key] * scale

@@ -9,8 +9,10 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import soundfile as sf
 
 from granary_pipe import rundir
 from granary_pipe.report.summary import summarize
@@ -42,11 +44,12 @@ def _rows(run: Path, unit: str, which: str) -> list[dict]:
     return pq.read_table(rundir.unit_dir(run, unit) / f"{which}.parquet").to_pylist()
 
 
-@pytest.mark.parametrize("with_files,rows_per_unit", [(False, None), (True, None), (True, 25)])
-def test_replicated_run_is_valid(tmp_path, with_files, rows_per_unit):
+@pytest.mark.parametrize("with_files,rows_per_unit,unique", [(False, None, False), (True, None, False),
+                                                             (True, 25, False), (True, None, True)])
+def test_replicated_run_is_valid(tmp_path, with_files, rows_per_unit, unique):
     source = _source(tmp_path, with_files)
     out = tmp_path / "replicated"
-    info = replicate(source, out, 2, rows_per_unit=rows_per_unit, jobs=1)
+    info = replicate(source, out, 2, rows_per_unit=rows_per_unit, unique_audio=unique, jobs=1)
 
     units = rundir.committed_units(out)
     assert units == ["u000000", "u000001"]
@@ -67,11 +70,15 @@ def test_replicated_run_is_valid(tmp_path, with_files, rows_per_unit):
             (len(kept) + len(rejected), len(kept), len(rejected))
         assert marker["recordings"] == len({r["recording_id"] for r in kept + rejected})
         udir = rundir.unit_dir(out, unit)
-        for r in kept:  # its audio is the source row's, hard-linked under the new name
+        for r in kept:  # its audio is the source row's: hard-linked, or the same samples in a file of its own
             audio = out / r["audio_file"]
             assert audio.name == f"{r['id']}.flac" and audio.parent == udir / "audio"
-            src_id = r["id"].split("~")[0]
-            assert audio.stat().st_ino == (source / "units/u000000/audio" / f"{src_id}.flac").stat().st_ino
+            src = source / "units/u000000/audio" / f"{r['id'].split('~')[0]}.flac"
+            if unique:
+                assert audio.read_bytes() != src.read_bytes()
+                assert np.array_equal(sf.read(audio)[0], sf.read(src)[0])
+            else:
+                assert audio.stat().st_ino == src.stat().st_ino
         if with_files:
             on_disk = {str(p.relative_to(udir)) for p in udir.rglob("*") if p.is_file() and p.name != rundir.MARKER}
             assert set(marker["files"]) == on_disk
