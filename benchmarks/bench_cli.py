@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
+CODE = {"checkout": ROOT}
+"""The checkout whose ``granary_pipe`` the commands run (``--checkout`` of the scripts; default this one)."""
 SAMPLE_S = 0.2
 TIME = "/usr/bin/time"
 MB = 1e6
@@ -48,11 +50,11 @@ class Measured:
 
 
 def cli_env(extra_path: list[Path] | None = None) -> dict[str, str]:
-    """The environment of a ``granary`` subprocess: this checkout first on PYTHONPATH, no
-    inherited RAY_ADDRESS (an embedded Ray, as a user on one machine gets)."""
+    """The environment of a ``granary`` subprocess: the checkout (:data:`CODE`) first on
+    PYTHONPATH, no inherited RAY_ADDRESS (an embedded Ray, as a user on one machine gets)."""
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
-    paths = [str(ROOT), *(str(p) for p in extra_path or [])]
+    paths = [str(CODE["checkout"]), *(str(p) for p in extra_path or [])]
     env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return env
 
@@ -101,7 +103,7 @@ def granary(*args: str, env: dict[str, str] | None = None, check: bool = True, p
         cmd = [TIME, "-f", "%M", "-o", rss_file, *cmd]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env or cli_env(), cwd=cwd or ROOT)
+                            env=env or cli_env(), cwd=cwd or CODE["checkout"])
     peak_tree, done = [0.0], threading.Event()
 
     def sample() -> None:
@@ -140,6 +142,20 @@ def granary(*args: str, env: dict[str, str] | None = None, check: bool = True, p
     if check and m.rc:
         raise SystemExit(f"granary {' '.join(args)} failed (exit {m.rc}):\n{m.stderr[-3000:]}")
     return m
+
+
+def add_checkout_option(ap) -> None:
+    """``--checkout DIR``: run the commands from another checkout (a before/after comparison)."""
+    ap.add_argument("--checkout", type=Path, default=None,
+                    help="checkout whose granary_pipe the commands run (default: this one)")
+
+
+def use_checkout(path: Path | None) -> None:
+    """Make the commands run ``path``'s granary_pipe (None: this checkout)."""
+    path = Path(path or ROOT).resolve()
+    if not (path / "granary_pipe" / "__init__.py").is_file():
+        raise SystemExit(f"--checkout {path}: no granary_pipe/__init__.py there")
+    CODE["checkout"] = path
 
 
 def help_text(*command: str) -> str:

@@ -53,7 +53,9 @@ import yaml
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from bench_cli import ROOT, Measured, cli_env, dir_bytes, granary, http_server, print_table  # noqa: E402
+from bench_cli import (  # noqa: E402
+    CODE, ROOT, Measured, add_checkout_option, cli_env, dir_bytes, granary, http_server, print_table, use_checkout,
+)
 
 DEMO = ROOT / "granary_pipe" / "_data" / "demo"
 RATE = 16000
@@ -155,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/chain-scale"), help="work directory "
                                                                                 "(default /tmp/chain-scale)")
     ap.add_argument("--keep", action="store_true", help="keep the run, release, download and model")
+    add_checkout_option(ap)
     args = ap.parse_args(argv)
+    use_checkout(args.checkout)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     manifest, corpus_s = make_corpus(work, args.recordings, args.max_s, args.jobs)
@@ -189,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(s[1].wall_s for s in steps)
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}; {args.recordings} recordings"
-          f"{f' of at most {args.max_s:g} s' if args.max_s else ''}, {args.per_unit} per unit; corpus "
+          f"{f' of at most {args.max_s:g} s' if args.max_s else ''}, {args.per_unit} per unit; code "
+          f"{CODE['checkout']}; corpus "
           f"{dir_bytes(work / 'corpus') / 1e6:.0f} MB" + (f", made in {corpus_s:.0f} s" if corpus_s else " (reused)"))
     print(f"run: {rows['in']} rows = {rows['kept']} kept + {rows['rejected']} rejected; release: {released} rows, "
           f"{dir_bytes(rel) / 1e6:.0f} MB; train: step {trained.get('step')}, loss {trained.get('loss')}")

@@ -7,12 +7,12 @@ New unit ``k`` (``u000000`` …) is a copy of source unit ``k mod S`` (S committ
   and ``recording_id`` (``~UNIT`` appended; ``~UNITrK`` for the K-th repeat), ``unit`` and
   ``audio_file`` rewritten, written back with pyarrow in the schema read from the source file;
 * each kept row's FLAC is hard-linked from the source's under its new name (a copy when the work
-  directory is on another file system), or with ``audio_s`` from a FLAC of the source's first
-  ``audio_s`` seconds, made once per source file (the row's ``duration_s`` becomes its length);
-  with ``unique_audio`` each copy gets its own file instead: the same FLAC with an APPLICATION
-  metadata block naming the row inserted (same samples, distinct bytes), so a release cannot
-  store the copies once (Parquet dictionary-encodes equal values: with hard-linked copies a
-  Parquet release holds each distinct FLAC about once per row group);
+  directory is on another file system). With ``audio_s`` and/or ``variants`` K > 1 it is linked
+  from a FLAC made once per source file and variant instead: the source's first ``audio_s``
+  seconds, variant ``v`` with its first ``7 v`` samples cut off (so its bytes differ); copy ``c``
+  of a unit uses variant ``c mod K``, and the row's ``duration_s`` becomes that file's length.
+  Why variants: a release compresses (Parquet shards: zstd) across rows, and copies of one FLAC
+  compress to almost nothing; with K variants a shard holds K times more distinct audio;
 * its marker is the source's with ``unit`` and the row figures (rows in/kept/rejected,
   recordings, seconds, longest row) recomputed from the new rows, ``counts`` and ``stage_s``
   scaled by new rows / source rows when R differs, and, when the source marker has ``files``
@@ -56,10 +56,14 @@ def _entry(data: bytes) -> dict[str, Any]:
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+Variants = dict[str, list[tuple[Path, float]]]
+"""Source audio path -> its made files, one per variant: (path, seconds)."""
+
+
 class SourceUnit:
     """One committed unit of the source run, in memory: its tables, marker and audio files."""
 
-    def __init__(self, run: Path, unit: str, short: dict[str, tuple[Path, float]] | None = None) -> None:
+    def __init__(self, run: Path, unit: str, variants: Variants | None = None) -> None:
         udir = rundir.unit_dir(run, unit)
         self.name = unit
         self.marker = rundir.read_marker_or_empty(run, unit)
@@ -68,55 +72,41 @@ class SourceUnit:
         self.rejected = pq.read_table(rej) if rej.is_file() else self.kept.schema.empty_table()
         files = self.marker.get("files") if isinstance(self.marker.get("files"), dict) else None
         self.has_files = files is not None
-        # per kept row: (file to link from, its size and sha256, its seconds or None to keep duration_s)
-        self.audio: list[tuple[Path, dict[str, Any], float | None]] = []
+        # per kept row, per variant: (file to link from, its size and sha256, its seconds or None: keep duration_s)
+        self.audio: list[list[tuple[Path, dict[str, Any], float | None]]] = []
         for rel in self.kept.column("audio_file").to_pylist():
             src = run / rel
-            if short is not None:
-                path, secs = short[str(src)]
-                self.audio.append((path, _file_entry(path) if self.has_files else {}, secs))
+            if variants is not None:
+                self.audio.append([(p, _file_entry(p) if self.has_files else {}, secs) for p, secs in variants[str(src)]])
             else:
                 listed = (files or {}).get(f"audio/{src.name}")
-                self.audio.append((src, listed or (_file_entry(src) if self.has_files else {}), None))
-        self._bytes: dict[int, bytes] = {}
-
-    def audio_bytes(self, i: int) -> bytes:
-        """The bytes of kept row ``i``'s audio file (read once)."""
-        if i not in self._bytes:
-            self._bytes[i] = self.audio[i][0].read_bytes()
-        return self._bytes[i]
-
-
-def unique_flac(data: bytes, tag: str) -> bytes:
-    """``data`` (a FLAC file) with an APPLICATION metadata block holding ``tag`` inserted after
-    STREAMINFO: the same audio, bytes of its own."""
-    if data[:4] != b"fLaC" or data[4] & 0x7F != 0:
-        raise ValueError("not a FLAC file starting with STREAMINFO")
-    end = 8 + int.from_bytes(data[5:8], "big")
-    last = data[4] & 0x80
-    body = b"gpbn" + tag.encode()
-    block = bytes([last | 2]) + len(body).to_bytes(3, "big") + body
-    return data[:4] + bytes([data[4] & 0x7F]) + data[5:end] + block + data[end:]
+                self.audio.append([(src, listed or (_file_entry(src) if self.has_files else {}), None)])
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": _sha256_file(path)}
 
 
-def make_short_audio(run: Path, units: list[str], seconds: float, out: Path) -> dict[str, tuple[Path, float]]:
-    """A FLAC of the first ``seconds`` of every kept row's audio, made once under ``out``;
-    source path -> (short file, its seconds)."""
-    made: dict[str, tuple[Path, float]] = {}
+def make_variants(run: Path, units: list[str], seconds: float | None, k: int, out: Path) -> Variants:
+    """``k`` FLACs of every kept row's audio (its first ``seconds``, all when None; variant ``v``
+    without its first ``7 v`` samples), made once under ``out``."""
+    made: Variants = {}
     for unit in units:
         kept = pq.read_table(rundir.unit_dir(run, unit) / "kept.parquet", columns=["audio_file"])
         for rel in kept.column("audio_file").to_pylist():
             src = run / rel
-            dest = out / unit / src.name
-            if not dest.is_file():
-                data, sr = sf.read(src, dtype="int16", frames=int(seconds * sf.info(src).samplerate))
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                sf.write(dest, data, sr, format="FLAC", subtype="PCM_16")
-            made[str(src)] = (dest, sf.info(dest).duration)
+            made[str(src)] = []
+            data = None
+            for v in range(k):
+                dest = out / unit / f"{src.stem}.v{v}.flac"
+                if not dest.is_file():
+                    if data is None:
+                        info = sf.info(src)
+                        frames = -1 if seconds is None else int(seconds * info.samplerate)
+                        data, sr = sf.read(src, dtype="int16", frames=frames)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    sf.write(dest, data[7 * v:], sr, format="FLAC", subtype="PCM_16")
+                made[str(src)].append((dest, sf.info(dest).duration))
     return made
 
 
@@ -183,9 +173,8 @@ def _scaled(obj: Any, f: float) -> Any:
     return round(obj * f) if isinstance(obj, int) else obj * f
 
 
-def write_copy(out: Path, src: SourceUnit, unit: str, rows_per_unit: int | None,
-               unique_audio: bool = False) -> dict[str, Any]:
-    """Write unit ``unit`` of the new run ``out`` as a copy of ``src``; returns its marker."""
+def write_copy(out: Path, src: SourceUnit, unit: str, rows_per_unit: int | None, copy: int = 0) -> dict[str, Any]:
+    """Write unit ``unit`` of the new run ``out`` as copy number ``copy`` of ``src``; returns its marker."""
     n_kept, n_rej = _rows_wanted(src, rows_per_unit)
     kpicks, rpicks = _pick(src.kept.num_rows, n_kept), _pick(src.rejected.num_rows, n_rej)
     kept = _copy_table(src.kept, kpicks, unit)
@@ -194,22 +183,16 @@ def write_copy(out: Path, src: SourceUnit, unit: str, rows_per_unit: int | None,
     (udir / "audio").mkdir(parents=True)
     names = [f"{i}.flac" for i in kept.column("id").to_pylist()]
     kept = _set(kept, "audio_file", [f"units/{unit}/audio/{n}" for n in names])
-    short = [src.audio[i][2] for i, _ in kpicks]
-    if any(s is not None for s in short):
+    audio = [src.audio[i][copy % len(src.audio[i])] for i, _ in kpicks]
+    if any(secs is not None for _, _, secs in audio):
         durs = kept.column("duration_s").to_pylist()
-        kept = _set(kept, "duration_s", [s if s is not None else d for s, d in zip(short, durs)])
+        kept = _set(kept, "duration_s", [secs if secs is not None else d for (_, _, secs), d in zip(audio, durs)])
     files: dict[str, Any] = {}
-    for name, (i, _) in zip(names, kpicks):
-        path, entry, _secs = src.audio[i]
-        if unique_audio:
-            data = unique_flac(src.audio_bytes(i), name)
-            (udir / "audio" / name).write_bytes(data)
-            entry = _entry(data) if src.has_files else {}
-        else:
-            try:
-                os.link(path, udir / "audio" / name)
-            except OSError:  # another file system: copy
-                shutil.copyfile(path, udir / "audio" / name)
+    for name, (path, entry, _secs) in zip(names, audio):
+        try:
+            os.link(path, udir / "audio" / name)
+        except OSError:  # another file system: copy
+            shutil.copyfile(path, udir / "audio" / name)
         files[f"audio/{name}"] = entry
     for which, table in (("kept", kept), ("rejected", rejected)):
         data = _parquet(table)
@@ -232,16 +215,16 @@ def write_copy(out: Path, src: SourceUnit, unit: str, rows_per_unit: int | None,
 _STATE: dict[str, Any] = {}
 
 
-def _init(source: str, units: list[str], short: dict | None) -> None:
-    _STATE["units"] = [SourceUnit(Path(source), u, short) for u in units]
+def _init(source: str, units: list[str], variants: Variants | None) -> None:
+    _STATE["units"] = [SourceUnit(Path(source), u, variants) for u in units]
 
 
-def _build_range(out: str, start: int, stop: int, rows_per_unit: int | None, unique_audio: bool) -> dict[str, Any]:
+def _build_range(out: str, start: int, stop: int, rows_per_unit: int | None) -> dict[str, Any]:
     """Units ``start``..``stop`` of the new run (in a pool worker); their summed figures."""
     srcs = _STATE["units"]
     part: dict[str, Any] = {"totals": dict.fromkeys(rundir.UNIT_TOTALS, 0), "stage_s": {}, "counts": {}}
     for k in range(start, stop):
-        m = write_copy(Path(out), srcs[k % len(srcs)], rundir.unit_id(k), rows_per_unit, unique_audio)
+        m = write_copy(Path(out), srcs[k % len(srcs)], rundir.unit_id(k), rows_per_unit, k // len(srcs))
         for key in rundir.UNIT_TOTALS:
             part["totals"][key] += m.get(key) or 0
         for stage, secs in (m.get("stage_s") or {}).items():
@@ -251,7 +234,7 @@ def _build_range(out: str, start: int, stop: int, rows_per_unit: int | None, uni
 
 
 def replicate(source: Path, out: Path, n_units: int, *, rows_per_unit: int | None = None,
-              audio_s: float | None = None, short_dir: Path | None = None, unique_audio: bool = False,
+              audio_s: float | None = None, variants: int = 1, audio_dir: Path | None = None,
               jobs: int = 2) -> dict[str, Any]:
     """Write a committed run of ``n_units`` units at ``out`` (replaced if it exists) from the
     committed units of ``source``; returns its run.json. See the module doc."""
@@ -261,9 +244,12 @@ def replicate(source: Path, out: Path, n_units: int, *, rows_per_unit: int | Non
         raise SystemExit(f"{source}: no committed unit to replicate")
     if rows_per_unit is not None and rows_per_unit < 1:
         raise SystemExit(f"--rows-per-unit must be at least 1, got {rows_per_unit}")
-    short = None
-    if audio_s is not None:
-        short = make_short_audio(source, units, audio_s, Path(short_dir or out.parent / f"short-{audio_s:g}s"))
+    if variants < 1:
+        raise SystemExit(f"variants must be at least 1, got {variants}")
+    made = None
+    if audio_s is not None or variants > 1:
+        made = make_variants(source, units, audio_s, variants,
+                             Path(audio_dir or out.parent / f"audio-{audio_s or 'all'}-{variants}"))
     if out.exists():
         shutil.rmtree(out)
     (out / "units").mkdir(parents=True)
@@ -271,13 +257,12 @@ def replicate(source: Path, out: Path, n_units: int, *, rows_per_unit: int | Non
     jobs = max(1, min(jobs, n_units))
     bounds = [(n_units * j // jobs, n_units * (j + 1) // jobs) for j in range(jobs)]
     if jobs == 1:
-        _init(str(source), units, short)
-        parts = [_build_range(str(out), a, b, rows_per_unit, unique_audio) for a, b in bounds]
+        _init(str(source), units, made)
+        parts = [_build_range(str(out), a, b, rows_per_unit) for a, b in bounds]
     else:
         with concurrent.futures.ProcessPoolExecutor(jobs, initializer=_init,
-                                                    initargs=(str(source), units, short)) as pool:
-            parts = list(pool.map(_build_range, [str(out)] * jobs, *zip(*bounds), [rows_per_unit] * jobs,
-                                  [unique_audio] * jobs))
+                                                    initargs=(str(source), units, made)) as pool:
+            parts = list(pool.map(_build_range, [str(out)] * jobs, *zip(*bounds), [rows_per_unit] * jobs))
     info = rundir.read_run_json(source)
     info.pop("units", None)  # an older run.json's per-unit entries
     totals = dict.fromkeys(rundir.UNIT_TOTALS, 0)
@@ -293,7 +278,7 @@ def replicate(source: Path, out: Path, n_units: int, *, rows_per_unit: int | Non
     info.update(units_total=n_units, units_committed=n_units, unit_errors={}, failed_units=[], status="complete",
                 totals=totals, stage_s=stage_s, counts=counts, audio_hours_in=totals["audio_s_in"] / 3600,
                 replicated={"from": str(source), "source_units": len(units), "rows_per_unit": rows_per_unit,
-                            "audio_s": audio_s, "unique_audio": unique_audio, "build_s": round(time.perf_counter() - t0, 2)})
+                            "audio_s": audio_s, "variants": variants, "build_s": round(time.perf_counter() - t0, 2)})
     for key in ("wall_s", "wall_s_total"):
         if isinstance(info.get(key), (int, float)):
             info[key] = info[key] * scale

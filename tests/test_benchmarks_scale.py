@@ -44,12 +44,12 @@ def _rows(run: Path, unit: str, which: str) -> list[dict]:
     return pq.read_table(rundir.unit_dir(run, unit) / f"{which}.parquet").to_pylist()
 
 
-@pytest.mark.parametrize("with_files,rows_per_unit,unique", [(False, None, False), (True, None, False),
-                                                             (True, 25, False), (True, None, True)])
-def test_replicated_run_is_valid(tmp_path, with_files, rows_per_unit, unique):
+@pytest.mark.parametrize("with_files,rows_per_unit,variants", [(False, None, 1), (True, None, 1), (True, 25, 1),
+                                                               (True, None, 2)])
+def test_replicated_run_is_valid(tmp_path, with_files, rows_per_unit, variants):
     source = _source(tmp_path, with_files)
     out = tmp_path / "replicated"
-    info = replicate(source, out, 2, rows_per_unit=rows_per_unit, unique_audio=unique, jobs=1)
+    info = replicate(source, out, 2, rows_per_unit=rows_per_unit, variants=variants, jobs=1)
 
     units = rundir.committed_units(out)
     assert units == ["u000000", "u000001"]
@@ -70,15 +70,17 @@ def test_replicated_run_is_valid(tmp_path, with_files, rows_per_unit, unique):
             (len(kept) + len(rejected), len(kept), len(rejected))
         assert marker["recordings"] == len({r["recording_id"] for r in kept + rejected})
         udir = rundir.unit_dir(out, unit)
-        for r in kept:  # its audio is the source row's: hard-linked, or the same samples in a file of its own
+        for r in kept:  # its audio is the source row's: hard-linked, or a variant (its samples, a few cut)
             audio = out / r["audio_file"]
             assert audio.name == f"{r['id']}.flac" and audio.parent == udir / "audio"
             src = source / "units/u000000/audio" / f"{r['id'].split('~')[0]}.flac"
-            if unique:
-                assert audio.read_bytes() != src.read_bytes()
-                assert np.array_equal(sf.read(audio)[0], sf.read(src)[0])
-            else:
+            if variants == 1:
                 assert audio.stat().st_ino == src.stat().st_ino
+            else:
+                got, want = sf.read(audio, dtype="int16")[0], sf.read(src, dtype="int16")[0]
+                cut = 7 * int(unit[-1])  # copy k of the one source unit is unit k: variant k
+                assert np.array_equal(got, want[cut:])
+                assert r["duration_s"] == pytest.approx(len(got) / sf.info(audio).samplerate)
         if with_files:
             on_disk = {str(p.relative_to(udir)) for p in udir.rglob("*") if p.is_file() and p.name != rundir.MARKER}
             assert set(marker["files"]) == on_disk
