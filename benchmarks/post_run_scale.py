@@ -6,7 +6,10 @@ and per row and its peak memory; ratios against the smallest N of the same invoc
 
 The run of N units is made by ``replicate_run.py`` from the committed units of a real run
 (``--from RUN``; default: ``granary run demo`` made once into ``WORK/demo-run``): unique row ids,
-real Parquet rows, the source's FLACs hard-linked (so the run itself costs little disk).
+real Parquet rows, the source's FLACs hard-linked (so the run itself costs little disk). A release
+compresses across rows (Parquet shards are zstd), so hard-linked copies of one FLAC shrink to
+almost nothing in a Parquet release: ``--variants K`` links K distinct FLACs per source file (its
+samples with the first 7 k cut off; copy c uses variant c mod K), made once in the work directory.
 
 Disk: the demo's units hold about 5.75 kept rows each, about 140 KB of FLAC per row (8 s of
 speech). Each release format writes its own copy of the kept audio, so one release of N units
@@ -203,10 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.sizes:
         results.append(measure_size(args, source, n, notes))
         print(f"measured {n} units", file=sys.stderr, flush=True)
+    audio = f"{args.audio_s:g} s per row" if args.audio_s else "as the source"
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}; source {source}; rows per unit "
-          f"{args.rows_per_unit or 'as the source'}; audio {f'{args.audio_s:g} s per row' if args.audio_s else 'as the source'}"
-          f", {args.variants} variant(s) per source file; code {CODE['checkout']}")
+          f"{args.rows_per_unit or 'as the source'}; audio {audio}, {args.variants} variant(s) per source file; "
+          f"code {CODE['checkout']}")
     print_results(results, startup)
     for note in notes:
         print(f"note: {note}")

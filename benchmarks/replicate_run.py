@@ -77,7 +77,8 @@ class SourceUnit:
         for rel in self.kept.column("audio_file").to_pylist():
             src = run / rel
             if variants is not None:
-                self.audio.append([(p, _file_entry(p) if self.has_files else {}, secs) for p, secs in variants[str(src)]])
+                self.audio.append([(p, _file_entry(p) if self.has_files else {}, secs)
+                                   for p, secs in variants[str(src)]])
             else:
                 listed = (files or {}).get(f"audio/{src.name}")
                 self.audio.append([(src, listed or (_file_entry(src) if self.has_files else {}), None)])
