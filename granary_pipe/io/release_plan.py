@@ -80,25 +80,30 @@ def _connect(work_dir: Path) -> Any:
     spill = work_dir / "duckdb"
     spill.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY, "threads": DUCKDB_THREADS,
-                                 "temp_directory": str(spill), "preserve_insertion_order": True})
+                                 "temp_directory": str(spill), "preserve_insertion_order": False})
     return con
 
 
-def _kept_view(con: Any, run_dir: Path, units: list[str]) -> None:
-    """``kept``: every kept row of ``units`` plus ``lang_``, ``lic_`` and ``filename``."""
+def _load_kept(con: Any, run_dir: Path, units: list[str]) -> None:
+    """Table ``kept``: every kept row of ``units`` plus ``lang_``, ``lic_`` and ``filename``, read
+    from the unit files in one pass (DuckDB keeps it on disk beyond its memory limit); the checks,
+    the selection and the sort then read it instead of the files again."""
     files = [str(unit_dir(run_dir, u) / "kept.parquet") for u in units]
     files = [f for f in files if os.path.isfile(f)]  # a unit that kept nothing may have no file
-    if not files:
-        con.execute("CREATE TEMP VIEW kept AS SELECT NULL::VARCHAR AS filename, NULL::VARCHAR AS lang_, "
-                    "NULL::VARCHAR AS lic_ WHERE false")
-        return
-    con.execute("SET VARIABLE kept_files = ?::VARCHAR[]", [files])  # a parameter, not a SQL literal per file
-    source = "read_parquet(getvariable('kept_files'), union_by_name=true, filename=true)"
-    have = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-    extra = ", ".join(f"NULL::{t} AS {c}" for c, t in _NEEDED.items() if c not in have)
-    con.execute(f"CREATE TEMP VIEW raw AS SELECT *{', ' + extra if extra else ''} FROM {source}")
-    con.execute(f"CREATE TEMP VIEW kept AS SELECT *, coalesce(lang, lang_hint, 'und') AS lang_, "
-                f"coalesce(nullif(license, ''), '{licenses.UNKNOWN}') AS lic_ FROM raw")
+    if files:
+        con.execute("SET VARIABLE kept_files = ?::VARCHAR[]", [files])  # a parameter, not a SQL literal per file
+        con.execute("CREATE TEMP TABLE kept AS SELECT * FROM "
+                    "read_parquet(getvariable('kept_files'), union_by_name=true, filename=true)")
+    else:
+        con.execute("CREATE TEMP TABLE kept (filename VARCHAR)")
+    have = {row[0] for row in con.execute("DESCRIBE kept").fetchall()}
+    for column, sql_type in _NEEDED.items():
+        if column not in have:  # written before the column existed: NULL, as the row schema reads it
+            con.execute(f"ALTER TABLE kept ADD COLUMN {column} {sql_type}")
+    con.execute("ALTER TABLE kept ADD COLUMN lang_ VARCHAR")
+    con.execute("ALTER TABLE kept ADD COLUMN lic_ VARCHAR")
+    con.execute(f"UPDATE kept SET lang_ = coalesce(lang, lang_hint, 'und'), "
+                f"lic_ = coalesce(nullif(license, ''), '{licenses.UNKNOWN}')")
 
 
 def _check_rows(con: Any, run_dir: Path) -> None:
@@ -234,7 +239,7 @@ def plan_release(
     plan_dir.mkdir(parents=True)
     con = _connect(work_dir)
     try:
-        _kept_view(con, run_dir, units)
+        _load_kept(con, run_dir, units)
         _check_rows(con, run_dir)
         out_langs, allowed, excluded_lic, excluded_lang = _selection(con, run_dir, langs, release_license)
         cutter = _ShardCutter(run_dir, plan_dir, shard_rows, shard_bytes)
