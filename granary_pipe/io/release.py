@@ -68,7 +68,7 @@ from granary_pipe.io.release_docs import attribution_md, dataset_card_md
 from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata
 from granary_pipe.io.release_plan import Plan, plan_release
 from granary_pipe.io.release_tasks import (
-    ShardJob, fsync_path, merge_records, read_done, run_jobs, write_json_durable,
+    ShardJob, fsync_path, merge_records, read_done, run_jobs, write_json_atomic,
 )
 from granary_pipe.rundir import find_key, read_run_json
 
@@ -140,7 +140,7 @@ def _plan(run_dir: Path, work: Path, args: dict[str, Any]) -> Plan:
         for entry in work.iterdir():
             if entry.name in (*FORMATS, "done", *_TOP_FILES, "release.json"):
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        write_json_durable(state, {"plan": plan.digest, "shards": len(plan.shards)})
+        write_json_atomic(state, {"plan": plan.digest, "shards": len(plan.shards)})
     return plan
 
 

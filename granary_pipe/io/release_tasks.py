@@ -62,8 +62,10 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_durable(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary name: fsync the file, rename, fsync the directory."""
+def write_json_atomic(path: Path, data: Any, *, sync_dir: bool = True) -> None:
+    """Write JSON to ``path`` through a temporary name: fsync the file, rename, and (``sync_dir``)
+    fsync the directory. A done-record skips the last: a record lost in a crash only means its shard
+    is written again, while one that survives is whole and names files already fsynced."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -71,7 +73,8 @@ def write_json_durable(path: Path, data: Any) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    fsync_path(path.parent)
+    if sync_dir:
+        fsync_path(path.parent)
 
 
 def _read_audio(run_dir: Path, ids: list[str], files: list[str]) -> list[bytes]:
@@ -112,7 +115,7 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
         cells.setdefault((src, lic), []).append(d)
     record = {"lang": shard.lang, "shard": shard.n, "rows": shard.rows, "seconds": seconds, "entries": entries,
               "licenses": lic_counts, "by_source": [[s, lic, ds] for (s, lic), ds in cells.items()]}
-    write_json_durable(job.record_path(), record)
+    write_json_atomic(job.record_path(), record, sync_dir=False)
     return record
 
 
