@@ -175,7 +175,7 @@ def test_killed_release_resumes_shard_by_shard(tmp_path):
     cmd = [sys.executable, "-m", "granary_pipe.cli", "release", str(run), "--out", str(out), "--shard-rows", "1",
            "--formats", "all", "-q"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     done: list[Path] = []
     while time.monotonic() < deadline and proc.poll() is None:
@@ -192,7 +192,7 @@ def test_killed_release_resumes_shard_by_shard(tmp_path):
     assert 5 <= len(records) < 120
     before = {e["path"]: (work / e["path"]).stat() for r in records for e in r["entries"]}
 
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     for path, st in before.items():  # finished before the kill: moved into place, not written again
         now = (out / path).stat()
@@ -200,3 +200,15 @@ def test_killed_release_resumes_shard_by_shard(tmp_path):
     assert not list(out.glob(".tmp-release-*"))
     build_release(run, tmp_path / "whole", shard_rows=1, formats="all", progress=False)
     assert _tree(out) == _tree(tmp_path / "whole")
+
+
+def test_unreachable_cluster_is_refused_before_anything_is_written(run_dir, tmp_path):
+    with pytest.raises(ConnectionError, match="127.0.0.1:9"):
+        build_release(run_dir, tmp_path / "rel", ray_address="127.0.0.1:9", progress=False)
+    assert not (tmp_path / "rel").exists()
+
+
+def test_cli_help_names_workers_and_ray_address():
+    out = subprocess.run([sys.executable, "-m", "granary_pipe.cli", "release", "--help"], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, check=True).stdout
+    assert "--workers N" in out and "--ray-address ADDRESS" in out and "embedded local Ray" in out

@@ -55,8 +55,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -79,6 +81,7 @@ _TOP_FILES = ("ATTRIBUTION.md", "README.md")
 _OWNED = (*FORMATS, "release.json", *_TOP_FILES)
 """What a release writes in ``out_dir`` (every format's directory): replaced by ``overwrite``."""
 _WORK_PREFIX = ".tmp-release-"
+log = logging.getLogger(__name__)
 _STATE = "state.json"
 
 
@@ -282,10 +285,15 @@ def _build(run_dir: Path, run: dict[str, Any], work: Path, out_dir: Path, args: 
            ray_address: str | None, progress: bool) -> dict[str, Any]:
     """Plan, write the shards not done yet, write the top files and move the release into place."""
     formats = tuple(args["formats"])
+    t0 = time.monotonic()
     plan = _plan(run_dir, work, args)
     jobs = [ShardJob(str(run_dir), str(work), s, formats) for s in plan.shards if read_done(work, s) is None]
+    t1 = time.monotonic()
+    log.info("release plan: %d shards (%d done before) in %.1f s", len(plan.shards), len(plan.shards) - len(jobs),
+             t1 - t0)
     run_jobs(jobs, workers=workers, address=ray_address, done=len(plan.shards) - len(jobs),
              total=len(plan.shards), progress=progress)
+    log.info("release shards: %d written in %.1f s", len(jobs), time.monotonic() - t1)
     written = merge_records(work, plan.shards)
     release = release_metadata(
         run_dir, run, written, formats=formats, release_license=args["release_license"],

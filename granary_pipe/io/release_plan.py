@@ -79,8 +79,11 @@ def _connect(work_dir: Path) -> Any:
 
     spill = work_dir / "duckdb"
     spill.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY, "threads": DUCKDB_THREADS,
-                                 "temp_directory": str(spill), "preserve_insertion_order": False})
+    db = spill / "plan.duckdb"  # a database file: the rows table lives on disk beyond the memory limit
+    db.unlink(missing_ok=True)
+    con = duckdb.connect(str(db), config={"memory_limit": DUCKDB_MEMORY, "threads": DUCKDB_THREADS,
+                                          "temp_directory": str(spill), "preserve_insertion_order": False})
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
@@ -92,10 +95,10 @@ def _load_kept(con: Any, run_dir: Path, units: list[str]) -> None:
     files = [f for f in files if os.path.isfile(f)]  # a unit that kept nothing may have no file
     if files:
         con.execute("SET VARIABLE kept_files = ?::VARCHAR[]", [files])  # a parameter, not a SQL literal per file
-        con.execute("CREATE TEMP TABLE kept AS SELECT * FROM "
+        con.execute("CREATE TABLE kept AS SELECT * FROM "
                     "read_parquet(getvariable('kept_files'), union_by_name=true, filename=true)")
     else:
-        con.execute("CREATE TEMP TABLE kept (filename VARCHAR)")
+        con.execute("CREATE TABLE kept (filename VARCHAR)")
     have = {row[0] for row in con.execute("DESCRIBE kept").fetchall()}
     for column, sql_type in _NEEDED.items():
         if column not in have:  # written before the column existed: NULL, as the row schema reads it

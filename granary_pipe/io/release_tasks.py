@@ -19,8 +19,10 @@ an embedded local Ray with ``workers`` CPUs, or the Ray cluster at ``address``, 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -31,6 +33,8 @@ from granary_pipe.io.formats import RELEASE_FORMATS
 from granary_pipe.io.release_meta import Written, file_entry
 from granary_pipe.io.release_plan import PlannedShard, read_shard_rows
 from granary_pipe.io.shards import flac_frames
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,9 @@ def _run_on_ray(jobs: Sequence[ShardJob], workers: int, address: str | None, bar
         return
     record_dir = Path(jobs[0].root)
     ray_orphans.clean(record_dir)  # what the embedded Ray of a killed release left behind
+    started = time.monotonic()
     engine = RayExecutor([], record_dir, address=address, num_cpus=workers)  # starts or joins Ray
+    log.info("release: Ray %s in %.1f s", f"at {address}" if address else "started", time.monotonic() - started)
     try:
         if address and workers <= 1:
             workers = max(1, int(sum(n.get("CPU", 0) for n in ray.nodes() if n.get("Alive"))))
