@@ -164,13 +164,13 @@ def test_rerun_with_other_arguments_starts_over(run_dir, tmp_path):
 
 
 def _many_rows_run(tmp_path: Path) -> Path:
-    units = {f"u{k:06d}": [Row(f"r{k}x{j}-s000", f"r{k}x{j}", "en" if j % 3 else "de", 0.3) for j in range(30)]
+    units = {f"u{k:06d}": [Row(f"r{k}x{j}-s000", f"r{k}x{j}", "en" if j % 3 else "de", 0.3) for j in range(12)]
              for k in range(4)}
     return make_run(tmp_path, units, uncommitted={}, failed={})
 
 
 def test_killed_release_resumes_shard_by_shard(tmp_path):
-    run = _many_rows_run(tmp_path)  # 120 rows, one a shard: 120 shards in 4 formats
+    run = _many_rows_run(tmp_path)  # 48 rows, one a shard: 48 shards in 4 formats
     out = tmp_path / "rel"
     cmd = [sys.executable, "-m", "granary_pipe.cli", "release", str(run), "--out", str(out), "--shard-rows", "1",
            "--formats", "all", "-q"]
@@ -189,7 +189,7 @@ def test_killed_release_resumes_shard_by_shard(tmp_path):
     assert not (out / "release.json").exists()
     (work,) = out.glob(".tmp-release-*")
     records = [json.loads(p.read_text()) for p in work.glob("done/*/*.json")]
-    assert 5 <= len(records) < 120
+    assert 5 <= len(records) < 48
     before = {e["path"]: (work / e["path"]).stat() for r in records for e in r["entries"]}
 
     again = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
