@@ -212,3 +212,15 @@ def test_cli_help_names_workers_and_ray_address():
     out = subprocess.run([sys.executable, "-m", "granary_pipe.cli", "release", "--help"], capture_output=True,
                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, check=True).stdout
     assert "--workers N" in out and "--ray-address ADDRESS" in out and "embedded local Ray" in out
+
+
+def test_units_written_without_a_column_read_it_as_null(tmp_path):
+    """Units of different versions: the first file lacks a column the others have (it must not be lost)."""
+    run = make_run(tmp_path)
+    _rewrite_kept(run, "u000000", lambda t: t.drop_columns(["translation", "speaker"]))
+    plan, _ = _plan(run, tmp_path / "p")
+    rows = [r for s in plan.shards for r in read_shard_rows(tmp_path / "p" / "plan", s).to_pylist()]
+    by_id = {r["id"]: r for r in rows}
+    assert len(rows) == len(KEPT)
+    assert by_id["rec11-s000"]["translation"] == "a translated sentence"  # u000001 keeps its values
+    assert by_id["rec00-s000"]["translation"] is None and by_id["rec00-s000"]["speaker"] is None
