@@ -224,3 +224,28 @@ def test_units_written_without_a_column_read_it_as_null(tmp_path):
     assert len(rows) == len(KEPT)
     assert by_id["rec11-s000"]["translation"] == "a translated sentence"  # u000001 keeps its values
     assert by_id["rec00-s000"]["translation"] is None and by_id["rec00-s000"]["speaker"] is None
+
+
+def test_a_second_release_with_the_same_arguments_is_refused_while_one_writes(run_dir, tmp_path):
+    from granary_pipe.io import run_lock
+    from granary_pipe.io.release import work_dir_name
+    from granary_pipe.rundir import read_run_json
+
+    out = tmp_path / "rel"
+    args = {"formats": ["parquet", "wds"], "shard_rows": 1000, "shard_bytes": None, "seed": 0, "langs": None,
+            "release_license": "CC-BY-4.0"}
+    work = out / work_dir_name(run_dir, read_run_json(run_dir), args)
+    work.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(work / run_lock.LOCK_NAME)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FileExistsError, match="another granary release with the same arguments"):
+            build_release(run_dir, out, progress=False)
+        assert work.is_dir()  # the other release's work is left alone
+    finally:
+        holder.kill()
+        holder.wait()
+    build_release(run_dir, out, progress=False)  # once it is gone, the same command goes ahead
+    assert (out / "release.json").is_file() and not work.exists()

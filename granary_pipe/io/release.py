@@ -256,17 +256,17 @@ def build_release(
         if entry.name.startswith(_WORK_PREFIX) and entry != work:
             shutil.rmtree(entry)
     work.mkdir(exist_ok=True)
-    try:
-        with _locked(work, out_dir):
+    with _locked(work, out_dir):  # another release at work here: refused before anything is touched
+        try:
             release = _build(run_dir, run, work, out_dir, args, workers=workers, ray_address=ray_address,
                              progress=progress)
-    except BaseException:
-        if not any((work / "done").rglob("*.json")):  # nothing to resume: leave no trace
-            shutil.rmtree(work, ignore_errors=True)
-            if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-                out_dir.rmdir()
-        raise
-    shutil.rmtree(work)
+        except BaseException:
+            if not any((work / "done").rglob("*.json")):  # nothing to resume: leave no trace
+                shutil.rmtree(work, ignore_errors=True)
+                if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+                    out_dir.rmdir()
+            raise
+        shutil.rmtree(work)
     return release
 
 
