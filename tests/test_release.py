@@ -226,8 +226,15 @@ def test_no_committed_unit_is_an_error(tmp_path):
 
 def test_missing_audio_names_the_file(tmp_path):
     run = make_run(tmp_path)
-    victim = next((run / "units" / "u000001" / "audio").glob("*.flac"))
+    victim = next((run / "units" / "u000001" / "audio").glob("rec10-*.flac"))  # an English row
+    saved = victim.read_bytes()
     victim.unlink()
     with pytest.raises(FileNotFoundError, match=victim.name):
         build_release(run, tmp_path / "rel", progress=False)
-    assert not any((tmp_path / "rel").iterdir())  # temp files cleaned up, nothing half-written
+    # nothing half-written in the release: only the work directory, holding the shard that was done (de)
+    assert [p.name.startswith(".tmp-release-") for p in (tmp_path / "rel").iterdir()] == [True]
+    victim.write_bytes(saved)
+    meta = build_release(run, tmp_path / "rel", progress=False)  # resumes: writes the English shard
+    assert meta["totals"]["rows"] == len(KEPT)
+    build_release(run, tmp_path / "fresh", progress=False)
+    assert _tree_hashes(tmp_path / "rel") == _tree_hashes(tmp_path / "fresh")

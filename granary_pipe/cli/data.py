@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from granary_pipe.cli.common import (
-    EXIT_CHECK_FAILED, EXIT_OK, add_json, command, format_list, lang_list, print_json, quiet, warn_deprecated,
+    CLUSTER_HELP, EXIT_CHECK_FAILED, EXIT_OK, add_json, cluster_address, command, format_list, lang_list, print_json,
+    quiet, warn_deprecated,
 )
 
 
@@ -30,7 +31,10 @@ def _cmd_release(args: argparse.Namespace) -> int:
 
     Cut the kept rows of RUN's committed units into per-language shards under OUT, with release.json
     (sha256 of every file), ATTRIBUTION.md and a dataset card. Rows whose license does not allow the
-    release license stay out (counted). The same run and options give byte-identical files.
+    release license stay out (counted). The same run and options give byte-identical files, however
+    many workers write them. Shards are written by --workers processes (an embedded local Ray when
+    more than 1) or on a Ray cluster (--ray-address); a killed release resumes shard by shard when
+    the same command runs again.
     """
     from granary_pipe.io.formats import FORMATS
     from granary_pipe.io.release import build_release
@@ -38,7 +42,8 @@ def _cmd_release(args: argparse.Namespace) -> int:
     rel = build_release(Path(args.run), Path(args.out), shard_rows=args.shard_rows, shard_bytes=args.shard_bytes,
                         langs=args.lang, seed=args.seed, progress=not quiet(args), overwrite=args.overwrite,
                         release_license=_release_license(args),
-                        formats=FORMATS if args.formats is None else args.formats)
+                        formats=FORMATS if args.formats is None else args.formats,
+                        workers=args.workers, ray_address=args.ray_address)
     totals = rel["totals"]
     excluded = rel["excluded"]["by_license"]
     if args.json:
@@ -179,7 +184,9 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
 
     rel = command(sub, parents, "release", _cmd_release,
         examples=("granary release demo-run --out demo-release",
-                  "granary release RUN --out REL --lang en,de --formats all --release-license CC-BY-4.0"))
+                  "granary release RUN --out REL --lang en,de --formats all --release-license CC-BY-4.0",
+                  "granary release RUN --out REL --workers 8            # 8 shard writers on a local Ray",
+                  "granary release /shared/RUN --out /shared/REL --ray-address auto"))
     rel.add_argument("run", type=Path, help="run directory")
     rel.add_argument("--out", type=Path, required=True, help="release directory to create")
     rel.add_argument("--shard-rows", type=int, default=1000, help="rows per shard (default 1000)")
@@ -196,6 +203,13 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     rel.add_argument("--license", default=None, metavar="SPDX", help="former name of --release-license (deprecated)")
     rel.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     rel.add_argument("--overwrite", action="store_true", help="replace an existing release directory")
+    rel.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="shards written at once: 1 (default) writes them in this process; N > 1 starts an "
+                          "embedded local Ray with N CPUs (with --ray-address: N on the cluster; default there: "
+                          "one per cluster CPU)")
+    rel.add_argument("--ray-address", type=cluster_address, default=None, metavar="ADDRESS",
+                     help=f"write the shards on this Ray cluster: {CLUSTER_HELP} (default: $RAY_ADDRESS, else "
+                          "--workers decides); RUN and --out must be on a file system every node sees")
     add_json(rel, "rows, hours, files and bytes of the release")
 
     rep = command(sub, parents, "report", _cmd_report,

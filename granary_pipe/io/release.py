@@ -25,10 +25,20 @@ holds its own copy of the audio (~the FLAC bytes once per format; the NeMo and L
 readers need their own tar layouts, see their modules). ``parquet`` + ``wds`` is the
 default; ``nemo`` and ``lhotse_shar`` are opt-in.
 
-:func:`build_release` runs three steps: :func:`select_rows` (which kept rows go out),
-:func:`write_formats` (every format's shards, into a temporary directory) and the release.json,
-ATTRIBUTION.md and README.md written from what they return; the lot is then moved into place,
-release.json last.
+Building a release (:func:`build_release`) is a job in three steps, all of them in bounded memory:
+
+1. plan (:func:`granary_pipe.io.release_plan.plan_release`): DuckDB selects the rows that go out,
+   orders and cuts them into shards out of core, one plan file per shard;
+2. write (:mod:`granary_pipe.io.release_tasks`): one task per shard, in this process
+   (``workers=1``), on an embedded local Ray (``workers=N``) or on a Ray cluster (``address``),
+   each writing its shard in every format and a done-record;
+3. release.json, ATTRIBUTION.md and README.md from the done-records merged in plan order; the lot is
+   fsynced and moved into place, release.json last.
+
+The work happens in ``OUT/.tmp-release-KEY``, KEY a digest of the run and the arguments: a release
+that is killed (or fails) leaves it, and the same command run again skips the shards already
+done (their done-records) and writes the rest. Other arguments start over (other work directories
+in OUT are removed). The output does not depend on how many workers wrote it.
 
 Only kept rows of committed units (``units/U/_COMMITTED`` present) go out; rejected rows
 are never read. With a release license (argument, else run.json's), rows whose license
@@ -45,103 +55,52 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import logging
 import os
-import re
 import shutil
-from collections import defaultdict
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
-import pyarrow as pa
-import pyarrow.compute as pc
-from tqdm import tqdm
-
-from granary_pipe import licenses
+from granary_pipe import __version__, licenses
 from granary_pipe.audit_models import check_release_models
 from granary_pipe.licenses import compatible  # the one rule set, shared with audit and the gate
-from granary_pipe.io.formats import DEFAULT_FORMATS, FORMATS, RELEASE_FORMATS, resolve_formats
+from granary_pipe.io.formats import DEFAULT_FORMATS, FORMATS, resolve_formats
 from granary_pipe.io.release_docs import attribution_md, dataset_card_md
 from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata
-from granary_pipe.io.shards import flac_frames
-from granary_pipe.rundir import MARKER, committed_units, find_key, read_run_json, read_unit_table
-from granary_pipe.schema import SCHEMA, row_langs
+from granary_pipe.io.release_plan import Plan, plan_release
+from granary_pipe.io.release_tasks import (
+    ShardJob, fsync_path, merge_records, read_done, run_jobs, write_json_atomic,
+)
+from granary_pipe.rundir import find_key, read_run_json
 
-__all__ = ["DEFAULT_FORMATS", "FORMATS", "FORMAT_VERSION", "Selection", "build_release", "compatible",
-           "resolve_formats", "select_rows", "write_formats"]
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "FORMAT_VERSION", "build_release", "compatible", "release_license_of",
+           "resolve_formats", "work_dir_name"]
 
-_LANG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TOP_FILES = ("ATTRIBUTION.md", "README.md")
 _OWNED = (*FORMATS, "release.json", *_TOP_FILES)
 """What a release writes in ``out_dir`` (every format's directory): replaced by ``overwrite``."""
-
-
-def _read_kept(run_dir: Path, units: list[str]) -> pa.Table:
-    tables = [read_unit_table(run_dir, u, "kept") for u in units]
-    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    bad = pc.sum(pc.is_valid(table.column("drop_reason"))).as_py() or 0
-    if bad:
-        raise ValueError(f"{run_dir}: {bad} rows in kept.parquet have drop_reason set (sink bug)")
-    missing = table.filter(pc.is_null(table.column("audio_file"))).column("id").to_pylist()
-    if missing:
-        raise ValueError(f"{run_dir}: kept rows without audio_file: {missing[:5]}")
-    ids = table.column("id")
-    if pc.count_distinct(ids).as_py() != table.num_rows:
-        raise ValueError(f"{run_dir}: duplicate row ids among kept rows of committed units")
-    return table
-
-
-def _shuffle_key(seed: int, row_id: str) -> bytes:
-    return hashlib.sha256(f"{seed}\0{row_id}".encode()).digest()
-
-
-def _plan_shards(
-    run_dir: Path, table: pa.Table, order: list[int], shard_rows: int, shard_bytes: int | None
-) -> list[list[int]]:
-    """Cut ``order`` into shards of at most ``shard_rows`` rows and, when given, about
-    ``shard_bytes`` bytes of audio (a shard always holds at least one row)."""
-    files = table.column("audio_file").to_pylist()
-    shards: list[list[int]] = []
-    cur: list[int] = []
-    cur_bytes = 0
-    for i in order:
-        size = (run_dir / files[i]).stat().st_size if shard_bytes else 0
-        full = len(cur) >= shard_rows or (shard_bytes and cur and cur_bytes + size > shard_bytes)
-        if full:
-            shards.append(cur)
-            cur, cur_bytes = [], 0
-        cur.append(i)
-        cur_bytes += size
-    if cur:
-        shards.append(cur)
-    return shards
-
-
-def _read_audio(run_dir: Path, table: pa.Table) -> list[bytes]:
-    out = []
-    for rid, rel in zip(table.column("id").to_pylist(), table.column("audio_file").to_pylist()):
-        path = run_dir / rel
-        if not path.is_file():
-            raise FileNotFoundError(f"audio of kept row {rid!r} is missing: {path}")
-        out.append(path.read_bytes())
-    return out
+_WORK_PREFIX = ".tmp-release-"
+log = logging.getLogger(__name__)
+_STATE = "state.json"
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"release output is not a directory: {out_dir}")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"release output {out_dir} exists and is not empty (pass overwrite=True)")
+    if out_dir.exists() and not overwrite:
+        mine = [e for e in out_dir.iterdir() if not e.name.startswith(_WORK_PREFIX)]
+        if mine:
+            raise FileExistsError(f"release output {out_dir} exists and is not empty (pass overwrite=True)")
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _clear_owned(out_dir: Path, keep: Path) -> None:
-    """Remove what an earlier release wrote (and stale temp dirs), nothing else."""
+    """Remove what an earlier release wrote (and other work directories), nothing else."""
     for entry in out_dir.iterdir():
         if entry == keep:
             continue
-        if entry.name in _OWNED or entry.name.startswith(".tmp-release-"):
+        if entry.name in _OWNED or entry.name.startswith(_WORK_PREFIX):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
@@ -162,111 +121,34 @@ def release_license_of(run: dict[str, Any], release_license: str | None) -> str 
     return spdx
 
 
-@dataclass
-class Selection:
-    """The kept rows of a run and which of them go out, by language."""
-
-    table: pa.Table
-    """Every kept row of the committed units (row schema)."""
-    by_lang: dict[str, list[int]]
-    """language -> indices into ``table`` of the rows released."""
-    excluded_by_license: dict[str, int]
-    excluded_by_lang: dict[str, int]
+def work_dir_name(run_dir: Path, run: dict[str, Any], args: dict[str, Any]) -> str:
+    """``.tmp-release-KEY``: KEY depends only on the run (its path and fingerprint), the release's
+    arguments and the release format version, so a rerun of the same release finds its work."""
+    key = {"run": str(Path(run_dir).resolve()), "fingerprint": run.get("fingerprint"), "args": args,
+           "format_version": FORMAT_VERSION, "granary_pipe": __version__}
+    return _WORK_PREFIX + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def select_rows(run_dir: Path, langs: list[str] | None, release_license: str | None) -> Selection:
-    """The kept rows of ``run_dir``'s committed units that go into a release: in ``langs``
-    (None: all) and, with a ``release_license``, whose license is compatible with it.
-
-    ``ValueError`` when there is no committed unit, no such row, or a language that cannot name
-    a shard."""
-    units = committed_units(run_dir)
-    if not units:
-        raise ValueError(f"no committed unit in {run_dir / 'units'} (no {MARKER} markers)")
-    table = _read_kept(run_dir, units)
-    licenses_col = table.column("license").to_pylist()
-    by_lang: dict[str, list[int]] = defaultdict(list)
-    excluded_lang: dict[str, int] = defaultdict(int)
-    excluded_lic: dict[str, int] = defaultdict(int)
-    compat: dict[str, bool] = {}
-    for i, lang in enumerate(row_langs(table).to_pylist()):
-        if langs is not None and lang not in langs:
-            excluded_lang[lang] += 1
-            continue
-        lic = licenses_col[i] or licenses.UNKNOWN
-        if release_license is not None:
-            if lic not in compat:
-                compat[lic] = compatible(lic, release_license)
-            if not compat[lic]:
-                excluded_lic[lic] += 1
-                continue
-        by_lang[lang].append(i)
-    if not by_lang:
-        what = f" for languages {sorted(langs)}" if langs is not None else ""
-        if excluded_lic:
-            what += f" whose license is compatible with {release_license} (excluded: {dict(excluded_lic)})"
-        raise ValueError(f"no kept rows in committed units of {run_dir}{what}")
-    for lang in by_lang:
-        if not _LANG_RE.match(lang):
-            raise ValueError(f"{run_dir}: language {lang!r} is not usable in a shard name")
-    return Selection(table, dict(by_lang), dict(excluded_lic), dict(excluded_lang))
-
-
-def plan_release(
-    run_dir: Path, sel: Selection, seed: int, shard_rows: int, shard_bytes: int | None
-) -> list[tuple[str, int, list[int]]]:
-    """``(lang, shard number, row indices)`` of every shard: languages sorted, rows in shuffle order."""
-    ids = sel.table.column("id").to_pylist()
-    plan: list[tuple[str, int, list[int]]] = []
-    for lang in sorted(sel.by_lang):
-        order = sorted(sel.by_lang[lang], key=lambda i: (_shuffle_key(seed, ids[i]), ids[i]))
-        for n, shard in enumerate(_plan_shards(run_dir, sel.table, order, shard_rows, shard_bytes)):
-            plan.append((lang, n, shard))
+def _plan(run_dir: Path, work: Path, args: dict[str, Any]) -> Plan:
+    """Plan into ``work/plan``; when the plan differs from the one the done-records belong to
+    (the run changed), forget them and the shards they describe."""
+    plan = plan_release(run_dir, work / "plan", work, langs=args["langs"], release_license=args["release_license"],
+                        seed=args["seed"], shard_rows=args["shard_rows"], shard_bytes=args["shard_bytes"])
+    state = work / _STATE
+    try:
+        previous = json.loads(state.read_text(encoding="utf-8")).get("plan")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous != plan.digest:
+        for entry in work.iterdir():
+            if entry.name in (*FORMATS, "done", *_TOP_FILES, "release.json"):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        write_json_atomic(state, {"plan": plan.digest, "shards": len(plan.shards)})
     return plan
 
 
-def write_formats(
-    run_dir: Path, table: pa.Table, plan: list[tuple[str, int, list[int]]], formats: tuple[str, ...],
-    root: Path, *, progress: bool = False,
-) -> Written:
-    """Write every shard of ``plan`` in every format of ``formats`` under ``root`` (a format's files
-    under its directory); return their release.json entries and the counts release.json totals."""
-    durations = table.column("duration_s").to_pylist()
-    sources_col = table.column("source").to_pylist()
-    licenses_col = table.column("license").to_pylist()
-    writers = [RELEASE_FORMATS[fmt] for fmt in formats]
-    need_frames = any(w.needs_frames for w in writers)
-    out = Written()
-    by_source: dict[Any, dict[str, list]] = defaultdict(lambda: defaultdict(lambda: [0, 0.0]))
-    for lang, n, idx in tqdm(plan, desc="release", unit="shard", disable=not progress):
-        sub = table.take(pa.array(idx, pa.int64()))
-        audio = _read_audio(run_dir, sub)
-        frames = [flac_frames(a) for a in audio] if need_frames else []
-        seconds = math.fsum(durations[i] or 0.0 for i in idx)
-        stats = out.per_lang.setdefault(lang, {"rows": 0, "seconds": [], "shards": 0, "bytes": defaultdict(int)})
-        for fmt in writers:
-            lang_dir = root / fmt.name / lang
-            lang_dir.mkdir(parents=True, exist_ok=True)
-            for path in fmt.write(lang_dir, lang, n, sub, audio, frames):
-                entry = file_entry(root, path.relative_to(root).as_posix(), fmt.name, lang, len(idx), seconds)
-                entry["shard"] = n
-                out.shards.append(entry)
-                stats["bytes"][fmt.name] += entry["bytes"]
-        stats["rows"] += len(idx)
-        stats["seconds"].append(seconds)
-        stats["shards"] += 1
-        for i in idx:
-            lic = licenses_col[i] or "unknown"
-            out.licenses[lic] = out.licenses.get(lic, 0) + 1
-            cell = by_source[sources_col[i]][lic]
-            cell[0] += 1
-            cell[1] += durations[i] or 0.0
-    out.by_source = by_source
-    return out
-
-
 def _write_top_files(root: Path, release: dict[str, Any], run: dict[str, Any], written: Written) -> None:
-    """ATTRIBUTION.md, README.md (listed in ``release["files"]``) and release.json under ``root``."""
+    """ATTRIBUTION.md, README.md (listed in ``release["files"]``) and release.json under ``root``, fsynced."""
     (root / "ATTRIBUTION.md").write_text(
         attribution_md(release["created_from"], release["release_license"], release["sources"],
                        written.by_source, run.get("models")),
@@ -274,9 +156,28 @@ def _write_top_files(root: Path, release: dict[str, Any], run: dict[str, Any], w
     )
     (root / "README.md").write_text(dataset_card_md(release), encoding="utf-8")
     for name in _TOP_FILES:
+        fsync_path(root / name)
         entry = file_entry(root, name, "meta", None, 0, 0.0)
         release["files"].append({k: entry[k] for k in ("path", "format", "sha256", "bytes")})
-    (root / "release.json").write_text(json.dumps(release, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path = root / "release.json"
+    path.write_text(json.dumps(release, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    fsync_path(path)
+
+
+def _move_into_place(work: Path, out_dir: Path, formats: tuple[str, ...]) -> None:
+    """Move the formats' directories and the top files from ``work`` into ``out_dir``; release.json
+    last, after everything else is fsynced there."""
+    _clear_owned(out_dir, keep=work)
+    for fmt in formats:
+        for lang_dir in (work / fmt).iterdir():
+            fsync_path(lang_dir)
+        fsync_path(work / fmt)
+        os.replace(work / fmt, out_dir / fmt)
+    for name in _TOP_FILES:
+        os.replace(work / name, out_dir / name)
+    fsync_path(out_dir)
+    os.replace(work / "release.json", out_dir / "release.json")
+    fsync_path(out_dir)
 
 
 def build_release(
@@ -291,12 +192,15 @@ def build_release(
     overwrite: bool = False,
     release_license: str | None = None,
     formats: Iterable[str] | str | None = DEFAULT_FORMATS,
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Write a release of ``run_dir``'s kept rows into ``out_dir``; return release.json's dict.
 
     Args:
         run_dir: a run directory (``run.json`` + ``units/``).
-        out_dir: where the release goes; must be absent or empty unless ``overwrite``.
+        out_dir: where the release goes; must be absent or empty (but for the work directory of
+            an interrupted release) unless ``overwrite``.
         shard_rows: most rows per shard.
         shard_bytes: if given, also cut a shard before its audio payload would exceed this
             many bytes (FLAC bytes; a shard holds at least one row).
@@ -314,6 +218,9 @@ def build_release(
         formats: names from :data:`FORMATS` (or ``"all"``, or a comma-separated string; the
             former name ``lhotse`` of ``lhotse_shar`` with a ``FutureWarning``); default
             :data:`DEFAULT_FORMATS`.
+        workers: 1 writes the shards in this process; N > 1 on an embedded local Ray with N CPUs.
+        ray_address: write the shards on the Ray cluster there (default ``$RAY_ADDRESS``; the run
+            and ``out_dir`` must be on a file system every node sees).
 
     Raises:
         FileNotFoundError: no ``run.json`` in ``run_dir``, or a kept row's audio is missing.
@@ -321,6 +228,7 @@ def build_release(
             unknown release license or format, bad arguments, or a model in ``run.json`` whose
             license is unknown (not declared) or forbids a release.
         FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false.
+        ConnectionError: nothing answers at ``ray_address``.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = read_run_json(run_dir)
@@ -329,29 +237,68 @@ def build_release(
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
     if shard_bytes is not None and shard_bytes < 1:
         raise ValueError(f"shard_bytes must be >= 1 or None, got {shard_bytes}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    if ray_address:
+        from granary_pipe.executors.ray_address import check_reachable
+
+        check_reachable(ray_address)  # before anything is written: Ray retries an unreachable one for minutes
     release_license = release_license_of(run, release_license)
     check_release_models(run_dir, run)  # a model whose license is unknown or forbids release: refused
-    sel = select_rows(run_dir, langs, release_license)
-    plan = plan_release(run_dir, sel, seed, shard_rows, shard_bytes)
+    args = {"formats": list(formats), "shard_rows": shard_rows, "shard_bytes": shard_bytes, "seed": seed,
+            "langs": sorted(langs) if langs is not None else None, "release_license": release_license}
 
+    created = not out_dir.exists()
     _prepare_out_dir(out_dir, overwrite)
-    tmp = out_dir / f".tmp-release-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    work = out_dir / work_dir_name(run_dir, run, args)
+    for entry in out_dir.iterdir():  # another release's work (other arguments): start over
+        if entry.name.startswith(_WORK_PREFIX) and entry != work:
+            shutil.rmtree(entry)
+    work.mkdir(exist_ok=True)
+    with _locked(work, out_dir):  # another release at work here: refused before anything is touched
+        try:
+            release = _build(run_dir, run, work, out_dir, args, workers=workers, ray_address=ray_address,
+                             progress=progress)
+        except BaseException:
+            if not any((work / "done").rglob("*.json")):  # nothing to resume: leave no trace
+                shutil.rmtree(work, ignore_errors=True)
+                if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+                    out_dir.rmdir()
+            raise
+        shutil.rmtree(work)
+    return release
+
+
+def _locked(work: Path, out_dir: Path) -> Any:
+    """The work directory's lock: two releases with the same arguments never write it at once."""
+    from granary_pipe.io import run_lock
+
     try:
-        written = write_formats(run_dir, sel.table, plan, formats, tmp, progress=progress)
-        release = release_metadata(
-            run_dir, run, written, formats=formats, release_license=release_license,
-            sharding={"seed": seed, "shard_rows": shard_rows, "shard_bytes": shard_bytes,
-                      "langs": sorted(langs) if langs is not None else None},
-            excluded={"by_license": sel.excluded_by_license, "by_lang": sel.excluded_by_lang})
-        _write_top_files(tmp, release, run, written)
-        _clear_owned(out_dir, keep=tmp)
-        for fmt in formats:
-            os.replace(tmp / fmt, out_dir / fmt)
-        for name in (*_TOP_FILES, "release.json"):  # release.json last
-            os.replace(tmp / name, out_dir / name)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        return run_lock.acquire(work)
+    except run_lock.RunLocked as exc:
+        raise FileExistsError(f"{out_dir}: another granary release with the same arguments is writing it; "
+                              f"{exc}") from None
+
+
+def _build(run_dir: Path, run: dict[str, Any], work: Path, out_dir: Path, args: dict[str, Any], *, workers: int,
+           ray_address: str | None, progress: bool) -> dict[str, Any]:
+    """Plan, write the shards not done yet, write the top files and move the release into place."""
+    formats = tuple(args["formats"])
+    t0 = time.monotonic()
+    plan = _plan(run_dir, work, args)
+    jobs = [ShardJob(str(run_dir), str(work), s, formats) for s in plan.shards if read_done(work, s) is None]
+    t1 = time.monotonic()
+    log.info("release plan: %d shards (%d done before) in %.1f s", len(plan.shards), len(plan.shards) - len(jobs),
+             t1 - t0)
+    run_jobs(jobs, workers=workers, address=ray_address, done=len(plan.shards) - len(jobs),
+             total=len(plan.shards), progress=progress)
+    log.info("release shards: %d written in %.1f s", len(jobs), time.monotonic() - t1)
+    written = merge_records(work, plan.shards)
+    release = release_metadata(
+        run_dir, run, written, formats=formats, release_license=args["release_license"],
+        sharding={k: args[k] for k in ("seed", "shard_rows", "shard_bytes", "langs")},
+        excluded={"by_license": plan.excluded_by_license, "by_lang": plan.excluded_by_lang})
+    _write_top_files(work, release, run, written)
+    _move_into_place(work, out_dir, formats)
     return release

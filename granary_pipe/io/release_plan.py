@@ -1,0 +1,266 @@
+"""Plan a release out of core: which kept rows go out, in which order, cut into which shards.
+
+DuckDB scans the ``kept.parquet`` files of the committed units (streaming; its sort spills to a
+temporary directory under the release's work directory, within :data:`DUCKDB_MEMORY`), so the
+planner's memory does not grow with the corpus. The rules are the release's (see
+:mod:`granary_pipe.io.release`):
+
+* a row's language is ``lang``, else ``lang_hint``, else ``"und"``; a row's license is its
+  ``license``, else ``"unknown"``; with a release license only rows whose license is
+  :func:`granary_pipe.licenses.compatible` with it go out (decided in Python once per distinct
+  license, the allowed set handed to the query);
+* within a language rows are ordered by ``(sha256(f"{seed}\\0{id}"), id)``: DuckDB's ``sha256``
+  gives lowercase hex of fixed length, whose order is the digest's byte order;
+* a shard holds at most ``shard_rows`` rows and, with ``shard_bytes``, is cut before the FLAC
+  bytes of its rows would pass ``shard_bytes`` (a shard holds at least one row).
+
+The plan is one Parquet file per shard, ``PLAN/{lang}/{n:06d}.parquet``, holding the shard's rows
+in the row schema and in release order: all a shard writer needs besides the audio files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from granary_pipe import licenses
+from granary_pipe.rundir import MARKER, committed_units, unit_dir
+from granary_pipe.schema import conform
+
+DUCKDB_MEMORY = os.environ.get("GRANARY_RELEASE_DUCKDB_MEMORY", "1GB")
+"""DuckDB's ``memory_limit`` while planning (``$GRANARY_RELEASE_DUCKDB_MEMORY``); beyond it the sort spills."""
+DUCKDB_THREADS = 2
+"""DuckDB threads while planning: the scan and sort are I/O bound; more threads hold more memory."""
+BATCH_ROWS = 8192
+"""Rows per Arrow batch streamed out of the sorted query."""
+
+_LANG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_NEEDED = {"id": "VARCHAR", "lang": "VARCHAR", "lang_hint": "VARCHAR", "license": "VARCHAR",
+           "drop_reason": "VARCHAR", "audio_file": "VARCHAR"}
+"""Columns the planner's queries name (NULL when no unit file has them)."""
+
+
+@dataclass(frozen=True)
+class PlannedShard:
+    """One shard of the plan."""
+
+    lang: str
+    n: int
+    rows: int
+
+    def plan_file(self, plan_dir: Path) -> Path:
+        """Where the shard's rows are stored."""
+        return plan_dir / self.lang / f"{self.n:06d}.parquet"
+
+
+@dataclass
+class Plan:
+    """What the planner decided: the shards (languages sorted, then by number) and what stayed out."""
+
+    shards: list[PlannedShard] = field(default_factory=list)
+    excluded_by_license: dict[str, int] = field(default_factory=dict)
+    excluded_by_lang: dict[str, int] = field(default_factory=dict)
+    digest: str = ""
+    """sha256 over every plan file (in plan order): equal digests mean the same rows, order and cuts."""
+
+
+def _connect(work_dir: Path) -> Any:
+    import duckdb
+
+    spill = work_dir / "duckdb"
+    spill.mkdir(parents=True, exist_ok=True)
+    db = spill / "plan.duckdb"  # a database file: the rows table lives on disk beyond the memory limit
+    db.unlink(missing_ok=True)
+    con = duckdb.connect(str(db), config={"memory_limit": DUCKDB_MEMORY, "threads": DUCKDB_THREADS,
+                                          "temp_directory": str(spill), "preserve_insertion_order": False})
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def _load_kept(con: Any, run_dir: Path, units: list[str]) -> None:
+    """Table ``kept``: every kept row of ``units`` plus ``lang_``, ``lic_`` and ``filename``, read
+    from the unit files in one pass (DuckDB keeps it on disk beyond its memory limit); the checks,
+    the selection and the sort then read it instead of the files again."""
+    files = [str(unit_dir(run_dir, u) / "kept.parquet") for u in units]
+    files = [f for f in files if os.path.isfile(f)]  # a unit that kept nothing may have no file
+    if files:
+        con.execute("SET VARIABLE kept_files = ?::VARCHAR[]", [files])  # a parameter, not a SQL literal per file
+        # union_by_name keeps every file's schema reader (≈ 75 KB a file, twice the time): only when the files'
+        # columns differ (units written by different versions); else DuckDB takes the first file's columns.
+        mixed = con.execute("SELECT name FROM parquet_schema(getvariable('kept_files')) GROUP BY name "
+                            "HAVING count(DISTINCT file_name) <> ? LIMIT 1", [len(files)]).fetchall()
+        union = ", union_by_name=true" if mixed else ""
+        con.execute(f"CREATE TABLE kept AS SELECT * FROM read_parquet(getvariable('kept_files'){union}, "
+                    "filename=true)")
+    else:
+        con.execute("CREATE TABLE kept (filename VARCHAR)")
+    have = {row[0] for row in con.execute("DESCRIBE kept").fetchall()}
+    for column, sql_type in _NEEDED.items():
+        if column not in have:  # written before the column existed: NULL, as the row schema reads it
+            con.execute(f"ALTER TABLE kept ADD COLUMN {column} {sql_type}")
+    con.execute("ALTER TABLE kept ADD COLUMN lang_ VARCHAR")
+    con.execute("ALTER TABLE kept ADD COLUMN lic_ VARCHAR")
+    con.execute(f"UPDATE kept SET lang_ = coalesce(lang, lang_hint, 'und'), "
+                f"lic_ = coalesce(nullif(license, ''), '{licenses.UNKNOWN}')")
+
+
+def _check_rows(con: Any, run_dir: Path) -> None:
+    """The checks the sink's contract promises: no ``drop_reason``, an ``audio_file``, unique ids."""
+    bad = con.execute("SELECT filename, count(*) FROM kept WHERE drop_reason IS NOT NULL "
+                      "GROUP BY filename ORDER BY filename LIMIT 3").fetchall()
+    if bad:
+        where = ", ".join(f"{f} ({n})" for f, n in bad)
+        raise ValueError(f"{run_dir}: rows in kept.parquet have drop_reason set (sink bug): {where}")
+    missing = con.execute("SELECT id, filename FROM kept WHERE audio_file IS NULL ORDER BY id LIMIT 5").fetchall()
+    if missing:
+        raise ValueError(f"{run_dir}: kept rows without audio_file: {[i for i, _ in missing]} "
+                         f"(in {sorted({f for _, f in missing})})")
+    dup = con.execute("SELECT id, count(*), min(filename), max(filename) FROM kept GROUP BY id "
+                      "HAVING count(*) > 1 ORDER BY id LIMIT 5").fetchall()
+    if dup:
+        shown = "; ".join(f"{i!r} x{n} ({a}{', ' + b if b != a else ''})" for i, n, a, b in dup)
+        raise ValueError(f"{run_dir}: duplicate row ids among kept rows of committed units: {shown}")
+
+
+def _selection(con: Any, run_dir: Path, langs: list[str] | None,
+               release_license: str | None) -> tuple[list[str], list[str], dict[str, int], dict[str, int]]:
+    """Languages and licenses that go out, and the rows left out by language and by license."""
+    counts = con.execute("SELECT lang_, lic_, count(*) FROM kept GROUP BY ALL ORDER BY ALL").fetchall()
+    excluded_lang: dict[str, int] = defaultdict(int)
+    excluded_lic: dict[str, int] = defaultdict(int)
+    compat = {lic: release_license is None or licenses.compatible(lic, release_license)
+              for lic in {lic for _, lic, _ in counts}}
+    out_langs: set[str] = set()
+    for lang, lic, n in counts:
+        if langs is not None and lang not in langs:
+            excluded_lang[lang] += n
+        elif not compat[lic]:
+            excluded_lic[lic] += n
+        else:
+            out_langs.add(lang)
+    if not out_langs:
+        what = f" for languages {sorted(langs)}" if langs is not None else ""
+        if excluded_lic:
+            what += f" whose license is compatible with {release_license} (excluded: {dict(excluded_lic)})"
+        raise ValueError(f"no kept rows in committed units of {run_dir}{what}")
+    for lang in sorted(out_langs):
+        if not _LANG_RE.match(lang):
+            raise ValueError(f"{run_dir}: language {lang!r} is not usable in a shard name")
+    allowed = sorted(lic for lic, ok in compat.items() if ok)
+    return sorted(out_langs), allowed, dict(excluded_lic), dict(excluded_lang)
+
+
+def _sorted_batches(con: Any, out_langs: list[str], allowed: list[str], seed: int) -> Iterator[pa.RecordBatch]:
+    """The released rows, languages sorted, each in ``(sha256(seed \\0 id), id)`` order."""
+    query = ("SELECT * EXCLUDE (filename) FROM kept WHERE list_contains($langs, lang_) "
+             "AND list_contains($lics, lic_) ORDER BY lang_, sha256($seed || chr(0) || id), id")
+    rel = con.sql(query, params={"langs": out_langs, "lics": allowed, "seed": str(seed)})
+    reader = rel.to_arrow_reader(BATCH_ROWS) if hasattr(rel, "to_arrow_reader") else rel.record_batch(BATCH_ROWS)
+    yield from reader
+
+
+class _ShardCutter:
+    """Cuts the sorted stream into shards and writes each to its plan file (one shard in memory)."""
+
+    def __init__(self, run_dir: Path, plan_dir: Path, shard_rows: int, shard_bytes: int | None) -> None:
+        self.run_dir, self.plan_dir = run_dir, plan_dir
+        self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
+        self.shards: list[PlannedShard] = []
+        self.digest = hashlib.sha256()
+        self.lang: str | None = None
+        self.n = 0
+        self.parts: list[pa.RecordBatch] = []
+        self.rows = 0
+        self.bytes = 0
+
+    def _size(self, rid: str, rel: str) -> int:
+        path = self.run_dir / rel
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            raise FileNotFoundError(f"audio of kept row {rid!r} is missing: {path}") from None
+
+    def feed(self, batch: pa.RecordBatch) -> None:
+        """Take the next rows of the sorted stream."""
+        langs = batch.column("lang_").to_pylist()
+        sizes = [0] * len(langs)
+        if self.shard_bytes:
+            ids, files = batch.column("id").to_pylist(), batch.column("audio_file").to_pylist()
+            sizes = [self._size(i, f) for i, f in zip(ids, files)]
+        start = 0
+        for k, lang in enumerate(langs):
+            new_lang = lang != self.lang
+            full = self.rows >= self.shard_rows or (
+                self.shard_bytes and self.rows and self.bytes + sizes[k] > self.shard_bytes)
+            if new_lang or full:
+                self.parts.append(batch.slice(start, k - start))
+                start = k
+                self.flush()
+                self.n = 0 if new_lang else self.n + 1
+                self.lang = lang
+            self.rows += 1
+            self.bytes += sizes[k]
+        self.parts.append(batch.slice(start, len(langs) - start))
+
+    def flush(self) -> None:
+        """Write the shard gathered so far (if any)."""
+        if self.rows:
+            table = pa.Table.from_batches([p for p in self.parts if p.num_rows])
+            table = conform(table.drop_columns(["lang_", "lic_"]), with_samples=False).combine_chunks()
+            buf = io.BytesIO()
+            pq.write_table(table, buf, compression="zstd", row_group_size=max(1, table.num_rows))
+            shard = PlannedShard(self.lang, self.n, table.num_rows)
+            path = shard.plan_file(self.plan_dir)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(buf.getvalue())
+            self.digest.update(f"{shard.lang}/{shard.n}/{len(buf.getvalue())}\n".encode())
+            self.digest.update(buf.getvalue())
+            self.shards.append(shard)
+        self.parts, self.rows, self.bytes = [], 0, 0
+
+
+def plan_release(
+    run_dir: Path, plan_dir: Path, work_dir: Path, *, langs: list[str] | None, release_license: str | None,
+    seed: int, shard_rows: int, shard_bytes: int | None,
+) -> Plan:
+    """Select, order and cut the kept rows of ``run_dir``'s committed units; write one plan file per
+    shard under ``plan_dir`` (emptied first); DuckDB spills under ``work_dir``.
+
+    ``ValueError`` when there is no committed unit, no row to release, a language that cannot name a
+    shard, or a broken unit (kept rows with ``drop_reason`` or without ``audio_file``, duplicate ids);
+    ``FileNotFoundError`` for a kept row whose audio is missing when ``shard_bytes`` needs its size."""
+    units = committed_units(run_dir)
+    if not units:
+        raise ValueError(f"no committed unit in {run_dir / 'units'} (no {MARKER} markers)")
+    if plan_dir.exists():
+        shutil.rmtree(plan_dir)
+    plan_dir.mkdir(parents=True)
+    con = _connect(work_dir)
+    try:
+        _load_kept(con, run_dir, units)
+        _check_rows(con, run_dir)
+        out_langs, allowed, excluded_lic, excluded_lang = _selection(con, run_dir, langs, release_license)
+        cutter = _ShardCutter(run_dir, plan_dir, shard_rows, shard_bytes)
+        for batch in _sorted_batches(con, out_langs, allowed, seed):
+            cutter.feed(batch)
+        cutter.flush()
+    finally:
+        con.close()
+        shutil.rmtree(work_dir / "duckdb", ignore_errors=True)
+    return Plan(cutter.shards, excluded_lic, excluded_lang, cutter.digest.hexdigest())
+
+
+def read_shard_rows(plan_dir: Path, shard: PlannedShard) -> pa.Table:
+    """The rows of ``shard`` (row schema, release order) from its plan file."""
+    return conform(pq.read_table(shard.plan_file(plan_dir)), with_samples=False)
+

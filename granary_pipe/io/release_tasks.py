@@ -1,0 +1,217 @@
+"""Write a release's shards: one task per shard, in this process or on Ray, each leaving a done-record.
+
+A shard task reads its rows from the plan file (:mod:`granary_pipe.io.release_plan`) and their FLAC
+files from the run, calls every format's writer (:data:`granary_pipe.io.formats.RELEASE_FORMATS`),
+fsyncs the files it wrote and their directories, then writes its done-record
+``DONE/{lang}/{n:06d}.json`` atomically: the shard's release.json entries and its counts (rows,
+seconds, licenses, each (source, license)'s durations in row order). A rerun skips every shard whose
+record is there and whose files still have the sizes it lists.
+
+The driver merges the records in plan order (:func:`merge_records`), so release.json, ATTRIBUTION.md
+and README.md come out as a single process writing the shards one after the other would make them:
+the per-source seconds are summed row by row in release order, as that process sums them.
+
+Executors: ``workers=1`` without an address runs the tasks here, one after the other; otherwise
+an embedded local Ray with ``workers`` CPUs, or the Ray cluster at ``address``, runs them, at most
+:func:`in_flight` at once, so memory stays a few shards' worth.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from tqdm import tqdm
+
+from granary_pipe.io.formats import RELEASE_FORMATS
+from granary_pipe.io.release_meta import Written, file_entry
+from granary_pipe.io.release_plan import PlannedShard, read_shard_rows
+from granary_pipe.io.shards import flac_frames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything a shard task needs; plain data, so it travels to a Ray worker."""
+
+    run_dir: str
+    root: str
+    """The release's work directory: format directories, ``plan/`` and ``done/`` below it."""
+    shard: PlannedShard
+    formats: tuple[str, ...]
+
+    def record_path(self) -> Path:
+        """Where the shard's done-record goes."""
+        return done_path(Path(self.root), self.shard)
+
+
+def done_path(root: Path, shard: PlannedShard) -> Path:
+    """The done-record of ``shard`` under the work directory ``root``."""
+    return root / "done" / shard.lang / f"{shard.n:06d}.json"
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any, *, sync_dir: bool = True) -> None:
+    """Write JSON to ``path`` through a temporary name: fsync the file, rename, and (``sync_dir``)
+    fsync the directory. A done-record skips the last: a record lost in a crash only means its shard
+    is written again, while one that survives is whole and names files already fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    if sync_dir:
+        fsync_path(path.parent)
+
+
+def _read_audio(run_dir: Path, ids: list[str], files: list[str]) -> list[bytes]:
+    out = []
+    for rid, rel in zip(ids, files):
+        path = run_dir / rel
+        if not path.is_file():
+            raise FileNotFoundError(f"audio of kept row {rid!r} is missing: {path}")
+        out.append(path.read_bytes())
+    return out
+
+
+def write_shard(job: ShardJob) -> dict[str, Any]:
+    """Write shard ``job.shard`` in every format of ``job.formats``, fsync it, record it done;
+    return the done-record."""
+    run_dir, root, shard = Path(job.run_dir), Path(job.root), job.shard
+    table = read_shard_rows(root / "plan", shard)
+    audio = _read_audio(run_dir, table.column("id").to_pylist(), table.column("audio_file").to_pylist())
+    writers = [RELEASE_FORMATS[fmt] for fmt in job.formats]
+    frames = [flac_frames(a) for a in audio] if any(w.needs_frames for w in writers) else []
+    durations = [d or 0.0 for d in table.column("duration_s").to_pylist()]
+    seconds = math.fsum(durations)
+    entries = []
+    for fmt in writers:
+        lang_dir = root / fmt.name / shard.lang
+        lang_dir.mkdir(parents=True, exist_ok=True)
+        for path in fmt.write(lang_dir, shard.lang, shard.n, table, audio, frames):
+            fsync_path(path)
+            entry = file_entry(root, path.relative_to(root).as_posix(), fmt.name, shard.lang, shard.rows, seconds)
+            entry["shard"] = shard.n
+            entries.append(entry)
+        fsync_path(lang_dir)
+    lic_counts: dict[str, int] = {}
+    cells: dict[tuple[Any, str], list[float]] = {}
+    for src, lic, d in zip(table.column("source").to_pylist(), table.column("license").to_pylist(), durations):
+        lic = lic or "unknown"
+        lic_counts[lic] = lic_counts.get(lic, 0) + 1
+        cells.setdefault((src, lic), []).append(d)
+    record = {"lang": shard.lang, "shard": shard.n, "rows": shard.rows, "seconds": seconds, "entries": entries,
+              "licenses": lic_counts, "by_source": [[s, lic, ds] for (s, lic), ds in cells.items()]}
+    write_json_atomic(job.record_path(), record, sync_dir=False)
+    return record
+
+
+def read_done(root: Path, shard: PlannedShard) -> dict[str, Any] | None:
+    """The done-record of ``shard`` when it is there and every file it lists has its recorded size; else None."""
+    try:
+        record = json.loads(done_path(root, shard).read_text(encoding="utf-8"))
+        for entry in record["entries"]:
+            if (root / entry["path"]).stat().st_size != entry["bytes"]:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
+
+
+def merge_records(root: Path, shards: Iterable[PlannedShard]) -> Written:
+    """What the shards wrote, merged in plan order from their done-records."""
+    out = Written()
+    by_source: dict[Any, dict[str, list]] = {}
+    for shard in shards:
+        record = read_done(root, shard)
+        if record is None:
+            raise RuntimeError(f"shard {shard.lang}/{shard.n} has no valid done-record in {done_path(root, shard)}")
+        stats = out.per_lang.setdefault(shard.lang, {"rows": 0, "seconds": [], "shards": 0, "bytes": {}})
+        for entry in record["entries"]:
+            out.shards.append(entry)
+            stats["bytes"][entry["format"]] = stats["bytes"].get(entry["format"], 0) + entry["bytes"]
+        stats["rows"] += record["rows"]
+        stats["seconds"].append(record["seconds"])
+        stats["shards"] += 1
+        for lic, n in record["licenses"].items():
+            out.licenses[lic] = out.licenses.get(lic, 0) + n
+        for src, lic, durations in record["by_source"]:
+            cell = by_source.setdefault(src, {}).setdefault(lic, [0, 0.0])
+            cell[0] += len(durations)
+            for d in durations:  # row by row, in release order: the same float sum as one process makes
+                cell[1] += d
+    out.by_source = by_source
+    return out
+
+
+def in_flight(workers: int) -> int:
+    """Shard tasks submitted at once: two per worker (one running, one ready)."""
+    return 2 * max(1, workers)
+
+
+def run_jobs(jobs: Sequence[ShardJob], *, workers: int, address: str | None, done: int, total: int,
+             progress: bool) -> None:
+    """Run ``jobs`` here (``workers == 1`` and no address) or on Ray; a tqdm bar over all ``total``
+    shards, ``done`` of them finished before."""
+    with tqdm(total=total, initial=done, desc="release", unit="shard", disable=not progress) as bar:
+        if workers <= 1 and not address:
+            for job in jobs:
+                write_shard(job)
+                bar.update(1)
+            return
+        _run_on_ray(jobs, workers, address, bar)
+
+
+def _run_on_ray(jobs: Sequence[ShardJob], workers: int, address: str | None, bar: tqdm) -> None:
+    import ray
+
+    from granary_pipe.executors import ray_orphans
+    from granary_pipe.executors.ray import RayExecutor
+
+    if not jobs:
+        return
+    record_dir = Path(jobs[0].root)
+    ray_orphans.clean(record_dir)  # what the embedded Ray of a killed release left behind
+    started = time.monotonic()
+    engine = RayExecutor([], record_dir, address=address, num_cpus=workers)  # starts or joins Ray
+    log.info("release: Ray %s in %.1f s", f"at {address}" if address else "started", time.monotonic() - started)
+    try:
+        if address and workers <= 1:
+            workers = max(1, int(sum(n.get("CPU", 0) for n in ray.nodes() if n.get("Alive"))))
+        task = ray.remote(num_cpus=1, max_retries=2)(write_shard)
+        pending = iter(jobs)
+        running: list = []
+        while True:
+            while len(running) < in_flight(workers):
+                job = next(pending, None)
+                if job is None:
+                    break
+                running.append(task.remote(job))
+            if not running:
+                return
+            ready, running = ray.wait(running, num_returns=1)
+            try:
+                ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                raise (cause if isinstance(cause, Exception) else exc) from None
+            bar.update(1)
+    finally:
+        engine.shutdown()
