@@ -37,11 +37,14 @@ from granary_pipe import licenses
 from granary_pipe.rundir import MARKER, committed_units, unit_dir
 from granary_pipe.schema import conform
 
-DUCKDB_MEMORY = os.environ.get("GRANARY_RELEASE_DUCKDB_MEMORY", "1GB")
+DUCKDB_MEMORY = os.environ.get("GRANARY_RELEASE_DUCKDB_MEMORY", "256MB")
 """DuckDB's ``memory_limit`` while planning (``$GRANARY_RELEASE_DUCKDB_MEMORY``); beyond it the sort spills."""
 DUCKDB_THREADS = 2
 """DuckDB threads while planning: the scan and sort are I/O bound; more threads hold more memory."""
 BATCH_ROWS = 8192
+"""Rows per Arrow batch streamed out of the sorted query."""
+CHUNK_FILES = 1000
+"""Unit files read by one DuckDB query while loading the kept rows."""
 """Rows per Arrow batch streamed out of the sorted query."""
 
 _LANG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -90,21 +93,16 @@ def _connect(work_dir: Path) -> Any:
 def _load_kept(con: Any, run_dir: Path, units: list[str]) -> None:
     """Table ``kept``: every kept row of ``units`` plus ``lang_``, ``lic_`` and ``filename``, read
     from the unit files in one pass (DuckDB keeps it on disk beyond its memory limit); the checks,
-    the selection and the sort then read it instead of the files again."""
+    the selection and the sort then read it instead of the files again.
+
+    The files are read :data:`CHUNK_FILES` at a time: DuckDB holds per-file state for the length of
+    a query, so one query over every file would grow with the corpus."""
     files = [str(unit_dir(run_dir, u) / "kept.parquet") for u in units]
     files = [f for f in files if os.path.isfile(f)]  # a unit that kept nothing may have no file
-    if files:
-        con.execute("SET VARIABLE kept_files = ?::VARCHAR[]", [files])  # a parameter, not a SQL literal per file
-        # union_by_name keeps every file's schema reader (≈ 75 KB a file, twice the time): only when the files'
-        # columns differ (units written by different versions); else DuckDB takes the first file's columns.
-        mixed = con.execute("SELECT name FROM parquet_schema(getvariable('kept_files')) GROUP BY name "
-                            "HAVING count(DISTINCT file_name) <> ? LIMIT 1", [len(files)]).fetchall()
-        union = ", union_by_name=true" if mixed else ""
-        con.execute(f"CREATE TABLE kept AS SELECT * FROM read_parquet(getvariable('kept_files'){union}, "
-                    "filename=true)")
-    else:
-        con.execute("CREATE TABLE kept (filename VARCHAR)")
-    have = {row[0] for row in con.execute("DESCRIBE kept").fetchall()}
+    con.execute("CREATE TABLE kept (filename VARCHAR)")
+    for start in range(0, len(files), CHUNK_FILES):
+        _insert_files(con, files[start:start + CHUNK_FILES])
+    have = _columns(con)
     for column, sql_type in _NEEDED.items():
         if column not in have:  # written before the column existed: NULL, as the row schema reads it
             con.execute(f"ALTER TABLE kept ADD COLUMN {column} {sql_type}")
@@ -112,6 +110,27 @@ def _load_kept(con: Any, run_dir: Path, units: list[str]) -> None:
     con.execute("ALTER TABLE kept ADD COLUMN lic_ VARCHAR")
     con.execute(f"UPDATE kept SET lang_ = coalesce(lang, lang_hint, 'und'), "
                 f"lic_ = coalesce(nullif(license, ''), '{licenses.UNKNOWN}')")
+
+
+def _columns(con: Any, relation: str = "kept") -> dict[str, str]:
+    """Column name -> DuckDB type of a table or query."""
+    return {row[0]: row[1] for row in con.execute(f"DESCRIBE {relation}").fetchall()}
+
+
+def _insert_files(con: Any, files: list[str]) -> None:
+    """Append the rows of ``files`` to ``kept`` by column name (a column the table lacks is added)."""
+    con.execute("SET VARIABLE kept_files = ?::VARCHAR[]", [files])  # a parameter, not a SQL literal per file
+    # union_by_name keeps every file's schema reader (≈ 75 KB a file, twice the time): only when the files'
+    # columns differ (units written by different versions); else DuckDB takes the first file's columns.
+    mixed = con.execute("SELECT name FROM parquet_schema(getvariable('kept_files')) GROUP BY name "
+                        "HAVING count(DISTINCT file_name) <> ? LIMIT 1", [len(files)]).fetchall()
+    union = ", union_by_name=true" if mixed else ""
+    source = f"read_parquet(getvariable('kept_files'){union}, filename=true)"
+    have = _columns(con)
+    for column, sql_type in _columns(con, f"SELECT * FROM {source}").items():
+        if column not in have:
+            con.execute(f'ALTER TABLE kept ADD COLUMN "{column}" {sql_type}')
+    con.execute(f"INSERT INTO kept BY NAME SELECT * FROM {source}")
 
 
 def _check_rows(con: Any, run_dir: Path) -> None:
