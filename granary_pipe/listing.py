@@ -78,7 +78,7 @@ def file_fingerprint(resolved: dict, path: Path) -> str:
     record batch at a time: each column's JSON list is written piecewise (``[``, then each batch's
     values joined by ``", "``, then ``]``), which is byte for byte the whole column's JSON."""
     digest = _config_digest(resolved)
-    with pa.memory_map(str(path)) as src:
+    with pa.OSFile(str(path)) as src:  # read, not mapped: mapped pages would count as the child's memory
         reader = pa.ipc.open_file(src)
         for col in reader.schema.names:
             if col in FINGERPRINT_SKIPS:
