@@ -2,7 +2,8 @@
 
 Ingest needs every entry at once: it sorts by id and refuses duplicates. It runs in a child
 process (``spawn``) and out of core (``ingest.manifest.sort_recordings``: entries spilled to
-Parquet as the reader yields them, checked and sorted by DuckDB under a memory limit). The child
+disk as the reader yields them, checked for duplicates by DuckDB under a memory limit, sorted by
+merging sorted runs from disk; ``ingest/spill.py``). The child
 then writes the sorted recording rows to an Arrow IPC file, one record batch per unit (the
 ``unit`` column set), streaming from the sorted rows, and computes the run's fingerprint from that
 file one column at a time (:func:`file_fingerprint`, the same digest :func:`fingerprint` gives
@@ -12,8 +13,8 @@ executor asks for that unit (:meth:`ListingFile.units`). Driver memory and per-u
 therefore do not grow with the number of recordings (``benchmarks/driver_scale.py``).
 
 The file lives in the run's work directory (about 300 bytes per recording; the spill and
-DuckDB's temporary files, removed as soon as the sort is done, about twice that) that the run
-removes when it ends.
+DuckDB's temporary files beside it, about twice that, are removed as soon as the file is
+written), which the run removes when it ends.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ LibriSpeech, MLS, ...; see ``readers.py``). The schema is ``source.py``; a catal
 is a ``ConfigError`` naming the file and line, raised before any work starts: among them a path
 that resolves outside the corpus root (unless the manifest says ``allow_outside_root: true``) and
 one file listed twice under two spellings. The listing is sorted and checked out of core
-(``spill.py``: DuckDB under a memory limit), so its size is bounded by the disk, not memory. Files that are missing or unreadable are not manifest
-errors: they become rejected rows at decode time, with the reason.
+(``spill.py``), so its size is bounded by the disk, not by memory. Files that are missing or
+unreadable are not manifest errors: they become rejected rows at decode time, with the reason.
 
 A row carries both ``audio_path`` (the absolute local file the decoder opens; run-internal) and
 ``audio_relpath`` (the path relative to the corpus root, the reader's key: what a release shows).
@@ -61,9 +61,10 @@ def sort_recordings(manifest_path: Path, workdir: Path, *,
                     cache_dir: Path | None = None) -> tuple[SourceManifest, SortedRows]:
     """The manifest and its recording rows sorted by ``recording_id`` on disk under ``workdir``.
 
-    Entries are spilled as the reader yields them and checked and sorted by DuckDB under a
-    memory limit (``ingest.spill``): the same rows, order and errors as the in-memory listing
-    (a duplicate names both lines; a source that lists nothing is refused), in bounded memory.
+    Entries are spilled as the reader yields them, checked for duplicates by DuckDB under a
+    memory limit and sorted by merging runs from disk (``ingest.spill``): the same rows, order
+    and errors as the in-memory listing (a duplicate names both lines; a source that lists
+    nothing is refused), in bounded memory.
     """
     manifest_path = Path(manifest_path).resolve()
     manifest = load_manifest(manifest_path)
