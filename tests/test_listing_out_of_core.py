@@ -258,9 +258,11 @@ def _big_spill(work: Path, n: int, repeat_at_end: int | None = None) -> spill.En
 
 
 def test_more_than_duckdbs_memory_limit_is_checked_and_sorted(tmp_path, monkeypatch):
-    """About 120 MB of rows against DuckDB's 64 MB limit: the duplicate check spills instead of
-    failing, and the runs, merged on disk in two levels, give Python's order."""
-    assert spill.MEMORY_LIMIT == "64MB"
+    """About 120 MB of rows against DuckDB's 48 MB limit: the duplicate check spills instead of
+    failing (no retry with a larger limit), and the runs, merged on disk in two levels, give
+    Python's order."""
+    assert spill.MEMORY_LIMIT == "48MB"
+    monkeypatch.setattr(spill, "RETRY_MEMORY_LIMIT", spill.MEMORY_LIMIT)
     monkeypatch.setattr(spill, "FAN_IN", 4)
     n = 60_000
     rows = _big_spill(tmp_path / "w1", n).finish()
@@ -269,8 +271,22 @@ def test_more_than_duckdbs_memory_limit_is_checked_and_sorted(tmp_path, monkeypa
     assert ids == sorted(recording_id("big", f"audio/{k:06d}/{'p' * 300}.flac") for k in range(n))
 
 
-def test_a_duplicate_is_found_beyond_the_memory_limit(tmp_path):
+def test_a_duplicate_is_found_beyond_the_memory_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(spill, "RETRY_MEMORY_LIMIT", spill.MEMORY_LIMIT)
     with pytest.raises(ConfigError) as err:
         _big_spill(tmp_path / "w2", 60_000, repeat_at_end=12_345).finish()
     assert str(err.value).startswith("/l.jsonl:60001: path 'audio/")
     assert str(err.value).endswith("already listed on line 12346")
+
+
+def test_duckdb_out_of_memory_is_retried_with_a_larger_limit(tmp_path, monkeypatch):
+    """Below what DuckDB's operators need for themselves, the check runs out of memory; the retry
+    under RETRY_MEMORY_LIMIT finds the duplicate all the same (and without it, the error shows)."""
+    import duckdb
+
+    monkeypatch.setattr(spill, "MEMORY_LIMIT", "4MB")
+    with pytest.raises(ConfigError, match="already listed on line 2"):
+        _big_spill(tmp_path / "w3", 20_000, repeat_at_end=1).finish()
+    monkeypatch.setattr(spill, "RETRY_MEMORY_LIMIT", "4MB")
+    with pytest.raises(duckdb.OutOfMemoryException):
+        _big_spill(tmp_path / "w4", 20_000, repeat_at_end=1).finish()

@@ -12,7 +12,8 @@ file (``fid``: ``(st_dev, st_ino)`` when it exists, else the resolved path; see
   batches of ``CHUNK_ROWS`` rows).
 
 :meth:`EntrySpill.finish` asks DuckDB (``memory_limit`` :data:`MEMORY_LIMIT`, a
-``temp_directory`` in the work directory, so its hash aggregates spill to disk) for the first
+``temp_directory`` in the work directory, so its hash aggregates spill to disk; one retry with a
+larger limit if it still runs out) for the first
 entry, in reader order, that repeats an earlier one by key or by file, exactly the one
 ``readers_base.check_unique`` would stop at in memory, and raises the same error. Else the runs
 are merged (``heapq.merge`` on ``(id, seq)``, the in-memory stable sort's order), :data:`FAN_IN`
@@ -44,8 +45,12 @@ CHUNK_ROWS = 256
 FAN_IN = 64
 """Runs merged at once; more are first merged into longer runs on disk."""
 
-MEMORY_LIMIT = "64MB"
+MEMORY_LIMIT = "48MB"
 """DuckDB's memory limit for the duplicate checks (beyond it, it spills to its temp directory)."""
+
+RETRY_MEMORY_LIMIT = "1GB"
+"""The limit of a second try when DuckDB runs out of memory under :data:`MEMORY_LIMIT` (its
+operators need some memory of their own, more with very long keys or paths)."""
 
 ROW_COLUMNS = ("id", "recording_id", "source", "audio_path", "audio_relpath", "offset_s", "license",
                "license_raw", "lang_hint", "ref_text")
@@ -157,14 +162,21 @@ class EntrySpill:
         """Raise the duplicate error ``check_unique`` would raise, else merge the runs down to
         :data:`FAN_IN` and return them."""
         self.close()
-        tmp = self.workdir / "duckdb-tmp"
-        con = _connect(tmp)
-        try:
-            con.execute(f"CREATE VIEW spill AS SELECT * FROM read_parquet('{_sql_path(self.checks)}')")
-            self._check_unique(con)
-        finally:
-            con.close()
-            shutil.rmtree(tmp, ignore_errors=True)
+        import duckdb
+
+        for limit in (MEMORY_LIMIT, RETRY_MEMORY_LIMIT):
+            tmp = self.workdir / "duckdb-tmp"
+            con = _connect(tmp, limit)
+            try:
+                con.execute(f"CREATE VIEW spill AS SELECT * FROM read_parquet('{_sql_path(self.checks)}')")
+                self._check_unique(con)
+                break
+            except duckdb.OutOfMemoryException:
+                if limit == RETRY_MEMORY_LIMIT:
+                    raise
+            finally:
+                con.close()
+                shutil.rmtree(tmp, ignore_errors=True)
         self.checks.unlink()
         runs, level = self.runs, 0
         while len(runs) > FAN_IN:
@@ -207,13 +219,13 @@ class EntrySpill:
         return Entry(key, path or "", where=where), fid
 
 
-def _connect(tmp: Path) -> Any:
-    """A one-thread DuckDB connection that spills to ``tmp`` beyond :data:`MEMORY_LIMIT`."""
+def _connect(tmp: Path, limit: str) -> Any:
+    """A one-thread DuckDB connection that spills to ``tmp`` beyond ``limit``."""
     import duckdb
 
     tmp.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(":memory:")
-    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    con.execute(f"SET memory_limit = '{limit}'")
     con.execute(f"SET temp_directory = '{_sql_path(tmp)}'")
     con.execute("SET threads = 1")  # each thread buffers outside the limit; ingest's Python dominates anyway
     return con
