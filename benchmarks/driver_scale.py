@@ -86,22 +86,26 @@ def _psutil():
     return psutil
 
 
+_RAY_KINDS = (("gcs_server", "ray gcs_server"), ("raylet", "ray raylet"), ("dashboard", "ray dashboard"),
+              ("runtime_env", "ray runtime_env"), ("runtimeenv", "ray runtime_env"), ("log_monitor", "ray log_monitor"),
+              ("autoscaler", "ray monitor"), ("monitor.py", "ray monitor"))
+
+
 def _kind(proc) -> str:
-    """A process of the tree by role: driver, listing child, or Ray's process name."""
+    """A process of the tree by role: driver, listing child, one of Ray's daemons or agents, or
+    a Ray worker (``ray::IDLE``, ``ray::_run_task``, ...)."""
     try:
-        cmd = proc.cmdline()
-        name = proc.name()
+        joined = " ".join(proc.cmdline()).lower()
     except Exception:  # gone, or not ours to read
         return "gone"
-    joined = " ".join(cmd)
     if "multiprocessing" in joined and "spawn" in joined:
         return "listing child"
-    if "default_worker.py" in joined or name.startswith("ray::"):
-        return "ray workers"
-    for part in ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "runtime_env"):
+    for part, kind in _RAY_KINDS:  # before workers: the agents' titles start with ray:: too
         if part in joined:
-            return f"ray {part.replace('.py', '')}"
-    return name
+            return kind
+    if "default_worker.py" in joined or joined.startswith("ray::"):
+        return "ray workers"
+    return joined.split(" ", 1)[0].rsplit("/", 1)[-1] or "other"
 
 
 class TreeSampler(threading.Thread):

@@ -258,10 +258,10 @@ def _big_spill(work: Path, n: int, repeat_at_end: int | None = None) -> spill.En
 
 
 def test_more_than_duckdbs_memory_limit_is_checked_and_sorted(tmp_path, monkeypatch):
-    """About 120 MB of rows against DuckDB's 48 MB limit: the duplicate check spills instead of
+    """About 120 MB of rows against DuckDB's 32 MB limit: the duplicate check spills instead of
     failing (no retry with a larger limit), and the runs, merged on disk in two levels, give
     Python's order."""
-    assert spill.MEMORY_LIMIT == "48MB"
+    assert spill.MEMORY_LIMIT == "32MB"
     monkeypatch.setattr(spill, "RETRY_MEMORY_LIMIT", spill.MEMORY_LIMIT)
     monkeypatch.setattr(spill, "FAN_IN", 4)
     n = 60_000

@@ -39,13 +39,13 @@ from granary_pipe.ingest.readers_base import Entry, _file_id, duplicate_error
 BATCH_ROWS = 10_000
 """Entries buffered in memory before they are spilled (and the size of a sorted run)."""
 
-CHUNK_ROWS = 256
+CHUNK_ROWS = 64
 """Rows per record batch of a run: what the merge holds in memory per run."""
 
-FAN_IN = 64
+FAN_IN = 32
 """Runs merged at once; more are first merged into longer runs on disk."""
 
-MEMORY_LIMIT = "48MB"
+MEMORY_LIMIT = "32MB"
 """DuckDB's memory limit for the duplicate checks (beyond it, it spills to its temp directory)."""
 
 RETRY_MEMORY_LIMIT = "1GB"
