@@ -153,7 +153,8 @@ def measure(n: int, per_unit: int, cpus: int, scratch: Path) -> dict:
     env.pop("RAY_ADDRESS", None)
     with open(scratch / f"n{n}.err", "w+") as err:
         proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(pipeline), str(source), str(scratch / f"run{n}"),
-                                 str(cpus)], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+                                 str(cpus)], stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                                cwd=scratch)  # not the caller's cwd: ``-c`` puts it first on sys.path
         sampler = TreeSampler(proc.pid)
         sampler.start()
         stdout, _ = proc.communicate()
