@@ -100,11 +100,14 @@ def _kind(proc) -> str:
         return "gone"
     if "multiprocessing" in joined and "spawn" in joined:
         return "listing child"
-    for part, kind in _RAY_KINDS:  # before workers: the agents' titles start with ray:: too
+    if joined.startswith("ray::"):  # a retitled worker (its arguments name the raylet) or an agent
+        agent = next((kind for part, kind in _RAY_KINDS if part in joined.split(" ", 1)[0]), None)
+        return agent or "ray workers"
+    if "default_worker.py" in joined:
+        return "ray workers"
+    for part, kind in _RAY_KINDS:
         if part in joined:
             return kind
-    if "default_worker.py" in joined or joined.startswith("ray::"):
-        return "ray workers"
     return joined.split(" ", 1)[0].rsplit("/", 1)[-1] or "other"
 
 
@@ -121,6 +124,8 @@ class TreeSampler(threading.Thread):
         self.peak_mb = 0.0
         self.at_peak: dict[str, float] = {}
         self.kind_peak: dict[str, float] = {}
+        self.count_at_peak: dict[str, int] = {}
+        self.most_workers = 0
         self.samples = 0
 
     def run(self) -> None:
@@ -131,6 +136,7 @@ class TreeSampler(threading.Thread):
             except self.psutil.Error:
                 return
             by_kind: dict[str, float] = {}
+            counts: dict[str, int] = {}
             for p in procs:
                 try:
                     rss = p.memory_info().rss / 2**20
@@ -138,12 +144,15 @@ class TreeSampler(threading.Thread):
                     continue
                 kind = "driver" if p.pid == self.root.pid else kinds.setdefault(p.pid, _kind(p))
                 by_kind[kind] = by_kind.get(kind, 0.0) + rss
+                counts[kind] = counts.get(kind, 0) + 1
             self.samples += 1
+            self.most_workers = max(self.most_workers, counts.get("ray workers", 0))
             for kind, mb in by_kind.items():
                 self.kind_peak[kind] = max(self.kind_peak.get(kind, 0.0), mb)
             total = sum(by_kind.values())
             if total > self.peak_mb:
                 self.peak_mb, self.at_peak = total, {k: round(v, 1) for k, v in sorted(by_kind.items())}
+                self.count_at_peak = dict(sorted(counts.items()))
 
 
 def measure(n: int, per_unit: int, cpus: int, scratch: Path) -> dict:
@@ -168,7 +177,8 @@ def measure(n: int, per_unit: int, cpus: int, scratch: Path) -> dict:
     out = json.loads(lines[-1][len("RESULT "):])
     out.update(n=n, units=-(-n // per_unit), tree_peak_rss_mb=round(sampler.peak_mb, 1),
                tree_at_peak=sampler.at_peak, tree_kind_peak={k: round(v, 1) for k, v in sampler.kind_peak.items()},
-               tree_samples=sampler.samples,
+               tree_samples=sampler.samples, tree_count_at_peak=sampler.count_at_peak,
+               most_ray_workers=sampler.most_workers,
                listing_child_peak_rss_mb=(out.get("ingest") or {}).get("peak_rss_mb"))
     return out
 
@@ -205,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['listing_child_peak_rss_mb'] / base['listing_child_peak_rss_mb']:>12.2f} "
               f"{r['tree_peak_rss_mb']:>13.1f} {r['tree_peak_rss_mb'] / base['tree_peak_rss_mb']:>11.2f}")
     for r in rows:
-        print(f"n={r['n']}: tree at its peak (MB by process kind) {r['tree_at_peak']}; "
-              f"each kind's own peak {r['tree_kind_peak']}")
+        print(f"n={r['n']}: tree at its peak (MB by process kind) {r['tree_at_peak']}, processes "
+              f"{r['tree_count_at_peak']}; each kind's own peak {r['tree_kind_peak']}; "
+              f"most Ray workers at once {r['most_ray_workers']}")
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
