@@ -7,7 +7,10 @@ overhead. Each size runs ``run_pipeline`` in a fresh Python process (the driver,
 Ray of ``--cpus`` CPUs) that reports its own CPU time (all threads, Ray's core-worker threads
 included, which tick with wall time; and the main thread's alone, where the driver's bookkeeping
 runs) and peak RSS (``ru_maxrss``); ratios are
-against the smallest N of the same invocation. Per-unit figures are the steady state: from the first
+against the smallest N of the same invocation. The listing child (ingest, in a spawned process)
+reports its own peak RSS, and this script samples the driver's whole process tree (driver, listing
+child, Ray's GCS, raylet and workers) every 0.2 s with psutil and records the largest summed RSS,
+and the share of each kind of process at that moment. Per-unit figures are the steady state: from the first
 unit's end to the last's (counted at the progress line's update, which both the old and the new
 driver call once per unit), so imports, ingest and Ray's start and stop are left out; peak RSS is
 the whole process's.
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from pathlib import Path
 
 import yaml
@@ -71,18 +75,111 @@ def write_inputs(d: Path, n: int, per_unit: int) -> tuple[Path, Path]:
     return d / "pipeline.yaml", d / "source.yaml"
 
 
+def _psutil():
+    """psutil (Ray ships a copy in ``ray/thirdparty_files`` when it is not installed on its own)."""
+    try:
+        import psutil
+    except ImportError:
+        import ray
+        sys.path.append(os.path.join(os.path.dirname(ray.__file__), "thirdparty_files"))
+        import psutil
+    return psutil
+
+
+_RAY_KINDS = (("gcs_server", "ray gcs_server"), ("raylet", "ray raylet"), ("dashboard", "ray dashboard"),
+              ("runtime_env", "ray runtime_env"), ("runtimeenv", "ray runtime_env"), ("log_monitor", "ray log_monitor"),
+              ("autoscaler", "ray monitor"), ("monitor.py", "ray monitor"))
+
+
+def _kind(proc) -> str:
+    """A process of the tree by role: driver, listing child, one of Ray's daemons or agents, or
+    a Ray worker (``ray::IDLE``, ``ray::_run_task``, ...)."""
+    try:
+        joined = " ".join(proc.cmdline()).lower()
+    except Exception:  # gone, or not ours to read
+        return "gone"
+    if "multiprocessing" in joined and "spawn" in joined:
+        return "listing child"
+    if joined.startswith("ray::"):  # a retitled worker (its arguments name the raylet) or an agent
+        agent = next((kind for part, kind in _RAY_KINDS if part in joined.split(" ", 1)[0]), None)
+        return agent or "ray workers"
+    if "default_worker.py" in joined:
+        return "ray workers"
+    for part, kind in _RAY_KINDS:
+        if part in joined:
+            return kind
+    return joined.split(" ", 1)[0].rsplit("/", 1)[-1] or "other"
+
+
+class TreeSampler(threading.Thread):
+    """Samples a process and its descendants every ``every`` seconds: the largest summed RSS, the
+    RSS by kind of process at that moment, and the largest RSS each kind reached on its own."""
+
+    def __init__(self, pid: int, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.psutil = _psutil()
+        self.root = self.psutil.Process(pid)
+        self.every = every
+        self.done = threading.Event()
+        self.peak_mb = 0.0
+        self.at_peak: dict[str, float] = {}
+        self.kind_peak: dict[str, float] = {}
+        self.count_at_peak: dict[str, int] = {}
+        self.most_workers = 0
+        self.samples = 0
+
+    def run(self) -> None:
+        kinds: dict[int, str] = {}
+        while not self.done.wait(self.every):
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except self.psutil.Error:
+                return
+            by_kind: dict[str, float] = {}
+            counts: dict[str, int] = {}
+            for p in procs:
+                try:
+                    rss = p.memory_info().rss / 2**20
+                except self.psutil.Error:
+                    continue
+                kind = "driver" if p.pid == self.root.pid else kinds.setdefault(p.pid, _kind(p))
+                by_kind[kind] = by_kind.get(kind, 0.0) + rss
+                counts[kind] = counts.get(kind, 0) + 1
+            self.samples += 1
+            self.most_workers = max(self.most_workers, counts.get("ray workers", 0))
+            for kind, mb in by_kind.items():
+                self.kind_peak[kind] = max(self.kind_peak.get(kind, 0.0), mb)
+            total = sum(by_kind.values())
+            if total > self.peak_mb:
+                self.peak_mb, self.at_peak = total, {k: round(v, 1) for k, v in sorted(by_kind.items())}
+                self.count_at_peak = dict(sorted(counts.items()))
+
+
 def measure(n: int, per_unit: int, cpus: int, scratch: Path) -> dict:
     """One driver process over ``n`` recordings; its figures."""
     pipeline, source = write_inputs(scratch / f"n{n}", n, per_unit)
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-c", DRIVER, str(pipeline), str(source), str(scratch / f"run{n}"),
-                           str(cpus)], capture_output=True, text=True, env=env)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    with open(scratch / f"n{n}.err", "w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(pipeline), str(source), str(scratch / f"run{n}"),
+                                 str(cpus)], stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                                cwd=scratch)  # not the caller's cwd: ``-c`` puts it first on sys.path
+        sampler = TreeSampler(proc.pid)
+        sampler.start()
+        stdout, _ = proc.communicate()
+        sampler.done.set()
+        sampler.join()
+        err.seek(0)
+        stderr = err.read()
+    lines = [x for x in stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode or not lines:
-        raise SystemExit(f"n={n}: driver failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"n={n}: driver failed (rc {proc.returncode}):\n{stderr[-3000:]}")
     out = json.loads(lines[-1][len("RESULT "):])
-    out.update(n=n, units=-(-n // per_unit))
+    out.update(n=n, units=-(-n // per_unit), tree_peak_rss_mb=round(sampler.peak_mb, 1),
+               tree_at_peak=sampler.at_peak, tree_kind_peak={k: round(v, 1) for k, v in sampler.kind_peak.items()},
+               tree_samples=sampler.samples, tree_count_at_peak=sampler.count_at_peak,
+               most_ray_workers=sampler.most_workers,
+               listing_child_peak_rss_mb=(out.get("ingest") or {}).get("peak_rss_mb"))
     return out
 
 
@@ -108,12 +205,19 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0]
     print(f"{'recordings':>10} {'units':>6} {'wall ms/unit':>13} {'driver CPU ms/unit':>19} "
           f"{'main thread ms/unit':>20} {'driver peak RSS MB':>19} {'CPU/unit ratio':>15} {'main ratio':>11} "
-          f"{'RSS ratio':>10}")
+          f"{'RSS ratio':>10} {'listing child MB':>17} {'child ratio':>12} {'tree peak MB':>13} {'tree ratio':>11}")
     for r in rows:
         print(f"{r['n']:>10} {r['units']:>6} {r['wall_ms_per_unit']:>13.1f} {r['cpu_ms_per_unit']:>19.2f} "
               f"{r['main_ms_per_unit']:>20.2f} {r['peak_rss_mb']:>19.1f} "
               f"{r['cpu_ms_per_unit'] / base['cpu_ms_per_unit']:>15.2f} "
-              f"{r['main_ms_per_unit'] / base['main_ms_per_unit']:>11.2f} {r['peak_rss_mb'] / base['peak_rss_mb']:>10.2f}")
+              f"{r['main_ms_per_unit'] / base['main_ms_per_unit']:>11.2f} {r['peak_rss_mb'] / base['peak_rss_mb']:>10.2f} "
+              f"{r['listing_child_peak_rss_mb']:>17.1f} "
+              f"{r['listing_child_peak_rss_mb'] / base['listing_child_peak_rss_mb']:>12.2f} "
+              f"{r['tree_peak_rss_mb']:>13.1f} {r['tree_peak_rss_mb'] / base['tree_peak_rss_mb']:>11.2f}")
+    for r in rows:
+        print(f"n={r['n']}: tree at its peak (MB by process kind) {r['tree_at_peak']}, processes "
+              f"{r['tree_count_at_peak']}; each kind's own peak {r['tree_kind_peak']}; "
+              f"most Ray workers at once {r['most_ray_workers']}")
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0

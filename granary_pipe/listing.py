@@ -1,15 +1,20 @@
 """A run's listing, planned into units without being held by the driver.
 
-Ingest (``ingest.manifest.list_recordings``) needs every entry at once: it sorts by id and
-refuses duplicates. It runs in a child process (``spawn``), which also computes the run's
-fingerprint and writes the sorted recording rows to an Arrow IPC file, one record batch per unit
-(the ``unit`` column set). The child exits, so its memory goes with it; the driver keeps only
-the file's path and reads one unit's batch when an executor asks for that unit
-(:meth:`ListingFile.units`). Driver memory and per-unit work therefore do not grow with the
-number of recordings (``benchmarks/driver_scale.py``).
+Ingest needs every entry at once: it sorts by id and refuses duplicates. It runs in a child
+process (``spawn``) and out of core (``ingest.manifest.sort_recordings``: entries spilled to
+disk as the reader yields them, checked for duplicates by DuckDB under a memory limit, sorted by
+merging sorted runs from disk; ``ingest/spill.py``). The child
+then writes the sorted recording rows to an Arrow IPC file, one record batch per unit (the
+``unit`` column set), streaming from the sorted rows, and computes the run's fingerprint from that
+file one column at a time (:func:`file_fingerprint`, the same digest :func:`fingerprint` gives
+for the whole table). The child's memory is bounded (it does not grow with the listing), and it
+exits before Ray starts; the driver keeps only the file's path and reads one unit's batch when an
+executor asks for that unit (:meth:`ListingFile.units`). Driver memory and per-unit work
+therefore do not grow with the number of recordings (``benchmarks/driver_scale.py``).
 
-The file lives in a temporary directory (``$TMPDIR``; about 300 bytes per recording) that the
-run removes when it ends.
+The file lives in the run's work directory (about 300 bytes per recording; the spill and
+DuckDB's temporary files beside it, about twice that, are removed as soon as the file is
+written), which the run removes when it ends.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import json
 import multiprocessing
 import resource
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,23 +44,54 @@ FINGERPRINT_SKIPS = ("unit", "pipeline_version")
 version alone does not make a run another run (an upgraded tool may resume it)."""
 
 
+def _config_digest(resolved: dict) -> Any:
+    """The fingerprint's hash, fed with the stages and their parameters and the unit size."""
+    content = {
+        "stages": [renames.previous_names({k: v for k, v in s.items() if k not in ENGINE_KNOBS}, _renamed(s["use"]))
+                   for s in resolved["stages"]],
+        "recordings_per_unit": resolved["units"]["recordings_per_unit"],
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode())
+
+
+def _json_values(values: list) -> str:
+    """A column's values as the fingerprint writes them (a JSON list)."""
+    return json.dumps(values, ensure_ascii=False, default=str)
+
+
 def fingerprint(resolved: dict, recordings: pa.Table) -> str:
     """What a run's output depends on: stages and their parameters, unit size, and the input:
     every value ingest put in the recording rows (id, paths absolute and corpus-relative, raw and
     normalised license, language hint, reference text, ...), each column by name and as JSON, so
     editing one listing line (its ``lang``, ``text`` or ``license``) makes another run. Parameters
     go in under the names the previous release used (``renames.previous_names``), so a run it
-    started can be resumed after a rename."""
-    content = {
-        "stages": [renames.previous_names({k: v for k, v in s.items() if k not in ENGINE_KNOBS}, _renamed(s["use"]))
-                   for s in resolved["stages"]],
-        "recordings_per_unit": resolved["units"]["recordings_per_unit"],
-    }
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode())
+    started can be resumed after a rename. :func:`file_fingerprint` gives the same digest from a
+    listing file without loading it."""
+    digest = _config_digest(resolved)
     for col in recordings.column_names:
         if col not in FINGERPRINT_SKIPS:
-            values = json.dumps(recordings.column(col).to_pylist(), ensure_ascii=False, default=str)
-            digest.update(f"\0{col}\0{values}".encode())
+            digest.update(f"\0{col}\0{_json_values(recordings.column(col).to_pylist())}".encode())
+    return digest.hexdigest()
+
+
+def file_fingerprint(resolved: dict, path: Path) -> str:
+    """:func:`fingerprint` of the rows of the Arrow IPC file ``path``, read one column of one
+    record batch at a time: each column's JSON list is written piecewise (``[``, then each batch's
+    values joined by ``", "``, then ``]``), which is byte for byte the whole column's JSON."""
+    digest = _config_digest(resolved)
+    with pa.OSFile(str(path)) as src:  # read, not mapped: mapped pages would count as the child's memory
+        reader = pa.ipc.open_file(src)
+        for col in reader.schema.names:
+            if col in FINGERPRINT_SKIPS:
+                continue
+            digest.update(f"\0{col}\0[".encode())
+            sep = ""
+            for k in range(reader.num_record_batches):
+                values = reader.get_batch(k).column(col).to_pylist()
+                if values:
+                    digest.update((sep + _json_values(values)[1:-1]).encode())
+                    sep = ", "
+            digest.update(b"]")
     return digest.hexdigest()
 
 
@@ -89,20 +126,24 @@ class ListingFile:
 
 
 def _ingest(source_path: str, resolved: dict, per_unit: int, out: str) -> dict[str, Any]:
-    """In the child: list, fingerprint, write one batch per unit; return what the driver keeps."""
-    from granary_pipe.ingest.manifest import list_recordings
+    """In the child: list and sort out of core, write one batch per unit, fingerprint the file;
+    return what the driver keeps."""
+    from granary_pipe.ingest.manifest import sort_recordings
 
     t0 = time.monotonic()
-    manifest, recordings = list_recordings(Path(source_path))
-    fp = fingerprint(resolved, recordings)
-    ids = []
-    with pa.OSFile(out, "wb") as sink, pa.ipc.new_file(sink, recordings.schema) as writer:
-        for k, start in enumerate(range(0, recordings.num_rows, per_unit)):
-            part = recordings.slice(start, per_unit)
-            ids.append(unit_id(k))
-            part = schema.set_column(part, "unit", [ids[-1]] * part.num_rows)
-            writer.write_table(part, max_chunksize=max(part.num_rows, 1))
-    return {"manifest": manifest.model_dump(), "recordings": recordings.num_rows, "fingerprint": fp,
+    spill_dir = Path(out).parent / "listing-spill"
+    try:
+        manifest, rows = sort_recordings(Path(source_path), spill_dir)
+        ids = []
+        with pa.OSFile(out, "wb") as sink, pa.ipc.new_file(sink, schema.SCHEMA) as writer:
+            for k, part in enumerate(rows.tables(per_unit)):
+                ids.append(unit_id(k))
+                part = schema.set_column(part, "unit", [ids[-1]] * part.num_rows)
+                writer.write_table(part, max_chunksize=max(part.num_rows, 1))
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)
+    fp = file_fingerprint(resolved, Path(out))
+    return {"manifest": manifest.model_dump(), "recordings": rows.count, "fingerprint": fp,
             "unit_ids": ids, "ingest": {"seconds": round(time.monotonic() - t0, 3),
                                         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}}
 

@@ -66,7 +66,7 @@ import os
 import posixpath
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -87,7 +87,7 @@ __all__ = [
     "AUDIO_EXTS", "LANG_KEYS", "LICENSE_KEYS", "TEXT_KEYS", "Entry", "ListingLine",
     "FolderOptions", "JsonlOptions", "TsvOptions", "ParquetOptions", "WebDatasetOptions",
     "LibriLightOptions", "LibriSpeechOptions", "MlsOptions",
-    "default_cache_root", "read_entries", "reader_options", "sniff_ext", "write_once",
+    "default_cache_root", "iter_entries", "no_audio", "read_entries", "reader_options", "sniff_ext", "write_once",
     "read_folder", "read_jsonl", "read_tsv", "read_parquet", "read_webdataset",
     "read_librilight", "read_librispeech", "read_mls",
 ]
@@ -226,10 +226,10 @@ def _read_glob(ctx: _Ctx, pattern: str, opts: FolderOptions) -> list[Entry]:
     return [Entry(*ctx.locate(ctx.base, name, where), lang=opts.lang) for name in listed]
 
 
-def _jsonl_lines(listing: Path) -> list[tuple[int, ListingLine]]:
+def _jsonl_lines(listing: Path) -> Iterator[tuple[int, ListingLine]]:
+    """The listing's lines as they are read (a generator: the listing is never held whole)."""
     if not listing.is_file():
         raise ConfigError(f"{listing}: listing file not found")
-    entries = []
     with open(listing, encoding="utf-8") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -241,29 +241,27 @@ def _jsonl_lines(listing: Path) -> list[tuple[int, ListingLine]]:
             if not isinstance(obj, dict):
                 raise ConfigError(f"{listing}:{lineno}: expected a JSON object with 'path'")
             try:
-                entries.append((lineno, ListingLine.model_validate(obj)))
+                line = ListingLine.model_validate(obj)
             except ValidationError as err:
                 keys = "; ".join(
                     f"{'.'.join(map(str, e['loc']))}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
                     for e in err.errors()
                 )
                 raise ConfigError(f"{listing}:{lineno}: {keys}") from None
-    return entries
+            yield lineno, line
 
 
-def read_jsonl(ctx: _Ctx, listing: Path, opts: JsonlOptions, base: Path | None = None) -> list[Entry]:
-    """A JSONL listing; paths relative to ``base`` (the manifest's directory, or the ``url`` root)."""
+def read_jsonl(ctx: _Ctx, listing: Path, opts: JsonlOptions, base: Path | None = None) -> Iterator[Entry]:
+    """A JSONL listing, line by line; paths relative to ``base`` (the manifest's directory, or the ``url`` root)."""
     base = ctx.base if base is None else base
-    out = []
     for lineno, line in _jsonl_lines(listing):
         where = f"{listing}:{lineno}"
         key, path = ctx.locate(base, line.path, where)
-        out.append(Entry(key, path, line.license, line.lang or opts.lang, line.text, where=where))
-    return out
+        yield Entry(key, path, line.license, line.lang or opts.lang, line.text, where=where)
 
 
-def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = None) -> list[Entry]:
-    """A Common Voice style TSV; audio in ``audio_dir`` (default ``clips/`` beside the TSV if present)."""
+def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = None) -> Iterator[Entry]:
+    """A Common Voice style TSV, row by row; audio in ``audio_dir`` (default ``clips/`` beside the TSV if present)."""
     base = ctx.base if base is None else base
     if not listing.is_file():
         raise ConfigError(f"{listing}: listing file not found")
@@ -271,7 +269,6 @@ def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = Non
         audio_dir = listing.parent / opts.audio_dir
     else:
         audio_dir = listing.parent / "clips" if (listing.parent / "clips").is_dir() else listing.parent
-    out = []
     with open(listing, encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
@@ -305,13 +302,11 @@ def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = Non
                 raise ConfigError(f"{listing}:{lineno}: path {name!r} leaves the audio directory")
             where = f"{listing}:{lineno}"
             key, audio = ctx.locate(base, str(audio_dir / rel), where)
-            out.append(Entry(key, audio, cell(row, opts.license_column),
-                             _lang(cell(row, opts.lang_column)) or opts.lang, cell(row, opts.text_column),
-                             where=where))
-    return out
+            yield Entry(key, audio, cell(row, opts.license_column),
+                        _lang(cell(row, opts.lang_column)) or opts.lang, cell(row, opts.text_column), where=where)
 
 
-_URL_READERS: dict[str, Callable[..., list[Entry]]] = {
+_URL_READERS: dict[str, Callable[..., Iterable[Entry]]] = {
     "folder": read_folder, "parquet": read_parquet, "webdataset": read_webdataset,
     "librilight": read_librilight, "librispeech": read_librispeech, "mls": read_mls,
 }
@@ -331,15 +326,14 @@ def reader_options(manifest: SourceManifest, manifest_path: Path) -> _Options:
         raise ConfigError(f"{manifest_path}: reader_options: {msg}") from None
 
 
-def read_entries(manifest: SourceManifest, manifest_path: Path, *, cache_dir: Path | None = None,
-                 materialize: bool = True) -> list[Entry]:
-    """The recordings of a runnable manifest as entries, in the reader's order.
+def iter_entries(manifest: SourceManifest, manifest_path: Path, *, cache_dir: Path | None = None,
+                 materialize: bool = True) -> Iterator[Entry]:
+    """The recordings of a runnable manifest as entries, in the reader's order, as they are read
+    (JSONL and TSV listings line by line; the other layouts list their tree first).
 
-    Raises ConfigError (naming file, line or option) for a catalog-only manifest, a bad listing,
-    a glob that matches nothing, a path that resolves outside the corpus root (unless
-    ``allow_outside_root``), one file listed twice (by key, or by the file itself), or a source
-    that lists no audio.
-    ``materialize=False`` lists Parquet/WebDataset audio without writing it (for audits).
+    Raises ConfigError like :func:`read_entries`, except that it leaves the two listing-wide
+    checks to the caller: one file listed twice (:func:`check_unique`, or ``ingest.spill`` out of
+    core) and a source that lists no audio.
     """
     manifest_path = Path(manifest_path).resolve()
     require_runnable(manifest, manifest_path)
@@ -348,10 +342,10 @@ def read_entries(manifest: SourceManifest, manifest_path: Path, *, cache_dir: Pa
                _cache_for(manifest, manifest_path, opts, cache_dir), materialize, manifest.allow_outside_root)
     reader = manifest.effective_reader
     if manifest.audio is not None:
-        entries = _read_glob(ctx, manifest.audio, opts)
+        yield from _read_glob(ctx, manifest.audio, opts)
     elif manifest.listing is not None:
         listing = ctx.base / manifest.listing
-        entries = (read_tsv if reader == "tsv" else read_jsonl)(ctx, listing, opts)
+        yield from (read_tsv if reader == "tsv" else read_jsonl)(ctx, listing, opts)
     else:
         target = _localize(manifest.url, ctx, opts)
         if not target.exists():
@@ -363,10 +357,29 @@ def read_entries(manifest: SourceManifest, manifest_path: Path, *, cache_dir: Pa
                 root, listing = target, target / opts.listing
             else:
                 raise ConfigError(f"{manifest_path}: reader 'tsv' with a directory 'url' needs reader_options.listing")
-            entries = (read_tsv if reader == "tsv" else read_jsonl)(ctx, listing, opts, base=root)
+            yield from (read_tsv if reader == "tsv" else read_jsonl)(ctx, listing, opts, base=root)
         else:
-            entries = _URL_READERS[reader](ctx, target, opts)
-    check_unique(entries, manifest_path, reader)
+            yield from _URL_READERS[reader](ctx, target, opts)
+
+
+def read_entries(manifest: SourceManifest, manifest_path: Path, *, cache_dir: Path | None = None,
+                 materialize: bool = True) -> list[Entry]:
+    """The recordings of a runnable manifest as entries, in the reader's order (all in memory).
+
+    Raises ConfigError (naming file, line or option) for a catalog-only manifest, a bad listing,
+    a glob that matches nothing, a path that resolves outside the corpus root (unless
+    ``allow_outside_root``), one file listed twice (by key, or by the file itself), or a source
+    that lists no audio.
+    ``materialize=False`` lists Parquet/WebDataset audio without writing it (for audits).
+    """
+    manifest_path = Path(manifest_path).resolve()
+    entries = list(iter_entries(manifest, manifest_path, cache_dir=cache_dir, materialize=materialize))
+    check_unique(entries, manifest_path, manifest.effective_reader)
     if not entries:
-        raise ConfigError(f"{manifest_path}: the source lists no audio")
+        raise ConfigError(no_audio(manifest_path))
     return entries
+
+
+def no_audio(manifest_path: Path) -> str:
+    """The error message for a source whose reader lists nothing."""
+    return f"{manifest_path}: the source lists no audio"

@@ -161,23 +161,32 @@ def _listed_at(first: Entry, dup: Entry) -> str:
     return f"at {first.where}" if first.where else "earlier"
 
 
+def duplicate_error(first: Entry, dup: Entry, same_file: bool, manifest_path: Path, reader: str | None) -> ConfigError:
+    """The error for ``dup`` repeating ``first``: the same key, or (``same_file``) the same file."""
+    here = dup.where or f"{manifest_path}: reader {reader!r}"
+    if not same_file:
+        return ConfigError(f"{here}: path {dup.key!r} already listed {_listed_at(first, dup)}")
+    return ConfigError(f"{here}: path {dup.key!r} is the same file as {first.key!r}, already listed "
+                       f"{_listed_at(first, dup)}; list each recording once")
+
+
 def check_unique(entries: list[Entry], manifest_path: Path, reader: str | None) -> None:
     """``ConfigError`` naming both places when two entries share a key or name the same file
     (relative and absolute, through a symlink, ``a/../b.wav`` and ``b.wav``, a hard link): one
-    recording would become two rows under two ids. Entries without a path are only checked by key."""
+    recording would become two rows under two ids. Entries without a path are only checked by key.
+    The error is the one of the first entry (in reader order) that repeats an earlier one; the
+    out-of-core check (``ingest.spill``) finds the same one."""
     by_key: dict[str, Entry] = {}
     by_file: dict[tuple, Entry] = {}
     for e in entries:
-        here = e.where or f"{manifest_path}: reader {reader!r}"
         first = by_key.setdefault(e.key, e)
         if first is not e:
-            raise ConfigError(f"{here}: path {e.key!r} already listed {_listed_at(first, e)}")
+            raise duplicate_error(first, e, False, manifest_path, reader)
         if not e.path:
             continue
         first = by_file.setdefault(_file_id(e.path), e)
         if first is not e:
-            raise ConfigError(f"{here}: path {e.key!r} is the same file as {first.key!r}, already listed "
-                              f"{_listed_at(first, e)}; list each recording once")
+            raise duplicate_error(first, e, True, manifest_path, reader)
 
 
 def _root_dir(target: Path, what: str) -> Path:

@@ -1,0 +1,236 @@
+"""A listing sorted and checked out of core: entries spilled to disk in sorted runs, duplicates
+found by DuckDB under a memory limit, runs merged from disk.
+
+Ingest needs the whole listing at once (rows sorted by recording id; one file listed twice is a
+``ConfigError`` naming both lines), but not in memory. :class:`EntrySpill` takes entries as a
+reader yields them, each with its place in the reader's order (``seq``) and what makes it one
+file (``fid``: ``(st_dev, st_ino)`` when it exists, else the resolved path; see
+``readers_base._file_id``), and every ``BATCH_ROWS`` entries writes
+
+- their ``seq``, key, path, listing line and ``fid`` to ``entries.parquet`` (for the checks), and
+- their recording rows, sorted by ``(id, seq)`` in Arrow, to a run file (Arrow IPC, record
+  batches of ``CHUNK_ROWS`` rows).
+
+:meth:`EntrySpill.finish` asks DuckDB (``memory_limit`` :data:`MEMORY_LIMIT`, a
+``temp_directory`` in the work directory, so its hash aggregates spill to disk; one retry with a
+larger limit if it still runs out) for the first
+entry, in reader order, that repeats an earlier one by key or by file, exactly the one
+``readers_base.check_unique`` would stop at in memory, and raises the same error. Else the runs
+are merged (``heapq.merge`` on ``(id, seq)``, the in-memory stable sort's order), :data:`FAN_IN`
+at a time, until few are left; :meth:`SortedRows.tables` merges those while the caller reads.
+Memory holds one chunk per open run, whatever the listing's size. (DuckDB sorts too, but its sort
+of wide rows, long paths and transcripts, failed under a fixed memory limit in tests.)
+"""
+
+from __future__ import annotations
+
+import heapq
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from granary_pipe import schema
+from granary_pipe.ingest.readers_base import Entry, _file_id, duplicate_error
+
+BATCH_ROWS = 10_000
+"""Entries buffered in memory before they are spilled (and the size of a sorted run)."""
+
+CHUNK_ROWS = 64
+"""Rows per record batch of a run: what the merge holds in memory per run."""
+
+FAN_IN = 32
+"""Runs merged at once; more are first merged into longer runs on disk."""
+
+MEMORY_LIMIT = "32MB"
+"""DuckDB's memory limit for the duplicate checks (beyond it, it spills to its temp directory)."""
+
+RETRY_MEMORY_LIMIT = "1GB"
+"""The limit of a second try when DuckDB runs out of memory under :data:`MEMORY_LIMIT` (its
+operators need some memory of their own, more with very long keys or paths)."""
+
+ROW_COLUMNS = ("id", "recording_id", "source", "audio_path", "audio_relpath", "offset_s", "license",
+               "license_raw", "lang_hint", "ref_text")
+"""The recording row's columns ingest sets (the others of ``schema.SCHEMA`` stay null)."""
+
+_CHECK_SCHEMA = pa.schema([("seq", pa.int64()), ("key", pa.string()), ("path", pa.string()),
+                           ("where_", pa.string()), ("fid", pa.string())])
+_RUN_SCHEMA = pa.schema([schema.SCHEMA.field(c) for c in ROW_COLUMNS] + [("seq", pa.int64())])
+_SORT_KEYS = [("id", "ascending"), ("seq", "ascending")]
+
+
+def _write_run(path: Path, tables: Iterable[pa.Table]) -> None:
+    """A run file: ``tables`` (already in order) as record batches of :data:`CHUNK_ROWS` rows."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, _RUN_SCHEMA) as writer:
+        for table in tables:
+            writer.write_table(table, max_chunksize=CHUNK_ROWS)
+
+
+def _read_run(path: Path) -> Iterator[tuple[str, int, dict]]:
+    """A run's rows in order as ``(id, seq, row)``, one chunk in memory at a time."""
+    with pa.OSFile(str(path)) as src:
+        reader = pa.ipc.open_file(src)
+        for k in range(reader.num_record_batches):
+            batch = reader.get_batch(k)
+            yield from zip(batch.column("id").to_pylist(), batch.column("seq").to_pylist(), batch.to_pylist())
+
+
+def _merged(runs: list[Path]) -> Iterator[dict]:
+    """The rows of ``runs`` merged in ``(id, seq)`` order (``seq`` is unique: rows never compare)."""
+    for _, _, row in heapq.merge(*(_read_run(p) for p in runs)):
+        yield row
+
+
+def _chunks(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class SortedRows:
+    """The recording rows on disk in sorted runs; read them in id order with :meth:`tables`."""
+
+    runs: list[Path]
+    count: int
+
+    def tables(self, rows: int) -> Iterator[pa.Table]:
+        """Recording rows (``schema.SCHEMA``, built by ``schema.make_table`` as ingest always built
+        them) in id order, ``rows`` at a time (the last may be fewer)."""
+        for chunk in _chunks(_merged(self.runs), rows):
+            for row in chunk:
+                del row["seq"]
+            yield schema.make_table(chunk)
+
+
+@dataclass
+class EntrySpill:
+    """Entries and their recording rows, spilled under ``workdir`` as they come (see the module)."""
+
+    workdir: Path
+    manifest_path: Path
+    reader: str | None
+    count: int = 0
+    runs: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.checks = self.workdir / "entries.parquet"
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.checks, _CHECK_SCHEMA)
+        self._buffer: dict[str, list] = self._empty()
+
+    @staticmethod
+    def _empty() -> dict[str, list]:
+        return {name: [] for name in (*_CHECK_SCHEMA.names, *ROW_COLUMNS)}
+
+    def add(self, entry: Entry, row: dict[str, Any]) -> None:
+        """Spill one entry (``row``: its recording row's :data:`ROW_COLUMNS`)."""
+        fid = "\0".join(map(str, _file_id(entry.path))) if entry.path else None
+        values = {"seq": self.count, "key": entry.key, "path": entry.path, "where_": entry.where, "fid": fid, **row}
+        for name, column in self._buffer.items():
+            column.append(values[name])
+        self.count += 1
+        if len(self._buffer["seq"]) >= BATCH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer["seq"]:
+            return
+        self._writer.write_table(pa.table({n: self._buffer[n] for n in _CHECK_SCHEMA.names}, schema=_CHECK_SCHEMA))
+        run = pa.table({n: self._buffer[n] for n in _RUN_SCHEMA.names}, schema=_RUN_SCHEMA).sort_by(_SORT_KEYS)
+        self.runs.append(self.workdir / f"run-0-{len(self.runs):06d}.arrow")
+        _write_run(self.runs[-1], [run])
+        self._buffer = self._empty()
+
+    def close(self) -> None:
+        """Spill what is buffered and close the checks file (idempotent)."""
+        if self._writer is not None:
+            self._flush()
+            self._writer.close()
+            self._writer = None
+
+    def finish(self) -> SortedRows:
+        """Raise the duplicate error ``check_unique`` would raise, else merge the runs down to
+        :data:`FAN_IN` and return them."""
+        self.close()
+        import duckdb
+
+        for limit in (MEMORY_LIMIT, RETRY_MEMORY_LIMIT):
+            tmp = self.workdir / "duckdb-tmp"
+            con = _connect(tmp, limit)
+            try:
+                con.execute(f"CREATE VIEW spill AS SELECT * FROM read_parquet('{_sql_path(self.checks)}')")
+                self._check_unique(con)
+                break
+            except duckdb.OutOfMemoryException:
+                if limit == RETRY_MEMORY_LIMIT:
+                    raise
+            finally:
+                con.close()
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.checks.unlink()
+        runs, level = self.runs, 0
+        while len(runs) > FAN_IN:
+            level += 1
+            merged = []
+            for start in range(0, len(runs), FAN_IN):
+                group = runs[start:start + FAN_IN]
+                merged.append(self.workdir / f"run-{level}-{len(merged):06d}.arrow")
+                _write_run(merged[-1], (pa.Table.from_pylist(c, schema=_RUN_SCHEMA)
+                                        for c in _chunks(_merged(group), CHUNK_ROWS)))
+                for p in group:
+                    p.unlink()
+            runs = merged
+        return SortedRows(runs, self.count)
+
+    def _check_unique(self, con: Any) -> None:
+        """The first entry (by ``seq``) whose key, or whose file, an earlier entry already has."""
+        dup = con.execute("""
+            WITH by_key AS (SELECT key, min(seq) AS first FROM spill GROUP BY key HAVING count(*) > 1),
+                 by_file AS (SELECT fid, min(seq) AS first FROM spill WHERE fid IS NOT NULL
+                             GROUP BY fid HAVING count(*) > 1)
+            SELECT min(seq) FROM (
+                SELECT s.seq FROM spill s JOIN by_key d ON s.key = d.key WHERE s.seq > d.first
+                UNION ALL
+                SELECT s.seq FROM spill s JOIN by_file d ON s.fid = d.fid WHERE s.seq > d.first)
+        """).fetchone()[0]
+        if dup is None:
+            return
+        again, fid = self._entry(con, dup)
+        first_by_key = con.execute("SELECT min(seq) FROM spill WHERE key = ?", [again.key]).fetchone()[0]
+        if first_by_key < dup:
+            raise duplicate_error(self._entry(con, first_by_key)[0], again, False, self.manifest_path, self.reader)
+        first = con.execute("SELECT min(seq) FROM spill WHERE fid = ?", [fid]).fetchone()[0]
+        raise duplicate_error(self._entry(con, first)[0], again, True, self.manifest_path, self.reader)
+
+    @staticmethod
+    def _entry(con: Any, seq: int) -> tuple[Entry, str | None]:
+        """The entry spilled as ``seq`` (what the error names) and its ``fid``."""
+        key, path, where, fid = con.execute("SELECT key, path, where_, fid FROM spill WHERE seq = ?", [seq]).fetchone()
+        return Entry(key, path or "", where=where), fid
+
+
+def _connect(tmp: Path, limit: str) -> Any:
+    """A one-thread DuckDB connection that spills to ``tmp`` beyond ``limit``."""
+    import duckdb
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET memory_limit = '{limit}'")
+    con.execute(f"SET temp_directory = '{_sql_path(tmp)}'")
+    con.execute("SET threads = 1")  # each thread buffers outside the limit; ingest's Python dominates anyway
+    return con
+
+
+def _sql_path(path: Path) -> str:
+    """``path`` as a single-quoted SQL string's content."""
+    return str(path).replace("'", "''")
