@@ -7,22 +7,65 @@ figures never depend on which path made them. No row is read otherwise: the cost
 JSON object per unit, and memory holds only the merged figures (bounded by the run's distinct
 groups, reasons and languages).
 
+A marker also lists its unit's files with their sizes and checksums (``files``: one entry per
+audio file, most of a large unit's marker), which the report does not need: :func:`read_marker`
+cuts that value out of the text before parsing it.
+
 Seconds are summed exactly (:class:`ExactSum`: Shewchuk's partials, as ``math.fsum``) over the
 units' per-group sums, so the result does not depend on the order of the units.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from granary_pipe import counters
 from granary_pipe.digest import EXAMPLES, marker_digest
-from granary_pipe.rundir import committed_units, read_marker_or_empty, unit_recordings
+from granary_pipe.rundir import FILES, MARKER, committed_units, unit_recordings
 
 GROUP_KEYS = ("kept", "lang", "lang_hint", "license", "source", "drop_reason")
+_FILES_KEY = f'\n  "{FILES}": '.encode()  # as rundir.write_json_atomic writes it: indent 2, records are objects
+_FILES_END = b"}\n  }"  # the last record's close, then the top-level value's
+
+
+def read_marker(path: str | Path) -> dict:
+    """A marker's JSON without its ``files`` (None in its place), or ``{}`` when it is missing,
+    empty or not a JSON object (:func:`granary_pipe.rundir.read_marker_or_empty`).
+
+    In the layout the sink writes (``indent=2``: a top-level key is the only line indented by two
+    spaces, and JSON strings hold no newline), the ``files`` object runs from its key to the
+    first ``}`` closing a record on a line followed by one closing it; that span is replaced by
+    ``null`` and the rest parsed. Another layout (a marker written by hand) is parsed whole."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return {}
+    i = data.find(_FILES_KEY)
+    if i >= 0:
+        j = i + len(_FILES_KEY)
+        if data.startswith(b"{}", j):
+            k = j + 2
+        else:
+            k = data.find(_FILES_END, j)
+            k = k + len(_FILES_END) if k >= 0 else -1
+        if k >= 0:
+            try:
+                marker = json.loads(data[:j] + b"null" + data[k:])
+                if isinstance(marker, dict):
+                    return marker
+            except ValueError:
+                pass
+    try:
+        marker = json.loads(data or b"{}")
+    except ValueError:
+        return {}
+    return marker if isinstance(marker, dict) else {}
 
 
 class ExactSum:
@@ -129,7 +172,26 @@ class RunTotals:
                 setattr(self, name, mine + value if _is_number(value) else None)
         if self.counts is not None:
             c = marker.get("counts")
-            self.counts = counters.merge_stages(self.counts, c) if isinstance(c, dict) else None
+            if isinstance(c, dict):
+                _add_stages(self.counts, c)
+            else:
+                self.counts = None
+
+
+def _add_stages(total: dict[str, Any], stages: dict[str, Any]) -> None:
+    """Add a unit's ``{stage: counts}`` into ``total`` in place: what
+    :func:`granary_pipe.counters.merge_stages` gives (the same sums, in the same order), without
+    copying the run's total for every unit."""
+    for stage, c in stages.items():
+        mine = total.get(stage)
+        if mine is None:
+            mine = total[stage] = counters.empty()
+        for key, m in mine.items():  # counters.empty()'s keys: totals, and per-rule maps
+            if isinstance(m, dict):
+                for rule, n in (c.get(key) or {}).items():
+                    m[rule] = m.get(rule, 0) + n
+            else:
+                mine[key] = m + c.get(key, 0)
 
 
 def _is_number(v: Any) -> bool:
@@ -141,8 +203,9 @@ def collect(run_dir: Path, run: dict[str, Any] | None = None) -> RunTotals:
     markers' own totals and counters (:meth:`RunTotals.add_marker`). Each marker is read once."""
     run_dir = Path(run_dir)
     totals = RunTotals(units=committed_units(run_dir))
+    units_dir = str(run_dir / "units")
     for unit in totals.units:
-        marker = read_marker_or_empty(run_dir, unit)
+        marker = read_marker(os.path.join(units_dir, unit, MARKER))
         totals.add(marker_digest(run_dir, unit, marker))
         if run is not None:
             totals.add_marker(run, unit, marker)
