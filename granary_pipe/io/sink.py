@@ -79,6 +79,7 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
     sink_counts = counters.of_batch(meta.filter(was_active), table.select(_COUNTED).filter(was_active),
                                     ("sink:no_audio",))
     kept, rejected = schema.split_active(table)
+    unit_digest = digest.unit_digest(kept.select(digest.COLUMNS), rejected.select(digest.COLUMNS))  # rows as written
     tmp = run_dir / "units" / f".{unit}.tmp-{uuid.uuid4().hex[:8]}"
     writes: dict[str, Future] = {}
     queued: deque[Future] = deque()
@@ -124,7 +125,7 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
         max_row_s=float(pc.max(durations).as_py() or 0.0),
     )
     stats[FILES] = records
-    stats[digest.KEY] = digest.unit_digest(kept.select(digest.COLUMNS), rejected.select(digest.COLUMNS))
+    stats[digest.KEY] = unit_digest
     write_json_atomic(final / MARKER, stats)
     return stats
 

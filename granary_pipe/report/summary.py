@@ -1,13 +1,17 @@
 """Summaries of a run directory or a release directory, as a dict and as terminal text.
 
-Definitions for a run (only committed units, those with ``units/U/_COMMITTED``, count):
+Definitions for a run (only committed units, those with ``units/U/_COMMITTED``, count). Every
+figure comes from the committed units' markers, read one at a time: their digests (what the sink
+recorded of the rows, :mod:`granary_pipe.digest`; a marker without one is digested from its
+unit's files), counters and totals (:mod:`granary_pipe.report.totals`).
 
 * rows kept / rejected: rows of ``kept.parquet`` / ``rejected.parquet``.
-* rows in: distinct row ids over kept and rejected. The invariant
-  ``rows in == kept + rejected`` fails when a row is written twice or lands in both tables,
-  or when the sink's commit markers (JSON stats, ``rows_in``) record a different count.
-* recordings in: distinct ``recording_id`` over kept and rejected; compared with the
-  ``recordings`` count of each committed unit (run.json, else its commit marker).
+* rows in: distinct row ids over kept and rejected, per unit, summed (a row lies in one unit).
+  The invariant ``rows in == kept + rejected`` fails when a row is written twice or lands in
+  both tables, or when the sink's commit markers (JSON stats, ``rows_in``) record a different count.
+* recordings in: distinct ``recording_id`` over kept and rejected, per unit, summed (a
+  recording lies in one unit); compared with the ``recordings`` count of each committed unit
+  (run.json, else its commit marker).
 * a row's language: ``lang``, else ``lang_hint``, else ``"und"``.
 * hours in (per language) = hours kept + hours rejected: the summed ``duration_s`` of every
   row, i.e. speech segments plus recordings rejected whole (decode errors, no speech).
