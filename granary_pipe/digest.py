@@ -102,9 +102,21 @@ def digest_of_unit(run_dir: Path, unit: str) -> dict[str, Any]:
 
 
 def marker_digest(run_dir: Path, unit: str, marker: dict[str, Any]) -> dict[str, Any]:
-    """The marker's digest when it has one of this :data:`VERSION`, else :func:`digest_of_unit`."""
+    """The marker's digest when it has one of this :data:`VERSION` and layout, else
+    :func:`digest_of_unit` (an older build's marker, or one written by hand)."""
     d = marker.get(KEY)
-    return d if isinstance(d, dict) and d.get("v") == VERSION else digest_of_unit(run_dir, unit)
+    return d if _well_formed(d) else digest_of_unit(run_dir, unit)
+
+
+def _well_formed(d: Any) -> bool:
+    """Whether ``d`` has the layout of this :data:`VERSION` (keys, and the length of each record)."""
+    try:
+        return (d["v"] == VERSION and all(len(g) == 9 for g in d["groups"])
+                and all(len(e) == 2 for e in d["examples"]) and all(len(s) == 4 for s in d["scored"])
+                and len(d["kept_scored"]) == 3 and all(len(t) == 6 for t in d["wer"].values())
+                and all(isinstance(d[k], int) for k in ("rows_in", "recordings", "with_kept", "with_ref")))
+    except (KeyError, TypeError, AttributeError):
+        return False
 
 
 def lang_of(lang: str | None, lang_hint: str | None) -> str:

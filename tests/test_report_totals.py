@@ -74,3 +74,22 @@ def test_a_unit_without_digest_is_digested_from_its_files(tmp_path):
     assert (with_digests.rows_in, with_digests.recordings, with_digests.examples) == \
         (from_files.rows_in, from_files.recordings, from_files.examples)
     assert with_digests.rows_in == 22 and with_digests.recordings == 9
+
+
+def _edit_digest(run, unit, change) -> None:
+    path = rundir.unit_dir(run, unit) / rundir.MARKER
+    marker = json.loads(path.read_text())
+    change(marker[digest.KEY])
+    path.write_text(json.dumps(marker))
+
+
+def test_a_digest_of_another_layout_is_recomputed_and_a_wrong_value_named(tmp_path):
+    run = make_run(tmp_path)
+    want = list(collect(run, {}).group_rows())
+    _edit_digest(run, "u000000", lambda d: d["groups"][0].pop())  # a record one short: another layout
+    _edit_digest(run, "u000001", lambda d: d.update(v=0))  # another version
+    assert list(collect(run, {}).group_rows()) == want
+    _edit_digest(run, "u000000", lambda d: d["scored"].append(["filter:x", "three", 1, 0.5]) or d.update(
+        groups=digest.digest_of_unit(run, "u000000")["groups"]))
+    with pytest.raises(ValueError, match=r"u000000/_COMMITTED: its 'digest' holds a value of the wrong type"):
+        collect(run, {})

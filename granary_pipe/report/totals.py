@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from granary_pipe import counters
-from granary_pipe.digest import EXAMPLES, marker_digest
+from granary_pipe.digest import EXAMPLES, KEY, marker_digest
 from granary_pipe.rundir import FILES, MARKER, committed_units, unit_recordings
 
 GROUP_KEYS = ("kept", "lang", "lang_hint", "license", "source", "drop_reason")
@@ -205,8 +205,13 @@ def collect(run_dir: Path, run: dict[str, Any] | None = None) -> RunTotals:
     totals = RunTotals(units=committed_units(run_dir))
     units_dir = str(run_dir / "units")
     for unit in totals.units:
-        marker = read_marker(os.path.join(units_dir, unit, MARKER))
-        totals.add(marker_digest(run_dir, unit, marker))
+        path = os.path.join(units_dir, unit, MARKER)
+        marker = read_marker(path)
+        try:
+            totals.add(marker_digest(run_dir, unit, marker))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{path}: its {KEY!r} holds a value of the wrong type ({exc}); remove that key "
+                             "and the unit is digested from its files") from exc
         if run is not None:
             totals.add_marker(run, unit, marker)
     if not totals.units:
