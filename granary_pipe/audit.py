@@ -35,7 +35,7 @@ from granary_pipe.audit_models import (
     audit_models,
     model_lines,
 )
-from granary_pipe.report.scan import RunScan, shard_groups
+from granary_pipe.report.totals import collect
 from granary_pipe.rundir import read_run_json, run_release_license
 
 
@@ -104,17 +104,17 @@ def _release_license_violation(release_license: str | None) -> list[Violation]:
 
 
 def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
-    """Audit the committed units of a run directory (kept and rejected rows, models): one DuckDB
-    scan of their Parquet files groups the rows (:meth:`granary_pipe.report.scan.RunScan.groups`)."""
+    """Audit the committed units of a run directory (kept and rejected rows, models): the rows'
+    groups come from the units' digests (:func:`granary_pipe.report.totals.collect`), no row is read."""
     run_dir = Path(run_dir)
     run = read_run_json(run_dir)
     release_license = release_license or run_release_license(run)
     report = AuditReport("run", str(run_dir), release_license)
-    with RunScan(run_dir) as scan:
-        units, groups = scan.units, scan.groups()
+    totals = collect(run_dir)
+    units = totals.units
     cells: dict[tuple[str, str], LicenseLine] = {}
     seconds: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
-    for g in groups:
+    for g in totals.group_rows():
         key = (g["source"] or "(no source)", g["license"] or licenses.UNKNOWN)
         kept = g["kept"] and g["drop_reason"] is None
         ln = cells.setdefault(key, LicenseLine(*key))
@@ -142,6 +142,8 @@ def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
 def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditReport:
     """Audit a release directory: its licenses (rows and hours from a DuckDB scan of the Parquet
     shards), release license, models."""
+    from granary_pipe.report.scan import shard_groups  # DuckDB, only for a release
+
     rel_dir = Path(rel_dir)
     path = rel_dir / "release.json"
     if not path.is_file():

@@ -23,6 +23,11 @@ directory; :func:`file_record`, :func:`file_records`). A resumed run checks the 
 (:func:`check_unit`, a stat per file) and redoes a unit that does not match; ``granary verify
 RUN`` checks the checksums (:mod:`granary_pipe.io.verify_run`).
 
+Under ``digest`` the marker holds the figures the report and the license audit need of the unit's
+rows (groups, examples, distinct ids and recordings, scoring against references;
+:mod:`granary_pipe.digest`), so they merge markers instead of reading rows; a marker without one
+(an older build) is digested from the unit's files when read.
+
 Writes are durable: :func:`write_file` fsyncs what it writes, :func:`fsync_dir` makes names
 created or renamed in a directory survive a power loss, and :func:`write_json_atomic` (the one
 JSON writer: a temporary name, fsync, rename, fsync of the directory) never leaves a reader half

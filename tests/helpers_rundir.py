@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from granary_pipe import counters, rundir
+from granary_pipe import counters, digest, rundir
 from granary_pipe.schema import SAMPLE_RATE_HZ, make_table
 
 
@@ -156,12 +156,26 @@ def _write_unit(run: Path, unit: str, rows: list[Row], commit: bool, counts: boo
             kept.append(d)
         else:
             rejected.append(d)
-    pq.write_table(make_table(kept), udir / "kept.parquet")
-    pq.write_table(make_table(rejected), udir / "rejected.parquet")
-    if commit:  # as the sink writes it: the unit's files (size, sha256), and its counters if asked
+    kept_t, rejected_t = make_table(kept), make_table(rejected)
+    pq.write_table(kept_t, udir / "kept.parquet")
+    pq.write_table(rejected_t, udir / "rejected.parquet")
+    if commit:  # as the sink writes it: the unit's files (size, sha256), its digest, and its counters if asked
         marker = {"counts": unit_counts(rows)} if counts else {}
         marker[rundir.FILES] = rundir.file_records(udir)
+        marker[digest.KEY] = digest.unit_digest(kept_t, rejected_t)
         (udir / rundir.MARKER).write_text(json.dumps(marker))
+
+
+def set_digests(run: Path, *, keep: bool = True) -> None:
+    """Recompute each committed unit's marker ``digest`` from its files (after a test changed them),
+    or with ``keep=False`` remove it (a marker as an older build wrote it)."""
+    for unit in rundir.committed_units(run):
+        path = rundir.unit_dir(run, unit) / rundir.MARKER
+        marker = json.loads(path.read_text())
+        marker.pop(digest.KEY, None)
+        if keep:
+            marker[digest.KEY] = digest.digest_of_unit(run, unit)
+        path.write_text(json.dumps(marker))
 
 
 def make_run(

@@ -1,15 +1,18 @@
-"""The report and the audit on DuckDB scans agree with an oracle that reads every row the simple way.
+"""The report and the audit, merged from the units' digests, agree with an oracle that reads every
+row the simple way.
 
 The run: several units, kept and rejected rows, rows with and without a reference (one with an
 empty reference), several languages, licenses and sources, null durations, a unit whose rejected
 file lacks columns (read by name) and a unit with no rejected file. The oracle loads every row
-with pyarrow and counts in Python; the engine is run with its default chunking and with one unit
-per DuckDB query (so per-chunk aggregates are combined).
+with pyarrow and counts in Python; the report runs on markers that carry their digest and on
+the same run with the digests removed (each unit digested from its files when read).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,17 +22,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from granary_pipe import audit, counters
+from granary_pipe import audit, counters, digest
 from granary_pipe.report import scan as scan_mod
-from granary_pipe.report.rule_quality import GARBAGE_WER_MIN, GOOD_WER_MAX, span_wer, tokens
+from granary_pipe.scoring import GARBAGE_WER_MIN, GOOD_WER_MAX, span_wer, tokens
 from granary_pipe.report.summary import summarize
 from granary_pipe.rundir import committed_units, read_unit_table
 from granary_pipe.stages.filters.rules import normalize
 
 try:
-    from tests.helpers_rundir import Row, make_run
+    from tests.helpers_rundir import Row, make_run, set_digests
 except ImportError:  # tests/ not importable as a package: pytest put tests/ on sys.path
-    from helpers_rundir import Row, make_run
+    from helpers_rundir import Row, make_run, set_digests
 
 REF_A = "the cat sat on the mat and looked at the rain falling on the garden"
 REF_B = "ein kleiner hund lief schnell über die straße"
@@ -70,7 +73,17 @@ def run_dir(tmp_path_factory) -> Path:
     pq.write_table(t.set_column(t.schema.get_field_index("source"), "source",
                                 pa.array(["other"] * t.num_rows, pa.string())), units / "u000004" / "kept.parquet")
     (units / "u000005" / "rejected.parquet").unlink()
+    set_digests(run)  # the markers' digests as the sink would have written them for these files
     return run
+
+
+@pytest.fixture(scope="module")
+def bare_run_dir(run_dir, tmp_path_factory) -> Path:
+    """The same run, its markers without a digest (as an older build wrote them)."""
+    bare = tmp_path_factory.mktemp("bare") / "run"
+    shutil.copytree(run_dir, bare)
+    set_digests(bare, keep=False)
+    return bare
 
 
 def _rows(run: Path) -> list[dict]:
@@ -116,15 +129,29 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
-@pytest.fixture(scope="module", params=[None, 1], ids=["default-chunks", "one-unit-chunks"])
-def summary(request, run_dir) -> dict:
-    mp = pytest.MonkeyPatch()
-    if request.param:
-        mp.setattr(scan_mod, "CHUNK_UNITS", request.param)
-    try:
-        yield summarize(run_dir)
-    finally:
-        mp.undo()
+@pytest.fixture(scope="module", params=["digests", "no-digests"])
+def summary(request, run_dir, bare_run_dir) -> dict:
+    return summarize(run_dir if request.param == "digests" else bare_run_dir)
+
+
+def _markers(run: Path) -> list[dict]:
+    return [json.loads((run / "units" / u / "_COMMITTED").read_text()) for u in committed_units(run)]
+
+
+def test_digests_in_markers_and_from_files_give_the_same_report(run_dir, bare_run_dir):
+    assert all(digest.KEY in m for m in _markers(run_dir))
+    assert not any(digest.KEY in m for m in _markers(bare_run_dir))
+    with_digests, from_files = summarize(run_dir), summarize(bare_run_dir)
+    for s in (with_digests, from_files):
+        del s["path"]
+    assert json.dumps(with_digests, sort_keys=True) == json.dumps(from_files, sort_keys=True)
+    assert audit.to_json(audit.audit_run(run_dir)).replace(str(run_dir), "RUN") == \
+        audit.to_json(audit.audit_run(bare_run_dir)).replace(str(bare_run_dir), "RUN")
+
+
+def test_a_marker_digest_is_what_its_files_give(run_dir):
+    for unit, marker in zip(committed_units(run_dir), _markers(run_dir)):
+        assert marker[digest.KEY] == json.loads(json.dumps(digest.digest_of_unit(run_dir, unit)))
 
 
 def test_the_run_has_what_the_oracle_needs(run_dir):
@@ -224,15 +251,15 @@ def test_reference_wer_matches_jiwer_over_all_recordings(run_dir, summary):
     assert any(v["recordings"] for v in wer.values())
 
 
-def test_audit_matches_the_oracle(run_dir, monkeypatch):
-    monkeypatch.setattr(scan_mod, "CHUNK_UNITS", 2)
+@pytest.mark.parametrize("which", ["digests", "no-digests"])
+def test_audit_matches_the_oracle(run_dir, bare_run_dir, which):
     cells: dict = defaultdict(lambda: [0, 0.0, 0, 0.0])
     for r in _rows(run_dir):
         key = (r["source"] or "(no source)", r["license"] or "unknown")
         i = 0 if r["kept"] and r["drop_reason"] is None else 2
         cells[key][i] += 1
         cells[key][i + 1] += r["duration_s"] or 0.0
-    report = audit.audit_run(run_dir)
+    report = audit.audit_run(run_dir if which == "digests" else bare_run_dir)
     assert [(ln.source, ln.license) for ln in report.lines] == sorted(cells)
     for ln in report.lines:
         want = cells[ln.source, ln.license]
@@ -255,5 +282,6 @@ def test_the_scan_spills_under_the_system_temp_dir(run_dir):
             "SELECT name, value FROM duckdb_settings() WHERE name IN ('memory_limit', 'temp_directory')").fetchall())
         spill = Path(settings["temp_directory"])
         assert spill.is_dir() and settings["memory_limit"]
-        assert pc.sum(pa.array([g["n"] for g in scan.groups()])).as_py() == len(_rows(run_dir))
+        n = scan.fetch(lambda s: f"SELECT count(*) AS n FROM {s.rows_sql(['id'])}")
+        assert pc.sum(pa.array([r["n"] for r in n])).as_py() == len(_rows(run_dir))
     assert not spill.exists()

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from granary_pipe.report.rule_quality import span_wer, stage_order, tokens
+from granary_pipe.report.rule_quality import stage_order
 from granary_pipe.report.summary import format_summary, summarize
+from granary_pipe.scoring import span_wer, tokens
 
 try:
     from tests.helpers_rundir import PIPELINE, Row, make_run

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from granary_pipe import counters, rundir, schema
+from granary_pipe import counters, digest, rundir, schema
 from granary_pipe.io import sink
 from granary_pipe.units import apply_stage, batches, plan_units
 from granary_pipe.schema import SAMPLE_RATE_HZ, SCHEMA, WORK_SCHEMA, make_table
@@ -123,6 +123,20 @@ def test_commit_marker_holds_stats(committed):
     # nothing temporary left behind
     assert [p.name for p in (run / "units").iterdir()] == ["u000007"]
     assert not [p for p in rundir.unit_dir(run, "u000007").rglob("*") if ".tmp" in p.name]
+
+
+def test_commit_marker_holds_the_digest_of_its_files(committed):
+    run, rows, stats = committed
+    marker = rundir.read_marker(run, "u000007")
+    d = marker[digest.KEY]
+    assert d == json.loads(json.dumps(digest.digest_of_unit(run, "u000007")))  # what the files give
+    assert (d["rows_in"], d["recordings"], d["with_kept"]) == (6, 4, 2)
+    groups = {tuple(g[:6]): g[6:] for g in d["groups"]}
+    assert groups[True, "en", None, None, None, None] == [2, 2, 3.5]
+    assert groups[False, None, None, None, None, "decode_error: empty file: /x/r3.wav"] == [1, 0, 0.0]
+    assert sum(g[6] for g in d["groups"]) == len(rows)
+    assert dict(d["examples"])["license:CC-BY-NC-4.0"] == [["r4", "und", None, 3.0]]
+    assert d["with_ref"] == 0 and d["wer"] == {} and d["kept_scored"] == [0, 0, 0.0]
 
 
 def test_marker_is_written_last(tmp_path, monkeypatch):

@@ -12,7 +12,9 @@ Layout of a committed unit::
                                   seconds, ``stage_s`` (seconds per stage) and ``counts`` (per
                                   stage: rows in, rows rejected and flagged per rule; see
                                   ``granary_pipe.counters``), the sink's own rejections included,
-                                  and ``files``: size and sha256 of each file above
+                                  ``files``: size and sha256 of each file above, and ``digest``:
+                                  the figures the report and audit need of the rows
+                                  (``granary_pipe.digest``)
 
 The commit survives a power loss or a node crash, not only ``kill -9``; in this order:
 
@@ -46,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from granary_pipe import counters, schema
+from granary_pipe import counters, digest, schema
 from granary_pipe.rundir import FILES, MARKER, file_record, fsync_dir, unit_dir, write_file, write_json_atomic
 
 SYNC_THREADS = 8
@@ -77,6 +79,7 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
     sink_counts = counters.of_batch(meta.filter(was_active), table.select(_COUNTED).filter(was_active),
                                     ("sink:no_audio",))
     kept, rejected = schema.split_active(table)
+    unit_digest = digest.unit_digest(kept.select(digest.COLUMNS), rejected.select(digest.COLUMNS))  # rows as written
     tmp = run_dir / "units" / f".{unit}.tmp-{uuid.uuid4().hex[:8]}"
     writes: dict[str, Future] = {}
     queued: deque[Future] = deque()
@@ -122,6 +125,7 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
         max_row_s=float(pc.max(durations).as_py() or 0.0),
     )
     stats[FILES] = records
+    stats[digest.KEY] = unit_digest
     write_json_atomic(final / MARKER, stats)
     return stats
 

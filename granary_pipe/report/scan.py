@@ -1,14 +1,18 @@
-"""Column scans of a run's committed units with DuckDB: the report's and the audit's one engine.
+"""Column scans of a run's committed units, and of a release's Parquet shards, with DuckDB.
+
+The report and the audit take their figures from the units' digests
+(:mod:`granary_pipe.report.totals`); what needs the rows themselves scans them here: the HTML
+page's histograms (:mod:`granary_pipe.report.distributions`) and the release audit's groups
+(:func:`shard_groups`).
 
 A :class:`RunScan` opens an in-memory DuckDB connection over the committed units'
 ``kept.parquet`` and ``rejected.parquet`` (the file lists, in unit order; a missing file is an
-empty table, as :func:`granary_pipe.rundir.read_unit_table` reads it) and reads each unit's
-commit marker, one at a time. Queries read only the columns they name; DuckDB streams the files, runs the
+empty table, as :func:`granary_pipe.rundir.read_unit_table` reads it). Queries read only the
+columns they name; DuckDB streams the files, runs the
 aggregates in parallel (``threads`` = the available cores) and spills to a temporary directory
 under the system temp dir beyond ``memory_limit`` (:data:`MEMORY_LIMIT`, or the environment's
 ``GRANARY_REPORT_MEMORY``), so no query holds every row, in DuckDB or in Python. Rows come back
-to Python only as aggregates or, for scoring against references, as record batches of the rows
-that carry a reference (:meth:`RunScan.batches`).
+to Python only as aggregates or as record batches (:meth:`RunScan.batches`).
 
 Files are read with DuckDB's ``union_by_name`` off (the fast path: one schema, columns matched by
 name); a run whose files differ in columns (one written before a column existed) is read again
@@ -17,9 +21,7 @@ with it on, and a column no file has reads as nulls, as :func:`granary_pipe.sche
 
 from __future__ import annotations
 
-import math
 import os
-from contextlib import contextmanager
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 import duckdb
 import pyarrow as pa
 
-from granary_pipe.rundir import committed_units, read_marker_or_empty, unit_dir
+from granary_pipe.rundir import committed_units, unit_dir
 from granary_pipe.schema import SCHEMA
 
 MEMORY_LIMIT = "1GB"
@@ -41,7 +43,6 @@ BATCH_ROWS = 8192
 _DUCK_TYPES = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.float32(): "FLOAT", pa.int32(): "INTEGER",
                pa.list_(pa.string()): "VARCHAR[]"}
 SIDES = ("kept", "rejected")
-_GROUP_KEYS = ("kept", "lang", "lang_hint", "license", "source", "drop_reason")
 Query = Callable[["RunScan"], str]
 """A query: a function of the scan giving its SQL (rebuilt if the files must be read by name)."""
 
@@ -78,7 +79,6 @@ class RunScan:
         self.run_dir = Path(run_dir)
         self.units: list[str] = committed_units(self.run_dir)
         self.files: dict[str, list[str]] = {side: [] for side in SIDES}  # the chunk being read
-        self._groups: tuple[int, list[dict[str, Any]]] | None = None
         self._union_by_name: dict[str, bool] = {}
         self._columns: dict[str, set[str]] = {}
         self.con, self._spill = connect()
@@ -93,12 +93,6 @@ class RunScan:
         """Close the connection and remove its spill directory."""
         self.con.close()
         shutil.rmtree(self._spill, ignore_errors=True)
-
-    def markers(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Each committed unit and its marker (``{}`` when unreadable), read one at a time, so the
-        caller keeps only what it sums."""
-        for unit in self.units:
-            yield unit, read_marker_or_empty(self.run_dir, unit)
 
     # ------------------------------------------------------------ sources
 
@@ -125,34 +119,28 @@ class RunScan:
         return self._columns[side]
 
     def _describe(self, side: str) -> set[str]:
-        rel = self.con.execute(f"DESCRIBE SELECT * FROM {self._read(side, False)}", {side: self.files[side]})
+        rel = self.con.execute(f"DESCRIBE SELECT * FROM {self._read(side)}", {side: self.files[side]})
         return {r[0] for r in rel.fetchall()}
 
-    def _read(self, side: str, extra: bool) -> str:
+    def _read(self, side: str) -> str:
         opts = ", union_by_name=true" if self._union_by_name.get(side) else ""
-        if extra:
-            opts += ", filename=true, file_row_number=true"
         return f"read_parquet(${side}{opts})"
 
-    def side_sql(self, side: str, columns: Sequence[str], *, order_keys: bool = False) -> str:
+    def side_sql(self, side: str, columns: Sequence[str]) -> str:
         """A subquery of one side's rows: ``columns`` (nulls where no file has one, typed as the
-        row schema), a constant ``kept`` and, with ``order_keys``, ``filename`` and ``file_row_number``."""
+        row schema) and a constant ``kept``."""
         kept = "true" if side == "kept" else "false"
         if not self.files[side]:
             exprs = [f"NULL::{_DUCK_TYPES[SCHEMA.field(c).type]} AS {quote(c)}" for c in columns]
-            if order_keys:
-                exprs += ["NULL::VARCHAR AS filename", "NULL::BIGINT AS file_row_number"]
             return f"(SELECT {', '.join(exprs)}, {kept} AS kept WHERE false)"
         present = self._present(side)
         exprs = [f"CAST({quote(c)} AS {_DUCK_TYPES[SCHEMA.field(c).type]}) AS {quote(c)}" if c in present
                  else f"NULL::{_DUCK_TYPES[SCHEMA.field(c).type]} AS {quote(c)}" for c in columns]
-        if order_keys:
-            exprs += ["filename", "file_row_number"]
-        return f"(SELECT {', '.join(exprs)}, {kept} AS kept FROM {self._read(side, order_keys)})"
+        return f"(SELECT {', '.join(exprs)}, {kept} AS kept FROM {self._read(side)})"
 
-    def rows_sql(self, columns: Sequence[str], sides: Sequence[str] = SIDES, *, order_keys: bool = False) -> str:
+    def rows_sql(self, columns: Sequence[str], sides: Sequence[str] = SIDES) -> str:
         """A subquery of the rows of ``sides`` (kept, rejected or both), see :meth:`side_sql`."""
-        return "(" + " UNION ALL ".join(self.side_sql(s, columns, order_keys=order_keys) for s in sides) + ")"
+        return "(" + " UNION ALL ".join(self.side_sql(s, columns) for s in sides) + ")"
 
     def _execute(self, query: Query, run: Callable[[str, dict], Any] | None = None) -> Any:
         """Run ``query`` (a function of this scan giving the SQL) with ``run`` (default: execute);
@@ -183,11 +171,6 @@ class RunScan:
             for row in cur.fetchall():
                 yield dict(zip(names, row))
 
-    def run_each(self, query: Query) -> None:
-        """Run a statement once per chunk (e.g. an ``INSERT INTO`` a temporary table)."""
-        for _ in self._chunks():
-            self._execute(query)
-
     def batches(self, query: Query, rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         """Stream a query's result, chunk after chunk, as Arrow record batches of at most ``rows``
         rows. A query that must see every file of its chunk before its first row (an ORDER BY, or
@@ -198,64 +181,6 @@ class RunScan:
 
         for _ in self._chunks():
             yield from self._execute(query, reader)
-
-    # ------------------------------------------------------------ what the report and audit share
-
-    def groups(self, examples: int = 0) -> list[dict[str, Any]]:
-        """Rows per (side, ``lang``, ``lang_hint``, ``license``, ``source``, ``drop_reason``), raw
-        values: ``n`` rows, ``n_dur`` with a ``duration_s``, ``secs`` their summed seconds (nulls as
-        0) and, with ``examples``, a rejected group's first rows by id (``examples``: ``id``,
-        ``lang`` as :func:`lang_of` gives it, ``text``, ``duration_s``; None for a kept group). One
-        scan, kept for the next call; every count of the report and the audit derives from it."""
-        if self._groups is None or self._groups[0] < examples:
-            merged: dict[tuple, dict[str, Any]] = {}
-            cols = ["lang", "lang_hint", "license", "source", "drop_reason", "duration_s"]
-            extra = ""
-            if examples:
-                cols += ["id", "text"]
-                extra = (", min_by({'id': id, 'lang': coalesce(lang, lang_hint, 'und'), 'text': text, "
-                         f"'duration_s': duration_s}}, id, {int(examples)}) FILTER (WHERE NOT kept) AS examples")
-            for g in self.fetch(lambda s: (
-                    f"SELECT {', '.join(_GROUP_KEYS)}, count(*) AS n, count(duration_s) AS n_dur, "
-                    f"fsum(coalesce(duration_s, 0.0)) AS secs{extra} "
-                    f"FROM {s.rows_sql(cols)} GROUP BY {', '.join(_GROUP_KEYS)}")):
-                key = tuple(g[k] for k in _GROUP_KEYS)
-                m = merged.setdefault(key, {**g, "n": 0, "n_dur": 0, "secs": [], "examples": None})
-                m["n"] += g["n"]
-                m["n_dur"] += g["n_dur"]
-                m["secs"].append(g["secs"])
-                if g.get("examples"):
-                    m["examples"] = sorted([*(m["examples"] or []), *g["examples"]], key=lambda x: x["id"])[:examples]
-            for m in merged.values():
-                m["secs"] = math.fsum(m["secs"])
-            self._groups = (examples, list(merged.values()))
-        return self._groups[1]
-
-    def distinct_counts(self) -> dict[str, int]:
-        """Distinct ``id`` (``rows_in``), ``recording_id`` (``recordings``) over both sides, and
-        recordings with a kept row (``with_kept``)."""
-        self.con.execute("CREATE OR REPLACE TEMP TABLE seen (id VARCHAR, recording_id VARCHAR, kept BOOLEAN)")
-        try:  # DuckDB holds (and spills) the ids of every chunk; the counts come from them
-            self.run_each(lambda s: (
-                f"INSERT INTO seen SELECT id, recording_id, kept FROM {s.rows_sql(['id', 'recording_id'])}"))
-            cur = self.con.execute(
-                "SELECT count(DISTINCT id) AS rows_in, count(DISTINCT recording_id) AS recordings, "
-                "count(DISTINCT recording_id) FILTER (WHERE kept) AS with_kept FROM seen")
-            names = [d[0] for d in cur.description]
-            row = dict(zip(names, cur.fetchone() or ()))
-        finally:
-            self.con.execute("DROP TABLE IF EXISTS seen")
-        return {k: row.get(k) or 0 for k in names}
-
-    def ref_rows(self, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-        """Batches of the rows with a reference transcript (``ref_text`` not empty), both sides,
-        in the order the units' files hold them (unit by unit, kept before rejected), with
-        ``kept`` and ``filename`` (so a unit's rows come together)."""
-        cols = list(dict.fromkeys([*columns, "ref_text"]))
-        select = ", ".join([*map(quote, cols), "kept", "filename"])
-        return self.batches(lambda s: (
-            f"SELECT {select} FROM {s.rows_sql(cols, order_keys=True)} "
-            "WHERE ref_text <> '' ORDER BY filename, file_row_number"))
 
 
 def shard_groups(files: list[str]) -> list[dict[str, Any]]:
@@ -274,18 +199,3 @@ def shard_groups(files: list[str]) -> list[dict[str, Any]]:
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
-
-
-@contextmanager
-def scanning(source: Path | RunScan) -> Iterator[RunScan]:
-    """``source`` itself when it is a :class:`RunScan`, else a scan of that run directory, closed after."""
-    if isinstance(source, RunScan):
-        yield source
-        return
-    with RunScan(Path(source)) as scan:
-        yield scan
-
-
-def lang_of(lang: str | None, lang_hint: str | None) -> str:
-    """A row's language as :func:`granary_pipe.schema.row_langs` gives it: ``lang``, else ``lang_hint``, else und."""
-    return lang if lang is not None else lang_hint if lang_hint is not None else "und"

@@ -1,13 +1,17 @@
 """Summaries of a run directory or a release directory, as a dict and as terminal text.
 
-Definitions for a run (only committed units, those with ``units/U/_COMMITTED``, count):
+Definitions for a run (only committed units, those with ``units/U/_COMMITTED``, count). Every
+figure comes from the committed units' markers, read one at a time: their digests (what the sink
+recorded of the rows, :mod:`granary_pipe.digest`; a marker without one is digested from its
+unit's files), counters and totals (:mod:`granary_pipe.report.totals`).
 
 * rows kept / rejected: rows of ``kept.parquet`` / ``rejected.parquet``.
-* rows in: distinct row ids over kept and rejected. The invariant
-  ``rows in == kept + rejected`` fails when a row is written twice or lands in both tables,
-  or when the sink's commit markers (JSON stats, ``rows_in``) record a different count.
-* recordings in: distinct ``recording_id`` over kept and rejected; compared with the
-  ``recordings`` count of each committed unit (run.json, else its commit marker).
+* rows in: distinct row ids over kept and rejected, per unit, summed (a row lies in one unit).
+  The invariant ``rows in == kept + rejected`` fails when a row is written twice or lands in
+  both tables, or when the sink's commit markers (JSON stats, ``rows_in``) record a different count.
+* recordings in: distinct ``recording_id`` over kept and rejected, per unit, summed (a
+  recording lies in one unit); compared with the ``recordings`` count of each committed unit
+  (run.json, else its commit marker).
 * a row's language: ``lang``, else ``lang_hint``, else ``"und"``.
 * hours in (per language) = hours kept + hours rejected: the summed ``duration_s`` of every
   row, i.e. speech segments plus recordings rejected whole (decode errors, no speech).
@@ -37,38 +41,29 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from granary_pipe import counters
-from granary_pipe.report.reference_wer import COLUMNS as WER_COLUMNS
-from granary_pipe.report.reference_wer import WerScorer
-from granary_pipe.report.rule_quality import COLUMNS as RULE_COLUMNS
-from granary_pipe.report.rule_quality import RuleScorer, stage_order
-from granary_pipe.report.scan import RunScan, lang_of
+from granary_pipe.digest import EXAMPLES, lang_of
+from granary_pipe.report.reference_wer import wer_table
+from granary_pipe.report.rule_quality import rule_table, stage_order
 from granary_pipe.report.text import format_summary
-from granary_pipe.rundir import (
-    MARKER,
-    planned_units,
-    read_run_json,
-    run_sources,
-    unit_errors,
-    unit_recordings,
-    units_on_disk,
-)
-
-_EXAMPLES = 2
+from granary_pipe.report.totals import RunTotals, collect
+from granary_pipe.rundir import MARKER, planned_units, read_run_json, run_sources, unit_errors, units_on_disk
 
 __all__ = ["format_summary", "summarize"]
 
 
-def _rules(scan: RunScan) -> dict[str, Any]:
+def _rules(totals: RunTotals, groups: list[dict[str, Any]]) -> dict[str, Any]:
     """Per full drop_reason: rows, rows per language, the first examples by id."""
     out: dict[str, dict[str, Any]] = {}
-    for g in scan.groups(_EXAMPLES):
+    for g in groups:
         if not g["kept"]:
             d = out.setdefault(g["drop_reason"] or "(no reason)", {"rows": 0, "per_lang": {}, "examples": []})
             d["rows"] += g["n"]
             lang = lang_of(g["lang"], g["lang_hint"])
             d["per_lang"][lang] = d["per_lang"].get(lang, 0) + g["n"]
-            d["examples"] = sorted([*d["examples"], *(g["examples"] or [])], key=lambda x: x["id"])[:_EXAMPLES]
+    for reason in totals.examples:
+        d = out.get(reason or "(no reason)")
+        if d is not None:
+            d["examples"] = sorted([*d["examples"], *totals.example_rows(reason)], key=lambda x: x["id"])[:EXAMPLES]
     for d in out.values():
         d["per_lang"] = dict(sorted(d["per_lang"].items(), key=lambda kv: (-kv[1], kv[0])))
     return dict(sorted(out.items(), key=lambda kv: (-kv[1]["rows"], kv[0])))
@@ -89,23 +84,27 @@ def summarize(path: Path) -> dict[str, Any]:
 
 
 def _unit_states(run_dir: Path, run: dict[str, Any], committed_list: list[str]) -> dict[str, Any]:
-    listed = planned_units(run)
+    """Committed, failed and pending units; notes where run.json and the markers disagree. Only
+    the units not committed are listed (a large run holds few of them)."""
     statuses = {u: (v or {}).get("status") for u, v in (run.get("units") or {}).items()} \
         if isinstance(run.get("units"), dict) else {}  # a run.json from before units_total
     errors = unit_errors(run)
     committed = set(committed_list)
     failed, pending, notes = [], [], []
-    for unit in sorted(set(listed) | units_on_disk(run_dir)):
+    for unit in sorted({*statuses, *errors} & committed):
         status = "failed" if unit in errors else statuses.get(unit)
-        if unit in committed:
-            if status not in (None, "committed"):
-                notes.append(f"{unit}: run.json says {status!r} but {MARKER} exists")
-        elif status == "failed":
+        if status not in (None, "committed"):
+            notes.append((unit, f"{unit}: run.json says {status!r} but {MARKER} exists"))
+    open_units = {u for u in planned_units(run) if u not in committed}
+    open_units.update(u for u in units_on_disk(run_dir) if u not in committed)
+    for unit in sorted(open_units):
+        status = "failed" if unit in errors else statuses.get(unit)
+        if status == "failed":
             failed.append({"unit": unit, "error": errors.get(unit)})
         else:
             pending.append(unit)
             if status == "committed":
-                notes.append(f"{unit}: run.json says 'committed' but {MARKER} is missing")
+                notes.append((unit, f"{unit}: run.json says 'committed' but {MARKER} is missing"))
     return {
         "total": len(committed) + len(failed) + len(pending),
         "committed": len(committed),
@@ -113,34 +112,8 @@ def _unit_states(run_dir: Path, run: dict[str, Any], committed_list: list[str]) 
         "pending": len(pending),
         "failed_units": failed,
         "pending_units": pending,
-        "notes": notes,
+        "notes": [note for _, note in sorted(notes, key=lambda n: n[0])],
     }
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _marker_totals(scan: RunScan, run: dict[str, Any]) -> tuple[Any, Any, Any, dict[str, Any] | None]:
-    """From the committed units' markers, read one at a time: recordings planned, rows in and
-    recorded audio in, each summed when every unit gives it (else None), and the per-stage
-    counters summed in pipeline order (None when a unit has none; :func:`stage_counts`)."""
-    keys = ("recordings", "rows_in", "audio_s_in")
-    sums: dict[str, Any] = dict.fromkeys(keys, 0)
-    total: dict[str, Any] | None = {}
-    n = 0
-    for unit, marker in scan.markers():
-        n += 1
-        values = (unit_recordings(run, unit, marker), marker.get("rows_in"), marker.get("audio_s_in"))
-        for key, value in zip(keys, values):
-            if sums[key] is not None:
-                sums[key] = sums[key] + value if _is_number(value) else None
-        if total is not None:
-            total = counters.merge_stages(total, marker["counts"]) if isinstance(marker.get("counts"), dict) else None
-    if not n:
-        return None, None, None, None
-    counts = None if total is None else {name: total[name] for name in stage_order(run, list(total))}
-    return sums["recordings"], sums["rows_in"], sums["audio_s_in"], counts
 
 
 def _or(value: str | None, default: str) -> str:
@@ -153,15 +126,13 @@ def _hours(seconds: float | None) -> float:
 
 
 def _summarize_run(run_dir: Path) -> dict[str, Any]:
-    with RunScan(run_dir) as scan:
-        return _summarize_scan(scan)
-
-
-def _summarize_scan(scan: RunScan) -> dict[str, Any]:
-    run_dir, units = scan.run_dir, scan.units
     run = read_run_json(run_dir)
-    rules = _rules(scan)
-    groups = scan.groups(_EXAMPLES)
+    totals = collect(run_dir, run)
+    units = totals.units
+    counts = None if totals.counts is None else {name: totals.counts[name]
+                                                 for name in stage_order(run, list(totals.counts))}
+    groups = list(totals.group_rows())
+    rules = _rules(totals, groups)
     n_rows = sum(g["n"] for g in groups)
     unknown_dur = n_rows - sum(g["n_dur"] for g in groups)
     kept_n = sum(g["n"] for g in groups if g["kept"])
@@ -201,13 +172,10 @@ def _summarize_scan(scan: RunScan) -> dict[str, Any]:
         name = "kept" if side else "rejected"
         d[f"rows_{name}"] = n
         d[f"hours_{name}"] = _hours(math.fsum(lic_secs[lic, side]))
-    distinct = scan.distinct_counts()
-    rows_in, rec_seen = distinct["rows_in"], distinct["recordings"]
+    rows_in, rec_seen = totals.rows_in, totals.recordings
     seconds_in = math.fsum(g["secs"] for g in groups)
-
-    rec_expected, rows_recorded, audio_s_in, counts = _marker_totals(scan, run)
+    rec_expected, rows_recorded, audio_s_in = totals.recordings_planned, totals.rows_recorded, totals.audio_s_in
     wall_s = run.get("wall_s_total", run.get("wall_s"))
-    quality, wer = _score_references(scan, counts)
     _desc = lambda d: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731
     return {
         "kind": "run",
@@ -221,7 +189,7 @@ def _summarize_scan(scan: RunScan) -> dict[str, Any]:
         "recordings": {
             "expected": rec_expected,
             "in": rec_seen,
-            "with_kept_rows": distinct["with_kept"],
+            "with_kept_rows": totals.with_kept,
             "balanced": None if rec_expected is None else rec_expected == rec_seen,
         },
         "hours": {
@@ -239,24 +207,14 @@ def _summarize_scan(scan: RunScan) -> dict[str, Any]:
         },
         "rules": rules,
         "counts": counts,
-        "rule_quality": quality,
+        "rule_quality": rule_table(totals, groups, counts),
         "licenses": dict(sorted(licenses.items())),
-        "reference_wer": wer,
+        "reference_wer": wer_table(totals),
         "stage_s": run.get("stage_s") or {},
         "wall_s": wall_s,
         "real_time_factor": (wall_s / (audio_s_in or seconds_in))
         if wall_s and (audio_s_in or seconds_in) else None,
     }
-
-
-def _score_references(scan: RunScan, counts: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Rule quality and reference WER from one stream of the rows with a reference."""
-    rules, wer = RuleScorer(scan.groups(), counts), WerScorer()
-    for batch in scan.ref_rows([*RULE_COLUMNS, *WER_COLUMNS]):
-        for row in batch.to_pylist():
-            rules.add(row)
-            wer.add(row)
-    return rules.result(), wer.result()
 
 
 def _summarize_release(rel_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,219 @@
+"""A run's totals merged from its committed units' markers: the report's and the audit's source.
+
+Each committed unit's marker (``units/U/_COMMITTED``) is read once, one at a time, and its
+``digest`` (:mod:`granary_pipe.digest`) merged; a marker without one (a unit written by an older
+build or by hand) is digested from that unit's own Parquet files with the same function, so the
+figures never depend on which path made them. No row is read otherwise: the cost is one small
+JSON object per unit, and memory holds only the merged figures (bounded by the run's distinct
+groups, reasons and languages).
+
+A marker also lists its unit's files with their sizes and checksums (``files``: one entry per
+audio file, most of a large unit's marker), which the report does not need: :func:`read_marker`
+cuts that value out of the text before parsing it.
+
+Seconds are summed exactly (:class:`ExactSum`: Shewchuk's partials, as ``math.fsum``) over the
+units' per-group sums, so the result does not depend on the order of the units.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from granary_pipe import counters
+from granary_pipe.digest import EXAMPLES, KEY, marker_digest
+from granary_pipe.rundir import FILES, MARKER, committed_units, unit_recordings
+
+GROUP_KEYS = ("kept", "lang", "lang_hint", "license", "source", "drop_reason")
+_FILES_KEY = f'\n  "{FILES}": '.encode()  # as rundir.write_json_atomic writes it: indent 2, records are objects
+_FILES_END = b"}\n  }"  # the last record's close, then the top-level value's
+
+
+def read_marker(path: str | Path) -> dict:
+    """A marker's JSON without its ``files`` (None in its place), or ``{}`` when it is missing,
+    empty or not a JSON object (:func:`granary_pipe.rundir.read_marker_or_empty`).
+
+    In the layout the sink writes (``indent=2``: a top-level key is the only line indented by two
+    spaces, and JSON strings hold no newline), the ``files`` object runs from its key to the
+    first ``}`` closing a record on a line followed by one closing it; that span is replaced by
+    ``null`` and the rest parsed. Another layout (a marker written by hand) is parsed whole."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return {}
+    i = data.find(_FILES_KEY)
+    if i >= 0:
+        j = i + len(_FILES_KEY)
+        if data.startswith(b"{}", j):
+            k = j + 2
+        else:
+            k = data.find(_FILES_END, j)
+            k = k + len(_FILES_END) if k >= 0 else -1
+        if k >= 0:
+            try:
+                marker = json.loads(data[:j] + b"null" + data[k:])
+                if isinstance(marker, dict):
+                    return marker
+            except ValueError:
+                pass
+    try:
+        marker = json.loads(data or b"{}")
+    except ValueError:
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+class ExactSum:
+    """A float sum without rounding error until :meth:`value` (``math.fsum`` of everything added)."""
+
+    __slots__ = ("partials", "special")
+
+    def __init__(self) -> None:
+        self.partials: list[float] = []
+        self.special: list[float] = []  # inf and NaN: math.fsum gives what they make
+
+    def add(self, x: float) -> None:
+        """Add ``x``."""
+        if not math.isfinite(x):
+            self.special.append(x)
+            return
+        i = 0
+        for y in self.partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo:
+                self.partials[i] = lo
+                i += 1
+            x = hi
+        self.partials[i:] = [x]
+
+    def value(self) -> float:
+        """The correctly rounded sum."""
+        try:
+            return math.fsum(self.partials + self.special)
+        except ValueError:  # inf + -inf
+            return math.nan
+
+
+@dataclass
+class RunTotals:
+    """What the committed units recorded, merged (see the module doc). :func:`collect` fills it."""
+
+    units: list[str] = field(default_factory=list)
+    groups: dict[tuple, list] = field(default_factory=dict)  # GROUP_KEYS -> [rows, rows with duration, ExactSum]
+    examples: dict[Any, list[list]] = field(default_factory=dict)  # drop_reason -> first rows by id
+    rows_in: int = 0
+    recordings: int = 0
+    with_kept: int = 0
+    with_ref: int = 0
+    scored: dict[Any, list] = field(default_factory=dict)  # drop_reason -> [scored, good, ExactSum]
+    kept_scored: list = field(default_factory=lambda: [0, 0, ExactSum()])
+    wer: dict[str, list[int]] = field(default_factory=dict)
+    recordings_planned: int | None = 0  # the markers' own totals, None when a unit lacks one
+    rows_recorded: int | None = 0
+    audio_s_in: float | None = 0.0
+    counts: dict[str, Any] | None = field(default_factory=dict)
+
+    def group_rows(self) -> Iterator[dict[str, Any]]:
+        """Each group as a dict: :data:`GROUP_KEYS`, ``n`` rows, ``n_dur`` with a duration, ``secs``."""
+        for key, (n, n_dur, secs) in self.groups.items():
+            yield {**dict(zip(GROUP_KEYS, key)), "n": n, "n_dur": n_dur, "secs": secs.value()}
+
+    def example_rows(self, reason: Any) -> list[dict[str, Any]]:
+        """The first example rows by id of a raw drop_reason, as the summary lists them."""
+        return [dict(zip(("id", "lang", "text", "duration_s"), r)) for r in self.examples.get(reason, [])]
+
+    def add(self, d: dict[str, Any]) -> None:
+        """Merge one unit's digest."""
+        for *key, n, n_dur, secs in d["groups"]:
+            g = self.groups.get(tuple(key))
+            if g is None:
+                g = self.groups[tuple(key)] = [0, 0, ExactSum()]
+            g[0] += n
+            g[1] += n_dur
+            g[2].add(secs)
+        for reason, rows in d["examples"]:
+            mine = self.examples.get(reason)
+            self.examples[reason] = rows[:EXAMPLES] if mine is None else sorted(mine + rows,
+                                                                                key=lambda r: r[0])[:EXAMPLES]
+        self.rows_in += d["rows_in"]
+        self.recordings += d["recordings"]
+        self.with_kept += d["with_kept"]
+        self.with_ref += d["with_ref"]
+        for reason, n, good, secs in d["scored"]:
+            s = self.scored.get(reason)
+            if s is None:
+                s = self.scored[reason] = [0, 0, ExactSum()]
+            s[0] += n
+            s[1] += good
+            s[2].add(secs)
+        k = d["kept_scored"]
+        self.kept_scored[0] += k[0]
+        self.kept_scored[1] += k[1]
+        self.kept_scored[2].add(k[2])
+        for lang, t in d["wer"].items():
+            mine = self.wer.setdefault(lang, [0] * 6)
+            for i, v in enumerate(t):
+                mine[i] += v
+
+    def add_marker(self, run: dict[str, Any], unit: str, marker: dict[str, Any]) -> None:
+        """Sum the marker's own totals (recordings planned, rows in, audio in) and counters."""
+        for name, value in (("recordings_planned", unit_recordings(run, unit, marker)),
+                            ("rows_recorded", marker.get("rows_in")), ("audio_s_in", marker.get("audio_s_in"))):
+            mine = getattr(self, name)
+            if mine is not None:
+                setattr(self, name, mine + value if _is_number(value) else None)
+        if self.counts is not None:
+            c = marker.get("counts")
+            if isinstance(c, dict):
+                _add_stages(self.counts, c)
+            else:
+                self.counts = None
+
+
+def _add_stages(total: dict[str, Any], stages: dict[str, Any]) -> None:
+    """Add a unit's ``{stage: counts}`` into ``total`` in place: what
+    :func:`granary_pipe.counters.merge_stages` gives (the same sums, in the same order), without
+    copying the run's total for every unit."""
+    for stage, c in stages.items():
+        mine = total.get(stage)
+        if mine is None:
+            mine = total[stage] = counters.empty()
+        for key, m in mine.items():  # counters.empty()'s keys: totals, and per-rule maps
+            if isinstance(m, dict):
+                for rule, n in (c.get(key) or {}).items():
+                    m[rule] = m.get(rule, 0) + n
+            else:
+                mine[key] = m + c.get(key, 0)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def collect(run_dir: Path, run: dict[str, Any] | None = None) -> RunTotals:
+    """Merge the committed units of ``run_dir``: their digests and, given ``run`` (run.json), the
+    markers' own totals and counters (:meth:`RunTotals.add_marker`). Each marker is read once."""
+    run_dir = Path(run_dir)
+    totals = RunTotals(units=committed_units(run_dir))
+    units_dir = str(run_dir / "units")
+    for unit in totals.units:
+        path = os.path.join(units_dir, unit, MARKER)
+        marker = read_marker(path)
+        try:
+            totals.add(marker_digest(run_dir, unit, marker))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{path}: its {KEY!r} holds a value of the wrong type ({exc}); remove that key "
+                             "and the unit is digested from its files") from exc
+        if run is not None:
+            totals.add_marker(run, unit, marker)
+    if not totals.units:
+        totals.recordings_planned = totals.rows_recorded = totals.audio_s_in = totals.counts = None
+    return totals
