@@ -15,8 +15,9 @@ New unit ``k`` (``u000000`` …) is a copy of source unit ``k mod S`` (S committ
   compress to almost nothing; with K variants a shard holds K times more distinct audio;
 * its marker is the source's with ``unit`` and the row figures (rows in/kept/rejected,
   recordings, seconds, longest row) recomputed from the new rows, ``counts`` and ``stage_s``
-  scaled by new rows / source rows when R differs, and, when the source marker has ``files``
-  ({path in the unit: {"bytes", "sha256"}}), that entry recomputed for the copy.
+  scaled by new rows / source rows when R differs, ``files`` ({path in the unit: {"bytes",
+  "sha256"}}) and ``digest`` (the report's per-unit figures, :mod:`granary_pipe.digest`) computed
+  for the copy.
 
 ``run.json`` is the source's with the totals of the new markers, ``units_total`` =
 ``units_committed`` = N, no failed unit, status ``complete``. Units are written by a pool of
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from granary_pipe import counters, rundir
+from granary_pipe import counters, digest, rundir
 
 _ROW_TOTALS = ("rows_in", "rows_kept", "rows_rejected", "recordings", "audio_s_in", "speech_s_kept", "max_row_s")
 
@@ -70,18 +70,16 @@ class SourceUnit:
         self.kept = pq.read_table(udir / "kept.parquet")
         rej = udir / "rejected.parquet"
         self.rejected = pq.read_table(rej) if rej.is_file() else self.kept.schema.empty_table()
-        files = self.marker.get("files") if isinstance(self.marker.get("files"), dict) else None
-        self.has_files = files is not None
+        files = self.marker.get(rundir.FILES) if isinstance(self.marker.get(rundir.FILES), dict) else {}
         # per kept row, per variant: (file to link from, its size and sha256, its seconds or None: keep duration_s)
         self.audio: list[list[tuple[Path, dict[str, Any], float | None]]] = []
         for rel in self.kept.column("audio_file").to_pylist():
             src = run / rel
             if variants is not None:
-                self.audio.append([(p, _file_entry(p) if self.has_files else {}, secs)
+                self.audio.append([(p, _file_entry(p), secs)
                                    for p, secs in variants[str(src)]])
             else:
-                listed = (files or {}).get(f"audio/{src.name}")
-                self.audio.append([(src, listed or (_file_entry(src) if self.has_files else {}), None)])
+                self.audio.append([(src, files.get(f"audio/{src.name}") or _file_entry(src), None)])
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
@@ -207,8 +205,8 @@ def write_copy(out: Path, src: SourceUnit, unit: str, rows_per_unit: int | None,
             if key in marker:
                 marker[key] = _scaled(marker[key], f)
     marker.update(_row_totals(kept, rejected), unit=unit)
-    if src.has_files:
-        marker["files"] = dict(sorted(files.items()))
+    marker[rundir.FILES] = dict(sorted(files.items()))
+    marker[digest.KEY] = digest.unit_digest(kept, rejected)
     (udir / rundir.MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True, default=str) + "\n")
     return marker
 

@@ -1,11 +1,10 @@
 """The run replicator of ``benchmarks/post_run_scale.py`` (``benchmarks/replicate_run.py``): a
-replicated run has unique row ids, valid markers (their figures, and their ``files`` entries when
-the source's markers have them, match what is on disk) and a report that balances. No timing."""
+replicated run has unique row ids, valid markers (their figures, ``files`` entries and digests
+match what is on disk) and a report that balances. No timing."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from granary_pipe import rundir
+from granary_pipe import digest, rundir
 from granary_pipe.report.summary import summarize
 
 try:
@@ -26,28 +25,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from replicate_run import replicate  # noqa: E402
 
 
-def _source(tmp_path: Path, with_files: bool) -> Path:
-    """A run of one committed unit (the test suite's u000000), its marker with counts; with
-    ``with_files`` the marker also lists each file's size and sha256, as durable commits do."""
-    run = make_run(tmp_path, {"u000000": DEFAULT_UNITS["u000000"]}, uncommitted={}, failed={}, counts=True)
-    udir = rundir.unit_dir(run, "u000000")
-    if with_files:
-        marker = rundir.read_marker(run, "u000000")
-        marker["files"] = {str(p.relative_to(udir)): {"bytes": p.stat().st_size,
-                                                      "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-                           for p in sorted(udir.rglob("*")) if p.is_file() and p.name != rundir.MARKER}
-        (udir / rundir.MARKER).write_text(json.dumps(marker))
-    return run
+def _source(tmp_path: Path) -> Path:
+    """A run of one committed unit (the test suite's u000000), its marker with counts, the sizes and
+    sha256 of its files and its digest, as the sink writes them."""
+    return make_run(tmp_path, {"u000000": DEFAULT_UNITS["u000000"]}, uncommitted={}, failed={}, counts=True)
 
 
 def _rows(run: Path, unit: str, which: str) -> list[dict]:
     return pq.read_table(rundir.unit_dir(run, unit) / f"{which}.parquet").to_pylist()
 
 
-@pytest.mark.parametrize("with_files,rows_per_unit,variants", [(False, None, 1), (True, None, 1), (True, 25, 1),
-                                                               (True, None, 2)])
-def test_replicated_run_is_valid(tmp_path, with_files, rows_per_unit, variants):
-    source = _source(tmp_path, with_files)
+@pytest.mark.parametrize("rows_per_unit,variants", [(None, 1), (25, 1), (None, 2)])
+def test_replicated_run_is_valid(tmp_path, rows_per_unit, variants):
+    source = _source(tmp_path)
     out = tmp_path / "replicated"
     info = replicate(source, out, 2, rows_per_unit=rows_per_unit, variants=variants, jobs=1)
 
@@ -81,14 +71,12 @@ def test_replicated_run_is_valid(tmp_path, with_files, rows_per_unit, variants):
                 cut = 7 * int(unit[-1])  # copy k of the one source unit is unit k: variant k
                 assert np.array_equal(got, want[cut:])
                 assert r["duration_s"] == pytest.approx(len(got) / sf.info(audio).samplerate)
-        if with_files:
-            on_disk = {str(p.relative_to(udir)) for p in udir.rglob("*") if p.is_file() and p.name != rundir.MARKER}
-            assert set(marker["files"]) == on_disk
-            for rel, entry in marker["files"].items():
-                data = (udir / rel).read_bytes()
-                assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        else:
-            assert "files" not in marker
+        on_disk = {str(p.relative_to(udir)) for p in udir.rglob("*") if p.is_file() and p.name != rundir.MARKER}
+        assert set(marker["files"]) == on_disk
+        for rel, entry in marker["files"].items():
+            data = (udir / rel).read_bytes()
+            assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        assert marker[digest.KEY] == digest.digest_of_unit(out, unit)  # the copy's own figures and example ids
     assert len(ids) == len(set(ids)), "row ids repeat across or within units"
     assert not set(ids) & {r["id"] for r in src_kept + src_rej}
 

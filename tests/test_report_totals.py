@@ -1,4 +1,4 @@
-"""The report's merge of the units' digests: the marker reader that skips ``files``, exact sums,
+"""The report's merge of the units' digests: exact sums,
 and the sink's digest being the one the unit's files give."""
 
 from __future__ import annotations
@@ -10,40 +10,12 @@ import random
 import pytest
 
 from granary_pipe import digest, rundir
-from granary_pipe.report.totals import ExactSum, collect, read_marker
+from granary_pipe.report.totals import ExactSum, collect
 
 try:
     from tests.helpers_rundir import make_run
 except ImportError:  # tests/ not importable as a package: pytest put tests/ on sys.path
     from helpers_rundir import make_run
-
-
-def _marker(n_files: int) -> dict:
-    files = {f"audio/r{i:04d}.flac": {"bytes": 1000 + i, "sha256": f"{i:064x}"} for i in range(n_files)}
-    return {"audio_s_in": 12.5, "counts": {"sink.write": {"rows_in": 3, "rejected": {"a:b": 1}}},
-            digest.KEY: {"v": 1, "groups": [[True, "en", None, "CC0-1.0", "s", None, 2, 2, 1.5]],
-                         "files": "a nested key of that name stays"},
-            rundir.FILES: files, "max_row_s": 3.0, "recordings": 2, "rows_in": 3,
-            "stage_s": {"sink.write": 0.25}, "unit": "u000000"}
-
-
-@pytest.mark.parametrize("n_files", [0, 1, 50])
-def test_read_marker_skips_files_and_keeps_the_rest(tmp_path, n_files):
-    path = tmp_path / rundir.MARKER
-    marker = _marker(n_files)
-    rundir.write_json_atomic(path, marker, durable=False)  # the sink's writer
-    assert read_marker(path) == {**marker, rundir.FILES: None}
-
-
-def test_read_marker_of_other_layouts(tmp_path):
-    path = tmp_path / rundir.MARKER
-    marker = _marker(3)
-    path.write_text(json.dumps(marker))  # no indentation: parsed whole
-    assert read_marker(path) == marker
-    for text, want in [("", {}), ("[1, 2]", {}), ('{"rows_in": ', {}), ('{\n  "files": {\n    "x": 1\n', {})]:
-        path.write_text(text)
-        assert read_marker(path) == want, text
-    assert read_marker(tmp_path / "missing") == {}
 
 
 def test_exact_sum_is_fsum_in_any_order():

@@ -7,17 +7,12 @@ figures never depend on which path made them. No row is read otherwise: the cost
 JSON object per unit, and memory holds only the merged figures (bounded by the run's distinct
 groups, reasons and languages).
 
-A marker also lists its unit's files with their sizes and checksums (``files``: one entry per
-audio file, most of a large unit's marker), which the report does not need: :func:`read_marker`
-cuts that value out of the text before parsing it.
-
 Seconds are summed exactly (:class:`ExactSum`: Shewchuk's partials, as ``math.fsum``) over the
 units' per-group sums, so the result does not depend on the order of the units.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -26,46 +21,9 @@ from typing import Any, Iterator
 
 from granary_pipe import counters
 from granary_pipe.digest import EXAMPLES, KEY, marker_digest
-from granary_pipe.rundir import FILES, MARKER, committed_units, unit_recordings
+from granary_pipe.rundir import MARKER, committed_units, read_marker_or_empty, unit_recordings
 
 GROUP_KEYS = ("kept", "lang", "lang_hint", "license", "source", "drop_reason")
-_FILES_KEY = f'\n  "{FILES}": '.encode()  # as rundir.write_json_atomic writes it: indent 2, records are objects
-_FILES_END = b"}\n  }"  # the last record's close, then the top-level value's
-
-
-def read_marker(path: str | Path) -> dict:
-    """A marker's JSON without its ``files`` (None in its place), or ``{}`` when it is missing,
-    empty or not a JSON object (:func:`granary_pipe.rundir.read_marker_or_empty`).
-
-    In the layout the sink writes (``indent=2``: a top-level key is the only line indented by two
-    spaces, and JSON strings hold no newline), the ``files`` object runs from its key to the
-    first ``}`` closing a record on a line followed by one closing it; that span is replaced by
-    ``null`` and the rest parsed. Another layout (a marker written by hand) is parsed whole."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return {}
-    i = data.find(_FILES_KEY)
-    if i >= 0:
-        j = i + len(_FILES_KEY)
-        if data.startswith(b"{}", j):
-            k = j + 2
-        else:
-            k = data.find(_FILES_END, j)
-            k = k + len(_FILES_END) if k >= 0 else -1
-        if k >= 0:
-            try:
-                marker = json.loads(data[:j] + b"null" + data[k:])
-                if isinstance(marker, dict):
-                    return marker
-            except ValueError:
-                pass
-    try:
-        marker = json.loads(data or b"{}")
-    except ValueError:
-        return {}
-    return marker if isinstance(marker, dict) else {}
 
 
 class ExactSum:
@@ -206,7 +164,7 @@ def collect(run_dir: Path, run: dict[str, Any] | None = None) -> RunTotals:
     units_dir = str(run_dir / "units")
     for unit in totals.units:
         path = os.path.join(units_dir, unit, MARKER)
-        marker = read_marker(path)
+        marker = read_marker_or_empty(run_dir, unit)
         try:
             totals.add(marker_digest(run_dir, unit, marker))
         except (TypeError, ValueError, AttributeError) as exc:
