@@ -14,8 +14,9 @@ planner's memory does not grow with the corpus. The rules are the release's (see
 * a shard holds at most ``shard_rows`` rows and, with ``shard_bytes``, is cut before the FLAC
   bytes of its rows would pass ``shard_bytes`` (a shard holds at least one row).
 
-The plan is one Parquet file per shard, ``PLAN/{lang}/{n:06d}.parquet``, holding the shard's rows
-in the row schema and in release order: all a shard writer needs besides the audio files.
+The plan is one Parquet file per shard, ``PLAN/{lang}/{n:06d}.parquet``, naming the shard's rows in
+release order by unit file and row number there (:func:`read_shard_rows` reads them): DuckDB sorts
+only these narrow columns, never whole rows.
 """
 
 from __future__ import annotations
@@ -91,21 +92,20 @@ def _connect(work_dir: Path) -> Any:
 
 
 def _load_kept(con: Any, run_dir: Path, units: list[str]) -> None:
-    """Table ``kept``: every kept row of ``units`` plus ``lang_``, ``lic_`` and ``filename``, read
-    from the unit files in one pass (DuckDB keeps it on disk beyond its memory limit); the checks,
-    the selection and the sort then read it instead of the files again.
+    """Table ``kept``: the planning columns of every kept row of ``units`` (:data:`_NEEDED`), its file
+    and row number there, ``lang_`` and ``lic_``, read from the unit files in one pass (DuckDB keeps
+    it on disk beyond its memory limit); the checks, the selection and the sort read it. Only these
+    narrow columns are sorted: DuckDB's sort of whole rows (texts, lists) ran out of memory under a
+    fixed limit at 100 k units.
 
     The files are read :data:`CHUNK_FILES` at a time: DuckDB holds per-file state for the length of
     a query, so one query over every file would grow with the corpus."""
     files = [str(unit_dir(run_dir, u) / "kept.parquet") for u in units]
     files = [f for f in files if os.path.isfile(f)]  # a unit that kept nothing may have no file
-    con.execute("CREATE TABLE kept (filename VARCHAR)")
+    table = ", ".join(f"{c} {t}" for c, t in _NEEDED.items())
+    con.execute(f"CREATE TABLE kept ({table}, filename VARCHAR, file_row_number BIGINT)")
     for start in range(0, len(files), CHUNK_FILES):
         _insert_files(con, files[start:start + CHUNK_FILES])
-    have = _columns(con)
-    for column, sql_type in _NEEDED.items():
-        if column not in have:  # written before the column existed: NULL, as the row schema reads it
-            con.execute(f"ALTER TABLE kept ADD COLUMN {column} {sql_type}")
     con.execute("ALTER TABLE kept ADD COLUMN lang_ VARCHAR")
     con.execute("ALTER TABLE kept ADD COLUMN lic_ VARCHAR")
     con.execute(f"UPDATE kept SET lang_ = coalesce(lang, lang_hint, 'und'), "
@@ -118,19 +118,18 @@ def _columns(con: Any, relation: str = "kept") -> dict[str, str]:
 
 
 def _insert_files(con: Any, files: list[str]) -> None:
-    """Append the rows of ``files`` to ``kept`` by column name (a column the table lacks is added)."""
+    """Append the planning columns (:data:`_NEEDED`) of the rows of ``files`` to ``kept``, with each
+    row's file and its row number in that file (a column no file of the chunk has reads as NULL)."""
     con.execute("SET VARIABLE kept_files = ?::VARCHAR[]", [files])  # a parameter, not a SQL literal per file
     # union_by_name keeps every file's schema reader (≈ 75 KB a file, twice the time): only when the files'
     # columns differ (units written by different versions); else DuckDB takes the first file's columns.
     mixed = con.execute("SELECT name FROM parquet_schema(getvariable('kept_files')) GROUP BY name "
                         "HAVING count(DISTINCT file_name) <> ? LIMIT 1", [len(files)]).fetchall()
     union = ", union_by_name=true" if mixed else ""
-    source = f"read_parquet(getvariable('kept_files'){union}, filename=true)"
-    have = _columns(con)
-    for column, sql_type in _columns(con, f"SELECT * FROM {source}").items():
-        if column not in have:
-            con.execute(f'ALTER TABLE kept ADD COLUMN "{column}" {sql_type}')
-    con.execute(f"INSERT INTO kept BY NAME SELECT * FROM {source}")
+    source = f"read_parquet(getvariable('kept_files'){union}, filename=true, file_row_number=true)"
+    have = _columns(con, f"SELECT * FROM {source}")
+    columns = ", ".join(c if c in have else f"NULL::{t} AS {c}" for c, t in _NEEDED.items())
+    con.execute(f"INSERT INTO kept SELECT {columns}, filename, file_row_number FROM {source}")
 
 
 def _check_rows(con: Any, run_dir: Path) -> None:
@@ -144,8 +143,10 @@ def _check_rows(con: Any, run_dir: Path) -> None:
     if missing:
         raise ValueError(f"{run_dir}: kept rows without audio_file: {[i for i, _ in missing]} "
                          f"(in {sorted({f for _, f in missing})})")
-    dup = con.execute("SELECT id, count(*), min(filename), max(filename) FROM kept GROUP BY id "
-                      "HAVING count(*) > 1 ORDER BY id LIMIT 5").fetchall()
+    dup_ids = [row[0] for row in con.execute(  # counts only: this aggregate spills, one over strings would not
+        "SELECT id FROM kept GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 5").fetchall()]
+    dup = con.execute("SELECT id, count(*), min(filename), max(filename) FROM kept WHERE list_contains($ids, id) "
+                      "GROUP BY id ORDER BY id", {"ids": dup_ids}).fetchall() if dup_ids else []
     if dup:
         shown = "; ".join(f"{i!r} x{n} ({a}{', ' + b if b != a else ''})" for i, n, a, b in dup)
         raise ValueError(f"{run_dir}: duplicate row ids among kept rows of committed units: {shown}")
@@ -181,7 +182,7 @@ def _selection(con: Any, run_dir: Path, langs: list[str] | None,
 
 def _sorted_batches(con: Any, out_langs: list[str], allowed: list[str], seed: int) -> Iterator[pa.RecordBatch]:
     """The released rows, languages sorted, each in ``(sha256(seed \\0 id), id)`` order."""
-    query = ("SELECT * EXCLUDE (filename) FROM kept WHERE list_contains($langs, lang_) "
+    query = ("SELECT filename, file_row_number, id, audio_file, lang_ FROM kept WHERE list_contains($langs, lang_) "
              "AND list_contains($lics, lic_) ORDER BY lang_, sha256($seed || chr(0) || id), id")
     rel = con.sql(query, params={"langs": out_langs, "lics": allowed, "seed": str(seed)})
     reader = rel.to_arrow_reader(BATCH_ROWS) if hasattr(rel, "to_arrow_reader") else rel.record_batch(BATCH_ROWS)
@@ -235,7 +236,7 @@ class _ShardCutter:
         """Write the shard gathered so far (if any)."""
         if self.rows:
             table = pa.Table.from_batches([p for p in self.parts if p.num_rows])
-            table = conform(table.drop_columns(["lang_", "lic_"]), with_samples=False).combine_chunks()
+            table = table.drop_columns(["lang_"]).combine_chunks()
             buf = io.BytesIO()
             pq.write_table(table, buf, compression="zstd", row_group_size=max(1, table.num_rows))
             shard = PlannedShard(self.lang, self.n, table.num_rows)
@@ -280,6 +281,18 @@ def plan_release(
 
 
 def read_shard_rows(plan_dir: Path, shard: PlannedShard) -> pa.Table:
-    """The rows of ``shard`` (row schema, release order) from its plan file."""
-    return conform(pq.read_table(shard.plan_file(plan_dir)), with_samples=False)
-
+    """The rows of ``shard`` (row schema, release order): its plan file names each row's unit file
+    and row number; each unit file it names is read once."""
+    plan = pq.read_table(shard.plan_file(plan_dir), columns=["filename", "file_row_number"])
+    files = plan.column("filename").to_pylist()
+    rows = plan.column("file_row_number").to_pylist()
+    wanted: dict[str, list[int]] = defaultdict(list)
+    for k, name in enumerate(files):
+        wanted[name].append(k)
+    parts, order = [], []
+    for name, ks in wanted.items():
+        parts.append(conform(pq.read_table(name), with_samples=False).take(pa.array([rows[k] for k in ks])))
+        order += ks
+    table = pa.concat_tables(parts)
+    position = pa.array(sorted(range(len(order)), key=order.__getitem__), pa.int64())  # back to plan order
+    return table.take(position).combine_chunks()
