@@ -290,9 +290,9 @@ def read_shard_rows(plan_dir: Path, shard: PlannedShard) -> pa.Table:
     for k, name in enumerate(files):
         wanted[name].append(k)
     parts, order = [], []
-    for name, ks in wanted.items():
-        parts.append(conform(pq.read_table(name), with_samples=False).take(pa.array([rows[k] for k in ks])))
+    for name, ks in wanted.items():  # ParquetFile.read: a quarter of read_table's cost on a small file
+        parts.append(pq.ParquetFile(name).read().take(pa.array([rows[k] for k in ks], pa.int64())))
         order += ks
-    table = pa.concat_tables(parts)
+    table = pa.concat_tables(parts, promote_options="permissive")  # units written without a column: nulls
     position = pa.array(sorted(range(len(order)), key=order.__getitem__), pa.int64())  # back to plan order
-    return table.take(position).combine_chunks()
+    return conform(table.take(position), with_samples=False).combine_chunks()
