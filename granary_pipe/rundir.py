@@ -28,7 +28,7 @@ rows (groups, examples, distinct ids and recordings, scoring against references;
 :mod:`granary_pipe.digest`), so they merge markers instead of reading rows; a marker without one
 (an older build) is digested from the unit's files when read.
 
-Writes are durable: :func:`write_file` fsyncs what it writes, :func:`fsync_dir` makes names
+Writes are durable: :func:`write_file` fsyncs what it writes, :func:`fsync_path` makes names
 created or renamed in a directory survive a power loss, and :func:`write_json_atomic` (the one
 JSON writer: a temporary name, fsync, rename, fsync of the directory) never leaves a reader half
 a file, before or after a crash.
@@ -132,9 +132,11 @@ _NO_DIR_FSYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.
 """A filesystem that cannot fsync a directory says so with one of these; there is nothing to do."""
 
 
-def fsync_dir(path: Path) -> None:
-    """fsync a directory, so that names created, renamed or removed in it survive a power loss."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+def fsync_path(path: Path) -> None:
+    """fsync a file already written (its bytes reach the disk) or a directory (names created, renamed
+    or removed in it survive a power loss)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if os.path.isdir(path) else 0)
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     except OSError as exc:
@@ -144,24 +146,25 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: dict, *, durable: bool = True) -> None:
+def write_json_atomic(path: Path, data: dict, *, durable: bool = True, sort_keys: bool = True) -> None:
     """Write JSON through a temporary file and a rename, so readers never see half a file; a failed
     write (a full disk) removes its temporary.
 
     ``durable`` (the default): the temporary is fsynced before the rename and the directory after
     it, so after a power loss the file is the old one or the new one, whole (a scratch file that
-    no crash needs may pass False)."""
+    no crash needs may pass False). ``sort_keys=False`` keeps the dicts' own key order (a record
+    whose dicts are copied into another file as they are)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP}{uuid.uuid4().hex[:8]}")
     try:
-        text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+        text = json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n"
         write_file(tmp, text.encode("utf-8"), sync=durable)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if durable:
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
 
 
 # ----------------------------------------------------------------------------- the marker's file list

@@ -249,3 +249,15 @@ def test_a_second_release_with_the_same_arguments_is_refused_while_one_writes(ru
         holder.wait()
     build_release(run_dir, out, progress=False)  # once it is gone, the same command goes ahead
     assert (out / "release.json").is_file() and not work.exists()
+
+
+def test_release_json_entries_keep_the_writers_key_order(run_dir, tmp_path):
+    """A shard's entries travel through its done-record on disk: release.json must list each one's keys in the
+    order ``file_entry`` made them (path, format, lang, sha256, bytes, rows, hours, shard), as one process did."""
+    from granary_pipe.io.release_meta import file_entry
+
+    build_release(run_dir, tmp_path / "rel", progress=False, formats="all")
+    release = json.loads((tmp_path / "rel" / "release.json").read_text())
+    first = release["shards"][0]
+    want = [*file_entry(tmp_path / "rel", first["path"], first["format"], first["lang"], 0, 0.0), "shard"]
+    assert all(list(entry) == want for entry in release["shards"])

@@ -69,10 +69,8 @@ from granary_pipe.io.formats import DEFAULT_FORMATS, FORMATS, resolve_formats
 from granary_pipe.io.release_docs import attribution_md, dataset_card_md
 from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata
 from granary_pipe.io.release_plan import Plan, plan_release
-from granary_pipe.io.release_tasks import (
-    ShardJob, fsync_path, merge_records, read_done, run_jobs, write_json_atomic,
-)
-from granary_pipe.rundir import find_key, read_run_json
+from granary_pipe.io.release_tasks import ShardJob, merge_records, read_done, run_jobs
+from granary_pipe.rundir import find_key, fsync_path, read_run_json, write_file, write_json_atomic
 
 __all__ = ["DEFAULT_FORMATS", "FORMATS", "FORMAT_VERSION", "build_release", "compatible", "release_license_of",
            "resolve_formats", "work_dir_name"]
@@ -149,19 +147,14 @@ def _plan(run_dir: Path, work: Path, args: dict[str, Any]) -> Plan:
 
 def _write_top_files(root: Path, release: dict[str, Any], run: dict[str, Any], written: Written) -> None:
     """ATTRIBUTION.md, README.md (listed in ``release["files"]``) and release.json under ``root``, fsynced."""
-    (root / "ATTRIBUTION.md").write_text(
-        attribution_md(release["created_from"], release["release_license"], release["sources"],
-                       written.by_source, run.get("models")),
-        encoding="utf-8",
-    )
-    (root / "README.md").write_text(dataset_card_md(release), encoding="utf-8")
+    write_file(root / "ATTRIBUTION.md", attribution_md(
+        release["created_from"], release["release_license"], release["sources"], written.by_source,
+        run.get("models")).encode("utf-8"))
+    write_file(root / "README.md", dataset_card_md(release).encode("utf-8"))
     for name in _TOP_FILES:
-        fsync_path(root / name)
         entry = file_entry(root, name, "meta", None, 0, 0.0)
         release["files"].append({k: entry[k] for k in ("path", "format", "sha256", "bytes")})
-    path = root / "release.json"
-    path.write_text(json.dumps(release, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    fsync_path(path)
+    write_file(root / "release.json", (json.dumps(release, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _move_into_place(work: Path, out_dir: Path, formats: tuple[str, ...]) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from granary_pipe.io.formats import RELEASE_FORMATS
 from granary_pipe.io.release_meta import Written, file_entry
 from granary_pipe.io.release_plan import PlannedShard, read_shard_rows
 from granary_pipe.io.shards import flac_frames
+from granary_pipe.rundir import fsync_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -55,30 +55,6 @@ class ShardJob:
 def done_path(root: Path, shard: PlannedShard) -> Path:
     """The done-record of ``shard`` under the work directory ``root``."""
     return root / "done" / shard.lang / f"{shard.n:06d}.json"
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or a directory."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data: Any, *, sync_dir: bool = True) -> None:
-    """Write JSON to ``path`` through a temporary name: fsync the file, rename, and (``sync_dir``)
-    fsync the directory. A done-record skips the last: a record lost in a crash only means its shard
-    is written again, while one that survives is whole and names files already fsynced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    if sync_dir:
-        fsync_path(path.parent)
 
 
 def _read_audio(run_dir: Path, ids: list[str], files: list[str]) -> list[bytes]:
@@ -119,7 +95,8 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
         cells.setdefault((src, lic), []).append(d)
     record = {"lang": shard.lang, "shard": shard.n, "rows": shard.rows, "seconds": seconds, "entries": entries,
               "licenses": lic_counts, "by_source": [[s, lic, ds] for (s, lic), ds in cells.items()]}
-    write_json_atomic(job.record_path(), record, sync_dir=False)
+    job.record_path().parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(job.record_path(), record, sort_keys=False)  # entries go into release.json as they are
     return record
 
 

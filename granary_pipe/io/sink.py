@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from granary_pipe import counters, digest, schema
-from granary_pipe.rundir import FILES, MARKER, file_record, fsync_dir, unit_dir, write_file, write_json_atomic
+from granary_pipe.rundir import FILES, MARKER, file_record, fsync_path, unit_dir, write_file, write_json_atomic
 
 SYNC_THREADS = 8
 """Files of a unit written and fsynced at once: a journalling filesystem commits concurrent fsyncs
@@ -100,8 +100,8 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
             put("kept.parquet", _parquet(schema.drop_transient(kept)))
             put("rejected.parquet", _parquet(schema.drop_transient(rejected)))
             records = {rel: w.result() for rel, w in sorted(writes.items())}  # the first error is raised
-        fsync_dir(tmp / "audio")
-        fsync_dir(tmp)
+        fsync_path(tmp / "audio")
+        fsync_path(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written unit left, and the space is given back
         raise
@@ -109,7 +109,7 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    fsync_dir(final.parent)
+    fsync_path(final.parent)
     durations = table.column("duration_s")
     stats = dict(stats)
     stats["stage_s"] = {**(stats.get("stage_s") or {}), SINK: time.perf_counter() - t0}
