@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from granary_pipe.io.release import build_release
-from granary_pipe.io.release_plan import plan_release, read_shard_rows
+from granary_pipe.io import release_gather
+from granary_pipe.io.release_gather import gather, read_shard_rows, shard_sources
+from granary_pipe.io.release_plan import plan_release
 from granary_pipe.schema import SCHEMA
 
 try:
@@ -36,9 +38,17 @@ def _tree(root: Path) -> dict[str, str]:
 
 def _plan(run: Path, tmp: Path, **kw):
     args = {"langs": None, "release_license": None, "seed": 0, "shard_rows": 1000, "shard_bytes": None, **kw}
-    plan = plan_release(run, tmp / "plan", tmp, **args)
-    rows = {s: read_shard_rows(tmp / "plan", s).column("id").to_pylist() for s in plan.shards}
+    plan = plan_release(run, tmp, **args)
+    rows = {s: t.column("id").to_pylist() for s, t in _gathered(plan, tmp).items()}
     return plan, rows
+
+
+def _gathered(plan, root: Path) -> dict:
+    """Every shard's rows, read as a shard task reads them after the gather tasks ran."""
+    for job in plan.gather_jobs:
+        gather(job)
+    sources = shard_sources(plan.gather_jobs)
+    return {s: read_shard_rows(root, s, sources[(s.lang, s.n)]) for s in plan.shards}
 
 
 def _sha_order(ids: list[str], seed: int) -> list[str]:
@@ -61,7 +71,7 @@ def test_plan_order_is_the_sha256_rule(run_dir, tmp_path, seed):
 
 def test_plan_rows_carry_the_row_schema_and_drop_nothing(run_dir, tmp_path):
     plan, _ = _plan(run_dir, tmp_path)
-    table = read_shard_rows(tmp_path / "plan", plan.shards[0])
+    table = _gathered(plan, tmp_path)[plan.shards[0]]
     assert "flags" in table.column_names and "drop_reason" in table.column_names
     assert table.column("drop_reason").null_count == table.num_rows
     assert table.schema.equals(SCHEMA)
@@ -154,6 +164,21 @@ def test_ray_workers_write_the_same_bytes_as_one_process(run_dir, tmp_path):
     assert len(one["shards"]) == 5 * 6  # 5 shards: one file each in parquet and wds, two in nemo and lhotse_shar
 
 
+def test_gather_jobs_of_any_size_give_the_same_bytes(tmp_path, monkeypatch):
+    """Rows gathered in many small jobs (each a few unit files, a shard's rows spread over several gather
+    files) make the same release as one job holding every row."""
+    run = _many_rows_run(tmp_path)
+    one = build_release(run, tmp_path / "one", shard_rows=5, formats="all", progress=False)
+    monkeypatch.setattr(release_gather, "GATHER_ROWS", 13)  # 12 rows a unit: a job ends at a file's end
+    plan = plan_release(run, tmp_path / "w", langs=None, release_license=None, seed=0, shard_rows=5,
+                        shard_bytes=None)
+    assert len(plan.gather_jobs) == 2
+    spread = shard_sources(plan.gather_jobs) if all(gather(j) for j in plan.gather_jobs) else {}
+    assert max(len(v) for v in spread.values()) == 2  # some shard reads a row group from each gather file
+    many = build_release(run, tmp_path / "many", shard_rows=5, formats="all", progress=False)
+    assert one == many and _tree(tmp_path / "one") == _tree(tmp_path / "many")
+
+
 def test_rerun_with_other_arguments_starts_over(run_dir, tmp_path):
     out = tmp_path / "rel"
     stale = out / ".tmp-release-0123456789abcdef"
@@ -219,7 +244,7 @@ def test_units_written_without_a_column_read_it_as_null(tmp_path):
     run = make_run(tmp_path)
     _rewrite_kept(run, "u000000", lambda t: t.drop_columns(["translation", "speaker"]))
     plan, _ = _plan(run, tmp_path / "p")
-    rows = [r for s in plan.shards for r in read_shard_rows(tmp_path / "p" / "plan", s).to_pylist()]
+    rows = [r for t in _gathered(plan, tmp_path / "p").values() for r in t.to_pylist()]
     by_id = {r["id"]: r for r in rows}
     assert len(rows) == len(KEPT)
     assert by_id["rec11-s000"]["translation"] == "a translated sentence"  # u000001 keeps its values

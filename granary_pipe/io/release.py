@@ -69,7 +69,8 @@ from granary_pipe.io.formats import DEFAULT_FORMATS, FORMATS, resolve_formats
 from granary_pipe.io.release_docs import attribution_md, dataset_card_md
 from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata
 from granary_pipe.io.release_plan import Plan, plan_release
-from granary_pipe.io.release_tasks import ShardJob, merge_records, read_done, run_jobs
+from granary_pipe.io.release_gather import forget_gathered, gather, read_gathered, shard_sources
+from granary_pipe.io.release_tasks import ShardJob, TaskRunner, merge_records, read_done, write_shard
 from granary_pipe.rundir import find_key, fsync_path, read_run_json, write_file, write_json_atomic
 
 __all__ = ["DEFAULT_FORMATS", "FORMATS", "FORMAT_VERSION", "build_release", "compatible", "release_license_of",
@@ -130,7 +131,7 @@ def work_dir_name(run_dir: Path, run: dict[str, Any], args: dict[str, Any]) -> s
 def _plan(run_dir: Path, work: Path, args: dict[str, Any]) -> Plan:
     """Plan into ``work/plan``; when the plan differs from the one the done-records belong to
     (the run changed), forget them and the shards they describe."""
-    plan = plan_release(run_dir, work / "plan", work, langs=args["langs"], release_license=args["release_license"],
+    plan = plan_release(run_dir, work, langs=args["langs"], release_license=args["release_license"],
                         seed=args["seed"], shard_rows=args["shard_rows"], shard_bytes=args["shard_bytes"])
     state = work / _STATE
     try:
@@ -141,6 +142,7 @@ def _plan(run_dir: Path, work: Path, args: dict[str, Any]) -> Plan:
         for entry in work.iterdir():
             if entry.name in (*FORMATS, "done", *_TOP_FILES, "release.json"):
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        forget_gathered(work)
         write_json_atomic(state, {"plan": plan.digest, "shards": len(plan.shards)})
     return plan
 
@@ -280,13 +282,21 @@ def _build(run_dir: Path, run: dict[str, Any], work: Path, out_dir: Path, args: 
     formats = tuple(args["formats"])
     t0 = time.monotonic()
     plan = _plan(run_dir, work, args)
-    jobs = [ShardJob(str(run_dir), str(work), s, formats) for s in plan.shards if read_done(work, s) is None]
+    todo = [s for s in plan.shards if read_done(work, s) is None]
     t1 = time.monotonic()
-    log.info("release plan: %d shards (%d done before) in %.1f s", len(plan.shards), len(plan.shards) - len(jobs),
+    log.info("release plan: %d shards (%d done before) in %.1f s", len(plan.shards), len(plan.shards) - len(todo),
              t1 - t0)
-    run_jobs(jobs, workers=workers, address=ray_address, done=len(plan.shards) - len(jobs),
-             total=len(plan.shards), progress=progress)
-    log.info("release shards: %d written in %.1f s", len(jobs), time.monotonic() - t1)
+    with TaskRunner(workers=workers, address=ray_address, record_dir=work) as runner:
+        if todo:  # every shard done before: nothing to gather
+            gathers = [g for g in plan.gather_jobs if read_gathered(g) is None]
+            runner.map(gather, gathers, desc="gather", unit="job", done=len(plan.gather_jobs) - len(gathers),
+                       total=len(plan.gather_jobs), progress=progress)
+            sources = shard_sources(plan.gather_jobs)
+            jobs = [ShardJob(str(run_dir), str(work), s, formats, tuple(sources.get((s.lang, s.n), ())))
+                    for s in todo]
+            runner.map(write_shard, jobs, desc="release", unit="shard", done=len(plan.shards) - len(todo),
+                       total=len(plan.shards), progress=progress)
+    log.info("release shards: %d written in %.1f s", len(todo), time.monotonic() - t1)
     written = merge_records(work, plan.shards)
     release = release_metadata(
         run_dir, run, written, formats=formats, release_license=args["release_license"],

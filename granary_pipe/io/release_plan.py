@@ -14,9 +14,10 @@ planner's memory does not grow with the corpus. The rules are the release's (see
 * a shard holds at most ``shard_rows`` rows and, with ``shard_bytes``, is cut before the FLAC
   bytes of its rows would pass ``shard_bytes`` (a shard holds at least one row).
 
-The plan is one Parquet file per shard, ``PLAN/{lang}/{n:06d}.parquet``, naming the shard's rows in
-release order by unit file and row number there (:func:`read_shard_rows` reads them): DuckDB sorts
-only these narrow columns, never whole rows.
+The plan is the row assignment ``WORK/assign.parquet``: each released row's unit file and row number
+there, its shard (language, number) and its position in the shard. DuckDB sorts only these narrow
+columns, never whole rows; :mod:`granary_pipe.io.release_gather` then moves the rows themselves into
+shard order, reading each unit file once.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from granary_pipe import licenses
+from granary_pipe.io.release_gather import ASSIGN_COLUMNS, GatherJob, write_gather_jobs
 from granary_pipe.rundir import MARKER, committed_units, unit_dir
-from granary_pipe.schema import conform
 
 DUCKDB_MEMORY = os.environ.get("GRANARY_RELEASE_DUCKDB_MEMORY", "256MB")
 """DuckDB's ``memory_limit`` while planning (``$GRANARY_RELEASE_DUCKDB_MEMORY``); beyond it the sort spills."""
@@ -46,12 +47,13 @@ BATCH_ROWS = 8192
 """Rows per Arrow batch streamed out of the sorted query."""
 CHUNK_FILES = 1000
 """Unit files read by one DuckDB query while loading the kept rows."""
-"""Rows per Arrow batch streamed out of the sorted query."""
 
 _LANG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _NEEDED = {"id": "VARCHAR", "lang": "VARCHAR", "lang_hint": "VARCHAR", "license": "VARCHAR",
            "drop_reason": "VARCHAR", "audio_file": "VARCHAR"}
 """Columns the planner's queries name (NULL when no unit file has them)."""
+_ASSIGN_SCHEMA = pa.schema([("filename", pa.string()), ("file_row_number", pa.int64()), ("lang", pa.string()),
+                            ("n", pa.int64()), ("pos", pa.int64())])
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,6 @@ class PlannedShard:
     n: int
     rows: int
 
-    def plan_file(self, plan_dir: Path) -> Path:
-        """Where the shard's rows are stored."""
-        return plan_dir / self.lang / f"{self.n:06d}.parquet"
-
 
 @dataclass
 class Plan:
@@ -75,7 +73,10 @@ class Plan:
     excluded_by_license: dict[str, int] = field(default_factory=dict)
     excluded_by_lang: dict[str, int] = field(default_factory=dict)
     digest: str = ""
-    """sha256 over every plan file (in plan order): equal digests mean the same rows, order and cuts."""
+    """sha256 over every shard's rows (unit file, row number, id, audio file; in plan order): equal
+    digests mean the same rows, order and cuts."""
+    gather_jobs: list[GatherJob] = field(default_factory=list)
+    """The gather jobs that move the rows into shard order (:mod:`granary_pipe.io.release_gather`)."""
 
 
 def _connect(work_dir: Path) -> Any:
@@ -184,16 +185,20 @@ def _sorted_batches(con: Any, out_langs: list[str], allowed: list[str], seed: in
     """The released rows, languages sorted, each in ``(sha256(seed \\0 id), id)`` order."""
     query = ("SELECT filename, file_row_number, id, audio_file, lang_ FROM kept WHERE list_contains($langs, lang_) "
              "AND list_contains($lics, lic_) ORDER BY lang_, sha256($seed || chr(0) || id), id")
-    rel = con.sql(query, params={"langs": out_langs, "lics": allowed, "seed": str(seed)})
-    reader = rel.to_arrow_reader(BATCH_ROWS) if hasattr(rel, "to_arrow_reader") else rel.record_batch(BATCH_ROWS)
-    yield from reader
+    yield from _batches(con, query, {"langs": out_langs, "lics": allowed, "seed": str(seed)})
+
+
+def _batches(con: Any, query: str, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+    """The result of ``query`` streamed as Arrow batches of :data:`BATCH_ROWS` rows."""
+    rel = con.sql(query, params=params)
+    yield from rel.to_arrow_reader(BATCH_ROWS) if hasattr(rel, "to_arrow_reader") else rel.record_batch(BATCH_ROWS)
 
 
 class _ShardCutter:
-    """Cuts the sorted stream into shards and writes each to its plan file (one shard in memory)."""
+    """Cuts the sorted stream into shards and appends each to the assignment file (one shard in memory)."""
 
-    def __init__(self, run_dir: Path, plan_dir: Path, shard_rows: int, shard_bytes: int | None) -> None:
-        self.run_dir, self.plan_dir = run_dir, plan_dir
+    def __init__(self, run_dir: Path, assign: pq.ParquetWriter, shard_rows: int, shard_bytes: int | None) -> None:
+        self.run_dir, self.assign = run_dir, assign
         self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
         self.shards: list[PlannedShard] = []
         self.digest = hashlib.sha256()
@@ -240,9 +245,11 @@ class _ShardCutter:
             buf = io.BytesIO()
             pq.write_table(table, buf, compression="zstd", row_group_size=max(1, table.num_rows))
             shard = PlannedShard(self.lang, self.n, table.num_rows)
-            path = shard.plan_file(self.plan_dir)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(buf.getvalue())
+            self.assign.write_table(pa.table({
+                "filename": table.column("filename"), "file_row_number": table.column("file_row_number"),
+                "lang": pa.array([shard.lang] * shard.rows, pa.string()),
+                "n": pa.array([shard.n] * shard.rows, pa.int64()),
+                "pos": pa.array(range(shard.rows), pa.int64())}).cast(_ASSIGN_SCHEMA))
             self.digest.update(f"{shard.lang}/{shard.n}/{len(buf.getvalue())}\n".encode())
             self.digest.update(buf.getvalue())
             self.shards.append(shard)
@@ -250,11 +257,11 @@ class _ShardCutter:
 
 
 def plan_release(
-    run_dir: Path, plan_dir: Path, work_dir: Path, *, langs: list[str] | None, release_license: str | None,
+    run_dir: Path, work_dir: Path, *, langs: list[str] | None, release_license: str | None,
     seed: int, shard_rows: int, shard_bytes: int | None,
 ) -> Plan:
-    """Select, order and cut the kept rows of ``run_dir``'s committed units; write one plan file per
-    shard under ``plan_dir`` (emptied first); DuckDB spills under ``work_dir``.
+    """Select, order and cut the kept rows of ``run_dir``'s committed units into shards; write the
+    row assignment and the gather jobs under ``work_dir`` (DuckDB spills there too).
 
     ``ValueError`` when there is no committed unit, no row to release, a language that cannot name a
     shard, or a broken unit (kept rows with ``drop_reason`` or without ``audio_file``, duplicate ids);
@@ -262,37 +269,22 @@ def plan_release(
     units = committed_units(run_dir)
     if not units:
         raise ValueError(f"no committed unit in {run_dir / 'units'} (no {MARKER} markers)")
-    if plan_dir.exists():
-        shutil.rmtree(plan_dir)
-    plan_dir.mkdir(parents=True)
+    assign = work_dir / "assign.parquet"
     con = _connect(work_dir)
     try:
         _load_kept(con, run_dir, units)
         _check_rows(con, run_dir)
         out_langs, allowed, excluded_lic, excluded_lang = _selection(con, run_dir, langs, release_license)
-        cutter = _ShardCutter(run_dir, plan_dir, shard_rows, shard_bytes)
-        for batch in _sorted_batches(con, out_langs, allowed, seed):
-            cutter.feed(batch)
-        cutter.flush()
+        with pq.ParquetWriter(assign, _ASSIGN_SCHEMA, compression="zstd") as writer:
+            cutter = _ShardCutter(run_dir, writer, shard_rows, shard_bytes)
+            for batch in _sorted_batches(con, out_langs, allowed, seed):
+                cutter.feed(batch)
+            cutter.flush()
+        jobs = write_gather_jobs(_batches(con, f"SELECT {', '.join(ASSIGN_COLUMNS)} FROM read_parquet($f) "
+                                          "ORDER BY filename, file_row_number", {"f": str(assign)}), work_dir)
     finally:
         con.close()
         shutil.rmtree(work_dir / "duckdb", ignore_errors=True)
-    return Plan(cutter.shards, excluded_lic, excluded_lang, cutter.digest.hexdigest())
+        assign.unlink(missing_ok=True)
+    return Plan(cutter.shards, excluded_lic, excluded_lang, cutter.digest.hexdigest(), jobs)
 
-
-def read_shard_rows(plan_dir: Path, shard: PlannedShard) -> pa.Table:
-    """The rows of ``shard`` (row schema, release order): its plan file names each row's unit file
-    and row number; each unit file it names is read once."""
-    plan = pq.read_table(shard.plan_file(plan_dir), columns=["filename", "file_row_number"])
-    files = plan.column("filename").to_pylist()
-    rows = plan.column("file_row_number").to_pylist()
-    wanted: dict[str, list[int]] = defaultdict(list)
-    for k, name in enumerate(files):
-        wanted[name].append(k)
-    parts, order = [], []
-    for name, ks in wanted.items():  # ParquetFile.read: a quarter of read_table's cost on a small file
-        parts.append(pq.ParquetFile(name).read().take(pa.array([rows[k] for k in ks], pa.int64())))
-        order += ks
-    table = pa.concat_tables(parts, promote_options="permissive")  # units written without a column: nulls
-    position = pa.array(sorted(range(len(order)), key=order.__getitem__), pa.int64())  # back to plan order
-    return conform(table.take(position), with_samples=False).combine_chunks()

@@ -1,7 +1,7 @@
 """Write a release's shards: one task per shard, in this process or on Ray, each leaving a done-record.
 
-A shard task reads its rows from the plan file (:mod:`granary_pipe.io.release_plan`) and their FLAC
-files from the run, calls every format's writer (:data:`granary_pipe.io.formats.RELEASE_FORMATS`),
+A shard task reads its rows from the gather files (:mod:`granary_pipe.io.release_gather`) and their
+FLAC files from the run, calls every format's writer (:data:`granary_pipe.io.formats.RELEASE_FORMATS`),
 fsyncs the files it wrote and their directories, then writes its done-record
 ``DONE/{lang}/{n:06d}.json`` atomically: the shard's release.json entries and its counts (rows,
 seconds, licenses, each (source, license)'s durations in row order). A rerun skips every shard whose
@@ -11,9 +11,10 @@ The driver merges the records in plan order (:func:`merge_records`), so release.
 and README.md come out as a single process writing the shards one after the other would make them:
 the per-source seconds are summed row by row in release order, as that process sums them.
 
-Executors: ``workers=1`` without an address runs the tasks here, one after the other; otherwise
-an embedded local Ray with ``workers`` CPUs, or the Ray cluster at ``address``, runs them, at most
-:func:`in_flight` at once, so memory stays a few shards' worth.
+Executors (:class:`TaskRunner`, for the gather tasks and the shard tasks alike): ``workers=1`` without
+an address runs the tasks here, one after the other; otherwise an embedded local Ray with ``workers``
+CPUs, or the Ray cluster at ``address``, started once for both kinds, runs them, at most
+:func:`in_flight` at once, so memory stays a few tasks' worth.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from tqdm import tqdm
 
 from granary_pipe.io.formats import RELEASE_FORMATS
 from granary_pipe.io.release_meta import Written, file_entry
-from granary_pipe.io.release_plan import PlannedShard, read_shard_rows
+from granary_pipe.io.release_gather import read_shard_rows
+from granary_pipe.io.release_plan import PlannedShard
 from granary_pipe.io.shards import flac_frames
 from granary_pipe.rundir import fsync_path, write_json_atomic
 
@@ -43,9 +45,11 @@ class ShardJob:
 
     run_dir: str
     root: str
-    """The release's work directory: format directories, ``plan/`` and ``done/`` below it."""
+    """The release's work directory: format directories, ``gather/`` and ``done/`` below it."""
     shard: PlannedShard
     formats: tuple[str, ...]
+    sources: tuple[tuple[int, int], ...]
+    """The shard's rows: (gather job, row group) pairs (:func:`granary_pipe.io.release_gather.shard_sources`)."""
 
     def record_path(self) -> Path:
         """Where the shard's done-record goes."""
@@ -71,7 +75,7 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
     """Write shard ``job.shard`` in every format of ``job.formats``, fsync it, record it done;
     return the done-record."""
     run_dir, root, shard = Path(job.run_dir), Path(job.root), job.shard
-    table = read_shard_rows(root / "plan", shard)
+    table = read_shard_rows(root, shard, list(job.sources))
     audio = _read_audio(run_dir, table.column("id").to_pylist(), table.column("audio_file").to_pylist())
     writers = [RELEASE_FORMATS[fmt] for fmt in job.formats]
     frames = [flac_frames(a) for a in audio] if any(w.needs_frames for w in writers) else []
@@ -139,44 +143,62 @@ def merge_records(root: Path, shards: Iterable[PlannedShard]) -> Written:
 
 
 def in_flight(workers: int) -> int:
-    """Shard tasks submitted at once: two per worker (one running, one ready)."""
+    """Tasks submitted at once: two per worker (one running, one ready)."""
     return 2 * max(1, workers)
 
 
-def run_jobs(jobs: Sequence[ShardJob], *, workers: int, address: str | None, done: int, total: int,
-             progress: bool) -> None:
-    """Run ``jobs`` here (``workers == 1`` and no address) or on Ray; a tqdm bar over all ``total``
-    shards, ``done`` of them finished before."""
-    with tqdm(total=total, initial=done, desc="release", unit="shard", disable=not progress) as bar:
-        if workers <= 1 and not address:
-            for job in jobs:
-                write_shard(job)
-                bar.update(1)
-            return
-        _run_on_ray(jobs, workers, address, bar)
+class TaskRunner:
+    """Runs a task function over jobs, here (``workers == 1``, no address) or on Ray, which is started
+    (or joined) at the first :meth:`map` with jobs and shut down on exit."""
 
+    def __init__(self, *, workers: int, address: str | None, record_dir: Path) -> None:
+        self.workers, self.address, self.record_dir = workers, address, record_dir
+        self.engine: Any = None
 
-def _run_on_ray(jobs: Sequence[ShardJob], workers: int, address: str | None, bar: tqdm) -> None:
-    import ray
+    def __enter__(self) -> "TaskRunner":
+        return self
 
-    from granary_pipe.executors import ray_orphans
-    from granary_pipe.executors.ray import RayExecutor
+    def __exit__(self, *exc: object) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine = None
 
-    if not jobs:
-        return
-    record_dir = Path(jobs[0].root)
-    ray_orphans.clean(record_dir)  # what the embedded Ray of a killed release left behind
-    started = time.monotonic()
-    engine = RayExecutor([], record_dir, address=address, num_cpus=workers)  # starts or joins Ray
-    log.info("release: Ray %s in %.1f s", f"at {address}" if address else "started", time.monotonic() - started)
-    try:
-        if address and workers <= 1:
-            workers = max(1, int(sum(n.get("CPU", 0) for n in ray.nodes() if n.get("Alive"))))
-        task = ray.remote(num_cpus=1, max_retries=2)(write_shard)
+    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any], *, desc: str, unit: str, done: int, total: int,
+            progress: bool) -> None:
+        """Run ``fn(job)`` for every job; a tqdm bar over ``total`` tasks, ``done`` of them finished before.
+        A task's exception is raised here (its cause, for a Ray task)."""
+        with tqdm(total=total, initial=done, desc=desc, unit=unit, disable=not progress) as bar:
+            if self.workers <= 1 and not self.address:
+                for job in jobs:
+                    fn(job)
+                    bar.update(1)
+            elif jobs:
+                self._map_on_ray(fn, jobs, bar)
+
+    def _start_ray(self) -> None:
+        import ray
+
+        from granary_pipe.executors import ray_orphans
+        from granary_pipe.executors.ray import RayExecutor
+
+        ray_orphans.clean(self.record_dir)  # what the embedded Ray of a killed release left behind
+        started = time.monotonic()
+        self.engine = RayExecutor([], self.record_dir, address=self.address, num_cpus=self.workers)
+        log.info("release: Ray %s in %.1f s", f"at {self.address}" if self.address else "started",
+                 time.monotonic() - started)
+        if self.address and self.workers <= 1:
+            self.workers = max(1, int(sum(n.get("CPU", 0) for n in ray.nodes() if n.get("Alive"))))
+
+    def _map_on_ray(self, fn: Callable[[Any], Any], jobs: Sequence[Any], bar: tqdm) -> None:
+        import ray
+
+        if self.engine is None:
+            self._start_ray()
+        task = ray.remote(num_cpus=1, max_retries=2)(fn)
         pending = iter(jobs)
         running: list = []
         while True:
-            while len(running) < in_flight(workers):
+            while len(running) < in_flight(self.workers):
                 job = next(pending, None)
                 if job is None:
                     break
@@ -190,5 +212,3 @@ def _run_on_ray(jobs: Sequence[ShardJob], workers: int, address: str | None, bar
                 cause = getattr(exc, "cause", None)
                 raise (cause if isinstance(cause, Exception) else exc) from None
             bar.update(1)
-    finally:
-        engine.shutdown()
