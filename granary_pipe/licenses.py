@@ -433,13 +433,14 @@ def explain(raw: object, license_map: dict[str, str] | None = None) -> str:
 
 
 def declared(raw: str) -> str:
-    """Registry id of a license a pipeline declares for a model (``model_license: Apache-2.0``).
+    """Registry id (or SPDX expression) of a license a pipeline declares for a model
+    (``model_license: Apache-2.0``).
 
-    Spellings :func:`normalize` knows are accepted; anything else is a ``ValueError`` that says
+    Spellings and expressions :func:`normalize` knows are accepted; anything else is a ``ValueError`` that says
     what to write. Validates only: whether the license allows a release is decided at release
     time (a declared non-commercial model may still be run, its labels just cannot go out)."""
-    spdx = normalize(raw)
-    if spdx == UNKNOWN:
-        raise ValueError(f"model license {raw!r} is not in licenses/registry.yaml: write one of its "
-                         "SPDX ids (e.g. Apache-2.0, MIT, CC-BY-4.0)")
-    return spdx
+    parsed = parse(raw)
+    if parsed.license in VERDICTS:
+        raise ValueError(f"model license {raw!r} is {parsed.license} ({parsed.detail}): write one of the SPDX "
+                         "ids of licenses/registry.yaml (e.g. Apache-2.0, MIT, CC-BY-4.0)")
+    return parsed.license
