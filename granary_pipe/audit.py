@@ -104,7 +104,8 @@ def _row_violations(lines: list[LicenseLine], release_license: str | None) -> li
 
 def _parses(lines: list[LicenseLine]) -> list[str]:
     """The parse of each distinct row license that is not a plain registry id."""
-    return [licenses.explain(lic) for lic in sorted({ln.license for ln in lines}) if licenses.get(lic) is None]
+    return [licenses.explain(lic, row=True) for lic in sorted({ln.license for ln in lines})
+            if licenses.get(lic) is None]
 
 
 def _release_license_violation(release_license: str | None) -> list[Violation]:

@@ -12,9 +12,11 @@ multi-word id. What each id allows is :mod:`granary_pipe.licenses`'s business.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Union
+from itertools import pairwise
+from typing import Any
 
 OPERATORS = frozenset({"AND", "OR", "WITH"})
 _PARENS = frozenset({"(", ")"})
@@ -39,10 +41,10 @@ class Op:
     """``AND`` or ``OR`` over two or more operands."""
 
     op: str
-    args: tuple["Node", ...]
+    args: tuple[Leaf | Op, ...]
 
 
-Node = Union[Leaf, Op]
+Node = Leaf | Op
 
 
 @lru_cache(maxsize=1)
@@ -70,7 +72,7 @@ def looks_like_expression(text: str) -> bool:
     toks = tokens(text)
     if not toks or not all(t in OPERATORS or t in _PARENS or is_id(t) for t in toks):
         return False
-    return not any(is_id(a) and is_id(b) for a, b in zip(toks, toks[1:]))
+    return not any(is_id(a) and is_id(b) for a, b in pairwise(toks))
 
 
 def substitute(text: str, replace: Callable[[str], str | None]) -> str:

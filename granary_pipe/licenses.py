@@ -323,6 +323,11 @@ def reason(license: str | None) -> str | None:
     reason, ``OR`` none when one operand has none."""
     if not isinstance(license, str) or not license:
         return UNKNOWN
+    return _reason(license)
+
+
+@lru_cache(maxsize=4096)
+def _reason(license: str) -> str | None:
     if license in VERDICTS:
         return license
     tree = _tree(license)
@@ -408,9 +413,12 @@ def why_not(spdx: str) -> str | None:
     return f"{code}: {text}" if isinstance(_tree(spdx), license_expr.Op) else text
 
 
-def explain(raw: object, license_map: dict[str, str] | None = None) -> str:
-    """One line showing how a license string was read, for ``granary licenses audit``:
+def explain(raw: object, license_map: dict[str, str] | None = None, *, row: bool = False) -> str:
+    """One line showing how a license string (``row``: a row's ``license``, where a verdict was
+    made at ingest) was read, for ``granary licenses audit``:
     ``'MIT OR Apache-2.0' -> MIT OR Apache-2.0 [MIT: ok; Apache-2.0: ok] -> released (OR: one suffices)``."""
+    if row and isinstance(raw, str) and raw in VERDICTS:
+        return f"{raw} (the verdict of ingest; the source's strings are in the rows' license_raw) -> rejected license:{raw}"
     p = parse(raw, license_map)
     shown = p.raw if p.raw is None or len(p.raw) <= 80 else f"{p.raw[:60]}... ({len(p.raw)} characters)"
     head = f"{shown!r} -> {p.license}"
@@ -441,6 +449,6 @@ def declared(raw: str) -> str:
     time (a declared non-commercial model may still be run, its labels just cannot go out)."""
     parsed = parse(raw)
     if parsed.license in VERDICTS:
-        raise ValueError(f"model license {raw!r} is {parsed.license} ({parsed.detail}): write one of the SPDX "
-                         "ids of licenses/registry.yaml (e.g. Apache-2.0, MIT, CC-BY-4.0)")
+        raise ValueError(f"model license {raw!r} is not in licenses/registry.yaml ({parsed.license}: "
+                         f"{parsed.detail}): write one of its SPDX ids (e.g. Apache-2.0, MIT, CC-BY-4.0)")
     return parsed.license

@@ -260,6 +260,8 @@ def test_licenses_audit_of_the_run_shows_the_parse_and_the_reasons(run_dir, caps
     assert "CC-BY-4.0 AND CC-BY-NC-4.0 [CC-BY-4.0: ok; CC-BY-NC-4.0: non-commercial] -> rejected " \
            "license:CC-BY-NC-4.0 (AND: all must allow)" in out
     assert "'GPL-2.0-or-later' -> GPL-2.0-or-later [GPL-2.0-or-later: software copyleft license" in out
+    assert "unparseable (the verdict of ingest; the source's strings are in the rows' license_raw) -> rejected " \
+           "license:unparseable" in out
     report = audit.audit_path(run_dir)
     cells = {ln.license: ln for ln in report.lines}
     assert cells["unparseable"].rows_rejected == 2 and cells["version_unspecified"].rows_rejected == 1
@@ -279,3 +281,15 @@ def test_licenses_audit_of_the_manifest_shows_what_the_source_wrote(run_dir, cap
     report = audit.audit_path(manifest)
     assert {v.license for v in report.violations} == {"unparseable", "version_unspecified"}
     assert any("copyleft" in n for n in report.notes)  # rejected by the gate: a note, not a violation
+
+
+def test_attribution_cites_what_the_source_said_next_to_the_mapped_license():
+    from granary_pipe.io.release_docs import attribution_md
+
+    src = {"name": "yt", "license": "CC-BY", "license_map": {"CC-BY": "CC-BY-3.0", "CC BY-SA": "CC-BY-SA-3.0"}}
+    text = attribution_md("run", None, [src], {"yt": {"CC-BY-3.0": [2, 7.0], "CC-BY-SA-3.0": [1, 3.0]}})
+    assert '- License: CC-BY-3.0 (the source says "CC-BY"; read as CC-BY-3.0 by the license_map of its manifest)' \
+        in text
+    assert '- The source\'s "CC BY-SA" is read as CC-BY-SA-3.0 (license_map of its manifest)' in text
+    assert '| CC-BY-3.0 (the source says "CC-BY") | 2 |' in text
+    assert '| CC-BY-SA-3.0 (the source says "CC BY-SA") | 1 |' in text

@@ -37,8 +37,8 @@ def _license_lines(src: dict) -> list[str]:
     if not parsed.mapped:
         out = [f"- License: {raw}"]
     else:
-        out = [f'- License: {parsed.license} (the source says "{raw}"; read as {parsed.license} by the '
-               "license_map of its manifest)"]
+        out = [(f'- License: {parsed.license} (the source says "{raw}"; read as {parsed.license} by the '
+                "license_map of its manifest)")]
     out += [f'- The source\'s "{k}" is read as {v} (license_map of its manifest)'
             for k, v in sorted(lmap.items()) if not any(k == a for a, _ in parsed.mapped)]
     return out
