@@ -19,6 +19,8 @@ from itertools import pairwise
 from typing import Any
 
 OPERATORS = frozenset({"AND", "OR", "WITH"})
+MAX_DEPTH = 8
+"""Deeper parentheses are refused as unparseable (a guard against hostile strings; real ones nest 1-2)."""
 _PARENS = frozenset({"(", ")"})
 _TOKEN_RE = re.compile(r"\(|\)|[^\s()]+")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+\-]*$")
@@ -102,6 +104,12 @@ def parse(text: str) -> Node:
     from license_expression import PARSE_INVALID_SYMBOL_AS_EXCEPTION, ExpressionError
 
     toks = tokens(text)
+    depth = deepest = 0
+    for t in toks:
+        depth += (t == "(") - (t == ")")
+        deepest = max(deepest, depth)
+    if deepest > MAX_DEPTH:
+        raise ExpressionSyntaxError(f"parentheses nested deeper than {MAX_DEPTH}")
     if toks.count("(") != toks.count(")"):
         raise ExpressionSyntaxError(f"unbalanced parentheses ({toks.count('(')} opened, {toks.count(')')} closed)")
     lower_ops = sorted({t for t in toks if t not in OPERATORS and t.upper() in OPERATORS})

@@ -42,7 +42,7 @@ HOSTILE = {
     "MIT OR": "unparseable", "(MIT OR Apache-2.0": "unparseable", "MIT)": "unparseable",
     "MIT AND AND CC0-1.0": "unparseable", "OR": "unparseable", "()": "unparseable",
     "MIT WITH Not-An-Exception": "unparseable", "MIT WITH": "unparseable",
-    "(" * 60 + "MIT" + ")" * 59: "unparseable",
+    "(" * 60 + "MIT" + ")" * 59: "unparseable", "(" * 9 + "MIT" + ")" * 9: "unparseable",
     "": "unknown", "   ": "unknown", "MIT OR " * 500: "unknown",
     "MIT\x00 OR Apache-2.0": "unknown", "MIT\nOR\rApache-2.0": "unknown",
     "CC-BY-4.0 OR Made-Up-1.0": "unknown", "mit or apache-2.0": "unknown",
