@@ -13,10 +13,14 @@ run used. A **violation** (exit code 1) is:
   it cannot go out (:func:`audit_models`; ``granary release`` refuses the run,
   :func:`check_release_models`);
 - in a manifest: a corpus default license that is not compliant, or any license string that is
-  not a registry id (unknown). Files of a runnable manifest under NC/ND licenses are not
-  violations there: the license gate rejects them; the audit says how many.
+  not recognised (unknown, an unparseable SPDX expression, a CC license without its version that
+  ``license_map`` does not map). Files of a runnable manifest under NC/ND/copyleft licenses are
+  not violations there: the license gate rejects them; the audit says how many.
 
-Rows the gate already rejected are reported, never counted as violations.
+Rows the gate already rejected are reported, never counted as violations. The report shows the
+parse of every license that is not a plain registry id (:func:`granary_pipe.licenses.explain`:
+an expression's operands and what each allows, a verdict and why) and, for a manifest, of every
+license string as the source wrote it; the matrix has the gate's reason per license.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ class AuditReport:
     models: list[ModelLine] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    parses: list[str] = field(default_factory=list)
+    """How license strings were read (:func:`granary_pipe.licenses.explain`), one line each."""
 
     @property
     def ok(self) -> bool:
@@ -96,6 +102,12 @@ def _row_violations(lines: list[LicenseLine], release_license: str | None) -> li
     return out
 
 
+def _parses(lines: list[LicenseLine]) -> list[str]:
+    """The parse of each distinct row license that is not a plain registry id."""
+    return [licenses.explain(lic, row=True) for lic in sorted({ln.license for ln in lines})
+            if licenses.get(lic) is None]
+
+
 def _release_license_violation(release_license: str | None) -> list[Violation]:
     if release_license is None:
         return []
@@ -126,6 +138,7 @@ def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
     for (src, lic, kept), secs in seconds.items():
         setattr(cells[src, lic], "seconds_kept" if kept else "seconds_rejected", math.fsum(secs))
     report.lines = [cells[k] for k in sorted(cells)]
+    report.parses = _parses(report.lines)
     if not units:
         report.notes.append("no committed unit: nothing was kept yet")
     models = run.get("models") or {}
@@ -169,6 +182,7 @@ def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditRep
         for lic, n in (rel.get("licenses") or {}).items():
             cells[("(all sources)", lic)] = LicenseLine("(all sources)", lic, int(n), None, None, None)
     report.lines = [cells[k] for k in sorted(cells)]
+    report.parses = _parses(report.lines)
     models = rel["models"] if "models" in rel else (rel.get("run") or {}).get("models")
     if models is not None:
         report.models = model_lines(models or {})
@@ -190,7 +204,8 @@ def audit_manifest(manifest_path: Path, release_license: str | None = None) -> A
     manifest_path = Path(manifest_path)
     manifest = load_manifest(manifest_path)
     report = AuditReport("manifest", str(manifest_path), release_license)
-    default = licenses.normalize(manifest.license)
+    lmap = manifest.license_map
+    default = licenses.normalize(manifest.license, lmap)
     hours = manifest.catalog.hours.resolved_total() if manifest.catalog else None
     report.violations += _release_license_violation(release_license)
     reason = licenses.why_not(default)
@@ -199,26 +214,33 @@ def audit_manifest(manifest_path: Path, release_license: str | None = None) -> A
         reason = f"cannot go into a {release_license} release"
     if reason is not None:
         report.violations.append(Violation("source", manifest.name, default, f"corpus license: {reason}"))
-    if default != manifest.license:
+    if licenses.parse(manifest.license, lmap).mapped:
+        report.notes.append(f"license {manifest.license!r} is read as {default} (license_map)")
+    elif default != manifest.license and default not in licenses.VERDICTS:
         report.notes.append(f"license {manifest.license!r} normalises to {default}: write the registry id")
     if not manifest.runnable:
         report.lines = [LicenseLine(manifest.name, default, None, None if hours is None else hours * 3600, None, None)]
+        report.parses = [licenses.explain(manifest.license, lmap)] if default != manifest.license else []
         report.notes.append("catalog entry (no local copy): hours are the published ones; rows unknown")
         return report
     counts: dict[str, int] = defaultdict(int)
     raw_of: dict[str, set[str]] = defaultdict(set)
     for e in read_entries(manifest, manifest_path, materialize=False):
         raw = e.license if e.license is not None else manifest.license
-        spdx = licenses.normalize(raw)
+        spdx = licenses.normalize(raw, lmap)
         counts[spdx] += 1
         raw_of[spdx].add(raw)
+    raws = sorted({r for rs in raw_of.values() for r in rs}, key=str)
+    report.parses = [licenses.explain(r, lmap) for r in raws if licenses.normalize(r, lmap) != r
+                     or licenses.get(r) is None]
     for spdx in sorted(counts):
         report.lines.append(LicenseLine(manifest.name, spdx, counts[spdx], None, None, None))
         why = licenses.why_not(spdx)
-        if spdx == licenses.UNKNOWN:
+        if spdx in licenses.VERDICTS:
+            what = "unrecognised" if spdx == licenses.UNKNOWN else spdx.replace("_", " ")
             report.violations.append(Violation("source", manifest.name, spdx,
-                                               f"{counts[spdx]} file(s) under unrecognised license string(s) "
-                                               f"{sorted(raw_of[spdx])[:3]}", counts[spdx]))
+                                               f"{counts[spdx]} file(s) under {what} license string(s) "
+                                               f"{sorted(raw_of[spdx], key=str)[:3]}: {why}", counts[spdx]))
         elif why is not None and spdx != default:
             report.notes.append(f"{counts[spdx]} file(s) under {spdx} ({why}) will be rejected by the license gate")
     return report
@@ -237,6 +259,7 @@ def audit_catalog(directory: Path, release_license: str | None = None) -> AuditR
         report.lines += sub.lines
         report.violations += [v for v in sub.violations if v.kind != "release"]
         report.notes += [f"{f.name}: {n}" for n in sub.notes if not n.startswith("catalog entry")]
+        report.parses += [f"{f.name}: {p}" for p in sub.parses]
     return report
 
 
@@ -267,12 +290,16 @@ def format_report(report: AuditReport) -> str:
     body = []
     for ln in report.lines:
         entry = licenses.get(ln.license)
-        body.append([ln.source, ln.license, "yes" if licenses.allows_release(ln.license) else "NO",
+        why = licenses.reason(ln.license)
+        body.append([ln.source, ln.license, "yes" if why is None else "NO", "-" if why is None else f"license:{why}",
                      entry.flags() if entry else "?", count(ln.rows_kept), hours_of(ln.seconds_kept),
                      count(ln.rows_rejected), hours_of(ln.seconds_rejected)])
     kept_name = "files" if report.kind in ("manifest", "catalog") else "kept"
-    out.append(_table(["source", "license", "compliant", "terms", f"{kept_name} rows", f"{kept_name} h",
-                       "rejected rows", "rejected h"], body, right={4, 5, 6, 7}) if body else "(no rows)")
+    out.append(_table(["source", "license", "compliant", "gate reason", "terms", f"{kept_name} rows",
+                       f"{kept_name} h", "rejected rows", "rejected h"], body, right={5, 6, 7, 8})
+               if body else "(no rows)")
+    if report.parses:
+        out += ["", "license parse:", *[f"  {p}" for p in report.parses]]
     if report.models:
         rows = []
         for m in report.models:

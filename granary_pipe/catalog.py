@@ -55,7 +55,7 @@ class CatalogEntry:
     @property
     def license(self) -> str:
         """The corpus license as a registry id (``unknown`` when it is not one)."""
-        return licenses.normalize(self.manifest.license)
+        return licenses.normalize(self.manifest.license, self.manifest.license_map)
 
     @property
     def compliant(self) -> bool:

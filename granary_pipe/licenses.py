@@ -1,14 +1,25 @@
 """License registry: SPDX ids, the spellings found in the wild, and what each allows.
 
-A license string that matches no id, alias or URL is ``"unknown"``: rejected, never guessed.
+A row's license is a registry id, an SPDX expression over ids (``MIT OR Apache-2.0``,
+``CC-BY-4.0 AND CC0-1.0``, ``Apache-2.0 WITH LLVM-exception``), or one of the verdicts
+:data:`UNKNOWN`, :data:`UNPARSEABLE`, :data:`VERSION_UNSPECIFIED`: rejected, never guessed.
 
 - :func:`normalize` maps a spelling (``"CC BY 4.0"``, ``"cc-by-4.0"``, ``"Creative Commons
   Attribution 4.0 International"``, ``"https://creativecommons.org/licenses/by/4.0/"``, ...) to
-  its registry id. It is strict on purpose: text is NFKC-normalised (so full-width forms and
-  non-breaking spaces read as their ASCII selves), then anything that is not plain printable
-  ASCII (homoglyphs, zero-width characters, control characters), longer than
-  :data:`MAX_LICENSE_CHARS`, or not an exact alias/URL of one entry is unknown.
-  ``"X (Y)"`` is accepted only when both X and Y name the same entry.
+  its registry id, and an SPDX expression (parsed by :mod:`granary_pipe.license_expr`, the
+  ``license-expression`` package and its SPDX list) to its canonical text. It is strict on
+  purpose: text is NFKC-normalised (so full-width forms and non-breaking spaces read as their
+  ASCII selves), then anything that is not plain printable ASCII (homoglyphs, zero-width
+  characters, control characters), longer than :data:`MAX_LICENSE_CHARS`, or not an exact
+  alias/URL of one entry or an expression over known ids is unknown. ``"X (Y)"`` is accepted
+  only when both X and Y name the same entry. A Creative Commons name without a version
+  (``CC-BY``, ``CC BY-SA``, ``CC-BY-NC``) is :data:`VERSION_UNSPECIFIED` (2.0, 3.0 and 4.0 differ)
+  unless the source manifest's ``license_map`` says which version the source means.
+- :func:`reason` says why rows under a license may not go into an open release (the gate's
+  ``license:<reason>``): ``OR`` releases when one operand does, ``AND`` when all do, ``WITH``
+  an SPDX exception keeps the license's verdict (exceptions only add permissions);
+  software copyleft licenses (GPL, LGPL, AGPL, MPL) get the registry's policy reason
+  :data:`COPYLEFT_SOFTWARE`.
 - :func:`compatible` says whether rows under one license may go into a release under another.
 - :func:`allows_release` says whether rows under a license may go into any open release.
 """
@@ -23,7 +34,18 @@ from pathlib import Path
 
 import yaml
 
+from granary_pipe import license_expr
+
 UNKNOWN = "unknown"
+"""A license string that names nothing the registry or the SPDX list knows (or names no license)."""
+UNPARSEABLE = "unparseable"
+"""A string written as an SPDX expression that does not parse (``MIT OR``, ``(MIT``)."""
+VERSION_UNSPECIFIED = "version_unspecified"
+"""A Creative Commons license without its version (``CC-BY``): map it in the source manifest."""
+COPYLEFT_SOFTWARE = "copyleft_software"
+"""The registry's policy for software copyleft licenses on data (``policies:`` in the registry)."""
+VERDICTS = frozenset({UNKNOWN, UNPARSEABLE, VERSION_UNSPECIFIED})
+"""Values of a row's ``license`` that are verdicts, not licenses."""
 MAX_LICENSE_CHARS = 200
 """Longer strings are never license names (and are not worth running patterns over)."""
 
@@ -124,14 +146,138 @@ def _match(text: str, depth: int = 0) -> str | None:
     return None
 
 
-def normalize(raw: str | None) -> str:
-    """Registry id for a license string as written in a manifest, a card or a URL; else ``"unknown"``."""
-    if raw is None or len(str(raw)) > 4 * MAX_LICENSE_CHARS:
-        return UNKNOWN
-    text = unicodedata.normalize("NFKC", str(raw)).strip()
-    if not text or len(text) > MAX_LICENSE_CHARS or not text.isascii() or not text.isprintable():
-        return UNKNOWN
-    return _match(text) or UNKNOWN
+_UNVERSIONED_CC_RE = re.compile(
+    r"^(?:cc|creativecommons)(?:by|attribution)"
+    r"(?:sa|sharealike|nc|noncommercial|nd|noderivs|noderivatives)*(?:licen[cs]e)?$")
+_PREFIX_RE = re.compile(r"(?i)^(?:spdx-license-identifier|licen[cs]e)\s*:\s*(.+)$")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A registry policy for a family of SPDX ids that have no entry of their own."""
+
+    name: str
+    ids: re.Pattern
+    why: str
+
+
+@lru_cache(maxsize=1)
+def policies() -> tuple[Policy, ...]:
+    """The registry's ``policies:`` (e.g. :data:`COPYLEFT_SOFTWARE`), in registry order."""
+    data = yaml.safe_load(registry_path().read_text(encoding="utf-8")).get("policies") or {}
+    return tuple(Policy(name, re.compile(d["ids"]), " ".join(str(d["why"]).split())) for name, d in data.items())
+
+
+def policy_of(spdx: str) -> Policy | None:
+    """The policy covering an SPDX id that has no registry entry (None for entries and others)."""
+    if get(spdx) is not None:
+        return None
+    return next((p for p in policies() if p.ids.search(spdx)), None)
+
+
+def unversioned_cc(text: str) -> bool:
+    """True for a Creative Commons license named without a version (``CC-BY``, ``CC BY-SA``,
+    ``Creative Commons Attribution``, ``CC-BY-NC``)."""
+    return bool(_UNVERSIONED_CC_RE.match(_key(text)))
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What :func:`parse` made of a license string."""
+
+    raw: str | None
+    license: str
+    """The row's ``license``: a registry id, a canonical SPDX expression, or a verdict (:data:`VERDICTS`)."""
+    detail: str = ""
+    """Why a verdict (the syntax error, the ids not known), empty otherwise."""
+    mapped: tuple[tuple[str, str], ...] = ()
+    """``(as the source wrote it, registry id)`` for each ``license_map`` entry that applied."""
+
+
+def _map_items(license_map: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in (license_map or {}).items()))
+
+
+def parse(raw: object, license_map: dict[str, str] | None = None) -> Parsed:
+    """Read a license string as written in a manifest, a listing, a card or a URL.
+
+    ``license_map`` (a source manifest's ``license_map:``) says what the source means by a
+    string the registry refuses to guess, e.g. ``{"CC-BY": "CC-BY-3.0"}``: it applies to the
+    whole string and to each id of an expression (``CC-BY AND CC0-1.0``), matched like aliases."""
+    if raw is None:
+        return Parsed(None, UNKNOWN, "no license given")
+    if not isinstance(raw, str):
+        return Parsed(str(raw)[:100], UNKNOWN, f"not a string ({type(raw).__name__})")
+    if len(raw) > 4 * MAX_LICENSE_CHARS:
+        return Parsed(raw, UNKNOWN, f"longer than {MAX_LICENSE_CHARS} characters")
+    return _parse(raw, _map_items(license_map))
+
+
+@lru_cache(maxsize=8192)
+def _parse(raw: str, map_items: tuple[tuple[str, str], ...]) -> Parsed:
+    text = unicodedata.normalize("NFKC", raw).strip()
+    if not text:
+        return Parsed(raw, UNKNOWN, "empty")
+    if len(text) > MAX_LICENSE_CHARS:
+        return Parsed(raw, UNKNOWN, f"longer than {MAX_LICENSE_CHARS} characters")
+    if not text.isascii() or not text.isprintable():
+        return Parsed(raw, UNKNOWN, "non-ASCII or control characters")
+    lmap = {_key(k): v for k, v in map_items}
+    if _key(text) in lmap:
+        return Parsed(raw, lmap[_key(text)], mapped=((text, lmap[_key(text)]),))
+    hit = _match(text)
+    if hit is not None:
+        return Parsed(raw, hit)
+    if unversioned_cc(text):
+        return Parsed(raw, VERSION_UNSPECIFIED, f"{text!r} names no version (2.0, 3.0 and 4.0 differ)")
+    prefixed = _PREFIX_RE.match(text)
+    expr = prefixed[1] if prefixed else text
+    if not license_expr.looks_like_expression(expr):
+        return Parsed(raw, UNKNOWN, "not a registry spelling or an SPDX expression")
+    return _expression(raw, expr, lmap)
+
+
+def _expression(raw: str, text: str, lmap: dict[str, str]) -> Parsed:
+    mapped: list[tuple[str, str]] = []
+
+    def subst(token: str) -> str | None:
+        to = lmap.get(_key(token))
+        if to is not None:
+            mapped.append((token, to))
+        return to
+
+    text = license_expr.substitute(text, subst) if lmap else text
+    try:
+        tree = license_expr.parse(text)
+    except license_expr.ExpressionSyntaxError as err:
+        return Parsed(raw, UNPARSEABLE, str(err), tuple(mapped))
+    aliases = _load()[1]
+    unknown: list[str] = []
+    unversioned: list[str] = []
+
+    def resolve(leaf: license_expr.Leaf) -> license_expr.Leaf:
+        key = aliases.get(_key(leaf.key))
+        if key is None and license_expr.is_known_spdx(leaf.key):
+            key = leaf.key
+        if key is None:
+            (unversioned if unversioned_cc(leaf.key) else unknown).append(leaf.key)
+        if leaf.exception is not None and not license_expr.is_spdx_exception(leaf.exception):
+            unknown.append(f"WITH {leaf.exception}")
+        return license_expr.Leaf(key or leaf.key, leaf.exception)
+
+    canonical = license_expr.render(license_expr.map_leaves(tree, resolve))
+    if unknown:
+        return Parsed(raw, UNKNOWN, f"not in the registry or the SPDX list: {', '.join(unknown)}", tuple(mapped))
+    if unversioned:
+        return Parsed(raw, VERSION_UNSPECIFIED, f"no version: {', '.join(unversioned)} (2.0, 3.0 and 4.0 differ)",
+                      tuple(mapped))
+    return Parsed(raw, canonical, mapped=tuple(mapped))
+
+
+def normalize(raw: object, license_map: dict[str, str] | None = None) -> str:
+    """The row ``license`` of a license string (see :func:`parse`): a registry id, a canonical
+    SPDX expression, or one of :data:`VERDICTS`."""
+    return parse(raw, license_map).license
 
 
 def get(spdx: str) -> License | None:
@@ -139,10 +285,59 @@ def get(spdx: str) -> License | None:
     return _load()[0].get(spdx)
 
 
+@lru_cache(maxsize=4096)
+def _tree(value: str) -> license_expr.Node | None:
+    """The expression tree of a canonical row license (None when ``value`` is not one)."""
+    if value in VERDICTS or parse(value).license != value:
+        return None
+    try:
+        return license_expr.parse(value)
+    except license_expr.ExpressionSyntaxError:  # a registry id that is no SPDX token: none is
+        return None
+
+
+def _leaf_reason(leaf: license_expr.Leaf) -> str | None:
+    entry = get(leaf.key)
+    if entry is not None:
+        return None if entry.compliant else entry.spdx
+    policy = policy_of(leaf.key)
+    return policy.name if policy is not None else UNKNOWN
+
+
+def _reason_of(node: license_expr.Node) -> str | None:
+    if isinstance(node, license_expr.Leaf):
+        return _leaf_reason(node)
+    got = [_reason_of(a) for a in node.args]
+    if node.op == "OR":
+        return None if None in got else got[0]
+    return next((r for r in got if r is not None), None)
+
+
+def reason(license: str | None) -> str | None:
+    """Why rows under a row ``license`` may not go into an open release; None when they may.
+
+    The reason is the gate's ``license:<reason>``: the verdict (:data:`VERDICTS`) itself; the id
+    of a non-compliant registry entry (``CC-BY-NC-4.0``); a policy's name
+    (:data:`COPYLEFT_SOFTWARE`) for ids it covers; :data:`UNKNOWN` for anything else, spellings
+    included (this takes row licenses, see :func:`normalize`). ``AND`` gives its first operand's
+    reason, ``OR`` none when one operand has none."""
+    if not isinstance(license, str) or not license:
+        return UNKNOWN
+    return _reason(license)
+
+
+@lru_cache(maxsize=4096)
+def _reason(license: str) -> str | None:
+    if license in VERDICTS:
+        return license
+    tree = _tree(license)
+    return UNKNOWN if tree is None else _reason_of(tree)
+
+
 def allows_release(spdx: str) -> bool:
-    """True when rows under ``spdx`` may go into an open-source-compliant release."""
-    entry = get(spdx)
-    return bool(entry and entry.compliant)
+    """True when rows under ``spdx`` (a row license, see :func:`reason`) may go into an
+    open-source-compliant release."""
+    return reason(spdx) is None
 
 
 def _cc_family(spdx: str) -> tuple[str, tuple[int, int]] | None:
@@ -150,20 +345,7 @@ def _cc_family(spdx: str) -> tuple[str, tuple[int, int]] | None:
     return (m[1], (int(m[2]), int(m[3]))) if m else None
 
 
-def compatible(row_license: str, release_license: str) -> bool:
-    """May rows under ``row_license`` go into a release under ``release_license`` (both registry ids)?
-
-    - both must be registry ids of compliant licenses (an open release; NC/ND/unknown: never);
-    - the same license: yes;
-    - CC0 / PDDL / public domain rows: into any compliant release;
-    - CC-BY-x rows: into CC-BY-y or CC-BY-SA-y with y >= x;
-    - CC-BY-SA-x rows: into CC-BY-SA-y with y >= x only;
-    - anything else (ODC-By, CDLA, MIT, Apache, ... into another license): no. These are not
-      assumed convertible; a person can add a rule here with the reason.
-    """
-    row, rel = get(row_license), get(release_license)
-    if row is None or rel is None or not row.compliant or not rel.compliant:
-        return False
+def _compatible_ids(row: License, rel: License) -> bool:
     if row.spdx == rel.spdx or row.spdx in PUBLIC_DOMAIN_IDS:
         return True
     row_cc, rel_cc = _cc_family(row.spdx), _cc_family(rel.spdx)
@@ -175,25 +357,98 @@ def compatible(row_license: str, release_license: str) -> bool:
     return rel_fam == "BY-SA" and rel_ver >= row_ver
 
 
-def why_not(spdx: str) -> str | None:
-    """Why rows (or a model's outputs) under ``spdx`` cannot go into an open release; None if they can."""
-    entry = get(spdx)
+def _compatible_node(node: license_expr.Node, rel: License) -> bool:
+    if isinstance(node, license_expr.Leaf):
+        row = get(node.key)
+        return row is not None and row.compliant and _compatible_ids(row, rel)
+    got = (_compatible_node(a, rel) for a in node.args)
+    return any(got) if node.op == "OR" else all(got)
+
+
+def compatible(row_license: str, release_license: str) -> bool:
+    """May rows under ``row_license`` (a row license) go into a release under ``release_license``
+    (one registry id)?
+
+    - the release license must be a compliant registry id (an open release);
+    - an expression: ``OR`` when one operand may, ``AND`` when all may, ``X WITH exception`` as X;
+    - the same license: yes;
+    - CC0 / PDDL / public domain rows: into any compliant release;
+    - CC-BY-x rows: into CC-BY-y or CC-BY-SA-y with y >= x;
+    - CC-BY-SA-x rows: into CC-BY-SA-y with y >= x only;
+    - NC/ND/copyleft/unknown operands: never; anything else (ODC-By, CDLA, MIT, Apache, ... into
+      another license): no. These are not assumed convertible; a person can add a rule here
+      with the reason.
+    """
+    rel = get(release_license) if isinstance(release_license, str) else None
+    if rel is None or not rel.compliant or not isinstance(row_license, str) or row_license in VERDICTS:
+        return False
+    tree = _tree(row_license)
+    return tree is not None and _compatible_node(tree, rel)
+
+
+def _why(code: str) -> str:
+    if code == UNKNOWN:
+        return "unknown license (not in licenses/registry.yaml)"
+    if code == UNPARSEABLE:
+        return "unparseable license (not a valid SPDX expression)"
+    if code == VERSION_UNSPECIFIED:
+        return ("license version unspecified (e.g. CC-BY without 4.0): say which in the source manifest's "
+                "license_map (license_map: {CC-BY: CC-BY-3.0})")
+    policy = next((p for p in policies() if p.name == code), None)
+    if policy is not None:
+        return policy.why
+    entry = get(code)
     if entry is None:
         return "unknown license (not in licenses/registry.yaml)"
-    if entry.compliant:
-        return None
     terms = [t for t, on in (("non-commercial", entry.non_commercial), ("no-derivatives", entry.no_derivatives)) if on]
     return ", ".join(terms) if terms else "not open-source compliant (use restrictions)"
 
 
-def declared(raw: str) -> str:
-    """Registry id of a license a pipeline declares for a model (``model_license: Apache-2.0``).
+def why_not(spdx: str) -> str | None:
+    """Why rows (or a model's outputs) under ``spdx`` cannot go into an open release; None if they can."""
+    code = reason(spdx)
+    if code is None:
+        return None
+    text = _why(code)
+    return f"{code}: {text}" if isinstance(_tree(spdx), license_expr.Op) else text
 
-    Spellings :func:`normalize` knows are accepted; anything else is a ``ValueError`` that says
+
+def explain(raw: object, license_map: dict[str, str] | None = None, *, row: bool = False) -> str:
+    """One line showing how a license string (``row``: a row's ``license``, where a verdict was
+    made at ingest) was read, for ``granary licenses audit``:
+    ``'MIT OR Apache-2.0' -> MIT OR Apache-2.0 [MIT: ok; Apache-2.0: ok] -> released (OR: one suffices)``."""
+    if row and isinstance(raw, str) and raw in VERDICTS:
+        return f"{raw} (the verdict of ingest; the source's strings are in the rows' license_raw) -> rejected license:{raw}"
+    p = parse(raw, license_map)
+    shown = p.raw if p.raw is None or len(p.raw) <= 80 else f"{p.raw[:60]}... ({len(p.raw)} characters)"
+    head = f"{shown!r} -> {p.license}"
+    if p.mapped:
+        head += " (license_map: " + ", ".join(f"{a!r} read as {b}" for a, b in p.mapped) + ")"
+    if p.license in VERDICTS:
+        return f"{head} ({p.detail}) -> rejected license:{p.license}"
+    tree = _tree(p.license)
+    parts = []
+    for leaf in license_expr.leaves(tree) if tree is not None else []:
+        r = _leaf_reason(leaf)
+        name = license_expr.render(leaf)
+        parts.append(f"{name}: ok" if r is None else f"{name}: {_why(r)}")
+    code = reason(p.license)
+    verdict = "released" if code is None else f"rejected license:{code}"
+    rule = ""
+    if isinstance(tree, license_expr.Op):
+        rule = " (OR: one suffices)" if tree.op == "OR" else " (AND: all must allow)"
+    return f"{head} [{'; '.join(parts)}] -> {verdict}{rule}"
+
+
+def declared(raw: str) -> str:
+    """Registry id (or SPDX expression) of a license a pipeline declares for a model
+    (``model_license: Apache-2.0``).
+
+    Spellings and expressions :func:`normalize` knows are accepted; anything else is a ``ValueError`` that says
     what to write. Validates only: whether the license allows a release is decided at release
     time (a declared non-commercial model may still be run, its labels just cannot go out)."""
-    spdx = normalize(raw)
-    if spdx == UNKNOWN:
-        raise ValueError(f"model license {raw!r} is not in licenses/registry.yaml: write one of its "
-                         "SPDX ids (e.g. Apache-2.0, MIT, CC-BY-4.0)")
-    return spdx
+    parsed = parse(raw)
+    if parsed.license in VERDICTS:
+        raise ValueError(f"model license {raw!r} is not in licenses/registry.yaml ({parsed.license}: "
+                         f"{parsed.detail}): write one of its SPDX ids (e.g. Apache-2.0, MIT, CC-BY-4.0)")
+    return parsed.license

@@ -15,7 +15,6 @@ from granary_pipe import licenses
         ("CC BY 4.0", "CC-BY-4.0"),
         ("cc_by_4.0", "CC-BY-4.0"),
         ("  Creative Commons Attribution 4.0 International  ", "CC-BY-4.0"),
-        ("CC-BY", "CC-BY-4.0"),
         ("CC0", "CC0-1.0"),
         ("cc0 1.0", "CC0-1.0"),
         ("CC BY-SA 4.0", "CC-BY-SA-4.0"),
@@ -30,7 +29,7 @@ def test_normalize_spellings(raw, spdx):
     assert licenses.normalize(raw) == spdx
 
 
-@pytest.mark.parametrize("raw", [None, "", "   ", "some weird license", "CC BY 5.0", "GPL-3.0", "CC-BY-NC",
+@pytest.mark.parametrize("raw", [None, "", "   ", "some weird license", "CC BY 5.0",
                                  "All rights reserved", "CC-BY-4.0-ish"])
 def test_unknown_strings_are_unknown(raw):
     assert licenses.normalize(raw) == licenses.UNKNOWN == "unknown"

@@ -1,6 +1,7 @@
 """Ingest: a source manifest (``manifests/NAME.yaml``) → one row per recording.
 
-A manifest names the corpus, its default license (SPDX id) and where the audio is: ``audio:
+A manifest names the corpus, its default license (SPDX id or expression; ``license_map`` says
+what the source means by a string the registry does not guess, e.g. ``CC-BY``) and where the audio is: ``audio:
 GLOB`` relative to the manifest, ``listing: FILE.jsonl`` (or a TSV with ``reader: tsv``) whose
 lines hold ``path`` (relative to the manifest) and optionally ``license``, ``lang`` and ``text``,
 or ``url:`` (a local path or fsspec URL) read by ``reader`` (Parquet, WebDataset, Libri-Light,
@@ -90,7 +91,7 @@ def recording_row(manifest: SourceManifest, e: Entry) -> dict:
         "audio_path": e.path,
         "audio_relpath": e.key if not e.key.startswith("/") else posixpath.basename(e.key),
         "offset_s": 0.0,
-        "license": licenses.normalize(raw_license),
+        "license": licenses.normalize(raw_license, manifest.license_map),
         "license_raw": raw_license,
         "lang_hint": e.lang,
         "ref_text": e.text,

@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from granary_pipe.config import ConfigError, _errors, read_yaml
 
@@ -136,7 +136,14 @@ class SourceManifest(_Strict):
 
     Attributes:
         name: the source's name (``[A-Za-z0-9_-]``), the prefix of its recording ids.
-        license: the corpus's default license (a registry id; a listing line may override it).
+        license: the corpus's default license (a registry id or an SPDX expression; a listing
+            line may override it).
+        license_map: what the source means by license strings the registry does not guess,
+            e.g. ``{CC-BY: CC-BY-3.0}`` for a corpus whose pages say "CC-BY" and whose terms are
+            those of 3.0 (an unversioned CC license is otherwise rejected
+            ``license:version_unspecified``). Keys are matched like registry aliases, against
+            the whole string and each id of an expression; values are one versioned id (registry
+            or SPDX). ATTRIBUTION.md cites the source's string next to the mapped license.
         audio / listing / url: where the audio is (exactly one; see the module docstring).
         reader / reader_options: the layout reader and its settings.
         allow_outside_root: let listed paths resolve outside the corpus root (the manifest's
@@ -150,6 +157,7 @@ class SourceManifest(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
     license: str
+    license_map: dict[str, str] = Field(default_factory=dict)
     homepage: str | None = None
     citation: str | None = None
     description: str | None = None
@@ -160,6 +168,22 @@ class SourceManifest(_Strict):
     reader_options: dict[str, Any] = Field(default_factory=dict)
     allow_outside_root: bool = False
     catalog: CatalogInfo | None = None
+
+    @field_validator("license_map")
+    @classmethod
+    def _license_map(cls, value: dict[str, str]) -> dict[str, str]:
+        from granary_pipe import license_expr, licenses
+
+        out = {}
+        for key, to in value.items():
+            if not str(key).strip():
+                raise ValueError("license_map: a key is empty")
+            spdx = licenses.normalize(to)
+            if spdx in licenses.VERDICTS or not license_expr.is_id(spdx):
+                raise ValueError(f"license_map[{key!r}]: {to!r} is not one versioned license id of the registry "
+                                 f"or the SPDX list ({licenses.parse(to).detail or spdx}); write e.g. CC-BY-3.0")
+            out[str(key)] = spdx
+        return out
 
     @model_validator(mode="after")
     def _one_location(self) -> "SourceManifest":

@@ -112,8 +112,9 @@ def release_license_of(run: dict[str, Any], release_license: str | None) -> str 
     if release_license is None:
         return None
     spdx = licenses.normalize(release_license)
-    if spdx == licenses.UNKNOWN:
-        raise ValueError(f"release license {release_license!r} is not in the license registry")
+    if licenses.get(spdx) is None:  # unknown, a verdict, an SPDX id without an entry, an expression
+        raise ValueError(f"release license {release_license!r} is not in the license registry "
+                         "(give one registry id, e.g. CC-BY-4.0; not an expression)")
     if not licenses.allows_release(spdx):
         raise ValueError(f"release license {spdx} is not open-source compliant "
                          "(non-commercial / no-derivatives): choose an open license")

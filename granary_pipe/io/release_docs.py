@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from granary_pipe import __version__
+from granary_pipe import __version__, licenses
 from granary_pipe.io.formats import RELEASE_FORMATS
 
 _HF_LICENSES = {"CC0-1.0": "cc0-1.0", "CC-BY-3.0": "cc-by-3.0", "CC-BY-4.0": "cc-by-4.0",
@@ -16,6 +16,32 @@ _HF_LICENSES = {"CC0-1.0": "cc0-1.0", "CC-BY-3.0": "cc-by-3.0", "CC-BY-4.0": "cc
                 "CC-BY-NC-SA-4.0": "cc-by-nc-sa-4.0", "CC-BY-ND-4.0": "cc-by-nd-4.0",
                 "CC-BY-NC-ND-4.0": "cc-by-nc-nd-4.0"}
 """SPDX ids -> Hugging Face dataset-card ``license`` values (others are ``other`` + ``license_name``)."""
+
+
+def _source_said(src: dict) -> dict[str, list[str]]:
+    """Row license -> the strings the source wrote that its manifest's ``license_map`` reads as it."""
+    said: dict[str, list[str]] = {}
+    for raw, spdx in sorted((src.get("license_map") or {}).items()):
+        said.setdefault(str(spdx), []).append(f'"{raw}"')
+    return said
+
+
+def _license_lines(src: dict) -> list[str]:
+    """``- License:`` of a source: as its manifest gives it; where ``license_map`` reads a string
+    of the source as a versioned license, the mapped license next to what the source said."""
+    raw = src.get("license")
+    lmap = src.get("license_map") or {}
+    if not raw:
+        return ["- License: not given"]
+    parsed = licenses.parse(raw, lmap)
+    if not parsed.mapped:
+        out = [f"- License: {raw}"]
+    else:
+        out = [(f'- License: {parsed.license} (the source says "{raw}"; read as {parsed.license} by the '
+                "license_map of its manifest)")]
+    out += [f'- The source\'s "{k}" is read as {v} (license_map of its manifest)'
+            for k, v in sorted(lmap.items()) if not any(k == a for a, _ in parsed.mapped)]
+    return out
 
 
 def attribution_md(
@@ -41,7 +67,7 @@ def attribution_md(
     for src in entries:
         name = src.get("name") or "(unnamed source)"
         lines += [f"## {name}", ""]
-        lines.append(f"- License: {src.get('license') or 'not given'}")
+        lines += _license_lines(src)
         evidence = src.get("license_evidence")
         if evidence:
             lines.append(f"- License evidence: {evidence['url']} (\"{evidence['quote']}\")")
@@ -55,10 +81,12 @@ def attribution_md(
             lines.append("- Citation: not given")
         lines += ["", "| License | Rows | Hours |", "|---|---:|---:|"]
         per = counts.get(src.get("name"), {})
+        said = _source_said(src)
         for lic in sorted(per):
             rows, secs = per[lic]
             hours = f"{secs / 3600:.3f}" if secs == 0 or secs >= 1.8 else "<0.001"
-            lines.append(f"| {lic} | {rows} | {hours} |")
+            cited = f" (the source says {', '.join(said[lic])})" if lic in said else ""
+            lines.append(f"| {lic}{cited} | {rows} | {hours} |")
         if not per:
             lines.append("| (no rows in this release) | 0 | 0.000 |")
         lines.append("")
