@@ -134,7 +134,10 @@ def test_permission_denied_is_its_own_reason():
         probe = ("import json, os, sys\n"
                  "from granary_pipe.stages.audio.decode import DecodeError, decode_file\n"
                  "if os.geteuid() == 0:\n"
-                 "    os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+                 "    try:\n"
+                 "        os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+                 "    except PermissionError:\n"
+                 "        print('null'); sys.exit(0)\n"
                  "out = []\n"
                  "for p in sys.argv[1:]:\n"
                  "    try:\n"
@@ -146,6 +149,8 @@ def test_permission_denied_is_its_own_reason():
         got = subprocess.run([sys.executable, "-c", probe, *paths], capture_output=True, text=True, timeout=60,
                              cwd="/", env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert got.returncode == 0, got.stderr[-2000:]
+        if json.loads(got.stdout) is None:
+            pytest.skip("root here cannot give up root (no CAP_SETUID): permission checks mean nothing")
         assert json.loads(got.stdout) == [f"permission denied: {p}" for p in paths]
     finally:
         os.chmod(base / "locked", 0o755)
