@@ -110,8 +110,24 @@ def _fmt_langs(langs: list[str], width: int = 6) -> str:
     return f"{len(langs)}: {','.join(langs[:4])},…"
 
 
-def sources_rows(entries: list[CatalogEntry]) -> list[dict[str, Any]]:
-    """One dict per entry: corpus, languages, hours, license, compliant, labelled, confirmed."""
+def hours_in(entry: CatalogEntry, langs: list[str]) -> float | None:
+    """Published hours of ``entry`` in the languages ``langs``: the sum of its per-language hours,
+    or its total when every language it has is among ``langs``; None when it publishes only a total
+    over these and other languages (their share is unknown)."""
+    info = entry.info
+    chosen = [lang for lang in info.languages if lang in set(langs)]
+    if not chosen:
+        return 0.0
+    if set(info.languages) <= set(langs):
+        return entry.hours
+    if all(lang in info.hours.by_lang for lang in chosen):
+        return math.fsum(info.hours.by_lang[lang] for lang in chosen)
+    return None
+
+
+def sources_rows(entries: list[CatalogEntry], langs: list[str] | None = None) -> list[dict[str, Any]]:
+    """One dict per entry: corpus, languages, hours, license, compliant, labelled, confirmed; with
+    ``langs`` (``--lang``) also ``hours_in_langs``, the hours in those languages (:func:`hours_in`)."""
     rows = []
     for e in entries:
         conf = e.info.confirmed
@@ -119,6 +135,7 @@ def sources_rows(entries: list[CatalogEntry]) -> list[dict[str, Any]]:
             "corpus": e.name,
             "languages": list(e.info.languages),
             "hours": e.hours,
+            **({"hours_in_langs": hours_in(e, langs)} if langs else {}),
             "hours_by_lang": dict(e.info.hours.by_lang),
             "license": e.license,
             "compliant": e.compliant,
@@ -132,16 +149,32 @@ def sources_rows(entries: list[CatalogEntry]) -> list[dict[str, Any]]:
     return rows
 
 
-def format_sources(rows: list[dict[str, Any]]) -> str:
-    """The ``granary sources`` table."""
+def format_sources(rows: list[dict[str, Any]], langs: list[str] | None = None) -> str:
+    """The ``granary sources`` table; with ``langs`` (``--lang``) a column of the hours in those
+    languages, and the total counts only them (corpora that publish no per-language hours for them
+    show ``-`` and are named, not counted)."""
     header = ["corpus", "languages", "hours", "license", "compliant", "labelled", "confirmed"]
     body = [[r["corpus"], _fmt_langs(r["languages"]), fmt.rounded_hours(r["hours"]), r["license"],
              "yes" if r["compliant"] else "NO", "yes" if r["labelled"] else "no",
              f"{r['confirmed']}/{r['facts']}"] for r in rows]
-    total = math.fsum(r["hours"] for r in rows if r["compliant"] and not r["derived_from"])
-    foot = (f"\n{len(rows)} corpora; {fmt.rounded_hours(total)} h of compliant audio not counting entries that re-label "
-            "another entry's audio (derived_from). 'confirmed' = facts checked on the corpus's own pages.")
-    return fmt.plain_table(header, body, right={2}) + foot
+    counted = [r for r in rows if r["compliant"] and not r["derived_from"]]
+    note = ("not counting entries that re-label another entry's audio (derived_from). "
+            "'confirmed' = facts checked on the corpus's own pages.")
+    if not langs:
+        total = math.fsum(r["hours"] for r in counted)
+        foot = f"\n{len(rows)} corpora; {fmt.rounded_hours(total)} h of compliant audio {note}"
+        return fmt.plain_table(header, body, right={2}) + foot
+    chosen = ",".join(langs)
+    header.insert(3, f"hours {chosen}")
+    for line, r in zip(body, rows):
+        line.insert(3, fmt.rounded_hours(r["hours_in_langs"]))
+    total = math.fsum(r["hours_in_langs"] for r in counted if r["hours_in_langs"] is not None)
+    unknown = [r["corpus"] for r in counted if r["hours_in_langs"] is None]
+    foot = f"\n{len(rows)} corpora; {fmt.rounded_hours(total)} h of compliant audio in {chosen} {note}"
+    if unknown:
+        foot += (f"\nNot counted ('-': only a total over all their languages is published): "
+                 f"{', '.join(unknown)}.")
+    return fmt.plain_table(header, body, right={2, 3}) + foot
 
 
 # ----------------------------------------------------------------------------- totals

@@ -7,7 +7,7 @@ has it, the line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -83,12 +83,43 @@ def _errors(path: Path, node: yaml.Node | None, err: ValidationError, prefix: tu
     return "\n".join(lines)
 
 
+def utf8_error(path: Path, data: bytes, exc: UnicodeDecodeError, first_line: int = 1) -> ConfigError:
+    """The error for ``data`` (read from ``path``, starting at line ``first_line``) that is not
+    UTF-8: file, 1-based line and column (in characters) of the first bad byte, and the byte."""
+    line = first_line + data.count(b"\n", 0, exc.start)
+    start = data.rfind(b"\n", 0, exc.start) + 1
+    column = len(data[start:exc.start].decode("utf-8", errors="replace")) + 1
+    return ConfigError(f"{path}:{line}:{column}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
+                       "save the file as UTF-8")
+
+
+def read_utf8(path: Path) -> str:
+    """The text of ``path`` as UTF-8; a ``ConfigError`` naming file, line and column where it is not."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise utf8_error(path, data, exc) from None
+
+
+def utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file, read as it goes (a listing is never held
+    whole), line endings kept; a ``ConfigError`` naming file, line and column at a line that is
+    not UTF-8."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise utf8_error(path, raw, exc, lineno) from None
+
+
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Parse a YAML file; errors name the file and line."""
+    """Parse a YAML file; errors name the file and line (and the column of a byte that is not UTF-8)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     try:
         return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as exc:

@@ -14,7 +14,8 @@ therefore do not grow with the number of recordings (``benchmarks/driver_scale.p
 
 The file lives in the run's work directory (about 300 bytes per recording; the spill and
 DuckDB's temporary files beside it, about twice that, are removed as soon as the file is
-written), which the run removes when it ends.
+written), which the run removes when it ends (``ingest.spill.listing_workdir``: the next run
+removes the one of a run killed with SIGKILL).
 """
 
 from __future__ import annotations

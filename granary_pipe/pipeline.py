@@ -21,7 +21,6 @@ import logging
 import platform
 import shutil
 import subprocess
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +30,7 @@ from granary_pipe import __version__, counters, models, rundir
 from granary_pipe.config import ConfigError, PipelineConfig, load_pipeline
 from granary_pipe.executors import ExecutorOptions, check_executor, make_executor
 from granary_pipe.io import run_guard
+from granary_pipe.ingest.spill import listing_workdir
 from granary_pipe.listing import ListingFile, plan_listing
 from granary_pipe.progress import Progress
 from granary_pipe.stage import Stage
@@ -124,8 +124,8 @@ def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, addre
     config, stages = load_pipeline(pipeline_path)
     resolved = resolved_config(config, stages)
     out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(prefix="granary-listing-") as work:  # a bad listing stops before --out exists
-        listing = plan_listing(Path(source_path), resolved, config.units.recordings_per_unit, Path(work))
+    with listing_workdir() as work:  # a bad listing stops before --out exists; a killed run's is removed next time
+        listing = plan_listing(Path(source_path), resolved, config.units.recordings_per_unit, work)
         with run_guard.guarded(out_dir):  # one run per --out (a lock), a foreign directory, orphans, disk errors
             return _run_locked(t0, config, stages, resolved, listing, pipeline_path, source_path, out_dir,
                                executor, opts, progress)

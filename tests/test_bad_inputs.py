@@ -5,9 +5,9 @@ and rows in = kept + rejected. Manifest and pipeline errors stop the CLI before 
 no run directory).
 
 Unreadable file: the tests run as root, for whom ``chmod 000`` does not stop reads, so the
-unreadable input is a *directory* named ``folder.wav`` (open() fails with EISDIR); a FIFO would
-block the reader and is deliberately not used. A dangling symlink stands in for a file that
-vanished after listing.
+unreadable input is a *directory* named ``folder.wav`` (decode rejects it from ``stat`` alone). A
+dangling symlink stands in for a file that vanished after listing. FIFOs, sockets, devices and
+symlink loops: ``test_listing_hostile.py``.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ CASES: dict[str, tuple[dict, object]] = {
     "empty.wav": ({}, ("rejected", "decode_error: empty file")),
     "zero_frames.wav": ({}, ("rejected", "decode_error: no audio samples")),
     "notes.wav": ({}, ("rejected", "decode_error: InvalidDataError")),
-    "folder.wav": ({}, ("rejected", "decode_error: IsADirectoryError")),
+    "folder.wav": ({}, ("rejected", "decode_error: not a regular file (directory)")),
     "gone.flac": ({}, ("rejected", "decode_error: no such file")),
     "dangling.flac": ({}, ("rejected", "decode_error: no such file")),
 }

@@ -142,8 +142,8 @@ def _cmd_sources(args: argparse.Namespace) -> int:
     entries = catalog.load_catalog(args.catalog)
     if args.lang:
         entries = [e for e in entries if set(args.lang) & set(e.info.languages)]
-    rows = catalog.sources_rows(entries)
-    print(json.dumps(rows, indent=2) if args.json else catalog.format_sources(rows))
+    rows = catalog.sources_rows(entries, langs=args.lang)
+    print(json.dumps(rows, indent=2) if args.json else catalog.format_sources(rows, langs=args.lang))
     return EXIT_OK
 
 

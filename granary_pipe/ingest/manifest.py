@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,7 +30,7 @@ from granary_pipe import licenses
 from granary_pipe.config import ConfigError
 from granary_pipe.ingest.readers import Entry, ListingLine, iter_entries, no_audio
 from granary_pipe.ingest.source import SourceManifest, load_manifest
-from granary_pipe.ingest.spill import EntrySpill, SortedRows
+from granary_pipe.ingest.spill import EntrySpill, SortedRows, listing_workdir
 
 __all__ = ["ListingLine", "SortedRows", "SourceManifest", "list_recordings", "load_manifest", "recording_id",
            "sort_recordings"]
@@ -53,8 +52,8 @@ def list_recordings(manifest_path: Path, *, cache_dir: Path | None = None) -> tu
     ``$GRANARY_SOURCE_CACHE``, else ``$GRANARY_CACHE/sources``). A run plans its listing with
     :func:`sort_recordings` instead, which never holds the rows in memory.
     """
-    with tempfile.TemporaryDirectory(prefix="granary-listing-") as tmp:
-        manifest, rows = sort_recordings(manifest_path, Path(tmp), cache_dir=cache_dir)
+    with listing_workdir() as tmp:
+        manifest, rows = sort_recordings(manifest_path, tmp, cache_dir=cache_dir)
         return manifest, pa.concat_tables(rows.tables(max(rows.count, 1))).combine_chunks()
 
 

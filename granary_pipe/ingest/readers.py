@@ -15,8 +15,9 @@ absolute, through a symlink, ``a/../b.wav``), are refused naming both (``readers
 ========================  =====================================================================
 reader                    layout
 ========================  =====================================================================
-``folder``                any tree of audio files: ``audio: GLOB`` (relative to the manifest), or
-                          ``url: ROOT`` + ``reader_options.pattern`` (default: every audio file)
+``folder``                any tree of audio files: ``audio: GLOB`` (relative to the manifest;
+                          a folder lists every audio file under it), or ``url: ROOT`` +
+                          ``reader_options.pattern`` (default: every audio file)
 ``jsonl``                 ``listing: FILE.jsonl``, lines ``{"path", "license"?, "lang"?, "text"?}``,
                           paths relative to the manifest (or to ``url`` + ``reader_options.listing``)
 ``tsv``                   Common Voice style TSV with a header: ``path``, ``sentence``, ``locale``
@@ -60,23 +61,25 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import glob
 import hashlib
 import json
 import os
 import posixpath
 import re
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from granary_pipe.config import ConfigError
+from granary_pipe.config import ConfigError, utf8_lines
 from granary_pipe.ingest.readers_archives import (
     LANG_KEYS, LICENSE_KEYS, TEXT_KEYS, ParquetOptions, WebDatasetOptions, read_parquet, read_webdataset,
     sniff_ext, write_once,
 )
 from granary_pipe.ingest.readers_base import (
     AUDIO_EXTS, Entry, _Ctx, _lang, _match_files, _Options, _posix_rel, _root_dir, _safe_rel, _str, check_unique,
+    listable,
 )
 from granary_pipe.ingest.readers_corpora import (
     LibriLightOptions, LibriSpeechOptions, MlsOptions, read_librilight, read_librispeech, read_mls,
@@ -204,21 +207,37 @@ def _localize(location: str, ctx: _Ctx, opts: _Options) -> Path:
 # ----------------------------------------------------------------------------- readers
 
 def read_folder(ctx: _Ctx, target: Path, opts: FolderOptions) -> list[Entry]:
-    """Every audio file under ``target`` matching ``pattern``; keys relative to ``target``."""
+    """Every audio file under ``target`` matching ``pattern``; keys relative to ``target``. Matches
+    that cannot be opened (a symlink loop, a FIFO, ...) are listed too: decode rejects them."""
     root = _root_dir(target, "folder")
     return [Entry(_posix_rel(p, root), str(p), lang=opts.lang)
-            for p in _match_files(ctx, root, [opts.pattern], audio_only=True)]
+            for p in _match_files(ctx, root, [opts.pattern], audio_only=True, unopenable=True)]
+
+
+def _glob_matches(ctx: _Ctx, start: Path, rel: str, pattern: str) -> list[Path]:
+    """What ``audio: GLOB`` lists: every match but directories (:func:`listable`: a symlink loop
+    or a FIFO is listed, and decode rejects it with its reason). A pattern without wildcards that
+    names a folder (``audio: clips``) lists every audio file under it, as ``clips/**/*`` would
+    with the audio extensions (:data:`AUDIO_EXTS`)."""
+    try:
+        if not glob.has_magic(rel) and (start / rel).is_dir():
+            folder = start / rel
+            found = sorted(p for p in folder.glob("**/*") if p.suffix.lower() in AUDIO_EXTS and listable(p))
+            if not found:
+                raise ConfigError(f"{ctx.manifest_path}: audio {pattern!r} is a folder with no audio file under it "
+                                  f"(extensions {', '.join(AUDIO_EXTS)}); give a glob such as '{pattern}/**/*.wav'")
+            return found
+        return sorted(p for p in start.glob(rel) if listable(p))
+    except (ValueError, NotImplementedError) as exc:
+        raise ConfigError(f"{ctx.manifest_path}: audio glob {pattern!r}: {exc}") from None
 
 
 def _read_glob(ctx: _Ctx, pattern: str, opts: FolderOptions) -> list[Entry]:
     """``audio: GLOB``: files matching the glob (relative to the manifest, or absolute), confined
-    to the manifest's directory; keys relative to it."""
+    to the manifest's directory; keys relative to it (see :func:`_glob_matches`)."""
     anchor = Path(pattern).anchor
     start, rel = (Path(anchor), pattern[len(anchor):]) if anchor else (ctx.base, pattern)
-    try:
-        matches = sorted(p for p in start.glob(rel) if p.is_file())
-    except (ValueError, NotImplementedError) as exc:
-        raise ConfigError(f"{ctx.manifest_path}: audio glob {pattern!r}: {exc}") from None
+    matches = _glob_matches(ctx, start, rel, pattern)
     if not matches:
         raise ConfigError(f"{ctx.manifest_path}: audio glob {pattern!r} matches no file under {ctx.base}")
     where = f"{ctx.manifest_path}: audio glob {pattern!r}"
@@ -230,25 +249,24 @@ def _jsonl_lines(listing: Path) -> Iterator[tuple[int, ListingLine]]:
     """The listing's lines as they are read (a generator: the listing is never held whole)."""
     if not listing.is_file():
         raise ConfigError(f"{listing}: listing file not found")
-    with open(listing, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{listing}:{lineno}: not valid JSON: {exc.msg}") from None
-            if not isinstance(obj, dict):
-                raise ConfigError(f"{listing}:{lineno}: expected a JSON object with 'path'")
-            try:
-                line = ListingLine.model_validate(obj)
-            except ValidationError as err:
-                keys = "; ".join(
-                    f"{'.'.join(map(str, e['loc']))}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
-                    for e in err.errors()
-                )
-                raise ConfigError(f"{listing}:{lineno}: {keys}") from None
-            yield lineno, line
+    for lineno, raw in utf8_lines(listing):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{listing}:{lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{listing}:{lineno}: expected a JSON object with 'path'")
+        try:
+            line = ListingLine.model_validate(obj)
+        except ValidationError as err:
+            keys = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+                for e in err.errors()
+            )
+            raise ConfigError(f"{listing}:{lineno}: {keys}") from None
+        yield lineno, line
 
 
 def read_jsonl(ctx: _Ctx, listing: Path, opts: JsonlOptions, base: Path | None = None) -> Iterator[Entry]:
@@ -260,6 +278,15 @@ def read_jsonl(ctx: _Ctx, listing: Path, opts: JsonlOptions, base: Path | None =
         yield Entry(key, path, line.license, line.lang or opts.lang, line.text, where=where)
 
 
+def _tsv_row(reader: Any, listing: Path) -> list[str] | None:
+    """The next row of a TSV ``csv.reader``, None at the end; a ``csv.Error`` (a field over
+    ``csv.field_size_limit``, a stray line break) as a ``ConfigError`` naming the line."""
+    try:
+        return next(reader, None)
+    except csv.Error as exc:
+        raise ConfigError(f"{listing}:{reader.line_num}: not a valid TSV row: {exc}") from None
+
+
 def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = None) -> Iterator[Entry]:
     """A Common Voice style TSV, row by row; audio in ``audio_dir`` (default ``clips/`` beside the TSV if present)."""
     base = ctx.base if base is None else base
@@ -269,41 +296,42 @@ def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = Non
         audio_dir = listing.parent / opts.audio_dir
     else:
         audio_dir = listing.parent / "clips" if (listing.parent / "clips").is_dir() else listing.parent
-    with open(listing, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if not header:
-            raise ConfigError(f"{listing}:1: empty TSV (expected a header with {opts.path_column!r})")
-        cols = {name.strip(): i for i, name in enumerate(header)}
-        if opts.path_column not in cols:
-            raise ConfigError(f"{listing}:1: no {opts.path_column!r} column in the header {list(cols)}")
-        for field in ("text_column", "lang_column", "license_column"):
-            col = getattr(opts, field)
-            if col is not None and col not in cols and field in opts.model_fields_set:
-                raise ConfigError(f"{listing}:1: no {col!r} column in the header {list(cols)}")
+    lines = (text for _, text in utf8_lines(listing))  # QUOTE_NONE: one row per line
+    reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = _tsv_row(reader, listing)
+    if not header:
+        raise ConfigError(f"{listing}:1: empty TSV (expected a header with {opts.path_column!r})")
+    cols = {name.strip(): i for i, name in enumerate(header)}
+    if opts.path_column not in cols:
+        raise ConfigError(f"{listing}:1: no {opts.path_column!r} column in the header {list(cols)}")
+    for field in ("text_column", "lang_column", "license_column"):
+        col = getattr(opts, field)
+        if col is not None and col not in cols and field in opts.model_fields_set:
+            raise ConfigError(f"{listing}:1: no {col!r} column in the header {list(cols)}")
 
-        def cell(row: list[str], col: str | None) -> str | None:
-            i = cols.get(col) if col else None
-            return _str(row[i]) if i is not None and i < len(row) else None
+    def cell(row: list[str], col: str | None) -> str | None:
+        i = cols.get(col) if col else None
+        return _str(row[i]) if i is not None and i < len(row) else None
 
-        for lineno, row in enumerate(reader, start=2):
-            if not row or not any(c.strip() for c in row):
-                continue
-            name = cell(row, opts.path_column)
-            if name is None:
-                raise ConfigError(f"{listing}:{lineno}: empty {opts.path_column!r}")
-            if opts.path_format is not None:
-                try:
-                    name = opts.path_format.format(**{c: (row[i] if i < len(row) else "") for c, i in cols.items()})
-                except (KeyError, IndexError, ValueError) as exc:
-                    raise ConfigError(f"{listing}:{lineno}: path_format {opts.path_format!r}: {exc!r}") from None
-            rel = _safe_rel(name + opts.path_suffix)
-            if rel is None:
-                raise ConfigError(f"{listing}:{lineno}: path {name!r} leaves the audio directory")
-            where = f"{listing}:{lineno}"
-            key, audio = ctx.locate(base, str(audio_dir / rel), where)
-            yield Entry(key, audio, cell(row, opts.license_column),
-                        _lang(cell(row, opts.lang_column)) or opts.lang, cell(row, opts.text_column), where=where)
+    while (row := _tsv_row(reader, listing)) is not None:
+        lineno = reader.line_num
+        if not row or not any(c.strip() for c in row):
+            continue
+        name = cell(row, opts.path_column)
+        if name is None:
+            raise ConfigError(f"{listing}:{lineno}: empty {opts.path_column!r}")
+        if opts.path_format is not None:
+            try:
+                name = opts.path_format.format(**{c: (row[i] if i < len(row) else "") for c, i in cols.items()})
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(f"{listing}:{lineno}: path_format {opts.path_format!r}: {exc!r}") from None
+        rel = _safe_rel(name + opts.path_suffix)
+        if rel is None:
+            raise ConfigError(f"{listing}:{lineno}: path {name!r} leaves the audio directory")
+        where = f"{listing}:{lineno}"
+        key, audio = ctx.locate(base, str(audio_dir / rel), where)
+        yield Entry(key, audio, cell(row, opts.license_column),
+                    _lang(cell(row, opts.lang_column)) or opts.lang, cell(row, opts.text_column), where=where)
 
 
 _URL_READERS: dict[str, Callable[..., Iterable[Entry]]] = {

@@ -67,13 +67,15 @@ class _Ctx:
     def confine(self, path: Path, root: Path, where: str, shown: str | None = None) -> Path:
         """``path`` resolved (symlinks followed); ``ConfigError`` at ``where`` when it lies outside
         ``root`` and the manifest does not say ``allow_outside_root: true``. A missing file is
-        fine (it becomes a ``decode_error`` row at decode): only its existing part is resolved."""
-        real = Path(path).resolve()
+        fine (it becomes a ``decode_error`` row at decode): only its existing part is resolved. So is
+        a symlink loop (``os.path.realpath``, not ``Path.resolve``, which raises on a loop): decode
+        rejects it as ``symlink loop``."""
+        real = Path(os.path.realpath(path))
         if self.allow_outside_root:
             return real
         real_root = self._real_roots.get(root)
         if real_root is None:
-            real_root = self._real_roots[root] = Path(root).resolve()
+            real_root = self._real_roots[root] = Path(os.path.realpath(root))
         if real == real_root or real.is_relative_to(real_root):
             return real
         raise ConfigError(
@@ -128,12 +130,26 @@ def _safe_rel(name: str) -> str | None:
     return rel
 
 
-def _match_files(ctx: _Ctx, root: Path, patterns: list[str], audio_only: bool = False) -> list[Path]:
+def listable(path: Path) -> bool:
+    """Whether a path a glob matched is listed: anything but a directory (a symlink to one
+    included). Files that cannot be opened (a symlink loop, a dangling symlink, a FIFO, a socket, a
+    device) are listed: decode rejects each with its reason, so none vanishes from the counts."""
+    try:
+        return not path.is_dir()
+    except OSError:
+        return True
+
+
+def _match_files(ctx: _Ctx, root: Path, patterns: list[str], audio_only: bool = False,
+                 unopenable: bool = False) -> list[Path]:
     """Files under ``root`` matching any of ``patterns`` (sorted, as found: not resolved), each
-    confined to ``root`` (a symlink leading out of the tree is a ``ConfigError``)."""
+    confined to ``root`` (a symlink leading out of the tree is a ``ConfigError``). ``unopenable``:
+    also the matches that are not regular files (see :func:`listable`), for readers whose entries
+    go to the decoder as they are; readers that open the files themselves (archives, transcripts)
+    take regular files only."""
     found: set[Path] = set()
     for pattern in patterns:
-        found.update(p for p in root.glob(pattern) if p.is_file())
+        found.update(p for p in root.glob(pattern) if (listable(p) if unopenable else p.is_file()))
     files = sorted(found)
     if audio_only:
         files = [p for p in files if p.suffix.lower() in AUDIO_EXTS]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 from pydantic import Field
 
-from granary_pipe.config import ConfigError
+from granary_pipe.config import ConfigError, read_utf8, utf8_lines
 from granary_pipe.ingest.readers_base import Entry, _Ctx, _match_files, _Options, _posix_rel, _root_dir
 
 _LANG_NAMES = {"english": "en", "german": "de", "dutch": "nl", "french": "fr", "spanish": "es",
@@ -37,8 +38,8 @@ def read_librilight(ctx: _Ctx, target: Path, opts: LibriLightOptions) -> list[En
         meta_path = flac.with_suffix(".json")
         if meta_path.is_file():
             try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                meta = json.loads(read_utf8(meta_path))
+            except json.JSONDecodeError as exc:
                 raise ConfigError(f"{meta_path}: not valid JSON: {exc}") from None
             book = meta.get("book_meta") if isinstance(meta, dict) else None
             name = book.get("language") if isinstance(book, dict) else None
@@ -53,15 +54,14 @@ def read_librispeech(ctx: _Ctx, target: Path, opts: LibriSpeechOptions) -> list[
     root = _root_dir(target, "librispeech")
     texts: dict[Path, str] = {}
     for trans in _match_files(ctx, root, ["**/*.trans.txt"]):
-        with open(trans, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                utt, _, text = line.strip().partition(" ")
-                if not text or not re.match(r"^[\w-]+$", utt):
-                    raise ConfigError(f"{trans}:{lineno}: expected 'UTTERANCE-ID TEXT'")
-                texts[(trans.parent / f"{utt}.flac").resolve()] = text.strip()
-    audio = {p.resolve() for p in _match_files(ctx, root, ["**/*.flac"])} | set(texts)
+        for lineno, line in utf8_lines(trans):
+            if not line.strip():
+                continue
+            utt, _, text = line.strip().partition(" ")
+            if not text or not re.match(r"^[\w-]+$", utt):
+                raise ConfigError(f"{trans}:{lineno}: expected 'UTTERANCE-ID TEXT'")
+            texts[Path(os.path.realpath(trans.parent / f"{utt}.flac"))] = text.strip()
+    audio = {Path(os.path.realpath(p)) for p in _match_files(ctx, root, ["**/*.flac"])} | set(texts)
     lang = opts.lang or "en"
     return [Entry(_posix_rel(p, root), str(p), lang=lang, text=texts.get(p)) for p in sorted(audio)]
 
@@ -78,19 +78,18 @@ def read_mls(ctx: _Ctx, target: Path, opts: MlsOptions) -> list[Entry]:
                 if m and m[1] in _LANG_NAMES:
                     lang = _LANG_NAMES[m[1]]
                     break
-        with open(trans, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                utt, sep, text = line.rstrip("\n").partition("\t")
-                parts = utt.split("_")
-                if not sep or len(parts) != 3 or not all(p.isalnum() for p in parts):
-                    raise ConfigError(f"{trans}:{lineno}: expected 'SPEAKER_BOOK_SEQ<TAB>TEXT'")
-                folder = trans.parent / "audio" / parts[0] / parts[1]
-                audio = next((folder / f"{utt}{e}" for e in opts.audio_exts if (folder / f"{utt}{e}").is_file()),
-                             folder / f"{utt}{opts.audio_exts[0]}")
-                real = ctx.confine(audio, root, f"{trans}:{lineno}", shown=_posix_rel(audio, root))
-                out.append(Entry(_posix_rel(audio, root), str(real), lang=lang, text=text.strip() or None,
-                                 where=f"{trans}:{lineno}"))
+        for lineno, line in utf8_lines(trans):
+            if not line.strip():
+                continue
+            utt, sep, text = line.rstrip("\n").partition("\t")
+            parts = utt.split("_")
+            if not sep or len(parts) != 3 or not all(p.isalnum() for p in parts):
+                raise ConfigError(f"{trans}:{lineno}: expected 'SPEAKER_BOOK_SEQ<TAB>TEXT'")
+            folder = trans.parent / "audio" / parts[0] / parts[1]
+            audio = next((folder / f"{utt}{e}" for e in opts.audio_exts if (folder / f"{utt}{e}").is_file()),
+                         folder / f"{utt}{opts.audio_exts[0]}")
+            real = ctx.confine(audio, root, f"{trans}:{lineno}", shown=_posix_rel(audio, root))
+            out.append(Entry(_posix_rel(audio, root), str(real), lang=lang, text=text.strip() or None,
+                             where=f"{trans}:{lineno}"))
     return out
 

@@ -20,12 +20,23 @@ are merged (``heapq.merge`` on ``(id, seq)``, the in-memory stable sort's order)
 at a time, until few are left; :meth:`SortedRows.tables` merges those while the caller reads.
 Memory holds one chunk per open run, whatever the listing's size. (DuckDB sorts too, but its sort
 of wide rows, long paths and transcripts, failed under a fixed memory limit in tests.)
+
+The work directory of a listing (:func:`listing_workdir`) is a temporary directory
+``granary-listing-PID-XXXX``, locked (``flock`` on its ``.lock``) by the process that made it for
+as long as it lives. A process killed with SIGKILL cannot remove it, so each new one first removes
+those whose owner is gone: its PID is not running and its lock is free (the lock also guards a
+PID reused, or one seen from another PID namespace on a shared ``/tmp``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import heapq
+import os
+import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -55,6 +66,12 @@ operators need some memory of their own, more with very long keys or paths)."""
 ROW_COLUMNS = ("id", "recording_id", "source", "audio_path", "audio_relpath", "offset_s", "license",
                "license_raw", "lang_hint", "ref_text")
 """The recording row's columns ingest sets (the others of ``schema.SCHEMA`` stay null)."""
+
+WORKDIR_PREFIX = "granary-listing-"
+"""Name prefix of a listing's temporary work directory (then the owner's PID, ``-``, random)."""
+
+_LOCK = ".lock"
+_OWNED = re.compile(re.escape(WORKDIR_PREFIX) + r"(\d+)-")
 
 _CHECK_SCHEMA = pa.schema([("seq", pa.int64()), ("key", pa.string()), ("path", pa.string()),
                            ("where_", pa.string()), ("fid", pa.string())])
@@ -234,3 +251,59 @@ def _connect(tmp: Path, limit: str) -> Any:
 def _sql_path(path: Path) -> str:
     """``path`` as a single-quoted SQL string's content."""
     return str(path).replace("'", "''")
+
+
+def _pid_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts: signalling it is refused)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_if_orphaned(path: Path) -> bool:
+    """Remove the listing work directory ``path`` when its owner is gone (see the module); True if removed."""
+    m = _OWNED.match(path.name)
+    if not m or _pid_running(int(m[1])):
+        return False
+    try:
+        fd = os.open(path / _LOCK, os.O_RDWR)
+    except OSError:
+        return False  # no lock file: not made by listing_workdir, or removed meanwhile
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # still held: the owner lives (in another PID namespace)
+    finally:
+        os.close(fd)
+    shutil.rmtree(path, ignore_errors=True)
+    return True
+
+
+def remove_orphaned_workdirs(parent: Path | None = None) -> list[Path]:
+    """Remove the listing work directories under ``parent`` (default: the temporary directory)
+    whose owner was killed; return them."""
+    parent = Path(parent or tempfile.gettempdir())
+    try:
+        candidates = [p for p in parent.iterdir() if p.name.startswith(WORKDIR_PREFIX)]
+    except OSError:
+        return []
+    return [p for p in candidates if _remove_if_orphaned(p)]
+
+
+@contextlib.contextmanager
+def listing_workdir(parent: Path | None = None) -> Iterator[Path]:
+    """A temporary work directory for a listing, ``granary-listing-PID-XXXX`` under ``parent``
+    (default: the temporary directory), held by this process (a lock) and removed on exit;
+    orphans of killed processes are removed first (:func:`remove_orphaned_workdirs`)."""
+    remove_orphaned_workdirs(parent)
+    with tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=parent) as work:
+        fd = os.open(Path(work) / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield Path(work)
+        finally:
+            os.close(fd)

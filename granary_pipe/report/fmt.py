@@ -53,11 +53,27 @@ def rate(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+CELL_CHARS = 80
+"""Widest cell of a terminal table: longer values (a long path in a reason) are cut in the middle."""
+
+
+def clip(value: Any, width: int = CELL_CHARS) -> str:
+    """``value`` as text of at most ``width`` characters: a longer one keeps its start and its end
+    (where a path's file name is) around a ``…``. For the terminal only; JSON keeps full values."""
+    text = str(value)
+    if len(text) <= width:
+        return text
+    tail = (width - 1) // 2
+    return f"{text[:width - 1 - tail]}…{text[len(text) - tail:]}"
+
+
 def text_table(headers: list[str], rows: list[list[Any]], indent: str = "  ",
                right: set[int] | None = None) -> list[str]:
     """Aligned plain-text table lines, a dashed line under the headers. Columns in ``right`` are
-    right-aligned, the others left; by default the first column left, the others right."""
-    cells = [headers] + [[str(c) for c in r] for r in rows]
+    right-aligned, the others left; by default the first column left, the others right. Cells
+    longer than :data:`CELL_CHARS` are cut in the middle (:func:`clip`), so one long value does
+    not pad every line of its column; line breaks in a cell are shown as ``⏎``."""
+    cells = [headers] + [[clip(str(c).replace("\n", "⏎")) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     right = set(range(1, len(headers))) if right is None else right
     out = []

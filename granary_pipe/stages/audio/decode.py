@@ -1,12 +1,13 @@
 """Decode anything PyAV (FFmpeg) reads to 16 kHz mono float32; probe rate, channels, codec.
 
 An unreadable, empty, missing or over-long file becomes a rejected row whose reason carries the
-decoder's message (``decode_error: ...``); it never stops the run.
+decoder's message (``decode_error: ...``); it never stops the run. A path that is not a readable
+regular file (missing, a symlink loop, a FIFO, a socket, a device, a directory, permission
+denied) is told apart before anything opens it (``ingest.inputs.unopenable``).
 """
 
 from __future__ import annotations
 
-import os
 from typing import ClassVar
 
 import av
@@ -15,6 +16,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from granary_pipe import schema
+from granary_pipe.ingest.inputs import unopenable
 from granary_pipe.registry import register
 from granary_pipe.stage import Stage
 
@@ -45,12 +47,9 @@ def _mono_frame(frame: av.AudioFrame) -> av.AudioFrame:
 
 def decode_file(path: str, max_duration_s: float) -> tuple[np.ndarray, dict]:
     """Decode ``path`` to 16 kHz mono float32; returns samples and probe info."""
-    if not os.path.exists(path):
-        raise DecodeError(f"no such file: {path}")
-    if not os.access(path, os.R_OK):
-        raise DecodeError(f"permission denied: {path}")
-    if os.path.getsize(path) == 0:
-        raise DecodeError(f"empty file: {path}")
+    problem = unopenable(path)  # stat only: a FIFO is never opened (it would block)
+    if problem:
+        raise DecodeError(problem)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=schema.SAMPLE_RATE_HZ)
     pcm = bytearray()  # one growing buffer: no per-frame arrays, no concatenate or astype copies
     limit = int(max_duration_s * schema.SAMPLE_RATE_HZ)

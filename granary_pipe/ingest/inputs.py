@@ -1,0 +1,47 @@
+"""Why a listed audio path cannot be opened, told from ``os.stat`` alone (nothing is opened).
+
+Ingest lists every path a listing or glob names, openable or not; the decoder asks
+:func:`unopenable` before it opens anything, so a FIFO is never opened (opening one for reading
+blocks until a writer comes) and each kind of path that is not a readable regular file gets its
+own reason. The reasons (the decoder writes ``decode_error: <reason>``)::
+
+    no such file: PATH                          missing, or a dangling symlink
+    symlink loop: PATH                          a symlink that leads back to itself
+    permission denied: PATH                     the file or a folder above it is not readable
+    not a regular file (directory): PATH        also: FIFO, socket, character device, block device
+    cannot open (<OS error>): PATH              anything else stat refuses (a name too long, ...)
+    empty file: PATH                            a regular file of 0 bytes
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+          (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+"""Kinds of non-regular files, as the reason names them."""
+
+
+def unopenable(path: str) -> str | None:
+    """The reason ``path`` cannot be read as an audio file (see the module), or None when it is a
+    non-empty regular file this process may read. Never opens ``path``."""
+    try:
+        st = os.stat(path)  # follows symlinks: a loop is ELOOP, a dangling link ENOENT
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return f"no such file: {path}"
+        if exc.errno == errno.ELOOP:
+            return f"symlink loop: {path}"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return f"permission denied: {path}"
+        return f"cannot open ({exc.strerror or exc}): {path}"
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "unknown kind")
+        return f"not a regular file ({kind}): {path}"
+    if not os.access(path, os.R_OK):
+        return f"permission denied: {path}"
+    if st.st_size == 0:
+        return f"empty file: {path}"
+    return None
