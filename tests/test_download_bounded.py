@@ -150,3 +150,17 @@ def test_report_of_a_partial_download_says_what_is_absent(tmp_path, capsys, monk
     assert main(["report", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["files_absent"], summary["files_listed"], summary["absent"]) == (1, 2, ["big.bin"])
+
+
+def test_a_local_source_longer_than_listed_is_cut_off_too(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "mirror"
+    src.mkdir()
+    (src / "release.json").write_bytes(RELEASE)
+    (src / "big.bin").write_bytes(b"x" * (4 << 20))  # 4 MiB where 1,000 bytes are listed
+    (src / "good.bin").write_bytes(GOOD)
+    code, _, err = _download(capsys, monkeypatch, str(src), tmp_path / "dl")
+    assert code == 1, err
+    failed = [line for line in err.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 1 and str(src / "big.bin") in failed[0] and f"{LISTED} bytes" in failed[0], err
+    assert not list((tmp_path / "dl").rglob("big.bin*"))
+    assert (tmp_path / "dl" / "good.bin").read_bytes() == GOOD

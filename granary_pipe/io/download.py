@@ -169,7 +169,7 @@ def download_release(
     ``KeyboardInterrupt`` (Ctrl-C) after stopping the transfers within about a second.
     """
     if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
     url = release_url(source)
     base = url.rsplit("/", 1)[0] if "/" in url else "."
     stop = threading.Event()

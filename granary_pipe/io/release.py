@@ -73,7 +73,7 @@ from granary_pipe.io.release_docs import attribution_md, dataset_card_md
 from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata
 from granary_pipe.io.release_out import TOP_FILES as _TOP_FILES
 from granary_pipe.io.release_out import WORK_PREFIX as _WORK_PREFIX
-from granary_pipe.io.release_out import check_out_dir, claimed, publish, recover, refuse_run_dir
+from granary_pipe.io.release_out import check_out_dir, claimed, finish, publish, recover, refuse_run_dir
 from granary_pipe.io.release_plan import Plan, plan_release
 from granary_pipe.io.release_tasks import ShardJob, merge_records, read_done, run_jobs
 from granary_pipe.rundir import find_key, read_run_json, write_file, write_json_atomic
@@ -198,11 +198,11 @@ def build_release(
     run = read_run_json(run_dir)
     formats = resolve_formats(formats)
     if shard_rows < 1:
-        raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+        raise ValueError(f"--shard-rows must be >= 1, got {shard_rows}")
     if shard_bytes is not None and shard_bytes < 1:
-        raise ValueError(f"shard_bytes must be >= 1 or None, got {shard_bytes}")
+        raise ValueError(f"--shard-bytes must be >= 1 (or left out), got {shard_bytes}")
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
     if ray_address:
         from granary_pipe.executors.ray_address import check_reachable
@@ -233,7 +233,7 @@ def build_release(
             if not any((work / "done").rglob("*.json")):  # nothing to resume: leave no trace
                 shutil.rmtree(work, ignore_errors=True)
             raise
-        shutil.rmtree(work)
+        finish(work)
     return release
 
 

@@ -20,7 +20,8 @@ journal (``WORK/publish.json``) lists them: the previous release's entries move 
 release is deleted before the new ``release.json`` is in place. A release killed during the
 publish is settled by the next ``granary release`` into ``OUT`` (:func:`recover`): before the
 commit the renames are undone (the previous release is back, the new shards wait in the work
-directory to be published by a rerun); after it, the leftovers are removed.
+directory to be published by a rerun); after it, the leftovers are removed (the work directory is
+renamed ``.tmp-release-KEY.done`` before its removal, so a removal cut short is known too).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ RELEASE_JSON = "release.json"
 TOP_FILES = ("ATTRIBUTION.md", "README.md")
 JOURNAL = "publish.json"
 _ASIDE = "old"
+_DONE = ".done"
+"""Suffix of a published release's work directory while it is removed (:func:`finish`)."""
 _FORMAT_DIRS = {**{name: name for name in FORMATS}, **OLD_NAMES}
 """Top directory name → its format (a former name too: older releases list their files under it)."""
 
@@ -195,6 +198,10 @@ def recover(out_dir: Path) -> list[str]:
     directories whose release had been committed (it is in place now)."""
     committed = []
     for work in sorted(out_dir.glob(WORK_PREFIX + "*")):
+        if work.name.endswith(_DONE):  # published; its removal was cut short
+            shutil.rmtree(work)
+            committed.append(work.name[:-len(_DONE)])
+            continue
         journal = work / JOURNAL
         if not journal.is_file():
             continue
@@ -211,9 +218,17 @@ def recover(out_dir: Path) -> list[str]:
             journal.unlink()
             fsync_path(work)
         else:
-            shutil.rmtree(work)
+            finish(work)
             committed.append(work.name)
     return committed
+
+
+def finish(work: Path) -> None:
+    """Remove the work directory of a published release: renamed first, so a removal cut short is
+    still known for what it is (:func:`recover`)."""
+    done = work.with_name(work.name + _DONE)
+    os.replace(work, done)
+    shutil.rmtree(done)
 
 
 def publish(work: Path, out_dir: Path, names: list[str]) -> None:
