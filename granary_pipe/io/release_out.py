@@ -155,9 +155,12 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     own hidden entries; with it, the first path a release did not write."""
     if not overwrite:
         present = sorted(e.name for e in out_dir.iterdir() if not is_ours(e.name))
+        if RELEASE_JSON in present:
+            raise FileExistsError(f"release output {out_dir} already holds a release: pass --overwrite to replace "
+                                  "it, or choose another --out")
         if present:
-            raise FileExistsError(f"release output {out_dir} is not empty ({present[0]} is there): pass "
-                                  "--overwrite to replace the release in it, or choose another --out")
+            raise FileExistsError(f"release output {out_dir} is not empty ({present[0]} is there): choose another "
+                                  "--out (--overwrite replaces only an earlier release)")
         return
     foreign = first_foreign(out_dir)
     if foreign:
