@@ -30,7 +30,8 @@ GOOD = b"g" * 3000
 class _Liar(BaseHTTPRequestHandler):
     """``/release.json`` from ``server.release``; ``/big.bin``: ``SENT`` bytes, announced per
     ``server.mode`` (``length``: ``Content-Length: SENT``; ``close``: none, the end of the body is the
-    connection's); ``/good.bin``: ``GOOD``. Counts the body bytes it managed to send."""
+    connection's); ``/good.bin``: ``GOOD``. Counts the requests for ``big.bin`` and the body bytes it
+    managed to send."""
 
     protocol_version = "HTTP/1.1"
 
@@ -52,6 +53,8 @@ class _Liar(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        with srv.lock:
+            srv.asked += 1
         self.send_response(200)
         if srv.mode == "length":
             self.send_header("Content-Length", str(SENT))
@@ -74,7 +77,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, release: bytes, mode: str) -> None:
         super().__init__(("127.0.0.1", 0), _Liar)
-        self.release, self.mode, self.sent, self.lock = release, mode, 0, threading.Lock()
+        self.release, self.mode, self.sent, self.asked, self.lock = release, mode, 0, 0, threading.Lock()
 
     def handle_error(self, request, client_address) -> None:
         pass
@@ -117,8 +120,9 @@ def test_a_server_sending_more_than_listed_is_cut_off_and_nothing_is_kept(tmp_pa
     out = tmp_path / "dl"
     with _serve(RELEASE, mode) as srv:
         code, _, err = _download(capsys, monkeypatch, srv.url + "/release.json", out)
-        sent = srv.sent
+        sent, asked = srv.sent, srv.asked
     assert code == 1, err
+    assert asked == 1, asked  # not fetched again from scratch
     failed = [line for line in err.splitlines() if line.startswith("failed: ")]
     assert len(failed) == 1 and failed[0].startswith("failed: big.bin: ") and f"{srv.url}/big.bin" in failed[0], err
     assert f"{LISTED} bytes" in failed[0], err
