@@ -201,11 +201,14 @@ def test_order_independent_of_units_but_not_of_seed(release, tmp_path):
 def test_out_dir_must_be_empty_unless_overwrite(run_dir, tmp_path):
     out = tmp_path / "rel"
     build_release(run_dir, out, shard_rows=100, progress=False)
-    (out / "NOTES.txt").write_text("mine")
     with pytest.raises(FileExistsError, match=str(out)):
         build_release(run_dir, out, progress=False)
-    meta = build_release(run_dir, out, shard_rows=3, langs=["en"], progress=False, overwrite=True)
+    (out / "NOTES.txt").write_text("mine")  # not a release's: --overwrite refuses rather than guess
+    with pytest.raises(FileExistsError, match="NOTES.txt"):
+        build_release(run_dir, out, progress=False, overwrite=True)
     assert (out / "NOTES.txt").read_text() == "mine"
+    (out / "NOTES.txt").unlink()
+    meta = build_release(run_dir, out, shard_rows=3, langs=["en"], progress=False, overwrite=True)
     assert not (out / "parquet" / "de").exists()
     assert {str(p.relative_to(out)) for p in out.rglob("*.parquet")} == {
         s["path"] for s in meta["shards"] if s["format"] == "parquet"

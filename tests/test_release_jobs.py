@@ -254,6 +254,7 @@ def test_units_written_without_a_column_read_it_as_null(tmp_path):
 def test_a_second_release_with_the_same_arguments_is_refused_while_one_writes(run_dir, tmp_path):
     from granary_pipe.io import run_lock
     from granary_pipe.io.release import work_dir_name
+    from granary_pipe.io.release_out import LOCK_NAME
     from granary_pipe.rundir import read_run_json
 
     out = tmp_path / "rel"
@@ -263,17 +264,17 @@ def test_a_second_release_with_the_same_arguments_is_refused_while_one_writes(ru
     work.mkdir(parents=True)
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
                                "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
-                               str(work / run_lock.LOCK_NAME)], stdout=subprocess.PIPE, text=True)
+                               str(out / LOCK_NAME)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(FileExistsError, match="another granary release with the same arguments"):
+        with pytest.raises(run_lock.RunLocked, match="another granary release is writing it"):
             build_release(run_dir, out, progress=False)
         assert work.is_dir()  # the other release's work is left alone
     finally:
         holder.kill()
         holder.wait()
     build_release(run_dir, out, progress=False)  # once it is gone, the same command goes ahead
-    assert (out / "release.json").is_file() and not work.exists()
+    assert (out / "release.json").is_file() and not work.exists() and not (out / LOCK_NAME).exists()
 
 
 def test_release_json_entries_keep_the_writers_key_order(run_dir, tmp_path):

@@ -202,7 +202,9 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                           "CC0/PD/CC-BY rows, not CC-BY-SA); default: the run's release_license, if any")
     rel.add_argument("--license", default=None, metavar="SPDX", help="former name of --release-license (deprecated)")
     rel.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
-    rel.add_argument("--overwrite", action="store_true", help="replace an existing release directory")
+    rel.add_argument("--overwrite", action="store_true",
+                     help="replace the release already in --out (only what a release wrote; anything else "
+                          "there is refused, named)")
     rel.add_argument("--workers", type=int, default=1, metavar="N",
                      help="shards written at once: 1 (default) writes them in this process; N > 1 starts an "
                           "embedded local Ray with N CPUs (with --ray-address: N on the cluster; default there: "

@@ -13,6 +13,9 @@ fsspec backend installed, e.g. ``s3fs``). Every file listed in release.json (sha
 * **Verified**: each file is written to ``PATH.part`` and only renamed into place once its
   size and sha256 match release.json. A file that does not match is fetched once more from
   scratch, then reported. Files already present and matching are skipped.
+* **Bounded**: no file takes more bytes on disk than release.json lists for it: a server that
+  offers or sends more is cut off there, the file fails at once (naming the URL) and its
+  ``.part`` is removed; progress never passes 100 %.
 * **Resumable**: an interrupted transfer keeps its ``.part``; the next attempt (a retry, or
   the next run of the command) asks for the rest with an HTTP ``Range`` request (or a
   seek, for fsspec sources). A server that ignores Range is read from the start.
@@ -47,6 +50,7 @@ from granary_pipe.io.fetch import (  # noqa: F401  (describe_connection_error, D
     Fetcher,
     Permanent,
     Short,
+    TooLong,
     child_url,
     describe_connection_error,
     with_retries,
@@ -112,7 +116,23 @@ def read_release(source: str | os.PathLike, *, retries: int = 5, backoff_s: floa
     :func:`download_release`; nothing is written. Raises :class:`DownloadError` when it cannot be read."""
     url = release_url(source)
     fetcher = Fetcher(timeout_s, threading.Event())
-    return load_release_json(with_retries(lambda: fetcher.read_bytes(url), url, retries, backoff_s, [0]))
+    return _parse_release(with_retries(lambda: fetcher.read_bytes(url), url, retries, backoff_s, [0]), url)
+
+
+class NotARelease(DownloadError, ValueError):
+    """What a release.json URL answered is not a release.json (not JSON, or not a release's)."""
+
+
+def _parse_release(raw: bytes, url: str) -> dict[str, Any]:
+    """The checked release.json ``raw`` read from ``url``; :class:`NotARelease` naming ``url`` when it
+    is not JSON or not a release's (an unsafe path stays an :class:`UnsafePathError`)."""
+    try:
+        return load_release_json(raw)
+    except UnsafePathError:
+        raise
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, "no 'shards' list", ...
+        kind = "not JSON" if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)) else "not a release's"
+        raise NotARelease(f"{url}: not a release.json ({kind}: {exc})") from None
 
 
 def download_release(
@@ -149,13 +169,13 @@ def download_release(
     ``KeyboardInterrupt`` (Ctrl-C) after stopping the transfers within about a second.
     """
     if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
     url = release_url(source)
     base = url.rsplit("/", 1)[0] if "/" in url else "."
     stop = threading.Event()
     fetcher = Fetcher(timeout_s, stop)
     raw = with_retries(lambda: fetcher.read_bytes(url), url, retries, backoff_s, [0])
-    rel = load_release_json(raw)  # UnsafePathError before anything is written
+    rel = _parse_release(raw, url)  # UnsafePathError before anything is written
     langs = sorted(set(langs)) if langs is not None else None
     formats = format_names(formats)
     have_langs = sorted({s.get("lang") for s in rel["shards"]})
@@ -186,6 +206,8 @@ def download_release(
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
+        if part.exists() and part.stat().st_size > entry["bytes"]:  # cannot be a prefix of the file
+            part.unlink()
         if part.exists():
             bar.update(part.stat().st_size)
         src = child_url(base, rel_path)
@@ -207,6 +229,10 @@ def download_release(
                 why = str(exc)
                 discard()
                 continue
+            except TooLong as exc:  # not the file release.json lists: keep none of it, fetch it no more
+                why = str(exc)
+                discard()
+                break
             except Permanent as exc:  # missing (404), forbidden: another round will not help
                 why = str(exc)
                 break
@@ -265,5 +291,5 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["DownloadError", "DownloadReport", "UnsafePathError", "describe_connection_error",
+__all__ = ["DownloadError", "DownloadReport", "NotARelease", "UnsafePathError", "describe_connection_error",
            "download_release", "release_url"]

@@ -4,6 +4,11 @@ backoff by :func:`with_retries`) and permanent. :mod:`granary_pipe.io.download` 
 
 A server that ignores ``Range`` (answers 200 with the whole file to a ranged request) is read
 from the start: the ``.part`` is rewritten, not appended to.
+
+A transfer never writes more bytes than release.json lists for the file: a ``Content-Length`` (or
+``Content-Range``) that promises more is refused before the body is read, and a body without one is
+cut at the first byte past the listed size (:class:`TooLong`, naming the URL); the caller keeps
+nothing of it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ class Permanent(DownloadError):
 
 class Short(Permanent):
     """The source holds fewer bytes than release.json lists (truncated file)."""
+
+
+class TooLong(Permanent):
+    """The source holds more bytes than release.json lists: not the file it lists."""
 
 
 class Transient(DownloadError):
@@ -93,7 +102,8 @@ class Fetcher:
             raise Transient(f"{type(exc).__name__}: {exc}") from exc
 
     def fetch(self, url: str, part: Path, size: int, progress: Callable[[int], None]) -> int:
-        """Append the rest of ``url`` to ``part``; return how many bytes were written."""
+        """Append the rest of ``url`` to ``part``, never past ``size`` bytes in all; return how many
+        bytes were written. :class:`TooLong` when the source has more than ``size`` bytes."""
         offset = part.stat().st_size if part.exists() else 0
         if offset > size:  # cannot be a prefix of the right file
             part.unlink()
@@ -124,10 +134,17 @@ class Fetcher:
                 elif offset and not r.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
                     raise Transient(f"unexpected Content-Range {r.headers.get('Content-Range')!r} "
                                      f"for a request from byte {offset}")
+                promised = _promised_total(r, offset)
+                if promised is not None and promised > size:
+                    raise TooLong(f"{url}: the server offers {promised} bytes, release.json lists {size} bytes; "
+                                  "not fetched")
                 with open(part, mode) as fh:
                     for chunk in _iter_body(r):
                         if self.stop.is_set():
                             raise Stopped
+                        if offset + written + len(chunk) > size:
+                            raise TooLong(f"{url}: the server sends more than the {size} bytes release.json "
+                                          "lists; stopped there")
                         fh.write(chunk)
                         written += len(chunk)
                         progress(len(chunk))
@@ -150,9 +167,12 @@ class Fetcher:
             with fsspec.open(url, "rb") as src, open(part, "ab") as fh:
                 if offset:
                     src.seek(offset)
-                for chunk in iter(lambda: src.read(CHUNK_BYTES), b""):
+                for chunk in iter(lambda: src.read(min(CHUNK_BYTES, size + 1 - offset - written)), b""):
                     if self.stop.is_set():
                         raise Stopped
+                    if offset + written + len(chunk) > size:
+                        raise TooLong(f"{url}: the source holds more than the {size} bytes release.json lists; "
+                                      "stopped there")
                     fh.write(chunk)
                     written += len(chunk)
                     progress(len(chunk))
@@ -165,6 +185,18 @@ class Fetcher:
         if offset + written < size:
             raise Short(f"source has {offset + written} bytes, release.json lists {size}")
         return written
+
+
+def _promised_total(r: requests.Response, offset: int) -> int | None:
+    """The file size a response announces: ``Content-Range``'s total, else ``offset`` (0 for a 200) +
+    ``Content-Length``; None when it says neither."""
+    m = re.fullmatch(r"bytes \d+-\d+/(\d+)", r.headers.get("Content-Range", "").strip())
+    if m:
+        return int(m[1])
+    length = r.headers.get("Content-Length", "").strip()
+    if not length.isdigit():
+        return None
+    return (offset if r.status_code == 206 else 0) + int(length)
 
 
 def _iter_body(r: requests.Response) -> Iterator[bytes]:

@@ -38,7 +38,10 @@ Building a release (:func:`build_release`) is a job in three steps, all of them 
 The work happens in ``OUT/.tmp-release-KEY``, KEY a digest of the run and the arguments: a release
 that is killed (or fails) leaves it, and the same command run again skips the shards already
 done (their done-records) and writes the rest. Other arguments start over (other work directories
-in OUT are removed). The output does not depend on how many workers wrote it.
+in OUT are removed). The output does not depend on how many workers wrote it. OUT is locked for
+the whole release, ``--overwrite`` replaces only what a release wrote there, and the release is
+published by renames under a journal, so a release killed at any point loses nothing of the
+previous one (:mod:`granary_pipe.io.release_out`).
 
 Only kept rows of committed units (``units/U/_COMMITTED`` present) go out; rejected rows
 are never read. With a release license (argument, else run.json's), rows whose license
@@ -68,39 +71,19 @@ from granary_pipe.licenses import compatible  # the one rule set, shared with au
 from granary_pipe.io.formats import DEFAULT_FORMATS, FORMATS, resolve_formats
 from granary_pipe.io.release_docs import attribution_md, dataset_card_md
 from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata
+from granary_pipe.io.release_out import TOP_FILES as _TOP_FILES
+from granary_pipe.io.release_out import WORK_PREFIX as _WORK_PREFIX
+from granary_pipe.io.release_out import check_out_dir, claimed, finish, publish, recover, refuse_run_dir
 from granary_pipe.io.release_plan import Plan, plan_release
 from granary_pipe.io.release_gather import forget_gathered, gather, read_gathered, shard_sources
 from granary_pipe.io.release_tasks import ShardJob, TaskRunner, merge_records, read_done, write_shard
-from granary_pipe.rundir import find_key, fsync_path, read_run_json, write_file, write_json_atomic
+from granary_pipe.rundir import find_key, read_run_json, write_file, write_json_atomic
 
 __all__ = ["DEFAULT_FORMATS", "FORMATS", "FORMAT_VERSION", "build_release", "compatible", "release_license_of",
            "resolve_formats", "work_dir_name"]
 
-_TOP_FILES = ("ATTRIBUTION.md", "README.md")
-_OWNED = (*FORMATS, "release.json", *_TOP_FILES)
-"""What a release writes in ``out_dir`` (every format's directory): replaced by ``overwrite``."""
-_WORK_PREFIX = ".tmp-release-"
 log = logging.getLogger(__name__)
 _STATE = "state.json"
-
-
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"release output is not a directory: {out_dir}")
-    if out_dir.exists() and not overwrite:
-        mine = [e for e in out_dir.iterdir() if not e.name.startswith(_WORK_PREFIX)]
-        if mine:
-            raise FileExistsError(f"release output {out_dir} exists and is not empty (pass overwrite=True)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _clear_owned(out_dir: Path, keep: Path) -> None:
-    """Remove what an earlier release wrote (and other work directories), nothing else."""
-    for entry in out_dir.iterdir():
-        if entry == keep:
-            continue
-        if entry.name in _OWNED or entry.name.startswith(_WORK_PREFIX):
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def release_license_of(run: dict[str, Any], release_license: str | None) -> str | None:
@@ -160,22 +143,6 @@ def _write_top_files(root: Path, release: dict[str, Any], run: dict[str, Any], w
     write_file(root / "release.json", (json.dumps(release, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def _move_into_place(work: Path, out_dir: Path, formats: tuple[str, ...]) -> None:
-    """Move the formats' directories and the top files from ``work`` into ``out_dir``; release.json
-    last, after everything else is fsynced there."""
-    _clear_owned(out_dir, keep=work)
-    for fmt in formats:
-        for lang_dir in (work / fmt).iterdir():
-            fsync_path(lang_dir)
-        fsync_path(work / fmt)
-        os.replace(work / fmt, out_dir / fmt)
-    for name in _TOP_FILES:
-        os.replace(work / name, out_dir / name)
-    fsync_path(out_dir)
-    os.replace(work / "release.json", out_dir / "release.json")
-    fsync_path(out_dir)
-
-
 def build_release(
     run_dir: Path,
     out_dir: Path,
@@ -196,7 +163,8 @@ def build_release(
     Args:
         run_dir: a run directory (``run.json`` + ``units/``).
         out_dir: where the release goes; must be absent or empty (but for the work directory of
-            an interrupted release) unless ``overwrite``.
+            an interrupted release) unless ``overwrite``; never the run, a directory inside it or
+            another run directory.
         shard_rows: most rows per shard.
         shard_bytes: if given, also cut a shard before its audio payload would exceed this
             many bytes (FLAC bytes; a shard holds at least one row).
@@ -205,7 +173,8 @@ def build_release(
         seed: shuffle seed; the order within a language is by ``sha256(seed, id)``.
         progress: show a tqdm bar over shards.
         overwrite: replace an earlier release in ``out_dir`` (every format's directory,
-            ``release.json``, ``ATTRIBUTION.md``, ``README.md``); other files there are left alone.
+            ``release.json``, ``ATTRIBUTION.md``, ``README.md``); refused when anything else is
+            there (:func:`granary_pipe.io.release_out.first_foreign`).
         release_license: SPDX id (or alias) the release is published under; only rows whose
             license is :func:`granary_pipe.licenses.compatible` with it go in, the others are counted in
             release.json's ``excluded.by_license``. Default: run.json's ``release_license``,
@@ -223,18 +192,20 @@ def build_release(
         ValueError: no committed unit, no kept rows (for ``langs`` / the license), an
             unknown release license or format, bad arguments, or a model in ``run.json`` whose
             license is unknown (not declared) or forbids a release.
-        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false.
+        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false, or holds files no
+            release wrote.
+        granary_pipe.io.run_lock.RunLocked: another release is writing ``out_dir``.
         ConnectionError: nothing answers at ``ray_address``.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = read_run_json(run_dir)
     formats = resolve_formats(formats)
     if shard_rows < 1:
-        raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+        raise ValueError(f"--shard-rows must be >= 1, got {shard_rows}")
     if shard_bytes is not None and shard_bytes < 1:
-        raise ValueError(f"shard_bytes must be >= 1 or None, got {shard_bytes}")
+        raise ValueError(f"--shard-bytes must be >= 1 (or left out), got {shard_bytes}")
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
     if ray_address:
         from granary_pipe.executors.ray_address import check_reachable
@@ -245,36 +216,28 @@ def build_release(
     args = {"formats": list(formats), "shard_rows": shard_rows, "shard_bytes": shard_bytes, "seed": seed,
             "langs": sorted(langs) if langs is not None else None, "release_license": release_license}
 
-    created = not out_dir.exists()
-    _prepare_out_dir(out_dir, overwrite)
-    work = out_dir / work_dir_name(run_dir, run, args)
-    for entry in out_dir.iterdir():  # another release's work (other arguments): start over
-        if entry.name.startswith(_WORK_PREFIX) and entry != work:
-            shutil.rmtree(entry)
-    work.mkdir(exist_ok=True)
-    with _locked(work, out_dir):  # another release at work here: refused before anything is touched
+    refuse_run_dir(run_dir, out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"release output is not a directory: {out_dir}")
+    with claimed(out_dir):  # another release writing here: refused before anything is touched
+        work = out_dir / work_dir_name(run_dir, run, args)
+        if work.name in recover(out_dir):  # this release, killed after its commit: it is in place
+            log.info("release %s: finished publishing the release a killed command had written", out_dir)
+            return json.loads((out_dir / "release.json").read_text(encoding="utf-8"))
+        check_out_dir(out_dir, overwrite)
+        for entry in out_dir.iterdir():  # another release's work (other arguments): start over
+            if entry.name.startswith(_WORK_PREFIX) and entry != work:
+                shutil.rmtree(entry)
+        work.mkdir(exist_ok=True)
         try:
             release = _build(run_dir, run, work, out_dir, args, workers=workers, ray_address=ray_address,
                              progress=progress)
         except BaseException:
             if not any((work / "done").rglob("*.json")):  # nothing to resume: leave no trace
                 shutil.rmtree(work, ignore_errors=True)
-                if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-                    out_dir.rmdir()
             raise
-        shutil.rmtree(work)
+        finish(work)
     return release
-
-
-def _locked(work: Path, out_dir: Path) -> Any:
-    """The work directory's lock: two releases with the same arguments never write it at once."""
-    from granary_pipe.io import run_lock
-
-    try:
-        return run_lock.acquire(work)
-    except run_lock.RunLocked as exc:
-        raise FileExistsError(f"{out_dir}: another granary release with the same arguments is writing it; "
-                              f"{exc}") from None
 
 
 def _build(run_dir: Path, run: dict[str, Any], work: Path, out_dir: Path, args: dict[str, Any], *, workers: int,
@@ -304,5 +267,5 @@ def _build(run_dir: Path, run: dict[str, Any], work: Path, out_dir: Path, args: 
         sharding={k: args[k] for k in ("seed", "shard_rows", "shard_bytes", "langs")},
         excluded={"by_license": plan.excluded_by_license, "by_lang": plan.excluded_by_lang})
     _write_top_files(work, release, run, written)
-    _move_into_place(work, out_dir, formats)
+    publish(work, out_dir, [*formats, *_TOP_FILES, "release.json"])
     return release

@@ -46,9 +46,12 @@ class RunLock:
     path: Path
     fd: int | None
 
-    def release(self) -> None:
-        """Unlock and close (idempotent)."""
+    def release(self, *, unlink: bool = False) -> None:
+        """Unlock and close (idempotent); ``unlink``: remove the lock file first, while still holding it
+        (:func:`acquire` checks that the file it locked is still the one at ``path``)."""
         if self.fd is not None:
+            if unlink:
+                self.path.unlink(missing_ok=True)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
@@ -60,24 +63,34 @@ class RunLock:
         self.release()
 
 
-def acquire(run_dir: Path) -> RunLock:
+def acquire(run_dir: Path, *, name: str = LOCK_NAME, what: str = "granary run") -> RunLock:
     """Lock ``run_dir`` (which must exist) for this process, or raise :class:`RunLocked` naming the
-    process that holds it (pid, host, since when)."""
-    path = Path(run_dir) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _holder(fd)
-        os.close(fd)
-        raise RunLocked(f"{run_dir}: another granary run is writing it ({holder}); wait for it to end or "
-                        "choose another --out") from None
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-            raise ConfigError(f"{run_dir}: the file system refuses locks ({os.strerror(exc.errno)}), so two runs "
-                              "could write it at once; use a local disk or a file system with flock") from None
-        raise
+    process that holds it (pid, host, since when). ``name``: the lock file's name in ``run_dir``;
+    ``what``: who takes it, for the message (``granary release`` locks its ``--out`` the same way)."""
+    path = Path(run_dir) / name
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise RunLocked(f"{run_dir}: another {what} is writing it ({holder}); wait for it to end or "
+                            "choose another --out") from None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise ConfigError(f"{run_dir}: the file system refuses locks ({os.strerror(exc.errno)}), so two "
+                                  f"{what.split()[-1]}s could write it at once; use a local disk or a file system "
+                                  "with flock") from None
+            raise
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder removed the file as it let go: lock the one at ``path`` now
     info = {"pid": os.getpid(), "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv}
     os.ftruncate(fd, 0)

@@ -239,4 +239,26 @@ def _summarize_release(rel_dir: Path) -> dict[str, Any]:
         "bytes": dict(sorted(size.items())),
         "licenses": rel.get("licenses", {}),
         "sources": [s.get("name") for s in rel.get("sources", [])],
+        **_presence(rel_dir, rel),
     }
+
+
+ABSENT_LISTED = 20
+"""At most this many absent files are named in a release summary."""
+
+
+def _presence(rel_dir: Path, rel: dict[str, Any]) -> dict[str, Any]:
+    """Which files release.json lists (those a download selected, per its ``download.json``) are not
+    in ``rel_dir``: ``files_listed``, ``files_absent``, the first :data:`ABSENT_LISTED` ``absent``
+    paths, and the download's ``selection`` (None for a release written here)."""
+    from granary_pipe.io.verify import SELECTION_JSON, select
+
+    try:
+        selection = json.loads((rel_dir / SELECTION_JSON).read_text(encoding="utf-8"))
+        langs, formats = selection.get("langs"), selection.get("formats")
+    except (OSError, ValueError, AttributeError):
+        selection, langs, formats = None, None, None
+    entries = select(rel, langs, formats)
+    absent = [e["path"] for e in entries if not (rel_dir / str(e.get("path"))).is_file()]
+    return {"files_listed": len(entries), "files_absent": len(absent), "absent": absent[:ABSENT_LISTED],
+            "selection": {"langs": langs, "formats": formats} if (langs or formats) else None}

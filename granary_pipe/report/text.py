@@ -132,8 +132,16 @@ def _format_rules(rules: dict[str, Any], limit: int = 20, width: int = 80) -> li
 
 
 def _format_release(s: dict[str, Any], title: Any) -> str:
-    lines = [f"Release {s['name']}  ({s['path']})", f"built from run: {s['created_from']}",
-             f"release license: {s['release_license'] or 'not set'}"]
+    lines = [f"Release {s['name']}  ({s['path']})"]
+    if s.get("files_absent"):
+        named = ", ".join(s["absent"][:3]) + (", ..." if s["files_absent"] > 3 else "")
+        lines.append(f"INCOMPLETE: {s['files_absent']} of {s['files_listed']} files are not here ({named}); "
+                     "the figures below are release.json's, for the whole release (granary download resumes, "
+                     "granary verify checks)")
+    if s.get("selection"):
+        picked = "; ".join(f"{k} {','.join(v)}" for k, v in s["selection"].items() if v)
+        lines.append(f"downloaded a part: {picked} (the figures below are the whole release's)")
+    lines += [f"built from run: {s['created_from']}", f"release license: {s['release_license'] or 'not set'}"]
     if s["sources"]:
         lines.append(f"sources: {', '.join(str(x) for x in s['sources'])}")
     shards = ", ".join(f"{n} {fmt} ({s['bytes'][fmt] / 1e6:.1f} MB)" for fmt, n in s["shards"].items())

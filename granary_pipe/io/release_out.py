@@ -1,0 +1,262 @@
+"""A release's ``--out`` directory: what in it belongs to a release, its lock, and publishing by renames.
+
+**Ownership.** ``--overwrite`` replaces only what a release wrote there: ``release.json`` (when it
+parses as one), the ``ATTRIBUTION.md`` and ``README.md`` it lists (with their sha256: a card the user
+edited is theirs), and each format's directory of the format table
+(:data:`granary_pipe.io.formats.RELEASE_FORMATS`, a former name too) holding only language
+directories of files the release lists or that its shard names match. Anything else (a
+``NOTES.txt``, ``parquet/mydata.txt``, a run directory) makes the release refuse, naming the first
+such path, before anything is written; the check runs again just before the publish.
+A run directory (``run.json`` or ``units/``), the run itself or a directory inside it is never an
+``--out``.
+
+**Lock.** ``OUT/.granary-release.lock`` is flocked (:mod:`granary_pipe.io.run_lock`) before anything
+in ``OUT`` is read, for the whole release; a second release into ``OUT`` is refused naming the
+first (pid, host, since when). The file is removed as the release lets go.
+
+**Publish.** The release is written in ``OUT/.tmp-release-KEY`` and published by renames, after a
+journal (``WORK/publish.json``) lists them: the previous release's entries move aside into
+``WORK/old``, the new ones into ``OUT``, ``release.json`` last (the commit). Nothing of the previous
+release is deleted before the new ``release.json`` is in place. A release killed during the
+publish is settled by the next ``granary release`` into ``OUT`` (:func:`recover`): before the
+commit the renames are undone (the previous release is back, the new shards wait in the work
+directory to be published by a rerun); after it, the leftovers are removed (the work directory is
+renamed ``.tmp-release-KEY.done`` before its removal, so a removal cut short is known too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from granary_pipe.io.formats import FORMATS, OLD_NAMES, RELEASE_FORMATS
+from granary_pipe.rundir import RUN_JSON, fsync_path, write_json_atomic
+
+LOCK_NAME = ".granary-release.lock"
+"""The lock file's name in a release's ``--out``."""
+WORK_PREFIX = ".tmp-release-"
+"""Work directories of releases in ``--out``: ``.tmp-release-KEY``."""
+RELEASE_JSON = "release.json"
+TOP_FILES = ("ATTRIBUTION.md", "README.md")
+JOURNAL = "publish.json"
+_ASIDE = "old"
+_DONE = ".done"
+"""Suffix of a published release's work directory while it is removed (:func:`finish`)."""
+_FORMAT_DIRS = {**{name: name for name in FORMATS}, **OLD_NAMES}
+"""Top directory name → its format (a former name too: older releases list their files under it)."""
+
+
+def is_ours(name: str) -> bool:
+    """A hidden entry of ``--out`` that a release keeps there while it works (its lock, work directories)."""
+    return name == LOCK_NAME or name.startswith(WORK_PREFIX)
+
+
+def refuse_run_dir(run_dir: Path, out_dir: Path) -> None:
+    """``ValueError`` when ``out_dir`` is the run, inside it, or a run directory of its own."""
+    run, out = Path(run_dir).resolve(), Path(out_dir).resolve()
+    if out == run:
+        raise ValueError(f"--out {out_dir} is the run directory itself: a release goes into a directory of its "
+                         "own; choose another --out")
+    if run in out.parents:
+        raise ValueError(f"--out {out_dir} is inside the run directory {run_dir}; choose another --out")
+    for marker in (RUN_JSON, "units"):
+        if os.path.lexists(out / marker):
+            raise ValueError(f"--out {out_dir} is a run directory (it holds {marker}): a release goes into a "
+                             "directory of its own; choose another --out")
+
+
+def _listed(out_dir: Path) -> dict[str, dict[str, Any]] | None:
+    """Entries of ``out_dir/release.json`` by path; None when there is none or it is not a release's."""
+    try:
+        rel = json.loads((out_dir / RELEASE_JSON).read_bytes())
+        entries = [*rel["shards"], *rel.get("files", [])]
+        return {e["path"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("path"), str)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _shard_name(fmt: str, lang: str) -> re.Pattern[str]:
+    """The names format ``fmt`` gives its shard files in language directory ``lang``."""
+    parts = []
+    for pattern in RELEASE_FORMATS[fmt].files:
+        tokens = re.split(r"(\{lang\}|%06d)", pattern)
+        parts.append("".join(re.escape(lang) if t == "{lang}" else r"\d{6,}" if t == "%06d" else re.escape(t)
+                             for t in tokens))
+    return re.compile("|".join(f"(?:{p})" for p in parts))
+
+
+def _is_file(path: Path) -> bool:
+    return stat.S_ISREG(path.lstat().st_mode)
+
+
+def _is_dir(path: Path) -> bool:
+    return stat.S_ISDIR(path.lstat().st_mode)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _foreign_in_format(out_dir: Path, name: str, listed: dict[str, dict[str, Any]]) -> str | None:
+    """The first path under format directory ``name`` that a release did not write, else None."""
+    fmt = _FORMAT_DIRS[name]
+    for lang_dir in sorted((out_dir / name).iterdir()):
+        rel = f"{name}/{lang_dir.name}"
+        if not _is_dir(lang_dir):
+            return rel
+        shard = _shard_name(fmt, lang_dir.name)
+        for path in sorted(lang_dir.iterdir()):
+            if not (_is_file(path) and (f"{rel}/{path.name}" in listed or shard.fullmatch(path.name))):
+                return f"{rel}/{path.name}"
+    return None
+
+
+def first_foreign(out_dir: Path) -> str | None:
+    """The first path in ``out_dir`` (relative, in name order) that a release did not write, with why
+    when it is not plain (``README.md (changed since the release wrote it)``); None when everything
+    there is a release's own (see the module docstring)."""
+    out_dir = Path(out_dir)
+    listed = _listed(out_dir)
+    for entry in sorted(out_dir.iterdir()):
+        name = entry.name
+        if is_ours(name):
+            continue
+        if name == RELEASE_JSON:
+            if listed is None or not _is_file(entry):
+                return f"{name} (not a release's)"
+        elif name in TOP_FILES:
+            mine = (listed or {}).get(name)
+            if mine is None or not _is_file(entry):
+                return name
+            if _sha256(entry) != mine.get("sha256"):
+                return f"{name} (changed since the release wrote it)"
+        elif name in _FORMAT_DIRS and _is_dir(entry):
+            foreign = _foreign_in_format(out_dir, name, listed or {})
+            if foreign:
+                return foreign
+        else:
+            return name
+    return None
+
+
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """``FileExistsError`` naming what is in the way: without ``overwrite`` anything but a release's
+    own hidden entries; with it, the first path a release did not write."""
+    if not overwrite:
+        present = sorted(e.name for e in out_dir.iterdir() if not is_ours(e.name))
+        if RELEASE_JSON in present:
+            raise FileExistsError(f"release output {out_dir} already holds a release: pass --overwrite to replace "
+                                  "it, or choose another --out")
+        if present:
+            raise FileExistsError(f"release output {out_dir} is not empty ({present[0]} is there): choose another "
+                                  "--out (--overwrite replaces only an earlier release)")
+        return
+    foreign = first_foreign(out_dir)
+    if foreign:
+        raise FileExistsError(f"release output {out_dir} holds {foreign}, which no release wrote: --overwrite "
+                              "replaces only a release's own files; move it away or choose another --out")
+
+
+@contextmanager
+def claimed(out_dir: Path) -> Iterator[None]:
+    """Create ``out_dir`` if needed and hold its lock for the block; on the way out let go of the lock,
+    remove its file, and remove ``out_dir`` again if this call created it and nothing is left in it.
+    Raises :class:`granary_pipe.io.run_lock.RunLocked` naming the release that holds it."""
+    from granary_pipe.io import run_lock
+
+    created = not out_dir.exists()
+    for attempt in range(5):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = run_lock.acquire(out_dir, name=LOCK_NAME, what="granary release")
+            break
+        except FileNotFoundError:  # a release that had created it removed it as it failed: once more
+            if attempt == 4:
+                raise
+    try:
+        yield
+    finally:
+        lock.release(unlink=True)
+        if created:
+            try:
+                out_dir.rmdir()  # only when empty: a failed first release leaves no trace
+            except OSError:
+                pass
+
+
+def recover(out_dir: Path) -> list[str]:
+    """Settle the publish of every work directory in ``out_dir`` that has a journal (a release killed
+    while publishing): undo it before the commit, finish it after. Returns the names of the work
+    directories whose release had been committed (it is in place now)."""
+    committed = []
+    for work in sorted(out_dir.glob(WORK_PREFIX + "*")):
+        if work.name.endswith(_DONE):  # published; its removal was cut short
+            shutil.rmtree(work)
+            committed.append(work.name[:-len(_DONE)])
+            continue
+        journal = work / JOURNAL
+        if not journal.is_file():
+            continue
+        moves = json.loads(journal.read_text(encoding="utf-8"))
+        if os.path.lexists(work / RELEASE_JSON):  # its release.json never went out: put everything back
+            for name in reversed(moves["in"]):
+                if os.path.lexists(out_dir / name) and not os.path.lexists(work / name):
+                    os.replace(out_dir / name, work / name)
+            for name in moves["aside"]:
+                if os.path.lexists(work / _ASIDE / name) and not os.path.lexists(out_dir / name):
+                    os.replace(work / _ASIDE / name, out_dir / name)
+            fsync_path(out_dir)
+            shutil.rmtree(work / _ASIDE, ignore_errors=True)
+            journal.unlink()
+            fsync_path(work)
+        else:
+            finish(work)
+            committed.append(work.name)
+    return committed
+
+
+def finish(work: Path) -> None:
+    """Remove the work directory of a published release: renamed first, so a removal cut short is
+    still known for what it is (:func:`recover`)."""
+    done = work.with_name(work.name + _DONE)
+    os.replace(work, done)
+    shutil.rmtree(done)
+
+
+def publish(work: Path, out_dir: Path, names: list[str]) -> None:
+    """Put ``names`` (format directories and top files in ``work``; ``release.json`` among them) into
+    ``out_dir`` by renames, the previous release's entries moved aside into ``work/old`` first and
+    ``release.json`` last, under a journal (see the module docstring). Refuses (``FileExistsError``)
+    when something a release did not write appeared in ``out_dir`` meanwhile; the work stays."""
+    names = [n for n in names if n != RELEASE_JSON] + [RELEASE_JSON]
+    for name in names:
+        if (work / name).is_dir():
+            for sub in (work / name).iterdir():
+                fsync_path(sub)
+        fsync_path(work / name)
+    foreign = first_foreign(out_dir)
+    if foreign:
+        raise FileExistsError(f"release output {out_dir}: {foreign} appeared there while the release was written "
+                              "and no release wrote it; move it away and run the same command again (it resumes)")
+    old = sorted((e.name for e in out_dir.iterdir() if not is_ours(e.name)), key=lambda n: n != RELEASE_JSON)
+    write_json_atomic(work / JOURNAL, {"aside": old, "in": names}, sort_keys=False)
+    (work / _ASIDE).mkdir(exist_ok=True)
+    for name in old:  # release.json first: no moment lists files that are not there
+        os.replace(out_dir / name, work / _ASIDE / name)
+    for name in names:
+        if name == RELEASE_JSON:
+            fsync_path(work / _ASIDE)
+            fsync_path(out_dir)
+        os.replace(work / name, out_dir / name)
+    fsync_path(out_dir)
