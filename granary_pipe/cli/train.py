@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +90,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     """transcribe audio files with a checkpoint (greedy CTC)
 
-    Transcribe audio files (any format FFmpeg reads) with a trained checkpoint.
+    Transcribe audio files (WAV, FLAC, OGG, MP3; other containers with PyAV) with a trained
+    checkpoint, one line per file as each is done. A file that cannot be transcribed (missing, a
+    directory, a FIFO, a symlink loop, empty, not decodable) is one line on stderr with its cause;
+    the others are still transcribed, and the exit status is 1.
     """
-    from granary_pipe.train.loop import transcribe
+    from granary_pipe.train.infer import iter_transcripts
 
-    for item in transcribe(args.checkpoint, args.audio, device=args.device):
-        print(json.dumps(item, ensure_ascii=False) if args.json else f"{item['audio']}\t{item['text']}")
+    failed = 0
+    for item in iter_transcripts(args.checkpoint, args.audio, device=args.device, errors="report"):
+        if "error" in item:
+            failed += 1
+            print(f"granary transcribe: {item['audio']}: {item['error']}", file=sys.stderr, flush=True)
+            if not args.json:
+                continue
+        print(json.dumps(item, ensure_ascii=False) if args.json else f"{item['audio']}\t{item['text']}", flush=True)
+    if failed:
+        print(f"granary transcribe: {failed} of {len(args.audio)} files failed", file=sys.stderr)
+        return EXIT_CHECK_FAILED
     return EXIT_OK
 
 
