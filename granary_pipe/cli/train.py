@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,26 +36,33 @@ def _config(args: argparse.Namespace) -> Path | None:
 def _cmd_train(args: argparse.Namespace) -> int:
     """train a Conformer-CTC model on a release (extra [train]; rerun = resume)
 
-    Train on the WebDataset shards of a release. Rerunning with the same --out resumes from its
-    latest checkpoint (the saved config is used when --config is not given). Without
-    --ray-address/--workers: one process (DDP when launched by torchrun); with them: Ray Train
-    workers. Needs the [train] extra: pip install 'granary_pipe[train]'.
+    Train on the WebDataset shards of a release. Every shard it reads is checked against
+    release.json first (exists, size, sha256): a missing or damaged one is named and nothing is
+    trained. Rerunning with the same --out resumes from its latest checkpoint (the saved config is
+    used when --config is not given). Without --ray-address/--workers: one process (DDP when
+    launched by torchrun); with them: Ray Train workers. Needs the [train] extra: pip install 'granary_pipe[train]'.
     """
-    from granary_pipe.train.data import check_release
-    from granary_pipe.train.loop import resolve_config, train_from_args
+    from granary_pipe.train.data import check_release, check_shards, is_url, open_release
+    from granary_pipe.train.loop import resolve_config, train
 
     overrides = parse_sets(args.set)
     config = _config(args)
     check_release(args.data)  # a missing or wrong --data (path or URL) is refused before --out is created
+    cfg = resolve_config(args.out, config, overrides)
+    if not is_url(args.data):  # a URL is downloaded and verified into OUT/data by train()
+        # every shard training reads, before the tokenizer or --out; under torchrun rank 0 alone reads
+        # the files for their sha256 (the others check sizes)
+        check_shards(open_release(args.data), cfg.data.langs, checksums=os.environ.get("RANK", "0") == "0",
+                     progress=not quiet(args))
     if args.ray_address or args.workers:
         from granary_pipe.train.distributed import train_with_ray
 
-        cfg = resolve_config(args.out, config, overrides)
         summary = train_with_ray(args.data, args.out, cfg, num_workers=args.workers or 1,
                                  address=args.ray_address, max_steps=args.max_steps)
     else:
-        summary = train_from_args(args.data, args.out, config, max_steps=args.max_steps,
-                                  overrides=overrides, progress=not quiet(args))
+        from granary_pipe.train.distributed import from_env
+
+        summary = train(args.data, args.out, cfg, max_steps=args.max_steps, dist=from_env(), progress=not quiet(args))
     if summary.get("rank", 0) != 0:  # torchrun: rank 0 reports
         return EXIT_OK
     if args.json:
