@@ -14,6 +14,11 @@ from granary_pipe.cli.common import (
 )
 
 
+CHECKPOINT_HELP = ("a training directory (its latest checkpoint) or a checkpoint file in it, "
+                   "DIR/checkpoints/ckpt-00000200.pt (the step, 8 digits)")
+"""``--checkpoint`` of evaluate and transcribe: the paths ``granary train`` writes (train.checkpoint)."""
+
+
 def parse_sets(items: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs (VALUE parsed as YAML) → config overrides ``{"schedule.name": "linear"}``."""
     import yaml
@@ -158,9 +163,9 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     add_renamed(tr, "--address", f"use --ray-address ({CLUSTER_HELP})")
 
     ev = command(sub, parents, "evaluate", _cmd_evaluate,
-        examples=("granary evaluate --checkpoint model", 
-                  "granary evaluate --checkpoint model/ckpt-000200.pt --data REL --split all --json"))
-    ev.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or training directory (latest)")
+        examples=("granary evaluate --checkpoint model",
+                  "granary evaluate --checkpoint model/checkpoints/ckpt-00000200.pt --data REL --split all --json"))
+    ev.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT_HELP)
     ev.add_argument("--data", default=None, help="release directory (default: the one the checkpoint trained on)")
     ev.add_argument("--split", choices=["heldout", "train", "all"], default="heldout",
                     help="rows to score; heldout = the checkpoint's held-out rows (default)")
@@ -170,7 +175,7 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
 
     ts = command(sub, parents, "transcribe", _cmd_transcribe,
         examples="granary transcribe --checkpoint model clip1.flac clip2.wav")
-    ts.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or training directory (latest)")
+    ts.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT_HELP)
     ts.add_argument("audio", nargs="+", type=Path, help="audio files")
     ts.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     add_json(ts, "one object per file")
