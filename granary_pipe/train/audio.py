@@ -4,7 +4,9 @@ The release's FLAC bytes are read by ``soundfile`` (libsndfile, bundled in its w
 16 kHz mono already (the sink writes them so), anything else is mixed down and resampled with
 :func:`resample`. :func:`load_audio` (``granary transcribe``) reads what libsndfile reads
 (WAV, FLAC, OGG/Vorbis/Opus, MP3) the same way, and other containers (M4A, WebM, …) with PyAV
-when it is installed.
+when it is installed. Its input is checked with ``os.stat`` first (:func:`input_problem`,
+:func:`open_regular`): only a non-empty regular file is opened, so a FIFO or a device never
+blocks it; every refusal is an :class:`AudioInputError` naming the path and the cause.
 """
 
 from __future__ import annotations
