@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from granary_pipe.cli.common import (
     CLUSTER_HELP, EXIT_CHECK_FAILED, EXIT_OK, add_json, add_renamed, cluster_address, command, print_json, quiet,
 )
+
+
+CHECKPOINT_HELP = ("a training directory (its latest checkpoint) or a checkpoint file in it, "
+                   "DIR/checkpoints/ckpt-00000200.pt (the step, 8 digits)")
+"""``--checkpoint`` of evaluate and transcribe: the paths ``granary train`` writes (train.checkpoint)."""
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -34,26 +41,33 @@ def _config(args: argparse.Namespace) -> Path | None:
 def _cmd_train(args: argparse.Namespace) -> int:
     """train a Conformer-CTC model on a release (extra [train]; rerun = resume)
 
-    Train on the WebDataset shards of a release. Rerunning with the same --out resumes from its
-    latest checkpoint (the saved config is used when --config is not given). Without
-    --ray-address/--workers: one process (DDP when launched by torchrun); with them: Ray Train
-    workers. Needs the [train] extra: pip install 'granary_pipe[train]'.
+    Train on the WebDataset shards of a release. Every shard it reads is checked against
+    release.json first (exists, size, sha256): a missing or damaged one is named and nothing is
+    trained. Rerunning with the same --out resumes from its latest checkpoint (the saved config is
+    used when --config is not given). Without --ray-address/--workers: one process (DDP when
+    launched by torchrun); with them: Ray Train workers. Needs the [train] extra: pip install 'granary_pipe[train]'.
     """
-    from granary_pipe.train.data import check_release
-    from granary_pipe.train.loop import resolve_config, train_from_args
+    from granary_pipe.train.data import check_release, check_shards, is_url, open_release
+    from granary_pipe.train.loop import resolve_config, train
 
     overrides = parse_sets(args.set)
     config = _config(args)
     check_release(args.data)  # a missing or wrong --data (path or URL) is refused before --out is created
+    cfg = resolve_config(args.out, config, overrides)
+    if not is_url(args.data):  # a URL is downloaded and verified into OUT/data by train()
+        # every shard training reads, before the tokenizer or --out; under torchrun rank 0 alone reads
+        # the files for their sha256 (the others check sizes)
+        check_shards(open_release(args.data), cfg.data.langs, checksums=os.environ.get("RANK", "0") == "0",
+                     progress=not quiet(args))
     if args.ray_address or args.workers:
         from granary_pipe.train.distributed import train_with_ray
 
-        cfg = resolve_config(args.out, config, overrides)
         summary = train_with_ray(args.data, args.out, cfg, num_workers=args.workers or 1,
                                  address=args.ray_address, max_steps=args.max_steps)
     else:
-        summary = train_from_args(args.data, args.out, config, max_steps=args.max_steps,
-                                  overrides=overrides, progress=not quiet(args))
+        from granary_pipe.train.distributed import from_env
+
+        summary = train(args.data, args.out, cfg, max_steps=args.max_steps, dist=from_env(), progress=not quiet(args))
     if summary.get("rank", 0) != 0:  # torchrun: rank 0 reports
         return EXIT_OK
     if args.json:
@@ -89,12 +103,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     """transcribe audio files with a checkpoint (greedy CTC)
 
-    Transcribe audio files (any format FFmpeg reads) with a trained checkpoint.
+    Transcribe audio files (WAV, FLAC, OGG, MP3; other containers with PyAV) with a trained
+    checkpoint, one line per file as each is done. A file that cannot be transcribed (missing, a
+    directory, a FIFO, a symlink loop, empty, not decodable) is one line on stderr with its cause;
+    the others are still transcribed, and the exit status is 1.
     """
-    from granary_pipe.train.loop import transcribe
+    from granary_pipe.train.infer import iter_transcripts
 
-    for item in transcribe(args.checkpoint, args.audio, device=args.device):
-        print(json.dumps(item, ensure_ascii=False) if args.json else f"{item['audio']}\t{item['text']}")
+    failed = 0
+    for item in iter_transcripts(args.checkpoint, args.audio, device=args.device, errors="report"):
+        if "error" in item:
+            failed += 1
+            print(f"granary transcribe: {item['audio']}: {item['error']}", file=sys.stderr, flush=True)
+            if not args.json:
+                continue
+        print(json.dumps(item, ensure_ascii=False) if args.json else f"{item['audio']}\t{item['text']}", flush=True)
+    if failed:
+        print(f"granary transcribe: {failed} of {len(args.audio)} files failed", file=sys.stderr)
+        return EXIT_CHECK_FAILED
     return EXIT_OK
 
 
@@ -137,9 +163,9 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     add_renamed(tr, "--address", f"use --ray-address ({CLUSTER_HELP})")
 
     ev = command(sub, parents, "evaluate", _cmd_evaluate,
-        examples=("granary evaluate --checkpoint model", 
-                  "granary evaluate --checkpoint model/ckpt-000200.pt --data REL --split all --json"))
-    ev.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or training directory (latest)")
+        examples=("granary evaluate --checkpoint model",
+                  "granary evaluate --checkpoint model/checkpoints/ckpt-00000200.pt --data REL --split all --json"))
+    ev.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT_HELP)
     ev.add_argument("--data", default=None, help="release directory (default: the one the checkpoint trained on)")
     ev.add_argument("--split", choices=["heldout", "train", "all"], default="heldout",
                     help="rows to score; heldout = the checkpoint's held-out rows (default)")
@@ -149,7 +175,7 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
 
     ts = command(sub, parents, "transcribe", _cmd_transcribe,
         examples="granary transcribe --checkpoint model clip1.flac clip2.wav")
-    ts.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or training directory (latest)")
+    ts.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT_HELP)
     ts.add_argument("audio", nargs="+", type=Path, help="audio files")
     ts.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     add_json(ts, "one object per file")

@@ -169,6 +169,8 @@ def _selection(con: Any, run_dir: Path, langs: list[str] | None,
             excluded_lic[lic] += n
         else:
             out_langs.add(lang)
+    if langs is not None:
+        _check_asked_langs(run_dir, langs, out_langs, {lang for lang, _, _ in counts}, release_license)
     if not out_langs:
         what = f" for languages {sorted(langs)}" if langs is not None else ""
         if excluded_lic:
@@ -179,6 +181,18 @@ def _selection(con: Any, run_dir: Path, langs: list[str] | None,
             raise ValueError(f"{run_dir}: language {lang!r} is not usable in a shard name")
     allowed = sorted(lic for lic, ok in compat.items() if ok)
     return sorted(out_langs), allowed, dict(excluded_lic), dict(excluded_lang)
+
+
+def _check_asked_langs(run_dir: Path, langs: list[str], out_langs: set[str], run_langs: set[str],
+                       release_license: str | None) -> None:
+    """Every language ``--lang`` names must go out, in a list as alone: else a ``ValueError`` naming
+    each one that would not (absent from the run, or none of its rows' licenses compatible)."""
+    why = [f"{lang} (not in the run)" if lang not in run_langs else
+           f"{lang} (no row with a license compatible with {release_license})"
+           for lang in sorted(set(langs)) if lang not in out_langs]
+    if why:
+        raise ValueError(f"--lang {','.join(langs)}: no kept rows in committed units of {run_dir} for "
+                         f"{', '.join(why)}; the run's languages: {', '.join(sorted(run_langs)) or 'none'}")
 
 
 def _sorted_batches(con: Any, out_langs: list[str], allowed: list[str], seed: int) -> Iterator[pa.RecordBatch]:

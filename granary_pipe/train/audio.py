@@ -4,14 +4,20 @@ The release's FLAC bytes are read by ``soundfile`` (libsndfile, bundled in its w
 16 kHz mono already (the sink writes them so), anything else is mixed down and resampled with
 :func:`resample`. :func:`load_audio` (``granary transcribe``) reads what libsndfile reads
 (WAV, FLAC, OGG/Vorbis/Opus, MP3) the same way, and other containers (M4A, WebM, …) with PyAV
-when it is installed.
+when it is installed. Its input is checked with ``os.stat`` first (:func:`input_problem`,
+:func:`open_regular`): only a non-empty regular file is opened, so a FIFO or a device never
+blocks it; every refusal is an :class:`AudioInputError` naming the path and the cause.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import math
+import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -58,30 +64,109 @@ def decode_flac(data: bytes) -> np.ndarray:
     return _to_mono_16k(wave, rate)
 
 
-def _load_with_pyav(path: str) -> np.ndarray:
+class AudioInputError(ValueError):
+    """An input of ``granary transcribe`` that is not audio it can read; ``cause`` says why
+    (``str()`` is ``"PATH: cause"``)."""
+
+    def __init__(self, path: str | Path, cause: str):
+        super().__init__(f"{path}: {cause}")
+        self.path, self.cause = str(path), cause
+
+
+_KINDS = ((stat.S_ISDIR, "a directory, not an audio file"), (stat.S_ISFIFO, "a FIFO (named pipe), not a regular file"),
+          (stat.S_ISSOCK, "a socket, not a regular file"), (stat.S_ISCHR, "a character device, not a regular file"),
+          (stat.S_ISBLK, "a block device, not a regular file"))
+
+
+def _os_cause(path: str, exc: OSError) -> str:
+    """Why ``os.stat``/``os.open`` of ``path`` failed, in words."""
+    if exc.errno == errno.ENOENT:
+        return "broken symlink (its target does not exist)" if os.path.lexists(path) else "no such file"
+    return {errno.ELOOP: "symlink loop (too many levels of symbolic links)", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied", errno.ENOTDIR: "a part of the path is not a directory",
+            errno.ENAMETOOLONG: "file name too long"}.get(exc.errno, exc.strerror or str(exc))
+
+
+def _stat_cause(st: os.stat_result) -> str | None:
+    """Why a file with status ``st`` cannot be read as audio (None: a non-empty regular file)."""
+    for test, kind in _KINDS:
+        if test(st.st_mode):
+            return kind
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    return "empty file (0 bytes)" if st.st_size == 0 else None
+
+
+def input_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a readable audio file, from ``os.stat`` alone (nothing is opened, so a
+    FIFO or a device cannot block); None when it is a non-empty regular file."""
+    try:
+        return _stat_cause(os.stat(path))
+    except OSError as exc:
+        return _os_cause(str(path), exc)
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open ``path`` for reading if it is a non-empty regular file, else raise :class:`AudioInputError`.
+
+    Checked with ``os.stat`` first, then opened non-blocking and checked again on the open file
+    (``fstat``), so a FIFO swapped in between cannot block either."""
+    problem = input_problem(path)
+    if problem is not None:
+        raise AudioInputError(path, problem)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise AudioInputError(path, _os_cause(str(path), exc)) from None
+    try:
+        problem = _stat_cause(os.fstat(fd))
+        if problem is not None:
+            raise AudioInputError(path, problem)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _load_with_pyav(fh: BinaryIO, path: str, sndfile_error: str) -> np.ndarray:
     """Containers libsndfile does not read, through PyAV (FFmpeg) when it is installed."""
     try:
         import av
     except ImportError:
-        raise ValueError(f"{path}: not a format libsndfile reads (WAV, FLAC, OGG, MP3); "
-                         "install PyAV (`pip install av`) for other containers") from None
+        raise AudioInputError(path, f"not a format libsndfile reads (WAV, FLAC, OGG, MP3): {sndfile_error}; "
+                              "install PyAV (`pip install av`) for other containers") from None
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
     chunks = []
-    with av.open(path, metadata_errors="ignore") as container:
-        for frame in container.decode(audio=0):
-            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-    chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    try:
+        with av.open(fh, metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioInputError(path, "no audio stream")
+            for frame in container.decode(audio=0):
+                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    except av.error.FFmpegError as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise AudioInputError(path, f"not decodable audio (libsndfile: {sndfile_error}; FFmpeg: {reason})") from None
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
 def load_audio(path: str | Path) -> np.ndarray:
-    """An audio file → 16 kHz mono float32 (libsndfile, else PyAV; see module doc)."""
+    """An audio file → 16 kHz mono float32 (libsndfile, else PyAV; see module doc).
+
+    Raises :class:`AudioInputError` naming the path and the cause when it is not a non-empty
+    regular file (never opening a FIFO or a device: :func:`open_regular`), cannot be decoded,
+    or holds no audio samples."""
     import soundfile as sf
 
-    try:
-        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except sf.LibsndfileError:
-        if not Path(path).is_file():
-            raise FileNotFoundError(path) from None
-        return _load_with_pyav(str(path))
-    return _to_mono_16k(wave, rate)
+    with open_regular(path) as fh:
+        try:
+            wave, rate = sf.read(fh, dtype="float32", always_2d=True)
+        except sf.LibsndfileError as exc:
+            fh.seek(0)
+            wave = _load_with_pyav(fh, str(path), (getattr(exc, "error_string", None) or str(exc)).rstrip("."))
+        else:
+            wave = _to_mono_16k(wave, rate)
+    if not len(wave):
+        raise AudioInputError(path, "no audio samples (decoded length 0)")
+    return wave

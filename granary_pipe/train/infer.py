@@ -1,17 +1,18 @@
 """Inference with a trained model: held-out WER/CER during training (:func:`evaluate_model`) and
-of a checkpoint (:func:`evaluate`), and greedy CTC transcripts of audio files (:func:`transcribe`)."""
+of a checkpoint (:func:`evaluate`), and greedy CTC transcripts of audio files (:func:`transcribe`,
+:func:`iter_transcripts`)."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from granary_pipe.train.checkpoint import load_checkpoint
 from granary_pipe.train.config import TrainConfig
-from granary_pipe.train.audio import load_audio
+from granary_pipe.train.audio import AudioInputError, input_problem, load_audio
 from granary_pipe.train.data import Release, ReleaseBatches, make_loader, open_release
 from granary_pipe.train.features import HOP, LogMel
 from granary_pipe.train.model import MIN_FRAMES, ConformerCTC, greedy_decode
@@ -84,33 +85,67 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: s
     return result
 
 
-@torch.no_grad()
 def transcribe(checkpoint: str | Path, audio: list[str | Path], *, device: str | None = None,
-               chunk_s: float = 30.0) -> list[dict[str, Any]]:
-    """Greedy CTC transcripts of audio files (what libsndfile reads, other containers with PyAV when
-    installed; resampled to 16 kHz: :func:`granary_pipe.train.audio.load_audio`).
+               chunk_s: float = 30.0, errors: str = "raise") -> list[dict[str, Any]]:
+    """Greedy CTC transcripts of audio files: the list of :func:`iter_transcripts` (which see).
+
+    ``errors="raise"``: the first bad input raises :class:`~granary_pipe.train.audio.AudioInputError`;
+    ``"report"``: it becomes an item ``{"audio", "error"}`` and the others are still transcribed."""
+    return list(iter_transcripts(checkpoint, audio, device=device, chunk_s=chunk_s, errors=errors))
+
+
+def iter_transcripts(checkpoint: str | Path, audio: list[str | Path], *, device: str | None = None,
+                     chunk_s: float = 30.0, errors: str = "raise") -> Iterator[dict[str, Any]]:
+    """Greedy CTC transcripts of audio files, one item per file in order, as each is done
+    (what libsndfile reads, other containers with PyAV when installed; resampled to 16 kHz:
+    :func:`granary_pipe.train.audio.load_audio`).
+
+    Every input is checked with ``os.stat`` before the model loads: a missing path, a symlink
+    loop, a directory, a FIFO, a device or a 0-byte file is refused without being opened (a FIFO
+    cannot block). A file that does not decode, or decodes to nothing or to less than the model's
+    shortest input, is refused too; ``errors`` says how (see :func:`transcribe`).
 
     Audio longer than ``chunk_s`` (the longest training segment) is cut into fixed chunks,
     decoded one by one and joined; a word across a cut may be split. For long recordings,
     segment with VAD first (``segment.silero``).
     """
-    model, tokenizer, cfg, _ = load_model(checkpoint, device)
-    dev = next(model.parameters()).device
-    logmel = LogMel(cfg.model.n_mels, dev)
-    out = []
+    if errors not in ("raise", "report"):
+        raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}")
+    problems = {str(p): input_problem(p) for p in audio}
+    if errors == "raise":
+        bad = next(((p, why) for p, why in problems.items() if why is not None), None)
+        if bad is not None:
+            raise AudioInputError(*bad)
+    model = tokenizer = None
+    if any(why is None for why in problems.values()):
+        model, tokenizer, cfg, _ = load_model(checkpoint, device)
+        dev = next(model.parameters()).device
+        logmel = LogMel(cfg.model.n_mels, dev)
     chunk = int(chunk_s * 16000)
+    shortest = MIN_FRAMES * HOP
     for path in audio:
-        wave = load_audio(path)
+        try:
+            if problems[str(path)] is not None:
+                raise AudioInputError(path, problems[str(path)])
+            wave = load_audio(path)
+            if len(wave) < shortest:
+                raise AudioInputError(path, f"too short to transcribe ({len(wave) / 16000:.3f} s, "
+                                            f"the model needs at least {shortest / 16000:.3f} s)")
+        except AudioInputError as exc:
+            if errors == "raise":
+                raise
+            yield {"audio": str(path), "error": exc.cause}
+            continue
         ids: list[int] = []
-        for begin in range(0, max(len(wave), 1), chunk):
-            piece = wave[begin: begin + chunk]
-            if len(piece) < MIN_FRAMES * HOP:
-                continue
-            feats, frames = logmel(torch.from_numpy(piece)[None], torch.tensor([len(piece)]))
-            lp, lens = model(feats, frames)
-            ids += greedy_decode(lp, lens)[0]
+        with torch.no_grad():
+            for begin in range(0, len(wave), chunk):
+                piece = wave[begin: begin + chunk]
+                if len(piece) < shortest:
+                    continue
+                feats, frames = logmel(torch.from_numpy(piece)[None], torch.tensor([len(piece)]))
+                lp, lens = model(feats, frames)
+                ids += greedy_decode(lp, lens)[0]
         item = {"audio": str(path), "duration_s": round(len(wave) / 16000, 3), "text": tokenizer.decode(ids)}
         if tokenizer.lang_tags:
             item["lang"] = tokenizer.lang_of(ids)
-        out.append(item)
-    return out
+        yield item
