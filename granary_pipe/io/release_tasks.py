@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from tqdm import tqdm
-
 from granary_pipe.io.formats import RELEASE_FORMATS
 from granary_pipe.io.release_meta import Written, file_entry
 from granary_pipe.io.release_plan import PlannedShard, read_shard_rows
 from granary_pipe.io.shards import flac_frames
+from granary_pipe.progress import LINES_EVERY_S, Progress
 from granary_pipe.rundir import fsync_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -145,9 +144,10 @@ def in_flight(workers: int) -> int:
 
 def run_jobs(jobs: Sequence[ShardJob], *, workers: int, address: str | None, done: int, total: int,
              progress: bool) -> None:
-    """Run ``jobs`` here (``workers == 1`` and no address) or on Ray; a tqdm bar over all ``total``
-    shards, ``done`` of them finished before."""
-    with tqdm(total=total, initial=done, desc="release", unit="shard", disable=not progress) as bar:
+    """Run ``jobs`` here (``workers == 1`` and no address) or on Ray; progress (:mod:`granary_pipe.progress`)
+    over all ``total`` shards, ``done`` of them finished before."""
+    with Progress(total, initial=done, desc="release", unit="shard", enabled=progress,
+                  every_s=LINES_EVERY_S) as bar:
         if workers <= 1 and not address:
             for job in jobs:
                 write_shard(job)
@@ -156,7 +156,7 @@ def run_jobs(jobs: Sequence[ShardJob], *, workers: int, address: str | None, don
         _run_on_ray(jobs, workers, address, bar)
 
 
-def _run_on_ray(jobs: Sequence[ShardJob], workers: int, address: str | None, bar: tqdm) -> None:
+def _run_on_ray(jobs: Sequence[ShardJob], workers: int, address: str | None, bar: Progress) -> None:
     import ray
 
     from granary_pipe.executors import ray_orphans
