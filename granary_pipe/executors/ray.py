@@ -1,10 +1,10 @@
 """Ray executor: model stages as actors (model loaded once), CPU stages as tasks.
 
-With no address an embedded local Ray starts (with Ray's token authentication, quietly; its
-processes marked so that the next run stops them if this driver is killed: :mod:`ray_orphans`);
-with ``address`` (or ``RAY_ADDRESS``) the run joins an existing cluster. Each unit becomes a chain of remote calls — task → actor → … →
-commit — whose object references Ray resolves as they are ready, so one unit's decode and VAD
-run while another unit is in ASR. At most ``max_in_flight`` units are in flight (backpressure);
+With no address an embedded local Ray starts (with Ray's token authentication, quietly; recorded
+first, so that the next run stops its processes if this driver is killed: :mod:`ray_orphans`);
+with ``address`` (or ``RAY_ADDRESS``) the run joins an existing cluster. Each unit becomes a
+chain of remote calls — task → actor → … → commit — whose object references Ray resolves as they
+are ready, so one unit's decode and VAD run while another unit is in ASR. At most ``max_in_flight`` units are in flight (backpressure);
 a unit whose chain fails is retried, then reported failed while the rest of the run goes on.
 """
 
