@@ -1,10 +1,12 @@
 """Progress of long commands that reads well everywhere.
 
 On a terminal it is a tqdm bar. Anywhere else (a Ray job's log, CI, ``> run.log``), a bar is a
-stream of carriage returns, so it prints plain lines instead: one per step (a committed unit),
-or, for fine-grained work such as bytes of a download, at most one every ``every_s`` seconds,
-plus a last line when the work is done. Each line says done/total, the percentage, the rate
-and the time left::
+stream of carriage returns, so it prints plain lines instead, never a ``\\r``: one per step (a
+committed unit of a run), or, for many small steps (shards of a release, training steps, bytes of
+a download or a verify), one when another tenth of the work is done or :data:`LINES_EVERY_S`
+seconds have passed since the last line, whichever comes first, and one last line when the work
+is done (once, even if a server sends more than it announced). Each line says done/total, the
+percentage, the rate and the time left::
 
     demo: 3/4 units (75%), 0.043 h audio, 11.2x real time, 0:00:41 elapsed, ETA 0:00:13
 
@@ -24,6 +26,10 @@ from tqdm import tqdm
 from granary_pipe.report.fmt import clock, megabytes
 
 MODES = ("bar", "lines", "off")
+
+LINES_EVERY_S = 5.0
+"""Least seconds between two progress lines of a command with many small steps (release, train,
+download, verify), unless another tenth of the work is done sooner."""
 
 
 def mode(enabled: bool = True, stream: TextIO | None = None) -> str:
@@ -46,7 +52,8 @@ class Progress:
         unit: the step's name (``"unit"``, ``"file"``); ``"B"`` counts bytes (shown as MB).
         initial: steps already done before this run (a resume); not counted in the rate.
         enabled: False shows nothing.
-        every_s: lines mode prints at most one line every this many seconds (0: every update).
+        every_s: lines mode prints a line after this many seconds or another tenth of ``total``,
+            whichever comes first (0: a line at every update).
         note: called after each update for extra text (``"0.043 h audio, 11.2x real time"``).
         stream: where to write (default stderr).
     """
@@ -62,6 +69,8 @@ class Progress:
         self._t0 = time.monotonic()
         self._last_line = float("-inf")
         self._printed_done = initial
+        self._printed_tenth = self._tenth(initial)
+        self._printed_end = False
         self._closed = False
         self._bar = None
         if self._mode == "bar":
@@ -84,11 +93,24 @@ class Progress:
                 self._bar.update(n)
                 if self.note:
                     self._bar.set_postfix_str(self.note(), refresh=False)
-            elif self._mode == "lines" and n > 0:
-                now = time.monotonic()
-                if now - self._last_line >= self.every_s or self.done >= self.total:
-                    self._last_line, self._printed_done = now, self.done
-                    self._print(self.line())
+            elif self._mode == "lines" and n > 0 and self._line_due():
+                self._last_line, self._printed_done = time.monotonic(), self.done
+                self._printed_tenth = self._tenth(self.done)
+                self._print(self.line())
+
+    def _tenth(self, done: float) -> int:
+        """How many tenths of ``total`` ``done`` is (0 without a total)."""
+        return int(10 * done // self.total) if self.total else 0
+
+    def _line_due(self) -> bool:
+        """Lines mode: whether this update prints (see ``every_s``); the end prints once."""
+        if self.done >= self.total:
+            if self._printed_end:
+                return False
+            self._printed_end = True
+            return True
+        return (not self.every_s or time.monotonic() - self._last_line >= self.every_s
+                or self._tenth(self.done) > self._printed_tenth)
 
     def line(self) -> str:
         """The status line: done/total, percentage, rate, elapsed time and ETA."""
@@ -128,7 +150,7 @@ class Progress:
             self._closed = True
             if self._bar is not None:
                 self._bar.close()
-            elif self._mode == "lines" and self.done > self._printed_done:  # throttled: say where it ended
+            elif self._mode == "lines" and self.done != self._printed_done:  # throttled: say where it ended
                 self._print(self.line())
 
     def __enter__(self) -> "Progress":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,8 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     """
     from granary_pipe import bundled
     from granary_pipe.config import ConfigError
-    from granary_pipe.pipeline import run_pipeline
-    from granary_pipe.report.summary import format_summary, summarize
+    from granary_pipe.executors import ExecutorOptions, check_executor
 
     pipeline = bundled.pipeline_path(args.pipeline)
     if args.source is not None:
@@ -35,6 +35,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     elif (source := bundled.default_source(pipeline)) is None:
         raise ConfigError(f"--source is required for {args.pipeline} (a source manifest YAML, or 'demo' for the "
                           "bundled demo corpus)")
+    check_executor(args.executor, ExecutorOptions(address=args.ray_address, num_cpus=args.num_cpus,
+                                                  beam_options=args.beam_option))  # a user error stays one line
+    if not quiet(args):  # a first line now: listing, Ray's start and loading the models take up to a minute
+        print(f"granary run: {args.pipeline} into {args.out}: listing the source, then {_engine(args)} ...",
+              file=sys.stderr, flush=True)
+    from granary_pipe.pipeline import run_pipeline
+    from granary_pipe.report.summary import format_summary, summarize
+
     try:
         info = run_pipeline(pipeline, source, args.out, address=args.ray_address, progress=not quiet(args),
                             num_cpus=args.num_cpus, executor=args.executor, beam_options=args.beam_option)
@@ -52,6 +60,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(failed)} unit(s) failed: {', '.join(failed)} (see {args.out}/run.json)", file=sys.stderr)
         return EXIT_CHECK_FAILED
     return EXIT_OK
+
+
+def _engine(args: argparse.Namespace) -> str:
+    """What ``granary run`` is about to start, in words, for its first line."""
+    if args.executor != "ray":
+        return f"starting the {args.executor} executor"
+    address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        return f"connecting to Ray at {address}"
+    return f"starting Ray (embedded, {args.num_cpus or os.cpu_count()} CPUs; the stages' models load after it)"
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:

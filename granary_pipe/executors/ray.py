@@ -1,9 +1,10 @@
 """Ray executor: model stages as actors (model loaded once), CPU stages as tasks.
 
-With no address an embedded local Ray starts; with ``address`` (or ``RAY_ADDRESS``) the run
-joins an existing cluster. Each unit becomes a chain of remote calls — task → actor → … →
-commit — whose object references Ray resolves as they are ready, so one unit's decode and VAD
-run while another unit is in ASR. At most ``max_in_flight`` units are in flight (backpressure);
+With no address an embedded local Ray starts (with Ray's token authentication, quietly; recorded
+first, so that the next run stops its processes if this driver is killed: :mod:`ray_orphans`);
+with ``address`` (or ``RAY_ADDRESS``) the run joins an existing cluster. Each unit becomes a
+chain of remote calls — task → actor → … → commit — whose object references Ray resolves as they
+are ready, so one unit's decode and VAD run while another unit is in ASR. At most ``max_in_flight`` units are in flight (backpressure);
 a unit whose chain fails is retried, then reported failed while the rest of the run goes on.
 """
 
@@ -111,6 +112,40 @@ def cluster_nodes() -> list[dict[str, float]]:
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
 
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+"""Ray's logger that announces token authentication at every start of a local Ray."""
+
+
+class _TokenAuthNote(logging.Filter):
+    """Drops Ray's "Token authentication is enabled for this Ray cluster" note.
+
+    A new local Ray turns token authentication on by default (token in ``~/.ray/auth_token``) and
+    says so with a WARNING on every start, though nothing is wrong: this is the secure default, and
+    ``RAY_AUTH_MODE=disabled`` opts out. Setting ``RAY_AUTH_MODE=token`` ourselves would silence it
+    too, but only before ``import ray`` (Ray reads its config at import). Ray's warning that token
+    authentication is *disabled* still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def quiet_token_auth_note() -> None:
+    """Install :class:`_TokenAuthNote` on Ray's logger (once)."""
+    logger = logging.getLogger(TOKEN_AUTH_LOGGER)
+    if not any(isinstance(f, _TokenAuthNote) for f in logger.filters):
+        logger.addFilter(_TokenAuthNote())
+
+
+def _start_embedded(run_dir: Path, num_cpus: int) -> None:
+    """Start a local Ray for this driver, marked and recorded first (:mod:`ray_orphans`), without
+    Ray's note on token authentication (:class:`_TokenAuthNote`)."""
+    quiet_token_auth_note()
+    with ray_orphans.starting(run_dir) as (mark, started_at):
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    node = getattr(ray._private.worker, "_global_node", None)  # Ray's own record of it
+    ray_orphans.record(run_dir, node.get_session_dir_path() if node is not None else None, mark, started_at)
+
+
 class RayExecutor:
     """Runs units of a pipeline on Ray."""
 
@@ -128,14 +163,11 @@ class RayExecutor:
                 self.owns_ray = True
                 with _ctrl_c_deferred():  # a Ray interrupted half-way through starting leaves processes behind
                     if address:
+                        quiet_token_auth_note()
                         ray.init(address=address, logging_level=logging.WARNING)
                     else:
-                        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                                 logging_level=logging.WARNING, log_to_driver=True)
                         self.embedded = True  # a killed driver leaves its agents: the next start stops them
-                        node = getattr(ray._private.worker, "_global_node", None)  # Ray's own record of it
-                        if node is not None:
-                            ray_orphans.record(self.run_dir, node.get_session_dir_path())
+                        _start_embedded(self.run_dir, num_cpus or os.cpu_count())
             capacity.check(stages, cluster_nodes(), COMMIT_CPUS)  # before any actor: Ray would wait forever
             for i in capacity.actor_order(stages):  # largest GPU share first, as the check placed them
                 stage = stages[i]

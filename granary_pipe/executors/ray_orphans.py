@@ -1,25 +1,33 @@
-"""Processes of an embedded Ray whose driver was killed: recorded at start, stopped at the next start.
+"""Processes of an embedded Ray whose driver was killed: recorded before the start, stopped at the next start.
 
-A driver killed with SIGKILL cannot stop the local Ray it started; its GCS and raylet go, but the
-raylet's agents (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``, about 210 MB together) and
-any worker still busy stay behind. So when :class:`~granary_pipe.executors.ray.RayExecutor`
-starts an embedded Ray it writes ``OUT/.ray-embedded.json`` (the Ray session directory, the host,
-the driver's pid) and removes it when it stops Ray. The next ``granary run`` on that directory
-(holding the run lock, so no driver of it is alive) finds the record, and on the same host stops
-the processes that have a file open under that session directory (every Ray process logs there:
-``session_DATE_PID/logs/...``). A session directory belongs to one Ray instance, so no other run's
-or user's Ray is touched; processes of other users are never signalled.
+A driver killed with SIGKILL cannot stop the local Ray it started; its GCS and raylet may go, but
+the raylet's agents (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``, about 210 MB together) and
+any worker still busy stay behind, also when the driver dies while ``ray.init`` is still starting
+Ray. So before :class:`~granary_pipe.executors.ray.RayExecutor` starts an embedded Ray
+(:func:`starting`) it writes ``OUT/.ray-embedded.json`` (the host, the driver's pid, the time and
+Ray's temp directory) and puts a mark in the environment that every process Ray starts inherits
+(``GRANARY_RAY_MARK``); once Ray is up the record names the session directory too, and it is
+removed when the driver stops Ray. The next ``granary run`` on that directory (holding the run
+lock, so no driver of it is alive) finds the record, and on the same host stops this user's
+processes that have a file open under the session directory (every Ray process logs there; for a
+start cut short, the directory Ray named after the driver, ``session_DATE_PID``, made since the
+start) or still carry the mark (a process that sets its title, as Ray's do, loses its
+environment in ``/proc``). A session directory and a mark belong to one Ray instance, so no other
+run's or user's Ray is touched; processes of other users are never signalled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
 import time
+import uuid
 from pathlib import Path
+from typing import Iterator
 
 from granary_pipe import rundir
 
@@ -29,15 +37,52 @@ RECORD = ".ray-embedded.json"
 """The record's name inside a run directory."""
 
 
-def record(run_dir: Path, session_dir: str) -> None:
-    """Note that this process started an embedded Ray whose session directory is ``session_dir``.
-    Best effort: a run directory that takes no file fails the run elsewhere."""
-    info = {"session_dir": str(session_dir), "host": socket.gethostname(), "driver_pid": os.getpid()}
+MARK_ENV = "GRANARY_RAY_MARK"
+"""The environment variable that marks every process of one embedded Ray."""
+
+
+def ray_temp_dir() -> str:
+    """Where a local Ray started by this process puts its session directory (``/tmp/ray`` unless
+    ``RAY_TMPDIR`` or ``TMPDIR`` says otherwise)."""
+    try:
+        from ray._common.utils import get_default_ray_temp_dir
+    except ImportError:  # an older or newer Ray: its rule, as of Ray 2.5x
+        tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+        return os.path.join(tmp, "ray")
+    return get_default_ray_temp_dir()
+
+
+def record(run_dir: Path, session_dir: str | None, mark: str | None = None, started_at: float | None = None) -> None:
+    """Note that this process starts (``session_dir`` None) or started an embedded Ray whose
+    processes carry ``mark`` and log under ``session_dir``; ``started_at`` (epoch seconds) is when
+    the start began. Best effort: a run directory that takes no file fails the run elsewhere."""
+    info = {"session_dir": str(session_dir) if session_dir else None, "mark": mark, "host": socket.gethostname(),
+            "driver_pid": os.getpid(), "ray_temp_dir": ray_temp_dir(), "started_at": started_at}
     path = Path(run_dir) / RECORD
     try:
         rundir.write_json_atomic(path, info)
     except OSError as exc:
         log.warning("could not record the embedded Ray session in %s: %s", path, exc)
+
+
+@contextlib.contextmanager
+def starting(run_dir: Path) -> Iterator[tuple[str, float]]:
+    """Around ``ray.init`` of an embedded Ray: mark the processes it starts and record the mark in
+    ``run_dir`` first, so a driver killed half-way through the start leaves nothing the next run
+    cannot find. Yields ``(mark, started_at)``: pass them to :func:`record` with the session
+    directory once Ray is up."""
+    mark = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    started_at = time.time()
+    previous = os.environ.get(MARK_ENV)
+    os.environ[MARK_ENV] = mark  # before the record: a record always names a mark its processes carry
+    try:
+        record(run_dir, None, mark, started_at)
+        yield mark, started_at
+    finally:
+        if previous is None:  # Ray's processes have it; this driver's next Ray gets a mark of its own
+            os.environ.pop(MARK_ENV, None)
+        else:
+            os.environ[MARK_ENV] = previous
 
 
 def forget(run_dir: Path) -> None:
@@ -48,28 +93,79 @@ def forget(run_dir: Path) -> None:
         pass
 
 
-def session_processes(session_dir: str) -> list[int]:
-    """PIDs of this user's processes (other than this one) with a file open under ``session_dir``."""
-    prefix = str(session_dir).rstrip("/") + "/"
-    me, uid, out = os.getpid(), os.getuid(), []
+def _own_processes() -> Iterator[int]:
+    """PIDs of this user's processes other than this one."""
+    me, uid = os.getpid(), os.getuid()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
-            if os.stat(f"/proc/{entry}").st_uid != uid:
-                continue
-            fds = os.listdir(f"/proc/{entry}/fd")
+            if os.stat(f"/proc/{entry}").st_uid == uid:
+                yield int(entry)
+        except OSError:
+            continue
+
+
+def marked_processes(mark: str) -> list[int]:
+    """PIDs of this user's processes (other than this one) whose environment carries ``mark``."""
+    needle = f"{MARK_ENV}={mark}".encode()
+    out = []
+    for pid in _own_processes():
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in env.split(b"\0"):
+            out.append(pid)
+    return sorted(out)
+
+
+def session_processes(session_dir: str) -> list[int]:
+    """PIDs of this user's processes (other than this one) with a file open under ``session_dir``."""
+    prefix = str(session_dir).rstrip("/") + "/"
+    out = []
+    for pid in _own_processes():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
             continue
         for fd in fds:
             try:
-                target = os.readlink(f"/proc/{entry}/fd/{fd}")
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
             if target.startswith(prefix):
-                out.append(int(entry))
+                out.append(pid)
                 break
     return sorted(out)
+
+
+def session_dirs(info: dict) -> list[str]:
+    """The session directory of a recorded Ray; for a driver killed before ``ray.init`` returned,
+    the ones Ray named after that driver (``session_DATE_PID``) since its start began."""
+    if info.get("session_dir"):
+        return [info["session_dir"]]
+    temp, pid, since = info.get("ray_temp_dir"), info.get("driver_pid"), info.get("started_at")
+    if not (temp and pid and since):
+        return []
+    out = []
+    for path in Path(temp).glob(f"session_*_{int(pid)}"):
+        try:
+            if path.is_dir() and not path.is_symlink() and path.stat().st_mtime >= since - 1:
+                out.append(str(path))
+        except OSError:
+            continue
+    return out
+
+
+def _left(info: dict, sessions: list[str]) -> list[int]:
+    """The processes of a recorded embedded Ray still alive: those that carry its mark (a process
+    that sets its title, as Ray's agents do, loses its environment) or have a file open in its
+    session directory."""
+    found = set(marked_processes(info["mark"])) if info.get("mark") else set()
+    for session in sessions:
+        found |= set(session_processes(session))
+    return sorted(found)
 
 
 def clean(run_dir: Path, grace_s: float = 3.0) -> list[int]:
@@ -82,12 +178,13 @@ def clean(run_dir: Path, grace_s: float = 3.0) -> list[int]:
         info = json.loads(path.read_text())
     except (OSError, ValueError):
         return []
-    if info.get("host") != socket.gethostname() or not info.get("session_dir"):
+    if not isinstance(info, dict) or info.get("host") != socket.gethostname() or not (
+            info.get("session_dir") or info.get("mark")):
         return []
-    session = info["session_dir"]
-    pids = session_processes(session)
+    sessions = session_dirs(info)
+    pids = _left(info, sessions)
     for sig in (signal.SIGTERM, signal.SIGKILL):  # agents stop on SIGTERM; a worker stuck in C may need KILL
-        live = session_processes(session)
+        live = _left(info, sessions)
         if not live:
             break
         for pid in live:
@@ -96,10 +193,11 @@ def clean(run_dir: Path, grace_s: float = 3.0) -> list[int]:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and session_processes(session):
+        while time.monotonic() < deadline and _left(info, sessions):
             time.sleep(0.1)
     if pids:
         log.warning("stopped %d process(es) left by the embedded Ray of a killed run (%s): %s", len(pids),
-                    session, ", ".join(map(str, pids)))
+                    ", ".join(sessions) or f"Ray still starting, {MARK_ENV}={info.get('mark')}",
+                    ", ".join(map(str, pids)))
     forget(run_dir)
     return pids

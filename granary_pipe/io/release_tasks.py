@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from tqdm import tqdm
-
 from granary_pipe.io.formats import RELEASE_FORMATS
 from granary_pipe.io.release_meta import Written, file_entry
 from granary_pipe.io.release_gather import read_shard_rows
 from granary_pipe.io.release_plan import PlannedShard
 from granary_pipe.io.shards import flac_frames
+from granary_pipe.progress import LINES_EVERY_S, Progress
 from granary_pipe.rundir import fsync_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -165,9 +164,9 @@ class TaskRunner:
 
     def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any], *, desc: str, unit: str, done: int, total: int,
             progress: bool) -> None:
-        """Run ``fn(job)`` for every job; a tqdm bar over ``total`` tasks, ``done`` of them finished before.
-        A task's exception is raised here (its cause, for a Ray task)."""
-        with tqdm(total=total, initial=done, desc=desc, unit=unit, disable=not progress) as bar:
+        """Run ``fn(job)`` for every job; progress (:mod:`granary_pipe.progress`) over ``total`` tasks, ``done``
+        of them finished before. A task's exception is raised here (its cause, for a Ray task)."""
+        with Progress(total, initial=done, desc=desc, unit=unit, enabled=progress, every_s=LINES_EVERY_S) as bar:
             if self.workers <= 1 and not self.address:
                 for job in jobs:
                     fn(job)
@@ -189,7 +188,7 @@ class TaskRunner:
         if self.address and self.workers <= 1:
             self.workers = max(1, int(sum(n.get("CPU", 0) for n in ray.nodes() if n.get("Alive"))))
 
-    def _map_on_ray(self, fn: Callable[[Any], Any], jobs: Sequence[Any], bar: tqdm) -> None:
+    def _map_on_ray(self, fn: Callable[[Any], Any], jobs: Sequence[Any], bar: Progress) -> None:
         import ray
 
         if self.engine is None:

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from granary_pipe.progress import LINES_EVERY_S, Progress
 from granary_pipe.train.checkpoint import (
     CKPT_FORMAT,
     check_compatible,
@@ -233,11 +234,9 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
     totals = {"steps": 0, "step_time_s": 0.0, "data_wait_s": 0.0, "samples": 0, "audio_s": 0.0}
     loss_val = loss_logged = ckpt_path = None
     last_eval = resume.get("eval") if resume else None
-    bar = None
-    if progress and dist.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.train.max_steps, initial=step, desc="train", unit="step")
+    shown: dict[str, str] = {}  # the progress line's last loss and learning rate
+    bar = Progress(cfg.train.max_steps, initial=step, desc="train", unit="step", enabled=progress and dist.is_main,
+                   every_s=LINES_EVERY_S, note=lambda: ", ".join(f"{k} {v}" for k, v in shown.items()))
     model.train()
     try:
         while step < cfg.train.max_steps:
@@ -301,10 +300,9 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
                 loss_logged = record["loss"]
                 if dist.report is not None:
                     dist.report({k: v for k, v in record.items() if v is not None and k != "kind"})
-            if bar is not None:
-                bar.update(1)
-                if logging_step:
-                    bar.set_postfix(loss=f"{loss_val:.3f}", lr=f"{lr:.2e}")
+            if logging_step:
+                shown.update(loss=f"{loss_val:.3f}", lr=f"{lr:.2e}")
+            bar.update(1)
             every = cfg.train.check_replicas_every
             if every and dist.world > 1 and (step % every == 0 or step == cfg.train.max_steps):
                 metrics.write(check_replicas(model, dist, step))
@@ -313,8 +311,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
             if step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps:
                 ckpt_path = save(step, last_eval)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         metrics.close()
         batches.close()
 
