@@ -15,13 +15,15 @@ from granary_pipe.train.audio import load_audio
 from granary_pipe.train.data import Release, ReleaseBatches, make_loader, open_release
 from granary_pipe.train.features import HOP, LogMel
 from granary_pipe.train.model import MIN_FRAMES, ConformerCTC, greedy_decode
-from granary_pipe.train.tokenizer import Tokenizer, normalize_text
+from granary_pipe.text import normalize
+from granary_pipe.train.tokenizer import Tokenizer
 
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, release: Release, cfg: TrainConfig, *,
                    split: str = "heldout", device="cpu", max_utts: int | None = None,
                    amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Greedy CTC on ``split`` of ``release``; WER and CER (jiwer) on normalised text."""
+    """Greedy CTC on ``split`` of ``release``; WER and CER (jiwer) after the project's one
+    normalisation of reference and hypothesis in the row's language (:func:`granary_pipe.text.normalize`)."""
     ds = ReleaseBatches(release, cfg.data, tokenizer, split=split, shuffle=False, limit=max_utts, targets=False)
     logmel = LogMel(cfg.model.n_mels, device)
     was_training = model.training
@@ -33,15 +35,18 @@ def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, release: Releas
             feats, feat_lens = logmel(batch["waves"], batch["wave_lens"])
             with autocast(device, amp_dtype):
                 lp, lens = model(feats, feat_lens)
-            hyps += [tokenizer.decode(seq) for seq in greedy_decode(lp, lens)]
-            refs += [normalize_text(t, cfg.data.text_norm) for t in batch["texts"]]
+            hyps += [normalize(tokenizer.decode(seq), lang)
+                     for seq, lang in zip(greedy_decode(lp, lens), batch["langs"])]
+            refs += [normalize(t, lang) for t, lang in zip(batch["texts"], batch["langs"])]
             ids += batch["ids"]
     finally:
         model.train(was_training)
-    if not refs:
+    scored = [(i, r, h) for i, r, h in zip(ids, refs, hyps) if r]  # a reference of fillers only ("Um.") says nothing
+    if not scored:
         return {"split": split, "utterances": 0, "wer": None, "cer": None, "examples": []}
     import jiwer
 
+    ids, refs, hyps = (list(col) for col in zip(*scored))
     return {
         "split": split,
         "utterances": len(refs),
