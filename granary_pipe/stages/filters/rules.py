@@ -102,16 +102,16 @@ def word_tokens(text: str | None) -> list[Token]:
     :func:`granary_pipe.text.fold` gives them.
     """
     out = []
-    for chunk in unicodedata.normalize("NFKC", text or "").split():
+    for chunk in fold(text).split():
         chunk = _strip_punct(chunk)
         if not chunk:
             continue
         if is_url(chunk):
-            out.append(Token(fold(chunk), None))
+            out.append(Token(chunk, None))
             continue
         for piece in _split_inner(chunk):
             length = sum(ch.isdigit() for ch in piece) if _NUMERAL.fullmatch(piece) else len(piece)
-            out.append(Token(fold(piece), length))
+            out.append(Token(piece, length))
     return out
 
 
