@@ -47,7 +47,11 @@ Whisper; ``nineteen hundred`` forms elsewhere are not); German declined ordinals
 through text2num (``dritten`` → ``3.``); gender of ``1`` in languages that inflect it (``una
 casa`` and ``1 casa`` agree through text2num, ``un`` alone in Spanish does not, Whisper's own
 threshold); a ``°`` after a number (degree or ordinal) is dropped as a symbol; numbers in
-languages neither library knows stay as written. Content in brackets is kept (unlike Whisper's
+languages neither library knows stay as written (Amharic too: its num2words does not return on
+large numbers), and so do digit strings longer than :data:`MAX_SPELLED_DIGITS` (phone numbers,
+identifiers). Whisper's English normaliser has quirks of its own, kept as they are since both
+sides get them: a lone ``1`` becomes ``one`` (``1.5`` → ``one.5``, as ``one point five``), and
+``one two three`` without commas is read as ``123``. Content in brackets is kept (unlike Whisper's
 WER convention, which drops it): ``[Music]`` is what the hallucination phrase rule and pass
 agreement must see.
 
@@ -76,6 +80,9 @@ COMMA_DECIMAL_EXCEPT = ("en", "zh", "yue", "ja", "ko", "th", "he", "hi")
 
 NUM2WORDS_CODES = {"nb": "no", "nn": "no", "kk": "kz"}
 """Whisper language codes that num2words spells differently."""
+
+NUM2WORDS_BROKEN = ("am",)
+"""num2words languages not used: Amharic fails on 6-digit numbers and does not return on 9 (0.5.14)."""
 
 CURRENCY_SIGNS = {"€": "EUR", "$": "USD", "£": "GBP", "¥": "JPY"}
 """Currency signs read as the currency's name (from num2words' ``CURRENCY_FORMS``)."""
@@ -144,7 +151,7 @@ def _num2words_lang(lang: str) -> str | None:
     from num2words import CONVERTER_CLASSES
 
     code = NUM2WORDS_CODES.get(lang, lang)
-    return code if code in CONVERTER_CLASSES else None
+    return code if code in CONVERTER_CLASSES and code not in NUM2WORDS_BROKEN else None
 
 
 def _currency_word(sign: str, amount: str, lang: str) -> str:
@@ -204,9 +211,16 @@ def _currency(m: re.Match, lang: str) -> str:
     return f" {amount} {_currency_word(sign, amount.replace(',', '.'), lang).casefold()} "
 
 
+MAX_SPELLED_DIGITS = 12
+"""Longer digit strings (phone numbers, identifiers; some num2words languages loop on them) stay digits."""
+
+
 def _spell(number: str, code: str) -> str:
     from num2words import num2words
 
+    whole, _, frac = number.partition(".")
+    if len(whole) > MAX_SPELLED_DIGITS or len(frac) > MAX_SPELLED_DIGITS:
+        return number
     try:
         return " " + num2words(Decimal(number) if "." in number else int(number), lang=code) + " "
     except Exception:  # a number num2words cannot say in that language (too large, ...): as written

@@ -210,3 +210,16 @@ def test_a_marker_digested_under_the_old_normalisation_is_digested_again(tmp_pat
                kept_scored=[2, 2, 5.0])  # what version 1 measured: numbers written two ways as errors
     path.write_text(json.dumps(marker))
     assert reference_wer(run)["pt"]["wer"] == 0.0 and rule_quality(run, None)["kept"]["rows_garbage"] == 0
+
+
+def test_every_whisper_language_normalises_odd_numbers_without_error():
+    from granary_pipe.stages.asr.lid_resolve import whisper_langs
+
+    odd = ["I have 21 apples, 3,5 € 1er 1.500 10 000 2020", "１２３ ％ ½ ²", "99999999999999999999999999999999 123456789",
+           "1e10 0.000001 1,2,3 --5", "", "?!…"]
+    for lang in sorted(whisper_langs()):
+        for s in odd:
+            assert isinstance(text.normalize(s, lang), str)
+    # a phone number or identifier stays digits (spelled out it says nothing; Amharic's num2words never returns)
+    assert text.normalize("0123456789012345", "pl") == "0123456789012345"
+    assert text.normalize("999999999", "am") == "999999999"
