@@ -223,3 +223,13 @@ def test_every_whisper_language_normalises_odd_numbers_without_error():
     # a phone number or identifier stays digits (spelled out it says nothing; Amharic's num2words never returns)
     assert text.normalize("0123456789012345", "pl") == "0123456789012345"
     assert text.normalize("999999999", "am") == "999999999"
+
+
+def test_trainer_wer_compares_normalised_text_in_each_rows_language():
+    pytest.importorskip("torch")
+    from granary_pipe.train.infer import score
+
+    got = score(["a", "b", "c"], ["I have twenty one apples.", "J'ai vingt et un ans.", "Um."],
+                ["i have 21 apples", "j ai 21 ans", "uh"], ["en", "fr", "en"])
+    assert (got["utterances"], got["wer"], got["cer"]) == (2, 0.0, 0.0)
+    assert score(["a"], ["I have twenty one apples."], ["i have 35 apples"], ["en"])["wer"] == pytest.approx(1 / 4)

@@ -28,27 +28,35 @@ def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, release: Releas
     logmel = LogMel(cfg.model.n_mels, device)
     was_training = model.training
     model.eval()
-    refs, hyps, ids = [], [], []
+    refs, hyps, ids, langs = [], [], [], []
     try:
         pin = torch.device(device).type == "cuda"
         for batch in make_loader(ds, cfg.data.loader_workers, cfg.data.prefetch_batches, pin_memory=pin):
             feats, feat_lens = logmel(batch["waves"], batch["wave_lens"])
             with autocast(device, amp_dtype):
                 lp, lens = model(feats, feat_lens)
-            hyps += [normalize(tokenizer.decode(seq), lang)
-                     for seq, lang in zip(greedy_decode(lp, lens), batch["langs"])]
-            refs += [normalize(t, lang) for t, lang in zip(batch["texts"], batch["langs"])]
+            hyps += [tokenizer.decode(seq) for seq in greedy_decode(lp, lens)]
+            refs += batch["texts"]
             ids += batch["ids"]
+            langs += batch["langs"]
     finally:
         model.train(was_training)
-    scored = [(i, r, h) for i, r, h in zip(ids, refs, hyps) if r]  # a reference of fillers only ("Um.") says nothing
+    return {"split": split, **score(ids, refs, hyps, langs)}
+
+
+def score(ids: list[str], refs: list[str], hyps: list[str], langs: list[str | None]) -> dict[str, Any]:
+    """``utterances``, corpus ``wer`` and ``cer`` (jiwer) and three ``examples`` of hypotheses
+    against references, both normalised in the row's language (:func:`granary_pipe.text.normalize`:
+    ``21`` against ``twenty one`` is no error). A reference that normalises to nothing (fillers
+    only: "Um.") is not scored; with none left the rates are None."""
+    scored = [(i, r, h) for i, r, h in ((i, normalize(r, lang), normalize(h, lang))
+                                        for i, r, h, lang in zip(ids, refs, hyps, langs)) if r]
     if not scored:
-        return {"split": split, "utterances": 0, "wer": None, "cer": None, "examples": []}
+        return {"utterances": 0, "wer": None, "cer": None, "examples": []}
     import jiwer
 
     ids, refs, hyps = (list(col) for col in zip(*scored))
     return {
-        "split": split,
         "utterances": len(refs),
         "wer": float(jiwer.wer(refs, hyps)),
         "cer": float(jiwer.cer(refs, hyps)),
