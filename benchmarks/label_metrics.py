@@ -1,8 +1,8 @@
 """Scoring for the label-quality benchmark: WER against references, local alignment, the table.
 
-Texts are compared after the product's own normalisation (``rules.normalize``: NFKC, casefold,
-apostrophes dropped, other punctuation and symbols as spaces), so ``1-2-3`` and ``1, 2, 3``
-agree; a file may list several accepted references (digits or number words) and is scored
+Texts are compared after the product's own normalisation (:func:`granary_pipe.text.normalize`:
+NFKC, casefold, punctuation and symbols as spaces; in a given language numbers in one written
+form), so ``1-2-3`` and ``1, 2, 3`` agree; a file may list several accepted references (digits or number words) and is scored
 against the best one.
 
 The benchmark's input is one :class:`FileResult` per listed file (truth from the builder's
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from granary_pipe.stages.filters.rules import edit_distance, normalize
+from granary_pipe.text import edit_distance, normalize
 
 GARBAGE_WER = 0.5
 """A file whose kept text is further than this from its reference is garbage."""
@@ -26,9 +26,9 @@ GOOD_SPAN_WER = 0.2
 """A rejected row whose text matches a span of the reference this well was a good label."""
 
 
-def words(text: str | None) -> list[str]:
-    """Normalised words."""
-    return normalize(text).split()
+def words(text: str | None, lang: str | None = None) -> list[str]:
+    """Normalised words (in ``lang``, when given)."""
+    return normalize(text, lang).split()
 
 
 def best_wer(refs: list[str], hyp: str) -> tuple[int, int]:

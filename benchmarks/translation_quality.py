@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from granary_pipe.stages.filters import rules  # noqa: E402
+from granary_pipe import text as text_norm  # noqa: E402
 
 REFS = Path(__file__).with_name("devset_translations.yaml")
 WRONG_CHRF = 40.0
@@ -34,7 +34,7 @@ WRONG_CHRF = 40.0
 
 def chrf(hyp: str, ref: str, n: int = 6, beta: float = 2.0) -> float:
     """chrF (Popović 2015): character n-gram F-beta averaged over n = 1..6, spaces removed, 0–100."""
-    h, r = "".join(rules.normalize(hyp).split()), "".join(rules.normalize(ref).split())
+    h, r = "".join(text_norm.normalize(hyp).split()), "".join(text_norm.normalize(ref).split())
     precisions, recalls = [], []
     for k in range(1, n + 1):
         hg = Counter(h[i:i + k] for i in range(len(h) - k + 1))
@@ -81,7 +81,7 @@ def measure(run: Path, corpus: Path) -> dict[str, dict]:
         hyp, ref = " ".join(got), refs[lang][said[0]]
         s["kept"] += 1
         s["chrf"].append(chrf(hyp, ref))
-        s["wer"].append(rules.error_rate(ref, hyp))
+        s["wer"].append(text_norm.error_rate(ref, hyp))
         s["wrong"] += s["chrf"][-1] < WRONG_CHRF
     return stats
 

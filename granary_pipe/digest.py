@@ -48,10 +48,12 @@ from granary_pipe.scoring import (
     span_wer,
     tokens,
 )
-from granary_pipe.stages.filters.rules import normalize
+from granary_pipe.text import normalize
 
-VERSION = 1
-"""The digest's layout; a marker whose digest has another is digested again from its files."""
+VERSION = 2
+"""The digest's layout and meaning; a marker whose digest has another is digested again from its
+files. 2: texts scored after :func:`granary_pipe.text.normalize` in the row's language (numbers
+in one written form); 1 compared raw number forms."""
 KEY = "digest"
 """The marker's key holding the digest."""
 EXAMPLES = 2
@@ -158,7 +160,7 @@ def _score(sides: list[tuple[bool, dict[str, list]]]) -> dict[str, Any]:
             else:
                 refs.setdefault(rid, (lang or "und", ref))
             if (ref, lang) != last[0]:
-                last = ((ref, lang), tokens(ref, lang, normalized_reference(ref)))
+                last = ((ref, lang), tokens(ref, lang, normalized_reference(ref, lang)))
             wer = span_wer(tokens(c["text"][i], lang), last[1])
             if wer is None:
                 continue
@@ -180,9 +182,9 @@ def _score(sides: list[tuple[bool, dict[str, list]]]) -> dict[str, Any]:
         if rid not in hyps:
             t[1] += 1
             continue
-        ref = normalized_reference(ref)
+        ref = normalized_reference(ref, lang)
         if ref:
-            errors = edit_counts(ref, normalize(" ".join(text for _, text in sorted(hyps[rid]))))
+            errors = edit_counts(ref, normalize(" ".join(text for _, text in sorted(hyps[rid])), lang))
             t[0] += 1
             for k, v in enumerate(errors, start=2):
                 t[k] += v

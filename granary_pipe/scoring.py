@@ -2,8 +2,10 @@
 (:mod:`granary_pipe.digest`) and the report (:mod:`granary_pipe.report.rule_quality`,
 :mod:`granary_pipe.report.reference_wer`) share, with no import of either.
 
-Texts are compared after the project's one normalisation (``stages.filters.rules.normalize``;
-characters instead of words for languages written without spaces). A row is scored against the
+Texts are compared after the project's one normalisation in the row's language
+(:func:`granary_pipe.text.normalize`: numbers in one written form, so a row saying ``21`` and a
+reference saying ``twenty one`` agree; characters instead of words for languages written without
+spaces). A row is scored against the
 span of its recording's reference that it matches best (:func:`span_wer`); a recording's joined
 kept text against the whole reference (:func:`edit_counts`, what jiwer counts).
 """
@@ -16,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-from granary_pipe.stages.filters import rules as text_rules
+from granary_pipe import text as text_norm
 
 GOOD_WER_MAX = 0.2
 """A rejected row whose text scores at most this WER against its reference was good."""
@@ -24,18 +26,14 @@ GARBAGE_WER_MIN = 0.5
 """A kept row whose text scores above this WER against its reference is garbage."""
 
 
-def tokens(text: str | None, lang: str | None, normalized: str | None = None) -> list[str]:
-    """Normalised words of ``text``, or its characters in a language written without spaces
-    (``normalized``: ``text`` already normalised, when the caller has it)."""
-    norm = text_rules.normalize(text) if normalized is None else normalized
-    return list(norm.replace(" ", "")) if lang in text_rules.UNSPACED_LANGS else norm.split()
+tokens = text_norm.tokens
 
 
 @lru_cache(maxsize=4096)
-def normalized_reference(text: str) -> str:
-    """:func:`~granary_pipe.stages.filters.rules.normalize` of a reference transcript, remembered
-    for the last few thousand (every segment of a recording carries the recording's reference)."""
-    return text_rules.normalize(text)
+def normalized_reference(text: str, lang: str | None) -> str:
+    """:func:`granary_pipe.text.normalize` of a reference transcript in ``lang``, remembered for
+    the last few thousand (every segment of a recording carries the recording's reference)."""
+    return text_norm.normalize(text, lang)
 
 
 def span_wer(hyp: Sequence[str], ref: Sequence[str]) -> float | None:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from granary_pipe import config, registry
+from granary_pipe import text as text_norm
 from granary_pipe.schema import make_table
 from granary_pipe.stages.filters import phrases, rules
 from granary_pipe.stages.filters.hallucination import RULE_ORDER, HallucinationFilter
@@ -75,12 +76,12 @@ DEMO_ROWS = demo_references()
 
 
 def test_normalize():
-    assert rules.normalize("  Sous-titres réalisés par la communauté d’Amara.org ! ") == \
-        rules.normalize("SOUS-TITRES réalisés par la communauté d'Amara.org") == \
-        "sous titres réalisés par la communauté damara org"
-    assert rules.normalize("Ｔｈａｎｋ\u00a0you…\n[Music]") == "thank you music"  # NFKC: fullwidth, nbsp
-    assert rules.normalize("Mulţumesc") == rules.normalize("Mulțumesc")  # cedilla vs comma below
-    assert rules.normalize(None) == "" and rules.normalize("?!…") == ""
+    assert text_norm.normalize("  Sous-titres réalisés par la communauté d’Amara.org ! ", "fr") == \
+        text_norm.normalize("SOUS-TITRES réalisés par la communauté d'Amara.org", "fr") == \
+        "sous titres réalisés par la communauté d amara org"
+    assert text_norm.normalize("Ｔｈａｎｋ\u00a0you…\n[Music]") == "thank you music"  # NFKC: fullwidth, nbsp
+    assert text_norm.normalize("Mulţumesc", "ro") == text_norm.normalize("Mulțumesc", "ro")  # cedilla vs comma below
+    assert text_norm.normalize(None) == "" and text_norm.normalize("?!…") == ""
 
 
 def test_longest_run_and_loops():
@@ -102,10 +103,11 @@ def test_long_word_measures_words_not_urls():
 
 
 def test_error_rate():
-    assert rules.error_rate("The cat sat.", "the cat sat") == 0.0
-    assert rules.error_rate("the cat sat", "the cat sat on") == pytest.approx(1 / 3)
-    assert rules.error_rate("", "") == 0.0 and rules.error_rate("", "words") == 1.0
-    assert rules.error_rate("猫が座った", "猫が寝た", by_char=True) == pytest.approx(2 / 5)
+    assert text_norm.error_rate("The cat sat.", "the cat sat") == 0.0
+    assert text_norm.error_rate("the cat sat", "the cat sat on") == pytest.approx(1 / 3)
+    assert text_norm.error_rate("", "") == 0.0 and text_norm.error_rate("", "words") == 1.0
+    assert text_norm.error_rate("猫が座った", "猫が寝た", by_char=True) == pytest.approx(2 / 5)
+    assert text_norm.error_rate("猫が座った", "猫が寝た", "ja") == pytest.approx(2 / 5)  # by character in ja
 
 
 # ============================================================================= hallucinations

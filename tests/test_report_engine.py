@@ -27,7 +27,7 @@ from granary_pipe.report import scan as scan_mod
 from granary_pipe.scoring import GARBAGE_WER_MIN, GOOD_WER_MAX, span_wer, tokens
 from granary_pipe.report.summary import summarize
 from granary_pipe.rundir import committed_units, read_unit_table
-from granary_pipe.stages.filters.rules import normalize
+from granary_pipe.text import normalize
 
 try:
     from tests.helpers_rundir import Row, make_run, set_digests
@@ -237,8 +237,8 @@ def test_reference_wer_matches_jiwer_over_all_recordings(run_dir, summary):
     by_lang: dict = defaultdict(lambda: ([], [], [0]))
     for rid, (lang, ref) in refs.items():
         if rid in hyps:
-            by_lang[lang][0].append(normalize(ref))
-            by_lang[lang][1].append(normalize(" ".join(t for _, t in sorted(hyps[rid]))))
+            by_lang[lang][0].append(normalize(ref, lang))
+            by_lang[lang][1].append(normalize(" ".join(t for _, t in sorted(hyps[rid])), lang))
         else:
             by_lang[lang][2][0] += 1
     wer = summary["reference_wer"]

@@ -34,7 +34,7 @@ def test_span_wer_finds_the_segment_inside_the_recording_reference():
 def test_span_wer_matches_a_brute_force_search():
     import random
 
-    from granary_pipe.stages.filters.rules import edit_distance
+    from granary_pipe.text import edit_distance
 
     rng = random.Random(7)
     for _ in range(200):
@@ -47,7 +47,7 @@ def test_span_wer_matches_a_brute_force_search():
 
 
 def test_tokens_use_the_one_normalisation_and_characters_for_unspaced_languages():
-    assert tokens("Thank you, D’Artagnan!", "en") == ["thank", "you", "dartagnan"]
+    assert tokens("Thank you, D’Artagnan!", "en") == ["thank", "you", "d", "artagnan"]  # Whisper: apostrophe → space
     assert tokens("今天 天气很好。", "zh") == list("今天天气很好")
 
 

@@ -2,9 +2,9 @@
 
 Per recording, the kept segments' texts are joined in time order and scored against the
 listing's ``text`` (word and character edit distances, as jiwer counts them), both normalised
-by the project's one text normalisation
-(``stages.filters.rules.normalize``: NFKC, casefold, apostrophes dropped, punctuation and
-symbols stripped). Recordings with a reference but no kept row are counted apart (their words
+in the recording's language by the project's one text normalisation
+(:func:`granary_pipe.text.normalize`: Whisper's convention, numbers in one written form, so
+``21`` against a reference's ``twenty one`` is no error). Recordings with a reference but no kept row are counted apart (their words
 are not scored), so the figure is the quality of what would be released, and
 ``recordings_unscored`` says what was lost.
 

@@ -11,8 +11,8 @@ alone (no rows in, no flags).
 A row is scored against the span of the reference that matches it best
 (:func:`granary_pipe.scoring.span_wer`: an alignment over words with a free start and end in the
 reference; the fewest edits, then the longest span among equally good ones), after the
-project's one normalisation (``stages.filters.rules.normalize``; characters instead of words for
-languages written without spaces). A rejected row scoring WER ≤ ``GOOD_WER_MAX`` was good speech
+project's one normalisation in the row's language (:func:`granary_pipe.text.normalize`, numbers
+in one written form; characters instead of words for languages written without spaces). A rejected row scoring WER ≤ ``GOOD_WER_MAX`` was good speech
 with a good label: a false reject of its rule. A kept row scoring WER > ``GARBAGE_WER_MIN`` is
 garbage that got through. Rows without text (rejected before transcription) or without a
 reference are not scored. Each unit is scored when it is committed (its marker's ``digest``,

@@ -16,18 +16,20 @@ from granary_pipe.train.audio import AudioInputError, input_problem, load_audio
 from granary_pipe.train.data import Release, ReleaseBatches, make_loader, open_release
 from granary_pipe.train.features import HOP, LogMel
 from granary_pipe.train.model import MIN_FRAMES, ConformerCTC, greedy_decode
-from granary_pipe.train.tokenizer import Tokenizer, normalize_text
+from granary_pipe.text import normalize
+from granary_pipe.train.tokenizer import Tokenizer
 
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, release: Release, cfg: TrainConfig, *,
                    split: str = "heldout", device="cpu", max_utts: int | None = None,
                    amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Greedy CTC on ``split`` of ``release``; WER and CER (jiwer) on normalised text."""
+    """Greedy CTC on ``split`` of ``release``; WER and CER (jiwer) after the project's one
+    normalisation of reference and hypothesis in the row's language (:func:`granary_pipe.text.normalize`)."""
     ds = ReleaseBatches(release, cfg.data, tokenizer, split=split, shuffle=False, limit=max_utts, targets=False)
     logmel = LogMel(cfg.model.n_mels, device)
     was_training = model.training
     model.eval()
-    refs, hyps, ids = [], [], []
+    refs, hyps, ids, langs = [], [], [], []
     try:
         pin = torch.device(device).type == "cuda"
         for batch in make_loader(ds, cfg.data.loader_workers, cfg.data.prefetch_batches, pin_memory=pin):
@@ -35,16 +37,27 @@ def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, release: Releas
             with autocast(device, amp_dtype):
                 lp, lens = model(feats, feat_lens)
             hyps += [tokenizer.decode(seq) for seq in greedy_decode(lp, lens)]
-            refs += [normalize_text(t, cfg.data.text_norm) for t in batch["texts"]]
+            refs += batch["texts"]
             ids += batch["ids"]
+            langs += batch["langs"]
     finally:
         model.train(was_training)
-    if not refs:
-        return {"split": split, "utterances": 0, "wer": None, "cer": None, "examples": []}
+    return {"split": split, **score(ids, refs, hyps, langs)}
+
+
+def score(ids: list[str], refs: list[str], hyps: list[str], langs: list[str | None]) -> dict[str, Any]:
+    """``utterances``, corpus ``wer`` and ``cer`` (jiwer) and three ``examples`` of hypotheses
+    against references, both normalised in the row's language (:func:`granary_pipe.text.normalize`:
+    ``21`` against ``twenty one`` is no error). A reference that normalises to nothing (fillers
+    only: "Um.") is not scored; with none left the rates are None."""
+    scored = [(i, r, h) for i, r, h in ((i, normalize(r, lang), normalize(h, lang))
+                                        for i, r, h, lang in zip(ids, refs, hyps, langs)) if r]
+    if not scored:
+        return {"utterances": 0, "wer": None, "cer": None, "examples": []}
     import jiwer
 
+    ids, refs, hyps = (list(col) for col in zip(*scored))
     return {
-        "split": split,
         "utterances": len(refs),
         "wer": float(jiwer.wer(refs, hyps)),
         "cer": float(jiwer.cer(refs, hyps)),

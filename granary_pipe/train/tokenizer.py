@@ -15,23 +15,22 @@ serialises to a dict of bytes (:meth:`Tokenizer.state`) stored in every checkpoi
 from __future__ import annotations
 
 import io
-import re
-import unicodedata
 from typing import Iterable
 
+from granary_pipe.text import fold, strip_symbols
 from granary_pipe.train.config import TokenizerConfig
 
 SHARED = "*"
-_PUNCT = re.compile(r"[^\w\s']")
 
 
 def normalize_text(text: str, mode: str = "lower_nopunct") -> str:
-    """Text as the model learns it: ``lower_nopunct`` = NFKC, lower case, punctuation except
-    apostrophes removed, spaces collapsed; ``none`` = spaces collapsed only."""
+    """Text as the model learns it (a target, not a comparison: the WER compares after
+    :func:`granary_pipe.text.normalize`): ``lower_nopunct`` = the one normalisation's character
+    step (:func:`granary_pipe.text.fold`), punctuation and symbols except apostrophes removed,
+    spaces collapsed; numbers as written; ``none`` = spaces collapsed only."""
     if mode == "none":
         return " ".join(text.split())
-    text = unicodedata.normalize("NFKC", text).lower()
-    return " ".join(_PUNCT.sub(" ", text).split())
+    return strip_symbols(fold(text), keep="'")
 
 
 def train_sentencepiece(texts: Iterable[str], cfg: TokenizerConfig) -> bytes:

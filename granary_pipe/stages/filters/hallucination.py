@@ -151,11 +151,11 @@ class HallucinationFilter(FilterStage):
         langs = tuple(dict.fromkeys(([lang] if lang else []) + list(self.phrase_extra_langs)))
         return phrase_lists.phrase_list(langs, self.phrase_dir, self.min_prefix_phrase_words)
 
-    def _trusted(self, row: dict[str, Any], phrase: str) -> bool:
+    def _trusted(self, row: dict[str, Any], phrase: str, whole: bool) -> bool:
         """A short phrase that is the whole text, decoded surely on speech (see the module doc)."""
         lp, nsp = row.get("avg_logprob"), row.get("no_speech_prob")
         return (self.min_trusted_phrase_avg_logprob is not None and lp is not None and nsp is not None
-                and phrase == rules.normalize(row.get("text")) and len(phrase.split()) <= self.max_trusted_phrase_words
+                and whole and len(phrase.split()) <= self.max_trusted_phrase_words
                 and lp >= self.min_trusted_phrase_avg_logprob and nsp <= self.max_trusted_phrase_no_speech_prob)
 
     def _loop_ranges(self) -> list[tuple[int, int, int]]:
@@ -170,9 +170,9 @@ class HallucinationFilter(FilterStage):
         """Reasons a row fires (the base orders them as :data:`RULE_ORDER`)."""
         fired: list[str] = []
         text, lang = row.get("text") or "", row.get("lang")
-        phrase = self._phrases(lang).match(text) if self.phrases else None
-        if phrase is not None:
-            fired.append("hallucination:phrase_trusted" if self._trusted(row, phrase) else "hallucination:phrase")
+        found = self._phrases(lang).match_whole(text) if self.phrases else None
+        if found is not None:
+            fired.append("hallucination:phrase_trusted" if self._trusted(row, *found) else "hallucination:phrase")
         if lang not in self.unspaced_langs:
             tokens = rules.word_tokens(text)
             ws = [t.text for t in tokens]

@@ -1,8 +1,10 @@
 """``filter.pass_agreement``: two independent decodes of a segment should say the same thing.
 
 Where a row carries ``pass1_text`` (a first, independent transcription of the same audio), the
-word error rate of ``text`` against it, both normalised (NFKC, casefold, punctuation removed,
-see ``rules.normalize``), must not exceed ``max_wer``; otherwise → ``pass_agreement:wer``.
+word error rate of ``text`` against it, both normalised in the row's language by the project's one
+normalisation (:func:`granary_pipe.text.normalize`: case, punctuation, apostrophes, and numbers in
+one written form, so ``1, 2, 3`` and ``Um, dois, três`` agree), must not exceed ``max_wer``;
+otherwise → ``pass_agreement:wer``.
 Hallucinations rarely repeat across decodes, so disagreement marks them. For languages
 written without spaces (``unspaced_langs``) the rate is per character (CER). An empty
 ``pass1_text`` against a non-empty ``text`` counts as 1.0. Rows whose ``pass1_text`` is null
@@ -15,6 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from granary_pipe import text
 from granary_pipe.registry import register
 from granary_pipe.stages.filters import rules
 from granary_pipe.stages.filters.base import FilterStage
@@ -36,5 +39,6 @@ class PassAgreementFilter(FilterStage):
         """``pass_agreement:wer`` when the two transcripts disagree by more than ``max_wer``."""
         if row["pass1_text"] is None:
             return []
-        rate = rules.error_rate(row["pass1_text"], row["text"], by_char=row["lang"] in self.unspaced_langs)
+        lang = row["lang"]
+        rate = text.error_rate(row["pass1_text"], row["text"], lang, by_char=lang in self.unspaced_langs)
         return ["pass_agreement:wer"] if rate > self.max_wer else []

@@ -8,8 +8,9 @@ make the phrase never match. A count after a tab is always stripped; a count aft
 stripped when most phrase lines of the file end in one (a counted list), so a list of our own
 may still hold a phrase that really ends in a number (``Sous-titrage ST' 501``).
 
-Matching is on normalised text (:func:`granary_pipe.stages.filters.rules.normalize`): the whole
-text equal to a phrase, or, for phrases of at least ``prefix_min_words`` words, the text
+Matching is on normalised text (:func:`granary_pipe.text.normalize`, the phrases of a list in
+its language, the text in each list's language in turn, so an English credit line matches a row
+labelled French): the whole text equal to a phrase, or, for phrases of at least ``prefix_min_words`` words, the text
 starting with the phrase at a word boundary. Short phrases ("thank you", "you") only match a
 text that is nothing else, since they are ordinary words inside real speech.
 """
@@ -22,7 +23,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from granary_pipe.stages.filters.rules import normalize
+from granary_pipe.text import normalize
 
 _TAB_COUNT = re.compile(r"\t\s*\d+\s*$")
 _COUNT = re.compile(r"\s+\d+\s*$")
@@ -34,8 +35,8 @@ def bundled_dir() -> Path:
     return Path(str(resources.files("granary_pipe") / "_data" / "hallucinations"))
 
 
-def parse_phrases(text: str) -> list[str]:
-    """Normalised phrases of a list file's content (comments and trailing counts stripped)."""
+def parse_phrases(text: str, lang: str | None = None) -> list[str]:
+    """Phrases of a list file's content normalised in ``lang`` (comments and trailing counts stripped)."""
     lines = []
     for line in text.splitlines():
         line = line.strip()
@@ -44,7 +45,7 @@ def parse_phrases(text: str) -> list[str]:
     counted = sum(1 for line in lines if _COUNT.search(line)) * 2 > len(lines)
     out: dict[str, None] = {}  # ordered set
     for line in lines:
-        phrase = normalize(_COUNT.sub("", line) if counted else line)
+        phrase = normalize(_COUNT.sub("", line) if counted else line, lang)
         if phrase:
             out[phrase] = None
     return list(out)
@@ -52,44 +53,52 @@ def parse_phrases(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class PhraseList:
-    """Phrases of one or more languages, split into whole-text and prefix matchers."""
+    """Phrases of one language (``lang``, normalised in it), split into whole-text and prefix
+    matchers, and the lists of further languages (``more``) tried after it."""
 
+    lang: str | None
     whole: frozenset[str]
     prefixes: tuple[str, ...]
+    more: tuple["PhraseList", ...] = ()
 
     @classmethod
-    def build(cls, phrases: list[str], prefix_min_words: int) -> "PhraseList":
+    def build(cls, phrases: list[str], prefix_min_words: int, lang: str | None = None) -> "PhraseList":
         prefixes = tuple(sorted({p for p in phrases if len(p.split()) >= prefix_min_words}, key=len))
-        return cls(frozenset(phrases), prefixes)
+        return cls(lang, frozenset(phrases), prefixes)
 
     def match(self, text: str | None) -> str | None:
-        """The phrase ``text`` matches (already normalised or not), or None."""
-        norm = normalize(text)
-        if not norm:
-            return None
-        if norm in self.whole:
-            return norm
-        for p in self.prefixes:
-            if norm.startswith(p + " "):
-                return p
+        """The phrase ``text`` matches, or None (:meth:`match_whole` without the flag)."""
+        found = self.match_whole(text)
+        return found[0] if found else None
+
+    def match_whole(self, text: str | None) -> tuple[str, bool] | None:
+        """(the phrase ``text`` matches, whether it is the whole normalised text), or None.
+        ``text`` is normalised in each list's language in turn."""
+        for part in (self, *self.more):
+            norm = normalize(text, part.lang)
+            if not norm:
+                continue
+            if norm in part.whole:
+                return norm, True
+            for p in part.prefixes:
+                if norm.startswith(p + " "):
+                    return p, False
         return None
 
 
 @lru_cache(maxsize=256)
 def load_lang(lang: str, directory: str | None = None) -> tuple[str, ...]:
-    """Normalised phrases of ``{directory}/{lang}.txt`` (bundled dir by default); () if none."""
+    """Phrases of ``{directory}/{lang}.txt`` (bundled dir by default) normalised in ``lang``; () if none."""
     base = Path(directory) if directory else bundled_dir()
     path = base / f"{lang}.txt"
     if not re.fullmatch(r"[A-Za-z0-9_-]+", lang) or not path.is_file():
         return ()
-    return tuple(parse_phrases(path.read_text(encoding="utf-8")))
+    return tuple(parse_phrases(path.read_text(encoding="utf-8"), lang))
 
 
 @lru_cache(maxsize=256)
 def phrase_list(langs: tuple[str, ...], directory: str | None, prefix_min_words: int) -> PhraseList:
-    """The combined :class:`PhraseList` of ``langs`` (cached per worker)."""
-    phrases: list[str] = []
-    for lang in langs:
-        phrases.extend(load_lang(lang, directory))
-    return PhraseList.build(phrases, prefix_min_words)
-
+    """The :class:`PhraseList` of ``langs``, the first language's list first (cached per worker)."""
+    parts = [PhraseList.build(list(load_lang(lang, directory)), prefix_min_words, lang) for lang in langs]
+    parts = [p for p in parts if p.whole] or [PhraseList.build([], prefix_min_words)]
+    return PhraseList(parts[0].lang, parts[0].whole, parts[0].prefixes, tuple(parts[1:]))

@@ -3,15 +3,12 @@
 Each function answers one question about one text and is unit-tested on its own; the stages
 (``hallucination.py``, ``pass_agreement.py``) decide which rules run and in what order.
 
-Normalisation (:func:`normalize`): Unicode NFKC, casefold, apostrophes (``'`` ``’`` ``ʼ`` …)
-deleted so that ``d'avoir`` and ``d’avoir`` agree, every other punctuation or symbol
-character (Unicode categories P* and S*) replaced by a space, Romanian s/t-cedilla folded to
-s/t-comma, whitespace collapsed. Words (:func:`words`, for phrase matching and error rates) are
-the normalised text split on whitespace. It is the project's one text normalisation: the report
-scores against reference transcripts with it too.
+Texts are compared (phrases, pass agreement, error rates) after the project's one normalisation,
+:func:`granary_pipe.text.normalize`, which knows each language's numbers; this module has none.
 
-Tokens (:func:`word_tokens`, for the repetition and long-word rules) are the same words with two
-differences that matter to those rules: a numeral keeps its group and decimal separators between
+Tokens (:func:`word_tokens`, for the repetition and long-word rules) are the words of one text
+(:func:`granary_pipe.text.fold`, punctuation and symbols as spaces), with two things that matter
+to those rules: a numeral keeps its group and decimal separators between
 digits (``1,500,000``, ``192.168.0.1``, ``3.14159`` are one token each, measured by their digit
 count, so ``10.000.000.000.000`` is no ``000 000 000`` loop), and a web address or e-mail is one
 token with no length (its length says nothing about a garbled decode). Hyphens and dots between
@@ -25,15 +22,10 @@ import re
 import unicodedata
 from typing import NamedTuple
 
-try:  # C implementation, a dependency of jiwer
-    from rapidfuzz.distance.Levenshtein import distance as _levenshtein
-except ImportError:  # pragma: no cover
-    _levenshtein = None
+from granary_pipe import text as _text
+from granary_pipe.text import APOSTROPHES, fold
 
-APOSTROPHES = "'’ʼ‘`´"
-_FOLD = str.maketrans({"ş": "ș", "ţ": "ț", "Ş": "ș", "Ţ": "ț"})
-
-UNSPACED_LANGS = ("zh", "ja", "th", "lo", "km", "my", "bo", "yue")
+UNSPACED_LANGS = _text.UNSPACED_LANGS
 """Languages written without spaces between words: word-based rules do not apply to them."""
 
 COMPOUNDING_LANGS = ("de", "nl", "fi", "hu", "et", "da", "sv", "no", "nb", "nn")
@@ -44,24 +36,6 @@ _URL = re.compile(
     r"|[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}(?:/\S*)?)$",
     re.IGNORECASE,
 )
-
-
-def normalize(text: str | None) -> str:
-    """NFKC, casefold, apostrophes dropped, other punctuation/symbols → space, collapsed."""
-    if not text:
-        return ""
-    text = unicodedata.normalize("NFKC", text).casefold().translate(_FOLD)
-    out = []
-    for ch in text:
-        if ch in APOSTROPHES:
-            continue
-        out.append(" " if unicodedata.category(ch)[0] in "PS" else ch)
-    return " ".join("".join(out).split())
-
-
-def words(text: str | None) -> list[str]:
-    """Normalised words of ``text``."""
-    return normalize(text).split()
 
 
 # ----------------------------------------------------------------- repetition
@@ -124,19 +98,20 @@ def word_tokens(text: str | None) -> list[Token]:
 
     Whitespace-separated, leading/trailing punctuation and symbols stripped; web addresses and
     e-mails whole; otherwise split at every inner punctuation or symbol character except a
-    ``.`` ``,`` ``:`` between two digits; apostrophes deleted; casefolded as :func:`normalize`.
+    ``.`` ``,`` ``:`` between two digits; apostrophes deleted; characters as
+    :func:`granary_pipe.text.fold` gives them.
     """
     out = []
-    for chunk in unicodedata.normalize("NFKC", text or "").split():
+    for chunk in fold(text).split():
         chunk = _strip_punct(chunk)
         if not chunk:
             continue
         if is_url(chunk):
-            out.append(Token(chunk.casefold(), None))
+            out.append(Token(chunk, None))
             continue
         for piece in _split_inner(chunk):
             length = sum(ch.isdigit() for ch in piece) if _NUMERAL.fullmatch(piece) else len(piece)
-            out.append(Token(piece.casefold().translate(_FOLD), length))
+            out.append(Token(piece, length))
     return out
 
 
@@ -181,7 +156,7 @@ def long_word(lengths: list[int], min_chars: int | None, ratio: float | None, ra
     return ratio is not None and len(top) > 1 and top[0] >= ratio_min_chars and top[0] >= ratio * top[1]
 
 
-# ----------------------------------------------------------------- rates, scores and agreement
+# ----------------------------------------------------------------- rates and scores
 
 
 def letter_count(text: str | None) -> int:
@@ -210,31 +185,3 @@ def char_rate(text: str | None, duration_s: float | None) -> float | None:
     if not n or not duration_s or duration_s <= 0:
         return None
     return n / duration_s
-
-
-def edit_distance(ref: list, hyp: list) -> int:
-    """Levenshtein distance between two sequences (substitutions, insertions, deletions).
-
-    Uses rapidfuzz (installed with jiwer) when present; the pure-Python loop is the fallback.
-    """
-    if _levenshtein is not None:
-        return _levenshtein(ref, hyp)
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
-
-
-def error_rate(ref: str | None, hyp: str | None, by_char: bool = False) -> float:
-    """WER (or CER with ``by_char``) of ``hyp`` against ``ref`` after :func:`normalize`.
-
-    Both empty → 0.0; empty reference with a non-empty hypothesis → 1.0 (total disagreement).
-    """
-    r, h = normalize(ref), normalize(hyp)
-    rs, hs = (list(r.replace(" ", "")), list(h.replace(" ", ""))) if by_char else (r.split(), h.split())
-    if not rs:
-        return 0.0 if not hs else 1.0
-    return edit_distance(rs, hs) / len(rs)

@@ -6,19 +6,16 @@ returns None when it may replace the original:
 - ``call_failed``: the backend gave nothing for the row (timeout, malformed answer, ...);
 - ``empty``: nothing but whitespace/punctuation came back;
 - ``upper_case``: more than ``max_upper_ratio`` of the cased letters are upper case (shouting);
-- ``words_changed``: the character error rate between both texts, lower-cased with punctuation
-  removed and spaces collapsed, is above ``max_cer``.
+- ``words_changed``: the character error rate between both texts, normalised in the row's
+  language by the project's one normalisation (:func:`granary_pipe.text.normalize`: case,
+  punctuation, numbers in one written form), is above ``max_cer``.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 
-try:
-    from rapidfuzz.distance import Levenshtein as _Levenshtein  # installed with jiwer
-except ImportError:  # pragma: no cover
-    _Levenshtein = None
+from granary_pipe.text import edit_distance, normalize
 
 MAX_CER = 0.10
 MAX_UPPER_RATIO = 0.60
@@ -27,29 +24,9 @@ _FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```$", re.S)
 _QUOTE_PAIRS = {'"': '"', "'": "'", "\u201c": "\u201d", "\u00ab": "\u00bb", "\u201e": "\u201c"}
 
 
-def bare(text: str) -> str:
-    """Lower-cased, punctuation replaced by spaces, whitespace collapsed: the words only."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
-    return " ".join(text.split())
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance between two strings (characters)."""
-    if _Levenshtein is not None:
-        return _Levenshtein.distance(a, b)
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def cer(original: str, restored: str) -> float:
-    """Character error rate of ``restored`` against ``original``, on their bare words."""
-    ref, hyp = bare(original), bare(restored)
+def cer(original: str, restored: str, lang: str | None = None) -> float:
+    """Character error rate of ``restored`` against ``original``, both normalised in ``lang``."""
+    ref, hyp = normalize(original, lang), normalize(restored, lang)
     if not ref:
         return 0.0 if not hyp else 1.0
     return edit_distance(ref, hyp) / len(ref)
@@ -82,14 +59,15 @@ def clean_output(text: str | None, original: str = "") -> str | None:
 
 
 def check(original: str, restored: str | None, max_cer: float = MAX_CER,
-          max_upper_ratio: float = MAX_UPPER_RATIO) -> str | None:
-    """Name of the first rule ``restored`` breaks (see the module doc), or None if it is acceptable."""
+          max_upper_ratio: float = MAX_UPPER_RATIO, lang: str | None = None) -> str | None:
+    """Name of the first rule ``restored`` breaks (see the module doc), or None if it is acceptable
+    (``lang``: the row's language, in which both texts are normalised)."""
     if restored is None:
         return "call_failed"
-    if not bare(restored):
+    if not normalize(restored):
         return "empty"
     if upper_ratio(restored) > max_upper_ratio:
         return "upper_case"
-    if cer(original, restored) > max_cer:
+    if cer(original, restored, lang) > max_cer:
         return "words_changed"
     return None

@@ -106,7 +106,7 @@ class LLMPunctuation(Stage):
         flags: list[list[str]] = [[] for _ in texts]
         for i, answer in zip(todo, outputs):
             restored = guard.clean_output(answer, texts[i])
-            rule = guard.check(texts[i], restored, self.max_cer, self.max_upper_ratio)
+            rule = guard.check(texts[i], restored, self.max_cer, self.max_upper_ratio, langs[i])
             if rule is not None:
                 flags[i].append(f"pnc:{rule}")
                 continue

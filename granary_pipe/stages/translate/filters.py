@@ -16,8 +16,10 @@
   (``filters.rules.letter_count``) is judged, as in ``filter.text_lang``: numbers and symbols
   (``1, 2, 3``, ``19,99 €``) say nothing about a language.
 
-Words are whitespace-separated tokens; for languages written without spaces (zh, ja, th, ...)
-each letter counts as a word.
+Words are whitespace-separated tokens with a letter or digit, counted, never compared (no text
+normalisation here: texts are compared after :func:`granary_pipe.text.normalize`); for languages
+written without spaces (``granary_pipe.text.UNSPACED_LANGS``: zh, ja, th, ...) each letter counts
+as a word.
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ from collections import Counter
 from typing import Callable
 
 from granary_pipe.stages.filters.rules import letter_count, word_tokens
-
-NO_SPACES = {"zh", "yue", "ja", "th", "lo", "km", "my", "bo"}
+from granary_pipe.text import UNSPACED_LANGS
 
 SCRIPTS: dict[str, set[str]] = {
     "CYRILLIC": {"ru", "uk", "bg", "be", "mk", "sr", "kk", "mn", "tg", "tt", "ba", "ky"},
@@ -85,7 +86,7 @@ def script_of(ch: str) -> str:
 
 def words(text: str, lang: str | None = None) -> list[str]:
     """Words of ``text`` (letters one by one for languages written without spaces)."""
-    if lang in NO_SPACES:
+    if lang in UNSPACED_LANGS:
         return [ch for ch in text if ch.isalnum()]
     return [w for w in text.split() if any(ch.isalnum() for ch in w)]
 
