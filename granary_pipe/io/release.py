@@ -171,7 +171,7 @@ def build_release(
         langs: release only these languages (row language: ``lang``, else ``lang_hint``,
             else ``"und"``); ``None`` releases all.
         seed: shuffle seed; the order within a language is by ``sha256(seed, id)``.
-        progress: show a tqdm bar over shards.
+        progress: show progress over the gather and shard tasks (plain lines off a terminal).
         overwrite: replace an earlier release in ``out_dir`` (every format's directory,
             ``release.json``, ``ATTRIBUTION.md``, ``README.md``); refused when anything else is
             there (:func:`granary_pipe.io.release_out.first_foreign`).
