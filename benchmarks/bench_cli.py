@@ -47,6 +47,7 @@ class Measured:
     stdout: str = ""
     stderr: str = ""
     extra: dict = field(default_factory=dict)
+    cpu_s: float = 0.0  # user + system CPU of the command and the children it waited for (not Ray's workers)
 
 
 def cli_env(extra_path: list[Path] | None = None) -> dict[str, str]:
@@ -138,7 +139,7 @@ def granary(*args: str, env: dict[str, str] | None = None, check: bool = True, p
             peak = int(Path(rss_file).read_text().split()[-1]) * 1024 / MB
         os.unlink(rss_file)
     m = Measured(list(args), wall, peak, max(peak, peak_tree[0]), proc.returncode,
-                 "".join(out), "".join(err))
+                 "".join(out), "".join(err), cpu_s=ru.ru_utime + ru.ru_stime)
     if check and m.rc:
         raise SystemExit(f"granary {' '.join(args)} failed (exit {m.rc}):\n{m.stderr[-3000:]}")
     return m

@@ -145,6 +145,7 @@ def measure_size(args: argparse.Namespace, source: Path, n: int, notes: list[str
 def fig(m: Measured, units: int, rows: int, nbytes: int | None = None) -> dict:
     """A command's row: seconds, per unit and per row, memory, throughput."""
     return {"wall_s": m.wall_s, "ms_per_unit": 1000 * m.wall_s / units, "us_per_row": 1e6 * m.wall_s / max(rows, 1),
+            "cpu_ms_per_unit": 1000 * m.cpu_s / units,
             "peak_rss_mb": m.peak_rss_mb, "tree_rss_mb": m.tree_rss_mb, "rows": rows, "bytes": nbytes,
             "mb_s": None if nbytes is None else nbytes / MB / m.wall_s, "rows_s": rows / m.wall_s}
 
@@ -152,21 +153,22 @@ def fig(m: Measured, units: int, rows: int, nbytes: int | None = None) -> dict:
 def print_results(results: list[dict], startup: Measured) -> None:
     """One table per size, then the ratios against the smallest."""
     for r in results:
-        rows = [[cmd, c["wall_s"], c["ms_per_unit"], c["us_per_row"], c["peak_rss_mb"], c["tree_rss_mb"],
-                 c["mb_s"], c["rows_s"], c.get("speedup")] for cmd, c in r["commands"].items()]
+        rows = [[cmd, c["wall_s"], c["ms_per_unit"], c.get("cpu_ms_per_unit"), c["us_per_row"], c["peak_rss_mb"],
+                 c["tree_rss_mb"], c["mb_s"], c["rows_s"], c.get("speedup")] for cmd, c in r["commands"].items()]
         print_table(f"{r['units']} units ({r['rows']} rows, {r['kept']} kept; built in {r['build_s']:.1f} s)",
-                    ["command", "s", "ms/unit", "µs/row", "peak RSS MB", "tree RSS MB", "MB/s", "rows/s",
-                     "2 ÷ 1 worker"], rows)
+                    ["command", "s", "ms/unit", "CPU ms/unit", "µs/row", "peak RSS MB", "tree RSS MB", "MB/s",
+                     "rows/s", "2 ÷ 1 worker"], rows)
     base = results[0]
     for r in results[1:]:
         rows = []
         for cmd, c in r["commands"].items():
             b = base["commands"].get(cmd)
             if b:
-                rows.append([cmd, c["ms_per_unit"] / b["ms_per_unit"], c["us_per_row"] / b["us_per_row"],
+                cpu = c.get("cpu_ms_per_unit", 0) / b["cpu_ms_per_unit"] if b.get("cpu_ms_per_unit") else None
+                rows.append([cmd, c["ms_per_unit"] / b["ms_per_unit"], cpu, c["us_per_row"] / b["us_per_row"],
                              c["peak_rss_mb"] / b["peak_rss_mb"], c["tree_rss_mb"] / max(b["tree_rss_mb"], 1e-9)])
         print_table(f"ratios, {r['units']} units ÷ {base['units']} units",
-                    ["command", "time/unit", "time/row", "peak RSS", "tree RSS"], rows)
+                    ["command", "time/unit", "CPU/unit", "time/row", "peak RSS", "tree RSS"], rows)
     print(f"\nCLI start-up (`granary --help`): {startup.wall_s:.2f} s, {startup.peak_rss_mb:.0f} MB; "
           "included in every figure above")
 

@@ -40,16 +40,9 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from granary_pipe import counters, digest, rundir
+from granary_pipe.io.verify import sha256_file
 
 _ROW_TOTALS = ("rows_in", "rows_kept", "rows_rejected", "recordings", "audio_s_in", "speech_s_kept", "max_row_s")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _entry(data: bytes) -> dict[str, Any]:
@@ -83,7 +76,7 @@ class SourceUnit:
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def make_variants(run: Path, units: list[str], seconds: float | None, k: int, out: Path) -> Variants:

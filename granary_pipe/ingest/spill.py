@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 
 from granary_pipe import schema
 from granary_pipe.ingest.readers_base import Entry, _file_id, duplicate_error
+from granary_pipe.io.run_lock import pid_alive
 
 BATCH_ROWS = 10_000
 """Entries buffered in memory before they are spilled (and the size of a sorted run)."""
@@ -253,21 +254,10 @@ def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _pid_running(pid: int) -> bool:
-    """Whether a process ``pid`` exists (one of another user's counts: signalling it is refused)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_if_orphaned(path: Path) -> bool:
     """Remove the listing work directory ``path`` when its owner is gone (see the module); True if removed."""
     m = _OWNED.match(path.name)
-    if not m or _pid_running(int(m[1])):
+    if not m or pid_alive(int(m[1])):
         return False
     try:
         fd = os.open(path / _LOCK, os.O_RDWR)

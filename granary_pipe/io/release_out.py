@@ -26,7 +26,6 @@ renamed ``.tmp-release-KEY.done`` before its removal, so a removal cut short is 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from granary_pipe.io.formats import FORMATS, OLD_NAMES, RELEASE_FORMATS
+from granary_pipe.io.verify import sha256_file
 from granary_pipe.rundir import RUN_JSON, fsync_path, write_json_atomic
 
 LOCK_NAME = ".granary-release.lock"
@@ -100,14 +100,6 @@ def _is_dir(path: Path) -> bool:
     return stat.S_ISDIR(path.lstat().st_mode)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _foreign_in_format(out_dir: Path, name: str, listed: dict[str, dict[str, Any]]) -> str | None:
     """The first path under format directory ``name`` that a release did not write, else None."""
     fmt = _FORMAT_DIRS[name]
@@ -139,7 +131,7 @@ def first_foreign(out_dir: Path) -> str | None:
             mine = (listed or {}).get(name)
             if mine is None or not _is_file(entry):
                 return name
-            if _sha256(entry) != mine.get("sha256"):
+            if sha256_file(entry) != mine.get("sha256"):
                 return f"{name} (changed since the release wrote it)"
         elif name in _FORMAT_DIRS and _is_dir(entry):
             foreign = _foreign_in_format(out_dir, name, listed or {})

@@ -106,7 +106,7 @@ def _holder(fd: int) -> str:
         try:
             info = json.loads(raw)
             text = f"pid {info['pid']} on {info['host']}, since {info['since']}"
-            if info["host"] != socket.gethostname() or _alive(int(info["pid"])):
+            if info["host"] != socket.gethostname() or pid_alive(int(info["pid"])):
                 return text  # else the previous holder's details, not yet overwritten by the new one
         except (ValueError, KeyError, TypeError):
             text = "a process that has not said who it is yet"
@@ -115,7 +115,8 @@ def _holder(fd: int) -> str:
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's counts: signalling it is refused)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
