@@ -179,6 +179,31 @@ def test_gather_jobs_of_any_size_give_the_same_bytes(tmp_path, monkeypatch):
     assert one == many and _tree(tmp_path / "one") == _tree(tmp_path / "many")
 
 
+def test_a_rerun_keeps_the_gather_jobs_done_before(tmp_path, monkeypatch):
+    """A release that died after gather job 0 leaves its work; the rerun runs job 1 only."""
+    from granary_pipe.io import release as release_mod
+
+    run = _many_rows_run(tmp_path)
+    monkeypatch.setattr(release_gather, "GATHER_ROWS", 13)
+    out = tmp_path / "rel"
+
+    def dies_at_job_1(job):
+        if job.g == 1:
+            raise OSError("disk gone")
+        return gather(job)
+
+    monkeypatch.setattr(release_mod, "gather", dies_at_job_1)
+    with pytest.raises(OSError, match="disk gone"):
+        build_release(run, out, shard_rows=5, progress=False)
+    (done,) = out.glob(".tmp-release-*/gather/000000.json")
+    ran: list[int] = []
+    monkeypatch.setattr(release_mod, "gather", lambda job: ran.append(job.g) or gather(job))
+    build_release(run, out, shard_rows=5, progress=False)
+    assert ran == [1]
+    build_release(run, tmp_path / "whole", shard_rows=5, progress=False)
+    assert _tree(out) == _tree(tmp_path / "whole")
+
+
 def test_rerun_with_other_arguments_starts_over(run_dir, tmp_path):
     out = tmp_path / "rel"
     stale = out / ".tmp-release-0123456789abcdef"

@@ -233,7 +233,8 @@ def build_release(
             release = _build(run_dir, run, work, out_dir, args, workers=workers, ray_address=ray_address,
                              progress=progress)
         except BaseException:
-            if not any((work / "done").rglob("*.json")):  # nothing to resume: leave no trace
+            if not any((work / "done").rglob("*.json")) and not any((work / "gather").glob("*.json")):
+                # nothing to resume: leave no trace
                 shutil.rmtree(work, ignore_errors=True)
             raise
         finish(work)
