@@ -119,7 +119,7 @@ def test_the_listing_is_planned_in_a_child_and_read_one_unit_at_a_time(tmp_path)
 def test_an_ingest_error_in_the_child_reaches_the_caller_as_one_line(tmp_path):
     _, source = inputs(tmp_path, 2)
     (tmp_path / "listing.jsonl").write_text('{"path": "audio/a.flac"}\nnot json\n')
-    with pytest.raises(ConfigError, match=r"listing.jsonl:2: not valid JSON"):
+    with pytest.raises(ConfigError, match=r"listing.jsonl:2:1: not valid JSON"):
         plan_listing(source, {"stages": STAGES, "units": {"recordings_per_unit": 1}}, 1, tmp_path)
 
 
