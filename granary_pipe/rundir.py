@@ -273,53 +273,16 @@ def remove_temporaries(run_dir: Path) -> int:
 # ----------------------------------------------------------------------------- what run.json says
 
 def run_sources(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """The source dicts of a run.json (``sources`` list or the single ``source``)."""
-    if isinstance(run.get("sources"), list):
-        return list(run["sources"])
+    """The source dicts of a run.json: its ``source``, or none."""
     return [run["source"]] if isinstance(run.get("source"), dict) else []
 
 
 def unit_errors(run: dict[str, Any]) -> dict[str, str | None]:
-    """Failed units and their errors, from this layout's ``unit_errors`` or an older run.json's
-    per-unit ``units`` entries."""
-    if isinstance(run.get("unit_errors"), dict):
-        return dict(run["unit_errors"])
-    listed = run.get("units")
-    if isinstance(listed, dict):
-        return {u: (v or {}).get("error") for u, v in listed.items() if (v or {}).get("status") == "failed"}
-    return {}
+    """Failed units and their errors (run.json's ``unit_errors``)."""
+    return dict(run["unit_errors"]) if isinstance(run.get("unit_errors"), dict) else {}
 
 
 def planned_units(run: dict[str, Any]) -> list[str]:
-    """Every unit the run planned: ``units_total`` of them, or an older run.json's ``units`` keys."""
-    listed = run.get("units")
-    if isinstance(listed, dict):
-        return sorted(listed)
+    """Every unit the run planned: ``units_total`` of them."""
     total = run.get("units_total")
     return [unit_id(k) for k in range(total)] if isinstance(total, int) else []
-
-
-def unit_recordings(run: dict[str, Any], unit: str, marker: dict[str, Any]) -> int | None:
-    """Recordings planned into ``unit``: an older run.json's entry, else its marker's count."""
-    listed = run.get("units")
-    entry = listed.get(unit) if isinstance(listed, dict) else None
-    return (entry or {}).get("recordings", marker.get("recordings"))
-
-
-def find_key(obj: Any, key: str) -> Any:
-    """First value stored under ``key`` anywhere in nested dicts/lists (depth first)."""
-    if isinstance(obj, dict):
-        if obj.get(key) is not None:
-            return obj[key]
-        obj = list(obj.values())
-    if isinstance(obj, list):
-        for v in obj:
-            found = find_key(v, key)
-            if found is not None:
-                return found
-    return None
-
-
-def run_release_license(run: dict[str, Any]) -> str | None:
-    """The release license a run asks for: run.json's, else the first in its pipeline config."""
-    return run.get("release_license") or find_key(run.get("pipeline") or {}, "release_license")

@@ -179,7 +179,7 @@ def download_release(
     langs = sorted(set(langs)) if langs is not None else None
     formats = format_names(formats)
     have_langs = sorted({s.get("lang") for s in rel["shards"]})
-    have_formats = format_names({s.get("format") for s in rel["shards"]}, warn=False)
+    have_formats = format_names({s.get("format") for s in rel["shards"]})
     if langs is not None and set(langs) - set(have_langs):
         raise ValueError(f"release has no language(s) {sorted(set(langs) - set(have_langs))}; "
                          f"it has {have_langs}")
