@@ -187,7 +187,7 @@ def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditRep
         report.models = model_lines(models or {})
         model_violations = audit_models(models or {})
     else:
-        report.notes.append("release.json records no models (made before model licenses were recorded): "
+        report.notes.append("release.json records no models: "
                             "model licenses not checked; audit the run directory instead")
         model_violations = []
     report.violations = (_release_license_violation(release_license) + _row_violations(report.lines, release_license)

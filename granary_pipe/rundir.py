@@ -14,8 +14,7 @@ Layout::
     units/.UNIT.tmp-*            a commit in progress (debris if the run died)
 
 A unit's figures live only in its marker (``rows_in``, ``rows_kept``, ``rows_rejected``,
-``recordings``, ``audio_s_in``, ``speech_s_kept``, ``stage_s``, ``counts``). Runs made before
-this layout kept them per unit in ``run.json["units"]`` too; the readers here take both.
+``recordings``, ``audio_s_in``, ``speech_s_kept``, ``stage_s``, ``counts``).
 
 The marker also lists every file of the unit under ``files``: ``{"kept.parquet": {"bytes": N,
 "sha256": HEX}, "rejected.parquet": {...}, "audio/ID.flac": {...}}`` (paths relative to the unit
@@ -26,7 +25,7 @@ RUN`` checks the checksums (:mod:`granary_pipe.io.verify_run`).
 Under ``digest`` the marker holds the figures the report and the license audit need of the unit's
 rows (groups, examples, distinct ids and recordings, scoring against references;
 :mod:`granary_pipe.digest`), so they merge markers instead of reading rows; a marker without one
-(an older build) is digested from the unit's files when read.
+(or with one of another digest version) is digested from the unit's files when read.
 
 Writes are durable: :func:`write_file` fsyncs what it writes, :func:`fsync_path` makes names
 created or renamed in a directory survive a power loss, and :func:`write_json_atomic` (the one
@@ -190,8 +189,7 @@ def file_records(unit_path: Path) -> dict[str, dict[str, Any]]:
 def marker_problem(unit_path: Path, marker: dict[str, Any]) -> str | None:
     """Why a committed unit's files do not match its marker, by size (a stat per file); None when they do.
 
-    A marker without a ``files`` list (made before durable commits) is a problem: nothing says its
-    files are whole."""
+    A marker without a ``files`` list is a problem: nothing says its files are whole."""
     files = marker.get(FILES)
     if not isinstance(files, dict):
         return f"{MARKER} lists no files"

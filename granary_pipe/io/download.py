@@ -154,8 +154,8 @@ def download_release(
         out_dir: local directory (created); files land at ``out_dir/<path in release.json>``.
         jobs: parallel downloads (threads).
         langs: only these languages' shards (None: all).
-        formats: only these formats (``parquet``, ``wds``, ``nemo``, ``lhotse_shar``, its former
-            name ``lhotse`` with a ``FutureWarning``; None: all the release has). ATTRIBUTION.md and README.md are always fetched.
+        formats: only these formats (``parquet``, ``wds``, ``nemo``, ``lhotse_shar``; None: all
+            the release has). ATTRIBUTION.md and README.md are always fetched.
         retries: retries per file on transient errors (connection, timeout, 429, 5xx).
         backoff_s: first retry delay; doubles each retry, capped at 30 s.
         timeout_s: connect/read timeout of each HTTP request.

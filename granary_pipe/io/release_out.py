@@ -3,7 +3,7 @@
 **Ownership.** ``--overwrite`` replaces only what a release wrote there: ``release.json`` (when it
 parses as one), the ``ATTRIBUTION.md`` and ``README.md`` it lists (with their sha256: a card the user
 edited is theirs), and each format's directory of the format table
-(:data:`granary_pipe.io.formats.RELEASE_FORMATS`, a former name too) holding only language
+(:data:`granary_pipe.io.formats.RELEASE_FORMATS`) holding only language
 directories of files the release lists or that its shard names match. Anything else (a
 ``NOTES.txt``, ``parquet/mydata.txt``, a run directory) makes the release refuse, naming the first
 such path, before anything is written; the check runs again just before the publish.

@@ -26,7 +26,7 @@ unit's files), counters and totals (:mod:`granary_pipe.report.totals`).
   faster than real time.
 * counts: the per-stage counters of the committed units' markers, summed, in pipeline order
   (rows in, rows rejected / flagged per rule; :mod:`granary_pipe.counters`); None when a unit
-  has none (a run made before they existed).
+  has none.
 * rule_quality: every rule's rejections and, against reference transcripts, its false-reject
   rate and the garbage left in the kept rows (:mod:`granary_pipe.report.rule_quality`).
 

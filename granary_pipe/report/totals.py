@@ -1,8 +1,8 @@
 """A run's totals merged from its committed units' markers: the report's and the audit's source.
 
 Each committed unit's marker (``units/U/_COMMITTED``) is read once, one at a time, and its
-``digest`` (:mod:`granary_pipe.digest`) merged; a marker without one (a unit written by an older
-build or by hand) is digested from that unit's own Parquet files with the same function, so the
+``digest`` (:mod:`granary_pipe.digest`) merged; a marker without one (written by hand,
+or of another digest version) is digested from that unit's own Parquet files with the same function, so the
 figures never depend on which path made them. No row is read otherwise: the cost is one small
 JSON object per unit, and memory holds only the merged figures (bounded by the run's distinct
 groups, reasons and languages).
