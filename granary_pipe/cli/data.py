@@ -186,8 +186,8 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                           "copy of the audio)")
     rel.add_argument("--release-license", default=None, metavar="SPDX",
                      help="release license: only rows whose license allows it go in (e.g. CC-BY-4.0 takes "
-                          "CC0/PD/CC-BY rows, not CC-BY-SA); default: none, so every kept row of the run "
-                          "goes in, whatever its license)")
+                          "CC0/PD/CC-BY rows, not CC-BY-SA); default: none, every kept row of the run goes "
+                          "in")
     rel.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     rel.add_argument("--overwrite", action="store_true",
                      help="replace the release already in --out (only what a release wrote; anything else "
@@ -244,5 +244,6 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     au.add_argument("path", type=Path, help="source manifest (.yaml), directory of manifests (e.g. manifests/catalog), "
                                             "run directory or release directory")
     au.add_argument("--release-license", default=None, metavar="SPDX",
-                    help="check rows against this release license (default: the run's or release's own)")
+                    help="check rows against this release license (default: a release's own, from its "
+                         "release.json; none for a run, manifest or catalog: compliance only)")
     add_json(au, "the report")
