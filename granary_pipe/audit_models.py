@@ -23,7 +23,7 @@ class Violation:
     reason: str
     rows: int = 0
     hours: float = 0.0
-    stage: str | None = None  # the stage that used the model (models only; None in older runs)
+    stage: str | None = None  # the stage that used the model (models only; None when not recorded)
 
     def __str__(self) -> str:
         model = f"stage {self.stage}: model {self.name!r}" if self.stage else f"model {self.name!r}"
@@ -49,7 +49,7 @@ class _Model:
     name: str
     model_id: str | None
     license: Any  # as recorded: an id, a spelling, or None
-    source: str | None = None  # registry | declared | unknown (None in older runs)
+    source: str | None = None  # registry | declared | unknown (None when not recorded)
     stage: str | None = None
     param: str | None = None  # the stage parameter that declares its license
 

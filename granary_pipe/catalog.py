@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,6 @@ from granary_pipe import licenses
 from granary_pipe.config import ConfigError
 from granary_pipe.ingest.source import CatalogInfo, SourceManifest, load_manifest
 from granary_pipe.report import fmt
-
-UNATTRIBUTED = "(total only)"
-"""Bucket for hours of multi-language corpora that publish only a total."""
-
 
 def catalog_dir() -> Path:
     """``$GRANARY_CATALOG``, else ``manifests/catalog`` (shipped in the package as ``_data/catalog``)."""
@@ -175,39 +170,6 @@ def format_sources(rows: list[dict[str, Any]], langs: list[str] | None = None) -
         foot += (f"\nNot counted ('-': only a total over all their languages is published): "
                  f"{', '.join(unknown)}.")
     return fmt.plain_table(header, body, right={2, 3}) + foot
-
-
-# ----------------------------------------------------------------------------- totals
-
-def hours_by_lang(entries: list[CatalogEntry], *, compliant_only: bool = True, confirmed_only: bool = False,
-                  include_derived: bool = False) -> dict[str, float]:
-    """Published hours summed per language over the catalog.
-
-    ``compliant_only``: only entries whose license allows an open release. ``confirmed_only``:
-    only entries whose license and hours were both confirmed. ``include_derived``: also count
-    entries that re-label another entry's audio (off by default: that audio is already counted).
-    Hours of multi-language entries that publish only a total go to :data:`UNATTRIBUTED`.
-    """
-    totals: dict[str, float] = defaultdict(float)
-    for e in entries:
-        if compliant_only and not e.compliant:
-            continue
-        if confirmed_only and not (e.info.confirmed.get("license") and e.info.confirmed.get("hours")):
-            continue
-        if e.info.derived_from and not include_derived:
-            continue
-        h = e.info.hours
-        if h.by_lang:
-            for lang, v in h.by_lang.items():
-                totals[lang] += v
-            rest = (h.total or 0.0) - sum(h.by_lang.values())
-            if rest > 0.5:
-                totals[UNATTRIBUTED] += rest
-        elif len(e.info.languages) == 1:
-            totals[e.info.languages[0]] += h.resolved_total()
-        else:
-            totals[UNATTRIBUTED] += h.resolved_total()
-    return dict(sorted(totals.items()))
 
 
 # ----------------------------------------------------------------------------- attribution

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from granary_pipe import registry, renames
+from granary_pipe import registry
 from granary_pipe.stage import Resources, Stage
 
 
@@ -142,20 +142,6 @@ def build_stage(spec: StageSpec) -> Stage:
     return cls(**spec.params, **knobs)
 
 
-def _upgrade_params(path: Path, node: yaml.Node | None, i: int, spec: StageSpec) -> StageSpec:
-    """The spec with renamed parameters under their new names, a warning naming file, line, old
-    and new key for each (:mod:`granary_pipe.renames`); an unknown ``use`` is left to build_stage."""
-    try:
-        renamed = registry.get(spec.use).RENAMED
-    except KeyError:
-        return spec
-    params, notes = renames.upgrade(spec.params, renamed)
-    for old, note in notes:
-        line = _line_of(node, ("stages", i, "params", *old.split(".")))
-        renames.warn(f"{path}{f':{line}' if line else ''}: stages.{i}.params", note)
-    return spec.model_copy(update={"params": params})
-
-
 def load_pipeline(path: Path) -> tuple[PipelineConfig, list[Stage]]:
     """Read and validate a pipeline file and build its stages."""
     path = Path(path)
@@ -169,7 +155,7 @@ def load_pipeline(path: Path) -> tuple[PipelineConfig, list[Stage]]:
     stages = []
     for i, spec in enumerate(config.stages):
         try:
-            stages.append(build_stage(_upgrade_params(path, node, i, spec)))
+            stages.append(build_stage(spec))
         except KeyError as err:
             line = _line_of(node, ("stages", i, "use"))
             raise ConfigError(f"{path}:{line}: stages.{i}.use: {err.args[0]}") from None

@@ -105,7 +105,7 @@ def digest_of_unit(run_dir: Path, unit: str) -> dict[str, Any]:
 
 def marker_digest(run_dir: Path, unit: str, marker: dict[str, Any]) -> dict[str, Any]:
     """The marker's digest when it has one of this :data:`VERSION` and layout, else
-    :func:`digest_of_unit` (an older build's marker, or one written by hand)."""
+    :func:`digest_of_unit` (a marker without one, of another version, or written by hand)."""
     d = marker.get(KEY)
     return d if _well_formed(d) else digest_of_unit(run_dir, unit)
 

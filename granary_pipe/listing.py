@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
-from granary_pipe import registry, renames, schema
+from granary_pipe import schema
 from granary_pipe.rundir import unit_id
 from granary_pipe.units import Unit
 
@@ -48,8 +48,7 @@ version alone does not make a run another run (an upgraded tool may resume it)."
 def _config_digest(resolved: dict) -> Any:
     """The fingerprint's hash, fed with the stages and their parameters and the unit size."""
     content = {
-        "stages": [renames.previous_names({k: v for k, v in s.items() if k not in ENGINE_KNOBS}, _renamed(s["use"]))
-                   for s in resolved["stages"]],
+        "stages": [{k: v for k, v in s.items() if k not in ENGINE_KNOBS} for s in resolved["stages"]],
         "recordings_per_unit": resolved["units"]["recordings_per_unit"],
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode())
@@ -64,10 +63,9 @@ def fingerprint(resolved: dict, recordings: pa.Table) -> str:
     """What a run's output depends on: stages and their parameters, unit size, and the input:
     every value ingest put in the recording rows (id, paths absolute and corpus-relative, raw and
     normalised license, language hint, reference text, ...), each column by name and as JSON, so
-    editing one listing line (its ``lang``, ``text`` or ``license``) makes another run. Parameters
-    go in under the names the previous release used (``renames.previous_names``), so a run it
-    started can be resumed after a rename. :func:`file_fingerprint` gives the same digest from a
-    listing file without loading it."""
+    editing one listing line (its ``lang``, ``text`` or ``license``) makes another run. The stages
+    go in as validated (every default filled in, under their current parameter names).
+    :func:`file_fingerprint` gives the same digest from a listing file without loading it."""
     digest = _config_digest(resolved)
     for col in recordings.column_names:
         if col not in FINGERPRINT_SKIPS:
@@ -94,15 +92,6 @@ def file_fingerprint(resolved: dict, path: Path) -> str:
                     sep = ", "
             digest.update(b"]")
     return digest.hexdigest()
-
-
-def _renamed(stage: str) -> dict[str, str]:
-    """The stage's option renames; none for a stage this process does not know (a stage registered
-    at run time by the driver, which checked the name already; this may run in a child process)."""
-    try:
-        return registry.get(stage).RENAMED
-    except KeyError:
-        return {}
 
 
 @dataclass

@@ -14,8 +14,7 @@ Layout::
     units/.UNIT.tmp-*            a commit in progress (debris if the run died)
 
 A unit's figures live only in its marker (``rows_in``, ``rows_kept``, ``rows_rejected``,
-``recordings``, ``audio_s_in``, ``speech_s_kept``, ``stage_s``, ``counts``). Runs made before
-this layout kept them per unit in ``run.json["units"]`` too; the readers here take both.
+``recordings``, ``audio_s_in``, ``speech_s_kept``, ``stage_s``, ``counts``).
 
 The marker also lists every file of the unit under ``files``: ``{"kept.parquet": {"bytes": N,
 "sha256": HEX}, "rejected.parquet": {...}, "audio/ID.flac": {...}}`` (paths relative to the unit
@@ -26,7 +25,7 @@ RUN`` checks the checksums (:mod:`granary_pipe.io.verify_run`).
 Under ``digest`` the marker holds the figures the report and the license audit need of the unit's
 rows (groups, examples, distinct ids and recordings, scoring against references;
 :mod:`granary_pipe.digest`), so they merge markers instead of reading rows; a marker without one
-(an older build) is digested from the unit's files when read.
+(or with one of another digest version) is digested from the unit's files when read.
 
 Writes are durable: :func:`write_file` fsyncs what it writes, :func:`fsync_path` makes names
 created or renamed in a directory survive a power loss, and :func:`write_json_atomic` (the one
@@ -190,8 +189,7 @@ def file_records(unit_path: Path) -> dict[str, dict[str, Any]]:
 def marker_problem(unit_path: Path, marker: dict[str, Any]) -> str | None:
     """Why a committed unit's files do not match its marker, by size (a stat per file); None when they do.
 
-    A marker without a ``files`` list (made before durable commits) is a problem: nothing says its
-    files are whole."""
+    A marker without a ``files`` list is a problem: nothing says its files are whole."""
     files = marker.get(FILES)
     if not isinstance(files, dict):
         return f"{MARKER} lists no files"
@@ -273,53 +271,16 @@ def remove_temporaries(run_dir: Path) -> int:
 # ----------------------------------------------------------------------------- what run.json says
 
 def run_sources(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """The source dicts of a run.json (``sources`` list or the single ``source``)."""
-    if isinstance(run.get("sources"), list):
-        return list(run["sources"])
+    """The source dicts of a run.json: its ``source``, or none."""
     return [run["source"]] if isinstance(run.get("source"), dict) else []
 
 
 def unit_errors(run: dict[str, Any]) -> dict[str, str | None]:
-    """Failed units and their errors, from this layout's ``unit_errors`` or an older run.json's
-    per-unit ``units`` entries."""
-    if isinstance(run.get("unit_errors"), dict):
-        return dict(run["unit_errors"])
-    listed = run.get("units")
-    if isinstance(listed, dict):
-        return {u: (v or {}).get("error") for u, v in listed.items() if (v or {}).get("status") == "failed"}
-    return {}
+    """Failed units and their errors (run.json's ``unit_errors``)."""
+    return dict(run["unit_errors"]) if isinstance(run.get("unit_errors"), dict) else {}
 
 
 def planned_units(run: dict[str, Any]) -> list[str]:
-    """Every unit the run planned: ``units_total`` of them, or an older run.json's ``units`` keys."""
-    listed = run.get("units")
-    if isinstance(listed, dict):
-        return sorted(listed)
+    """Every unit the run planned: ``units_total`` of them."""
     total = run.get("units_total")
     return [unit_id(k) for k in range(total)] if isinstance(total, int) else []
-
-
-def unit_recordings(run: dict[str, Any], unit: str, marker: dict[str, Any]) -> int | None:
-    """Recordings planned into ``unit``: an older run.json's entry, else its marker's count."""
-    listed = run.get("units")
-    entry = listed.get(unit) if isinstance(listed, dict) else None
-    return (entry or {}).get("recordings", marker.get("recordings"))
-
-
-def find_key(obj: Any, key: str) -> Any:
-    """First value stored under ``key`` anywhere in nested dicts/lists (depth first)."""
-    if isinstance(obj, dict):
-        if obj.get(key) is not None:
-            return obj[key]
-        obj = list(obj.values())
-    if isinstance(obj, list):
-        for v in obj:
-            found = find_key(v, key)
-            if found is not None:
-                return found
-    return None
-
-
-def run_release_license(run: dict[str, Any]) -> str | None:
-    """The release license a run asks for: run.json's, else the first in its pipeline config."""
-    return run.get("release_license") or find_key(run.get("pipeline") or {}, "release_license")

@@ -13,12 +13,12 @@ named rules derives from ``stages.filters.base.FilterStage``. Stages import no e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from granary_pipe import counters, renames, schema
+from granary_pipe import counters, schema
 
 
 class Resources(BaseModel):
@@ -59,7 +59,6 @@ class Stage(BaseModel):
         RULES: every rule (reason, or reason prefix before ``:<detail>``) the stage may reject or
             flag a row with, for the counters, the report and ``granary stages``; empty when the
             stage does not declare them (its reasons are then counted as they come).
-        RENAMED: old parameter names still accepted, with a warning (:mod:`granary_pipe.renames`).
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -67,21 +66,10 @@ class Stage(BaseModel):
     name: ClassVar[str] = "stage"
     actor: ClassVar[bool] = False
     RULES: ClassVar[tuple[str, ...]] = ()
-    RENAMED: ClassVar[dict[str, str | None]] = {}
 
     resources: Resources = Field(default_factory=Resources)
     batch_size: int = Field(256, ge=1)
     workers: int = Field(1, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed_keys(cls, data: Any) -> Any:
-        """Old parameter names (``RENAMED``) under their new ones, each with a warning."""
-        if isinstance(data, dict) and cls.RENAMED:
-            data, notes = renames.upgrade(data, cls.RENAMED)
-            for _, note in notes:
-                renames.warn(cls.name, note)
-        return data
 
     def setup(self) -> None:
         """Load models or other per-worker state. Called once per worker before any batch."""

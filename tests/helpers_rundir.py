@@ -160,7 +160,7 @@ def _write_unit(run: Path, unit: str, rows: list[Row], commit: bool, counts: boo
     pq.write_table(kept_t, udir / "kept.parquet")
     pq.write_table(rejected_t, udir / "rejected.parquet")
     if commit:  # as the sink writes it: the unit's files (size, sha256), its digest, and its counters if asked
-        marker = {"counts": unit_counts(rows)} if counts else {}
+        marker = {"recordings": len({r.recording_id for r in rows}), **({"counts": unit_counts(rows)} if counts else {})}
         marker[rundir.FILES] = rundir.file_records(udir)
         marker[digest.KEY] = digest.unit_digest(kept_t, rejected_t)
         (udir / rundir.MARKER).write_text(json.dumps(marker))
@@ -199,26 +199,20 @@ def make_run(
     failed = DEFAULT_FAILED if failed is None else failed
     run = Path(tmp_path) / name
     run.mkdir(parents=True)
-    info: dict[str, dict] = {}
     for unit, rows in {**units, **uncommitted}.items():
         _write_unit(run, unit, rows, commit=unit in units, counts=counts)
-        info[unit] = {
-            "status": "committed" if unit in units else "pending",
-            "error": None,
-            "recordings": len({r.recording_id for r in rows}),
-        }
-    for unit, error in failed.items():
-        info[unit] = {"status": "failed", "error": error, "recordings": 2}
-    stages = [{"name": "license.gate", "params": {"release_license": "CC-BY-4.0"}}]
-    if counts:
-        stages = [{"use": s, **({"params": stages[0]["params"]} if s == "license.gate" else {})} for s in PIPELINE]
+    planned = [int(u[1:]) for u in {**units, **uncommitted, **failed}]
+    stages = [{"use": s} for s in PIPELINE] if counts else [{"use": "license.gate"}]
     run_json = {
         "pipeline": {"name": "demo", "stages": stages},
         "source": SOURCE,
         "versions": {"granary_pipe": "0.1.0"},
         "models": {},
         "git_revision": None,
-        "units": dict(sorted(info.items())),
+        "units_total": max(planned) + 1 if planned else 0,
+        "units_committed": len(units),
+        "unit_errors": dict(sorted(failed.items())),
+        "failed_units": sorted(failed),
         "wall_s": wall_s,
     }
     (run / "run.json").write_text(json.dumps(run_json, indent=2))

@@ -85,18 +85,6 @@ def test_catalog_reproduces_the_survey_totals():
     assert round(sum(h for n, h in published.items() if n != "mosel")) == 950193
 
 
-def test_hours_by_language_do_not_double_count_derived_entries():
-    totals = catalog.hours_by_lang(ENTRIES)
-    with_derived = catalog.hours_by_lang(ENTRIES, include_derived=True)
-    assert math.fsum(with_derived.values()) - math.fsum(totals.values()) == pytest.approx(
-        sum(e.hours for e in ENTRIES if e.info.derived_from))
-    assert totals["en"] > totals["de"] > totals["mt"] > 0
-    eu24 = "bg hr cs da nl en et fi fr de el hu ga it lv lt mt pl pt ro sk sl es sv".split()
-    assert set(totals) - {catalog.UNATTRIBUTED} <= set(eu24)
-    confirmed = catalog.hours_by_lang(ENTRIES, confirmed_only=True)
-    assert math.fsum(confirmed.values()) < math.fsum(totals.values())
-
-
 def test_sources_table_lists_every_corpus():
     text = catalog.format_sources(catalog.sources_rows(ENTRIES))
     for e in ENTRIES:

@@ -211,17 +211,6 @@ def test_jobs_commands_refuse_a_cluster_address_and_point_at_ray_address(capsys)
         assert "--ray-address" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv,hint", [(["run", "demo", "--out", "X", "--address", "auto"], "--ray-address"),
-                                       (["status", "J", "--address", "http://h:8265"], "--dashboard"),
-                                       (["train", "--data", "D", "--out", "X", "--address", "auto"], "--ray-address")])
-def test_the_old_address_flag_says_what_replaced_it(argv, hint, capsys):
-    with pytest.raises(SystemExit) as stop:
-        main(argv)
-    assert stop.value.code == 2
-    err = capsys.readouterr().err
-    assert "--address was renamed" in err and hint in err
-
-
 def test_refused_connection_to_a_ray_cluster_is_one_line_and_writes_nothing(tmp_path):
     port = free_port()
     out = cli("run", "demo", "--out", str(tmp_path / "run"), "--ray-address", f"127.0.0.1:{port}", timeout=60)

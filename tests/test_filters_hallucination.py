@@ -504,7 +504,7 @@ PIPELINE_SNIPPET = """
     params: {phrase_extra_langs: [en], max_chars_per_s: 40, min_avg_logprob: -1.0, max_compression_ratio: 2.4}
     resources: {cpus: 0.25}
   - use: filter.text_lang
-    params: {model: fasttext-lid176, min_mismatch_prob: 0.8, min_prob: 0.3, min_letters: 20}
+    params: {lid_model: fasttext-lid176, min_mismatch_prob: 0.8, min_prob: 0.3, min_letters: 20}
     resources: {cpus: 0.25}
 """
 

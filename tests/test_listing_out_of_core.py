@@ -23,8 +23,7 @@ from granary_pipe.config import ConfigError
 from granary_pipe.ingest import spill
 from granary_pipe.ingest.manifest import list_recordings, load_manifest, recording_id, sort_recordings
 from granary_pipe.ingest.readers import read_entries
-from granary_pipe.listing import FINGERPRINT_SKIPS, _ingest, _renamed, file_fingerprint, plan_listing
-from granary_pipe import renames
+from granary_pipe.listing import FINGERPRINT_SKIPS, _ingest, file_fingerprint, plan_listing
 
 RESOLVED = {"stages": [{"use": "audio.decode", "resources": {"cpus": 0.25}}, {"use": "license.gate"}],
             "units": {"recordings_per_unit": 3}}
@@ -49,8 +48,7 @@ def old_list_recordings(manifest_path: Path) -> pa.Table:
 def old_fingerprint(resolved: dict, recordings: pa.Table) -> str:
     """The fingerprint as it was: each column's whole JSON list at once."""
     content = {
-        "stages": [renames.previous_names({k: v for k, v in s.items() if k not in ("resources", "workers")},
-                                          _renamed(s["use"])) for s in resolved["stages"]],
+        "stages": [{k: v for k, v in s.items() if k not in ("resources", "workers")} for s in resolved["stages"]],
         "recordings_per_unit": resolved["units"]["recordings_per_unit"],
     }
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode())

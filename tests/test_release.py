@@ -143,7 +143,7 @@ def test_release_json_checksums_and_inventory(release):
     assert meta["licenses"] == {"CC-BY-4.0": 12, "CC0-1.0": 2}
     assert meta["sources"][0]["name"] == "synth-speech"
     assert meta["config"]["name"] == "demo"
-    assert meta["release_license"] == "CC-BY-4.0"  # found in the pipeline config
+    assert meta["release_license"] is None  # none asked for: no license filter beyond the run's gate
     assert not list(rel.glob(".tmp-*"))
 
 

@@ -1,13 +1,10 @@
 """The release format table (:mod:`granary_pipe.io.formats`) is the one list of formats: what is
-written matches its naming, the CLI and the dataset card read it, and the former names (format
-``lhotse``, ``granary release --license``) still work for one release with a deprecation warning,
-also on releases whose release.json predates the rename."""
+written matches its naming, and the CLI and the dataset card read it."""
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +12,8 @@ from pathlib import Path
 import pytest
 
 from granary_pipe.cli import build_parser, main
-from granary_pipe.io.download import download_release
-from granary_pipe.io.formats import DEFAULT_FORMATS, FORMATS, RELEASE_FORMATS, resolve_formats, resolve_writer
+from granary_pipe.io.formats import DEFAULT_FORMATS, FORMATS, RELEASE_FORMATS, resolve_formats
 from granary_pipe.io.release import build_release
-from granary_pipe.io.verify import verify_release
 
 try:
     from tests.helpers_rundir import make_run
@@ -65,8 +60,8 @@ def test_the_dataset_card_and_the_cli_read_the_table(made):
     assert parser.parse_args(["release", "r", "--out", "o"]).formats == list(DEFAULT_FORMATS) == ["parquet", "wds"]
     with pytest.raises(SystemExit):
         parser.parse_args(["release", "r", "--out", "o", "--formats", "tfrecord"])
-    with pytest.raises(ValueError, match=r"unknown release format 'tfrecord'.*lhotse_shar"):
-        resolve_writer("tfrecord")
+    with pytest.raises(ValueError, match=r"unknown release format\(s\) \['tfrecord'\].*lhotse_shar"):
+        resolve_formats(["tfrecord"])
 
 
 def test_cli_option_parsing_does_not_load_the_writers():
@@ -77,23 +72,7 @@ def test_cli_option_parsing_does_not_load_the_writers():
     assert out.stdout.strip() == "[]"
 
 
-def test_former_format_name_warns_and_writes_the_current_one(made, tmp_path, capsys):
-    run_dir = made[0]
-    with pytest.warns(FutureWarning, match="'lhotse' is now called 'lhotse_shar'"):
-        assert resolve_formats(["lhotse", "wds"]) == ("wds", "lhotse_shar")
-    with pytest.warns(FutureWarning, match="lhotse_shar"):
-        meta = build_release(run_dir, tmp_path / "api", progress=False, formats="lhotse")
-    assert meta["formats"] == ["lhotse_shar"] and (tmp_path / "api" / "lhotse_shar").is_dir()
-
-    assert main(["release", str(run_dir), "--out", str(tmp_path / "cli"), "--formats", "parquet,lhotse",
-                 "-q", "--json"]) == 0
-    out = capsys.readouterr()
-    assert json.loads(out.out)["bytes"].keys() == {"parquet", "lhotse_shar"}
-    assert out.err.strip() == ("granary: warning: release format 'lhotse' is now called 'lhotse_shar'; "
-                               "the old name will be removed in the next release")
-
-
-def test_release_license_option_and_its_former_name(made, tmp_path, capsys):
+def test_release_license_option(made, tmp_path, capsys):
     run_dir = made[0]
     assert main(["release", str(run_dir), "--out", str(tmp_path / "a"), "--release-license", "CC-BY-SA-4.0",
                  "-q", "--json"]) == 0
@@ -101,42 +80,6 @@ def test_release_license_option_and_its_former_name(made, tmp_path, capsys):
     made = json.loads(new.out)
     assert made["release_license"] == "CC-BY-SA-4.0" and new.err == ""
     assert made["languages"] == ["de", "en"]
-    assert main(["release", str(run_dir), "--out", str(tmp_path / "b"), "--license", "CC-BY-SA-4.0",
-                 "-q", "--json"]) == 0
-    old = capsys.readouterr()
-    assert json.loads(old.out) == {**made, "release": str(tmp_path / "b")}
-    assert old.err.startswith("granary: warning: granary release --license is now --release-license")
-    assert (tmp_path / "a" / "release.json").read_bytes() == (tmp_path / "b" / "release.json").read_bytes()
-    assert main(["release", str(run_dir), "--out", str(tmp_path / "c"), "--license", "CC-BY-4.0",
-                 "--release-license", "CC-BY-SA-4.0", "-q"]) == 2
-    assert "disagree" in capsys.readouterr().err and not (tmp_path / "c").exists()
-
-
-@pytest.fixture()
-def old_release(made, tmp_path) -> Path:
-    """A copy of the release whose release.json is as format_version 2 wrote it (format ``lhotse``)."""
-    _, rel, _ = made
-    old = tmp_path / "old"
-    shutil.copytree(rel, old)
-    meta = json.loads((old / "release.json").read_text())
-    meta["format_version"] = 2
-    meta["formats"] = ["lhotse" if f == "lhotse_shar" else f for f in meta["formats"]]
-    for s in meta["shards"]:
-        s["format"] = "lhotse" if s["format"] == "lhotse_shar" else s["format"]
-    (old / "release.json").write_text(json.dumps(meta, indent=2))
-    return old
-
-
-@pytest.mark.parametrize("asked", ["lhotse_shar", "lhotse"])
-def test_download_and_verify_of_an_older_release_by_either_name(old_release, asked, tmp_path, capsys):
-    shar = sorted(p.relative_to(old_release).as_posix() for p in (old_release / "lhotse_shar").rglob("*.*"))
-    assert len(shar) == 10  # 2 files x (3 en + 2 de shards)
-    report = download_release(str(old_release), tmp_path / "dl", langs=None, formats=["lhotse_shar"], progress=False)
-    assert sorted(report.fetched) == sorted(shar + ["ATTRIBUTION.md", "README.md"]) and report.passed
-    assert main(["verify", str(tmp_path / "dl"), "--formats", asked, "--json", "-q"]) == 0
-    out = capsys.readouterr()
-    assert len(json.loads(out.out)["ok"]) == len(shar) + 2
-    assert ("deprecated" in out.err or "now called" in out.err) == (asked == "lhotse")
-    with pytest.warns(FutureWarning):
-        again = verify_release(tmp_path / "dl", formats=["lhotse"])
-    assert len(again.ok) == len(shar) + 2 and again.passed
+    with pytest.raises(SystemExit) as stop:  # --release-license is the one name (as in `granary licenses audit`)
+        main(["release", str(run_dir), "--out", str(tmp_path / "b"), "--license", "CC-BY-SA-4.0", "-q"])
+    assert stop.value.code == 2 and not (tmp_path / "b").exists()

@@ -42,7 +42,7 @@ def run_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def release(run_dir: Path, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("rel") / "release"
-    return out, build_release(run_dir, out, shard_rows=3, progress=False, formats="all")
+    return out, build_release(run_dir, out, shard_rows=3, progress=False, formats="all", release_license="CC-BY-4.0")
 
 
 # ------------------------------------------------------------------ Parquet
@@ -281,7 +281,7 @@ def test_release_json_models_without_local_paths(tmp_path):
 
 def test_all_formats_rebuild_byte_identical(run_dir, release, tmp_path):
     rel, _ = release
-    build_release(run_dir, tmp_path / "again", shard_rows=3, progress=False, formats="all")
+    build_release(run_dir, tmp_path / "again", shard_rows=3, progress=False, formats="all", release_license="CC-BY-4.0")
     assert _tree_hashes(tmp_path / "again") == _tree_hashes(rel)
 
 

@@ -70,7 +70,7 @@ def make_tiny_release(tmp: Path, utterances=TINY_UTTERANCES, *, shard_rows: int 
     (run / "run.json").write_text(json.dumps({
         "pipeline": {"name": "tiny", "stages": []},
         "source": {"name": "tiny", "license": "CC0-1.0", "homepage": None, "citation": None},
-        "units": {unit: {"status": "committed", "error": None, "recordings": len(rows)}},
+        "units_total": 1, "units_committed": 1, "unit_errors": {}, "failed_units": [],
     }))
     out = tmp / "release"
     build_release(run, out, shard_rows=shard_rows, progress=False)

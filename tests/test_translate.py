@@ -128,12 +128,12 @@ def test_targets_map_both_directions():
         LLMTranslate(targets={"en": "klingon"})
 
 
-def test_qe_model_is_gone_null_still_loads():
-    """``qe_model`` accepted only null (no quality estimation exists): it is removed; null still
-    loads for one release (with a warning), a model name is an unknown key as before."""
-    assert "quality_estimation" not in LLMTranslate(qe_model=None).run_info()["filters"]
-    with pytest.raises(ValidationError, match="qe_model"):
-        LLMTranslate(qe_model="Unbabel/wmt22-cometkiwi-da")
+def test_there_is_no_quality_estimation_option():
+    """No quality estimation exists: ``qe_model`` is an unknown key, null or a model name."""
+    assert "quality_estimation" not in LLMTranslate().run_info()["filters"]
+    for value in (None, "Unbabel/wmt22-cometkiwi-da"):
+        with pytest.raises(ValidationError, match="qe_model"):
+            LLMTranslate(qe_model=value)
 
 
 # ============================================================================= translate.llm, real local server

@@ -96,24 +96,17 @@ def lang_list(value: str) -> list[str]:
 
 def format_list(value: str) -> list[str] | None:
     """``--formats parquet,wds`` or ``all`` (None: every format); names from the release format table,
-    a former name (``lhotse``) with a deprecation warning and returned under its current name."""
-    from granary_pipe.io.formats import FORMATS, OLD_NAMES, canonical_format, deprecation
+    each once, in the order given."""
+    from granary_pipe.io.formats import FORMATS
 
     names = [v.strip() for v in value.split(",") if v.strip()]
     if names == ["all"]:
         return None
-    unknown = [n for n in names if n not in FORMATS and n not in OLD_NAMES]
+    unknown = [n for n in names if n not in FORMATS]
     if not names or unknown:
         raise argparse.ArgumentTypeError(f"expected comma-separated formats from {', '.join(FORMATS)}, or all; "
                                          f"got {value!r}")
-    for message in filter(None, map(deprecation, dict.fromkeys(names))):
-        warn_deprecated(message)
-    return list(dict.fromkeys(canonical_format(n, warn=False) for n in names))
-
-
-def warn_deprecated(message: str) -> None:
-    """One ``granary: warning:`` line on stderr for a name that still works for one release."""
-    print(f"granary: warning: {message}", file=sys.stderr, flush=True)
+    return list(dict.fromkeys(names))
 
 
 def _port(value: str) -> int | None:
@@ -160,22 +153,6 @@ def dashboard_from(args: argparse.Namespace) -> str:
     if re.match(r"^https?://", env):
         return env.rstrip("/")
     return f"http://127.0.0.1:{DASHBOARD_PORT}"
-
-
-class _Renamed(argparse.Action):
-    """A removed option: using it is a usage error that names its replacement."""
-
-    def __init__(self, option_strings, dest, hint: str = "", **kwargs) -> None:
-        self.hint = hint
-        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        parser.error(f"{option_string} was renamed: {self.hint}")
-
-
-def add_renamed(parser: argparse.ArgumentParser, option: str, hint: str) -> None:
-    """Keep ``option`` as a hidden flag whose use says what replaced it."""
-    parser.add_argument(option, action=_Renamed, hint=hint, dest=f"_renamed_{option.strip('-')}")
 
 
 def common_options() -> argparse.ArgumentParser:

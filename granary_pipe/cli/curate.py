@@ -8,14 +8,9 @@ import sys
 from pathlib import Path
 
 from granary_pipe.cli.common import (
-    CLUSTER_HELP, DASHBOARD_HELP, EXIT_CHECK_FAILED, EXIT_OK, add_json, add_renamed, cluster_address, command,
+    CLUSTER_HELP, DASHBOARD_HELP, EXIT_CHECK_FAILED, EXIT_OK, add_json, cluster_address, command,
     dashboard_from, dashboard_url, print_json, quiet,
 )
-
-_RENAMED_RUN = (f"use --ray-address for a Ray cluster ({CLUSTER_HELP}); to send the run to a cluster's "
-                f"Jobs API use granary submit --dashboard {DASHBOARD_HELP}")
-_RENAMED_JOBS = f"use --dashboard {DASHBOARD_HELP} (the Ray dashboard's Jobs API)"
-
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """run a pipeline over a source into a run directory (rerun = resume)
@@ -174,7 +169,6 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                    help=f"Ray cluster to run on: {CLUSTER_HELP} (default: $RAY_ADDRESS, else an embedded local Ray)")
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs for the embedded local Ray (default: all)")
     add_json(r, "the run's status and summary")
-    add_renamed(r, "--address", _RENAMED_RUN)
 
     sm = command(sub, parents, "submit", _cmd_submit,
         examples=("granary submit pipelines/demo.yaml --source manifests/demo/demo.yaml \\",
@@ -216,4 +210,3 @@ def _add_dashboard(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dashboard", type=dashboard_url, default=None, metavar="URL",
                         help=f"Ray dashboard (Jobs API), e.g. {DASHBOARD_HELP} (default: $RAY_JOB_ADDRESS, "
                              "$RAY_ADDRESS when it is a URL, then http://127.0.0.1:8265)")
-    add_renamed(parser, "--address", _RENAMED_JOBS)

@@ -10,20 +10,8 @@ from pathlib import Path
 
 from granary_pipe.cli.common import (
     CLUSTER_HELP, EXIT_CHECK_FAILED, EXIT_OK, add_json, cluster_address, command, format_list, lang_list, print_json,
-    quiet, warn_deprecated,
+    quiet,
 )
-
-
-def _release_license(args: argparse.Namespace) -> str | None:
-    """``--release-license``, or its former name ``--license`` (with a deprecation warning)."""
-    if args.license is None:
-        return args.release_license
-    if args.release_license is not None and args.release_license != args.license:
-        raise ValueError(f"--license {args.license} and --release-license {args.release_license} disagree; "
-                         "give --release-license only")
-    warn_deprecated("granary release --license is now --release-license (the name `granary licenses audit` "
-                    "uses); the old name will be removed in the next release")
-    return args.license
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
@@ -41,7 +29,7 @@ def _cmd_release(args: argparse.Namespace) -> int:
 
     rel = build_release(Path(args.run), Path(args.out), shard_rows=args.shard_rows, shard_bytes=args.shard_bytes,
                         langs=args.lang, seed=args.seed, progress=not quiet(args), overwrite=args.overwrite,
-                        release_license=_release_license(args),
+                        release_license=args.release_license,
                         formats=FORMATS if args.formats is None else args.formats,
                         workers=args.workers, ray_address=args.ray_address)
     totals = rel["totals"]
@@ -163,10 +151,9 @@ def _cmd_licenses_audit(args: argparse.Namespace) -> int:
 
 
 def _formats_help() -> str:
-    from granary_pipe.io.formats import FORMATS, OLD_NAMES
+    from granary_pipe.io.formats import FORMATS
 
-    old = ", ".join(f"{o} = {n}" for o, n in OLD_NAMES.items())
-    return f"comma-separated formats: {', '.join(FORMATS)}, or all (former names, deprecated: {old})"
+    return f"comma-separated formats: {', '.join(FORMATS)}, or all"
 
 
 def _add_selection(parser: argparse.ArgumentParser, default: str, jobs: str) -> None:
@@ -199,8 +186,8 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                           "copy of the audio)")
     rel.add_argument("--release-license", default=None, metavar="SPDX",
                      help="release license: only rows whose license allows it go in (e.g. CC-BY-4.0 takes "
-                          "CC0/PD/CC-BY rows, not CC-BY-SA); default: the run's release_license, if any")
-    rel.add_argument("--license", default=None, metavar="SPDX", help="former name of --release-license (deprecated)")
+                          "CC0/PD/CC-BY rows, not CC-BY-SA); default: none, every kept row of the run goes "
+                          "in")
     rel.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     rel.add_argument("--overwrite", action="store_true",
                      help="replace the release already in --out (only what a release wrote; anything else "
@@ -257,5 +244,6 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     au.add_argument("path", type=Path, help="source manifest (.yaml), directory of manifests (e.g. manifests/catalog), "
                                             "run directory or release directory")
     au.add_argument("--release-license", default=None, metavar="SPDX",
-                    help="check rows against this release license (default: the run's or release's own)")
+                    help="check rows against this release license (default: a release's own, from its "
+                         "release.json; none for a run, manifest or catalog: compliance only)")
     add_json(au, "the report")

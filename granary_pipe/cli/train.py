@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from granary_pipe.cli.common import (
-    CLUSTER_HELP, EXIT_CHECK_FAILED, EXIT_OK, add_json, add_renamed, cluster_address, command, print_json, quiet,
+    CLUSTER_HELP, EXIT_CHECK_FAILED, EXIT_OK, add_json, cluster_address, command, print_json, quiet,
 )
 
 
@@ -160,7 +160,6 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                     help="Ray Train workers (one GPU each when CUDA is available); without --ray-address "
                          "an embedded local Ray")
     add_json(tr, "the training summary")
-    add_renamed(tr, "--address", f"use --ray-address ({CLUSTER_HELP})")
 
     ev = command(sub, parents, "evaluate", _cmd_evaluate,
         examples=("granary evaluate --checkpoint model",

@@ -154,8 +154,8 @@ def download_release(
         out_dir: local directory (created); files land at ``out_dir/<path in release.json>``.
         jobs: parallel downloads (threads).
         langs: only these languages' shards (None: all).
-        formats: only these formats (``parquet``, ``wds``, ``nemo``, ``lhotse_shar``, its former
-            name ``lhotse`` with a ``FutureWarning``; None: all the release has). ATTRIBUTION.md and README.md are always fetched.
+        formats: only these formats (``parquet``, ``wds``, ``nemo``, ``lhotse_shar``; None: all
+            the release has). ATTRIBUTION.md and README.md are always fetched.
         retries: retries per file on transient errors (connection, timeout, 429, 5xx).
         backoff_s: first retry delay; doubles each retry, capped at 30 s.
         timeout_s: connect/read timeout of each HTTP request.
@@ -179,7 +179,7 @@ def download_release(
     langs = sorted(set(langs)) if langs is not None else None
     formats = format_names(formats)
     have_langs = sorted({s.get("lang") for s in rel["shards"]})
-    have_formats = format_names({s.get("format") for s in rel["shards"]}, warn=False)
+    have_formats = format_names({s.get("format") for s in rel["shards"]})
     if langs is not None and set(langs) - set(have_langs):
         raise ValueError(f"release has no language(s) {sorted(set(langs) - set(have_langs))}; "
                          f"it has {have_langs}")

@@ -3,17 +3,12 @@ directory, shard file names and writer. The CLI's ``--formats`` choices (and ``a
 writer loop, release.json's ``formats``/``sharding.naming`` and the dataset card all read
 :data:`RELEASE_FORMATS`; adding a format is one entry here.
 
-A format's name is also its directory: ``lhotse_shar`` writes ``lhotse_shar/``. Its old name
-``lhotse`` (releases of ``format_version`` 2 list their Shar files under it) is still accepted for
-one release, with a deprecation warning, wherever a user names a format (``granary release``,
-``download`` and ``verify --formats``, :func:`resolve_formats`); release.json entries that carry it
-are read as ``lhotse_shar``.
+A format's name is also its directory: ``lhotse_shar`` writes ``lhotse_shar/``.
 """
 
 from __future__ import annotations
 
 import importlib
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -95,32 +90,6 @@ RELEASE_FORMATS: dict[str, ReleaseFormat] = {f.name: f for f in (
 FORMATS = tuple(RELEASE_FORMATS)
 DEFAULT_FORMATS = tuple(name for name, f in RELEASE_FORMATS.items() if f.default)
 """Parquet and WebDataset; ``nemo`` and ``lhotse_shar`` each add a full copy of the audio: opt in."""
-OLD_NAMES = {"lhotse": "lhotse_shar"}
-"""Former format names, accepted for one release with a deprecation warning."""
-
-
-def deprecation(name: str) -> str | None:
-    """The deprecation message for a former format name, else None."""
-    new = OLD_NAMES.get(name)
-    return None if new is None else (f"release format {name!r} is now called {new!r}; "
-                                     f"the old name will be removed in the next release")
-
-
-def canonical_format(name: str, *, warn: bool = True) -> str:
-    """The current name of format ``name`` (a former name maps to its new one, with a
-    ``FutureWarning`` when ``warn``); any other name is returned as given."""
-    message = deprecation(name)
-    if message and warn:
-        warnings.warn(message, FutureWarning, stacklevel=3)
-    return OLD_NAMES.get(name, name)
-
-
-def resolve_writer(name: str) -> ReleaseFormat:
-    """The table entry of format ``name`` (a former name too); ``ValueError`` naming the choices."""
-    fmt = RELEASE_FORMATS.get(canonical_format(name))
-    if fmt is None:
-        raise ValueError(f"unknown release format {name!r}; choose from {list(FORMATS)} or 'all'")
-    return fmt
 
 
 def resolve_formats(formats: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -133,7 +102,7 @@ def resolve_formats(formats: Iterable[str] | str | None) -> tuple[str, ...]:
     formats = list(formats)
     if formats == ["all"]:
         return FORMATS
-    names = {canonical_format(f) for f in formats}
+    names = set(formats)
     unknown = sorted(names - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown release format(s) {unknown}; choose from {list(FORMATS)} or 'all'")
@@ -142,10 +111,9 @@ def resolve_formats(formats: Iterable[str] | str | None) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in names)
 
 
-def format_names(formats: Iterable[str] | None, *, warn: bool = True) -> list[str] | None:
-    """``formats`` under their current names, sorted, once each (None stays None: every format);
-    unknown names are kept for the caller to report. Used where a release is read back
-    (download, verify), whose release.json may be older than the table."""
+def format_names(formats: Iterable[str] | None) -> list[str] | None:
+    """``formats`` sorted, once each (None stays None: every format); unknown names are kept for
+    the caller to report. Used where a release is read back (download, verify)."""
     if formats is None:
         return None
-    return sorted({canonical_format(f, warn=warn) for f in formats})
+    return sorted(set(formats))

@@ -77,7 +77,7 @@ from granary_pipe.io.release_out import check_out_dir, claimed, finish, publish,
 from granary_pipe.io.release_plan import Plan, plan_release
 from granary_pipe.io.release_gather import forget_gathered, gather, read_gathered, shard_sources
 from granary_pipe.io.release_tasks import ShardJob, TaskRunner, merge_records, read_done, write_shard
-from granary_pipe.rundir import find_key, read_run_json, write_file, write_json_atomic
+from granary_pipe.rundir import read_run_json, write_file, write_json_atomic
 
 __all__ = ["DEFAULT_FORMATS", "FORMATS", "FORMAT_VERSION", "build_release", "compatible", "release_license_of",
            "resolve_formats", "work_dir_name"]
@@ -86,12 +86,9 @@ log = logging.getLogger(__name__)
 _STATE = "state.json"
 
 
-def release_license_of(run: dict[str, Any], release_license: str | None) -> str | None:
-    """The release license as a registry id: the argument, else run.json's ``release_license``,
-    else the first ``release_license`` key in its pipeline config, else None. ``ValueError`` for
-    one that is unknown or not open-source compliant."""
-    if release_license is None:
-        release_license = run.get("release_license") or find_key(run.get("pipeline") or {}, "release_license")
+def release_license_of(release_license: str | None) -> str | None:
+    """The release license (``--release-license``) as a registry id, None when not given.
+    ``ValueError`` for one that is unknown or not open-source compliant."""
     if release_license is None:
         return None
     spdx = licenses.normalize(release_license)
@@ -177,11 +174,9 @@ def build_release(
             there (:func:`granary_pipe.io.release_out.first_foreign`).
         release_license: SPDX id (or alias) the release is published under; only rows whose
             license is :func:`granary_pipe.licenses.compatible` with it go in, the others are counted in
-            release.json's ``excluded.by_license``. Default: run.json's ``release_license``,
-            else the first ``release_license`` key in its pipeline config, else none (no
-            license filter beyond the run's own license gate).
-        formats: names from :data:`FORMATS` (or ``"all"``, or a comma-separated string; the
-            former name ``lhotse`` of ``lhotse_shar`` with a ``FutureWarning``); default
+            release.json's ``excluded.by_license``. Default: none (no license filter beyond the
+            run's own license gate).
+        formats: names from :data:`FORMATS` (or ``"all"``, or a comma-separated string); default
             :data:`DEFAULT_FORMATS`.
         workers: 1 writes the shards in this process; N > 1 on an embedded local Ray with N CPUs.
         ray_address: write the shards on the Ray cluster there (default ``$RAY_ADDRESS``; the run
@@ -211,7 +206,7 @@ def build_release(
         from granary_pipe.executors.ray_address import check_reachable
 
         check_reachable(ray_address)  # before anything is written: Ray retries an unreachable one for minutes
-    release_license = release_license_of(run, release_license)
+    release_license = release_license_of(release_license)
     check_release_models(run_dir, run)  # a model whose license is unknown or forbids release: refused
     args = {"formats": list(formats), "shard_rows": shard_rows, "shard_bytes": shard_bytes, "seed": seed,
             "langs": sorted(langs) if langs is not None else None, "release_license": release_license}

@@ -18,8 +18,7 @@ from granary_pipe.io.nemo import brace_patterns
 from granary_pipe.rundir import run_sources, unit_errors
 
 FORMAT_VERSION = 3
-"""Version of release.json's layout. 3: the Lhotse Shar format is named ``lhotse_shar`` (2 called
-it ``lhotse``; its files were already under ``lhotse_shar/``)."""
+"""Version of release.json's layout (its history is in CHANGELOG.md)."""
 _LOCATION_KEYS = ("manifest", "audio", "listing", "url")
 
 

@@ -3,7 +3,7 @@
 **Ownership.** ``--overwrite`` replaces only what a release wrote there: ``release.json`` (when it
 parses as one), the ``ATTRIBUTION.md`` and ``README.md`` it lists (with their sha256: a card the user
 edited is theirs), and each format's directory of the format table
-(:data:`granary_pipe.io.formats.RELEASE_FORMATS`, a former name too) holding only language
+(:data:`granary_pipe.io.formats.RELEASE_FORMATS`) holding only language
 directories of files the release lists or that its shard names match. Anything else (a
 ``NOTES.txt``, ``parquet/mydata.txt``, a run directory) makes the release refuse, naming the first
 such path, before anything is written; the check runs again just before the publish.
@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from granary_pipe.io.formats import FORMATS, OLD_NAMES, RELEASE_FORMATS
+from granary_pipe.io.formats import FORMATS, RELEASE_FORMATS
 from granary_pipe.io.verify import sha256_file
 from granary_pipe.rundir import RUN_JSON, fsync_path, write_json_atomic
 
@@ -49,8 +49,6 @@ JOURNAL = "publish.json"
 _ASIDE = "old"
 _DONE = ".done"
 """Suffix of a published release's work directory while it is removed (:func:`finish`)."""
-_FORMAT_DIRS = {**{name: name for name in FORMATS}, **OLD_NAMES}
-"""Top directory name → its format (a former name too: older releases list their files under it)."""
 
 
 def is_ours(name: str) -> bool:
@@ -102,12 +100,11 @@ def _is_dir(path: Path) -> bool:
 
 def _foreign_in_format(out_dir: Path, name: str, listed: dict[str, dict[str, Any]]) -> str | None:
     """The first path under format directory ``name`` that a release did not write, else None."""
-    fmt = _FORMAT_DIRS[name]
     for lang_dir in sorted((out_dir / name).iterdir()):
         rel = f"{name}/{lang_dir.name}"
         if not _is_dir(lang_dir):
             return rel
-        shard = _shard_name(fmt, lang_dir.name)
+        shard = _shard_name(name, lang_dir.name)
         for path in sorted(lang_dir.iterdir()):
             if not (_is_file(path) and (f"{rel}/{path.name}" in listed or shard.fullmatch(path.name))):
                 return f"{rel}/{path.name}"
@@ -133,7 +130,7 @@ def first_foreign(out_dir: Path) -> str | None:
                 return name
             if sha256_file(entry) != mine.get("sha256"):
                 return f"{name} (changed since the release wrote it)"
-        elif name in _FORMAT_DIRS and _is_dir(entry):
+        elif name in FORMATS and _is_dir(entry):
             foreign = _foreign_in_format(out_dir, name, listed or {})
             if foreign:
                 return foreign

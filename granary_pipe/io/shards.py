@@ -86,7 +86,7 @@ def _clean_float32(value: Any) -> Any:
 
 def public_rows(table: pa.Table) -> pa.Table:
     """``table`` with ``audio_path`` replaced by ``audio_relpath`` (the path relative to the corpus
-    root, set at ingest; null where a row has none, e.g. a run made before that column existed):
+    root, set at ingest; null where a row has none):
     what a release may show of where the audio came from."""
     idx = table.schema.get_field_index("audio_path")
     if idx < 0:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
-from granary_pipe.io.formats import canonical_format, format_names
+from granary_pipe.io.formats import format_names
 
 RELEASE_JSON = "release.json"
 SELECTION_JSON = "download.json"
@@ -117,15 +117,14 @@ def listed_files(rel: dict[str, Any]) -> list[dict[str, Any]]:
 def select(
     rel: dict[str, Any], langs: Iterable[str] | None = None, formats: Iterable[str] | None = None
 ) -> list[dict[str, Any]]:
-    """Entries of ``rel`` for ``langs``/``formats`` (None: all); top-level ``files`` always. A format's
-    former name (``lhotse``, in a request or in an older release.json) selects its current one."""
+    """Entries of ``rel`` for ``langs``/``formats`` (None: all); top-level ``files`` always."""
     langs = set(langs) if langs is not None else None
-    formats = set(format_names(formats, warn=False)) if formats is not None else None
+    formats = set(formats) if formats is not None else None
     out = []
     for s in rel.get("shards", []):
         if langs is not None and s.get("lang") not in langs:
             continue
-        if formats is not None and canonical_format(s.get("format"), warn=False) not in formats:
+        if formats is not None and s.get("format") not in formats:
             continue
         out.append(s)
     return out + list(rel.get("files", []))

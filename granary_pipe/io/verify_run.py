@@ -54,7 +54,7 @@ def unit_problems(run_dir: Path, unit: str) -> tuple[int, dict[str, str]]:
         return 0, {marker_rel: f"not readable JSON ({type(exc).__name__})"}
     files = marker.get(rundir.FILES) if isinstance(marker, dict) else None
     if not isinstance(files, dict):
-        return 0, {marker_rel: "lists no files (a marker made before durable commits): the unit is redone "
+        return 0, {marker_rel: "lists no files: the unit is redone "
                                "when the run is resumed"}
     ok, problems = 0, {}
     for rel, rec in sorted(files.items()):

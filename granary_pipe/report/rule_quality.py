@@ -3,8 +3,7 @@
 **Counters.** Each committed unit's marker holds per-stage counters (:mod:`granary_pipe.counters`);
 the report sums them over the committed units (:mod:`granary_pipe.report.totals`), in pipeline
 order (:func:`stage_order`: ``run.json``'s stages, then any other stage, the sink last). A run
-whose units carry none (made before the counters existed) is measured from its rejected rows
-alone (no rows in, no flags).
+whose units carry none is measured from its rejected rows alone (no rows in, no flags).
 
 **Scoring against references.** Where the source listing gave a reference transcript
 (``text`` → the row's ``ref_text``), it is the whole recording's, while a row is a segment of it.

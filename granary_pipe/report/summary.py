@@ -26,7 +26,7 @@ unit's files), counters and totals (:mod:`granary_pipe.report.totals`).
   faster than real time.
 * counts: the per-stage counters of the committed units' markers, summed, in pipeline order
   (rows in, rows rejected / flagged per rule; :mod:`granary_pipe.counters`); None when a unit
-  has none (a run made before they existed).
+  has none.
 * rule_quality: every rule's rejections and, against reference transcripts, its false-reject
   rate and the garbage left in the kept rows (:mod:`granary_pipe.report.rule_quality`).
 
@@ -86,25 +86,12 @@ def summarize(path: Path) -> dict[str, Any]:
 def _unit_states(run_dir: Path, run: dict[str, Any], committed_list: list[str]) -> dict[str, Any]:
     """Committed, failed and pending units; notes where run.json and the markers disagree. Only
     the units not committed are listed (a large run holds few of them)."""
-    statuses = {u: (v or {}).get("status") for u, v in (run.get("units") or {}).items()} \
-        if isinstance(run.get("units"), dict) else {}  # a run.json from before units_total
     errors = unit_errors(run)
     committed = set(committed_list)
-    failed, pending, notes = [], [], []
-    for unit in sorted({*statuses, *errors} & committed):
-        status = "failed" if unit in errors else statuses.get(unit)
-        if status not in (None, "committed"):
-            notes.append((unit, f"{unit}: run.json says {status!r} but {MARKER} exists"))
-    open_units = {u for u in planned_units(run) if u not in committed}
-    open_units.update(u for u in units_on_disk(run_dir) if u not in committed)
-    for unit in sorted(open_units):
-        status = "failed" if unit in errors else statuses.get(unit)
-        if status == "failed":
-            failed.append({"unit": unit, "error": errors.get(unit)})
-        else:
-            pending.append(unit)
-            if status == "committed":
-                notes.append((unit, f"{unit}: run.json says 'committed' but {MARKER} is missing"))
+    notes = [f"{unit}: run.json says 'failed' but {MARKER} exists" for unit in sorted(set(errors) & committed)]
+    open_units = sorted({u for u in (*planned_units(run), *units_on_disk(run_dir)) if u not in committed})
+    failed = [{"unit": unit, "error": errors[unit]} for unit in open_units if unit in errors]
+    pending = [unit for unit in open_units if unit not in errors]
     return {
         "total": len(committed) + len(failed) + len(pending),
         "committed": len(committed),
@@ -112,7 +99,7 @@ def _unit_states(run_dir: Path, run: dict[str, Any], committed_list: list[str]) 
         "pending": len(pending),
         "failed_units": failed,
         "pending_units": pending,
-        "notes": [note for _, note in sorted(notes, key=lambda n: n[0])],
+        "notes": notes,
     }
 
 

@@ -1,8 +1,8 @@
 """A run's totals merged from its committed units' markers: the report's and the audit's source.
 
 Each committed unit's marker (``units/U/_COMMITTED``) is read once, one at a time, and its
-``digest`` (:mod:`granary_pipe.digest`) merged; a marker without one (a unit written by an older
-build or by hand) is digested from that unit's own Parquet files with the same function, so the
+``digest`` (:mod:`granary_pipe.digest`) merged; a marker without one (written by hand,
+or of another digest version) is digested from that unit's own Parquet files with the same function, so the
 figures never depend on which path made them. No row is read otherwise: the cost is one small
 JSON object per unit, and memory holds only the merged figures (bounded by the run's distinct
 groups, reasons and languages).
@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from granary_pipe import counters
 from granary_pipe.digest import EXAMPLES, KEY, marker_digest
-from granary_pipe.rundir import MARKER, committed_units, read_marker_or_empty, unit_recordings
+from granary_pipe.rundir import MARKER, committed_units, read_marker_or_empty
 
 GROUP_KEYS = ("kept", "lang", "lang_hint", "license", "source", "drop_reason")
 
@@ -121,9 +121,9 @@ class RunTotals:
             for i, v in enumerate(t):
                 mine[i] += v
 
-    def add_marker(self, run: dict[str, Any], unit: str, marker: dict[str, Any]) -> None:
+    def add_marker(self, marker: dict[str, Any]) -> None:
         """Sum the marker's own totals (recordings planned, rows in, audio in) and counters."""
-        for name, value in (("recordings_planned", unit_recordings(run, unit, marker)),
+        for name, value in (("recordings_planned", marker.get("recordings")),
                             ("rows_recorded", marker.get("rows_in")), ("audio_s_in", marker.get("audio_s_in"))):
             mine = getattr(self, name)
             if mine is not None:
@@ -171,7 +171,7 @@ def collect(run_dir: Path, run: dict[str, Any] | None = None) -> RunTotals:
             raise ValueError(f"{path}: its {KEY!r} holds a value of the wrong type ({exc}); remove that key "
                              "and the unit is digested from its files") from exc
         if run is not None:
-            totals.add_marker(run, unit, marker)
+            totals.add_marker(marker)
     if not totals.units:
         totals.recordings_planned = totals.rows_recorded = totals.audio_s_in = totals.counts = None
     return totals

@@ -34,12 +34,6 @@ LID_RULES = ("lang:low_confidence", "lang:no_agreement", "lang:unsupported",
 """Reasons pass 1 rejects a recording for, then the flags of a resolution (``lang:resolved:cs->sk``
 is counted under ``lang:resolved``)."""
 
-LID_RENAMED = {f"resolve.{old}": f"resolve.{new}" for old, new in (
-    ("candidate_min_prob", "min_candidate_prob"), ("text_min_prob", "min_text_prob"),
-    ("switch_margin", "min_switch_margin"))}
-"""Renamed options of ``resolve`` (:mod:`granary_pipe.renames`), in every stage that takes it."""
-
-
 def spread(n: int, k: int) -> list[int]:
     """``k`` indices spread evenly over ``range(n)`` (all of them when n ≤ k)."""
     if n <= k:
@@ -85,7 +79,6 @@ class WhisperLanguageID(Stage):
 
     actor = True
     RULES: ClassVar[tuple[str, ...]] = LID_RULES
-    RENAMED: ClassVar[dict[str, str | None]] = {"model": "lid_model", **LID_RENAMED}
 
     lid_model: str = Field("whisper-base", description="multilingual Whisper model (registry name or path)")
     windows: int = Field(3, ge=1, le=16, description="speech windows per recording")

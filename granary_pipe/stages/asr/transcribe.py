@@ -59,8 +59,6 @@ class WhisperTranscribe(Stage):
 
     actor = True
     RULES: ClassVar[tuple[str, ...]] = ("asr:no_language", "asr:too_long", "asr:redecoded", "asr:low_char_rate")
-    RENAMED: ClassVar[dict[str, str | None]] = {"redecode.min_s": "redecode.min_segment_s",
-                                                "redecode.piece_s": "redecode.max_piece_s"}
 
     models_by_lang: dict[str, str] = Field(
         default_factory=lambda: {"default": "whisper-base"},

@@ -19,7 +19,7 @@ from granary_pipe import schema
 from granary_pipe.models import refs as model_refs
 from granary_pipe.registry import register
 from granary_pipe.stages.asr import whisper_runtime
-from granary_pipe.stages.asr.language_id import LID_RENAMED, LID_RULES, LidResolve, decide, identify
+from granary_pipe.stages.asr.language_id import LID_RULES, LidResolve, decide, identify
 from granary_pipe.stages.asr.transcribe import WhisperTranscribe
 
 
@@ -28,7 +28,6 @@ class WhisperTwoPass(WhisperTranscribe):
     """Sets ``lang``/``lang_prob`` per recording, then ``text`` and decoder scores per segment."""
 
     RULES: ClassVar[tuple[str, ...]] = LID_RULES + WhisperTranscribe.RULES
-    RENAMED: ClassVar[dict[str, str | None]] = {**WhisperTranscribe.RENAMED, **LID_RENAMED}
 
     lid_model: str = Field("whisper-base", description="multilingual Whisper model of pass 1; pass 2 reuses its encoder output for languages mapped to the same model")
     windows: int = Field(3, ge=1, le=16, description="speech windows per recording for language ID")

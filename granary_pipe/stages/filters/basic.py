@@ -32,8 +32,6 @@ class BasicFilter(FilterStage):
     RULES: ClassVar[tuple[str, ...]] = ("filter:empty_text", "filter:no_words", "filter:too_short",
                                         "filter:too_long", "filter:no_speech")
     COLUMNS: ClassVar[tuple[str, ...]] = ("text", "duration_s", "no_speech_prob", "avg_logprob")
-    RENAMED: ClassVar[dict[str, str | None]] = {"no_speech_prob_max": "max_no_speech_prob",
-                                                "no_speech_logprob_max": "max_no_speech_avg_logprob"}
 
     min_duration_s: float = Field(0.3, ge=0, description="shorter segments are rejected (rule too_short)")
     max_duration_s: float = Field(30.0, gt=0, description="longer segments are rejected (rule too_long)")

@@ -81,27 +81,6 @@ class HallucinationFilter(FilterStage):
 
     RULES: ClassVar[tuple[str, ...]] = RULE_ORDER
     FLAG_ONLY: ClassVar[tuple[str, ...]] = ("hallucination:phrase_trusted",)
-    RENAMED: ClassVar[dict[str, str | None]] = {
-        "phrase_prefix_min_words": "min_prefix_phrase_words",
-        "phrase_trust_min_logprob": "min_trusted_phrase_avg_logprob",
-        "phrase_trust_max_no_speech": "max_trusted_phrase_no_speech_prob",
-        "phrase_trust_max_words": "max_trusted_phrase_words",
-        "loop_short_max_n": "max_short_loop_words",
-        "loop_short_min_repeats": "min_short_loop_repeats",
-        "loop_long_max_n": "max_long_loop_words",
-        "loop_long_min_repeats": "min_long_loop_repeats",
-        "repeated_max_unique_ratio": "max_unique_word_ratio",
-        "repeated_min_words": "min_unique_ratio_words",
-        "long_word_min_chars": "min_long_word_chars",
-        "long_word_min_chars_by_lang": "min_long_word_chars_by_lang",
-        "long_word_ratio": "min_long_word_ratio",
-        "long_word_ratio_min_chars": "min_long_word_ratio_chars",
-        "char_rate_max": "max_chars_per_s",
-        "char_rate_max_by_lang": "max_chars_per_s_by_lang",
-        "char_rate_min": "min_chars_per_s",
-        "compression_ratio_max": "max_compression_ratio",
-        "avg_logprob_min": "min_avg_logprob",
-    }
     COLUMNS: ClassVar[tuple[str, ...]] = ("text", "lang", "duration_s", "avg_logprob", "compression_ratio",
                                           "no_speech_prob")
 

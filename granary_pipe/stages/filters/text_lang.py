@@ -39,7 +39,6 @@ class TextLanguageFilter(FilterStage):
                                         "text_lang:skipped_no_letters", "text_lang:skipped_short")
     FLAG_ONLY: ClassVar[tuple[str, ...]] = ("text_lang:skipped_no_letters", "text_lang:skipped_short")
     COLUMNS: ClassVar[tuple[str, ...]] = ("text", "lang")
-    RENAMED: ClassVar[dict[str, str | None]] = {"model": "lid_model", "disagree_min_prob": "min_mismatch_prob"}
 
     lid_model: str = Field("fasttext-lid176", description="registry name or path of a fastText LID model")
     min_mismatch_prob: float = Field(0.8, ge=0, le=1, description="reject a disagreement this sure")

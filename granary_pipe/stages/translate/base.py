@@ -6,7 +6,7 @@ keeps ``translation`` = null and gains one flag ``translate:<rule>`` per rule th
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
@@ -21,9 +21,6 @@ Result = tuple[str, str, str | None]
 
 class TranslationStage(Stage):
     """Base of the translation stages (not registered itself)."""
-
-    RENAMED: ClassVar[dict[str, str | None]] = {"lid_min_prob": "min_lid_prob", "lid_min_letters": "min_lid_letters",
-                                                "qe_model": None}
 
     min_words: int = Field(2, ge=1, description="both sides need at least this many words")
     max_length_ratio: float = Field(4.0, gt=1, description="reject when one side has this many times the words")
