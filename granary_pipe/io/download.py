@@ -57,6 +57,7 @@ from granary_pipe.io.fetch import (  # noqa: F401  (describe_connection_error, D
 )
 from granary_pipe.io.parallel import is_local_disk_error, run_parallel
 from granary_pipe.progress import Progress
+from granary_pipe.rundir import write_bytes_atomic
 from granary_pipe.io.verify import (
     RELEASE_JSON,
     SELECTION_JSON,
@@ -276,19 +277,13 @@ def download_release(
         run_parallel(entries, guarded, jobs, stop)
     finally:
         bar.close()
-    _write_atomic(out / RELEASE_JSON, raw if isinstance(raw, bytes) else raw.encode())
+    write_bytes_atomic(out / RELEASE_JSON, raw if isinstance(raw, bytes) else raw.encode())
 
     selection = {"source": url, "langs": langs, "formats": formats}
-    _write_atomic(out / SELECTION_JSON, (json.dumps(selection, indent=2) + "\n").encode())
+    write_bytes_atomic(out / SELECTION_JSON, (json.dumps(selection, indent=2) + "\n").encode())
     for lst in (report.fetched, report.skipped, report.refetched):
         lst.sort()
     return report
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 __all__ = ["DownloadError", "DownloadReport", "NotARelease", "UnsafePathError", "describe_connection_error",
