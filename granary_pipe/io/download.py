@@ -20,8 +20,8 @@ fsspec backend installed, e.g. ``s3fs``). Every file listed in release.json (sha
   the next run of the command) asks for the rest with an HTTP ``Range`` request (or a
   seek, for fsspec sources). A server that ignores Range is read from the start.
 * **Retries**: connection errors, timeouts, truncated bodies, HTTP 429 and 5xx are retried
-  with exponential backoff (``backoff_s * 2**k``, at most 30 s); other 4xx (404: missing
-  shard) fail that file at once. Other files go on; the report lists what failed.
+  with exponential backoff (``backoff_s * 2**k`` jittered, at most 30 s: :mod:`granary_pipe.retry`);
+  other 4xx (404: missing shard) fail that file at once. Other files go on; the report lists what failed.
 * **Parallel**: ``jobs`` threads; progress over bytes (a bar on a terminal, a line every few
   seconds elsewhere: :mod:`granary_pipe.progress`).
 * **Stops at once**: Ctrl-C stops the transfers in flight within about a second (their ``.part``
@@ -158,7 +158,7 @@ def download_release(
         formats: only these formats (``parquet``, ``wds``, ``nemo``, ``lhotse_shar``, its former
             name ``lhotse`` with a ``FutureWarning``; None: all the release has). ATTRIBUTION.md and README.md are always fetched.
         retries: retries per file on transient errors (connection, timeout, 429, 5xx).
-        backoff_s: first retry delay; doubles each retry, capped at 30 s.
+        backoff_s: first retry delay; doubles each retry, capped at 30 s, jittered to 50-100 %.
         timeout_s: connect/read timeout of each HTTP request.
         progress: show progress over bytes (:class:`granary_pipe.progress.Progress`).
 
