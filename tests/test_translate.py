@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from granary_pipe import models
+from granary_pipe import text_lid
 from granary_pipe.llm import OpenAIOptions, TransformersOptions
 from granary_pipe.schema import make_table
 from granary_pipe.stages.asr import whisper_runtime
@@ -29,7 +29,7 @@ except ImportError:  # tests/ not importable as a package: pytest put tests/ on 
 
 @pytest.fixture(scope="module")
 def lid():
-    return filters.FastTextLID(models.resolve("fasttext-lid176"))
+    return text_lid.load("fasttext-lid176")
 
 
 # ============================================================================= filters (pure)
@@ -73,8 +73,8 @@ def test_compression_ratio_and_ngram_repeats_spot_loops():
 
 
 def test_lid_prob_uses_fasttext_codes():
-    assert filters.lid_prob(lambda t: {"jv": 0.8}, "x", "jw") == 0.8
-    assert filters.lid_prob(lambda t: {"en": 0.9}, "x", "de") == 0.0
+    assert text_lid.lid_prob(lambda t: {"jv": 0.8}, "x", "jw") == 0.8
+    assert text_lid.lid_prob(lambda t: {"en": 0.9}, "x", "de") == 0.0
 
 
 def test_fasttext_lid_on_real_model(lid):

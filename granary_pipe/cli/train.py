@@ -60,7 +60,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_shards(open_release(args.data), cfg.data.langs, checksums=os.environ.get("RANK", "0") == "0",
                      progress=not quiet(args))
     if args.ray_address or args.workers:
-        from granary_pipe.train.distributed import train_with_ray
+        from granary_pipe.train.launch import train_with_ray
 
         summary = train_with_ray(args.data, args.out, cfg, num_workers=args.workers or 1,
                                  address=args.ray_address, max_steps=args.max_steps)

@@ -12,8 +12,8 @@ lock, so no driver of it is alive) finds the record, and on the same host stops 
 processes that have a file open under the session directory (every Ray process logs there; for a
 start cut short, the directory Ray named after the driver, ``session_DATE_PID``, made since the
 start) or still carry the mark (a process that sets its title, as Ray's do, loses its
-environment in ``/proc``). A session directory and a mark belong to one Ray instance, so no other
-run's or user's Ray is touched; processes of other users are never signalled.
+environment in ``/proc``); psutil finds them. A session directory and a mark belong to one Ray
+instance, so no other run's or user's Ray is touched; processes of other users are never signalled.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+import psutil
 
 from granary_pipe import rundir
 
@@ -93,51 +95,37 @@ def forget(run_dir: Path) -> None:
         pass
 
 
-def _own_processes() -> Iterator[int]:
-    """PIDs of this user's processes other than this one."""
+def _own_processes() -> Iterator[psutil.Process]:
+    """This user's processes other than this one."""
     me, uid = os.getpid(), os.getuid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
+    for proc in psutil.process_iter(["uids"]):
+        uids = proc.info["uids"]
+        if proc.pid != me and uids is not None and uids.effective == uid:
+            yield proc
+
+
+def _matching(test: Callable[[psutil.Process], bool]) -> list[int]:
+    """PIDs of this user's processes (other than this one) that pass ``test``; a process that
+    ends or hides itself meanwhile does not."""
+    out = []
+    for proc in _own_processes():
         try:
-            if os.stat(f"/proc/{entry}").st_uid == uid:
-                yield int(entry)
-        except OSError:
+            if test(proc):
+                out.append(proc.pid)
+        except psutil.Error:
             continue
+    return sorted(out)
 
 
 def marked_processes(mark: str) -> list[int]:
     """PIDs of this user's processes (other than this one) whose environment carries ``mark``."""
-    needle = f"{MARK_ENV}={mark}".encode()
-    out = []
-    for pid in _own_processes():
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in env.split(b"\0"):
-            out.append(pid)
-    return sorted(out)
+    return _matching(lambda proc: proc.environ().get(MARK_ENV) == mark)
 
 
 def session_processes(session_dir: str) -> list[int]:
     """PIDs of this user's processes (other than this one) with a file open under ``session_dir``."""
     prefix = str(session_dir).rstrip("/") + "/"
-    out = []
-    for pid in _own_processes():
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith(prefix):
-                out.append(pid)
-                break
-    return sorted(out)
+    return _matching(lambda proc: any(f.path.startswith(prefix) for f in proc.open_files()))
 
 
 def session_dirs(info: dict) -> list[str]:

@@ -85,6 +85,7 @@ from granary_pipe.ingest.readers_corpora import (
     LibriLightOptions, LibriSpeechOptions, MlsOptions, read_librilight, read_librispeech, read_mls,
 )
 from granary_pipe.ingest.source import SourceManifest, require_runnable
+from granary_pipe.rundir import atomic_path
 
 __all__ = [
     "AUDIO_EXTS", "LANG_KEYS", "LICENSE_KEYS", "TEXT_KEYS", "Entry", "ListingLine",
@@ -179,9 +180,8 @@ def _download(url: str, dest: Path, include: str | None) -> Path:
         if local.is_file() and size is not None and local.stat().st_size == size:
             return
         local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.tmp-{os.getpid()}")
-        fs.get_file(remote, str(tmp))
-        os.replace(tmp, local)
+        with atomic_path(local, durable=False) as tmp:
+            fs.get_file(remote, str(tmp))
 
     if fs.isfile(root):
         target = dest / posixpath.basename(root)

@@ -7,7 +7,6 @@ Their audio is materialised to files (``extracted/`` in the source cache; see
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import re
 import tarfile
@@ -17,6 +16,7 @@ from typing import Any, Iterator
 from pydantic import Field
 
 from granary_pipe.config import ConfigError
+from granary_pipe.rundir import write_bytes_atomic
 from granary_pipe.ingest.readers_base import (
     AUDIO_EXTS,
     Entry,
@@ -87,10 +87,7 @@ def write_once(path: Path, data: bytes) -> None:
     if path.is_file() and path.stat().st_size == len(data):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data, durable=False)
 
 
 def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], path: Path, what: str) -> str | None:

@@ -20,8 +20,8 @@ fsspec backend installed, e.g. ``s3fs``). Every file listed in release.json (sha
   the next run of the command) asks for the rest with an HTTP ``Range`` request (or a
   seek, for fsspec sources). A server that ignores Range is read from the start.
 * **Retries**: connection errors, timeouts, truncated bodies, HTTP 429 and 5xx are retried
-  with exponential backoff (``backoff_s * 2**k``, at most 30 s); other 4xx (404: missing
-  shard) fail that file at once. Other files go on; the report lists what failed.
+  with exponential backoff (``backoff_s * 2**k`` jittered, at most 30 s: :mod:`granary_pipe.retry`);
+  other 4xx (404: missing shard) fail that file at once. Other files go on; the report lists what failed.
 * **Parallel**: ``jobs`` threads; progress over bytes (a bar on a terminal, a line every few
   seconds elsewhere: :mod:`granary_pipe.progress`).
 * **Stops at once**: Ctrl-C stops the transfers in flight within about a second (their ``.part``
@@ -57,6 +57,7 @@ from granary_pipe.io.fetch import (  # noqa: F401  (describe_connection_error, D
 )
 from granary_pipe.io.parallel import is_local_disk_error, run_parallel
 from granary_pipe.progress import Progress
+from granary_pipe.rundir import write_bytes_atomic
 from granary_pipe.io.verify import (
     RELEASE_JSON,
     SELECTION_JSON,
@@ -157,7 +158,7 @@ def download_release(
         formats: only these formats (``parquet``, ``wds``, ``nemo``, ``lhotse_shar``; None: all
             the release has). ATTRIBUTION.md and README.md are always fetched.
         retries: retries per file on transient errors (connection, timeout, 429, 5xx).
-        backoff_s: first retry delay; doubles each retry, capped at 30 s.
+        backoff_s: first retry delay; doubles each retry, capped at 30 s, jittered to 50-100 %.
         timeout_s: connect/read timeout of each HTTP request.
         progress: show progress over bytes (:class:`granary_pipe.progress.Progress`).
 
@@ -276,19 +277,13 @@ def download_release(
         run_parallel(entries, guarded, jobs, stop)
     finally:
         bar.close()
-    _write_atomic(out / RELEASE_JSON, raw if isinstance(raw, bytes) else raw.encode())
+    write_bytes_atomic(out / RELEASE_JSON, raw if isinstance(raw, bytes) else raw.encode())
 
     selection = {"source": url, "langs": langs, "formats": formats}
-    _write_atomic(out / SELECTION_JSON, (json.dumps(selection, indent=2) + "\n").encode())
+    write_bytes_atomic(out / SELECTION_JSON, (json.dumps(selection, indent=2) + "\n").encode())
     for lst in (report.fetched, report.skipped, report.refetched):
         lst.sort()
     return report
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 __all__ = ["DownloadError", "DownloadReport", "NotARelease", "UnsafePathError", "describe_connection_error",

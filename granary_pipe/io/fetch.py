@@ -25,6 +25,7 @@ import requests
 import urllib3
 
 from granary_pipe.io.parallel import Stopped, is_local_disk_error
+from granary_pipe.retry import RETRY_STATUS, backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def _iter_body(r: requests.Response) -> Iterator[bytes]:
 
 def _raise_for_status(r: requests.Response) -> None:
     code = r.status_code
-    if code == 429 or code >= 500:
+    if code in RETRY_STATUS:
         raise Transient(f"HTTP {code} from {r.url}")
     if code == 404:
         raise Permanent(f"not found (HTTP 404): {r.url}")
@@ -236,7 +237,7 @@ def with_retries(fn: Callable[[], Any], what: str, retries: int, backoff_s: floa
         except Transient as exc:
             if k >= retries:
                 raise DownloadError(f"{exc} (gave up after {retries} retries)") from exc
-            delay = min(MAX_BACKOFF_S, backoff_s * 2 ** k)
+            delay = backoff_delay(k, backoff_s, MAX_BACKOFF_S)
             log.info("%s: %s; retrying in %.1f s", what, exc, delay)
             if stop is not None:
                 if stop.wait(delay):

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from granary_pipe.rundir import write_json_atomic
+from granary_pipe.rundir import atomic_path, write_json_atomic
 from granary_pipe.schema import conform
 
 if TYPE_CHECKING:
@@ -161,8 +161,7 @@ def _write_by_shard(rows: pa.Table, path: Path) -> dict[str, int]:
     langs = rows.column("_lang").to_pylist()
     numbers = rows.column("_n").to_pylist()
     index: dict[str, int] = {}
-    tmp = path.with_suffix(".parquet.tmp")
-    with pq.ParquetWriter(tmp, rows.schema, compression="zstd") as writer:
+    with atomic_path(path, durable=False) as tmp, pq.ParquetWriter(tmp, rows.schema, compression="zstd") as writer:
         start = 0
         while start < len(langs):
             end = start
@@ -171,7 +170,6 @@ def _write_by_shard(rows: pa.Table, path: Path) -> dict[str, int]:
             index[f"{langs[start]}/{numbers[start]}"] = len(index)
             writer.write_table(rows.slice(start, end - start), row_group_size=end - start)
             start = end
-    os.replace(tmp, path)
     return index
 
 

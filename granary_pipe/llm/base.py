@@ -98,23 +98,6 @@ def model_name(options: BackendOptions, default_model: str) -> str:
     return options.model or default_model
 
 
-def make_backend(options: BackendOptions, default_model: str) -> Backend:
-    """Build the backend the options name (imports its engine only now)."""
-    if options.name == "vllm":
-        from granary_pipe.llm.vllm_backend import VllmBackend
-
-        return VllmBackend(options, model_name(options, default_model))
-    if options.name == "openai":
-        from granary_pipe.llm.openai_backend import OpenAIBackend
-
-        return OpenAIBackend(options)
-    if options.name == "transformers":
-        from granary_pipe.llm.transformers_backend import TransformersBackend
-
-        return TransformersBackend(options, model_name(options, default_model))
-    raise ValueError(f"unknown LLM backend {options.name!r}")
-
-
 def model_refs(options: BackendOptions, default_model: str, stage: str) -> list[str]:
     """The model a backend uses, for ``run.json``: loaded here (vllm, transformers: its name or
     path) or served over an API (openai: ``openai:NAME``, with the server's ``base_url``), with the

@@ -3,28 +3,26 @@
 Uses ``requests`` (already a dependency of Ray and Beam). Each conversation is one POST to
 ``{base_url}/chat/completions`` with ``temperature: 0``; up to ``concurrency`` run at once on a
 thread pool, each thread with its own connection pool. Timeouts, connection errors, HTTP 429 and
-5xx are retried with exponential backoff and jitter (a ``Retry-After`` header is honoured up to
-``backoff_max_s``); any other HTTP error, or an answer that is not the expected JSON, fails that
-item only (``None``).
+5xx are retried by urllib3 under the one retry policy (:mod:`granary_pipe.retry`: exponential
+backoff with jitter, a ``Retry-After`` header honoured up to ``backoff_max_s``); any other HTTP
+error, or an answer that is not the expected JSON, fails that item only (``None``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from granary_pipe.llm.base import Backend, Messages, OpenAIOptions
+from granary_pipe.retry import RETRY_STATUS, http_retry
 
 log = logging.getLogger(__name__)
-
-RETRYABLE = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
 
 
 class OpenAIBackend(Backend):
@@ -39,7 +37,6 @@ class OpenAIBackend(Backend):
             self.headers["Authorization"] = f"Bearer {key}"
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="llm-openai")
-        self._rng = random.Random()
 
     def generate(self, prompts: list[Messages], max_new_tokens: int) -> list[str | None]:
         return list(self._pool.map(lambda m: self.complete(m, max_new_tokens), prompts))
@@ -48,45 +45,28 @@ class OpenAIBackend(Backend):
         """One conversation → its completion, or None after the retries are spent."""
         body = {"model": self.options.model, "messages": messages, "temperature": 0,
                 "max_tokens": max_new_tokens}
-        why, retry_after = "no attempt", None
-        for attempt in range(self.options.max_retries + 1):
-            if attempt:
-                time.sleep(self.delay_s(attempt - 1, retry_after))
-                retry_after = None
-            try:
-                resp = self._session().post(self.url, json=body, headers=self.headers,
-                                            timeout=self.options.timeout_s)
-            except RETRYABLE as exc:
-                why = f"{type(exc).__name__}: {exc}"
-                continue
-            except requests.RequestException as exc:
-                log.warning("LLM request failed, not retried: %s", exc)
-                return None
-            if resp.status_code == 200:
-                return parse(resp)
-            why = f"HTTP {resp.status_code}: {resp.text[:200]!r}"
-            if resp.status_code != 429 and resp.status_code < 500:
-                log.warning("LLM request failed, not retried: %s", why)
-                return None
-            retry_after = resp.headers.get("Retry-After")
-        log.warning("LLM request failed after %d attempts: %s", self.options.max_retries + 1, why)
+        try:
+            resp = self._session().post(self.url, json=body, headers=self.headers, timeout=self.options.timeout_s)
+        except requests.RequestException as exc:  # connection errors and timeouts: after the retries
+            log.warning("LLM request failed after %d attempts: %s", self.options.max_retries + 1, exc)
+            return None
+        if resp.status_code == 200:
+            return parse(resp)
+        why = f"HTTP {resp.status_code}: {resp.text[:200]!r}"
+        if resp.status_code in RETRY_STATUS:
+            log.warning("LLM request failed after %d attempts: %s", self.options.max_retries + 1, why)
+        else:
+            log.warning("LLM request failed, not retried: %s", why)
         return None
-
-    def delay_s(self, retry: int, retry_after: str | None = None) -> float:
-        """Backoff before retry ``retry`` (0-based): ``backoff_s * 2**retry`` jittered to 50-100%."""
-        base = min(self.options.backoff_max_s, self.options.backoff_s * 2**retry)
-        delay = base * (0.5 + 0.5 * self._rng.random())
-        if retry_after:
-            try:
-                delay = max(delay, min(self.options.backoff_max_s, float(retry_after)))
-            except ValueError:
-                pass  # an HTTP date: keep our own backoff
-        return delay
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+            adapter = HTTPAdapter(max_retries=http_retry(self.options.max_retries, self.options.backoff_s,
+                                                         self.options.backoff_max_s))
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
         return session
 
     def close(self) -> None:

@@ -16,5 +16,6 @@ a GPU machine with torch and the ``[train]`` extra's small packages (``benchmark
 - :mod:`~granary_pipe.train.loop`      the training loop (re-exports checkpoint and infer helpers)
 - :mod:`~granary_pipe.train.checkpoint` checkpoints with optimizer/scheduler/RNG/data position
 - :mod:`~granary_pipe.train.infer`     evaluate (WER/CER) and transcribe with a checkpoint
-- :mod:`~granary_pipe.train.distributed` Ray Train (``--ray-address``/``--workers``) and torchrun
+- :mod:`~granary_pipe.train.distributed` rank, world size, device and the replica check (one process, torchrun)
+- :mod:`~granary_pipe.train.launch`    where the loop runs: one process, torchrun, Ray Train (``--workers``)
 """

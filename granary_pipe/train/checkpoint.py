@@ -4,7 +4,6 @@ RNG states (python, numpy, torch, cuda) a checkpoint records per rank."""
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from granary_pipe.rundir import atomic_path, write_bytes_atomic
 from granary_pipe.train.config import TrainConfig
 
 CKPT_FORMAT = "granary_pipe.train/1"
@@ -85,12 +85,9 @@ def save_checkpoint(out: Path, state: dict[str, Any], keep: int) -> Path:
     d = checkpoint_dir(out)
     d.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{state['step']:08d}.pt"
-    tmp = d / f".{name}.tmp-{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, d / name)
-    ptmp = d / f".latest.tmp-{os.getpid()}"
-    ptmp.write_text(name + "\n", encoding="utf-8")
-    os.replace(ptmp, d / "latest")
+    with atomic_path(d / name) as tmp:
+        torch.save(state, tmp)
+    write_bytes_atomic(d / "latest", (name + "\n").encode("utf-8"))
     for old in sorted(d.glob("ckpt-*.pt"))[:-keep]:
         old.unlink()
     return d / name

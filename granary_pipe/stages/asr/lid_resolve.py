@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from granary_pipe import text_lid
 from granary_pipe.stages.asr import whisper_runtime
 
 WHISPER_LANGS: frozenset[str] = frozenset()
@@ -112,22 +113,18 @@ class TextLID:
     """fastText language ID of a hypothesis, judged only with enough letters."""
 
     def __init__(self, same_language: list[list[str]] | None = None) -> None:
-        from granary_pipe import models
-        from granary_pipe.stages.translate.filters import FastTextLID
-
-        self._lid = FastTextLID(models.resolve("fasttext-lid176"), k=1)
-        self._canon = {code: group[0] for group in (same_language or [["hr", "sr", "bs", "sh"], ["no", "nb", "nn"],
-                                                                       ["jw", "jv"]]) for code in group}
+        self._lid = text_lid.load("fasttext-lid176", k=1)
+        self._groups = same_language or text_lid.SAME_LANGUAGE
 
     def canon(self, code: str) -> str:
         """One code per group of codes that name one language (hr/sr/bs, no/nb/nn, jw/jv)."""
-        return self._canon.get(code, code)
+        return text_lid.canonical(code, self._groups)
 
     def disagrees(self, text: str, lang: str, opts: ResolveOptions) -> bool:
         """True when ``text`` has enough letters and is confidently in a language other than ``lang``."""
         if letter_count(text) < opts.min_letters:
             return False
-        top, prob = next(iter(self._lid(text).items()), ("und", 0.0))
+        top, prob = text_lid.top_language(self._lid, text)
         return prob >= opts.min_text_prob and self.canon(top) != self.canon(lang)
 
 

@@ -56,6 +56,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from granary_pipe.registry import register
+from granary_pipe.text import UNSPACED_LANGS
 from granary_pipe.stages.filters import phrases as phrase_lists
 from granary_pipe.stages.filters import rules
 from granary_pipe.stages.filters.base import FilterStage
@@ -112,7 +113,7 @@ class HallucinationFilter(FilterStage):
     min_long_word_ratio_chars: int = Field(20, ge=1, description="relative check only for words this long")
     long_word_ratio_off_langs: list[str] = Field(default_factory=lambda: list(rules.COMPOUNDING_LANGS),
                                                  description="compounding languages: no relative long-word check")
-    unspaced_langs: list[str] = Field(default_factory=lambda: list(rules.UNSPACED_LANGS),
+    unspaced_langs: list[str] = Field(default_factory=lambda: list(UNSPACED_LANGS),
                                       description="no word rules (no spaces between words)")
     # 5. character rate
     max_chars_per_s: float | None = Field(40.0, gt=0, description="non-space chars per second")

@@ -19,7 +19,6 @@ from pydantic import Field
 
 from granary_pipe import text
 from granary_pipe.registry import register
-from granary_pipe.stages.filters import rules
 from granary_pipe.stages.filters.base import FilterStage
 
 
@@ -31,7 +30,7 @@ class PassAgreementFilter(FilterStage):
     COLUMNS: ClassVar[tuple[str, ...]] = ("text", "pass1_text", "lang")
 
     max_wer: float = Field(0.5, ge=0, description="reject above this WER of text vs pass1_text")
-    unspaced_langs: list[str] = Field(default_factory=lambda: list(rules.UNSPACED_LANGS),
+    unspaced_langs: list[str] = Field(default_factory=lambda: list(text.UNSPACED_LANGS),
                                       description="compare by character (CER) in these languages")
     batch_size: int = 1024
 

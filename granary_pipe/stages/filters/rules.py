@@ -13,7 +13,7 @@ digits (``1,500,000``, ``192.168.0.1``, ``3.14159`` are one token each, measured
 count, so ``10.000.000.000.000`` is no ``000 000 000`` loop), and a web address or e-mail is one
 token with no length (its length says nothing about a garbled decode). Hyphens and dots between
 letters split (``e-mail``, ``U.S.A.``, the stutter ``a-a-a-a-a``, the count ``1-2-3-4-5``). The
-word rules assume a language written with spaces (see ``UNSPACED_LANGS``).
+word rules assume a language written with spaces (see ``granary_pipe.text.UNSPACED_LANGS``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,7 @@ import re
 import unicodedata
 from typing import NamedTuple
 
-from granary_pipe import text as _text
 from granary_pipe.text import APOSTROPHES, fold
-
-UNSPACED_LANGS = _text.UNSPACED_LANGS
-"""Languages written without spaces between words: word-based rules do not apply to them."""
 
 COMPOUNDING_LANGS = ("de", "nl", "fi", "hu", "et", "da", "sv", "no", "nb", "nn")
 """Languages that write compounds as one word (``Geschwindigkeitsbegrenzung``)."""

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from granary_pipe import models
+from granary_pipe import text_lid
 from granary_pipe.registry import register
 from granary_pipe.stages.filters import rules
 from granary_pipe.stages.filters.base import FilterStage
@@ -46,7 +46,7 @@ class TextLanguageFilter(FilterStage):
     min_letters: int = Field(20, ge=0, description="texts with fewer letters are only flagged "
                                                    "(text_lang:skipped_short, or skipped_no_letters without any)")
     same_language: list[list[str]] = Field(
-        default_factory=lambda: [["hr", "sr", "bs", "sh"], ["no", "nb", "nn"], ["jw", "jv"]],
+        default_factory=lambda: [list(group) for group in text_lid.SAME_LANGUAGE],
         description="codes treated as one language",
     )
     batch_size: int = 1024
@@ -58,20 +58,12 @@ class TextLanguageFilter(FilterStage):
 
     def setup(self) -> None:
         if self._model is None:
-            from granary_pipe.stages.translate.filters import FastTextLID
-
-            self._model = FastTextLID(models.resolve(self.lid_model), k=1)
-
-    def _canon(self, code: str) -> str:
-        for group in self.same_language:
-            if code in group:
-                return group[0]
-        return code
+            self._model = text_lid.load(self.lid_model, k=1)
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:
         """Top (language, probability) of each text, probabilities clipped to [0, 1]."""
         self.setup()
-        tops = [next(iter(self._model(t).items()), ("und", 0.0)) for t in texts]  # type: ignore[operator]
+        tops = [text_lid.top_language(self._model, t) for t in texts]  # type: ignore[arg-type]
         return [(lang, min(prob, 1.0)) for lang, prob in tops]
 
     def rules(self, row: dict[str, Any]) -> list[str]:
@@ -85,6 +77,7 @@ class TextLanguageFilter(FilterStage):
         if letters < self.min_letters:
             return ["text_lang:skipped_short"]
         detected, prob = self.predict([text])[0]
-        if self._canon(detected) != self._canon(lang) and prob >= self.min_mismatch_prob:
+        same = text_lid.canonical(detected, self.same_language) == text_lid.canonical(lang, self.same_language)
+        if not same and prob >= self.min_mismatch_prob:
             return [f"text_lang:mismatch:{detected}"]
         return ["text_lang:low_confidence"] if prob < self.min_prob else []

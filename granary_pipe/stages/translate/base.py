@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
-from granary_pipe import models, schema
+from granary_pipe import models, schema, text_lid
 from granary_pipe.stage import Stage
 from granary_pipe.stages.translate import filters
 
@@ -49,7 +49,7 @@ class TranslationStage(Stage):
 
     def setup_filters(self) -> None:
         if self.lid_model and self._lid is None:
-            self._lid = filters.FastTextLID(models.resolve(self.lid_model))
+            self._lid = text_lid.load(self.lid_model)
 
     def rules(self, src: str, tgt: str, src_lang: str, tgt_lang: str) -> list[str]:
         """Rules the pair breaks (``filters.check_pair`` with this stage's thresholds)."""

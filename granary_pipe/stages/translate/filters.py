@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import unicodedata
 import zlib
-from pathlib import Path
 from collections import Counter
-from typing import Callable
 
 from granary_pipe.stages.filters.rules import letter_count, word_tokens
 from granary_pipe.text import UNSPACED_LANGS
+from granary_pipe.text_lid import LanguageProbs, lid_prob
 
 SCRIPTS: dict[str, set[str]] = {
     "CYRILLIC": {"ru", "uk", "bg", "be", "mk", "sr", "kk", "mn", "tg", "tt", "ba", "ky"},
@@ -128,18 +127,6 @@ def max_ngram_count(text: str, n: int = 4) -> int:
     return max(grams.values(), default=0)
 
 
-LanguageProbs = Callable[[str], dict[str, float]]
-"""Text → probability per language code (the top few)."""
-
-FASTTEXT_CODES = {"jw": "jv"}
-"""Whisper codes that fastText's lid.176 spells differently."""
-
-
-def lid_prob(lid: LanguageProbs, text: str, lang: str) -> float:
-    """Probability that language ID gives ``lang`` for ``text``."""
-    return lid(text).get(FASTTEXT_CODES.get(lang, lang), 0.0)
-
-
 def check_pair(src: str, tgt: str, src_lang: str, tgt_lang: str, *, min_words: int = 2,
                max_length_ratio: float = 4.0, min_script_fraction: float = 0.9,
                max_compression_ratio: float | None = 2.4, max_ngram_repeats: int | None = 2,
@@ -163,17 +150,3 @@ def check_pair(src: str, tgt: str, src_lang: str, tgt_lang: str, *, min_words: i
                 fired.append(rule)
     return fired
 
-
-class FastTextLID:
-    """fastText language ID (``lid.176``): text → top-``k`` language probabilities."""
-
-    def __init__(self, path: str | Path, k: int = 5) -> None:
-        import fasttext
-
-        self.model = fasttext.load_model(str(path))
-        self.k = k
-
-    def __call__(self, text: str) -> dict[str, float]:
-        """Top-``k`` languages of ``text`` (one line; fasttext-predict's list form has no probabilities)."""
-        labels, probs = self.model.predict(" ".join(text.split()), k=self.k)
-        return {label.removeprefix("__label__"): float(p) for label, p in zip(labels, probs)}
