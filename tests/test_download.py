@@ -17,7 +17,6 @@ import socket
 import tarfile
 import threading
 import time
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -29,8 +28,10 @@ from granary_pipe.io.release import build_release
 from granary_pipe.io.verify import UnsafePathError, tar_problems, verify_release
 
 try:
+    from tests.helpers_http import serving
     from tests.helpers_rundir import make_run
 except ImportError:  # tests/ not importable as a package: pytest put tests/ on sys.path
+    from helpers_http import serving
     from helpers_rundir import make_run
 
 FAST = {"backoff_s": 0.01, "progress": False, "timeout_s": 10}
@@ -122,16 +123,8 @@ class FaultyServer(ThreadingHTTPServer):
         return [r for p, r in self.requests if p == rel]
 
 
-@contextmanager
 def serve(root: Path):
-    srv = FaultyServer(root)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    return serving(FaultyServer(root))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import hashlib
 import json
 import re
 import threading
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +19,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from granary_pipe.cli import main
+
+try:
+    from tests.helpers_http import serving
+except ImportError:  # tests/ not importable as a package: pytest put tests/ on sys.path
+    from helpers_http import serving
 
 LISTED = 1000
 SENT = 64 << 20
@@ -87,16 +91,8 @@ class _Server(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-@contextmanager
 def _serve(release: bytes, mode: str = "length"):
-    srv = _Server(release, mode)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    return serving(_Server(release, mode))
 
 
 def _entry(path: str, data: bytes) -> dict:
