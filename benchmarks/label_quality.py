@@ -21,8 +21,8 @@ CLI, embedded Ray; the run directory is replaced each time), and prints per spli
 - per rule (``drop_reason`` up to its second ':'): rows and seconds rejected, rows from clean
   files, and rows whose text matches its best span of the file's reference with WER ≤ 0.2
   ("actually good"): good / rows is the rule's false-reject rate;
-- wall time and × real time of each run; on the dev split, characters per second of VAD speech
-  of clean kept rows per language (reference span and kept text).
+- wall time and × real time of each run; characters per second of VAD speech of clean kept rows
+  per language (reference span and kept text).
 
 ``--baselines`` also runs, in this process and on the same files, the two baselines of the issue:
 "published way" (``pipeline_throughput.published_way``: per file language ID, a long-form
@@ -287,9 +287,9 @@ def print_table(split: str, systems: dict[str, tuple[list[FileResult], dict]]) -
               f"{r['good']:5d} {r['good'] / r['rows']:8.1%}")
 
 
-def print_char_rates(results: list[FileResult]) -> None:
+def print_char_rates(split: str, results: list[FileResult]) -> None:
     """Characters per second of VAD speech of clean kept rows, per language."""
-    print("\nchars/s of VAD speech, clean kept rows (dev): reference span (normalised: no punctuation) | kept text")
+    print(f"\nchars/s of VAD speech, clean kept rows ({split}): reference span (normalised: no punctuation) | kept text")
     print(f"{'lang':5s} {'rows':>5s} {'ref mean':>9s} {'p5':>6s} {'p95':>6s} {'kept mean':>10s} {'p5':>6s} {'p95':>6s}")
     for lang, d in char_rates(results).items():
         r, k = d["ref"], d["kept"]
@@ -389,8 +389,7 @@ def main() -> None:
         if args.baselines:
             systems.update(baselines(args.pipeline, corpus, truths))
         print_table(split, systems)
-        if split == "dev":
-            print_char_rates(results)
+        print_char_rates(split, results)
         if args.failures:
             print_failures(results, args.pipeline, corpus)
     print(f"\ntotal wall: {time.perf_counter() - t0:.1f} s")
