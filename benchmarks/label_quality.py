@@ -52,6 +52,7 @@ import types
 from pathlib import Path
 from unittest import mock
 
+import ctranslate2
 import pyarrow.parquet as pq
 import yaml
 
@@ -70,6 +71,10 @@ from granary_pipe.stages.audio.decode import decode_file  # noqa: E402
 from granary_pipe.stages.segment.silero import SileroSegment  # noqa: E402
 
 PUBLISHED_MIN_LANG_PROB = 0.7
+SAMPLING_SEED = 20261206
+"""Seed of CTranslate2's sampler, set before each file of the baselines and the oracle: their
+temperature fallback samples, and an unseeded oracle called one file usable in one run and
+unusable in the next."""
 _ROW_COLUMNS = ["audio_relpath", "offset_s", "duration_s", "text", "lang", "drop_reason", "lang_prob", "flags",
                 "avg_logprob", "compression_ratio", "no_speech_prob", "pass1_text"]
 
@@ -167,6 +172,7 @@ def baselines(pipeline: Path, corpus: Path, truths: dict[str, dict]) -> dict[str
     real_decode, real_load = pt.decode_file, pt.whisper_runtime.load
 
     def decode(path: str, max_s: float):
+        ctranslate2.set_random_seed(SAMPLING_SEED)  # temperature fallback samples: the same texts each run
         t0 = time.perf_counter()
         cur = log["files"][path] = {"lid": None, "segments": [], "naive_s": 0.0}
         log["current"] = cur
@@ -221,6 +227,7 @@ def oracle_texts(corpus: Path, path: str, lang: str) -> list[str]:
         model = whisper_runtime.load(pt.MODELS.get(lang, pt.MODELS["default"]), pt.DEVICE["device"],
                                      pt.DEVICE["compute_type"])
         audio, _ = decode_file(key[0], 6 * 3600)
+        ctranslate2.set_random_seed(SAMPLING_SEED)
         kw = {"language": lang} if model.model.is_multilingual else {}
         _ORACLE[key] = [" ".join(s.text.strip() for s in model.transcribe(audio[a:b], beam_size=5, **kw)[0]).strip()
                         for a, b in SileroSegment().segments(audio)]
