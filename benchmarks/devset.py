@@ -20,6 +20,10 @@ group, non-speech recipe, license string and broken-file kind is ranked by the s
 content within its group, and the first half goes to ``dev``, the rest to ``heldout``; files are
 then made from their split's content only, so a sentence never appears in both splits.
 
+``build`` also copies the third split, ``real`` (recorded speech with human references: FLEURS,
+CC-BY-4.0, and SpeechBrain test samples, Apache-2.0), from ``--real-dir`` when it exists
+(``devset_real.py``; its own listings ``real.yaml``/``real.jsonl`` and sidecars, same format).
+
 ``probe`` synthesises every sentence of every language in the YAML (kept or not) with the
 language's first voice and prints Whisper base's WER with the language forced, and its
 language-ID accuracy: the measurement behind each language's ``keep``.
@@ -46,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import devset_audio as A  # noqa: E402
+import devset_real  # noqa: E402
 
 SENTENCES = Path(__file__).with_name("devset_sentences.yaml")
 DEFAULT_WORKDIR = Path.home() / ".cache" / "granary_pipe" / "devset"
@@ -293,7 +298,9 @@ def build(workdir: Path, scale: float = 1.0, rebuild: bool = False) -> Path:
 def composition(corpus: Path) -> dict[str, dict[tuple[str, str], list[float]]]:
     """Per split, ``(kind, lang) -> [files, seconds]`` from the sidecars."""
     out: dict[str, dict] = {}
-    for split in SPLITS:
+    for split in SPLITS + ("real",):
+        if not (corpus / "audio" / split).is_dir():
+            continue
         acc: dict[tuple[str, str], list[float]] = {}
         for p in sorted((corpus / "audio" / split).glob("*.truth.json")):
             t = json.loads(p.read_text())
@@ -345,6 +352,8 @@ def main() -> None:
     b.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     b.add_argument("--scale", type=float, default=1.0, help="multiplies the per-language file counts")
     b.add_argument("--rebuild", action="store_true", help="build even when an up-to-date build exists")
+    b.add_argument("--real-dir", type=Path, default=devset_real.DEFAULT_SRC,
+                   help="the real-speech set (manifest.jsonl, clips/) copied as the real split; skipped when absent")
     p = sub.add_parser("probe", help="Whisper base WER and LID accuracy on espeak-ng speech per language")
     p.add_argument("--langs", default="", help="comma-separated codes (default: every language in the YAML)")
     args = ap.parse_args()
@@ -352,6 +361,10 @@ def main() -> None:
         probe([x for x in args.langs.split(",") if x] or None)
         return
     corpus = build(args.workdir, args.scale, args.rebuild)
+    if (args.real_dir / "manifest.jsonl").is_file():
+        devset_real.build_real(corpus, args.real_dir, args.rebuild)
+    else:
+        print(f"{args.real_dir / 'manifest.jsonl'}: not found; the real split is not built (--real-dir)")
     for split, acc in composition(corpus).items():
         total = sum(v[1] for v in acc.values())
         print(f"{split}: {sum(v[0] for v in acc.values())} files, {total:.1f} s  ({corpus / (split + '.yaml')})")

@@ -1,10 +1,12 @@
 """Label quality of ``granary run`` on a labelled dev set, against the published way and a naive pass.
 
-    python benchmarks/label_quality.py [--pipeline pipelines/demo.yaml] [--split dev|heldout|both]
+    python benchmarks/label_quality.py [--pipeline pipelines/demo.yaml] [--split dev|heldout|real|both|all]
                                        [--workdir DIR] [--rebuild] [--scale 1.0] [--baselines] [--failures]
-                                       [--no-lang-hints] [--reuse-runs]
+                                       [--no-lang-hints] [--reuse-runs] [--real-dir DIR]
 
-Builds the dev set if needed (``devset.py``; default ``~/.cache/granary_pipe/devset``), runs
+Builds the dev set if needed (``devset.py``; default ``~/.cache/granary_pipe/devset``; the
+``real`` split: recorded speech with human references, ``devset_real.py``: FLEURS, CC-BY-4.0,
+and SpeechBrain test samples, Apache-2.0; ``both`` is dev and heldout, ``all`` adds real), runs
 ``granary run PIPELINE --source WORKDIR/corpus/SPLIT.yaml --out WORKDIR/runs/SPLIT`` (the real
 CLI, embedded Ray; the run directory is replaced each time), and prints per split:
 
@@ -19,8 +21,8 @@ CLI, embedded Ray; the run directory is replaced each time), and prints per spli
 - per rule (``drop_reason`` up to its second ':'): rows and seconds rejected, rows from clean
   files, and rows whose text matches its best span of the file's reference with WER ≤ 0.2
   ("actually good"): good / rows is the rule's false-reject rate;
-- wall time and × real time of each run; on the dev split, characters per second of VAD speech
-  of clean kept rows per language (reference span and kept text).
+- wall time and × real time of each run; characters per second of VAD speech of clean kept rows
+  per language (reference span and kept text).
 
 ``--baselines`` also runs, in this process and on the same files, the two baselines of the issue:
 "published way" (``pipeline_throughput.published_way``: per file language ID, a long-form
@@ -28,7 +30,12 @@ CLI, embedded Ray; the run directory is replaced each time), and prints per spli
 probability is ≥ 0.7, its labels are the per-segment texts) and "naive single pass" (one
 ``transcribe`` per file, everything kept: the published way's long-form pass, whose language
 comes from the same first-30-s detection ``transcribe`` does by itself). Models: the pipeline's
-(``pipeline_models``). ``--failures`` lists every false reject and garbage file with what the
+(``pipeline_models``). With ``--baselines`` a third column, "oracle", decodes every clean file
+told its reference language (the published way's per-segment ``transcribe``, beam 5, on the same
+VAD segments; its texts are reused where the published way's language ID was right): the best a
+perfect language ID keeps. Its WER per language stands next to the others, and "usable labels
+lost" counts, per system, clean files with nothing kept whose oracle WER is <= 0.5.
+``--failures`` lists every false reject and garbage file with what the
 pipeline produced and which rule fired.
 """
 
@@ -45,6 +52,7 @@ import types
 from pathlib import Path
 from unittest import mock
 
+import ctranslate2
 import pyarrow.parquet as pq
 import yaml
 
@@ -54,6 +62,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import devset  # noqa: E402
+import devset_real  # noqa: E402
 import pipeline_throughput as pt  # noqa: E402
 from label_metrics import (GARBAGE_WER, FileResult, Row, best_wer, char_rates, classify, fmt_count,  # noqa: E402
                            fmt_rate, rate, rule_table, summarize)
@@ -62,6 +71,10 @@ from granary_pipe.stages.audio.decode import decode_file  # noqa: E402
 from granary_pipe.stages.segment.silero import SileroSegment  # noqa: E402
 
 PUBLISHED_MIN_LANG_PROB = 0.7
+SAMPLING_SEED = 20261206
+"""Seed of CTranslate2's sampler, set before each file of the baselines and the oracle: their
+temperature fallback samples, and an unseeded oracle called one file usable in one run and
+unusable in the next."""
 _ROW_COLUMNS = ["audio_relpath", "offset_s", "duration_s", "text", "lang", "drop_reason", "lang_prob", "flags",
                 "avg_logprob", "compression_ratio", "no_speech_prob", "pass1_text"]
 
@@ -159,6 +172,7 @@ def baselines(pipeline: Path, corpus: Path, truths: dict[str, dict]) -> dict[str
     real_decode, real_load = pt.decode_file, pt.whisper_runtime.load
 
     def decode(path: str, max_s: float):
+        ctranslate2.set_random_seed(SAMPLING_SEED)  # temperature fallback samples: the same texts each run
         t0 = time.perf_counter()
         cur = log["files"][path] = {"lid": None, "segments": [], "naive_s": 0.0}
         log["current"] = cur
@@ -189,8 +203,51 @@ def baselines(pipeline: Path, corpus: Path, truths: dict[str, dict]) -> dict[str
         published.append(pub)
         naive.append(nai)
     naive_s = sum(r["naive_s"] for r in log["files"].values())
-    return {"published way": (published, timing), "naive single pass": (naive, {"wall_s": naive_s,
-                                                                                "audio_s": timing["audio_s"]})}
+    t0 = time.perf_counter()
+    oracle = []
+    for p, t in truths.items():
+        rec = log["files"].get(str(corpus / p)) or {}
+        reuse = [" ".join(s.text.strip() for s in segs).strip() for _, segs in rec.get("segments") or []] \
+            if (rec.get("lid") or (None,))[0] == t["lang"] else None
+        oracle.append(oracle_result(corpus, p, t, reuse))
+    oracle_timing = {"wall_s": time.perf_counter() - t0, "audio_s": timing["audio_s"]}
+    return {"published way": (published, timing),
+            "naive single pass": (naive, {"wall_s": naive_s, "audio_s": timing["audio_s"]}),
+            "oracle": (oracle, oracle_timing)}
+
+
+_ORACLE: dict[tuple[str, str], list[str]] = {}
+
+
+def oracle_texts(corpus: Path, path: str, lang: str) -> list[str]:
+    """The published way's per-segment ``transcribe`` (beam 5, faster-whisper's defaults) told the
+    reference language, on the default Silero segments; one text per segment (cached)."""
+    key = (str(corpus / path), lang)
+    if key not in _ORACLE:
+        model = whisper_runtime.load(pt.MODELS.get(lang, pt.MODELS["default"]), pt.DEVICE["device"],
+                                     pt.DEVICE["compute_type"])
+        audio, _ = decode_file(key[0], 6 * 3600)
+        ctranslate2.set_random_seed(SAMPLING_SEED)
+        kw = {"language": lang} if model.model.is_multilingual else {}
+        _ORACLE[key] = [" ".join(s.text.strip() for s in model.transcribe(audio[a:b], beam_size=5, **kw)[0]).strip()
+                        for a, b in SileroSegment().segments(audio)]
+    return _ORACLE[key]
+
+
+def oracle_result(corpus: Path, path: str, truth: dict, reuse: list[str] | None = None) -> FileResult:
+    """The oracle on one file: clean files only, everything it decodes kept. ``reuse``: segment
+    texts already decoded in the reference language (the published way's, when its LID was right)."""
+    res = FileResult(path, truth)
+    if not truth["clean"]:
+        return res
+    if reuse is not None:
+        _ORACLE[(str(corpus / path), truth["lang"])] = reuse
+    try:
+        texts = oracle_texts(corpus, path, truth["lang"])
+    except Exception:  # noqa: BLE001 - a file the decoder refuses yields nothing, as in the baselines
+        return res
+    res.kept = [Row(float(k), 0.0, text, truth["lang"]) for k, text in enumerate(texts) if text]
+    return res
 
 
 # ----------------------------------------------------------------------------- printing
@@ -213,6 +270,11 @@ def print_table(split: str, systems: dict[str, tuple[list[FileResult], dict]]) -
                                          for s in sums.values()]),
         ("LID accuracy of kept", [fmt_rate(s["lid_kept"]) for s in sums.values()]),
     ]
+    if "oracle" in systems:
+        usable = {f.path for f in systems["oracle"][0] if f.kept and rate(*best_wer(f.truth["refs"], f.kept_text))
+                  <= GARBAGE_WER}
+        rows.append((f"usable labels lost (oracle WER <= {GARBAGE_WER})", [
+            f"{sum(1 for f in res if f.path in usable and not f.kept)} / {len(usable)}" for res, _ in systems.values()]))
     langs = sorted({lang for s in sums.values() for lang in s["wer_by_lang"]})
     for lang in langs:
         rows.append((f"WER of kept, {lang} (files)", [
@@ -232,9 +294,9 @@ def print_table(split: str, systems: dict[str, tuple[list[FileResult], dict]]) -
               f"{r['good']:5d} {r['good'] / r['rows']:8.1%}")
 
 
-def print_char_rates(results: list[FileResult]) -> None:
+def print_char_rates(split: str, results: list[FileResult]) -> None:
     """Characters per second of VAD speech of clean kept rows, per language."""
-    print("\nchars/s of VAD speech, clean kept rows (dev): reference span (normalised: no punctuation) | kept text")
+    print(f"\nchars/s of VAD speech, clean kept rows ({split}): reference span (normalised: no punctuation) | kept text")
     print(f"{'lang':5s} {'rows':>5s} {'ref mean':>9s} {'p5':>6s} {'p95':>6s} {'kept mean':>10s} {'p5':>6s} {'p95':>6s}")
     for lang, d in char_rates(results).items():
         r, k = d["ref"], d["kept"]
@@ -242,12 +304,11 @@ def print_char_rates(results: list[FileResult]) -> None:
 
 
 def oracle_text(pipeline: Path, corpus: Path, f: FileResult) -> str:
-    """What the pipeline's Whisper makes of a file with the reference language forced (beam 5, on
-    the VAD segments): the best a perfect language ID could have kept."""
-    model = whisper_runtime.load(pt.pipeline_models(pipeline)["default"], "cpu", "int8")
-    audio, _ = decode_file(str(corpus / f.path), 6 * 3600)
-    segs = [audio[a:b] for a, b in SileroSegment().segments(audio)]
-    return " ".join(h.text for h in whisper_runtime.transcribe(model, segs, f.truth["lang"], 5)) if segs else ""
+    """What the pipeline's Whisper makes of a file told its reference language (:func:`oracle_texts`):
+    the best a perfect language ID could have kept."""
+    if not pt.MODELS:
+        pt.MODELS.update(pt.pipeline_models(pipeline))
+    return " ".join(t for t in oracle_texts(corpus, f.path, f.truth["lang"]) if t)
 
 
 def print_failures(results: list[FileResult], pipeline: Path, corpus: Path) -> None:
@@ -292,7 +353,10 @@ def print_failures(results: list[FileResult], pipeline: Path, corpus: Path) -> N
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pipeline", type=Path, default=ROOT / "pipelines" / "demo.yaml")
-    ap.add_argument("--split", choices=["dev", "heldout", "both"], default="dev")
+    ap.add_argument("--split", choices=["dev", "heldout", "real", "both", "all"], default="dev",
+                    help="both: dev and heldout; all: dev, heldout and real (recorded speech)")
+    ap.add_argument("--real-dir", type=Path, default=devset_real.DEFAULT_SRC,
+                    help="the real-speech set (manifest.jsonl, clips/) the real split is copied from")
     ap.add_argument("--workdir", type=Path, default=devset.DEFAULT_WORKDIR)
     ap.add_argument("--rebuild", action="store_true", help="rebuild the dev set even when it is up to date")
     ap.add_argument("--scale", type=float, default=1.0, help="dev-set size (multiplies per-language file counts)")
@@ -308,10 +372,14 @@ def main() -> None:
         raise SystemExit(f"{args.pipeline}: pipeline file not found")
     workdir = args.workdir.expanduser().resolve()
     t0 = time.perf_counter()
-    corpus = devset.build(workdir, args.scale, args.rebuild)
+    splits = {"both": ["dev", "heldout"], "all": ["dev", "heldout", "real"]}.get(args.split, [args.split])
+    corpus = (devset.build(workdir, args.scale, args.rebuild) if set(splits) - {"real"}
+              else workdir / "corpus")
+    if "real" in splits:
+        devset_real.build_real(corpus, args.real_dir, args.rebuild)
     print(f"dev set: {corpus} (built or reused in {time.perf_counter() - t0:.1f} s); pipeline {args.pipeline}; "
           f"{os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M')}")
-    for split in (["dev", "heldout"] if args.split == "both" else [args.split]):
+    for split in splits:
         truths = load_truth(corpus, split)
         manifest = corpus / (f"{split}-nohint.yaml" if args.no_lang_hints else f"{split}.yaml")
         run = workdir / "runs" / (f"{split}-nohint" if args.no_lang_hints else split)
@@ -328,8 +396,7 @@ def main() -> None:
         if args.baselines:
             systems.update(baselines(args.pipeline, corpus, truths))
         print_table(split, systems)
-        if split == "dev":
-            print_char_rates(results)
+        print_char_rates(split, results)
         if args.failures:
             print_failures(results, args.pipeline, corpus)
     print(f"\ntotal wall: {time.perf_counter() - t0:.1f} s")

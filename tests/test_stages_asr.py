@@ -347,3 +347,26 @@ def test_two_pass_equals_language_id_then_whisper(clips, asr):
             assert math.isclose(a["avg_logprob"], b["avg_logprob"], rel_tol=1e-4, abs_tol=1e-4)
     assert {r["lang"] for r in together} >= {"en", "de", "es", "it"}
     assert fused.models() == ["whisper-base", "whisper-tiny.en"]
+
+
+def test_timestamp_mode_decodes_as_whisper_transcribe_does(clips):
+    """``timestamps: true`` is the published way's decode (WhisperModel.transcribe, beam 5, the
+    language given): the same text on a real-voice clip, no timestamp token in it, and the
+    timestamp tokens counted in avg_logprob as transcribe counts them. On the real-speech split
+    this one setting is the whole difference between pass 2 and the published way
+    (benchmarks/README.md)."""
+    model = whisper_runtime.load("whisper-base", "auto", "int8", 0)
+    audio = clips["de_01.flac"]
+    segs, _ = model.transcribe(audio, language="de", beam_size=5, temperature=0.0)
+    segs = list(segs)
+    stamped = whisper_runtime.transcribe(model, [audio], "de", beam_size=5, timestamps=True)[0]
+    assert stamped.text == " ".join(s.text.strip() for s in segs)
+    assert "<|" not in stamped.text
+    if len(segs) == 1:
+        assert math.isclose(stamped.avg_logprob, segs[0].avg_logprob, abs_tol=1e-3)
+    plain = whisper_runtime.transcribe(model, [audio], "de", beam_size=5)[0]
+    assert plain.avg_logprob > stamped.avg_logprob  # timestamp tokens are the decoder's least sure ones
+    stage = WhisperTranscribe(models_by_lang={"default": "whisper-base"}, timestamps=True, compute_type="int8")
+    row = stage(af.table([af.audio_row(audio, "d", lang="de")])).to_pylist()[0]
+    assert row["text"] == stamped.text
+    assert WhisperTranscribe().timestamps is False

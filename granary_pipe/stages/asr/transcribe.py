@@ -70,6 +70,8 @@ class WhisperTranscribe(Stage):
     compute_type: str = Field("int8", description="CTranslate2 compute type: int8, int8_float16, float16, float32, ...")
     cpu_threads: int = Field(0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
     model_batch: int = Field(8, ge=1, description="segments per CTranslate2 call (the model's batch)")
+    timestamps: bool = Field(False, description="decode in Whisper's timestamp mode (WhisperModel.transcribe's and the "
+                                                "published way's) instead of <|notimestamps|>; see benchmarks/README.md")
     pass1: Literal["none", "greedy"] = Field("none", description="greedy: also decode greedily into pass1_text "
                                                                   "(for filter.pass_agreement)")
     redecode: Redecode = Field(default_factory=lambda: Redecode(), description="decode again in pieces when the "
@@ -142,13 +144,13 @@ class WhisperTranscribe(Stage):
         if encoded is None:
             encoded = whisper_runtime.encode(model, [np.frombuffer(rows[i]["samples"], dtype=np.float32) for i in chunk])
         hyps = whisper_runtime.transcribe(model, None, lang, self.beam_size, max_new_tokens=self.max_new_tokens,
-                                          encoded=encoded)
+                                          encoded=encoded, timestamps=self.timestamps)
         for i, h in zip(chunk, hyps):
             rows[i].update(text=h.text, asr_model=name, avg_logprob=h.avg_logprob,
                            compression_ratio=h.compression_ratio, no_speech_prob=h.no_speech_prob)
         if self.pass1 == "greedy":
             greedy = whisper_runtime.transcribe(model, None, lang, 1, max_new_tokens=self.max_new_tokens,
-                                                encoded=encoded)
+                                                encoded=encoded, timestamps=self.timestamps)
             for i, h in zip(chunk, greedy):
                 rows[i]["pass1_text"] = h.text
 
@@ -162,15 +164,15 @@ class WhisperTranscribe(Stage):
             hyps = []
             for k in range(0, len(parts), self.model_batch):
                 hyps += whisper_runtime.transcribe(model, parts[k : k + self.model_batch], lang, self.beam_size,
-                                                   max_new_tokens=self.max_new_tokens)
+                                                   max_new_tokens=self.max_new_tokens, timestamps=self.timestamps)
             new = redecode.joined(hyps)
             flags = list(rows[i].get("flags") or [])
             if redecode.better(rows[i]["text"], new.text):
                 rows[i].update(text=new.text, avg_logprob=new.avg_logprob, compression_ratio=new.compression_ratio,
                                no_speech_prob=new.no_speech_prob, flags=flags + [f"asr:redecoded:{len(parts)}_pieces"])
                 if self.pass1 == "greedy":
-                    greedy = [whisper_runtime.transcribe(model, [p], lang, 1, max_new_tokens=self.max_new_tokens)[0]
-                              for p in parts]
+                    greedy = [whisper_runtime.transcribe(model, [p], lang, 1, max_new_tokens=self.max_new_tokens,
+                                                         timestamps=self.timestamps)[0] for p in parts]
                     rows[i]["pass1_text"] = redecode.joined(greedy).text
             else:
                 rows[i]["flags"] = flags + ["asr:low_char_rate"]

@@ -104,12 +104,16 @@ def language_probs(model: WhisperModel, chunks: list[np.ndarray] | None = None,
 
 def transcribe(model: WhisperModel, chunks: list[np.ndarray] | None, language: str, beam_size: int = 5,
                task: str = "transcribe", max_new_tokens: int | None = None,
-               encoded: Encoded | None = None) -> list[Hypothesis]:
-    """Decode a batch of ≤ 30 s chunks (or their encoder outputs) with the language forced."""
+               encoded: Encoded | None = None, timestamps: bool = False) -> list[Hypothesis]:
+    """Decode a batch of ≤ 30 s chunks (or their encoder outputs) with the language forced.
+
+    ``timestamps``: decode in Whisper's timestamp mode (``transcribe``'s default, the mode its
+    thresholds were set in) instead of ``<|notimestamps|>``; the timestamp tokens are dropped from
+    the text and counted in ``avg_logprob``, as ``WhisperModel.transcribe`` counts them."""
     multilingual = model.model.is_multilingual
     tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task=task if multilingual else None,
                           language=language if multilingual else None)
-    prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+    prompt = model.get_prompt(tokenizer, [], without_timestamps=not timestamps)
     max_length = model.max_length if max_new_tokens is None else min(model.max_length, len(prompt) + max_new_tokens)
     if encoded is None:
         encoded = encode(model, chunks)
@@ -126,7 +130,7 @@ def transcribe(model: WhisperModel, chunks: list[np.ndarray] | None, language: s
     hyps = []
     for r in results:
         tokens = r.sequences_ids[0]
-        text = tokenizer.decode(tokens).strip()
+        text = tokenizer.decode([t for t in tokens if t < tokenizer.timestamp_begin]).strip()
         avg_logprob = r.scores[0] * len(tokens) / (len(tokens) + 1)
         hyps.append(Hypothesis(text, float(avg_logprob), float(get_compression_ratio(text)) if text else 0.0,
                                float(r.no_speech_prob)))
