@@ -47,8 +47,8 @@ class ShardJob:
     """The release's work directory: format directories, ``gather/`` and ``done/`` below it."""
     shard: PlannedShard
     formats: tuple[str, ...]
-    sources: tuple[tuple[int, int], ...]
-    """The shard's rows: (gather job, row group) pairs (:func:`granary_pipe.io.release_gather.shard_sources`)."""
+    sources: tuple[tuple[int, int, int], ...]
+    """The shard's rows: (gather job, offset, length) triples (:func:`granary_pipe.io.release_gather.shard_sources`)."""
 
     def record_path(self) -> Path:
         """Where the shard's done-record goes."""
