@@ -98,6 +98,34 @@ def committed_units(run_dir: Path) -> list[str]:
     return sorted(p.name for p in units.iterdir() if (p / MARKER).is_file())
 
 
+def iter_committed_units(run_dir: Path) -> Iterator[str]:
+    """Names of the committed units of ``run_dir``, in directory order, one at a time (nothing held
+    per unit: a report of a million units)."""
+    units = Path(run_dir) / "units"
+    if not units.is_dir():
+        return
+    with os.scandir(units) as entries:
+        for entry in entries:
+            if not entry.name.startswith(".") and os.path.isfile(os.path.join(entry.path, MARKER)):
+                yield entry.name
+
+
+def open_units(run_dir: Path, units_total: int | None) -> list[str]:
+    """The units of ``run_dir`` without a commit marker, sorted: those of the ``units_total`` planned
+    and any other unit directory; only these are held (a large run holds few of them)."""
+    units = Path(run_dir) / "units"
+    out = [unit_id(k) for k in range(units_total or 0) if not (units / unit_id(k) / MARKER).is_file()]
+    if units.is_dir():
+        with os.scandir(units) as entries:
+            for entry in entries:
+                name = entry.name
+                planned = name[1:].isdigit() and unit_id(int(name[1:])) == name and int(name[1:]) < (units_total or 0)
+                if not planned and not name.startswith(".") and entry.is_dir() \
+                        and not os.path.isfile(os.path.join(entry.path, MARKER)):
+                    out.append(name)
+    return sorted(out)
+
+
 def units_on_disk(run_dir: Path) -> set[str]:
     """Unit directories present (committed or not), temporary dot-directories left out."""
     units = Path(run_dir) / "units"

@@ -46,7 +46,7 @@ from granary_pipe.report.reference_wer import wer_table
 from granary_pipe.report.rule_quality import rule_table, stage_order
 from granary_pipe.report.text import format_summary
 from granary_pipe.report.totals import RunTotals, collect
-from granary_pipe.rundir import MARKER, planned_units, read_run_json, run_sources, unit_errors, units_on_disk
+from granary_pipe.rundir import MARKER, open_units, read_run_json, run_sources, unit_dir, unit_errors
 
 __all__ = ["format_summary", "summarize"]
 
@@ -83,18 +83,19 @@ def summarize(path: Path) -> dict[str, Any]:
     raise FileNotFoundError(f"{path} is neither a run (no run.json) nor a release (no release.json)")
 
 
-def _unit_states(run_dir: Path, run: dict[str, Any], committed_list: list[str]) -> dict[str, Any]:
-    """Committed, failed and pending units; notes where run.json and the markers disagree. Only
-    the units not committed are listed (a large run holds few of them)."""
+def _unit_states(run_dir: Path, run: dict[str, Any], committed: int) -> dict[str, Any]:
+    """Committed (``committed`` of them), failed and pending units; notes where run.json and the
+    markers disagree. Only the units not committed are listed (a large run holds few of them)."""
     errors = unit_errors(run)
-    committed = set(committed_list)
-    notes = [f"{unit}: run.json says 'failed' but {MARKER} exists" for unit in sorted(set(errors) & committed)]
-    open_units = sorted({u for u in (*planned_units(run), *units_on_disk(run_dir)) if u not in committed})
-    failed = [{"unit": unit, "error": errors[unit]} for unit in open_units if unit in errors]
-    pending = [unit for unit in open_units if unit not in errors]
+    notes = [f"{unit}: run.json says 'failed' but {MARKER} exists" for unit in sorted(errors)
+             if (unit_dir(run_dir, unit) / MARKER).is_file()]
+    total = run.get("units_total")
+    not_committed = open_units(run_dir, total if isinstance(total, int) else None)
+    failed = [{"unit": unit, "error": errors[unit]} for unit in not_committed if unit in errors]
+    pending = [unit for unit in not_committed if unit not in errors]
     return {
-        "total": len(committed) + len(failed) + len(pending),
-        "committed": len(committed),
+        "total": committed + len(failed) + len(pending),
+        "committed": committed,
         "failed": len(failed),
         "pending": len(pending),
         "failed_units": failed,

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from granary_pipe import counters
 from granary_pipe.digest import EXAMPLES, KEY, marker_digest
-from granary_pipe.rundir import MARKER, committed_units, read_marker_or_empty
+from granary_pipe.rundir import MARKER, iter_committed_units, read_marker_or_empty
 
 GROUP_KEYS = ("kept", "lang", "lang_hint", "license", "source", "drop_reason")
 
@@ -64,7 +64,8 @@ class ExactSum:
 class RunTotals:
     """What the committed units recorded, merged (see the module doc). :func:`collect` fills it."""
 
-    units: list[str] = field(default_factory=list)
+    units: int = 0
+    """Committed units merged (counted, not listed: nothing is held per unit)."""
     groups: dict[tuple, list] = field(default_factory=dict)  # GROUP_KEYS -> [rows, rows with duration, ExactSum]
     examples: dict[Any, list[list]] = field(default_factory=dict)  # drop_reason -> first rows by id
     rows_in: int = 0
@@ -76,7 +77,7 @@ class RunTotals:
     wer: dict[str, list[int]] = field(default_factory=dict)
     recordings_planned: int | None = 0  # the markers' own totals, None when a unit lacks one
     rows_recorded: int | None = 0
-    audio_s_in: float | None = 0.0
+    audio_in: ExactSum | None = field(default_factory=ExactSum)  # the markers' audio_s_in, summed exactly
     counts: dict[str, Any] | None = field(default_factory=dict)
 
     def group_rows(self) -> Iterator[dict[str, Any]]:
@@ -124,16 +125,27 @@ class RunTotals:
     def add_marker(self, marker: dict[str, Any]) -> None:
         """Sum the marker's own totals (recordings planned, rows in, audio in) and counters."""
         for name, value in (("recordings_planned", marker.get("recordings")),
-                            ("rows_recorded", marker.get("rows_in")), ("audio_s_in", marker.get("audio_s_in"))):
+                            ("rows_recorded", marker.get("rows_in"))):
             mine = getattr(self, name)
             if mine is not None:
                 setattr(self, name, mine + value if _is_number(value) else None)
+        if self.audio_in is not None:  # exactly: the units come in directory order
+            value = marker.get("audio_s_in")
+            if _is_number(value):
+                self.audio_in.add(value)
+            else:
+                self.audio_in = None
         if self.counts is not None:
             c = marker.get("counts")
             if isinstance(c, dict):
                 _add_stages(self.counts, c)
             else:
                 self.counts = None
+
+    @property
+    def audio_s_in(self) -> float | None:
+        """The markers' recorded audio in seconds (None when a marker lacks it)."""
+        return None if self.audio_in is None else self.audio_in.value()
 
 
 def _add_stages(total: dict[str, Any], stages: dict[str, Any]) -> None:
@@ -160,9 +172,10 @@ def collect(run_dir: Path, run: dict[str, Any] | None = None) -> RunTotals:
     """Merge the committed units of ``run_dir``: their digests and, given ``run`` (run.json), the
     markers' own totals and counters (:meth:`RunTotals.add_marker`). Each marker is read once."""
     run_dir = Path(run_dir)
-    totals = RunTotals(units=committed_units(run_dir))
+    totals = RunTotals()
     units_dir = str(run_dir / "units")
-    for unit in totals.units:
+    for unit in iter_committed_units(run_dir):
+        totals.units += 1
         path = os.path.join(units_dir, unit, MARKER)
         marker = read_marker_or_empty(run_dir, unit)
         try:
@@ -173,5 +186,5 @@ def collect(run_dir: Path, run: dict[str, Any] | None = None) -> RunTotals:
         if run is not None:
             totals.add_marker(marker)
     if not totals.units:
-        totals.recordings_planned = totals.rows_recorded = totals.audio_s_in = totals.counts = None
+        totals.recordings_planned = totals.rows_recorded = totals.audio_in = totals.counts = None
     return totals
