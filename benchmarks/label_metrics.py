@@ -31,13 +31,14 @@ def words(text: str | None, lang: str | None = None) -> list[str]:
     return normalize(text, lang).split()
 
 
-def best_wer(refs: list[str], hyp: str) -> tuple[int, int]:
-    """(edits, reference words) against the reference that gives the lowest WER; an empty
-    reference list scores any hypothesis words as insertions against a 0-word reference."""
-    h = words(hyp)
+def best_wer(refs: list[str], hyp: str, lang: str | None = None) -> tuple[int, int]:
+    """(edits, reference words) against the reference that gives the lowest WER, both normalised in
+    ``lang`` (numbers as one form: :mod:`granary_pipe.text`); an empty reference list scores any
+    hypothesis words as insertions against a 0-word reference."""
+    h = words(hyp, lang)
     best: tuple[int, int] | None = None
     for ref in refs:
-        r = words(ref)
+        r = words(ref, lang)
         cand = (edit_distance(r, h), len(r))
         if best is None or cand[0] / max(1, cand[1]) < best[0] / max(1, best[1]):
             best = cand
@@ -144,11 +145,11 @@ def summarize(files: list[FileResult]) -> dict:
     clean = [f for f in files if f.truth["clean"]]
     kept_files = [f for f in files if f.kept]
     leaks = [f for f in kept_files if not f.truth["license_ok"]]
-    garbage = [f for f in kept_files if rate(*best_wer(f.truth["refs"], f.kept_text)) > GARBAGE_WER]
+    garbage = [f for f in kept_files if rate(*best_wer(f.truth["refs"], f.kept_text, f.truth.get("lang"))) > GARBAGE_WER]
     scored = [f for f in kept_files if f.truth["clean"]]
     by_lang: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for f in scored:
-        edits, n = best_wer(f.truth["refs"], f.kept_text)
+        edits, n = best_wer(f.truth["refs"], f.kept_text, f.truth.get("lang"))
         acc = by_lang[f.truth["lang"]]
         acc[0] += edits
         acc[1] += n
@@ -260,7 +261,7 @@ def classify(f: FileResult) -> str | None:
         return f"FR: {rule or 'no rows'}"
     if not f.kept:
         return None
-    edits, n = best_wer(t["refs"], f.kept_text)
+    edits, n = best_wer(t["refs"], f.kept_text, t.get("lang"))
     if rate(edits, n) <= GARBAGE_WER:
         return None
     if not t["refs"]:

@@ -271,7 +271,7 @@ def print_table(split: str, systems: dict[str, tuple[list[FileResult], dict]]) -
         ("LID accuracy of kept", [fmt_rate(s["lid_kept"]) for s in sums.values()]),
     ]
     if "oracle" in systems:
-        usable = {f.path for f in systems["oracle"][0] if f.kept and rate(*best_wer(f.truth["refs"], f.kept_text))
+        usable = {f.path for f in systems["oracle"][0] if f.kept and rate(*best_wer(f.truth["refs"], f.kept_text, f.truth.get("lang")))
                   <= GARBAGE_WER}
         rows.append((f"usable labels lost (oracle WER <= {GARBAGE_WER})", [
             f"{sum(1 for f in res if f.path in usable and not f.kept)} / {len(usable)}" for res, _ in systems.values()]))
@@ -324,7 +324,7 @@ def print_failures(results: list[FileResult], pipeline: Path, corpus: Path) -> N
         if cause is None:
             continue
         t = f.truth
-        oracle = rate(*best_wer(t["refs"], oracle_text(pipeline, corpus, f))) if t["refs"] else None
+        oracle = rate(*best_wer(t["refs"], oracle_text(pipeline, corpus, f), t.get("lang"))) if t["refs"] else None
         if oracle is not None:
             cause += " | oracle usable" if oracle <= GARBAGE_WER else " | oracle unusable too"
         causes.setdefault(cause, []).append(f.path)
