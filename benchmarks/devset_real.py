@@ -22,12 +22,16 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import soundfile as sf
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from granary_pipe.config import ConfigError, json_lines  # noqa: E402
 SPLIT = "real"
 DEFAULT_SRC = Path(os.environ.get("GRANARY_REALSPEECH_DIR") or ROOT.parent / "shared" / "realspeech-dev")
 LICENSE_IDS = {"LicenseRef-PublicDomain": "public-domain"}
@@ -42,13 +46,11 @@ def read_manifest(src: Path) -> list[dict]:
     if not path.is_file():
         raise SystemExit(f"{path}: real-speech manifest not found; pass --real-dir or set GRANARY_REALSPEECH_DIR")
     clips = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            clip = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SystemExit(f"{path}:{n}:{e.colno}: not JSON: {e.msg}") from None
+    try:
+        lines = list(json_lines(path))
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    for n, clip in lines:
         missing = [k for k in _KEYS if not clip.get(k)]
         if missing:
             raise SystemExit(f"{path}:{n}: clip lacks {', '.join(missing)}")

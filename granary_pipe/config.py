@@ -6,6 +6,7 @@ has it, the line.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -112,6 +113,18 @@ def utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise utf8_error(path, raw, exc, lineno) from None
+
+
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank line of a JSON Lines file, read as it goes; a
+    ``ConfigError`` naming file, line and column where a line is not UTF-8 or not JSON."""
+    for lineno, raw in utf8_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            yield lineno, json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
 
 
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:

@@ -51,7 +51,7 @@ def test_build_real_writes_listing_sidecars_and_copies(tmp_path):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("{not json", "manifest.jsonl:1:2: not JSON"),
+    ("{not json", "manifest.jsonl:1:2: not valid JSON"),
     (json.dumps({"file": "clips/x.flac", "lang": "de"}), "manifest.jsonl:1: clip lacks text, license"),
     (json.dumps({"file": "clips/x.flac", "lang": "de", "text": "a", "license": "MIT"}), "x.flac: audio file not found"),
 ])

@@ -63,7 +63,6 @@ import csv
 import fnmatch
 import glob
 import hashlib
-import json
 import os
 import posixpath
 import re
@@ -72,7 +71,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from granary_pipe.config import ConfigError, utf8_lines
+from granary_pipe.config import ConfigError, json_lines, utf8_lines
 from granary_pipe.ingest.readers_archives import (
     LANG_KEYS, LICENSE_KEYS, TEXT_KEYS, ParquetOptions, WebDatasetOptions, read_parquet, read_webdataset,
     sniff_ext, write_once,
@@ -249,13 +248,7 @@ def _jsonl_lines(listing: Path) -> Iterator[tuple[int, ListingLine]]:
     """The listing's lines as they are read (a generator: the listing is never held whole)."""
     if not listing.is_file():
         raise ConfigError(f"{listing}: listing file not found")
-    for lineno, raw in utf8_lines(listing):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{listing}:{lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    for lineno, obj in json_lines(listing):
         if not isinstance(obj, dict):
             raise ConfigError(f"{listing}:{lineno}: expected a JSON object with 'path'")
         try:
