@@ -96,7 +96,7 @@ def test_each_bad_file_is_reported_with_its_cause_and_the_good_one_transcribed(c
     proc = _transcribe(checkpoint, *order)
     assert proc.returncode == 1, proc.stderr
     assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == [str(GOOD)], proc.stdout
-    causes = {"empty": "empty file (0 bytes)", "missing": "no such file", "folder": "a directory",
+    causes = {"empty": "empty file", "missing": "no such file", "folder": "not a regular file (directory)",
               "loop": "symlink loop", "noise": "not decodable audio", "header": "no audio samples"}
     for name, cause in causes.items():
         assert cause in _stderr_line(proc, hostile[name]), proc.stderr
@@ -108,10 +108,10 @@ def test_json_gives_one_object_per_file_with_the_error(checkpoint, hostile):
     assert proc.returncode == 1, proc.stderr
     good, bad = [json.loads(line) for line in proc.stdout.splitlines()]
     assert good["audio"] == str(GOOD) and isinstance(good["text"], str) and "error" not in good
-    assert bad == {"audio": str(hostile["empty"]), "error": "empty file (0 bytes)"}
+    assert bad == {"audio": str(hostile["empty"]), "error": "empty file"}
 
 
 def test_an_empty_file_alone_is_an_error_not_empty_text(checkpoint, hostile):
     proc = _transcribe(checkpoint, hostile["empty"])
     assert proc.returncode == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
-    assert "empty file (0 bytes)" in _stderr_line(proc, hostile["empty"])
+    assert "empty file" in _stderr_line(proc, hostile["empty"])

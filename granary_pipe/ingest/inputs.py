@@ -24,24 +24,39 @@ _KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, 
 """Kinds of non-regular files, as the reason names them."""
 
 
-def unopenable(path: str) -> str | None:
-    """The reason ``path`` cannot be read as an audio file (see the module), or None when it is a
-    non-empty regular file this process may read. Never opens ``path``."""
+def stat_problem(st: os.stat_result) -> str | None:
+    """Why a file of status ``st`` cannot be read as audio (``not a regular file (FIFO)``, ``empty
+    file``), or None for a non-empty regular file; for an ``os.fstat`` of an open file too."""
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "unknown kind")
+        return f"not a regular file ({kind})"
+    return "empty file" if st.st_size == 0 else None
+
+
+def os_problem(exc: OSError) -> str:
+    """Why ``os.stat`` or ``os.open`` of a path failed, in the module's words."""
+    if exc.errno == errno.ENOENT:
+        return "no such file"
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return f"cannot open ({exc.strerror or exc})"
+
+
+def problem(path: str) -> str | None:
+    """Why ``path`` cannot be read as an audio file, without the path (see the module), or None
+    when it is a non-empty regular file this process may read. Never opens ``path``."""
     try:
         st = os.stat(path)  # follows symlinks: a loop is ELOOP, a dangling link ENOENT
     except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return f"no such file: {path}"
-        if exc.errno == errno.ELOOP:
-            return f"symlink loop: {path}"
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            return f"permission denied: {path}"
-        return f"cannot open ({exc.strerror or exc}): {path}"
-    if not stat.S_ISREG(st.st_mode):
-        kind = next((name for test, name in _KINDS if test(st.st_mode)), "unknown kind")
-        return f"not a regular file ({kind}): {path}"
-    if not os.access(path, os.R_OK):
-        return f"permission denied: {path}"
-    if st.st_size == 0:
-        return f"empty file: {path}"
-    return None
+        return os_problem(exc)
+    if stat.S_ISREG(st.st_mode) and not os.access(path, os.R_OK):
+        return "permission denied"
+    return stat_problem(st)
+
+
+def unopenable(path: str) -> str | None:
+    """:func:`problem` followed by the path (``symlink loop: PATH``), as the decoder's reasons read."""
+    reason = problem(path)
+    return None if reason is None else f"{reason}: {path}"

@@ -11,16 +11,15 @@ blocks it; every refusal is an :class:`AudioInputError` naming the path and the 
 
 from __future__ import annotations
 
-import errno
 import io
 import math
 import os
-import stat
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from granary_pipe.ingest import inputs
 from granary_pipe.schema import SAMPLE_RATE_HZ
 
 
@@ -73,37 +72,11 @@ class AudioInputError(ValueError):
         self.path, self.cause = str(path), cause
 
 
-_KINDS = ((stat.S_ISDIR, "a directory, not an audio file"), (stat.S_ISFIFO, "a FIFO (named pipe), not a regular file"),
-          (stat.S_ISSOCK, "a socket, not a regular file"), (stat.S_ISCHR, "a character device, not a regular file"),
-          (stat.S_ISBLK, "a block device, not a regular file"))
-
-
-def _os_cause(path: str, exc: OSError) -> str:
-    """Why ``os.stat``/``os.open`` of ``path`` failed, in words."""
-    if exc.errno == errno.ENOENT:
-        return "broken symlink (its target does not exist)" if os.path.lexists(path) else "no such file"
-    return {errno.ELOOP: "symlink loop (too many levels of symbolic links)", errno.EACCES: "permission denied",
-            errno.EPERM: "permission denied", errno.ENOTDIR: "a part of the path is not a directory",
-            errno.ENAMETOOLONG: "file name too long"}.get(exc.errno, exc.strerror or str(exc))
-
-
-def _stat_cause(st: os.stat_result) -> str | None:
-    """Why a file with status ``st`` cannot be read as audio (None: a non-empty regular file)."""
-    for test, kind in _KINDS:
-        if test(st.st_mode):
-            return kind
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    return "empty file (0 bytes)" if st.st_size == 0 else None
-
-
 def input_problem(path: str | Path) -> str | None:
     """Why ``path`` is not a readable audio file, from ``os.stat`` alone (nothing is opened, so a
-    FIFO or a device cannot block); None when it is a non-empty regular file."""
-    try:
-        return _stat_cause(os.stat(path))
-    except OSError as exc:
-        return _os_cause(str(path), exc)
+    FIFO or a device cannot block); None when it is a non-empty regular file. The same reasons as
+    ingest gives (:mod:`granary_pipe.ingest.inputs`)."""
+    return inputs.problem(str(path))
 
 
 def open_regular(path: str | Path) -> BinaryIO:
@@ -117,9 +90,9 @@ def open_regular(path: str | Path) -> BinaryIO:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise AudioInputError(path, _os_cause(str(path), exc)) from None
+        raise AudioInputError(path, inputs.os_problem(exc)) from None
     try:
-        problem = _stat_cause(os.fstat(fd))
+        problem = inputs.stat_problem(os.fstat(fd))
         if problem is not None:
             raise AudioInputError(path, problem)
         os.set_blocking(fd, True)
