@@ -179,8 +179,10 @@ def verify_release(
     *,
     jobs: int = 4,
     progress: bool = False,
+    checksums: bool = True,
 ) -> VerifyReport:
-    """Check every file ``root/release.json`` lists (for ``langs``/``formats``) by size and sha256.
+    """Check every file ``root/release.json`` lists (for ``langs``/``formats``) by size and, with
+    ``checksums``, sha256.
 
     With no ``langs``/``formats``, the selection a download recorded in ``download.json``
     is used, else everything. ``jobs`` files are hashed at once (hashlib releases the GIL);
@@ -210,7 +212,7 @@ def verify_release(
     bar = Progress(sum(e["bytes"] for e in entries), desc="verify", unit="B", enabled=progress, every_s=5.0)
 
     def one(entry: dict[str, Any]) -> None:
-        why = check_file(root, entry)
+        why = check_file(root, entry, check_sha=checksums)
         with lock:
             if why is None:
                 report.ok.append(entry["path"])

@@ -36,10 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import stat
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,74 +111,30 @@ TRAINING_FORMATS = ("wds", "parquet")
 when every one of them is there)."""
 
 
-def _shard_problem(root: Path, entry: dict[str, Any]) -> tuple[Path | None, str | None]:
-    """(local path, why it is not the file ``entry`` lists) from ``os.stat`` alone; a missing
-    Parquet shard is no problem (path None): the texts are then read from the tars."""
-    from granary_pipe.io.verify import UnsafePathError, safe_join
-
-    try:
-        path = safe_join(root, entry.get("path"))
-        st = os.stat(path)
-    except UnsafePathError as exc:
-        return None, str(exc)
-    except FileNotFoundError:
-        return None, "missing" if entry.get("format") == "wds" else None
-    except (OSError, RuntimeError) as exc:  # a loop, no permission
-        return None, getattr(exc, "strerror", None) or str(exc)
-    if not stat.S_ISREG(st.st_mode):
-        return None, "not a regular file"
-    if isinstance(entry.get("bytes"), int) and st.st_size != entry["bytes"]:
-        return None, f"{st.st_size} bytes, release.json lists {entry['bytes']}"
-    return path, None
-
-
 def check_shards(release: Release, langs: list[str] | None = None, *, checksums: bool = True, jobs: int = 4,
                  progress: bool = False) -> int:
     """Refuse ``release`` when a shard that training reads is missing or damaged, before anything is
     trained; returns the number of shards checked.
 
-    The ``wds`` and ``parquet`` shards of ``langs`` (None: all) that ``release.json`` lists are
-    checked for existence and size first (``os.stat``, no reading); only when all pass, each one's
-    sha256 (where listed) is computed, reading each file once, ``jobs`` at a time. A missing
-    Parquet shard is allowed (a download of the WebDataset format only); a present but damaged
-    one is not. Raises ``ValueError`` naming every bad shard and its problem."""
-    from granary_pipe.io.parallel import run_parallel
-    from granary_pipe.io.verify import sha256_file
-    from granary_pipe.progress import Progress
+    The ``wds`` and ``parquet`` shards of ``langs`` (None: all) are checked as ``granary verify``
+    checks them (:func:`granary_pipe.io.verify.verify_release`: size, then sha256 unless
+    ``checksums`` is false, ``jobs`` at a time). A missing Parquet shard is allowed (a download of
+    the WebDataset format only); a present but damaged one is not. Raises ``ValueError`` naming
+    every bad shard and its problem."""
+    from granary_pipe.io.verify import verify_release
 
-    entries = [e for e in release.info.get("shards", [])
-               if e.get("format") in TRAINING_FORMATS and (langs is None or e.get("lang") in langs)]
-    problems: dict[str, str] = {}
-    present: list[tuple[dict[str, Any], Path]] = []
-    for entry in entries:
-        path, why = _shard_problem(release.root, entry)
-        if why is not None:
-            problems[str(entry.get("path"))] = why
-        elif path is not None:
-            present.append((entry, path))
-    todo = [(e, p) for e, p in present if isinstance(e.get("sha256"), str)] if checksums and not problems else []
-    if todo:
-        lock = threading.Lock()
-        bar = Progress(sum(e["bytes"] for e, _ in todo), desc="check shards", unit="B", enabled=progress, every_s=5.0)
-
-        def one(item: tuple[dict[str, Any], Path]) -> None:
-            entry, path = item
-            if sha256_file(path) != entry["sha256"]:
-                with lock:
-                    problems[entry["path"]] = "sha256 differs from release.json (damaged or replaced)"
-            bar.update(entry["bytes"])
-
-        try:
-            run_parallel(todo, one, max(1, jobs), threading.Event())
-        finally:
-            bar.close()
+    shards = {e["path"]: e["format"] for e in release.info.get("shards", []) if e.get("format") in TRAINING_FORMATS}
+    report = verify_release(release.root, langs, TRAINING_FORMATS, jobs=jobs, progress=progress, checksums=checksums)
+    problems = {**{p: "missing" for p in report.missing if shards.get(p) == "wds"},
+                **{p: why for p, why in report.bad.items() if p in shards}}  # not the top files: training reads none
+    checked = sum(p in shards for p in (*report.ok, *report.missing, *report.bad))
     if problems:
         shown = [f"  {path}: {why}" for path, why in sorted(problems.items())]
         more = [f"  ... and {len(shown) - 10} more"] if len(shown) > 10 else []
-        raise ValueError(f"{release.root}: {len(problems)} of {len(entries)} shards that training reads are missing "
+        raise ValueError(f"{release.root}: {len(problems)} of {checked} shards that training reads are missing "
                          f"or damaged (nothing was trained; `granary verify {release.root}` checks every file, "
                          "then download or cut the release again):\n" + "\n".join(shown[:10] + more))
-    return len(entries)
+    return checked
 
 
 def open_release(data: str | Path) -> Release:
