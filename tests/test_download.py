@@ -503,7 +503,10 @@ def test_ctrl_c_stops_transfers_at_once_and_starts_no_queued_file(release_dir, s
         deadline = time.monotonic() + 60
         while not list(out.rglob("*.part")) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        assert list(out.rglob("*.part")), "no transfer started"
+        if not list(out.rglob("*.part")):  # say why: the download ended (its stderr) or never started one
+            ended = proc.poll() is not None
+            why = f"the download exited {proc.returncode}: {proc.communicate()[1][-2000:]}" if ended else "60 s passed"
+            raise AssertionError(f"no transfer started ({why})")
         t0 = time.monotonic()
         asked_before = len(server.requests)
         proc.send_signal(signal.SIGINT)
