@@ -1,15 +1,8 @@
-"""The source catalog: ``manifests/catalog/*.yaml``, one manifest per open corpus.
-
-Each entry is a source manifest (``ingest/source.py``) with a ``catalog:`` block:
-languages, published hours (per language where published), labelled or not, the license with
-the page and quote that state it, the distribution layout and the reader that fits it, the
-pages each fact was read from, and which facts were confirmed there. Entries describe remote
-corpora: they carry no ``audio``/``listing``/``url``, so ``granary run`` refuses them until one
-is set to a local copy.
-
-This module loads and checks the catalog, renders ``granary sources``, totals compliant hours
-per language, and gives ``ATTRIBUTION.md`` the catalog's homepage, citation and license
-evidence for a run's source.
+"""The source catalog: ``manifests/catalog/*.yaml``, one source manifest per open corpus with a
+``catalog:`` block (languages, published hours, license and its evidence, reader, which facts were
+confirmed on the corpus's pages). Entries describe remote corpora (no ``audio``/``listing``/
+``url``): ``granary run`` refuses them until one is set to a local copy. This module loads and
+checks them, renders ``granary sources`` and completes a run's source for ``ATTRIBUTION.md``.
 """
 
 from __future__ import annotations
@@ -24,6 +17,7 @@ from granary_pipe import licenses
 from granary_pipe.config import ConfigError
 from granary_pipe.ingest.source import CatalogInfo, SourceManifest, load_manifest
 from granary_pipe.report import fmt
+
 
 def catalog_dir() -> Path:
     """``$GRANARY_CATALOG``, else ``manifests/catalog`` (shipped in the package as ``_data/catalog``)."""
@@ -161,7 +155,7 @@ def format_sources(rows: list[dict[str, Any]], langs: list[str] | None = None) -
         return fmt.plain_table(header, body, right={2}) + foot
     chosen = ",".join(langs)
     header.insert(3, f"hours {chosen}")
-    for line, r in zip(body, rows):
+    for line, r in zip(body, rows, strict=True):
         line.insert(3, fmt.rounded_hours(r["hours_in_langs"]))
     total = math.fsum(r["hours_in_langs"] for r in counted if r["hours_in_langs"] is not None)
     unknown = [r["corpus"] for r in counted if r["hours_in_langs"] is None]
@@ -175,10 +169,8 @@ def format_sources(rows: list[dict[str, Any]], langs: list[str] | None = None) -
 # ----------------------------------------------------------------------------- attribution
 
 def attribution_info(source: dict[str, Any], directory: Path | None = None) -> dict[str, Any]:
-    """A run's source dict completed from the catalog: when the source (by ``name``) carries a
-    ``catalog`` block or matches a catalog entry, its homepage, citation and license evidence
-    come from there (the catalog's facts were checked; the run's own manifest may be terse).
-    Otherwise the source is returned unchanged."""
+    """A run's source dict completed from the catalog (its checked facts): homepage, citation and
+    license evidence of its ``catalog`` block or of the catalog entry of its ``name``, else unchanged."""
     out = dict(source)
     info = source.get("catalog") if isinstance(source.get("catalog"), dict) else None
     entry = None

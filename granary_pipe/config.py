@@ -1,8 +1,5 @@
-"""Pipeline configuration as data: ``pipelines/*.yaml`` validated by pydantic.
-
-Every error names the file, the key path (``stages.3.params.beam_size``) and, where the YAML
-has it, the line.
-"""
+"""Pipeline configuration as data: ``pipelines/*.yaml`` validated by pydantic; every error names
+the file, the key path (``stages.3.params.beam_size``) and, where the YAML has it, the line."""
 
 from __future__ import annotations
 
@@ -26,9 +23,9 @@ class UnitsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    recordings_per_unit: int = Field(16, ge=1)
-    max_in_flight: int = Field(3, ge=1, description="units in flight at once (backpressure)")
-    max_attempts: int = Field(2, ge=1, description="tries per unit before it is reported failed")
+    recordings_per_unit: int = Field(default=16, ge=1)
+    max_in_flight: int = Field(default=3, ge=1, description="units in flight at once (backpressure)")
+    max_attempts: int = Field(default=2, ge=1, description="tries per unit before it is reported failed")
 
 
 class StageSpec(BaseModel):
@@ -85,8 +82,8 @@ def _errors(path: Path, node: yaml.Node | None, err: ValidationError, prefix: tu
 
 
 def utf8_error(path: Path, data: bytes, exc: UnicodeDecodeError, first_line: int = 1) -> ConfigError:
-    """The error for ``data`` (read from ``path``, starting at line ``first_line``) that is not
-    UTF-8: file, 1-based line and column (in characters) of the first bad byte, and the byte."""
+    """The error for ``data`` (of ``path``, from line ``first_line``) that is not UTF-8: file, line
+    and column (in characters) of the first bad byte, and the byte."""
     line = first_line + data.count(b"\n", 0, exc.start)
     start = data.rfind(b"\n", 0, exc.start) + 1
     column = len(data[start:exc.start].decode("utf-8", errors="replace")) + 1
@@ -104,9 +101,8 @@ def read_utf8(path: Path) -> str:
 
 
 def utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line number, line)`` of a UTF-8 text file, read as it goes (a listing is never held
-    whole), line endings kept; a ``ConfigError`` naming file, line and column at a line that is
-    not UTF-8."""
+    """``(line number, line)`` of a UTF-8 text file, read as it goes, line endings kept; a
+    ``ConfigError`` naming file, line and column at a line that is not UTF-8."""
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:

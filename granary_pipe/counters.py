@@ -1,7 +1,5 @@
-"""Per-stage counters: what each stage did to a unit's rows, counted as it ran.
-
-Every stage reports, per call, a :data:`StageCounts` dict (built by :func:`of_batch` from the
-rows it saw and the rows it returned, so no stage counts by hand)::
+"""Per-stage counters: what each stage did to a unit's rows, counted as it ran (:func:`of_batch`,
+from the rows a stage saw and returned, so no stage counts by hand)::
 
     {"rows_in": 120,                    # active rows the stage saw
      "rows_out": 118,                   # rows it returned for them (segmentation: more)
@@ -9,15 +7,11 @@ rows it saw and the rows it returned, so no stage counts by hand)::
      "rejected_s": {"hallucination:phrase": 3.4},    # their duration_s summed (seconds)
      "flagged": {"hallucination:phrase": 3, ...}}    # rows a rule fired on, rejecting or not
 
-A **rule** is the name a count is kept under: the stage's declared rule a reason falls under
-(``text_lang:mismatch:de`` → ``text_lang:mismatch``; a stage's ``RULES``), else the reason
-itself, except that a free-text message (``decode_error: file not found``: it holds a space) is
-counted under its category (``decode_error``). Declared rules are always present, at 0 when they
-never fired, so every rule a pipeline has is measured.
-
-A unit's counts travel with it from stage to stage (``units.UnitStats``: ``{"stage_s",
-"counts"}``), the sink writes them into the unit's commit marker and ``run.json`` holds their
-totals. The report reads them (``report/rule_quality.py``, retention per stage).
+A **rule** is the name a count is kept under: the declared rule (a stage's ``RULES``) a reason
+falls under (``text_lang:mismatch:de`` → ``text_lang:mismatch``), else the reason itself, or the
+category of a free-text message (``decode_error: file not found`` → ``decode_error``). Declared
+rules are always present, at 0 when they never fired. Counts travel with the unit into its
+marker; ``run.json`` holds their totals.
 """
 
 from __future__ import annotations
@@ -58,15 +52,14 @@ def empty(rules: Iterable[str] = ()) -> StageCounts:
 
 
 def of_batch(seen: pa.Table, out: pa.Table, rules: Iterable[str] = ()) -> StageCounts:
-    """Counts of one stage call: ``seen`` the active rows it was given, ``out`` what it returned
-    for them. Rows of ``out`` with a ``drop_reason`` were rejected by this call (a stage only
-    sees rows still in play); a flag is counted when ``out`` holds it more often than ``seen``."""
+    """Counts of one stage call given the active rows ``seen`` and returning ``out``: rows of ``out``
+    with a ``drop_reason`` were rejected by it; a flag counts when ``out`` holds it more often."""
     rules = list(rules)
     counts = empty(rules)
     counts["rows_in"], counts["rows_out"] = seen.num_rows, out.num_rows
     reasons = out.column("drop_reason").to_pylist()
     durations = out.column("duration_s").to_pylist()
-    for reason, dur in zip(reasons, durations):
+    for reason, dur in zip(reasons, durations, strict=True):
         if reason is not None:
             rule = rule_of(reason, rules)
             counts["rejected"][rule] = counts["rejected"].get(rule, 0) + 1

@@ -1,41 +1,33 @@
 """A committed unit's digest: every figure the report and the license audit need of its rows,
-computed once from the tables the sink writes and stored in the unit's marker (key ``digest``).
+computed once by the sink and stored in the unit's marker (key ``digest``), so the report merges
+markers instead of reading rows (docs/architecture.md, "After the run"). Its size follows the
+unit's distinct groups, reasons and languages, not its rows. Keys (``v`` = :data:`VERSION`):
 
-The report (:mod:`granary_pipe.report.totals`) then merges the markers' digests instead of
-reading rows: its cost is one small JSON object per unit. A digest is bounded by the unit's
-distinct groups, reasons and languages, not by its rows. Its keys (``v`` = :data:`VERSION`):
+``groups``       ``[kept, lang, lang_hint, license, source, drop_reason, rows, rows_with_duration,
+                 seconds]`` per distinct (side, raw lang, lang_hint, license, source, drop_reason);
+                 ``seconds``: the ``math.fsum`` of its ``duration_s`` (nulls as 0)
+``examples``     ``[drop_reason, [[id, lang, text, duration_s], ...]]``: the first :data:`EXAMPLES`
+                 rejected rows by id per raw drop_reason (``lang``: :func:`lang_of`)
+``rows_in``, ``recordings``, ``with_kept``: distinct row ids and recording ids (both tables),
+                 recordings with a kept row
+``with_ref``     rows with a reference transcript (``ref_text`` neither null nor empty)
+``scored``       ``[drop_reason, rows_scored, rows_good, seconds_good]`` of rejected rows scored
+                 against their reference (:func:`granary_pipe.scoring.span_wer` ≤ ``GOOD_WER_MAX``)
+``kept_scored``  ``[rows_scored, rows_garbage, seconds_garbage]`` of kept rows (WER > ``GARBAGE_WER_MIN``)
+``wer``          ``{lang: [recordings, unscored, word_errors, ref_words, char_errors, ref_chars]}``:
+                 per recording with a reference, its kept texts joined in time order against the
+                 whole reference (:func:`granary_pipe.scoring.edit_counts`); no kept row: unscored
 
-``groups``
-    ``[kept, lang, lang_hint, license, source, drop_reason, rows, rows_with_duration, seconds]``
-    per distinct (side, raw ``lang``, ``lang_hint``, ``license``, ``source``, ``drop_reason``);
-    ``seconds``: the ``math.fsum`` of the group's ``duration_s`` (nulls as 0).
-``examples``
-    ``[drop_reason, [[id, lang, text, duration_s], ...]]``: per raw drop_reason of the rejected
-    rows, its first :data:`EXAMPLES` rows by id (``lang``: ``lang``, else ``lang_hint``, else und).
-``rows_in``, ``recordings``, ``with_kept``
-    distinct row ids and recording ids over both tables, recordings with a kept row.
-``with_ref``
-    rows (both tables) with a reference transcript (``ref_text`` not null nor empty).
-``scored``
-    ``[drop_reason, rows_scored, rows_good, seconds_good]`` per raw drop_reason of rejected rows
-    scored against their reference (:func:`granary_pipe.scoring.span_wer` ≤ ``GOOD_WER_MAX``: good).
-``kept_scored``
-    ``[rows_scored, rows_garbage, seconds_garbage]`` of the kept rows (WER > ``GARBAGE_WER_MIN``).
-``wer``
-    ``{lang: [recordings, unscored, word_errors, ref_words, char_errors, ref_chars]}``: per
-    recording with a reference, its kept segments' texts joined in time order and scored against
-    the whole reference (:func:`granary_pipe.scoring.edit_counts`); a recording with a reference
-    and no kept row is unscored. A recording lies in one unit, so these sum over units.
-
-Rows with a reference are taken in file order (kept, then rejected), as the files hold them.
+Rows with a reference are taken in file order (kept, then rejected).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pyarrow as pa
 
@@ -51,9 +43,7 @@ from granary_pipe.scoring import (
 from granary_pipe.text import normalize
 
 VERSION = 2
-"""The digest's layout and meaning; a marker whose digest has another is digested again from its
-files. 2: texts scored after :func:`granary_pipe.text.normalize` in the row's language (numbers
-in one written form); 1 compared raw number forms."""
+"""The digest's layout and meaning; a marker whose digest has another is digested again from its files."""
 KEY = "digest"
 """The marker's key holding the digest."""
 EXAMPLES = 2
@@ -110,7 +100,7 @@ def marker_digest(run_dir: Path, unit: str, marker: dict[str, Any]) -> dict[str,
     return d if _well_formed(d) else digest_of_unit(run_dir, unit)
 
 
-def _well_formed(d: Any) -> bool:
+def _well_formed(d: Any) -> TypeGuard[dict[str, Any]]:
     """Whether ``d`` has the layout of this :data:`VERSION` (keys, and the length of each record)."""
     try:
         return (d["v"] == VERSION and all(len(g) == 9 for g in d["groups"])
@@ -122,7 +112,7 @@ def _well_formed(d: Any) -> bool:
 
 
 def lang_of(lang: str | None, lang_hint: str | None) -> str:
-    """A row's language as :func:`granary_pipe.schema.row_langs` gives it: ``lang``, else ``lang_hint``, else und."""
+    """A row's language: ``lang``, else ``lang_hint``, else ``und``."""
     return lang if lang is not None else lang_hint if lang_hint is not None else "und"
 
 
@@ -140,11 +130,29 @@ def _example(examples: dict[Any, list[list]], c: dict[str, list], i: int) -> Non
         del rows[EXAMPLES:]
 
 
+@dataclass
+class _Tally:
+    """Rows scored against their reference, those past the threshold, and the seconds of those."""
+
+    rows: int = 0
+    hits: int = 0
+    seconds: list[float] = field(default_factory=list)
+
+    def add(self, hit: bool, seconds: float) -> None:
+        self.rows += 1
+        if hit:
+            self.hits += 1
+            self.seconds.append(seconds)
+
+    def record(self) -> list[Any]:
+        return [self.rows, self.hits, math.fsum(self.seconds)]
+
+
 def _score(sides: list[tuple[bool, dict[str, list]]]) -> dict[str, Any]:
     """Rule scoring per row and reference WER per recording, over the rows with a reference."""
     with_ref = 0
-    scored: dict[Any, list] = {}
-    kept = [0, 0, []]
+    scored: dict[Any, _Tally] = {}  # per drop_reason of the rejected rows: good ones
+    kept = _Tally()  # garbage ones
     hyps: dict[str, list[tuple[float, str]]] = defaultdict(list)
     refs: dict[str, tuple[str, str]] = {}
     last: tuple[Any, list[str]] = (None, [])  # a recording's rows come together: its reference tokenised once
@@ -166,19 +174,20 @@ def _score(sides: list[tuple[bool, dict[str, list]]]) -> dict[str, Any]:
                 continue
             secs = c["duration_s"][i] or 0.0
             if is_kept:
-                kept[0] += 1
-                if wer > GARBAGE_WER_MIN:
-                    kept[1] += 1
-                    kept[2].append(secs)
+                kept.add(wer > GARBAGE_WER_MIN, secs)
             else:
-                d = scored.setdefault(c["drop_reason"][i], [0, 0, []])
-                d[0] += 1
-                if wer <= GOOD_WER_MAX:
-                    d[1] += 1
-                    d[2].append(secs)
-    wer_totals: dict[str, list[int]] = {}
+                scored.setdefault(c["drop_reason"][i], _Tally()).add(wer <= GOOD_WER_MAX, secs)
+    return {"with_ref": with_ref,
+            "scored": [[reason, *t.record()] for reason, t in scored.items()],
+            "kept_scored": kept.record(),
+            "wer": _reference_wer(refs, hyps)}
+
+
+def _reference_wer(refs: dict[str, tuple[str, str]], hyps: dict[str, list[tuple[float, str]]]) -> dict[str, list[int]]:
+    """Per language: recordings scored and unscored, and the edit counts of their joined kept texts."""
+    totals: dict[str, list[int]] = {}
     for rid, (lang, ref) in refs.items():
-        t = wer_totals.setdefault(lang, [0] * 6)
+        t = totals.setdefault(lang, [0] * 6)
         if rid not in hyps:
             t[1] += 1
             continue
@@ -188,7 +197,4 @@ def _score(sides: list[tuple[bool, dict[str, list]]]) -> dict[str, Any]:
             t[0] += 1
             for k, v in enumerate(errors, start=2):
                 t[k] += v
-    return {"with_ref": with_ref,
-            "scored": [[reason, n, good, math.fsum(secs)] for reason, (n, good, secs) in scored.items()],
-            "kept_scored": [kept[0], kept[1], math.fsum(kept[2])],
-            "wer": wer_totals}
+    return totals

@@ -1,21 +1,10 @@
 """A run's listing, planned into units without being held by the driver.
 
-Ingest needs every entry at once: it sorts by id and refuses duplicates. It runs in a child
-process (``spawn``) and out of core (``ingest.manifest.sort_recordings``: entries spilled to
-disk as the reader yields them, checked for duplicates by DuckDB under a memory limit, sorted by
-merging sorted runs from disk; ``ingest/spill.py``). The child
-then writes the sorted recording rows to an Arrow IPC file, one record batch per unit (the
-``unit`` column set), streaming from the sorted rows, and computes the run's fingerprint from that
-file one column at a time (:func:`file_fingerprint`, the same digest :func:`fingerprint` gives
-for the whole table). The child's memory is bounded (it does not grow with the listing), and it
-exits before Ray starts; the driver keeps only the file's path and reads one unit's batch when an
-executor asks for that unit (:meth:`ListingFile.units`). Driver memory and per-unit work
-therefore do not grow with the number of recordings (``benchmarks/driver_scale.py``).
-
-The file lives in the run's work directory (about 300 bytes per recording; the spill and
-DuckDB's temporary files beside it, about twice that, are removed as soon as the file is
-written), which the run removes when it ends (``ingest.spill.listing_workdir``: the next run
-removes the one of a run killed with SIGKILL).
+A child process (``spawn``) sorts the listing out of core (``ingest.manifest.sort_recordings``),
+writes the recording rows to an Arrow IPC file in the run's work directory, one record batch per
+unit, and fingerprints that file one column at a time (:func:`file_fingerprint`); the driver keeps
+the file's path and reads a unit's batch when an executor asks for it (:meth:`ListingFile.units`),
+so its memory does not grow with the listing (docs/architecture.md, "The run directory").
 """
 
 from __future__ import annotations
@@ -60,12 +49,9 @@ def _json_values(values: list) -> str:
 
 
 def fingerprint(resolved: dict, recordings: pa.Table) -> str:
-    """What a run's output depends on: stages and their parameters, unit size, and the input:
-    every value ingest put in the recording rows (id, paths absolute and corpus-relative, raw and
-    normalised license, language hint, reference text, ...), each column by name and as JSON, so
-    editing one listing line (its ``lang``, ``text`` or ``license``) makes another run. The stages
-    go in as validated (every default filled in, under their current parameter names).
-    :func:`file_fingerprint` gives the same digest from a listing file without loading it."""
+    """What a run's output depends on: the stages as validated (every default filled in) and the unit
+    size, and every value ingest put in the recording rows, each column by name and as JSON, so
+    editing one listing line makes another run."""
     digest = _config_digest(resolved)
     for col in recordings.column_names:
         if col not in FINGERPRINT_SKIPS:
@@ -74,9 +60,8 @@ def fingerprint(resolved: dict, recordings: pa.Table) -> str:
 
 
 def file_fingerprint(resolved: dict, path: Path) -> str:
-    """:func:`fingerprint` of the rows of the Arrow IPC file ``path``, read one column of one
-    record batch at a time: each column's JSON list is written piecewise (``[``, then each batch's
-    values joined by ``", "``, then ``]``), which is byte for byte the whole column's JSON."""
+    """:func:`fingerprint` of the rows of the Arrow IPC file ``path``, read one column of one record
+    batch at a time: each column's JSON list is written piecewise, byte for byte the whole column's."""
     digest = _config_digest(resolved)
     with pa.OSFile(str(path)) as src:  # read, not mapped: mapped pages would count as the child's memory
         reader = pa.ipc.open_file(src)
@@ -116,8 +101,7 @@ class ListingFile:
 
 
 def _ingest(source_path: str, resolved: dict, per_unit: int, out: str) -> dict[str, Any]:
-    """In the child: list and sort out of core, write one batch per unit, fingerprint the file;
-    return what the driver keeps."""
+    """In the child: list and sort, write one batch per unit, fingerprint the file; what the driver keeps."""
     from granary_pipe.ingest.manifest import sort_recordings
 
     t0 = time.monotonic()
@@ -133,15 +117,14 @@ def _ingest(source_path: str, resolved: dict, per_unit: int, out: str) -> dict[s
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
     fp = file_fingerprint(resolved, Path(out))
-    return {"manifest": manifest.model_dump(), "recordings": rows.count, "fingerprint": fp,
-            "unit_ids": ids, "ingest": {"seconds": round(time.monotonic() - t0, 3),
-                                        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}}
+    peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return {"manifest": manifest.model_dump(), "recordings": rows.count, "fingerprint": fp, "unit_ids": ids,
+            "ingest": {"seconds": round(time.monotonic() - t0, 3), "peak_rss_mb": peak_rss_mb}}
 
 
 def plan_listing(source_path: Path, resolved: dict, per_unit: int, workdir: Path) -> ListingFile:
-    """Ingest ``source_path`` in a child process into ``workdir/listing.arrow``.
-
-    Errors of ingest (a ``ConfigError`` naming file and line) are raised here as the child raised them."""
+    """Ingest ``source_path`` in a child process into ``workdir/listing.arrow``; ingest's errors
+    (a ``ConfigError`` naming file and line) are raised here as the child raised them."""
     out = Path(workdir) / "listing.arrow"
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:

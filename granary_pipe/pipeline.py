@@ -1,18 +1,10 @@
 """A pipeline run, engine-agnostic: plan units, resume, record ``run.json``, hand units to an executor.
 
-A run directory (:mod:`granary_pipe.rundir`) holds ``run.json`` and ``units/UNIT/``. Input is
-split deterministically into units of ``recordings_per_unit`` recordings sorted by id; a rerun
-with the same pipeline and source skips committed units, so a killed run loses at most the
-units in flight and never duplicates a row. A committed unit whose files do not have the sizes
-its marker lists (a power loss, a truncated copy) is redone, with one warning saying which and
-why (:func:`granary_pipe.rundir.check_unit`).
-
-The listing is planned in a child process into a file the driver reads one unit at a time
-(:mod:`granary_pipe.listing`); units, payloads and :func:`apply_stage` are
-:mod:`granary_pipe.units`, the engines :mod:`granary_pipe.executors`. Bookkeeping does not grow
-with the run: each unit's figures are in its commit marker only, and ``run.json`` keeps totals
-(rows, seconds, ``stage_s``, ``counts`` summed over committed units), unit counts and the errors
-of failed units, written at most every :data:`RUN_JSON_EVERY_S` seconds and when the run ends.
+A rerun with the same pipeline and source skips committed units (a killed run loses at most the
+units in flight, never duplicates a row) and redoes, with one warning, a committed unit whose files
+do not match its marker (:func:`granary_pipe.rundir.check_unit`). The listing is planned in a
+child process (:mod:`granary_pipe.listing`), units run through :mod:`granary_pipe.executors`, and
+``run.json`` keeps totals, not one entry per unit (docs/architecture.md, "The run directory").
 """
 
 from __future__ import annotations
@@ -29,8 +21,8 @@ from typing import Any
 from granary_pipe import __version__, counters, models, rundir
 from granary_pipe.config import ConfigError, PipelineConfig, load_pipeline
 from granary_pipe.executors import ExecutorOptions, check_executor, make_executor
-from granary_pipe.io import run_guard
 from granary_pipe.ingest.spill import listing_workdir
+from granary_pipe.io import run_guard
 from granary_pipe.listing import ListingFile, plan_listing
 from granary_pipe.progress import Progress
 from granary_pipe.stage import Stage
@@ -38,8 +30,8 @@ from granary_pipe.stage import Stage
 log = logging.getLogger(__name__)
 
 RUN_JSON_EVERY_S = 1.0
-"""Least seconds between two writes of ``run.json`` while units end (it is always written at the
-start, on an interrupt and at the end; the units' markers are the record, run.json a summary)."""
+"""Least seconds between two writes of ``run.json`` while units end (always written at the start,
+on an interrupt and at the end)."""
 
 PACKAGES = ["granary_pipe", "faster-whisper", "ctranslate2", "ray", "pyarrow", "numpy", "av", "onnxruntime",
             "soundfile", "pydantic", "apache-beam", "webdataset", "fasttext-predict"]
@@ -74,11 +66,10 @@ def resolved_config(config: PipelineConfig, stages: list[Stage]) -> dict[str, An
     }
 
 
-
 class _Record:
     """``run.json`` while the run goes on: what the run is, unit counts, totals of the committed
-    units and the errors of failed ones; constant in size, written at most every
-    :data:`RUN_JSON_EVERY_S` seconds unless forced."""
+    units and the errors of failed ones; written at most every :data:`RUN_JSON_EVERY_S` seconds
+    unless forced."""
 
     def __init__(self, path: Path, info: dict[str, Any]) -> None:
         self.path, self.info, self.last = path, info, float("-inf")
@@ -194,6 +185,7 @@ def _execute(executor: str, opts: ExecutorOptions, stages: list[Stage], config: 
             record.failed(unit, error)
             bar.write(f"unit {unit} failed: {error}")
         else:
+            assert stats is not None, "OnResult: a committed unit comes with its marker"
             record.committed(unit, stats)
             audio_s["now"] += stats["audio_s_in"]
         record.write()

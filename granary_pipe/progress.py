@@ -1,12 +1,6 @@
-"""Progress of long commands that reads well everywhere.
-
-On a terminal it is a tqdm bar. Anywhere else (a Ray job's log, CI, ``> run.log``), a bar is a
-stream of carriage returns, so it prints plain lines instead, never a ``\\r``: one per step (a
-committed unit of a run), or, for many small steps (shards of a release, training steps, bytes of
-a download or a verify), one when another tenth of the work is done or :data:`LINES_EVERY_S`
-seconds have passed since the last line, whichever comes first, and one last line when the work
-is done (once, even if a server sends more than it announced). Each line says done/total, the
-percentage, the rate and the time left::
+"""Progress of long commands that reads well everywhere: a tqdm bar on a terminal, plain lines
+elsewhere (a log, CI), never a ``\\r``. Lines come one per step, or, for many small steps, one per
+tenth of the work or :data:`LINES_EVERY_S` seconds, plus one when the work is done (once)::
 
     demo: 3/4 units (75%), 0.043 h audio, 11.2x real time, 0:00:41 elapsed, ETA 0:00:13
 
@@ -44,18 +38,12 @@ def mode(enabled: bool = True, stream: TextIO | None = None) -> str:
 
 
 class Progress:
-    """A counter shown as a bar or as lines (see the module docstring); thread-safe.
+    """A counter shown as a bar or as lines (module doc); thread-safe.
 
-    Args:
-        total: steps in all (units, files, bytes).
-        desc: what is counted, first word of every line (``"demo"``, ``"download"``).
-        unit: the step's name (``"unit"``, ``"file"``); ``"B"`` counts bytes (shown as MB).
-        initial: steps already done before this run (a resume); not counted in the rate.
-        enabled: False shows nothing.
-        every_s: lines mode prints a line after this many seconds or another tenth of ``total``,
-            whichever comes first (0: a line at every update).
-        note: called after each update for extra text (``"0.043 h audio, 11.2x real time"``).
-        stream: where to write (default stderr).
+    ``desc`` is the first word of every line; ``unit`` ``"B"`` counts bytes (shown as MB);
+    ``initial`` steps were done before (a resume: not in the rate); ``every_s``: lines mode prints
+    after this many seconds or another tenth of ``total`` (0: at every update); ``note`` gives
+    extra text after each update (``"0.043 h audio, 11.2x real time"``); ``stream`` default stderr.
     """
 
     def __init__(self, total: float, *, desc: str, unit: str = "unit", initial: float = 0, enabled: bool = True,

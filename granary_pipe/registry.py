@@ -1,7 +1,5 @@
-"""Stage registry: short names used in ``pipelines/*.yaml`` → Stage classes.
-
-A plain dict filled by the ``@register`` decorator when ``granary_pipe.stages`` is imported.
-"""
+"""Stage registry: the names of ``use:`` in ``pipelines/*.yaml`` → Stage classes, filled by
+``@register`` when ``granary_pipe.stages`` is imported."""
 
 from __future__ import annotations
 

@@ -1,36 +1,14 @@
 """The run directory: the one module that knows its layout, its files and how they are written.
 
-Layout::
+Layout (design and durability: docs/architecture.md, "The run directory")::
 
-    run.json                     what the run is (fingerprint, resolved pipeline, source, models,
-                                 versions) and where it stands: status, unit counts, totals summed
-                                 over committed units (rows, seconds, ``stage_s``, ``counts``) and
-                                 the error of each failed unit; constant in size however many
-                                 units there are
+    run.json                     what the run is and where it stands (totals, not one entry per unit)
     units/UNIT/kept.parquet      rows with no drop_reason (sorted by id)
     units/UNIT/rejected.parquet  rows with a drop_reason
     units/UNIT/audio/ID.flac     16 kHz mono FLAC of each kept segment
-    units/UNIT/_COMMITTED        the unit's own figures (JSON), written last: its commit marker
+    units/UNIT/_COMMITTED        the unit's figures, its ``files`` (size, sha256) and ``digest``
+                                 (JSON), written last: its commit marker
     units/.UNIT.tmp-*            a commit in progress (debris if the run died)
-
-A unit's figures live only in its marker (``rows_in``, ``rows_kept``, ``rows_rejected``,
-``recordings``, ``audio_s_in``, ``speech_s_kept``, ``stage_s``, ``counts``).
-
-The marker also lists every file of the unit under ``files``: ``{"kept.parquet": {"bytes": N,
-"sha256": HEX}, "rejected.parquet": {...}, "audio/ID.flac": {...}}`` (paths relative to the unit
-directory; :func:`file_record`, :func:`file_records`). A resumed run checks the sizes
-(:func:`check_unit`, a stat per file) and redoes a unit that does not match; ``granary verify
-RUN`` checks the checksums (:mod:`granary_pipe.io.verify_run`).
-
-Under ``digest`` the marker holds the figures the report and the license audit need of the unit's
-rows (groups, examples, distinct ids and recordings, scoring against references;
-:mod:`granary_pipe.digest`), so they merge markers instead of reading rows; a marker without one
-(or with one of another digest version) is digested from the unit's files when read.
-
-Writes are durable: :func:`write_file` fsyncs what it writes, :func:`fsync_path` makes names
-created or renamed in a directory survive a power loss, and :func:`write_json_atomic` (the one
-JSON writer: a temporary name, fsync, rename, fsync of the directory) never leaves a reader half
-a file, before or after a crash.
 """
 
 from __future__ import annotations
@@ -71,11 +49,6 @@ def unit_dir(run_dir: Path, unit: str) -> Path:
     return Path(run_dir) / "units" / unit
 
 
-def is_committed(run_dir: Path, unit: str) -> bool:
-    """True when the unit's commit marker exists."""
-    return (unit_dir(run_dir, unit) / MARKER).is_file()
-
-
 def read_marker(run_dir: Path, unit: str) -> dict[str, Any]:
     """The figures a committed unit recorded (raises if the marker is missing or not JSON)."""
     return json.loads((unit_dir(run_dir, unit) / MARKER).read_text())
@@ -90,17 +63,8 @@ def read_marker_or_empty(run_dir: Path, unit: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def committed_units(run_dir: Path) -> list[str]:
-    """Names of units under ``run_dir/units`` that carry the commit marker, sorted."""
-    units = Path(run_dir) / "units"
-    if not units.is_dir():
-        return []
-    return sorted(p.name for p in units.iterdir() if (p / MARKER).is_file())
-
-
 def iter_committed_units(run_dir: Path) -> Iterator[str]:
-    """Names of the committed units of ``run_dir``, in directory order, one at a time (nothing held
-    per unit: a report of a million units)."""
+    """Names of the committed units of ``run_dir``, in directory order, one at a time (nothing held per unit)."""
     units = Path(run_dir) / "units"
     if not units.is_dir():
         return
@@ -110,26 +74,21 @@ def iter_committed_units(run_dir: Path) -> Iterator[str]:
                 yield entry.name
 
 
+def committed_units(run_dir: Path) -> list[str]:
+    """Names of the committed units of ``run_dir``, sorted."""
+    return sorted(iter_committed_units(run_dir))
+
+
 def open_units(run_dir: Path, units_total: int | None) -> list[str]:
     """The units of ``run_dir`` without a commit marker, sorted: those of the ``units_total`` planned
-    and any other unit directory; only these are held (a large run holds few of them)."""
+    and any other unit directory (a large run holds few of them)."""
     units = Path(run_dir) / "units"
-    out = [unit_id(k) for k in range(units_total or 0) if not (units / unit_id(k) / MARKER).is_file()]
+    out = {unit_id(k) for k in range(units_total or 0) if not (units / unit_id(k) / MARKER).is_file()}
     if units.is_dir():
         with os.scandir(units) as entries:
-            for entry in entries:
-                name = entry.name
-                planned = name[1:].isdigit() and unit_id(int(name[1:])) == name and int(name[1:]) < (units_total or 0)
-                if not planned and not name.startswith(".") and entry.is_dir() \
-                        and not os.path.isfile(os.path.join(entry.path, MARKER)):
-                    out.append(name)
+            out.update(e.name for e in entries if not e.name.startswith(".") and e.is_dir()
+                       and not os.path.isfile(os.path.join(e.path, MARKER)))
     return sorted(out)
-
-
-def units_on_disk(run_dir: Path) -> set[str]:
-    """Unit directories present (committed or not), temporary dot-directories left out."""
-    units = Path(run_dir) / "units"
-    return {p.name for p in units.iterdir() if p.is_dir() and not p.name.startswith(".")} if units.is_dir() else set()
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:
@@ -141,9 +100,15 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
         return json.load(fh)
 
 
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming ``path`` (Python's ``write`` and ``fsync`` errors carry no file name)."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return OSError(exc.errno, os.strerror(exc.errno), str(path))
+
+
 def write_file(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Write ``data`` to ``path`` and (``sync``) fsync it before closing; an error names the file
-    (Python's ``write`` and ``fsync`` errors carry no file name)."""
+    """Write ``data`` to ``path`` and (``sync``) fsync it before closing; an error names the file."""
     try:
         with open(path, "wb") as fh:
             fh.write(data)
@@ -151,9 +116,7 @@ def write_file(path: Path, data: bytes, *, sync: bool = True) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
     except OSError as exc:
-        if exc.filename is not None or exc.errno is None:
-            raise
-        raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
+        raise _naming(exc, path) from None
 
 
 _NO_DIR_FSYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF})
@@ -169,20 +132,18 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     except OSError as exc:
         if exc.errno not in _NO_DIR_FSYNC:
-            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
+            raise _naming(exc, path) from None
     finally:
         os.close(fd)
 
 
 @contextmanager
 def atomic_path(path: Path, *, durable: bool = True) -> Iterator[Path]:
-    """A temporary name beside ``path`` (``.NAME.tmp-*``) for the caller to write; when the block
-    ends without error it is renamed onto ``path``, so readers never see half a file, and on an
-    error it is removed (a full disk keeps no debris).
+    """A temporary name beside ``path`` (``.NAME.tmp-*``) for the caller to write, renamed onto
+    ``path`` when the block ends without error, removed on an error: readers never see half a file.
 
-    ``durable`` (the default): the temporary is fsynced before the rename and the directory after
-    it, so after a power loss the file is the old one or the new one, whole (a scratch file that
-    no crash needs may pass False)."""
+    ``durable``: the temporary is fsynced before the rename and the directory after it, so after a
+    power loss the file is the old one or the new one, whole."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP}{uuid.uuid4().hex[:8]}")
     try:
@@ -204,8 +165,7 @@ def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None
 
 
 def write_json_atomic(path: Path, data: dict, *, durable: bool = True, sort_keys: bool = True) -> None:
-    """Write JSON (indented, ``default=str``) through :func:`write_bytes_atomic`. ``sort_keys=False``
-    keeps the dicts' own key order (a record whose dicts are copied into another file as they are)."""
+    """Write JSON (indented, ``default=str``) through :func:`write_bytes_atomic` (the one JSON writer)."""
     text = json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"), durable=durable)
 
@@ -213,27 +173,13 @@ def write_json_atomic(path: Path, data: dict, *, durable: bool = True, sort_keys
 # ----------------------------------------------------------------------------- the marker's file list
 
 def file_record(data: bytes) -> dict[str, Any]:
-    """What the marker records of one file: ``{"bytes": size, "sha256": hex digest}``."""
+    """What the marker's ``files`` records of one file: ``{"bytes": size, "sha256": hex digest}``."""
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def file_records(unit_path: Path) -> dict[str, dict[str, Any]]:
-    """The marker's ``files`` for a unit directory as it is on disk: every file under it (the marker
-    and temporaries left out), by path relative to it, read and hashed (the sink hashes the bytes it
-    writes instead: :func:`file_record`)."""
-    unit_path = Path(unit_path)
-    out = {}
-    for p in sorted(unit_path.rglob("*")):
-        rel = p.relative_to(unit_path).as_posix()
-        if p.is_file() and rel != MARKER and not p.name.startswith("."):
-            out[rel] = file_record(p.read_bytes())
-    return out
-
-
 def marker_problem(unit_path: Path, marker: dict[str, Any]) -> str | None:
-    """Why a committed unit's files do not match its marker, by size (a stat per file); None when they do.
-
-    A marker without a ``files`` list is a problem: nothing says its files are whole."""
+    """Why a committed unit's files do not match its marker, by size (a stat per file); None when they
+    do. A marker without a ``files`` list is a problem: nothing says its files are whole."""
     files = marker.get(FILES)
     if not isinstance(files, dict):
         return f"{MARKER} lists no files"
@@ -268,10 +214,8 @@ def check_unit(run_dir: Path, unit: str) -> tuple[dict[str, Any] | None, str | N
 
 
 def read_unit_table(run_dir: Path, unit: str, which: str, columns: list[str] | None = None) -> pa.Table:
-    """Read ``units/UNIT/{which}.parquet`` (``kept``/``rejected``) in the row schema.
-
-    A missing file reads as an empty table. ``columns`` restricts the columns returned.
-    """
+    """Read ``units/UNIT/{which}.parquet`` (``kept``/``rejected``) in the row schema, only
+    ``columns`` if given; a missing file reads as an empty table."""
     path = unit_dir(run_dir, unit) / f"{which}.parquet"
     table = conform(pq.read_table(path), with_samples=False) if path.is_file() else SCHEMA.empty_table()
     return table.select(columns) if columns else table
@@ -280,14 +224,12 @@ def read_unit_table(run_dir: Path, unit: str, which: str, columns: list[str] | N
 def clean_debris(run_dir: Path) -> int:
     """Remove temporary and uncommitted unit directories; returns how many were removed."""
     units = Path(run_dir) / "units"
-    removed = 0
     if not units.is_dir():
         return 0
-    for d in units.iterdir():
-        if d.is_dir() and (d.name.startswith(".") or not (d / MARKER).is_file()):
-            shutil.rmtree(d)
-            removed += 1
-    return removed
+    debris = [d for d in units.iterdir() if d.is_dir() and (d.name.startswith(".") or not (d / MARKER).is_file())]
+    for d in debris:
+        shutil.rmtree(d)
+    return len(debris)
 
 
 def remove_temporaries(run_dir: Path) -> int:
@@ -311,7 +253,6 @@ def remove_temporaries(run_dir: Path) -> int:
     return removed
 
 
-
 # ----------------------------------------------------------------------------- what run.json says
 
 def run_sources(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -322,9 +263,3 @@ def run_sources(run: dict[str, Any]) -> list[dict[str, Any]]:
 def unit_errors(run: dict[str, Any]) -> dict[str, str | None]:
     """Failed units and their errors (run.json's ``unit_errors``)."""
     return dict(run["unit_errors"]) if isinstance(run.get("unit_errors"), dict) else {}
-
-
-def planned_units(run: dict[str, Any]) -> list[str]:
-    """Every unit the run planned: ``units_total`` of them."""
-    total = run.get("units_total")
-    return [unit_id(k) for k in range(total)] if isinstance(total, int) else []

@@ -1,23 +1,13 @@
 """The one Arrow row schema every stage reads and writes.
 
-A row is a speech segment. Before segmentation a row stands for a whole recording
-(``offset_s = 0``, ``duration_s`` = its length once decoded); the segment stage
-replaces it by one row per speech segment, or keeps it (rejected) when there is none.
-
-Times are seconds. A rejected row has ``drop_reason`` set; later stages pass it
-through untouched and the sink writes it to ``rejected.parquet``.
-
-``text`` is the label (after punctuation restoration when a PNC stage accepted one);
-``text_asr`` keeps Whisper's text when PNC changed it; ``pass1_text`` holds a first-pass
-transcript where a pipeline made one (for the pass-agreement filter). ``flags`` lists every
-rule that fired on the row, rejecting or not.
-
-``audio_path`` is the local file the decoder opens (absolute, the curator's machine: it stays in
-the run directory); ``audio_relpath`` is the same file relative to the corpus root (set at ingest)
-and is what a release writes as ``audio_path``.
-
-``samples`` is transient: 16 kHz mono float32 PCM (little-endian bytes) carried
-between stages in memory. The sink writes audio to FLAC and drops the column.
+A row is a speech segment (before segmentation, a whole recording: ``offset_s`` 0); times are
+seconds. A rejected row has ``drop_reason`` set; later stages pass it through untouched and the
+sink writes it to ``rejected.parquet``. ``text`` is the label (after an accepted punctuation
+restoration; ``text_asr`` keeps Whisper's text then); ``pass1_text`` a first-pass transcript;
+``flags`` every rule that fired on the row, rejecting or not. ``audio_path`` is the local file
+the decoder opens (it stays in the run directory); ``audio_relpath``, relative to the corpus root,
+is what a release writes as ``audio_path``. ``samples`` (transient, never written) carries 16 kHz
+mono float32 PCM between stages; the sink writes FLAC.
 """
 
 from __future__ import annotations
@@ -83,21 +73,15 @@ def make_table(rows: Iterable[dict[str, Any]], with_samples: bool = False) -> pa
         unknown = set(r) - set(schema.names)
         if unknown:
             raise KeyError(f"columns not in the row schema: {sorted(unknown)}")
-    columns["pipeline_version"] = [
-        v if v is not None else __version__ for v in columns["pipeline_version"]
-    ]
+    columns["pipeline_version"] = [v if v is not None else __version__ for v in columns["pipeline_version"]]
     return pa.table(columns, schema=schema)
 
 
 def conform(table: pa.Table, with_samples: bool = True) -> pa.Table:
     """Return ``table`` with exactly the schema's columns in order (adding nulls)."""
     schema = WORK_SCHEMA if with_samples else SCHEMA
-    cols = []
-    for field in schema:
-        if field.name in table.column_names:
-            cols.append(table.column(field.name).cast(field.type))
-        else:
-            cols.append(pa.nulls(table.num_rows, field.type))
+    cols = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+            for f in schema]
     return pa.Table.from_arrays(cols, schema=schema)
 
 
@@ -128,14 +112,14 @@ def set_column(table: pa.Table, name: str, values: Any) -> pa.Table:
 def reject(table: pa.Table, reasons: list[str | None]) -> pa.Table:
     """Set ``drop_reason`` where ``reasons[i]`` is given and the row is not yet rejected."""
     current = table.column("drop_reason").to_pylist()
-    merged = [c if c is not None else r for c, r in zip(current, reasons)]
+    merged = [c if c is not None else r for c, r in zip(current, reasons, strict=True)]
     return set_column(table, "drop_reason", merged)
 
 
 def add_flags(table: pa.Table, new_flags: list[list[str]]) -> pa.Table:
     """Append flags (names of rules that fired) to each row's ``flags`` list."""
     current = table.column("flags").to_pylist()
-    merged = [(c or []) + f for c, f in zip(current, new_flags)]
+    merged = [(c or []) + f for c, f in zip(current, new_flags, strict=True)]
     return set_column(table, "flags", merged)
 
 
@@ -144,8 +128,3 @@ def drop_transient(table: pa.Table) -> pa.Table:
     if TRANSIENT.name in table.column_names:
         table = table.drop_columns([TRANSIENT.name])
     return conform(table, with_samples=False)
-
-
-def row_langs(table: pa.Table) -> pa.ChunkedArray:
-    """Each row's language: ``lang``, else ``lang_hint``, else ``"und"``."""
-    return pc.coalesce(table.column("lang"), table.column("lang_hint"), pa.scalar("und"))

@@ -1,13 +1,7 @@
-"""Scoring a row's text against a reference transcript: what the commit-time digest
-(:mod:`granary_pipe.digest`) and the report (:mod:`granary_pipe.report.rule_quality`,
-:mod:`granary_pipe.report.reference_wer`) share, with no import of either.
-
-Texts are compared after the project's one normalisation in the row's language
-(:func:`granary_pipe.text.normalize`: numbers in one written form, so a row saying ``21`` and a
-reference saying ``twenty one`` agree; characters instead of words for languages written without
-spaces). A row is scored against the
-span of its recording's reference that it matches best (:func:`span_wer`); a recording's joined
-kept text against the whole reference (:func:`edit_counts`, what jiwer counts).
+"""Scoring a row's text against a reference transcript, shared by the digest and the report: after
+:func:`granary_pipe.text.normalize` in the row's language, a row against the span of its
+recording's reference it matches best (:func:`span_wer`), a recording's joined kept text against
+the whole reference (:func:`edit_counts`, what jiwer counts).
 """
 
 from __future__ import annotations
@@ -31,8 +25,7 @@ tokens = text_norm.tokens
 
 @lru_cache(maxsize=4096)
 def normalized_reference(text: str, lang: str | None) -> str:
-    """:func:`granary_pipe.text.normalize` of a reference transcript in ``lang``, remembered for
-    the last few thousand (every segment of a recording carries the recording's reference)."""
+    """:func:`granary_pipe.text.normalize` of a reference, cached (each segment carries its recording's)."""
     return text_norm.normalize(text, lang)
 
 
@@ -65,13 +58,9 @@ def span_wer(hyp: Sequence[str], ref: Sequence[str]) -> float | None:
 
 def edit_counts(ref: str, hyp: str) -> tuple[int, int, int, int]:
     """Word errors, reference words, character errors, reference characters of a normalised
-    (non-empty) reference ``ref`` and hypothesis ``hyp``.
-
-    What jiwer's ``process_words``/``process_characters`` count, without their per-call
-    transforms (a normalised string has single spaces and no outer space, so jiwer's default
-    transforms are its words and its characters): substitutions + deletions + insertions of an
-    optimal alignment is the Levenshtein distance, hits + substitutions + deletions the
-    reference's length."""
+    (non-empty) reference ``ref`` and hypothesis ``hyp``: what jiwer's ``process_words`` and
+    ``process_characters`` count (edits = the Levenshtein distance; a normalised string needs none
+    of jiwer's transforms)."""
     ref_words = ref.split()
     return (Levenshtein.distance(ref_words, hyp.split()), len(ref_words),
             Levenshtein.distance(ref, hyp), len(ref))

@@ -1,13 +1,9 @@
-"""The Stage base: a small validated dataclass that maps a table to a table.
+"""The Stage base: a validated pydantic model that maps a table to a table.
 
-A stage declares its parameters as fields (validated by pydantic: an unknown key or a bad
-value is an error naming the key), its ``resources`` and ``batch_size``; loads its model once
-in ``setup()``; and implements ``process(active)`` on the rows still in play. ``__call__``
-passes rows that an earlier stage rejected through untouched; ``apply`` does the same and also
-returns what the call did (:mod:`granary_pipe.counters`: rows in, rows rejected and flagged per
-rule), so every stage is counted without counting anything itself. A stage that rejects rows by
-named rules derives from ``stages.filters.base.FilterStage``. Stages import no engine: executors
-(``granary_pipe.executors``) decide where and how they run.
+A stage declares its parameters as fields (an unknown key or a bad value is an error naming the
+key), loads its model once in ``setup()`` and implements ``process(active)`` on the rows still in
+play; ``apply`` passes rejected rows through and counts what the call did
+(:mod:`granary_pipe.counters`), so no stage counts by hand. Stages import no engine.
 """
 
 from __future__ import annotations
@@ -26,50 +22,34 @@ class Resources(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cpus: float = Field(1.0, ge=0)
-    gpus: float = Field(0.0, ge=0)
+    cpus: float = Field(default=1.0, ge=0)  # default= (not positional): type checkers see a default
+    gpus: float = Field(default=0.0, ge=0)
     custom: dict[str, float] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class GpuUse:
-    """How a stage's parameters put one worker on GPUs, whatever ``resources.gpus`` reserves.
+    """How a stage's parameters put one worker on GPUs, whatever ``resources.gpus`` reserves."""
 
-    Attributes:
-        why: the parameter that says so (``device=cuda``, ``backend vllm``), for error messages.
-        devices: GPUs one worker drives (vLLM's ``tensor_parallel_size``).
-        memory_fraction: share of each GPU's memory the worker claims at start (vLLM's
-            ``gpu_memory_utilization``); None when it allocates as it goes.
-    """
-
-    why: str
-    devices: int = 1
-    memory_fraction: float | None = None
+    why: str  # the parameter that says so (``device=cuda``, ``backend vllm``), for error messages
+    devices: int = 1  # GPUs one worker drives (vLLM's ``tensor_parallel_size``)
+    memory_fraction: float | None = None  # of each GPU, claimed at start (vLLM); None: as it goes
 
 
 class Stage(BaseModel):
-    """Base class of every stage.
-
-    Attributes:
-        name: short registry name (``asr.whisper``), set by ``@register``.
-        actor: True when the stage holds a model and should live in a long-lived worker.
-        resources: per-worker reservation.
-        batch_size: rows per call; executors never split one recording across batches.
-        workers: how many long-lived workers (actors) run this stage.
-        RULES: every rule (reason, or reason prefix before ``:<detail>``) the stage may reject or
-            flag a row with, for the counters, the report and ``granary stages``; empty when the
-            stage does not declare them (its reasons are then counted as they come).
-    """
+    """Base class of every stage."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    name: ClassVar[str] = "stage"
-    actor: ClassVar[bool] = False
+    name: ClassVar[str] = "stage"  # registry name (``asr.whisper``), set by ``@register``
+    actor: ClassVar[bool] = False  # holds a model: lives in long-lived workers (actors)
     RULES: ClassVar[tuple[str, ...]] = ()
+    """Every rule (a reason, or its prefix before ``:<detail>``) the stage may reject or flag a row
+    with; empty: its reasons are counted as they come."""
 
-    resources: Resources = Field(default_factory=Resources)
-    batch_size: int = Field(256, ge=1)
-    workers: int = Field(1, ge=1)
+    resources: Resources = Field(default_factory=Resources)  # per worker
+    batch_size: int = Field(256, ge=1)  # rows per call; a recording is never split across batches
+    workers: int = Field(1, ge=1)  # long-lived workers (model stages)
 
     def setup(self) -> None:
         """Load models or other per-worker state. Called once per worker before any batch."""
@@ -79,7 +59,7 @@ class Stage(BaseModel):
         raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """Run ``process`` on active rows; rejected rows pass through untouched."""
+        """Run ``process`` on the active rows; rejected rows pass through untouched."""
         return self.apply(batch)[0]
 
     def apply(self, batch: pa.Table) -> tuple[pa.Table, counters.StageCounts]:
@@ -93,8 +73,7 @@ class Stage(BaseModel):
         return (pa.concat_tables([out, rejected]) if rejected.num_rows else out), counts
 
     def run_info(self) -> dict:
-        """What ``run.json`` should say about this stage beyond its parameters (e.g. which
-        backend really ran, or that a step was deliberately skipped)."""
+        """What ``run.json`` says of this stage beyond its parameters (the backend that ran, a skipped step)."""
         return {}
 
     def models(self) -> list[str]:
@@ -102,10 +81,8 @@ class Stage(BaseModel):
         return []
 
     def gpu_use(self) -> GpuUse | None:
-        """The GPUs this stage's parameters put a worker on (None: none). A stage with a ``device``
-        parameter (CTranslate2/torch device string) is on a GPU when it names ``cuda``; stages
-        with other engines (an LLM backend) override this. The executor checks it against
-        ``resources.gpus``: Ray hides no GPU from a worker that reserves none."""
+        """The GPUs this stage's parameters put a worker on (None: none): a ``device`` naming ``cuda``;
+        other engines override this. The executor checks it against ``resources.gpus``."""
         device = getattr(self, "device", None)
         if isinstance(device, str) and device.startswith("cuda"):
             return GpuUse(why=f"device={device}")

@@ -1,18 +1,14 @@
-"""What a pipeline file can say, read from the stages' own pydantic models.
-
-:func:`stage_reference` lists every registered stage with its parameters (type, default,
-description) and its engine settings; :func:`pipeline_schema` is the JSON Schema of a whole
-pipeline file (``granary stages --json``), so an editor can validate ``pipelines/*.yaml`` as
-they are typed. Both come from the same models that validate a pipeline at load time, so they
-cannot drift from what :func:`granary_pipe.config.load_pipeline` accepts.
-"""
+"""What a pipeline file can say (``granary stages``, ``--json``: a JSON Schema an editor validates
+``pipelines/*.yaml`` with), read from the same pydantic models that validate a pipeline at load
+time, so it cannot drift from what :func:`granary_pipe.config.load_pipeline` accepts."""
 
 from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from granary_pipe import registry
@@ -46,10 +42,7 @@ def _default(field: Any) -> Any:
 
 def stage_reference(names: list[str] | None = None) -> list[dict[str, Any]]:
     """Every stage (or ``names``): name, summary, whether it holds a model, its parameters, knob
-    defaults and the rules it declares (``Stage.RULES``: the reasons it may reject or flag a row with).
-
-    Raises KeyError naming the known stages for an unknown name.
-    """
+    defaults and its ``RULES``; KeyError naming the known stages for an unknown name."""
     stages = _stages()
     for name in names or []:
         if name not in stages:
@@ -92,7 +85,8 @@ def format_stages(reference: list[dict[str, Any]]) -> str:
 def pipeline_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of a pipeline file: top-level keys, and per ``use:`` its ``params``."""
     stages = _stages()
-    models = [(PipelineConfig, "validation"), (Resources, "validation")] + [(c, "validation") for c in stages.values()]
+    classes: list[type[BaseModel]] = [PipelineConfig, Resources, *stages.values()]
+    models: list[tuple[type[BaseModel], Literal["validation"]]] = [(c, "validation") for c in classes]
     keys, top = models_json_schema(models, ref_template="#/$defs/{model}")
     defs = top["$defs"]
     ref = {cls: keys[(cls, "validation")]["$ref"].rsplit("/", 1)[-1] for cls, _ in models}

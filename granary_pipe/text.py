@@ -1,62 +1,31 @@
-"""The project's one text normalisation: every comparison of two texts goes through :func:`normalize`.
+"""The project's one text normalisation: every comparison of two texts goes through :func:`normalize`
+(pass agreement, the hallucination phrase rule, the report's WER and rule quality, the trainer's
+WER, the PnC guard, the translation filters), so ``"I have 21 apples"`` and ``"I have twenty one
+apples"`` are one text everywhere. It follows Whisper's evaluation (``whisper-normalizer``):
 
-Pass agreement, the hallucination phrase rule, the report's reference WER and per-rule quality
-(:mod:`granary_pipe.scoring`), the trainer's WER, the PnC guard and the translation filters all
-compare texts after it, so ``"I have 21 apples"`` and ``"I have twenty one apples"`` are one text
-everywhere (:func:`error_rate` 0).
+- **English**: Whisper's ``EnglishTextNormalizer`` as it is (case, punctuation, fillers,
+  contractions, British spellings, spelled-out numbers → digits), applied clause by clause (cut at
+  ``, ; : ! ? …`` and a ``.`` not before a digit), so the list ``one, two, three`` stays ``1, 2, 3``.
+- **Every other language**: Whisper's basic normaliser keeping diacritics: NFKC, casefold, every
+  punctuation or symbol → a space (apostrophes too), a decimal ``.`` kept, Romanian s/t-cedilla →
+  s/t-comma, whitespace collapsed. Before that, numbers get one written form: spelled-out → digits
+  with ``text2num`` (:data:`TEXT2NUM_LANGS`), digits → words with ``num2words`` (the other
+  languages it knows), Chinese numerals → digits (zh, yue); then thousands separators dropped,
+  the decimal comma as a point, ordinal suffixes in one form per language (:data:`_ORDINALS`), and
+  a currency sign next to a number as the language's word for it after the number (``20 €`` →
+  ``20 euros`` in French).
 
-It follows the convention of Whisper's evaluation (the normalisers of ``whisper-normalizer``):
+Not handled (the texts then differ by a word or two): ranges written with a dash against spoken
+ones; percent signs outside English; cents spoken after the currency; spoken year forms that are
+not the cardinal (outside text2num and Whisper's English); German declined ordinals outside
+text2num; the gender of ``1`` where text2num does not settle it; a ``°`` after a number (dropped as
+a symbol); numbers in languages neither library knows, and digit strings longer than
+:data:`MAX_SPELLED_DIGITS`. Whisper's English quirks stay, on both sides alike (a lone ``1`` →
+``one``; ``one two three`` → ``123``). Content in brackets is kept: ``[Music]`` is what the phrase
+rule and pass agreement must see.
 
-- **English** (``en``): Whisper's ``EnglishTextNormalizer`` as it is: case, punctuation, fillers
-  (``uh``, ``um``), contractions (``don't`` → ``do not``), titles (``Mr`` → ``mister``), British →
-  American spellings, diacritics removed, spelled-out numbers → digits (``twenty one`` → ``21``,
-  ``first`` → ``1st``, ``nineteen ninety`` → ``1990``, ``three point five`` → ``3.5``,
-  ``twenty dollars`` → ``$20``, ``five percent`` → ``5%``), applied clause by clause (cut at
-  ``, ; : ! ? …`` and a ``.`` not before a digit) so that the list ``one, two, three`` stays
-  three numbers as ``1, 2, 3`` does (Whisper reads ``one two three`` as ``123``, and writes
-  ``1`` as ``one``: both sides alike).
-- **Every other language**: Whisper's basic normaliser without its diacritic stripping (accents,
-  umlauts, cedillas and the marks of Brahmic scripts carry meaning and stay): Unicode NFKC,
-  casefold, every punctuation or symbol character → a space (apostrophes too, so ``l'homme`` and
-  ``l’homme`` agree), a ``.`` between digits (a decimal point) kept, Romanian s/t-cedilla folded to
-  s/t-comma, whitespace collapsed. Before that, numbers get one written form per language:
-
-  - fr, es, pt, it, de, nl, da (``text2num``, the library behind whisper-normalizer's French and
-    Spanish normalisers): spelled-out numbers → digits (``vingt et un`` → ``21``, ``um, dois,
-    três`` → ``1, 2, 3``, ``neunzehnhundertneunzig`` → ``1990``, ``trois virgule cinq`` → ``3,5``,
-    ``premier`` → ``1er``), with the article ``un``/``una``/``ein``… counted as a number on both
-    sides alike;
-  - the other languages ``num2words`` knows (pl, cs, ru, uk, sv, fi, no, ro, hu, tr, …): digits →
-    words (``21`` → ``dwadzieścia jeden``);
-  - zh, yue: Chinese numerals → digits (whisper-normalizer's ``ChineseTextNormalizer`` rule).
-
-  Then, for all of them: thousands separators dropped (``1.500``, ``1 500`` → ``1500``; a ``.`` or
-  a space before exactly three digits), the decimal comma written as a point (``3,5`` → ``3.5``),
-  ordinal suffixes in one form per language (fr ``1er``/``1re``/``2e``/``2ème`` → ``1e``/``2e``;
-  es/pt/it ``1º``/``1.º``/``1.ᵉʳ`` → ``1o``, ``1ª`` → ``1a``; nl ``1e``/``1ste``; de ``3.`` →
-  ``3``), and a currency sign next to a number written as the language's word for the currency
-  after the number, as num2words names it (``20 €``, ``€20`` → ``20 euros`` in French, ``20 euro``
-  in Italian; € $ £ ¥).
-
-Not handled (the two texts then differ by a word or two): ranges written with a dash against
-spoken ones (``5-10`` vs ``cinq à dix``; a dash between digits becomes a space, so ``5-10`` and
-``5–10`` agree); percent signs outside English (``50 %`` vs ``cinquante pour cent``); cents
-spoken after the currency (``19,99 €`` vs ``dix-neuf euros quatre-vingt-dix-neuf``); spoken year
-forms that are not the cardinal (``dix-neuf cent`` is handled by text2num, ``twenty twenty`` by
-Whisper; ``nineteen hundred`` forms elsewhere are not); German declined ordinals match only
-through text2num (``dritten`` → ``3.``); gender of ``1`` in languages that inflect it (``una
-casa`` and ``1 casa`` agree through text2num, ``un`` alone in Spanish does not, Whisper's own
-threshold); a ``°`` after a number (degree or ordinal) is dropped as a symbol; numbers in
-languages neither library knows stay as written (Amharic too: its num2words does not return on
-large numbers), and so do digit strings longer than :data:`MAX_SPELLED_DIGITS` (phone numbers,
-identifiers). Whisper's English normaliser has quirks of its own, kept as they are since both
-sides get them: a lone ``1`` becomes ``one`` (``1.5`` → ``one.5``, as ``one point five``), and
-``one two three`` without commas is read as ``123``. Content in brackets is kept (unlike Whisper's
-WER convention, which drops it): ``[Music]`` is what the hallucination phrase rule and pass
-agreement must see.
-
-:func:`fold` (NFKC, casefold, the Romanian fold) is the character step, used by the word rules
-(:func:`granary_pipe.stages.filters.rules.word_tokens`) and the trainer's target text.
+:func:`fold` (NFKC, casefold, apostrophes, the Romanian fold) is the character step, used by the
+word rules and the trainer's target text.
 """
 
 from __future__ import annotations
@@ -160,7 +129,9 @@ def _currency_word(sign: str, amount: str, lang: str) -> str:
 
     code = _num2words_lang(lang)
     conv = CONVERTER_CLASSES.get(code) if code else None
-    forms = (getattr(conv, "CURRENCY_FORMS", None) or {}).get(CURRENCY_SIGNS[sign]) if conv else None
+    if conv is None:
+        return sign
+    forms = (getattr(conv, "CURRENCY_FORMS", None) or {}).get(CURRENCY_SIGNS[sign])
     if not forms:
         return sign
     names = forms[0]
@@ -263,11 +234,8 @@ def edit_distance(ref: list | str, hyp: list | str) -> int:
 
 
 def error_rate(ref: str | None, hyp: str | None, lang: str | None = None, by_char: bool | None = None) -> float:
-    """WER of ``hyp`` against ``ref`` after :func:`normalize` in ``lang`` (CER with ``by_char``;
-    by default CER for a language written without spaces).
-
-    Both empty → 0.0; an empty reference with a non-empty hypothesis → 1.0 (total disagreement).
-    """
+    """WER of ``hyp`` against ``ref`` after :func:`normalize` in ``lang`` (CER with ``by_char``, by
+    default for a language written without spaces). Both empty → 0.0; only ``ref`` empty → 1.0."""
     r, h = normalize(ref, lang), normalize(hyp, lang)
     if by_char is None:
         by_char = base_lang(lang) in UNSPACED_LANGS

@@ -1,12 +1,8 @@
 """Units and what travels with them: the vocabulary shared by ``pipeline`` and the executors.
 
-A unit is a deterministic slice of the input (``recordings_per_unit`` recordings sorted by id),
-the grain of commit and resume. It travels between stages as a :data:`Payload`: its table and its
-:class:`UnitStats` (seconds and counters per stage, :mod:`granary_pipe.counters`), which the sink
-writes into the unit's commit marker. :func:`apply_stage` runs one stage over a unit, the same way
-on every executor; an executor reports each unit's end through an :data:`OnResult` callback.
-
-This module imports no executor and no pipeline driver, so both import it without a circle.
+A unit (``recordings_per_unit`` recordings sorted by id) is the grain of commit and resume; it
+travels between stages as a :data:`Payload`, and :func:`apply_stage` runs one stage over it the
+same way on every executor. This module imports no executor and no driver (no import circle).
 """
 
 from __future__ import annotations
@@ -20,18 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from granary_pipe import counters, schema
-from granary_pipe.rundir import unit_id
 from granary_pipe.stage import Stage
 
 
 class UnitStats(TypedDict, total=False):
-    """What a unit has recorded about itself so far; JSON-ready (Beam's coder writes it as JSON).
-
-    Attributes:
-        stage_s: seconds spent per stage name.
-        counts: per stage name, :data:`granary_pipe.counters.StageCounts` (rows in, rows
-            rejected / flagged per rule).
-    """
+    """What a unit has recorded about itself so far (JSON-ready): seconds and
+    :data:`granary_pipe.counters.StageCounts` per stage name; the sink writes it into the marker."""
 
     stage_s: dict[str, float]
     counts: dict[str, counters.StageCounts]
@@ -95,13 +85,3 @@ def apply_stage(stage: Stage, payload: Payload) -> Payload:
         counts = counters.merge(counts, c)
     out = pa.concat_tables(parts) if parts else schema.conform(table)
     return out, add_stage_stats(stats, stage.name, time.perf_counter() - t0, counts)
-
-
-def plan_units(recordings: pa.Table, per_unit: int) -> list[Unit]:
-    """Cut sorted recording rows into units ``u000000, u000001, ...`` (all in memory; a run
-    streams them from its listing file instead, :mod:`granary_pipe.listing`)."""
-    units = []
-    for k, start in enumerate(range(0, recordings.num_rows, per_unit)):
-        part = recordings.slice(start, per_unit)
-        units.append(Unit(unit_id(k), schema.set_column(part, "unit", [unit_id(k)] * part.num_rows)))
-    return units

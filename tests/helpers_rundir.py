@@ -22,11 +22,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from granary_pipe import counters, digest, rundir
+from granary_pipe import counters, digest, rundir, schema
 from granary_pipe.schema import SAMPLE_RATE_HZ, make_table
+from granary_pipe.units import Unit
+
+
+def is_committed(run_dir: Path, unit: str) -> bool:
+    """True when the unit's commit marker exists."""
+    return (rundir.unit_dir(run_dir, unit) / rundir.MARKER).is_file()
+
+
+def planned_units(run: dict) -> list[str]:
+    """Every unit a run.json says the run planned: ``units_total`` of them."""
+    return [rundir.unit_id(k) for k in range(run["units_total"])]
+
+
+def file_records(unit_path: Path) -> dict[str, dict]:
+    """The marker's ``files`` for a unit directory as it is on disk: every file under it (the marker
+    and temporaries left out), read and hashed (the sink hashes the bytes it writes instead)."""
+    out = {}
+    for p in sorted(Path(unit_path).rglob("*")):
+        rel = p.relative_to(unit_path).as_posix()
+        if p.is_file() and rel != rundir.MARKER and not p.name.startswith("."):
+            out[rel] = rundir.file_record(p.read_bytes())
+    return out
+
+
+def plan_units(recordings: pa.Table, per_unit: int) -> list[Unit]:
+    """Cut sorted recording rows into units ``u000000, u000001, ...`` in memory (a run streams
+    them from its listing file: ``granary_pipe.listing``)."""
+    units = []
+    for k, start in enumerate(range(0, recordings.num_rows, per_unit)):
+        part = recordings.slice(start, per_unit)
+        units.append(Unit(rundir.unit_id(k), schema.set_column(part, "unit", [rundir.unit_id(k)] * part.num_rows)))
+    return units
 
 
 @dataclass(frozen=True)
@@ -161,7 +194,7 @@ def _write_unit(run: Path, unit: str, rows: list[Row], commit: bool, counts: boo
     pq.write_table(rejected_t, udir / "rejected.parquet")
     if commit:  # as the sink writes it: the unit's files (size, sha256), its digest, and its counters if asked
         marker = {"recordings": len({r.recording_id for r in rows}), **({"counts": unit_counts(rows)} if counts else {})}
-        marker[rundir.FILES] = rundir.file_records(udir)
+        marker[rundir.FILES] = file_records(udir)
         marker[digest.KEY] = digest.unit_digest(kept_t, rejected_t)
         (udir / rundir.MARKER).write_text(json.dumps(marker))
 

@@ -28,11 +28,11 @@ from granary_pipe.config import load_pipeline
 from granary_pipe.executors.beam import (BeamExecutor, UnitElement, UnitElementCoder, check_options,
                                          normalize_options, table_from_ipc, table_to_ipc)
 from granary_pipe import rundir
-from granary_pipe.units import plan_units
 from granary_pipe.stage import Stage
 from granary_pipe.ingest.manifest import list_recordings
 
 from fault_helpers import demo_run_args, finish, rows, start_cli
+from helpers_rundir import is_committed, plan_units
 from run_compare import assert_same_release, assert_same_units
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +110,7 @@ def _progress_lines(log: Path) -> list[int]:
     return [int(m[1]) for m in re.finditer(r"^demo: (\d+)/\d+ units", log.read_text(), re.M)]
 
 
+@pytest.mark.e2e
 def test_cli_beam_run_equals_ray_run_on_every_column_and_audio_byte(beam_run, demo_reference, tmp_path):
     """The same units, the same kept and rejected Parquet (every column, and byte for byte), the
     same FLAC bytes, the same commit markers but for stage seconds, and the same release (shards of
@@ -128,6 +129,7 @@ def test_cli_beam_run_equals_ray_run_on_every_column_and_audio_byte(beam_run, de
     assert_same_release(beam_dir, demo_reference, tmp_path, executor_differs=True)
 
 
+@pytest.mark.e2e
 def test_every_unit_committed_and_reported_once(beam_run, demo_reference):
     beam_dir = beam_run["dir"]
     info = json.loads((beam_dir / "run.json").read_text())
@@ -143,6 +145,7 @@ def test_every_unit_committed_and_reported_once(beam_run, demo_reference):
     assert sorted(p.name for p in (beam_dir / "units").iterdir()) == units, "scratch or temp dirs left"
 
 
+@pytest.mark.e2e
 def test_beam_reports_units_while_the_pipeline_runs(beam_run):
     """The driver polls result files: the first unit is reported while later units are not yet
     committed, not only after the pipeline finished."""
@@ -166,6 +169,7 @@ class Boom(Stage):
         return active
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("mode", ["in_memory", "multi_threading"])
 def test_a_failing_stage_fails_only_its_unit(tmp_path, source, pipeline_file, mode):
     config, stages = load_pipeline(pipeline_file)
@@ -180,7 +184,7 @@ def test_a_failing_stage_fails_only_its_unit(tmp_path, source, pipeline_file, mo
                     max_attempts=3)
     assert sorted(results) == ["u000000", "u000001"]
     stats, error = results["u000000"]
-    assert error is None and rundir.is_committed(tmp_path / "run", "u000000")
+    assert error is None and is_committed(tmp_path / "run", "u000000")
     assert stats["rows_in"] == 4
     stats, error = results["u000001"]
     assert stats is None
@@ -202,6 +206,7 @@ class NoModel(Stage):
         return active
 
 
+@pytest.mark.e2e
 def test_a_pipeline_that_cannot_start_reports_every_unit_failed(tmp_path, source):
     _, recordings = list_recordings(source)
     units = plan_units(recordings, 4)

@@ -1,4 +1,4 @@
-"""Smaller items of issue 20, through the real CLI: ``release --lang`` with a language the run
+"""Through the real CLI: ``release --lang`` with a language the run
 cannot release, and the checkpoint path ``evaluate --help`` shows."""
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from audio_fixtures import espeak_16k, silence, write_audio
+from helpers_rundir import planned_units
 from granary_pipe import counters, rundir
 from granary_pipe.pipeline import run_pipeline
 from granary_pipe.report.html import retention
@@ -81,7 +82,7 @@ def runs(tmp_path_factory, source, pipeline_file) -> dict[str, tuple[Path, dict]
 
 
 def markers(run: Path, info: dict) -> dict[str, dict]:
-    return {u: rundir.read_marker(run, u) for u in rundir.planned_units(info)}
+    return {u: rundir.read_marker(run, u) for u in planned_units(info)}
 
 
 @pytest.mark.parametrize("executor", ["ray", "beam"])
@@ -156,7 +157,7 @@ def test_a_resumed_run_totals_every_committed_unit(runs, pipeline_file, source, 
     done, info = runs["ray"]
     run = tmp_path / "run"
     shutil.copytree(done, run)
-    lost = rundir.planned_units(info)[0]
+    lost = planned_units(info)[0]
     shutil.rmtree(rundir.unit_dir(run, lost))
     resumed = run_pipeline(pipeline_file, source, run, executor="beam", progress=False)
     assert resumed["status"] == "complete"

@@ -1,5 +1,5 @@
-"""``granary download`` against a server that lies (issue 20, "A mirror can fill the disk" and the
-smaller items on release.json and ``report``): a real ``http.server`` on loopback, the real CLI
+"""``granary download`` against a server that lies (a mirror must not fill the disk; release.json
+and ``report``): a real ``http.server`` on loopback, the real CLI
 (``granary_pipe.cli.main``), the files read back from disk.
 
 The lying server serves a one-file release whose release.json lists ``big.bin`` at 1,000 bytes, then

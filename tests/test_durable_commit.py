@@ -1,4 +1,4 @@
-"""Durable commits on real runs (issue 19, item 4): a resumed run redoes a committed unit whose
+"""Durable commits on real runs: a resumed run redoes a committed unit whose
 files do not have the sizes its marker lists (one warning line saying which and why), and
 ``granary verify RUN`` finds what sizes cannot (a byte flipped in place) by sha256.
 
@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fault_helpers import write_pipeline, write_source
+from helpers_rundir import file_records
 from granary_pipe import rundir
 from granary_pipe.cli import main
 from granary_pipe.executors import beam as beam_executor
@@ -190,7 +191,7 @@ def test_the_run_records_every_file_and_a_clean_run_verifies(clean, capsys):
     n_files = 0
     for u in units:
         files = rundir.read_marker(clean, u)[rundir.FILES]
-        assert files == rundir.file_records(rundir.unit_dir(clean, u))  # sizes and sha256 of the disk
+        assert files == file_records(rundir.unit_dir(clean, u))  # sizes and sha256 of the disk
         kept = pq.read_table(rundir.unit_dir(clean, u) / "kept.parquet").column("audio_file").to_pylist()
         assert sorted(files) == sorted(["kept.parquet", "rejected.parquet",
                                         *(f.removeprefix(f"units/{u}/") for f in kept)])

@@ -169,8 +169,8 @@ def test_ctrl_c_stops_cleanly_then_resumes(demo_subset, demo_reference, tmp_path
 def test_ctrl_c_while_ray_starts_stops_cleanly(setup, tmp_path):
     """Ctrl-C a few seconds after launch, while the embedded Ray is starting (its raylet is up,
     no stage worker yet): the same promise as mid-run — exit 130, run.json ``interrupted``,
-    nothing of the run left behind. (Before the fix: status stayed ``running`` and Ray's
-    DashboardAgent/RuntimeEnvAgent outlived the CLI by about a minute.)"""
+    nothing of the run left behind (not status ``running``, no Ray DashboardAgent/RuntimeEnvAgent
+    outliving the CLI)."""
     out, log = tmp_path / "run", tmp_path / "run.log"
     proc = start_cli(*run_args(setup, out), log=log)
     try:

@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = pytest.mark.e2e  # builds and installs a wheel, runs the demo from it
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,4 +1,4 @@
-"""License strings are parsed as SPDX expressions, not matched (issue 21, item 4).
+"""License strings are parsed as SPDX expressions, not matched.
 
 ``OR`` releases a row when one operand allows the release, ``AND`` when all do, ``WITH`` keeps
 its exception; GPL/LGPL/AGPL/MPL on data get ``license:copyleft_software``; an unversioned

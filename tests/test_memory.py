@@ -98,8 +98,8 @@ def test_peak_memory_does_not_grow_with_corpus_length(tmp_path):
 def test_pass_through_stage_does_not_copy_samples():
     """A stage that only looks at metadata (the license gate, every row allowed) must hand the
     unit's samples on without copying them: each copy of a unit's audio is another unit's worth
-    of worker memory (a 1-hour recording is 220 MiB of float32). Today ``apply_stage`` re-sorts an
-    already sorted table and ``split_active`` filters with an all-true mask, both copying."""
+    of worker memory (a 1-hour recording is 220 MiB of float32). So ``apply_stage`` must not re-sort an
+    already sorted table, nor ``split_active`` filter with an all-true mask: both would copy."""
     audio = np.zeros(16000 * 60, np.float32)
     rows = [{"id": f"r{k}", "recording_id": f"r{k}", "source": "t", "offset_s": 0.0, "license": "CC-BY-4.0",
              "duration_s": 60.0, "samples": audio.tobytes()} for k in range(3)]

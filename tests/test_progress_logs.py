@@ -1,7 +1,7 @@
 """Progress of every command that has some (release, train, verify, download), run as a user runs it
 with its output going to a log (a pipe): plain lines, never a carriage return, and a bounded number
 of them (a tenth of the work or ``LINES_EVERY_S`` seconds per line, plus the last one), not one per
-step. ``release`` and ``train`` used to write tqdm bars (``\\r`` by the thousand) into logs."""
+step (no tqdm bar, ``\\r`` by the thousand, in a log)."""
 
 from __future__ import annotations
 

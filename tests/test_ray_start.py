@@ -1,5 +1,5 @@
 """The start of ``granary run`` as a user sees it: a first line at once (Ray takes up to a minute
-to start and used to leave the terminal silent), no warning from Ray about its token
+to start: the terminal must not stay silent), no warning from Ray about its token
 authentication (the secure default, announced on every run), and a driver killed with SIGKILL
 while Ray is still starting leaves nothing the next run does not stop: ``ray.init`` had not
 returned, so nothing recorded which processes were the killed run's (``ray_orphans`` marks them

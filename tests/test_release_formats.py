@@ -49,7 +49,7 @@ def release(run_dir: Path, tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_hf_load_dataset_parquet_audio_and_text(release, tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     rel, _ = release
     files = sorted(str(p) for p in rel.glob("parquet/*/*.parquet"))
     ds = datasets.load_dataset("parquet", data_files={"train": files}, split="train",
@@ -66,7 +66,7 @@ def test_hf_load_dataset_parquet_audio_and_text(release, tmp_path):
 
 def test_hf_load_dataset_by_language_config(release, tmp_path):
     """README.md's dataset card declares one config per language over the Parquet shards."""
-    datasets = pytest.importorskip("datasets")
+    import datasets
     rel, _ = release
     ds = datasets.load_dataset(str(rel), "de", split="train", cache_dir=str(tmp_path / "cache"))
     assert len(ds) == 6 and set(ds["lang"]) == {"de"}
@@ -83,7 +83,7 @@ def test_pyarrow_pandas_duckdb_query_parquet(release):
     df = table.to_pandas()
     assert df.groupby("lang").size().to_dict() == {"de": 6, "en": 8}
     assert df["translation"].notna().sum() == 4
-    duckdb = pytest.importorskip("duckdb")
+    import duckdb
     got = duckdb.sql(f"select lang, count(*) from '{rel}/parquet/*/*.parquet' group by lang order by lang").fetchall()
     assert got == [("de", 6), ("en", 8)]
 
@@ -92,7 +92,7 @@ def test_pyarrow_pandas_duckdb_query_parquet(release):
 
 
 def test_webdataset_streams_every_language(release):
-    wds = pytest.importorskip("webdataset")
+    import webdataset as wds
     rel, meta = release
     urls = sorted(str(rel / s["path"]) for s in meta["shards"] if s["format"] == "wds")
     keys = [s["__key__"] for s in wds.WebDataset(urls, shardshuffle=False)]
@@ -170,7 +170,7 @@ def test_nemo_order_matches_parquet(release):
 
 
 def test_lhotse_from_shar_loads_recordings_and_supervisions(release):
-    lhotse = pytest.importorskip("lhotse")
+    import lhotse
     rel, _ = release
     seen = []
     for lang in ("de", "en"):
@@ -189,7 +189,7 @@ def test_lhotse_from_shar_loads_recordings_and_supervisions(release):
 
 def test_lhotse_from_shar_with_listed_fields(release):
     """Readers given file lists (e.g. URLs from release.json) get the same cuts."""
-    lhotse = pytest.importorskip("lhotse")
+    import lhotse
     rel, meta = release
     en = sorted((s for s in meta["shards"] if s["format"] == "lhotse_shar" and s["lang"] == "en"),
                 key=lambda s: s["path"])
@@ -201,7 +201,7 @@ def test_lhotse_from_shar_with_listed_fields(release):
 
 def test_shar_layout_matches_lhotse_sharwriter(release, tmp_path):
     """Our Shar files carry what lhotse's own SharWriter writes for the same cut."""
-    lhotse = pytest.importorskip("lhotse")
+    import lhotse
     from lhotse.shar import SharWriter
 
     rel, _ = release

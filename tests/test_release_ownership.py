@@ -1,5 +1,5 @@
 """``granary release --out DIR``: it owns what it deletes, locks DIR, and a SIGKILL at any point loses
-nothing (issue 20, "Data loss" and "Releases collide").
+nothing, and two releases into one DIR do not collide.
 
 Run as a user does: the CLI (in-process ``main`` where no process has to die, a subprocess where one
 is paused or killed), real concurrent processes, a real SIGKILL. The kill at a chosen step of the
@@ -209,7 +209,7 @@ def test_sigkill_during_the_publish_keeps_the_previous_release(run_dir, refs, tm
 def test_sigkill_of_a_first_release_then_the_same_command_finishes_it(run_dir, refs, tmp_path, capsys, step):
     """Into a new OUT (no --overwrite): killed before step 2 (one directory out) or 7 (the work
     directory's removal, after the commit); the same command run again completes the release, whatever
-    was moved already (it used to refuse: "not empty")."""
+    was moved already (it does not refuse with "not empty")."""
     out = tmp_path / "rel"
     killed = _killed_at(step, out, str(run_dir), "--out", str(out))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]

@@ -1,6 +1,6 @@
 """The HTML report: one self-contained file, every section, escaped data, rendered in real Chromium.
 
-The browser is Debian's ``chromium`` (``make test-setup`` installs it), driven over the Chrome
+The browser is Debian's ``chromium`` (``make setup`` installs it), driven over the Chrome
 DevTools Protocol with ``websocket-client``: console errors, uncaught exceptions, failed or
 external requests and JavaScript dialogs are collected while the page loads, then a
 full-page screenshot is taken. No Chromium means a failure, not a skip.
@@ -78,7 +78,7 @@ def chromium_path() -> str:
     exe = os.environ.get("GRANARY_CHROMIUM") or next(
         (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))), None)
     if not exe:
-        pytest.fail("Chromium is not installed: run the test set-up (`make test-setup`, i.e. "
+        pytest.fail("Chromium is not installed: run the test set-up (`make setup`, i.e. "
                     "`apt-get install -y chromium`) or set GRANARY_CHROMIUM to a Chromium binary", pytrace=False)
     return exe
 

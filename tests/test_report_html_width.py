@@ -1,5 +1,5 @@
 """The HTML report at a laptop's 1280 px in real Chromium: every table fits inside its card (the
-rule table, scored against reference transcripts, has ten columns and used to run 200 px past its
+rule table, scored against reference transcripts, has ten columns: it must not run past its
 card's edge), and the page never scrolls sideways."""
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from audio_fixtures import espeak_16k, silence, write_audio
+from helpers_rundir import planned_units
 from granary_pipe.config import ConfigError
 from granary_pipe import rundir
 from granary_pipe.pipeline import run_pipeline
@@ -108,14 +109,14 @@ def test_resume_with_other_engine_knobs_gives_the_rows_of_the_uninterrupted_run(
                                                                                 monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     done, first, whole = first_run
-    kept_units = [u for u in rundir.planned_units(first) if whole[f"{u}/kept"]]
+    kept_units = [u for u in planned_units(first) if whole[f"{u}/kept"]]
     assert any(len(whole[f"{u}/kept"]) >= 2 for u in kept_units), "the speech with a pause should give 2 segments"
-    assert sum(len(whole[f"{u}/rejected"]) for u in rundir.planned_units(first)) >= 2  # the NC recording and the silence
+    assert sum(len(whole[f"{u}/rejected"]) for u in planned_units(first)) >= 2  # the NC recording and the silence
     run = tmp_path / "run"
     shutil.copytree(done, run)
     lost = kept_units[0]
     shutil.rmtree(rundir.unit_dir(run, lost))  # as if the run had died while this unit was in flight
-    others = {u: rundir.unit_dir(run, u) / rundir.MARKER for u in rundir.planned_units(first) if u != lost}
+    others = {u: rundir.unit_dir(run, u) / rundir.MARKER for u in planned_units(first) if u != lost}
     stamps = {u: p.stat().st_mtime_ns for u, p in others.items()}
 
     resumed = run_pipeline(write_pipeline(tmp_path / "resumed.yaml", **RESUMED), source, run, progress=False,

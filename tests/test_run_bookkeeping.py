@@ -1,4 +1,4 @@
-"""Bookkeeping that does not grow with the run (issue 15, item 8).
+"""Bookkeeping that does not grow with the run.
 
 ``run.json`` holds totals, not one entry per unit, and is not rewritten after every commit; the
 listing is planned in a child process into a file the driver reads one unit at a time. Runs use

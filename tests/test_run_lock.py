@@ -1,6 +1,6 @@
 """One ``granary run`` per run directory (``granary_pipe.io.run_lock``).
 
-Before the lock, two runs started at once on one ``--out`` both processed every unit, and the
+Without the lock, two runs started at once on one ``--out`` would both process every unit, and the
 second one's debris cleaning could delete the first one's unit in flight.
 """
 

@@ -1,5 +1,5 @@
 """The sink (commit_unit, clean_debris) and the engine-agnostic helpers of a run
-(units.batches, plan_units, apply_stage), on tiny synthetic tables."""
+(units.batches, apply_stage), on tiny synthetic tables."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from helpers_rundir import file_records, is_committed, plan_units
 from granary_pipe import counters, digest, rundir, schema
 from granary_pipe.io import sink
-from granary_pipe.units import apply_stage, batches, plan_units
+from granary_pipe.units import apply_stage, batches
 from granary_pipe.schema import SAMPLE_RATE_HZ, SCHEMA, WORK_SCHEMA, make_table
 from granary_pipe.stage import Stage
 from granary_pipe.ingest.manifest import list_recordings
@@ -105,7 +106,7 @@ def test_commit_writes_16k_flac_for_kept_rows_only(committed):
 
 def test_commit_marker_holds_stats(committed):
     run, rows, stats = committed
-    assert rundir.is_committed(run, "u000007")
+    assert is_committed(run, "u000007")
     marker = rundir.read_marker(run, "u000007")
     assert marker == json.loads(json.dumps(stats))
     assert marker["unit"] == "u000007"
@@ -145,7 +146,7 @@ def test_marker_is_written_last(tmp_path, monkeypatch):
 
     def spy(path, data):
         udir = Path(path).parent
-        seen["committed_before"] = rundir.is_committed(tmp_path, "u000000")
+        seen["committed_before"] = is_committed(tmp_path, "u000000")
         seen["files"] = sorted(str(p.relative_to(udir)) for p in udir.rglob("*") if p.is_file())
         real(path, data)
 
@@ -153,7 +154,7 @@ def test_marker_is_written_last(tmp_path, monkeypatch):
     sink.commit_unit(tmp_path, "u000000", make_table(unit_rows(), with_samples=True), {})
     assert seen["committed_before"] is False
     assert seen["files"] == sorted(["kept.parquet", "rejected.parquet", *(f"audio/{i}.flac" for i in KEPT)])
-    assert rundir.is_committed(tmp_path, "u000000")
+    assert is_committed(tmp_path, "u000000")
 
 
 def test_failed_commit_leaves_no_unit_and_no_debris(tmp_path, monkeypatch):
@@ -167,7 +168,7 @@ def test_failed_commit_leaves_no_unit_and_no_debris(tmp_path, monkeypatch):
         sink.commit_unit(tmp_path, "u000000", make_table(unit_rows(), with_samples=True), {})
     monkeypatch.undo()
     assert not rundir.unit_dir(tmp_path, "u000000").exists()
-    assert not rundir.is_committed(tmp_path, "u000000")
+    assert not is_committed(tmp_path, "u000000")
     assert list((tmp_path / "units").iterdir()) == []
     leftovers = [tmp_path / "units" / ".u000000.tmp-1234abcd" / "audio"]  # a killed writer's
     leftovers[0].mkdir(parents=True)
@@ -180,9 +181,9 @@ def test_recommit_replaces_uncommitted_leftover(tmp_path):
     (udir / "audio").mkdir(parents=True)
     (udir / "kept.parquet").write_bytes(b"half a parquet file")
     (udir / "audio" / "stale.flac").write_bytes(b"old")
-    assert not rundir.is_committed(tmp_path, "u000003")
+    assert not is_committed(tmp_path, "u000003")
     sink.commit_unit(tmp_path, "u000003", make_table(unit_rows(), with_samples=True), {})
-    assert rundir.is_committed(tmp_path, "u000003")
+    assert is_committed(tmp_path, "u000003")
     assert not (udir / "audio" / "stale.flac").exists()
     assert set(pq.read_table(udir / "kept.parquet").column("id").to_pylist()) == KEPT
 
@@ -219,7 +220,7 @@ def test_clean_debris_removes_tmp_and_markerless_dirs_only(tmp_path):
     (units / "README.txt").write_text("not a unit")
     assert rundir.clean_debris(tmp_path) == 2
     assert sorted(p.name for p in units.iterdir()) == ["README.txt", "u000000"]
-    assert rundir.is_committed(tmp_path, "u000000")
+    assert is_committed(tmp_path, "u000000")
     assert (rundir.unit_dir(tmp_path, "u000000") / "kept.parquet").is_file()
     assert rundir.clean_debris(tmp_path) == 0
 
@@ -290,18 +291,7 @@ def test_batches_never_split_a_recording(seed):
         assert a.num_rows + first_len > batch_size
 
 
-# ============================================================================= plan_units
-
-def test_plan_units_cuts_in_order_and_names_units():
-    table = seg_table([1] * 10)
-    units = plan_units(table, 4)
-    assert [u.id for u in units] == ["u000000", "u000001", "u000002"]
-    assert [u.table.num_rows for u in units] == [4, 4, 2]
-    for u in units:
-        assert set(u.table.column("unit").to_pylist()) == {u.id}
-    assert pa.concat_tables([u.table for u in units]).column("id").to_pylist() == table.column("id").to_pylist()
-    assert plan_units(seg_table([]), 4) == []
-
+# ============================================================================= planning units
 
 def test_plan_units_is_deterministic(tmp_path):
     names = [f"clip_{i:02d}.wav" for i in range(11)]
@@ -413,11 +403,11 @@ def test_commit_marker_holds_the_units_counters(tmp_path):
     assert list(marker["counts"]) == ["license.gate", "sink.write"] and marker["counts"]["license.gate"] == gate
 
 
-# ============================================================================= durable commit (issue 19)
+# ============================================================================= durable commit
 
 def test_marker_lists_every_file_with_size_and_sha256(committed):
     """``files`` names each file of the unit (relative to it) with the size and sha256 on disk: the
-    same as ``rundir.file_records`` computes from the disk."""
+    same as ``file_records`` (helpers_rundir) computes from the disk."""
     run, _, stats = committed
     udir = rundir.unit_dir(run, "u000007")
     files = rundir.read_marker(run, "u000007")[rundir.FILES]
@@ -426,7 +416,7 @@ def test_marker_lists_every_file_with_size_and_sha256(committed):
     for rel, rec in files.items():
         data = (udir / rel).read_bytes()
         assert rec == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    assert rundir.file_records(udir) == files
+    assert file_records(udir) == files
     assert rundir.check_unit(run, "u000007") == (rundir.read_marker(run, "u000007"), None)
 
 
@@ -466,7 +456,7 @@ def test_a_unit_with_more_files_than_the_writers_can_hold_commits_whole(tmp_path
     monkeypatch.setattr(sink, "SYNC_THREADS", 2)  # at most 4 files waiting for the disk
     stats = sink.commit_unit(tmp_path, "u000000", make_table(many_rows(30), with_samples=True), {})
     udir = rundir.unit_dir(tmp_path, "u000000")
-    assert len(stats[rundir.FILES]) == 32 and stats[rundir.FILES] == rundir.file_records(udir)
+    assert len(stats[rundir.FILES]) == 32 and stats[rundir.FILES] == file_records(udir)
     for row in pq.read_table(udir / "kept.parquet").to_pylist():
         k = int(row["id"][1:])
         audio, _ = sf.read(tmp_path / row["audio_file"], dtype="float32")

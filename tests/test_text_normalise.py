@@ -226,7 +226,6 @@ def test_every_whisper_language_normalises_odd_numbers_without_error():
 
 
 def test_trainer_wer_compares_normalised_text_in_each_rows_language():
-    pytest.importorskip("torch")
     from granary_pipe.train.infer import score
 
     got = score(["a", "b", "c"], ["I have twenty one apples.", "J'ai vingt et un ans.", "Um."],

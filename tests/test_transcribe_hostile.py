@@ -1,4 +1,4 @@
-"""``granary transcribe`` on hostile inputs, through the real CLI in a subprocess (issue 20, item 4).
+"""``granary transcribe`` on hostile inputs, through the real CLI in a subprocess.
 
 A FIFO (real, ``os.mkfifo``, no writer), a symlink loop, a missing path, a directory, a 0-byte
 file, a WAV header without samples and random bytes named ``.wav`` sit among a good clip of the
