@@ -104,28 +104,32 @@ class Fetcher:
             offset = 0
         if offset == size and size > 0:
             return 0
-        if is_http(url):
-            return self._fetch_http(url, part, offset, size, progress)
-        return self._fetch_fsspec(url, part, offset, size, progress)
-
-    def _fetch_http(self, url: str, part: Path, offset: int, size: int,
-                    progress: Callable[[int], None]) -> int:
-        headers = {"Accept-Encoding": "identity"}  # the file's bytes, so Range offsets and sha256 hold
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
         try:
-            with self._session().get(url, headers=headers, stream=True, timeout=self.timeout_s) as r:
-                offset = _body_offset(r, url, offset, size, progress)
-                written = self._write(part, offset, size, _iter_body(r), progress, f"{url}: the server sends more "
-                                      f"than the {size} bytes release.json lists; stopped there")
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                urllib3.exceptions.HTTPError, OSError) as exc:
+            if is_http(url):
+                offset, written = self._fetch_http(url, part, offset, size, progress)
+            else:
+                written = self._fetch_fsspec(url, part, offset, size, progress)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # requests' errors are OSErrors too
             if is_local_disk_error(exc):
                 raise
             raise Transient(f"{type(exc).__name__} after {_size(part)} bytes: {exc}") from exc
-        if offset + written < size:
+        if offset + written >= size:
+            return written
+        if is_http(url):
             raise Transient(f"connection ended after {offset + written} of {size} bytes")
-        return written
+        raise Short(f"source has {offset + written} bytes, release.json lists {size}")
+
+    def _fetch_http(self, url: str, part: Path, offset: int, size: int,
+                    progress: Callable[[int], None]) -> tuple[int, int]:
+        """Where the body started in the file (``offset``, 0 when Range was ignored) and the bytes written."""
+        headers = {"Accept-Encoding": "identity"}  # the file's bytes, so Range offsets and sha256 hold
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        with self._session().get(url, headers=headers, stream=True, timeout=self.timeout_s) as r:
+            offset = _body_offset(r, url, offset, size, progress)
+            return offset, self._write(part, offset, size, _iter_body(r), progress,
+                                       f"{url}: the server sends more than the {size} bytes release.json lists; "
+                                       "stopped there")
 
     def _fetch_fsspec(self, url: str, part: Path, offset: int, size: int,
                       progress: Callable[[int], None]) -> int:
@@ -135,18 +139,11 @@ class Fetcher:
             with fsspec.open(url, "rb") as src:
                 if offset:
                     src.seek(offset)
-                written = self._write(part, offset, size, _reads(src, size + 1 - offset), progress,
-                                      f"{url}: the source holds more than the {size} bytes release.json lists; "
-                                      "stopped there")
+                return self._write(part, offset, size, _reads(src, size + 1 - offset), progress,
+                                   f"{url}: the source holds more than the {size} bytes release.json lists; "
+                                   "stopped there")
         except FileNotFoundError as exc:
             raise Permanent(f"not found: {url}") from exc
-        except OSError as exc:
-            if is_local_disk_error(exc):
-                raise
-            raise Transient(f"{type(exc).__name__} after {_size(part)} bytes: {exc}") from exc
-        if offset + written < size:
-            raise Short(f"source has {offset + written} bytes, release.json lists {size}")
-        return written
 
     def _write(self, part: Path, offset: int, size: int, chunks: Iterable[bytes], progress: Callable[[int], None],
                too_long: str) -> int:

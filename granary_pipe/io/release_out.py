@@ -10,6 +10,7 @@ next release into ``OUT`` (:func:`recover`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -160,10 +161,8 @@ def claimed(out_dir: Path) -> Iterator[None]:
     finally:
         lock.release(unlink=True)
         if created:
-            try:
+            with contextlib.suppress(OSError):
                 out_dir.rmdir()  # only when empty: a failed first release leaves no trace
-            except OSError:
-                pass
 
 
 def recover(out_dir: Path) -> list[str]:

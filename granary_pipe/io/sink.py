@@ -127,8 +127,6 @@ def _parquet(table: pa.Table) -> bytes:
 
 def _recording_seconds(table: pa.Table) -> float:
     """Total length of the unit's recordings (each counted once)."""
-    seen: dict[str, float] = {}
-    for rid, d in zip(table.column("recording_id").to_pylist(), table.column("recording_duration_s").to_pylist(),
-                      strict=True):
-        seen[rid] = d or 0.0
-    return sum(seen.values())
+    seen = dict(zip(table.column("recording_id").to_pylist(), table.column("recording_duration_s").to_pylist(),
+                    strict=True))
+    return sum(d or 0.0 for d in seen.values())
