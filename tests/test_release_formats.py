@@ -18,7 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from granary_pipe.io.release import FORMATS, build_release, compatible, resolve_formats
+from granary_pipe.io.formats import FORMATS, resolve_formats
+from granary_pipe.io.release import build_release
+from granary_pipe.licenses import compatible
 
 try:
     from tests.helpers_rundir import DEFAULT_UNITS, Row, _segs, make_run
@@ -326,7 +328,7 @@ def test_byte_target_cuts_every_format_alike(run_dir, tmp_path):
     ("unknown", "CC-BY-4.0", False),
 ])
 def test_compatible(row, release_license, ok):
-    """The rules the release filter relies on (granary_pipe.licenses.compatible, re-exported)."""
+    """The rules the release filter relies on (granary_pipe.licenses.compatible)."""
     assert compatible(row, release_license) is ok
 
 

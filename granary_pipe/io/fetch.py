@@ -1,14 +1,7 @@
-"""Fetch one file of a release into a ``.part`` file: HTTP(S) through ``requests`` with ``Range``
-resume, anything else through ``fsspec`` with a seek; errors sorted into transient (retried with
-backoff by :func:`with_retries`) and permanent. :mod:`granary_pipe.io.download` drives it per file.
-
-A server that ignores ``Range`` (answers 200 with the whole file to a ranged request) is read
-from the start: the ``.part`` is rewritten, not appended to.
-
-A transfer never writes more bytes than release.json lists for the file: a ``Content-Length`` (or
-``Content-Range``) that promises more is refused before the body is read, and a body without one is
-cut at the first byte past the listed size (:class:`TooLong`, naming the URL); the caller keeps
-nothing of it.
+"""Fetch one file of a release into its ``.part`` file, for :mod:`granary_pipe.io.download`: HTTP(S)
+through ``requests`` with ``Range`` resume (a server that ignores Range is read from the start), anything
+else through ``fsspec`` with a seek. Errors are transient (retried with backoff by :func:`with_retries`)
+or permanent. No transfer writes more bytes than release.json lists (:class:`TooLong`, naming the URL).
 """
 
 from __future__ import annotations
@@ -16,9 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import quote
 
 import requests
@@ -105,87 +97,103 @@ class Fetcher:
     def fetch(self, url: str, part: Path, size: int, progress: Callable[[int], None]) -> int:
         """Append the rest of ``url`` to ``part``, never past ``size`` bytes in all; return how many
         bytes were written. :class:`TooLong` when the source has more than ``size`` bytes."""
-        offset = part.stat().st_size if part.exists() else 0
+        offset = _size(part)
         if offset > size:  # cannot be a prefix of the right file
             part.unlink()
             progress(-offset)
             offset = 0
         if offset == size and size > 0:
             return 0
+        try:
+            if is_http(url):
+                offset, written = self._fetch_http(url, part, offset, size, progress)
+            else:
+                written = self._fetch_fsspec(url, part, offset, size, progress)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # requests' errors are OSErrors too
+            if is_local_disk_error(exc):
+                raise
+            raise Transient(f"{type(exc).__name__} after {_size(part)} bytes: {exc}") from exc
+        if offset + written >= size:
+            return written
         if is_http(url):
-            return self._fetch_http(url, part, offset, size, progress)
-        return self._fetch_fsspec(url, part, offset, size, progress)
+            raise Transient(f"connection ended after {offset + written} of {size} bytes")
+        raise Short(f"source has {offset + written} bytes, release.json lists {size}")
 
     def _fetch_http(self, url: str, part: Path, offset: int, size: int,
-                    progress: Callable[[int], None]) -> int:
+                    progress: Callable[[int], None]) -> tuple[int, int]:
+        """Where the body started in the file (``offset``, 0 when Range was ignored) and the bytes written."""
         headers = {"Accept-Encoding": "identity"}  # the file's bytes, so Range offsets and sha256 hold
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        written = 0
-        try:
-            with self._session().get(url, headers=headers, stream=True, timeout=self.timeout_s) as r:
-                if r.status_code == 416:
-                    raise Short(f"server has no bytes past {offset} (HTTP 416): the file there is "
-                                     f"shorter than the {size} bytes release.json lists")
-                _raise_for_status(r)
-                mode = "ab"
-                if offset and r.status_code != 206:  # Range ignored: whole file again
-                    progress(-offset)
-                    mode, offset = "wb", 0
-                elif offset and not r.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
-                    raise Transient(f"unexpected Content-Range {r.headers.get('Content-Range')!r} "
-                                     f"for a request from byte {offset}")
-                promised = _promised_total(r, offset)
-                if promised is not None and promised > size:
-                    raise TooLong(f"{url}: the server offers {promised} bytes, release.json lists {size} bytes; "
-                                  "not fetched")
-                with open(part, mode) as fh:
-                    for chunk in _iter_body(r):
-                        if self.stop.is_set():
-                            raise Stopped
-                        if offset + written + len(chunk) > size:
-                            raise TooLong(f"{url}: the server sends more than the {size} bytes release.json "
-                                          "lists; stopped there")
-                        fh.write(chunk)
-                        written += len(chunk)
-                        progress(len(chunk))
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                urllib3.exceptions.HTTPError, OSError) as exc:
-            if is_local_disk_error(exc):
-                raise
-            raise Transient(f"{type(exc).__name__} after {offset + written} bytes: {exc}") from exc
-        got = offset + written
-        if got < size:
-            raise Transient(f"connection ended after {got} of {size} bytes")
-        return written
+        with self._session().get(url, headers=headers, stream=True, timeout=self.timeout_s) as r:
+            offset = _body_offset(r, url, offset, size, progress)
+            return offset, self._write(part, offset, size, _iter_body(r), progress,
+                                       f"{url}: the server sends more than the {size} bytes release.json lists; "
+                                       "stopped there")
 
     def _fetch_fsspec(self, url: str, part: Path, offset: int, size: int,
                       progress: Callable[[int], None]) -> int:
         import fsspec
 
-        written = 0
         try:
-            with fsspec.open(url, "rb") as src, open(part, "ab") as fh:
+            with fsspec.open(url, "rb") as src:
                 if offset:
                     src.seek(offset)
-                for chunk in iter(lambda: src.read(min(CHUNK_BYTES, size + 1 - offset - written)), b""):
-                    if self.stop.is_set():
-                        raise Stopped
-                    if offset + written + len(chunk) > size:
-                        raise TooLong(f"{url}: the source holds more than the {size} bytes release.json lists; "
-                                      "stopped there")
-                    fh.write(chunk)
-                    written += len(chunk)
-                    progress(len(chunk))
+                return self._write(part, offset, size, _reads(src, size + 1 - offset), progress,
+                                   f"{url}: the source holds more than the {size} bytes release.json lists; "
+                                   "stopped there")
         except FileNotFoundError as exc:
             raise Permanent(f"not found: {url}") from exc
-        except OSError as exc:
-            if is_local_disk_error(exc):
-                raise
-            raise Transient(f"{type(exc).__name__} after {offset + written} bytes: {exc}") from exc
-        if offset + written < size:
-            raise Short(f"source has {offset + written} bytes, release.json lists {size}")
+
+    def _write(self, part: Path, offset: int, size: int, chunks: Iterable[bytes], progress: Callable[[int], None],
+               too_long: str) -> int:
+        """Write ``chunks`` into ``part`` from byte ``offset`` (0: rewritten), never past ``size`` bytes in all
+        (:class:`TooLong` with the message ``too_long``); return how many bytes were written."""
+        written = 0
+        with open(part, "ab" if offset else "wb") as fh:
+            for chunk in chunks:
+                if self.stop.is_set():
+                    raise Stopped
+                if offset + written + len(chunk) > size:
+                    raise TooLong(too_long)
+                fh.write(chunk)
+                written += len(chunk)
+                progress(len(chunk))
         return written
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _body_offset(r: requests.Response, url: str, offset: int, size: int, progress: Callable[[int], None]) -> int:
+    """Where in the file the body of ``r`` (asked from byte ``offset``) starts: ``offset``, or 0 when the
+    server ignored Range. Raises when the answer cannot continue the file (416, 4xx, 5xx, a Content-Range
+    from elsewhere, more bytes than ``size``)."""
+    if r.status_code == 416:
+        raise Short(f"server has no bytes past {offset} (HTTP 416): the file there is "
+                    f"shorter than the {size} bytes release.json lists")
+    _raise_for_status(r)
+    if offset and r.status_code != 206:  # Range ignored: whole file again
+        progress(-offset)
+        offset = 0
+    elif offset and not r.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+        raise Transient(f"unexpected Content-Range {r.headers.get('Content-Range')!r} "
+                        f"for a request from byte {offset}")
+    promised = _promised_total(r, offset)
+    if promised is not None and promised > size:
+        raise TooLong(f"{url}: the server offers {promised} bytes, release.json lists {size} bytes; not fetched")
+    return offset
+
+
+def _reads(src: Any, room: int) -> Iterator[bytes]:
+    """``src.read`` in chunks, at most ``room`` bytes in all."""
+    while room > 0:
+        chunk = src.read(min(CHUNK_BYTES, room))
+        if not chunk:
+            return
+        room -= len(chunk)
+        yield chunk
 
 
 def _promised_total(r: requests.Response, offset: int) -> int | None:
@@ -201,9 +209,8 @@ def _promised_total(r: requests.Response, offset: int) -> int | None:
 
 
 def _iter_body(r: requests.Response) -> Iterator[bytes]:
-    """The response body as it arrives. ``read1`` hands over every byte received before a
-    dropped connection (``iter_content`` loses the last partial chunk), so a resumed
-    transfer continues exactly where the bytes on disk end."""
+    """The response body as it arrives: ``read1`` hands over every byte received before a dropped
+    connection (``iter_content`` loses the last partial chunk), so a resume starts where the bytes end."""
     read1 = getattr(r.raw, "read1", None)
     if read1 is None:  # urllib3 < 2.3
         yield from r.iter_content(CHUNK_BYTES)
@@ -226,10 +233,13 @@ def _raise_for_status(r: requests.Response) -> None:
 
 
 def with_retries(fn: Callable[[], Any], what: str, retries: int, backoff_s: float,
-                  attempts: list[int], stop: threading.Event | None = None) -> Any:
+                 attempts: list[int], stop: threading.Event | None = None) -> Any:
+    """``fn()``, called again after a :class:`Transient` error up to ``retries`` times with backoff
+    (:func:`granary_pipe.retry.backoff_delay`); ``attempts[0]`` counts the calls, ``stop`` ends it."""
+    stop = stop or threading.Event()
     k = 0
     while True:
-        if stop is not None and stop.is_set():
+        if stop.is_set():
             raise Stopped
         attempts[0] += 1
         try:
@@ -239,9 +249,6 @@ def with_retries(fn: Callable[[], Any], what: str, retries: int, backoff_s: floa
                 raise DownloadError(f"{exc} (gave up after {retries} retries)") from exc
             delay = backoff_delay(k, backoff_s, MAX_BACKOFF_S)
             log.info("%s: %s; retrying in %.1f s", what, exc, delay)
-            if stop is not None:
-                if stop.wait(delay):
-                    raise Stopped from None
-            else:
-                time.sleep(delay)
+            if stop.wait(delay):
+                raise Stopped from None
             k += 1

@@ -1,9 +1,7 @@
-"""Release formats as one table, in the manner of lhotse's ``resolve_writer``: each format's name,
-directory, shard file names and writer. The CLI's ``--formats`` choices (and ``all``), the release
-writer loop, release.json's ``formats``/``sharding.naming`` and the dataset card all read
-:data:`RELEASE_FORMATS`; adding a format is one entry here.
-
-A format's name is also its directory: ``lhotse_shar`` writes ``lhotse_shar/``.
+"""Release formats as one table, in the manner of lhotse's ``resolve_writer``: each format's name (also
+its directory), shard file names and writer. The CLI's ``--formats``, the release writer loop,
+release.json's ``formats``/``sharding.naming`` and the dataset card all read :data:`RELEASE_FORMATS`;
+adding a format is one entry here.
 """
 
 from __future__ import annotations
@@ -16,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 if TYPE_CHECKING:
     import pyarrow as pa
 
-ShardWriter = Callable[[Path, str, int, "pa.Table", Sequence[bytes], Sequence[int]], Sequence[Path]]
-"""``(lang_dir, lang, shard, rows, flac payloads, flac frames) -> files written``."""
+ShardWriter = Callable[[Sequence[Path], int, "pa.Table", Sequence[bytes], Sequence[int]], None]
+"""``(the shard's files as :meth:`ReleaseFormat.paths` names them, shard number, rows, FLAC payloads,
+FLAC frames)``."""
 
 
 @dataclass(frozen=True)
@@ -40,49 +39,31 @@ class ReleaseFormat:
         """The shard naming release.json records, e.g. ``wds/{lang}/{lang}-%06d.tar``."""
         return " + ".join(f"{self.name}/{{lang}}/{f}" for f in self.files)
 
+    def paths(self, lang_dir: Path, lang: str, shard: int) -> list[Path]:
+        """The files of shard ``shard`` of ``lang`` under ``lang_dir``, in :attr:`files` order."""
+        return [lang_dir / (f.replace("{lang}", lang) % shard) for f in self.files]
 
-def _lazy(module: str, function: str) -> Callable[..., Any]:
-    """``granary_pipe.io.MODULE.FUNCTION``, imported on the first call: the table is read by the CLI's
-    option parsing, which should not load pyarrow and soundfile."""
 
-    def call(*args: Any) -> Any:
-        return getattr(importlib.import_module(f"granary_pipe.io.{module}"), function)(*args)
+def _lazy(module: str, function: str) -> ShardWriter:
+    """``granary_pipe.io.MODULE.FUNCTION``, imported on the first call: the CLI's option parsing reads the
+    table and should not load pyarrow and soundfile (so the ``write_*_shard`` writers have no static caller)."""
+
+    def call(*args: Any) -> None:
+        getattr(importlib.import_module(f"granary_pipe.io.{module}"), function)(*args)
     return call
 
 
-def _one_file(pattern: str, writer: Callable[..., None]) -> ShardWriter:
-    """A writer of one file per shard, named by ``pattern``: ``writer(path, rows, audio)``."""
-
-    def write(lang_dir: Path, lang: str, shard: int, rows: pa.Table, audio: Sequence[bytes],
-              frames: Sequence[int]) -> list[Path]:
-        path = lang_dir / (pattern.replace("{lang}", lang) % shard)
-        writer(path, rows, audio)
-        return [path]
-    return write
-
-
-def _by_shard(writer: Callable[..., Sequence[Path]]) -> ShardWriter:
-    """A writer that names its own files from the shard number (``write_x_shard(lang_dir, n, ...)``)."""
-
-    def write(lang_dir: Path, lang: str, shard: int, rows: pa.Table, audio: Sequence[bytes],
-              frames: Sequence[int]) -> list[Path]:
-        return list(writer(lang_dir, shard, rows, audio, frames))
-    return write
-
-
-_PARQUET, _WDS = "{lang}-%06d.parquet", "{lang}-%06d.tar"
 RELEASE_FORMATS: dict[str, ReleaseFormat] = {f.name: f for f in (
-    ReleaseFormat("parquet", (_PARQUET,), _one_file(_PARQUET, _lazy("shards", "write_parquet_shard")),
+    ReleaseFormat("parquet", ("{lang}-%06d.parquet",), _lazy("shards", "write_parquet_shard"),
                   needs_frames=False, default=True,
                   readers="pyarrow, pandas, duckdb, Hugging Face `datasets` (its `audio` column reads as `Audio`)"),
-    ReleaseFormat("wds", (_WDS,), _one_file(_WDS, _lazy("shards", "write_wds_shard")),
-                  needs_frames=False, default=True,
+    ReleaseFormat("wds", ("{lang}-%06d.tar",), _lazy("shards", "write_wds_shard"), needs_frames=False, default=True,
                   readers="webdataset (`{id}.flac` + `{id}.json` per row), `granary train`"),
-    ReleaseFormat("nemo", ("manifest_%06d.json", "audio_%06d.tar"), _by_shard(_lazy("nemo", "write_nemo_shard")),
+    ReleaseFormat("nemo", ("manifest_%06d.json", "audio_%06d.tar"), _lazy("nemo", "write_nemo_shard"),
                   needs_frames=True, default=False,
                   readers="NeMo tarred audio datasets (brace patterns in `release.json`'s `nemo`)"),
-    ReleaseFormat("lhotse_shar", ("cuts.%06d.jsonl.gz", "recording.%06d.tar"),
-                  _by_shard(_lazy("lhotse_shar", "write_shar_shard")), needs_frames=True, default=False,
+    ReleaseFormat("lhotse_shar", ("cuts.%06d.jsonl.gz", "recording.%06d.tar"), _lazy("lhotse_shar", "write_shar_shard"),
+                  needs_frames=True, default=False,
                   readers="lhotse (`CutSet.from_shar(in_dir=\"lhotse_shar/LANG\")`)"),
 )}
 """Every release format, in the order release.json lists them."""

@@ -1,50 +1,26 @@
-"""Lhotse Shar shards: ``lhotse_shar/{lang}/cuts.%06d.jsonl.gz`` + ``recording.%06d.tar``.
+"""Lhotse Shar shards: ``lhotse_shar/{lang}/cuts.%06d.jsonl.gz`` + ``recording.%06d.tar``, as
+``lhotse.shar.SharWriter(fields={"recording": "flac"})`` writes them (``CutSet.from_shar`` reads them).
 
-The layout is the one ``lhotse.shar.SharWriter(fields={"recording": "flac"})`` writes, so
-``lhotse.CutSet.from_shar(in_dir="REL/lhotse_shar/en")`` loads a language (recordings,
-supervisions with text and language) and ``CutSet.from_shar(fields={"cuts": [...],
-"recording": [...]})`` takes URLs of any storage lhotse opens:
-
-* ``cuts.N.jsonl.gz``: one ``MonoCut`` per row (release order): ``id`` = row id, ``start``
-  0, ``duration`` = FLAC samples / 16 kHz, one supervision spanning the cut (``text``,
-  ``language``, ``speaker`` when set, ``custom`` = the row's other release metadata:
-  source, license, translation, decoder scores, ...), and a ``recording`` placeholder of
-  type ``shar`` that the reader fills from the tar;
-* ``recording.N.tar``: per row ``{id}.flac`` then ``{id}.json`` (the recording manifest),
-  the pair order lhotse's ``TarIterator`` expects.
-
-Written here rather than with lhotse's ``SharWriter`` (tests check the two agree) because
-that writer (1) decodes and re-encodes every FLAC through torch, (2) stamps the gzip header
-with the current time, so rebuilt releases would not be byte-identical and their sha256
-would change, and (3) needs ``lhotse`` + ``torch`` installed to *write* a release. This
-module needs neither; reading the result needs ``lhotse``.
+``cuts.N.jsonl.gz``: one ``MonoCut`` per row, one supervision spanning it (``text``, ``language``,
+``speaker``, ``custom`` = the row's other release metadata) and a ``shar`` recording placeholder;
+``recording.N.tar``: ``{id}.flac`` then ``{id}.json`` per row. Written here, not by ``SharWriter`` (tests
+check the two agree), because that one re-encodes every FLAC through torch, stamps the gzip header with
+the time (releases would not be byte-identical) and needs lhotse + torch to write a release.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import json
-import tarfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import pyarrow as pa
 
-from granary_pipe.io.shards import check_payloads, row_metadata, tar_info
+from granary_pipe.io.shards import check_payloads, row_metadata, write_tar
 from granary_pipe.schema import SAMPLE_RATE_HZ
 
 _MAPPED = ("id", "text", "lang", "speaker")  # become supervision fields, not custom
-
-
-def cuts_name(n: int) -> str:
-    """File name of shard ``n``'s cut manifest."""
-    return f"cuts.{n:06d}.jsonl.gz"
-
-
-def recording_name(n: int) -> str:
-    """File name of shard ``n``'s recording tar."""
-    return f"recording.{n:06d}.tar"
 
 
 def recording_dict(row_id: str, frames: int) -> dict[str, Any]:
@@ -89,23 +65,17 @@ def cut_dict(meta: dict[str, Any], frames: int) -> dict[str, Any]:
     }
 
 
-def write_shar_shard(
-    lang_dir: Path, n: int, table: pa.Table, audio: Sequence[bytes], frames: Sequence[int]
-) -> tuple[Path, Path]:
-    """Write ``cuts.N.jsonl.gz`` and ``recording.N.tar`` of shard ``n`` under ``lang_dir``.
-
-    Deterministic: fixed tar headers, gzip header with mtime 0 and no file name.
-    Returns (cuts path, recording tar path).
-    """
-    cuts_path, tar_path = lang_dir / cuts_name(n), lang_dir / recording_name(n)
+def write_shar_shard(paths: Sequence[Path], n: int, table: pa.Table, audio: Sequence[bytes],
+                     frames: Sequence[int]) -> None:
+    """Write shard ``n``'s ``cuts.N.jsonl.gz`` and ``recording.N.tar`` (``paths``); deterministic: fixed tar
+    headers, a gzip header with mtime 0 and no file name."""
+    cuts_path, tar_path = paths
     check_payloads(tar_path, table, audio)
-    cuts = [cut_dict(meta, f) for meta, f in zip(row_metadata(table), frames)]
-    with open(tar_path, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for cut, flac in zip(cuts, audio):
-            rec = (json.dumps(cut["recording"]) + "\n").encode()
-            tar.addfile(tar_info(f"{cut['id']}.flac", len(flac)), io.BytesIO(flac))
-            tar.addfile(tar_info(f"{cut['id']}.json", len(rec)), io.BytesIO(rec))
+    cuts = [cut_dict(meta, f) for meta, f in zip(row_metadata(table), frames, strict=True)]
+    members = []
+    for cut, flac in zip(cuts, audio, strict=True):
+        members += [(f"{cut['id']}.flac", flac), (f"{cut['id']}.json", (json.dumps(cut["recording"]) + "\n").encode())]
+    write_tar(tar_path, members)
     with open(cuts_path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
         for cut in cuts:
             gz.write((json.dumps(cut, ensure_ascii=False) + "\n").encode())
-    return cuts_path, tar_path

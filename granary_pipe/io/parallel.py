@@ -1,10 +1,8 @@
-"""Per-file work on a few threads that stops at once: for downloads and verification.
+"""Per-file work on a few daemon threads that stops at once (downloads, verification).
 
-``concurrent.futures`` finishes every queued item after Ctrl-C and joins its threads at exit, so
-an interrupted download would go on fetching. :func:`run_parallel` uses daemon threads pulling
-from a queue: on Ctrl-C, or when one item hits an error that will stop every other item too
-(:func:`is_local_disk_error`: no space, read-only, no permission), the queued items are dropped,
-running ones see ``stop`` set, and the caller gets the exception within about a second.
+``concurrent.futures`` would finish every queued item after Ctrl-C and join its threads at exit. Here,
+on Ctrl-C or an error that stops every other item too (:func:`is_local_disk_error`), the queue is
+dropped, running items see ``stop`` set, and the caller gets the exception within about a second.
 """
 
 from __future__ import annotations
@@ -12,13 +10,12 @@ from __future__ import annotations
 import errno
 import queue
 import threading
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, TypeGuard, TypeVar
 
 T = TypeVar("T")
 
 LOCAL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 """Errors writing local files that no retry and no other file will get past."""
-
 JOIN_S = 1.0
 """How long an interrupted run waits for running items to notice ``stop``."""
 
@@ -27,8 +24,8 @@ class Stopped(Exception):
     """Raised inside an item's work when ``stop`` is set (Ctrl-C or another item's fatal error)."""
 
 
-def is_local_disk_error(exc: BaseException) -> bool:
-    """True for an ``OSError`` that means the local disk cannot take the files (see module doc)."""
+def is_local_disk_error(exc: BaseException) -> TypeGuard[OSError]:
+    """True for an ``OSError`` that means the local disk cannot take the files (no space, read-only, ...)."""
     return isinstance(exc, OSError) and exc.errno in LOCAL_DISK_ERRNOS
 
 
@@ -44,23 +41,8 @@ def run_parallel(items: Iterable[T], fn: Callable[[T], None], jobs: int, stop: t
     for item in items:
         todo.put(item)
     errors: list[BaseException] = []
-
-    def worker() -> None:
-        while not stop.is_set():
-            try:
-                item = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                fn(item)
-            except Stopped:
-                return
-            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
-                errors.append(exc)
-                stop.set()
-                return
-
-    threads = [threading.Thread(target=worker, daemon=True, name=f"granary-io-{k}") for k in range(max(1, jobs))]
+    threads = [threading.Thread(target=_work, args=(todo, fn, stop, errors), daemon=True, name=f"granary-io-{k}")
+               for k in range(max(1, jobs))]
     for t in threads:
         t.start()
     try:
@@ -73,5 +55,22 @@ def run_parallel(items: Iterable[T], fn: Callable[[T], None], jobs: int, stop: t
             t.join(JOIN_S / len(threads))
         raise
     if errors:
-        first = next((e for e in errors if fatal(e)), errors[0])
-        raise first
+        raise next((e for e in errors if fatal(e)), errors[0])
+
+
+def _work(todo: queue.Queue, fn: Callable[[T], None], stop: threading.Event, errors: list[BaseException]) -> None:
+    """One thread: items off ``todo`` until it is empty or ``stop`` is set; an error goes into ``errors``
+    and sets ``stop``."""
+    while not stop.is_set():
+        try:
+            item = todo.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            fn(item)
+        except Stopped:
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            errors.append(exc)
+            stop.set()
+            return

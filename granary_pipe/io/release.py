@@ -1,57 +1,13 @@
-"""Build a release from a run directory: shards per language, release.json, ATTRIBUTION.md.
+"""Build a release from a run directory (``granary release RUN --out OUT``).
 
-Layout written under ``out_dir`` (formats chosen by ``formats``; default parquet + wds; each
-format's directory and shard names come from :data:`granary_pipe.io.formats.RELEASE_FORMATS`)::
-
-    release.json                          every file (path, format, lang, sha256, bytes, rows,
-                                          hours), totals per language and per format, release
-                                          license + rows excluded by it, sources and their
-                                          licenses, the run's config, models (id, license,
-                                          sha256) and provenance (fingerprint, git, versions)
-                                          (:mod:`granary_pipe.io.release_meta`)
-    ATTRIBUTION.md                        each source: license, homepage, citation, counts
-    README.md                             Hugging Face dataset card: license, one config per
-                                          language over the Parquet shards
-    parquet/{lang}/{lang}-000000.parquet  release columns + ``audio`` (HF ``Audio`` layout)
-    wds/{lang}/{lang}-000000.tar          WebDataset: ``{id}.flac`` + ``{id}.json`` per row
-    nemo/{lang}/manifest_000000.json      NeMo tarred dataset (:mod:`granary_pipe.io.nemo`)
-    nemo/{lang}/audio_000000.tar
-    lhotse_shar/{lang}/cuts.000000.jsonl.gz   Lhotse Shar (:mod:`granary_pipe.io.lhotse_shar`)
-    lhotse_shar/{lang}/recording.000000.tar
-
-Every format holds the same rows in the same order, cut at the same places: shard N of a
-language is the same rows in each format. Each format is readable on its own, so each
-holds its own copy of the audio (~the FLAC bytes once per format; the NeMo and Lhotse
-readers need their own tar layouts, see their modules). ``parquet`` + ``wds`` is the
-default; ``nemo`` and ``lhotse_shar`` are opt-in.
-
-Building a release (:func:`build_release`) is a job in three steps, all of them in bounded memory:
-
-1. plan (:func:`granary_pipe.io.release_plan.plan_release`): DuckDB selects the rows that go out,
-   orders and cuts them into shards out of core, one plan file per shard;
-2. write (:mod:`granary_pipe.io.release_tasks`): one task per shard, in this process
-   (``workers=1``), on an embedded local Ray (``workers=N``) or on a Ray cluster (``address``),
-   each writing its shard in every format and a done-record;
-3. release.json, ATTRIBUTION.md and README.md from the done-records merged in plan order; the lot is
-   fsynced and moved into place, release.json last.
-
-The work happens in ``OUT/.tmp-release-KEY``, KEY a digest of the run and the arguments: a release
-that is killed (or fails) leaves it, and the same command run again skips the shards already
-done (their done-records) and writes the rest. Other arguments start over (other work directories
-in OUT are removed). The output does not depend on how many workers wrote it. OUT is locked for
-the whole release, ``--overwrite`` replaces only what a release wrote there, and the release is
-published by renames under a journal, so a release killed at any point loses nothing of the
-previous one (:mod:`granary_pipe.io.release_out`).
-
-Only kept rows of committed units (``units/U/_COMMITTED`` present) go out; rejected rows
-are never read. With a release license (argument, else run.json's), rows whose license
-cannot be relicensed under it (:func:`granary_pipe.licenses.compatible`: CC0/PD rows into
-any open license, CC-BY-x into CC-BY-y/CC-BY-SA-y with y >= x, CC-BY-SA-x into CC-BY-SA-y only,
-anything else only into itself) stay out and are counted in
-``excluded.by_license``. Each language's rows are ordered by ``sha256(seed, id)``: a
-shuffle that depends only on the ids and the seed (not on unit order or on which other rows
-exist). The same run and arguments give byte-identical files; nothing time-dependent is
-written.
+Only kept rows of committed units go out, per language, ordered by ``sha256(seed, id)``; with a
+release license, rows whose license cannot be relicensed under it (:func:`granary_pipe.licenses.compatible`)
+stay out and are counted. Four steps, each in bounded memory: plan (:mod:`~granary_pipe.io.release_plan`),
+gather the rows into shard order (:mod:`~granary_pipe.io.release_gather`), write each shard in every
+format (:mod:`~granary_pipe.io.release_tasks`, here or on Ray), then release.json, ATTRIBUTION.md and
+README.md from the merged done-records, published by renames (:mod:`~granary_pipe.io.release_out`).
+The work lives in ``OUT/.tmp-release-KEY``: a killed release resumes where it stopped. The same run
+and arguments give byte-identical files. Layout and design: docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -67,20 +23,14 @@ from typing import Any, Iterable
 
 from granary_pipe import __version__, licenses
 from granary_pipe.audit_models import check_release_models
-from granary_pipe.licenses import compatible  # the one rule set, shared with audit and the gate
+from granary_pipe.io import release_out
 from granary_pipe.io.formats import DEFAULT_FORMATS, FORMATS, resolve_formats
 from granary_pipe.io.release_docs import attribution_md, dataset_card_md
-from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata
-from granary_pipe.io.release_out import TOP_FILES as _TOP_FILES
-from granary_pipe.io.release_out import WORK_PREFIX as _WORK_PREFIX
-from granary_pipe.io.release_out import check_out_dir, claimed, finish, publish, recover, refuse_run_dir
-from granary_pipe.io.release_plan import Plan, plan_release
 from granary_pipe.io.release_gather import forget_gathered, gather, read_gathered, shard_sources
+from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata
+from granary_pipe.io.release_plan import Plan, plan_release
 from granary_pipe.io.release_tasks import ShardJob, TaskRunner, merge_records, read_done, write_shard
 from granary_pipe.rundir import read_run_json, write_file, write_json_atomic
-
-__all__ = ["DEFAULT_FORMATS", "FORMATS", "FORMAT_VERSION", "build_release", "compatible", "release_license_of",
-           "resolve_formats", "work_dir_name"]
 
 log = logging.getLogger(__name__)
 _STATE = "state.json"
@@ -106,12 +56,12 @@ def work_dir_name(run_dir: Path, run: dict[str, Any], args: dict[str, Any]) -> s
     arguments and the release format version, so a rerun of the same release finds its work."""
     key = {"run": str(Path(run_dir).resolve()), "fingerprint": run.get("fingerprint"), "args": args,
            "format_version": FORMAT_VERSION, "granary_pipe": __version__}
-    return _WORK_PREFIX + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return release_out.WORK_PREFIX + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _plan(run_dir: Path, work: Path, args: dict[str, Any]) -> Plan:
-    """Plan into ``work/plan``; when the plan differs from the one the done-records belong to
-    (the run changed), forget them and the shards they describe."""
+    """Plan in ``work``; when the plan differs from the one the done-records belong to (the run changed),
+    forget them and the shards they describe."""
     plan = plan_release(run_dir, work, langs=args["langs"], release_license=args["release_license"],
                         seed=args["seed"], shard_rows=args["shard_rows"], shard_bytes=args["shard_bytes"])
     state = work / _STATE
@@ -121,7 +71,7 @@ def _plan(run_dir: Path, work: Path, args: dict[str, Any]) -> Plan:
         previous = None
     if previous != plan.digest:
         for entry in work.iterdir():
-            if entry.name in (*FORMATS, "done", *_TOP_FILES, "release.json"):
+            if entry.name in (*FORMATS, "done", *release_out.TOP_FILES, "release.json"):
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         forget_gathered(work)
         write_json_atomic(state, {"plan": plan.digest, "shards": len(plan.shards)})
@@ -134,59 +84,40 @@ def _write_top_files(root: Path, release: dict[str, Any], run: dict[str, Any], w
         release["created_from"], release["release_license"], release["sources"], written.by_source,
         run.get("models")).encode("utf-8"))
     write_file(root / "README.md", dataset_card_md(release).encode("utf-8"))
-    for name in _TOP_FILES:
+    for name in release_out.TOP_FILES:
         entry = file_entry(root, name, "meta", None, 0, 0.0)
         release["files"].append({k: entry[k] for k in ("path", "format", "sha256", "bytes")})
     write_file(root / "release.json", (json.dumps(release, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def build_release(
-    run_dir: Path,
-    out_dir: Path,
-    *,
-    shard_rows: int = 1000,
-    shard_bytes: int | None = None,
-    langs: list[str] | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    overwrite: bool = False,
-    release_license: str | None = None,
-    formats: Iterable[str] | str | None = DEFAULT_FORMATS,
-    workers: int = 1,
-    ray_address: str | None = None,
-) -> dict[str, Any]:
+def build_release(run_dir: Path, out_dir: Path, *, shard_rows: int = 1000, shard_bytes: int | None = None,
+                  langs: list[str] | None = None, seed: int = 0, progress: bool = True, overwrite: bool = False,
+                  release_license: str | None = None, formats: Iterable[str] | str | None = DEFAULT_FORMATS,
+                  workers: int = 1, ray_address: str | None = None) -> dict[str, Any]:
     """Write a release of ``run_dir``'s kept rows into ``out_dir``; return release.json's dict.
 
     Args:
-        run_dir: a run directory (``run.json`` + ``units/``).
-        out_dir: where the release goes; must be absent or empty (but for the work directory of
-            an interrupted release) unless ``overwrite``; never the run, a directory inside it or
-            another run directory.
-        shard_rows: most rows per shard.
-        shard_bytes: if given, also cut a shard before its audio payload would exceed this
-            many bytes (FLAC bytes; a shard holds at least one row).
-        langs: release only these languages (row language: ``lang``, else ``lang_hint``,
-            else ``"und"``); ``None`` releases all.
+        out_dir: absent or empty (but for an interrupted release's work) unless ``overwrite``, which
+            replaces only what an earlier release wrote there; never the run or a run directory.
+        shard_rows: most rows per shard; ``shard_bytes``: also cut a shard before its FLAC bytes would
+            pass this (a shard holds at least one row).
+        langs: release only these languages (row language: ``lang``, else ``lang_hint``, else
+            ``"und"``); ``None``: all.
         seed: shuffle seed; the order within a language is by ``sha256(seed, id)``.
-        progress: show progress over the gather and shard tasks (plain lines off a terminal).
-        overwrite: replace an earlier release in ``out_dir`` (every format's directory,
-            ``release.json``, ``ATTRIBUTION.md``, ``README.md``); refused when anything else is
-            there (:func:`granary_pipe.io.release_out.first_foreign`).
-        release_license: SPDX id (or alias) the release is published under; only rows whose
-            license is :func:`granary_pipe.licenses.compatible` with it go in, the others are counted in
-            release.json's ``excluded.by_license``. Default: none (no license filter beyond the
-            run's own license gate).
-        formats: names from :data:`FORMATS` (or ``"all"``, or a comma-separated string); default
-            :data:`DEFAULT_FORMATS`.
+        progress: progress over the gather and shard tasks (plain lines off a terminal).
+        release_license: SPDX id (or alias) of the release; only rows whose license is
+            :func:`granary_pipe.licenses.compatible` with it go in (the others are counted in
+            ``excluded.by_license``). Default: no filter beyond the run's license gate.
+        formats: names from :data:`FORMATS` (or ``"all"``, or a comma-separated string).
         workers: 1 writes the shards in this process; N > 1 on an embedded local Ray with N CPUs.
-        ray_address: write the shards on the Ray cluster there (default ``$RAY_ADDRESS``; the run
-            and ``out_dir`` must be on a file system every node sees).
+        ray_address: write them on the Ray cluster there (default ``$RAY_ADDRESS``; the run and
+            ``out_dir`` on a file system every node sees).
 
     Raises:
         FileNotFoundError: no ``run.json`` in ``run_dir``, or a kept row's audio is missing.
-        ValueError: no committed unit, no kept rows (for ``langs`` / the license), an
-            unknown release license or format, bad arguments, or a model in ``run.json`` whose
-            license is unknown (not declared) or forbids a release.
+        ValueError: no committed unit, no kept rows (for ``langs`` / the license), an unknown
+            release license or format, bad arguments, or a model whose license is unknown or forbids
+            a release.
         FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false, or holds files no
             release wrote.
         granary_pipe.io.run_lock.RunLocked: another release is writing ``out_dir``.
@@ -195,12 +126,7 @@ def build_release(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = read_run_json(run_dir)
     formats = resolve_formats(formats)
-    if shard_rows < 1:
-        raise ValueError(f"--shard-rows must be >= 1, got {shard_rows}")
-    if shard_bytes is not None and shard_bytes < 1:
-        raise ValueError(f"--shard-bytes must be >= 1 (or left out), got {shard_bytes}")
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+    _check_sizes(shard_rows, shard_bytes, workers)
     ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
     if ray_address:
         from granary_pipe.executors.ray_address import check_reachable
@@ -210,18 +136,17 @@ def build_release(
     check_release_models(run_dir, run)  # a model whose license is unknown or forbids release: refused
     args = {"formats": list(formats), "shard_rows": shard_rows, "shard_bytes": shard_bytes, "seed": seed,
             "langs": sorted(langs) if langs is not None else None, "release_license": release_license}
-
-    refuse_run_dir(run_dir, out_dir)
+    release_out.refuse_run_dir(run_dir, out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"release output is not a directory: {out_dir}")
-    with claimed(out_dir):  # another release writing here: refused before anything is touched
+    with release_out.claimed(out_dir):  # another release writing here: refused before anything is touched
         work = out_dir / work_dir_name(run_dir, run, args)
-        if work.name in recover(out_dir):  # this release, killed after its commit: it is in place
+        if work.name in release_out.recover(out_dir):  # this release, killed after its commit: it is in place
             log.info("release %s: finished publishing the release a killed command had written", out_dir)
             return json.loads((out_dir / "release.json").read_text(encoding="utf-8"))
-        check_out_dir(out_dir, overwrite)
+        release_out.check_out_dir(out_dir, overwrite)
         for entry in out_dir.iterdir():  # another release's work (other arguments): start over
-            if entry.name.startswith(_WORK_PREFIX) and entry != work:
+            if entry.name.startswith(release_out.WORK_PREFIX) and entry != work:
                 shutil.rmtree(entry)
         work.mkdir(exist_ok=True)
         try:
@@ -229,11 +154,19 @@ def build_release(
                              progress=progress)
         except BaseException:
             if not any((work / "done").rglob("*.json")) and not any((work / "gather").glob("*.json")):
-                # nothing to resume: leave no trace
-                shutil.rmtree(work, ignore_errors=True)
+                shutil.rmtree(work, ignore_errors=True)  # nothing to resume: leave no trace
             raise
-        finish(work)
+        release_out.finish(work)
     return release
+
+
+def _check_sizes(shard_rows: int, shard_bytes: int | None, workers: int) -> None:
+    if shard_rows < 1:
+        raise ValueError(f"--shard-rows must be >= 1, got {shard_rows}")
+    if shard_bytes is not None and shard_bytes < 1:
+        raise ValueError(f"--shard-bytes must be >= 1 (or left out), got {shard_bytes}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
 
 
 def _build(run_dir: Path, run: dict[str, Any], work: Path, out_dir: Path, args: dict[str, Any], *, workers: int,
@@ -263,5 +196,5 @@ def _build(run_dir: Path, run: dict[str, Any], work: Path, out_dir: Path, args: 
         sharding={k: args[k] for k in ("seed", "shard_rows", "shard_bytes", "langs")},
         excluded={"by_license": plan.excluded_by_license, "by_lang": plan.excluded_by_lang})
     _write_top_files(work, release, run, written)
-    publish(work, out_dir, [*formats, *_TOP_FILES, "release.json"])
+    release_out.publish(work, out_dir, [*formats, *release_out.TOP_FILES, "release.json"])
     return release

@@ -44,10 +44,8 @@ def _license_lines(src: dict) -> list[str]:
     return out
 
 
-def attribution_md(
-    run_name: str, release_license: str | None, sources: list[dict], counts: dict,
-    models: dict[str, dict] | None = None,
-) -> str:
+def attribution_md(run_name: str, release_license: str | None, sources: list[dict], counts: dict,
+                   models: dict[str, dict] | None = None) -> str:
     """Render ATTRIBUTION.md; ``counts[source][license] = [rows, seconds]``.
 
     A source that matches a catalog entry (``manifests/catalog``, by name) or carries a

@@ -1,39 +1,22 @@
-"""Gather a release's rows into shard order before the shards are written: each unit file read once.
+"""Gather a release's rows into shard order before the shards are written, each unit file read once.
 
-The plan (:mod:`granary_pipe.io.release_plan`) names every shard's rows by unit file and row number,
-in release order. That order is a hash of the row ids, so a shard's thousand rows come from about a
-thousand different unit files, and a shard task reading them from the units opens one file per row:
-the cost per row grew with the corpus (a 1 k-unit run's shard finds several of its rows in one file, a
-100 k-unit run's shard almost never), and so did the release's time per unit (1.8x from 1 k to 100 k).
-
-So the rows are shuffled the way a MapReduce shuffle moves them, in two steps of bounded memory:
-
-1. **gather**: the plan's row assignment (unit file, row number, language, shard, position) is sorted
-   by unit file (DuckDB, out of core) and cut into gather jobs of about :data:`GATHER_ROWS` rows, never
-   splitting a file. A gather task reads each of its unit files once, takes the planned rows, conforms
-   them to the row schema, sorts them by (language, shard, position) and writes one file
-   ``gather/{g:06d}.arrows``: **one Arrow IPC stream per shard** (zstd), one after the other, and a
-   record ``gather/{g:06d}.json`` naming each shard's offset and length there (written last: a rerun
-   skips the gather jobs whose record and file are there);
-2. **shards**: a shard task reads its byte ranges from the gather files that hold its rows (at most one
-   per gather file), puts them back in release order and writes the shard.
-
-A shard task's cost is then one small read per gather file instead of one unit-file read per row: about
-30 reads for a 1,000-row shard of a 100 k-unit run. Each read parses only its own stream, not an index of
-the whole gather file: a first version wrote one Parquet row group per shard, and every read parsed a
-footer listing every shard of the file, a cost that grew with the corpus twice over (1.44x the time per
-unit from 1 k to 100 k units). The number of gather files still grows with the corpus (rows /
-:data:`GATHER_ROWS`), at a few tenths of a millisecond per read: about 300 reads per shard at 6 M rows.
+Release order is a hash of the ids, so a shard's rows come from all over the run. The plan's row
+assignment, sorted by unit file, is cut into gather jobs of about :data:`GATHER_ROWS` rows (never
+splitting a file); a gather task reads each of its unit files once and writes its rows in shard order to
+``gather/{g:06d}.arrows``, one Arrow IPC stream per shard, then a record ``gather/{g:06d}.json`` of each
+stream's offset and length (a rerun skips jobs whose record and file are there). A shard task then reads
+one stream per gather file (:func:`read_shard_rows`). The design and its figures: docs/architecture.md.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,11 +31,9 @@ if TYPE_CHECKING:
 GATHER_ROWS = int(os.environ.get("GRANARY_RELEASE_GATHER_ROWS", "20000"))
 """Rows per gather job (``$GRANARY_RELEASE_GATHER_ROWS``): a gather task holds this many rows' metadata."""
 COMPACT_FILES = 256
-"""Unit files' rows held as separate tables before they are merged into one: thousands of small
-tables cost far more memory than their rows (2x-3x the gather's peak RSS at 3,400 files)."""
+"""Unit files' rows held as separate tables before they are merged: many small tables cost far more memory."""
 ASSIGN_COLUMNS = ("filename", "file_row_number", "lang", "n", "pos")
-"""The plan's row assignment: unit file, row number there, then the row's shard (language, number) and
-its position in that shard."""
+"""The plan's row assignment: unit file, row number there, the row's shard (language, number), position."""
 _KEYS = ("_lang", "_n", "_pos")
 """The assignment's columns as carried in a gather file, beside the row schema's."""
 
@@ -130,25 +111,29 @@ def gather(job: GatherJob) -> dict[str, Any]:
     numbers = spec.column("file_row_number").to_numpy()
     parts: list[pa.Table] = []
     compact: list[pa.Table] = []
-    start = 0
-    while start < len(names):  # the spec is sorted by file: one read per file
-        end = start
-        while end < len(names) and names[end] == names[start]:
-            end += 1
+    for start, end in _runs(names):  # the spec is sorted by file: one read per file
         # ParquetFile.read: a quarter of read_table's cost on a small file
         parts.append(pq.ParquetFile(names[start]).read().take(pa.array(numbers[start:end], pa.int64())))
-        start = end
-        if len(parts) == COMPACT_FILES or start == len(names):
+        if len(parts) == COMPACT_FILES or end == len(names):
             compact.append(_conformed(parts))
             parts = []
     rows = pa.concat_tables(compact)
-    for key, column in zip(_KEYS, ("lang", "n", "pos")):
+    for key, column in zip(_KEYS, ("lang", "n", "pos"), strict=True):
         rows = rows.append_column(key, spec.column(column))
     rows = rows.sort_by([(k, "ascending") for k in _KEYS])
     index = _write_by_shard(rows, job.output())
     record = {"spec_bytes": job.spec().stat().st_size, "bytes": job.output().stat().st_size, "shards": index}
     write_json_atomic(job.record(), record)
     return record
+
+
+def _runs(keys: list[Any]) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of each run of equal consecutive ``keys``."""
+    start = 0
+    for _, run in itertools.groupby(keys):
+        end = start + sum(1 for _ in run)
+        yield start, end
+        start = end
 
 
 def _conformed(parts: list[pa.Table]) -> pa.Table:
@@ -159,23 +144,18 @@ def _conformed(parts: list[pa.Table]) -> pa.Table:
 def _write_by_shard(rows: pa.Table, path: Path) -> dict[str, list[int]]:
     """Write ``rows`` (sorted by shard) to ``path`` as one Arrow IPC stream per shard, one after the
     other; return each shard's ``[offset, length]`` in the file, keyed ``lang/n``."""
-    langs = rows.column("_lang").to_pylist()
-    numbers = rows.column("_n").to_pylist()
+    shards = [f"{lang}/{n}" for lang, n in zip(rows.column("_lang").to_pylist(), rows.column("_n").to_pylist(),
+                                                   strict=True)]
     index: dict[str, list[int]] = {}
     options = pa.ipc.IpcWriteOptions(compression="zstd")
     with atomic_path(path, durable=False) as tmp, open(tmp, "wb") as fh:
-        start = 0
-        while start < len(langs):
-            end = start
-            while end < len(langs) and langs[end] == langs[start] and numbers[end] == numbers[start]:
-                end += 1
+        for start, end in _runs(shards):
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, rows.schema, options=options) as writer:
                 writer.write_table(rows.slice(start, end - start))
             data = sink.getvalue()
-            index[f"{langs[start]}/{numbers[start]}"] = [fh.tell(), data.size]
+            index[shards[start]] = [fh.tell(), data.size]
             fh.write(data)
-            start = end
     return index
 
 

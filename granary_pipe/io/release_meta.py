@@ -1,11 +1,9 @@
-"""What a release says about itself: the ``release.json`` dict (see :mod:`granary_pipe.io.release`
-for its fields), built from the rows a release selected and the files its formats wrote. Nothing
-private goes in: sources lose local paths and cache directories, models their paths and addresses.
+"""release.json's dict, from the rows a release selected and the files its formats wrote. Nothing private
+goes in: sources lose local paths and cache directories, models their paths and addresses.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -15,6 +13,7 @@ from typing import Any
 from granary_pipe import __version__, models
 from granary_pipe.io.formats import RELEASE_FORMATS
 from granary_pipe.io.nemo import brace_patterns
+from granary_pipe.io.verify import sha256_file
 from granary_pipe.rundir import run_sources, unit_errors
 
 FORMAT_VERSION = 3
@@ -30,7 +29,6 @@ class Written:
     per_lang: dict[str, dict[str, Any]] = field(default_factory=dict)
     """lang -> rows, seconds (per shard), shards, bytes per format."""
     licenses: dict[str, int] = field(default_factory=dict)
-    """license -> rows released."""
     by_source: dict[Any, dict[str, list]] = field(default_factory=dict)
     """source -> license -> [rows, seconds]."""
 
@@ -38,19 +36,8 @@ class Written:
 def file_entry(root: Path, rel: str, fmt: str, lang: str | None, rows: int, seconds: float) -> dict[str, Any]:
     """release.json's entry of the file ``root/rel``: path, format, lang, sha256, bytes, rows, hours."""
     path = root / rel
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return {
-        "path": rel,
-        "format": fmt,
-        "lang": lang,
-        "sha256": digest.hexdigest(),
-        "bytes": path.stat().st_size,
-        "rows": rows,
-        "hours": round(seconds / 3600, 6),
-    }
+    return {"path": rel, "format": fmt, "lang": lang, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+            "rows": rows, "hours": round(seconds / 3600, 6)}
 
 
 def public_source(src: dict[str, Any]) -> dict[str, Any]:
@@ -120,10 +107,9 @@ def _totals(per_lang: dict[str, dict[str, Any]], formats: tuple[str, ...]) -> di
     }
 
 
-def release_metadata(
-    run_dir: Path, run: dict[str, Any], written: Written, *, formats: tuple[str, ...],
-    release_license: str | None, sharding: dict[str, Any], excluded: dict[str, dict[str, int]],
-) -> dict[str, Any]:
+def release_metadata(run_dir: Path, run: dict[str, Any], written: Written, *, formats: tuple[str, ...],
+                     release_license: str | None, sharding: dict[str, Any],
+                     excluded: dict[str, dict[str, int]]) -> dict[str, Any]:
     """release.json's dict, without its ``files`` (ATTRIBUTION.md and README.md are written from it).
 
     ``sharding``: seed, shard_rows, shard_bytes, langs; ``excluded``: rows left out ``by_license``

@@ -1,31 +1,16 @@
 """A release's ``--out`` directory: what in it belongs to a release, its lock, and publishing by renames.
 
-**Ownership.** ``--overwrite`` replaces only what a release wrote there: ``release.json`` (when it
-parses as one), the ``ATTRIBUTION.md`` and ``README.md`` it lists (with their sha256: a card the user
-edited is theirs), and each format's directory of the format table
-(:data:`granary_pipe.io.formats.RELEASE_FORMATS`) holding only language
-directories of files the release lists or that its shard names match. Anything else (a
-``NOTES.txt``, ``parquet/mydata.txt``, a run directory) makes the release refuse, naming the first
-such path, before anything is written; the check runs again just before the publish.
-A run directory (``run.json`` or ``units/``), the run itself or a directory inside it is never an
-``--out``.
-
-**Lock.** ``OUT/.granary-release.lock`` is flocked (:mod:`granary_pipe.io.run_lock`) before anything
-in ``OUT`` is read, for the whole release; a second release into ``OUT`` is refused naming the
-first (pid, host, since when). The file is removed as the release lets go.
-
-**Publish.** The release is written in ``OUT/.tmp-release-KEY`` and published by renames, after a
-journal (``WORK/publish.json``) lists them: the previous release's entries move aside into
-``WORK/old``, the new ones into ``OUT``, ``release.json`` last (the commit). Nothing of the previous
-release is deleted before the new ``release.json`` is in place. A release killed during the
-publish is settled by the next ``granary release`` into ``OUT`` (:func:`recover`): before the
-commit the renames are undone (the previous release is back, the new shards wait in the work
-directory to be published by a rerun); after it, the leftovers are removed (the work directory is
-renamed ``.tmp-release-KEY.done`` before its removal, so a removal cut short is known too).
+``--overwrite`` replaces only what a release wrote (``release.json``, the top files it lists with their
+sha256, each format's directory of shard files); anything else is refused, named (:func:`first_foreign`),
+before anything is written and again before the publish. ``OUT/.granary-release.lock`` is flocked for
+the whole release. The release is published from ``OUT/.tmp-release-KEY`` by renames under a journal
+(:func:`publish`, release.json last: the commit); a publish killed midway is undone or finished by the
+next release into ``OUT`` (:func:`recover`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -40,7 +25,6 @@ from granary_pipe.io.verify import sha256_file
 from granary_pipe.rundir import RUN_JSON, fsync_path, write_json_atomic
 
 LOCK_NAME = ".granary-release.lock"
-"""The lock file's name in a release's ``--out``."""
 WORK_PREFIX = ".tmp-release-"
 """Work directories of releases in ``--out``: ``.tmp-release-KEY``."""
 RELEASE_JSON = "release.json"
@@ -90,7 +74,7 @@ def _shard_name(fmt: str, lang: str) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in parts))
 
 
-def _is_file(path: Path) -> bool:
+def _is_file(path: Path) -> bool:  # not through a symlink
     return stat.S_ISREG(path.lstat().st_mode)
 
 
@@ -112,9 +96,8 @@ def _foreign_in_format(out_dir: Path, name: str, listed: dict[str, dict[str, Any
 
 
 def first_foreign(out_dir: Path) -> str | None:
-    """The first path in ``out_dir`` (relative, in name order) that a release did not write, with why
-    when it is not plain (``README.md (changed since the release wrote it)``); None when everything
-    there is a release's own (see the module docstring)."""
+    """The first path in ``out_dir`` (in name order) that a release did not write, with why when it is
+    not plain (``README.md (changed since the release wrote it)``); None when all is a release's own."""
     out_dir = Path(out_dir)
     listed = _listed(out_dir)
     for entry in sorted(out_dir.iterdir()):
@@ -159,9 +142,9 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 @contextmanager
 def claimed(out_dir: Path) -> Iterator[None]:
-    """Create ``out_dir`` if needed and hold its lock for the block; on the way out let go of the lock,
-    remove its file, and remove ``out_dir`` again if this call created it and nothing is left in it.
-    Raises :class:`granary_pipe.io.run_lock.RunLocked` naming the release that holds it."""
+    """Create ``out_dir`` if needed and hold its lock for the block, then let go of it, remove its file, and
+    ``out_dir`` if this call created it and it is empty. :class:`~granary_pipe.io.run_lock.RunLocked`
+    naming the release that holds it."""
     from granary_pipe.io import run_lock
 
     created = not out_dir.exists()
@@ -178,16 +161,13 @@ def claimed(out_dir: Path) -> Iterator[None]:
     finally:
         lock.release(unlink=True)
         if created:
-            try:
+            with contextlib.suppress(OSError):
                 out_dir.rmdir()  # only when empty: a failed first release leaves no trace
-            except OSError:
-                pass
 
 
 def recover(out_dir: Path) -> list[str]:
-    """Settle the publish of every work directory in ``out_dir`` that has a journal (a release killed
-    while publishing): undo it before the commit, finish it after. Returns the names of the work
-    directories whose release had been committed (it is in place now)."""
+    """Settle every publish in ``out_dir`` a killed release left (a work directory with a journal): undo
+    it before the commit, finish it after. Returns the work directories whose release is now in place."""
     committed = []
     for work in sorted(out_dir.glob(WORK_PREFIX + "*")):
         if work.name.endswith(_DONE):  # published; its removal was cut short
@@ -216,18 +196,17 @@ def recover(out_dir: Path) -> list[str]:
 
 
 def finish(work: Path) -> None:
-    """Remove the work directory of a published release: renamed first, so a removal cut short is
-    still known for what it is (:func:`recover`)."""
+    """Remove a published release's work directory, renamed first so that :func:`recover` knows a
+    removal cut short."""
     done = work.with_name(work.name + _DONE)
     os.replace(work, done)
     shutil.rmtree(done)
 
 
 def publish(work: Path, out_dir: Path, names: list[str]) -> None:
-    """Put ``names`` (format directories and top files in ``work``; ``release.json`` among them) into
-    ``out_dir`` by renames, the previous release's entries moved aside into ``work/old`` first and
-    ``release.json`` last, under a journal (see the module docstring). Refuses (``FileExistsError``)
-    when something a release did not write appeared in ``out_dir`` meanwhile; the work stays."""
+    """Move ``names`` (in ``work``; ``release.json`` among them) into ``out_dir`` under a journal: the
+    previous release's entries aside into ``work/old`` first, ``release.json`` last. ``FileExistsError``
+    (the work stays) when something no release wrote appeared in ``out_dir`` meanwhile."""
     names = [n for n in names if n != RELEASE_JSON] + [RELEASE_JSON]
     for name in names:
         if (work / name).is_dir():

@@ -1,23 +1,12 @@
 """Plan a release out of core: which kept rows go out, in which order, cut into which shards.
 
-DuckDB scans the ``kept.parquet`` files of the committed units (streaming; its sort spills to a
-temporary directory under the release's work directory, within :data:`DUCKDB_MEMORY`), so the
-planner's memory does not grow with the corpus. The rules are the release's (see
-:mod:`granary_pipe.io.release`):
-
-* a row's language is ``lang``, else ``lang_hint``, else ``"und"``; a row's license is its
-  ``license``, else ``"unknown"``; with a release license only rows whose license is
-  :func:`granary_pipe.licenses.compatible` with it go out (decided in Python once per distinct
-  license, the allowed set handed to the query);
-* within a language rows are ordered by ``(sha256(f"{seed}\\0{id}"), id)``: DuckDB's ``sha256``
-  gives lowercase hex, sorted as its 32 bytes (``unhex``: half the sort's key, the same order);
-* a shard holds at most ``shard_rows`` rows and, with ``shard_bytes``, is cut before the FLAC
-  bytes of its rows would pass ``shard_bytes`` (a shard holds at least one row).
-
-The plan is the row assignment ``WORK/assign.parquet``: each released row's unit file and row number
-there, its shard (language, number) and its position in the shard. DuckDB sorts only these narrow
-columns, never whole rows; :mod:`granary_pipe.io.release_gather` then moves the rows themselves into
-shard order, reading each unit file once.
+DuckDB scans the committed units' ``kept.parquet`` files (its sort spills under the work directory,
+within :data:`DUCKDB_MEMORY`) and sorts only narrow columns, never whole rows. A row's language is
+``lang``, else ``lang_hint``, else ``"und"``; its license ``license``, else ``"unknown"``; with a release
+license only rows whose license is compatible go out. Within a language rows are ordered by
+``(sha256(f"{seed}\\0{id}"), id)``; a shard holds at most ``shard_rows`` rows and, with ``shard_bytes``,
+is cut before its FLAC bytes would pass that. The plan is the row assignment (unit file, row number,
+shard, position) that :mod:`granary_pipe.io.release_gather` cuts into gather jobs.
 """
 
 from __future__ import annotations
@@ -40,9 +29,7 @@ from granary_pipe.io.release_gather import ASSIGN_COLUMNS, GatherJob, write_gath
 from granary_pipe.rundir import MARKER, committed_units, unit_dir
 
 DUCKDB_MEMORY = os.environ.get("GRANARY_RELEASE_DUCKDB_MEMORY", "64MB")
-"""DuckDB's ``memory_limit`` while planning (``$GRANARY_RELEASE_DUCKDB_MEMORY``); beyond it the sort spills.
-At 100 k units (575 k rows) the planner's peak RSS was 524 MB with 256 MB, 388 MB with 128 MB and 314 MB with
-64 MB (with the sort on one thread and an 8 MB allocator flush threshold), at the same speed."""
+"""DuckDB's ``memory_limit`` while planning (``$GRANARY_RELEASE_DUCKDB_MEMORY``); beyond it the sort spills."""
 DUCKDB_THREADS = 2
 """DuckDB threads while planning: the scan and sort are I/O bound; more threads hold more memory."""
 BATCH_ROWS = 8192
@@ -60,7 +47,6 @@ _ASSIGN_SCHEMA = pa.schema([("filename", pa.string()), ("file_row_number", pa.in
 
 @dataclass(frozen=True)
 class PlannedShard:
-    """One shard of the plan."""
 
     lang: str
     n: int
@@ -75,10 +61,8 @@ class Plan:
     excluded_by_license: dict[str, int] = field(default_factory=dict)
     excluded_by_lang: dict[str, int] = field(default_factory=dict)
     digest: str = ""
-    """sha256 over every shard's rows (unit file, row number, id, audio file; in plan order): equal
-    digests mean the same rows, order and cuts."""
+    """sha256 over every shard's rows in plan order: equal digests mean the same rows, order and cuts."""
     gather_jobs: list[GatherJob] = field(default_factory=list)
-    """The gather jobs that move the rows into shard order (:mod:`granary_pipe.io.release_gather`)."""
 
 
 def _connect(work_dir: Path) -> Any:
@@ -96,14 +80,9 @@ def _connect(work_dir: Path) -> Any:
 
 
 def _load_kept(con: Any, run_dir: Path, units: list[str]) -> None:
-    """Table ``kept``: the planning columns of every kept row of ``units`` (:data:`_NEEDED`), its file
-    and row number there, ``lang_`` and ``lic_``, read from the unit files in one pass (DuckDB keeps
-    it on disk beyond its memory limit); the checks, the selection and the sort read it. Only these
-    narrow columns are sorted: DuckDB's sort of whole rows (texts, lists) ran out of memory under a
-    fixed limit at 100 k units.
-
-    The files are read :data:`CHUNK_FILES` at a time: DuckDB holds per-file state for the length of
-    a query, so one query over every file would grow with the corpus."""
+    """Table ``kept`` (on disk beyond DuckDB's memory limit): the planning columns (:data:`_NEEDED`) of every
+    kept row of ``units``, its file and row number there, ``lang_`` and ``lic_``. Read :data:`CHUNK_FILES`
+    files a query: DuckDB holds per-file state for the length of a query."""
     files = [str(unit_dir(run_dir, u) / "kept.parquet") for u in units]
     files = [f for f in files if os.path.isfile(f)]  # a unit that kept nothing may have no file
     table = ", ".join(f"{c} {t}" for c, t in _NEEDED.items())
@@ -116,11 +95,6 @@ def _load_kept(con: Any, run_dir: Path, units: list[str]) -> None:
                 f"lic_ = coalesce(nullif(license, ''), '{licenses.UNKNOWN}')")
 
 
-def _columns(con: Any, relation: str = "kept") -> dict[str, str]:
-    """Column name -> DuckDB type of a table or query."""
-    return {row[0]: row[1] for row in con.execute(f"DESCRIBE {relation}").fetchall()}
-
-
 def _insert_files(con: Any, files: list[str]) -> None:
     """Append the planning columns (:data:`_NEEDED`) of the rows of ``files`` to ``kept``, with each
     row's file and its row number in that file (a column no file of the chunk has reads as NULL)."""
@@ -131,7 +105,7 @@ def _insert_files(con: Any, files: list[str]) -> None:
                         "HAVING count(DISTINCT file_name) <> ? LIMIT 1", [len(files)]).fetchall()
     union = ", union_by_name=true" if mixed else ""
     source = f"read_parquet(getvariable('kept_files'){union}, filename=true, file_row_number=true)"
-    have = _columns(con, f"SELECT * FROM {source}")
+    have = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
     columns = ", ".join(c if c in have else f"NULL::{t} AS {c}" for c, t in _NEEDED.items())
     con.execute(f"INSERT INTO kept SELECT {columns}, filename, file_row_number FROM {source}")
 
@@ -188,8 +162,8 @@ def _selection(con: Any, run_dir: Path, langs: list[str] | None,
 
 def _check_asked_langs(run_dir: Path, langs: list[str], out_langs: set[str], run_langs: set[str],
                        release_license: str | None) -> None:
-    """Every language ``--lang`` names must go out, in a list as alone: else a ``ValueError`` naming
-    each one that would not (absent from the run, or none of its rows' licenses compatible)."""
+    """``ValueError`` naming each language ``--lang`` asks for that would not go out (absent from the run,
+    or no row with a compatible license)."""
     why = [f"{lang} (not in the run)" if lang not in run_langs else
            f"{lang} (no row with a license compatible with {release_license})"
            for lang in sorted(set(langs)) if lang not in out_langs]
@@ -220,7 +194,7 @@ class _ShardCutter:
         self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
         self.shards: list[PlannedShard] = []
         self.digest = hashlib.sha256()
-        self.lang: str | None = None
+        self.lang = ""  # no shard yet: every language is a new one
         self.n = 0
         self.parts: list[pa.RecordBatch] = []
         self.rows = 0
@@ -239,7 +213,7 @@ class _ShardCutter:
         sizes = [0] * len(langs)
         if self.shard_bytes:
             ids, files = batch.column("id").to_pylist(), batch.column("audio_file").to_pylist()
-            sizes = [self._size(i, f) for i, f in zip(ids, files)]
+            sizes = [self._size(i, f) for i, f in zip(ids, files, strict=True)]
         start = 0
         for k, lang in enumerate(langs):
             new_lang = lang != self.lang
@@ -274,16 +248,12 @@ class _ShardCutter:
         self.parts, self.rows, self.bytes = [], 0, 0
 
 
-def plan_release(
-    run_dir: Path, work_dir: Path, *, langs: list[str] | None, release_license: str | None,
-    seed: int, shard_rows: int, shard_bytes: int | None,
-) -> Plan:
-    """Select, order and cut the kept rows of ``run_dir``'s committed units into shards; write the
-    row assignment and the gather jobs under ``work_dir`` (DuckDB spills there too).
-
-    ``ValueError`` when there is no committed unit, no row to release, a language that cannot name a
-    shard, or a broken unit (kept rows with ``drop_reason`` or without ``audio_file``, duplicate ids);
-    ``FileNotFoundError`` for a kept row whose audio is missing when ``shard_bytes`` needs its size."""
+def plan_release(run_dir: Path, work_dir: Path, *, langs: list[str] | None, release_license: str | None,
+                 seed: int, shard_rows: int, shard_bytes: int | None) -> Plan:
+    """Select, order and cut the kept rows of ``run_dir``'s committed units into shards; write the gather
+    jobs under ``work_dir``. ``ValueError`` for no committed unit, no row to release, a language that
+    cannot name a shard, or a broken unit (kept rows with ``drop_reason`` or without ``audio_file``,
+    duplicate ids); ``FileNotFoundError`` for a missing audio file whose size ``shard_bytes`` needs."""
     units = committed_units(run_dir)
     if not units:
         raise ValueError(f"no committed unit in {run_dir / 'units'} (no {MARKER} markers)")

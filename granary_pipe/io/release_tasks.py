@@ -1,20 +1,11 @@
 """Write a release's shards: one task per shard, in this process or on Ray, each leaving a done-record.
 
-A shard task reads its rows from the gather files (:mod:`granary_pipe.io.release_gather`) and their
-FLAC files from the run, calls every format's writer (:data:`granary_pipe.io.formats.RELEASE_FORMATS`),
-fsyncs the files it wrote and their directories, then writes its done-record
-``DONE/{lang}/{n:06d}.json`` atomically: the shard's release.json entries and its counts (rows,
-seconds, licenses, each (source, license)'s durations in row order). A rerun skips every shard whose
-record is there and whose files still have the sizes it lists.
-
-The driver merges the records in plan order (:func:`merge_records`), so release.json, ATTRIBUTION.md
-and README.md come out as a single process writing the shards one after the other would make them:
-the per-source seconds are summed row by row in release order, as that process sums them.
-
-Executors (:class:`TaskRunner`, for the gather tasks and the shard tasks alike): ``workers=1`` without
-an address runs the tasks here, one after the other; otherwise an embedded local Ray with ``workers``
-CPUs, or the Ray cluster at ``address``, started once for both kinds, runs them, at most
-:func:`in_flight` at once, so memory stays a few tasks' worth.
+A shard task reads its rows (:mod:`granary_pipe.io.release_gather`) and FLACs, calls every format's
+writer, fsyncs what it wrote, then writes ``done/{lang}/{n:06d}.json``: the shard's release.json
+entries and counts. A rerun skips shards whose record is there and whose files have the sizes it lists.
+:func:`merge_records` merges the records in plan order, so the release's metadata is what one process
+writing the shards in order would make. :class:`TaskRunner` runs the gather and shard tasks here
+(``workers=1``) or on one embedded or joined Ray, :func:`in_flight` tasks at once.
 """
 
 from __future__ import annotations
@@ -28,8 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from granary_pipe.io.formats import RELEASE_FORMATS
-from granary_pipe.io.release_meta import Written, file_entry
 from granary_pipe.io.release_gather import read_shard_rows
+from granary_pipe.io.release_meta import Written, file_entry
 from granary_pipe.io.release_plan import PlannedShard
 from granary_pipe.io.shards import flac_frames
 from granary_pipe.progress import LINES_EVERY_S, Progress
@@ -50,10 +41,6 @@ class ShardJob:
     sources: tuple[tuple[int, int, int], ...]
     """The shard's rows: (gather job, offset, length) triples (:func:`granary_pipe.io.release_gather.shard_sources`)."""
 
-    def record_path(self) -> Path:
-        """Where the shard's done-record goes."""
-        return done_path(Path(self.root), self.shard)
-
 
 def done_path(root: Path, shard: PlannedShard) -> Path:
     """The done-record of ``shard`` under the work directory ``root``."""
@@ -62,7 +49,7 @@ def done_path(root: Path, shard: PlannedShard) -> Path:
 
 def _read_audio(run_dir: Path, ids: list[str], files: list[str]) -> list[bytes]:
     out = []
-    for rid, rel in zip(ids, files):
+    for rid, rel in zip(ids, files, strict=True):
         path = run_dir / rel
         if not path.is_file():
             raise FileNotFoundError(f"audio of kept row {rid!r} is missing: {path}")
@@ -84,7 +71,9 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
     for fmt in writers:
         lang_dir = root / fmt.name / shard.lang
         lang_dir.mkdir(parents=True, exist_ok=True)
-        for path in fmt.write(lang_dir, shard.lang, shard.n, table, audio, frames):
+        paths = fmt.paths(lang_dir, shard.lang, shard.n)
+        fmt.write(paths, shard.n, table, audio, frames)
+        for path in paths:
             fsync_path(path)
             entry = file_entry(root, path.relative_to(root).as_posix(), fmt.name, shard.lang, shard.rows, seconds)
             entry["shard"] = shard.n
@@ -92,14 +81,15 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
         fsync_path(lang_dir)
     lic_counts: dict[str, int] = {}
     cells: dict[tuple[Any, str], list[float]] = {}
-    for src, lic, d in zip(table.column("source").to_pylist(), table.column("license").to_pylist(), durations):
+    for src, lic, d in zip(table.column("source").to_pylist(), table.column("license").to_pylist(), durations,
+                           strict=True):
         lic = lic or "unknown"
         lic_counts[lic] = lic_counts.get(lic, 0) + 1
         cells.setdefault((src, lic), []).append(d)
     record = {"lang": shard.lang, "shard": shard.n, "rows": shard.rows, "seconds": seconds, "entries": entries,
               "licenses": lic_counts, "by_source": [[s, lic, ds] for (s, lic), ds in cells.items()]}
-    job.record_path().parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(job.record_path(), record, sort_keys=False)  # entries go into release.json as they are
+    done_path(root, shard).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(done_path(root, shard), record, sort_keys=False)  # entries go into release.json as they are
     return record
 
 
@@ -147,8 +137,8 @@ def in_flight(workers: int) -> int:
 
 
 class TaskRunner:
-    """Runs a task function over jobs, here (``workers == 1``, no address) or on Ray, which is started
-    (or joined) at the first :meth:`map` with jobs and shut down on exit."""
+    """Runs a task function over jobs, here (``workers == 1``, no address) or on Ray, started (or joined)
+    at the first :meth:`map` with jobs and shut down on exit."""
 
     def __init__(self, *, workers: int, address: str | None, record_dir: Path) -> None:
         self.workers, self.address, self.record_dir = workers, address, record_dir

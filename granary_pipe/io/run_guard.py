@@ -1,19 +1,11 @@
 """What surrounds a run's work on its directory: one writer, leftovers of a killed run, disk errors.
 
-:func:`guarded` is entered by :func:`granary_pipe.pipeline.run_pipeline` once the config and the
-listing are valid and before anything in ``OUT`` is read or cleaned:
-
-1. a directory that is not empty and holds no run (no ``run.json``) is refused, unchanged;
-2. ``OUT`` is created and locked (:mod:`granary_pipe.io.run_lock`): a second ``granary run`` on it
-   is refused naming the first, before it cleans any debris (which could be the first run's unit
-   in flight);
-3. processes left by the embedded Ray of a killed driver of this run are stopped
-   (:mod:`granary_pipe.executors.ray_orphans`);
-4. a disk error while the run works (no space, read-only, no permission, quota: errno in
-   :data:`~granary_pipe.io.parallel.LOCAL_DISK_ERRNOS`) ends the run: the run's temporary files are removed (which also frees the
-   space ``run.json`` needs), ``run.json`` gets ``status: failed`` and the error, and the error
-   is raised again as one ``OSError`` naming the file and the cause. Committed units are never
-   touched.
+:func:`guarded`, entered by :func:`granary_pipe.pipeline.run_pipeline` once config and listing are
+valid, (1) refuses a non-empty directory without ``run.json``, (2) creates and locks ``OUT``
+(:mod:`granary_pipe.io.run_lock`) before any debris is cleaned, (3) stops what the embedded Ray of a
+killed driver left (:mod:`granary_pipe.executors.ray_orphans`), and (4) ends the run on a disk error
+(:func:`disk_error`): temporaries removed, ``run.json`` marked failed, one ``OSError`` raised naming
+the file. Committed units are never touched.
 """
 
 from __future__ import annotations
@@ -24,22 +16,21 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from granary_pipe import rundir
 from granary_pipe.config import ConfigError
 from granary_pipe.io import run_lock
 from granary_pipe.io.parallel import is_local_disk_error
-from granary_pipe import rundir
-from granary_pipe.rundir import RUN_JSON, TMP as _TMP, remove_temporaries
-
-
+from granary_pipe.rundir import RUN_JSON, remove_temporaries
+from granary_pipe.rundir import TMP as _TMP
 
 
 def disk_error(exc: BaseException | None) -> OSError | None:
-    """The disk error (an ``OSError`` with an errno in :data:`~granary_pipe.io.parallel.LOCAL_DISK_ERRNOS`) behind ``exc``, following
-    a Ray task error's ``cause`` and Python's ``__cause__``/``__context__``; None when there is none."""
+    """The disk error (:func:`~granary_pipe.io.parallel.is_local_disk_error`) behind ``exc``, following a Ray
+    task error's ``cause`` and Python's ``__cause__``/``__context__``; None when there is none."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if is_local_disk_error(exc):
+        if is_local_disk_error(exc) and exc.errno is not None:
             return OSError(exc.errno, os.strerror(exc.errno), exc.filename)
         exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
     return None
@@ -50,8 +41,7 @@ def refuse_foreign(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     if not run_dir.is_dir() or (run_dir / RUN_JSON).is_file():
         return
-    own = {run_lock.LOCK_NAME}
-    if any(p.name not in own and not p.name.startswith(f".{RUN_JSON}{_TMP}") for p in run_dir.iterdir()):
+    if any(p.name != run_lock.LOCK_NAME and not p.name.startswith(f".{RUN_JSON}{_TMP}") for p in run_dir.iterdir()):
         raise ConfigError(f"{run_dir}: exists, is not empty and has no run.json; choose a new --out")
 
 

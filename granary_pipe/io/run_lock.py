@@ -1,18 +1,9 @@
-"""One writer per run directory: ``granary run`` holds an exclusive lock on ``OUT/.granary-run.lock``.
+"""One writer per run directory: ``granary run`` holds an exclusive ``flock`` on ``OUT/.granary-run.lock``.
 
-The lock is a ``flock(2)`` on that file, held by the driver for the whole run and released by the
-kernel when the process ends, however it ends (SIGKILL included): there is no stale lock to
-detect or break. The file itself stays; it holds who has (or last had) the lock, as JSON: pid,
-host, start time and command line, so a refused run names the other process.
-
-Scope: ``flock`` is exact between processes of one machine on a local file system. On NFSv4 the
-Linux client maps it onto NFS byte-range locks, which the server arbitrates between machines;
-on NFSv3 without ``lockd``, on Lustre mounted without ``-o flock`` (``localflock`` locks only per
-client) and on some FUSE file systems it is local to one machine or refused. Two drivers on
-different machines writing one ``--out`` are therefore only kept apart where the shared file
-system implements ``flock`` across clients; a file system that refuses locks is reported, not
-ignored. ``granary submit`` runs ``granary run`` on the cluster, so a submitted run takes the same
-lock on the head node.
+The kernel drops the lock when the process ends (SIGKILL too): no stale lock exists. The file holds
+the holder's pid, host, start time and command line, so a refused run names it. Between machines the
+lock holds only where the shared file system implements ``flock`` across clients (scope in
+docs/architecture.md); a file system that refuses locks is an error.
 """
 
 from __future__ import annotations
@@ -26,6 +17,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from granary_pipe.config import ConfigError
 
@@ -116,11 +109,5 @@ def _holder(fd: int) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (another user's counts: signalling it is refused)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether process ``pid`` exists on this host (another user's too)."""
+    return psutil.pid_exists(pid)

@@ -1,34 +1,12 @@
-"""The sink: commit one unit's rows and audio atomically into the run directory.
+"""The sink: commit one unit's rows and audio atomically into the run directory (layout, marker and
+readers: :mod:`granary_pipe.rundir`).
 
-Only the commit lives here; the layout, the marker and every reader are
-:mod:`granary_pipe.rundir`.
-
-Layout of a committed unit::
-
-    units/UNIT/kept.parquet       rows with no drop_reason (sorted by id)
-    units/UNIT/rejected.parquet   rows with a drop_reason
-    units/UNIT/audio/ID.flac      16 kHz mono FLAC of each kept segment
-    units/UNIT/_COMMITTED         JSON stats, written last: rows in/kept/rejected, recordings,
-                                  seconds, ``stage_s`` (seconds per stage) and ``counts`` (per
-                                  stage: rows in, rows rejected and flagged per rule; see
-                                  ``granary_pipe.counters``), the sink's own rejections included,
-                                  ``files``: size and sha256 of each file above, and ``digest``:
-                                  the figures the report and audit need of the rows
-                                  (``granary_pipe.digest``)
-
-The commit survives a power loss or a node crash, not only ``kill -9``; in this order:
-
-1. every file is written under ``units/.UNIT.tmp-*`` and fsynced, :data:`SYNC_THREADS` at once
-   (its bytes are hashed for the marker as they are written: no reread);
-2. ``audio/`` and the temporary directory are fsynced (their entries are on disk);
-3. the temporary directory is renamed to ``units/UNIT`` and ``units/`` is fsynced;
-4. the marker is written to a temporary name, fsynced, renamed to ``_COMMITTED``, and the unit
-   directory is fsynced (``rundir.write_json_atomic``).
-
-So a marker on disk always names files that are on disk whole. A unit directory without the
-marker is debris of an interrupted run and is replaced on the next run (``rundir.clean_debris``);
-a resumed run also redoes a marked unit whose files do not have the sizes the marker lists
-(``rundir.check_unit``), and ``granary verify RUN`` checks their checksums.
+A unit is ``units/UNIT/kept.parquet``, ``rejected.parquet``, ``audio/ID.flac`` (16 kHz mono, kept rows)
+and ``_COMMITTED``, written last: the unit's stats, counts per stage, ``files`` (size and sha256 of
+each file) and ``digest``. The commit survives a power loss: every file is written and fsynced under
+``units/.UNIT.tmp-*`` (:data:`SYNC_THREADS` at once, hashed as written), the directories are fsynced,
+it is renamed to ``units/UNIT`` and ``units/`` fsynced, then the marker is written atomically. So a
+marker on disk always names files that are whole; a unit without one is debris (``rundir.clean_debris``).
 """
 
 from __future__ import annotations
@@ -52,20 +30,17 @@ from granary_pipe import counters, digest, schema
 from granary_pipe.rundir import FILES, MARKER, file_record, fsync_path, unit_dir, write_file, write_json_atomic
 
 SYNC_THREADS = 8
-"""Files of a unit written and fsynced at once: a journalling filesystem commits concurrent fsyncs
-together. On this project's ext4 test disk (2 loaded cores) fsync added 16 ms to a demo unit's
-commit this way against 29 ms one file after another (``benchmarks/commit_cost.py``)."""
+"""Files of a unit written and fsynced at once: a journalling filesystem commits concurrent fsyncs together
+(``benchmarks/commit_cost.py``)."""
 SINK = "sink.write"
 """The sink's name in ``stage_s`` and ``counts``."""
 _COUNTED = ["drop_reason", "duration_s", "flags"]  # what counters.of_batch reads: no samples copied
 
 
 def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
-    """Write a unit's kept/rejected Parquet and kept audio, then its commit marker.
-
-    ``stats`` is the unit's ``units.UnitStats`` (``stage_s``, ``counts``); the marker holds it
-    with the sink's time and counts added under ``sink.write`` and the unit's totals. Returns
-    the marker's content."""
+    """Write a unit's kept/rejected Parquet and kept audio, then its commit marker: ``stats`` (the unit's
+    ``units.UnitStats``) with the sink's time and counts under ``sink.write`` and the unit's totals added.
+    Returns the marker's content."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     table = schema.conform(table)
@@ -93,7 +68,8 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
                 queued.append(writes[rel])
 
             audio_files = []
-            for row_id, pcm in zip(kept.column("id").to_pylist(), kept.column(schema.TRANSIENT.name).to_pylist()):
+            for row_id, pcm in zip(kept.column("id").to_pylist(), kept.column(schema.TRANSIENT.name).to_pylist(),
+                                   strict=True):
                 audio_files.append(f"units/{unit}/audio/{row_id}.flac")
                 put(f"audio/{row_id}.flac", _flac(np.frombuffer(pcm, dtype=np.float32)))
             kept = schema.set_column(kept, "audio_file", audio_files)
@@ -151,7 +127,6 @@ def _parquet(table: pa.Table) -> bytes:
 
 def _recording_seconds(table: pa.Table) -> float:
     """Total length of the unit's recordings (each counted once)."""
-    seen: dict[str, float] = {}
-    for rid, d in zip(table.column("recording_id").to_pylist(), table.column("recording_duration_s").to_pylist()):
-        seen[rid] = d or 0.0
-    return sum(seen.values())
+    seen = dict(zip(table.column("recording_id").to_pylist(), table.column("recording_duration_s").to_pylist(),
+                    strict=True))
+    return sum(d or 0.0 for d in seen.values())

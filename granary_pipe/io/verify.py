@@ -1,16 +1,8 @@
-"""Check a local release against its ``release.json``: sha256 and size of every listed file,
-and tar member names (``granary verify DIR``). Also the path-safety rules that
-:mod:`granary_pipe.io.download` applies before it writes anything.
-
-Safety rules:
-
-* a path listed in ``release.json`` must be relative, use ``/``, and have no empty, ``.``
-  or ``..`` part (nor a ``\\`` or a drive ``:``): it can only name a file under the
-  release directory; once joined, the resolved path must still be inside it (so a
-  symlinked directory cannot lead outside either);
-* a tar member must be a regular file whose name is relative with no ``..`` part: no
-  absolute names, no symlinks, hard links, devices, FIFOs or directories. A tar that breaks
-  this is reported as bad (and a download refuses to keep it).
+"""Check a local release against its ``release.json`` (``granary verify DIR``): size and sha256 of every
+listed file, and tar members. Also the path-safety rules :mod:`granary_pipe.io.download` applies before
+it writes anything: a listed path is relative, uses ``/``, has no empty, ``.`` or ``..`` part, ``\\``
+or ``:``, and resolves inside the release directory (symlinks included); a tar member is a regular file
+with such a name (no links, devices, FIFOs or directories).
 """
 
 from __future__ import annotations
@@ -20,32 +12,30 @@ import json
 import tarfile
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Iterable
 
 from granary_pipe.io.formats import format_names
 
 RELEASE_JSON = "release.json"
 SELECTION_JSON = "download.json"
-"""Written by ``granary download`` next to release.json: the ``langs``/``formats`` it fetched,
-so that ``granary verify`` checks what was asked for and not the whole release."""
+"""Written by ``granary download`` next to release.json: the ``langs``/``formats`` it fetched, which
+``granary verify`` then checks."""
 
 
 class UnsafePathError(ValueError):
     """A path from release.json or a tar member name that could escape its directory."""
 
 
-def check_relpath(path: str) -> str:
-    """Return ``path`` if it is a safe relative POSIX path; else raise :class:`UnsafePathError`."""
+def check_relpath(path: object) -> str:
+    """``path`` if it is a safe relative POSIX path (see the module doc); else :class:`UnsafePathError`."""
     if not isinstance(path, str) or not path:
         raise UnsafePathError(f"unsafe path {path!r}: empty or not a string")
     if "\\" in path or "\0" in path or ":" in path:
         raise UnsafePathError(f"unsafe path {path!r}: backslash, NUL or ':' not allowed")
-    p = PurePosixPath(path)
-    if p.is_absolute() or path.startswith("/"):
+    if path.startswith("/"):
         raise UnsafePathError(f"unsafe path {path!r}: absolute")
-    parts = path.split("/")
-    if any(part in ("", ".", "..") for part in parts):
+    if any(part in ("", ".", "..") for part in path.split("/")):
         raise UnsafePathError(f"unsafe path {path!r}: empty, '.' or '..' component")
     return path
 
@@ -54,17 +44,13 @@ def safe_join(root: Path, rel: str) -> Path:
     """``root / rel`` after :func:`check_relpath`, checked to resolve inside ``root``."""
     check_relpath(rel)
     target = Path(root) / rel
-    root_r = Path(root).resolve()
-    if not target.resolve().is_relative_to(root_r):
+    if not target.resolve().is_relative_to(Path(root).resolve()):
         raise UnsafePathError(f"unsafe path {rel!r}: resolves outside {root}")
     return target
 
 
 def tar_problems(path: Path) -> list[str]:
-    """Problems with the members of the tar at ``path`` (empty list: safe).
-
-    Reads headers only (members' data is skipped), so it is cheap even on large shards.
-    """
+    """Problems with the members of the tar at ``path`` (empty: safe); reads headers only."""
     problems = []
     try:
         with tarfile.open(path, mode="r:") as tar:
@@ -83,13 +69,10 @@ def tar_problems(path: Path) -> list[str]:
     return problems
 
 
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in blocks."""
-    digest = hashlib.sha256()
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(block), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def load_release_json(data: bytes | str) -> dict[str, Any]:
@@ -114,20 +97,13 @@ def listed_files(rel: dict[str, Any]) -> list[dict[str, Any]]:
     return list(rel.get("shards", [])) + list(rel.get("files", []))
 
 
-def select(
-    rel: dict[str, Any], langs: Iterable[str] | None = None, formats: Iterable[str] | None = None
-) -> list[dict[str, Any]]:
+def select(rel: dict[str, Any], langs: Iterable[str] | None = None,
+           formats: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Entries of ``rel`` for ``langs``/``formats`` (None: all); top-level ``files`` always."""
     langs = set(langs) if langs is not None else None
     formats = set(formats) if formats is not None else None
-    out = []
-    for s in rel.get("shards", []):
-        if langs is not None and s.get("lang") not in langs:
-            continue
-        if formats is not None and s.get("format") not in formats:
-            continue
-        out.append(s)
-    return out + list(rel.get("files", []))
+    return [s for s in rel.get("shards", []) if (langs is None or s.get("lang") in langs)
+            and (formats is None or s.get("format") in formats)] + list(rel.get("files", []))
 
 
 def check_file(root: Path, entry: dict[str, Any], *, check_sha: bool = True) -> str | None:
@@ -148,8 +124,28 @@ def check_file(root: Path, entry: dict[str, Any], *, check_sha: bool = True) -> 
     return None
 
 
+class Checked:
+    """What the verify reports share: ``missing`` paths and ``bad`` path -> reason."""
+
+    missing: list[str]
+    bad: dict[str, str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing and not self.bad
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (``--json``)."""
+        return {"passed": self.passed, **vars(self)}  # the dataclass fields, in order
+
+    def lines(self) -> list[str]:
+        """One line per file that is not right (empty when passed)."""
+        return ([f"missing: {p}" for p in self.missing]
+                + [f"bad: {p}: {why}" for p, why in sorted(self.bad.items())])
+
+
 @dataclass
-class VerifyReport:
+class VerifyReport(Checked):
     """Outcome of :func:`verify_release`: ``ok`` paths, ``missing`` paths, ``bad`` path -> reason."""
 
     ok: list[str] = field(default_factory=list)
@@ -157,38 +153,14 @@ class VerifyReport:
     bad: dict[str, str] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def passed(self) -> bool:
-        return not self.missing and not self.bad
 
-    def to_dict(self) -> dict[str, Any]:
-        """The report as plain data (``granary verify --json``)."""
-        return {"passed": self.passed, "ok": self.ok, "missing": self.missing, "bad": self.bad,
-                "selection": self.selection}
+def verify_release(root: Path, langs: Iterable[str] | None = None, formats: Iterable[str] | None = None, *,
+                   jobs: int = 4, progress: bool = False, checksums: bool = True) -> VerifyReport:
+    """Check every file ``root/release.json`` lists for ``langs``/``formats`` (None for both: the
+    selection in ``download.json``, else all) by size and, with ``checksums``, sha256, ``jobs`` at once.
 
-    def lines(self) -> list[str]:
-        """Human-readable problems, one per line (empty when passed)."""
-        return ([f"missing: {p}" for p in self.missing]
-                + [f"bad: {p}: {why}" for p, why in sorted(self.bad.items())])
-
-
-def verify_release(
-    root: Path,
-    langs: Iterable[str] | None = None,
-    formats: Iterable[str] | None = None,
-    *,
-    jobs: int = 4,
-    progress: bool = False,
-    checksums: bool = True,
-) -> VerifyReport:
-    """Check every file ``root/release.json`` lists (for ``langs``/``formats``) by size and, with
-    ``checksums``, sha256.
-
-    With no ``langs``/``formats``, the selection a download recorded in ``download.json``
-    is used, else everything. ``jobs`` files are hashed at once (hashlib releases the GIL);
-    ``progress`` shows bytes checked. Raises ``FileNotFoundError`` without a release.json,
-    :class:`UnsafePathError` when release.json lists a path that escapes ``root``, and
-    ``KeyboardInterrupt`` within about a second of Ctrl-C.
+    Raises ``FileNotFoundError`` without a release.json, :class:`UnsafePathError` for a listed path
+    that escapes ``root``, ``KeyboardInterrupt`` within about a second of Ctrl-C.
     """
     from granary_pipe.io.parallel import run_parallel
     from granary_pipe.progress import Progress
@@ -209,7 +181,6 @@ def verify_release(
                                      "formats": sorted(formats) if formats is not None else None})
     entries = select(rel, langs, formats)
     lock = threading.Lock()
-    bar = Progress(sum(e["bytes"] for e in entries), desc="verify", unit="B", enabled=progress, every_s=5.0)
 
     def one(entry: dict[str, Any]) -> None:
         why = check_file(root, entry, check_sha=checksums)
@@ -222,10 +193,8 @@ def verify_release(
                 report.bad[entry["path"]] = why
         bar.update(entry["bytes"])
 
-    try:
+    with Progress(sum(e["bytes"] for e in entries), desc="verify", unit="B", enabled=progress, every_s=5.0) as bar:
         run_parallel(entries, one, jobs, threading.Event())
-    finally:
-        bar.close()
     report.ok.sort()
     report.missing.sort()
     return report

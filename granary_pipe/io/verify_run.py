@@ -1,10 +1,6 @@
-"""Check a run directory's committed units against their markers (``granary verify RUN``).
-
-Each unit's ``_COMMITTED`` marker lists its files with size and sha256 (``rundir.FILES``); this
-reads every file of every committed unit and compares. A resumed run checks sizes only (a stat
-per file, :func:`granary_pipe.rundir.check_unit`), so a byte flipped in place is found here and
-not there. Units are checked ``jobs`` at a time (hashlib releases the GIL), with the same
-progress as the release verify: a bar on a terminal, plain lines otherwise.
+"""Check a run directory's committed units against their markers (``granary verify RUN``): every file
+a ``_COMMITTED`` marker lists, by size and sha256 (a resumed run checks sizes only:
+:func:`granary_pipe.rundir.check_unit`), ``jobs`` units at a time.
 """
 
 from __future__ import annotations
@@ -12,14 +8,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from granary_pipe import rundir
-from granary_pipe.io.verify import UnsafePathError, check_file
+from granary_pipe.io.verify import Checked, UnsafePathError, check_file
 
 
 @dataclass
-class RunVerifyReport:
+class RunVerifyReport(Checked):
     """Outcome of :func:`verify_run`: units checked, files that matched, and the ones that did not
     (run-relative path -> reason; ``missing`` files apart)."""
 
@@ -28,20 +23,6 @@ class RunVerifyReport:
     files_ok: int = 0
     missing: list[str] = field(default_factory=list)
     bad: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return not self.missing and not self.bad
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report as plain data (``granary verify RUN --json``)."""
-        return {"passed": self.passed, "run": self.run, "units": self.units, "files_ok": self.files_ok,
-                "missing": self.missing, "bad": self.bad}
-
-    def lines(self) -> list[str]:
-        """One line per file that is not right (empty when passed)."""
-        return ([f"missing: {p}" for p in self.missing]
-                + [f"bad: {p}: {why}" for p, why in sorted(self.bad.items())])
 
 
 def unit_problems(run_dir: Path, unit: str) -> tuple[int, dict[str, str]]:
@@ -54,8 +35,7 @@ def unit_problems(run_dir: Path, unit: str) -> tuple[int, dict[str, str]]:
         return 0, {marker_rel: f"not readable JSON ({type(exc).__name__})"}
     files = marker.get(rundir.FILES) if isinstance(marker, dict) else None
     if not isinstance(files, dict):
-        return 0, {marker_rel: "lists no files: the unit is redone "
-                               "when the run is resumed"}
+        return 0, {marker_rel: "lists no files: the unit is redone when the run is resumed"}
     ok, problems = 0, {}
     for rel, rec in sorted(files.items()):
         path = f"units/{unit}/{rel}"
@@ -74,11 +54,8 @@ def unit_problems(run_dir: Path, unit: str) -> tuple[int, dict[str, str]]:
 
 
 def verify_run(run_dir: Path, *, jobs: int = 4, progress: bool = False) -> RunVerifyReport:
-    """Check every file of every committed unit of ``run_dir`` against its marker's size and sha256.
-
-    ``jobs`` units are checked at once; ``progress`` shows units checked. Raises
-    ``FileNotFoundError`` when ``run_dir`` has no run.json, and ``KeyboardInterrupt`` within about
-    a second of Ctrl-C."""
+    """Check every file of every committed unit of ``run_dir`` against its marker, ``jobs`` units at once.
+    ``FileNotFoundError`` without a run.json; ``KeyboardInterrupt`` within about a second of Ctrl-C."""
     from granary_pipe.io.parallel import run_parallel
     from granary_pipe.progress import Progress
 
@@ -89,7 +66,6 @@ def verify_run(run_dir: Path, *, jobs: int = 4, progress: bool = False) -> RunVe
     units = rundir.committed_units(run_dir)
     report = RunVerifyReport(run=str(run_dir), units=len(units))
     lock = threading.Lock()
-    bar = Progress(len(units), desc="verify", unit="unit", enabled=progress, every_s=5.0)
 
     def one(unit: str) -> None:
         ok, problems = unit_problems(run_dir, unit)
@@ -102,10 +78,8 @@ def verify_run(run_dir: Path, *, jobs: int = 4, progress: bool = False) -> RunVe
                     report.bad[path] = why
         bar.update(1)
 
-    try:
+    with Progress(len(units), desc="verify", unit="unit", enabled=progress, every_s=5.0) as bar:
         run_parallel(units, one, jobs, threading.Event())
-    finally:
-        bar.close()
     report.missing.sort()
     report.bad = dict(sorted(report.bad.items()))
     return report
