@@ -49,11 +49,8 @@ def longest_run(ws: list[str], n: int) -> int:
 
 
 def ngram_loop(ws: list[str], ranges: list[tuple[int, int, int]]) -> bool:
-    """MOSEL's rule: some n-word pattern occurs ``min_repeats`` times in a row.
-
-    ``ranges``: ``(min_n, max_n, min_repeats)`` triples, e.g. ``[(1, 2, 4), (3, 5, 2)]``:
-    a 1–2-word pattern 4 times in a row, or a 3–5-word pattern twice in a row.
-    """
+    """MOSEL's rule: for some ``(min_n, max_n, min_repeats)`` of ``ranges`` (``[(1, 2, 4), (3, 5, 2)]``),
+    an n-word pattern with min_n ≤ n ≤ max_n occurs ``min_repeats`` times in a row."""
     return any(longest_run(ws, n) >= reps for lo, hi, reps in ranges for n in range(lo, hi + 1))
 
 
@@ -121,12 +118,8 @@ def _strip_punct(tok: str) -> str:
 
 
 def long_word(lengths: list[int], min_chars: int | None, ratio: float | None, ratio_min_chars: int) -> bool:
-    """Longest word ≥ ``min_chars``, or ≥ ``ratio`` × the second-longest.
-
-    The relative check needs two words and a longest word of at least ``ratio_min_chars``:
-    below that, one long word among short ones is ordinary language ("I am a photographer",
-    "We share the responsibilities", Polish "To jest najprawdopodobniej prawda").
-    """
+    """Longest word ≥ ``min_chars``, or ≥ ``ratio`` × the second-longest and ≥ ``ratio_min_chars``
+    (below that one long word among short ones is ordinary: "I am a photographer")."""
     if not lengths:
         return False
     top = sorted(lengths, reverse=True)

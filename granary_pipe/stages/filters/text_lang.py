@@ -52,12 +52,6 @@ class TextLanguageFilter(FilterStage):
             self._model = text_lid.load(self.lid_model, k=1)
         return self._model
 
-    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
-        """Top (language, probability) of each text, probabilities clipped to [0, 1]."""
-        lid = self._lid()
-        tops = [text_lid.top_language(lid, t) for t in texts]
-        return [(lang, min(prob, 1.0)) for lang, prob in tops]
-
     def rules(self, row: dict[str, Any]) -> list[str]:
         """The row's verdict: a mismatch, low confidence, or why it was not judged."""
         text, lang = row.get("text") or "", row.get("lang")
@@ -68,7 +62,8 @@ class TextLanguageFilter(FilterStage):
             return ["text_lang:skipped_no_letters"]
         if letters < self.min_letters:
             return ["text_lang:skipped_short"]
-        detected, prob = self.predict([text])[0]
+        detected, prob = text_lid.top_language(self._lid(), text)
+        prob = min(prob, 1.0)  # fastText may give a hair above 1
         same = text_lid.canonical(detected, self.same_language) == text_lid.canonical(lang, self.same_language)
         if not same and prob >= self.min_mismatch_prob:
             return [f"text_lang:mismatch:{detected}"]

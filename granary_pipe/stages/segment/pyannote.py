@@ -14,7 +14,7 @@ import math
 import os
 import re
 import warnings
-from itertools import groupby, pairwise
+from itertools import groupby, pairwise, zip_longest
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Literal
 
@@ -41,14 +41,12 @@ def exclusive_turns(turns: Iterable[Turn]) -> list[Turn]:
         if end > start:
             events.setdefault(start, []).append((+1, spk))
             events.setdefault(end, []).append((-1, spk))
-    if not events:
-        return []
     times = sorted(events)
     active: dict[str, int] = {}  # speaker → number of open turns
     since: dict[str, int] = {}  # speaker → when they became active
     pieces: list[Turn] = []
     current: str | None = None
-    for t, t_next in zip(times, [*times[1:], None], strict=True):
+    for t, t_next in zip_longest(times, times[1:]):  # t_next None after the last
         for delta, spk in sorted(events[t], key=lambda e: e[0]):  # closes before opens
             n = active.get(spk, 0) + delta
             if n > 0:

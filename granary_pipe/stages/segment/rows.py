@@ -22,10 +22,8 @@ def merge_regions(regions: list[tuple[int, int]], max_len: int, max_gap: int) ->
 
 def segment_rows(row: dict[str, Any], spans: Sequence[tuple[int, int]], audio: np.ndarray,
                  speakers: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """One row per ``(start, end)`` sample span of ``audio`` (16 kHz float32), ids
-    ``{recording_id}_{i:04d}``, each with its offset, duration, samples and, when ``speakers``
-    is given, ``speakers[i]``. No spans: the recording row itself, rejected as
-    ``segment:no_speech`` (``row`` is changed in place)."""
+    """One row per ``(start, end)`` sample span of ``audio``, id ``{recording_id}_{i:04d}``, with its
+    offset, duration, samples and ``speakers[i]``; no spans: ``row`` itself, rejected ``segment:no_speech``."""
     if not spans:
         row["drop_reason"] = "segment:no_speech"
         row["samples"] = None
