@@ -47,8 +47,7 @@ class LLMPunctuation(Stage):
     actor = True
     DEFAULT_MODEL: ClassVar[str] = "qwen2.5-7b-instruct"
 
-    backend: BackendOptions = Field(default_factory=lambda: VllmOptions.model_validate({}),
-                                   description="vllm | openai | transformers")
+    backend: BackendOptions = Field(default_factory=VllmOptions, description="vllm | openai | transformers")
     langs: list[str] = Field(default_factory=lambda: ["en", "de", "es", "fr", "it"], min_length=1,
                              description="languages to restore; other rows keep Whisper's text")
     max_cer: float = Field(guard.MAX_CER, ge=0, le=1, description="words may differ by at most this CER")

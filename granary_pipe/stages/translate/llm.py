@@ -48,8 +48,7 @@ class LLMTranslate(TranslationStage):
     actor = True
     DEFAULT_MODEL: ClassVar[str] = "eurollm-9b-instruct"
 
-    backend: BackendOptions = Field(default_factory=lambda: VllmOptions.model_validate({}),
-                                   description="vllm | openai | transformers")
+    backend: BackendOptions = Field(default_factory=VllmOptions, description="vllm | openai | transformers")
     targets: dict[str, str] = Field(default_factory=lambda: {"en": "de", "default": "en"},
                                     description="source language → target language; 'default' for the rest")
     max_new_tokens: int = Field(1024, ge=1, description="cap; each batch asks for 16 + 2 × its longest text in chars")
