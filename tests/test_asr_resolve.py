@@ -16,24 +16,26 @@ from granary_pipe.schema import SAMPLE_RATE_HZ
 from granary_pipe.stages.asr import lid_resolve, redecode, whisper_runtime
 from granary_pipe.stages.asr.two_pass import WhisperTwoPass
 from granary_pipe.stages.asr.whisper_runtime import Hypothesis
+from granary_pipe.stages.segment.rows import merge_regions
 
 try:
     from tests import audio_fixtures as af
 except ImportError:  # tests/ not importable as a package: pytest put tests/ on sys.path
     import audio_fixtures as af
 
-OPTS = lid_resolve.ResolveOptions()
+OPTS = lid_resolve.LidResolve()
+MIN_PROB = 0.5
 
 
 # ----------------------------------------------------------------- decision logic
 
 
 def test_when_the_audio_alone_is_not_enough():
-    assert not lid_resolve.needs_resolution({"en": 0.9, "de": 0.05}, None, OPTS)
-    assert lid_resolve.needs_resolution({"en": 0.45, "de": 0.05}, None, OPTS)  # under min_prob
-    assert lid_resolve.needs_resolution({"cs": 0.55, "sk": 0.35}, None, OPTS)  # a close runner-up
-    assert lid_resolve.needs_resolution({"en": 0.9, "de": 0.05}, "de", OPTS)  # the listing says otherwise
-    assert not lid_resolve.needs_resolution({"en": 0.9, "de": 0.05}, "en", OPTS)
+    assert not lid_resolve.needs_resolution({"en": 0.9, "de": 0.05}, None, OPTS, MIN_PROB)
+    assert lid_resolve.needs_resolution({"en": 0.45, "de": 0.05}, None, OPTS, MIN_PROB)  # under min_prob
+    assert lid_resolve.needs_resolution({"cs": 0.55, "sk": 0.35}, None, OPTS, MIN_PROB)  # a close runner-up
+    assert lid_resolve.needs_resolution({"en": 0.9, "de": 0.05}, "de", OPTS, MIN_PROB)  # the listing says otherwise
+    assert not lid_resolve.needs_resolution({"en": 0.9, "de": 0.05}, "en", OPTS, MIN_PROB)
 
 
 def test_candidates_are_the_top_audio_languages_and_the_hint():
@@ -163,10 +165,11 @@ def test_a_complete_decode_is_left_alone(stage, speech):
 
 def test_char_rate_floor_and_pieces():
     assert redecode.char_rate("ab cd", 2.0) == 2.0
-    assert redecode.floor_for("zh", redecode.RedecodeOptions()) < redecode.floor_for("en", redecode.RedecodeOptions())
+    assert redecode.floor_for("zh", redecode.Redecode()) < redecode.floor_for("en", redecode.Redecode())
     sr = SAMPLE_RATE_HZ
     regions = [(0, 4 * sr), (5 * sr, 9 * sr), (10 * sr, 14 * sr), (15 * sr, 40 * sr)]
-    assert redecode.pieces(regions, 12 * sr) == [(0, 9 * sr), (10 * sr, 14 * sr), (15 * sr, 40 * sr)]
+    # redecode's pieces: consecutive regions grouped up to max_piece_s, a longer region alone
+    assert merge_regions(regions, 12 * sr, 12 * sr) == [(0, 9 * sr), (10 * sr, 14 * sr), (15 * sr, 40 * sr)]
 
 
 def test_pass1_greedy_is_a_second_hypothesis(stage, speech):

@@ -5,9 +5,11 @@ The stage itself runs in the ``[diarize]`` environment: ``make test-diarize`` (t
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
-from granary_pipe.stages.segment.pyannote import MISSING_EXTRA, PyannoteSegment, turns_to_segments
+from granary_pipe.stages.segment.pyannote import PyannoteSegment, turns_to_segments
 
 
 def test_turns_split_at_speaker_changes_and_merge_per_speaker_up_to_max():
@@ -30,7 +32,7 @@ def test_turns_split_at_speaker_changes_and_merge_per_speaker_up_to_max():
         (2050, 2600, "C"),
     ]
     # the contract: ordered, non-overlapping, single-speaker, each within max_len
-    for (s, e, _), (s2, _, _) in zip(segments, segments[1:]):
+    for (s, e, _), (s2, _, _) in pairwise(segments):
         assert s < e <= s2
     assert all(e - s <= 8 * sr for s, e, _ in segments)
     # a merge never reaches across another speaker, even within max_gap
@@ -46,9 +48,8 @@ def test_without_the_diarize_extra_setup_names_the_fix():
         pass
     else:
         pytest.skip("pyannote.audio is importable here; tests/diarize covers this case")
-    with pytest.raises(ImportError, match="needs the \\[diarize\\] extra: make diarize-env"):
+    with pytest.raises(ImportError, match=r"^segment\.pyannote needs the \[diarize\] extra: make diarize-env \("):
         PyannoteSegment(model="anything").setup()
-    assert MISSING_EXTRA == "segment.pyannote needs the [diarize] extra: make diarize-env"
     # run.json info needs no torch either, and names an unresolvable model instead of failing
     info = PyannoteSegment(model="no-such-model").run_info()
     assert info["pyannote.audio"] is None and "no-such-model" in info["model_error"]

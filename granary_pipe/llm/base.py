@@ -48,20 +48,20 @@ class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_license: DeclaredLicense = Field(
-        None, description="SPDX id of the model's license (licenses/registry.yaml), required for a release when "
-                          "the model is a path or served over an API; registry models carry their own")
+        default=None, description="SPDX id of the model's license (licenses/registry.yaml), required for a release "
+                                  "when the model is a path or served over an API; registry models carry their own")
 
 
 class VllmOptions(_Options):
     """Offline vLLM engine in this process (the stage's actor reserves the GPUs)."""
 
     name: Literal["vllm"] = "vllm"
-    model: str | None = Field(None, description="registry name or path; None = the stage's default model")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine; reserve as many in resources.gpus")
-    dtype: str = Field("auto", description="vLLM dtype: auto, bfloat16, float16")
-    max_model_len: int | None = Field(4096, ge=256, description="context length (prompt + output tokens)")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    allow_hub: bool = Field(False, description="when the model has no local copy, let vLLM fetch its hub id")
+    model: str | None = Field(default=None, description="registry name or path; None = the stage's default model")
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per engine; reserve as many in resources.gpus")
+    dtype: str = Field(default="auto", description="vLLM dtype: auto, bfloat16, float16")
+    max_model_len: int | None = Field(default=4096, ge=256, description="context length (prompt + output tokens)")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    allow_hub: bool = Field(default=False, description="when the model has no local copy, let vLLM fetch its hub id")
     seed: int = 0
 
 

@@ -1,14 +1,9 @@
 """The CUDA 12 libraries CTranslate2 loads at run time, found and loaded before it needs them.
 
-CTranslate2's PyPI wheels (4.x) are built against CUDA 12 and ``dlopen`` ``libcublas.so.12`` the
-first time a model runs on a GPU. A machine whose driver and libraries are CUDA 13 (torch 2.11+
-and vLLM bring CUDA 13 wheels) has no such file, and CTranslate2 then fails inside the first
-``encode`` with an error that names neither the package nor the fix. The ``[gpu]`` extra installs
-NVIDIA's CUDA 12 cuBLAS wheel (``nvidia-cublas-cu12``, into ``site-packages/nvidia/cublas/lib``);
-:func:`preload` finds it there (or on the system's library path) and loads it with
-``RTLD_GLOBAL`` before the model loads, so CTranslate2's ``dlopen`` by name finds the library
-already in the process. When it is nowhere, :func:`preload` raises :class:`CudaLibraryMissing`
-with one line naming the library and the extra.
+CTranslate2's wheels ``dlopen`` ``libcublas.so.12`` on the first GPU run; on a CUDA 13 machine it
+is missing and the error names neither package nor fix. :func:`preload` loads the ``[gpu]`` extra's
+``nvidia-cublas-cu12`` copy (or the system's) with ``RTLD_GLOBAL`` first, or raises
+:class:`CudaLibraryMissing` naming the library and the extra.
 """
 
 from __future__ import annotations
@@ -17,8 +12,6 @@ import ctypes
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-__all__ = ["CudaLibrary", "CUDA12_LIBRARIES", "CudaLibraryMissing", "find", "preload", "wants_cuda"]
 
 
 @dataclass(frozen=True)
@@ -44,32 +37,18 @@ class CudaLibraryMissing(RuntimeError):
     """A CUDA library CTranslate2 needs on the GPU could not be found or loaded."""
 
 
-def _wheel_dirs(lib: CudaLibrary, search: list[str] | None) -> list[Path]:
-    roots = sys.path if search is None else search
-    return [Path(root) / "nvidia" / lib.subdir / "lib" for root in roots if root]
-
-
 def find(lib: CudaLibrary, search: list[str] | None = None) -> Path | None:
     """The wheel copy of ``lib`` on ``search`` (default ``sys.path``), or None."""
-    for d in _wheel_dirs(lib, search):
-        candidate = d / lib.soname
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _load(target: str) -> None:
-    ctypes.CDLL(target, mode=ctypes.RTLD_GLOBAL)
+    roots = sys.path if search is None else search
+    candidates = (Path(root) / "nvidia" / lib.subdir / "lib" / lib.soname for root in roots if root)
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def preload(libraries: tuple[CudaLibrary, ...] = CUDA12_LIBRARIES, *, search: list[str] | None = None,
             system: bool = True) -> list[str]:
-    """Load every library of ``libraries`` into the process; returns what was loaded (paths or
-    sonames). A wheel copy wins; ``system`` falls back to the dynamic loader's own search.
-
-    Raises :class:`CudaLibraryMissing` naming the first library that could not be loaded, where
-    it was looked for, and the extra that installs it.
-    """
+    """Load every library of ``libraries`` into the process (a wheel copy first; with ``system``
+    the dynamic loader's own search); returns the paths or sonames loaded. Raises
+    :class:`CudaLibraryMissing` naming the first library that could not be loaded and the extra."""
     loaded: list[str] = []
     for lib in libraries:
         path = find(lib, search)
@@ -78,7 +57,7 @@ def preload(libraries: tuple[CudaLibrary, ...] = CUDA12_LIBRARIES, *, search: li
             raise CudaLibraryMissing(f"CTranslate2 on a GPU needs {lib.soname} (CUDA 12 cuBLAS), which is not "
                                      f"installed: {EXTRA_HINT}")
         try:
-            _load(target)
+            ctypes.CDLL(target, mode=ctypes.RTLD_GLOBAL)
         except OSError as exc:
             if path is None:
                 raise CudaLibraryMissing(

@@ -1,25 +1,19 @@
-"""ASR pass 1: spoken-language ID per recording over several speech windows.
+"""``asr.language_id`` (pass 1): spoken-language ID per recording over several speech windows.
 
-Whisper's language ID sees 30 s at a time; deciding from the first 30 s alone misjudges
-recordings that open with music, a jingle or a foreign-language quote. This stage picks up to
-``windows`` speech segments spread over the recording, runs language ID on each, and averages
-the probabilities weighted by each window's speech duration. When the audio alone is not
-enough (top probability under ``min_prob``, a close runner-up, or a listing ``lang`` that
-disagrees), the candidate languages are tried on the longest windows and chosen by agreement of
-the decoder and of text language ID (:mod:`lid_resolve`); only a recording no candidate
-explains is rejected (``lang:no_agreement``). With ``resolve: false`` a recording under
-``min_prob`` is rejected as ``lang:low_confidence``, as Whisper's own threshold would.
+Up to ``windows`` segments spread over the recording, probabilities averaged weighted by window
+duration. Where the audio is not enough, candidates are tried (:mod:`lid_resolve`); with
+``resolve.enabled: false`` a recording under ``min_prob`` is rejected ``lang:low_confidence``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import ClassVar
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from granary_pipe import schema
 from granary_pipe.models import ModelLicenses
@@ -27,12 +21,13 @@ from granary_pipe.models import refs as model_refs
 from granary_pipe.registry import register
 from granary_pipe.stage import Stage
 from granary_pipe.stages.asr import lid_resolve, whisper_runtime
-
+from granary_pipe.stages.asr.lid_resolve import LidResolve
 
 LID_RULES = ("lang:low_confidence", "lang:no_agreement", "lang:unsupported",
              "lang:confirmed", "lang:resolved", "lang:hint", "lang:text_disagrees", "lang:best_logprob")
 """Reasons pass 1 rejects a recording for, then the flags of a resolution (``lang:resolved:cs->sk``
 is counted under ``lang:resolved``)."""
+
 
 def spread(n: int, k: int) -> list[int]:
     """``k`` indices spread evenly over ``range(n)`` (all of them when n ≤ k)."""
@@ -44,33 +39,11 @@ def spread(n: int, k: int) -> list[int]:
 def average(probs: list[dict[str, float]], weights: list[float]) -> dict[str, float]:
     """Weighted mean of per-window language distributions (a distribution again)."""
     total: dict[str, float] = defaultdict(float)
-    for p, w in zip(probs, weights):
+    for p, w in zip(probs, weights, strict=True):
         for lang, value in p.items():
             total[lang] += w * value
     norm = sum(weights) or 1.0
     return {lang: value / norm for lang, value in total.items()}
-
-
-class LidResolve(BaseModel):
-    """Options of language-ID resolution (:mod:`granary_pipe.stages.asr.lid_resolve`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, description="false: reject a recording under min_prob (lang:low_confidence)")
-    min_margin: float = Field(0.3, ge=0, le=1, description="resolve when the runner-up is this close to the top")
-    candidates: int = Field(3, ge=1, le=10, description="top audio languages tried")
-    min_candidate_prob: float = Field(0.02, ge=0, le=1, description="audio probability a candidate needs")
-    windows: int = Field(2, ge=1, le=16, description="longest language-ID windows each candidate decodes")
-    min_letters: int = Field(12, ge=0, description="text language ID judges only hypotheses with this many letters")
-    min_text_prob: float = Field(0.5, ge=0, le=1, description="text language ID this sure of another language disagrees")
-    min_switch_margin: float = Field(0.3, ge=0, description="another language must decode this much better (mean token "
-                                                       "log-probability) to replace the audio's first choice")
-    min_avg_logprob: float = Field(-1.5, description="the winner's mean token log-probability (greedy) must reach this")
-    max_new_tokens: int = Field(96, ge=1, description="tokens decoded per window and candidate")
-
-    def options(self, min_prob: float) -> lid_resolve.ResolveOptions:
-        """The resolver's options with the stage's ``min_prob``."""
-        return lid_resolve.ResolveOptions(min_prob=min_prob, **self.model_dump(exclude={"enabled"}))
 
 
 @register("asr.language_id")
@@ -82,12 +55,14 @@ class WhisperLanguageID(Stage):
 
     lid_model: str = Field("whisper-base", description="multilingual Whisper model (registry name or path)")
     windows: int = Field(3, ge=1, le=16, description="speech windows per recording")
-    min_prob: float = Field(0.5, ge=0, le=1, description="reject as lang:low_confidence below this averaged probability")
+    min_prob: float = Field(
+        0.5, ge=0, le=1, description="reject as lang:low_confidence below this averaged probability")
     allowed_langs: list[str] | None = Field(None, description="reject other languages as lang:unsupported")
     resolve: LidResolve = Field(default_factory=LidResolve, description="how uncertain language IDs are resolved")
     device: str = Field("auto", description="CTranslate2 device: auto, cpu or cuda")
     compute_type: str = Field("int8", description="CTranslate2 compute type: int8, int8_float16, float16, float32, ...")
-    cpu_threads: int = Field(0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
+    cpu_threads: int = Field(
+        0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
     model_batch: int = Field(8, ge=1, description="speech windows per CTranslate2 call")
     model_licenses: ModelLicenses = Field(default_factory=dict, description="{model path: SPDX id} for a "
                                                  "model given by path; needed for a release")
@@ -116,35 +91,41 @@ class Identified:
     encoded: dict[int, np.ndarray]
 
 
-def identify(rows: list[dict], model, windows: int, model_batch: int, keep_encoded: bool = False) -> Identified:
-    """Language distribution of each recording in ``rows`` from up to ``windows`` speech windows.
-
-    With ``keep_encoded`` the encoder output of each window is kept (windows are whole segments
-    ≤ 30 s, so pass 2 and language-ID resolution can reuse them).
-    """
+def _windows(rows: list[dict], windows: int) -> list[tuple[str, int, np.ndarray]]:
+    """``(recording, row index, first 30 s of its audio)`` of up to ``windows`` segments per recording."""
     by_rec: dict[str, list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
         by_rec[row["recording_id"]].append(i)
-    jobs: list[tuple[str, int, np.ndarray]] = []
+    jobs = []
     for rec, idx in by_rec.items():
         idx.sort(key=lambda i: rows[i]["offset_s"])
         for j in spread(len(idx), windows):
             audio = np.frombuffer(rows[idx[j]]["samples"], dtype=np.float32)
             jobs.append((rec, idx[j], audio[: 30 * schema.SAMPLE_RATE_HZ]))
-    results: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    return jobs
+
+
+def identify(rows: list[dict], model, windows: int, model_batch: int, keep_encoded: bool = False) -> Identified:
+    """Language distribution of each recording in ``rows`` from up to ``windows`` speech windows;
+    with ``keep_encoded`` each window's encoder output is kept (for pass 2 and resolution)."""
+    jobs = _windows(rows, windows)
+    probs: dict[str, list[dict[str, float]]] = defaultdict(list)
+    seconds: dict[str, list[float]] = defaultdict(list)
     found = Identified({}, defaultdict(list), {})
     for k in range(0, len(jobs), model_batch):
         batch = jobs[k : k + model_batch]
         chunks = [a for _, _, a in batch]
-        encoded = whisper_runtime.encode_to_host(model, chunks) if keep_encoded else whisper_runtime.encode(model, chunks)
-        for n, ((rec, i, audio), p) in enumerate(zip(batch, whisper_runtime.language_probs(model, encoded=encoded))):
-            results[rec][0].append(p)
-            results[rec][1].append(audio.size / schema.SAMPLE_RATE_HZ)
+        encode = whisper_runtime.encode_to_host if keep_encoded else whisper_runtime.encode
+        encoded = encode(model, chunks)
+        for n, ((rec, i, audio), p) in enumerate(
+                zip(batch, whisper_runtime.language_probs(model, encoded=encoded), strict=True)):
+            probs[rec].append(p)
+            seconds[rec].append(audio.size / schema.SAMPLE_RATE_HZ)
             found.windows[rec].append(i)
             if keep_encoded:
                 found.encoded[i] = encoded[n]
-    found.dists = {rec: average(*results[rec]) for rec in by_rec}
-    for rec, idx in found.windows.items():
+    found.dists = {rec: average(probs[rec], seconds[rec]) for rec in dict.fromkeys(r for r, _, _ in jobs)}
+    for idx in found.windows.values():
         idx.sort(key=lambda i: -(rows[i]["duration_s"] or 0.0))
     return found
 
@@ -153,13 +134,13 @@ def decide(rows: list[dict], found: Identified, model, min_prob: float, allowed_
            resolve: LidResolve | None = None) -> None:
     """Set ``lang``/``lang_prob`` on every row: the top audio language, resolved by candidate decodes
     where the audio is not enough (``resolve``); reject unresolved or unsupported languages."""
-    opts = resolve.options(min_prob) if resolve is not None and resolve.enabled else None
+    opts = resolve if resolve is not None and resolve.enabled else None
     text_lid = None
     decisions: dict[str, lid_resolve.Decision] = {}
     hints = {row["recording_id"]: lid_resolve.hint_code(row.get("lang_hint")) for row in rows}
     for rec, dist in found.dists.items():
-        top = max(dist, key=dist.get)
-        if opts is not None and lid_resolve.needs_resolution(dist, hints[rec], opts):
+        top = max(dist, key=dist.__getitem__)
+        if opts is not None and lid_resolve.needs_resolution(dist, hints[rec], opts, min_prob):
             text_lid = text_lid or lid_resolve.TextLID()
             windows = [found.encoded[i] for i in found.windows[rec][: opts.windows]]
             decisions[rec] = lid_resolve.resolve(dist, hints[rec], windows, model, text_lid, opts)

@@ -1,16 +1,9 @@
-"""ASR pass 2: batched transcription with the language from pass 1 forced.
+"""``asr.whisper`` (pass 2): batched transcription with the language from pass 1 forced.
 
-Segments are grouped by language, each language goes to its model from ``models``
-(``default`` for the rest; an English-only model such as ``whisper-tiny.en`` only for ``en``),
-and are decoded in batches of ``model_batch``, longest first so padding is wasted least.
-Decoder scores (average log-probability, compression ratio, no-speech probability) go into the
-row for the filters.
-
-``pass1: greedy`` also decodes every segment greedily from the same encoder output and keeps
-that text as ``pass1_text``: a second hypothesis for ``filter.pass_agreement`` (beam search and
-greedy decoding rarely hallucinate the same words). Segments whose text is far too short for
-their speech are decoded again in pieces cut at their pauses (``redecode``, see
-:mod:`granary_pipe.stages.asr.redecode`).
+Segments are grouped by language, each language decoded by its model (``models_by_lang``) in
+batches of ``model_batch``, longest first; decoder scores go into the row for the filters.
+``pass1: greedy`` also decodes greedily into ``pass1_text`` (for ``filter.pass_agreement``);
+text far too short for its speech is decoded again in pieces (:mod:`redecode`).
 """
 
 from __future__ import annotations
@@ -20,7 +13,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from granary_pipe import models, schema
 from granary_pipe.models import ModelLicenses
@@ -28,29 +21,7 @@ from granary_pipe.models import refs as model_refs
 from granary_pipe.registry import register
 from granary_pipe.stage import Stage
 from granary_pipe.stages.asr import redecode, whisper_runtime
-
-
-MAX_WINDOW_S = whisper_runtime.N_FRAMES / 100
-"""Longest segment Whisper decodes whole (30 s); segment stages must cut below it."""
-
-
-class Redecode(BaseModel):
-    """When a decode that dropped content is decoded again in pieces (:mod:`redecode`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, description="false: keep every first decode")
-    min_chars_per_s: float = Field(redecode.DEFAULT_FLOOR, gt=0, description="non-space characters per second of "
-                                                                             "speech below which content was dropped")
-    min_chars_per_s_by_lang: dict[str, float] = Field(default_factory=dict, description="per-language floors "
-                                                      f"(built in: {redecode.FLOORS_BY_LANG})")
-    min_segment_s: float = Field(8.0, gt=0, description="only segments at least this long are cut")
-    max_piece_s: float = Field(12.0, gt=1, le=30, description="longest piece decoded on its own")
-
-    def options(self) -> redecode.RedecodeOptions:
-        """The options as the redecode module takes them."""
-        return redecode.RedecodeOptions(self.min_chars_per_s, self.min_chars_per_s_by_lang, self.min_segment_s,
-                                        self.max_piece_s)
+from granary_pipe.stages.asr.redecode import Redecode
 
 
 @register("asr.whisper")
@@ -65,17 +36,19 @@ class WhisperTranscribe(Stage):
         description="language code → model name or path; 'default' for every other language",
     )
     beam_size: int = Field(5, ge=1, description="beam search width (1: greedy)")
-    max_new_tokens: int | None = Field(None, ge=1, description="cap on decoded tokens per segment (None: the model's limit)")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="cap on decoded tokens per segment (None: the model's limit)")
     device: str = Field("auto", description="CTranslate2 device: auto, cpu or cuda")
     compute_type: str = Field("int8", description="CTranslate2 compute type: int8, int8_float16, float16, float32, ...")
-    cpu_threads: int = Field(0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
+    cpu_threads: int = Field(
+        0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
     model_batch: int = Field(8, ge=1, description="segments per CTranslate2 call (the model's batch)")
     timestamps: bool = Field(False, description="decode in Whisper's timestamp mode (WhisperModel.transcribe's and the "
-                                                "published way's) instead of <|notimestamps|>; see benchmarks/README.md")
+                             "published way's) instead of <|notimestamps|>; see benchmarks/README.md")
     pass1: Literal["none", "greedy"] = Field("none", description="greedy: also decode greedily into pass1_text "
                                                                   "(for filter.pass_agreement)")
-    redecode: Redecode = Field(default_factory=lambda: Redecode(), description="decode again in pieces when the "
-                                                                            "text is far too short for the speech")
+    redecode: Redecode = Field(default_factory=Redecode, description="decode again in pieces when the "
+                                                                    "text is far too short for the speech")
     model_licenses: ModelLicenses = Field(default_factory=dict, description="{model path: SPDX id} for "
                                                  "models given by path; needed for a release")
     batch_size: int = 64
@@ -111,20 +84,8 @@ class WhisperTranscribe(Stage):
                         encoded_by: str | None = None) -> None:
         """Transcribe rows in place. ``encoded`` holds encoder outputs already computed by model
         ``encoded_by`` (keyed by row index); rows whose model is that one reuse them."""
-        by_lang: dict[str, list[int]] = defaultdict(list)
-        for i, row in enumerate(rows):
-            lang = row["lang"] or row["lang_hint"]
-            if row["drop_reason"] is not None:
-                continue
-            if not lang:
-                row["drop_reason"] = "asr:no_language"  # neither language ID nor a hint
-            elif (row["duration_s"] or 0.0) > MAX_WINDOW_S:
-                row["drop_reason"] = "asr:too_long"  # Whisper would see only the first 30 s
-            else:
-                row["lang"] = lang
-                by_lang[lang].append(i)
         reuse = encoded or {}
-        for lang, idx in sorted(by_lang.items()):
+        for lang, idx in sorted(self._by_language(rows).items()):
             name = self.model_for(lang)
             model = whisper_runtime.load(name, self.device, self.compute_type, self.cpu_threads)
             if not model.model.is_multilingual and lang != "en":
@@ -139,40 +100,56 @@ class WhisperTranscribe(Stage):
             if self.redecode.enabled:
                 self._redecode(rows, idx, model, lang)
 
-    def _decode(self, rows: list[dict], chunk: list[int], model, name: str, lang: str,
-                encoded: np.ndarray | None) -> None:
-        if encoded is None:
-            encoded = whisper_runtime.encode(model, [np.frombuffer(rows[i]["samples"], dtype=np.float32) for i in chunk])
-        hyps = whisper_runtime.transcribe(model, None, lang, self.beam_size, max_new_tokens=self.max_new_tokens,
+    @staticmethod
+    def _by_language(rows: list[dict]) -> dict[str, list[int]]:
+        """Indices of the rows to transcribe per language; rows without one or over 30 s are rejected."""
+        by_lang: dict[str, list[int]] = defaultdict(list)
+        for i, row in enumerate(rows):
+            lang = row["lang"] or row["lang_hint"]
+            if row["drop_reason"] is not None:
+                continue
+            if not lang:
+                row["drop_reason"] = "asr:no_language"  # neither language ID nor a hint
+            elif (row["duration_s"] or 0.0) > whisper_runtime.MAX_WINDOW_S:
+                row["drop_reason"] = "asr:too_long"  # Whisper would see only the first 30 s
+            else:
+                row["lang"] = lang
+                by_lang[lang].append(i)
+        return by_lang
+
+    def _transcribe(self, model, chunks: list[np.ndarray] | None, lang: str, beam_size: int,
+                    encoded: whisper_runtime.Encoded | None = None) -> list[whisper_runtime.Hypothesis]:
+        return whisper_runtime.transcribe(model, chunks, lang, beam_size, max_new_tokens=self.max_new_tokens,
                                           encoded=encoded, timestamps=self.timestamps)
-        for i, h in zip(chunk, hyps):
+
+    def _decode(self, rows: list[dict], chunk: list[int], model, name: str, lang: str,
+                encoded: whisper_runtime.Encoded | None) -> None:
+        if encoded is None:
+            audio = [np.frombuffer(rows[i]["samples"], dtype=np.float32) for i in chunk]
+            encoded = whisper_runtime.encode(model, audio)
+        for i, h in zip(chunk, self._transcribe(model, None, lang, self.beam_size, encoded), strict=True):
             rows[i].update(text=h.text, asr_model=name, avg_logprob=h.avg_logprob,
                            compression_ratio=h.compression_ratio, no_speech_prob=h.no_speech_prob)
         if self.pass1 == "greedy":
-            greedy = whisper_runtime.transcribe(model, None, lang, 1, max_new_tokens=self.max_new_tokens,
-                                                encoded=encoded, timestamps=self.timestamps)
-            for i, h in zip(chunk, greedy):
+            for i, h in zip(chunk, self._transcribe(model, None, lang, 1, encoded), strict=True):
                 rows[i]["pass1_text"] = h.text
 
     def _redecode(self, rows: list[dict], idx: list[int], model, lang: str) -> None:
         """Decode again, in pieces cut at their pauses, the rows whose text is far too short."""
-        opts = self.redecode.options()
-        for i in redecode.suspects(rows, idx, lang, opts):
-            parts = redecode.plan(rows[i], lang, opts)
+        for i in redecode.suspects(rows, idx, lang, self.redecode):
+            parts = redecode.plan(rows[i], lang, self.redecode)
             if parts is None:
                 continue
             hyps = []
             for k in range(0, len(parts), self.model_batch):
-                hyps += whisper_runtime.transcribe(model, parts[k : k + self.model_batch], lang, self.beam_size,
-                                                   max_new_tokens=self.max_new_tokens, timestamps=self.timestamps)
+                hyps += self._transcribe(model, parts[k : k + self.model_batch], lang, self.beam_size)
             new = redecode.joined(hyps)
             flags = list(rows[i].get("flags") or [])
             if redecode.better(rows[i]["text"], new.text):
                 rows[i].update(text=new.text, avg_logprob=new.avg_logprob, compression_ratio=new.compression_ratio,
                                no_speech_prob=new.no_speech_prob, flags=flags + [f"asr:redecoded:{len(parts)}_pieces"])
                 if self.pass1 == "greedy":
-                    greedy = [whisper_runtime.transcribe(model, [p], lang, 1, max_new_tokens=self.max_new_tokens,
-                                                         timestamps=self.timestamps)[0] for p in parts]
+                    greedy = [self._transcribe(model, [p], lang, 1)[0] for p in parts]
                     rows[i]["pass1_text"] = redecode.joined(greedy).text
             else:
                 rows[i]["flags"] = flags + ["asr:low_char_rate"]

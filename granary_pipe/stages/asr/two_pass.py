@@ -1,11 +1,7 @@
-"""Both Whisper passes in one actor, sharing the language-ID model's encoder outputs.
+"""``asr.two_pass``: both Whisper passes in one actor, sharing the language-ID encoder outputs.
 
-Pass 1 (language ID over several speech windows per recording) encodes each window — a whole
-speech segment — with the language-ID model. When pass 2 transcribes a language with that same
-model (multilingual base in the demo, large-v3 at Granary scale), those segments are decoded from
-the encoder outputs already computed instead of being encoded again, and the model is loaded
-once instead of once per stage. The rows are the same as ``asr.language_id`` followed by
-``asr.whisper`` with the same parameters.
+Segments pass 2 decodes with the language-ID model itself are decoded from the encoder outputs pass
+1 computed, and the model loads once. The rows equal ``asr.language_id`` then ``asr.whisper``.
 """
 
 from __future__ import annotations
@@ -19,7 +15,8 @@ from granary_pipe import schema
 from granary_pipe.models import refs as model_refs
 from granary_pipe.registry import register
 from granary_pipe.stages.asr import whisper_runtime
-from granary_pipe.stages.asr.language_id import LID_RULES, LidResolve, decide, identify
+from granary_pipe.stages.asr.language_id import LID_RULES, decide, identify
+from granary_pipe.stages.asr.lid_resolve import LidResolve
 from granary_pipe.stages.asr.transcribe import WhisperTranscribe
 
 
@@ -29,9 +26,11 @@ class WhisperTwoPass(WhisperTranscribe):
 
     RULES: ClassVar[tuple[str, ...]] = LID_RULES + WhisperTranscribe.RULES
 
-    lid_model: str = Field("whisper-base", description="multilingual Whisper model of pass 1; pass 2 reuses its encoder output for languages mapped to the same model")
+    lid_model: str = Field("whisper-base", description="multilingual Whisper model of pass 1; pass 2 reuses its "
+                                                       "encoder output for languages mapped to the same model")
     windows: int = Field(3, ge=1, le=16, description="speech windows per recording for language ID")
-    min_prob: float = Field(0.5, ge=0, le=1, description="reject as lang:low_confidence below this averaged probability")
+    min_prob: float = Field(
+        0.5, ge=0, le=1, description="reject as lang:low_confidence below this averaged probability")
     allowed_langs: list[str] | None = Field(None, description="reject other languages as lang:unsupported")
     resolve: LidResolve = Field(default_factory=LidResolve, description="how uncertain language IDs are resolved")
 

@@ -1,9 +1,8 @@
 """Batched Whisper inference on CTranslate2 through faster-whisper's model objects.
 
-faster-whisper's ``transcribe`` handles one recording at a time; a pipeline batches segments
-across recordings. This module uses faster-whisper's own feature extractor, tokenizer, prompt
-builder and CTranslate2 model (``encode``, ``detect_language``, ``generate``) on batches of
-≤ 30 s segments. Models load once per process and are shared by the stages in it.
+faster-whisper's ``transcribe`` handles one recording at a time; this module batches ≤ 30 s
+segments across recordings with its feature extractor, tokenizer, prompt and CTranslate2 model.
+Models load once per process.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeAlias
 
 import ctranslate2
 import numpy as np
@@ -22,6 +22,8 @@ from granary_pipe import models
 from granary_pipe.stages.asr import cuda_libs
 
 N_FRAMES = 3000  # 30 s of 10 ms frames: Whisper's fixed input
+MAX_WINDOW_S = N_FRAMES / 100
+"""Longest segment Whisper decodes whole (30 s); segment stages must cut below it."""
 
 
 @dataclass
@@ -34,14 +36,14 @@ class Hypothesis:
     no_speech_prob: float
 
 
-def default_threads() -> int:
-    """CPU threads for a model when a stage leaves ``cpu_threads`` at 0.
+def mean_logprob(hyps: list[Hypothesis]) -> float:
+    """Mean token log-probability of several hypotheses, weighted by how much each said."""
+    return float(np.average([h.avg_logprob for h in hyps], weights=[max(len(h.text), 1) for h in hyps]))
 
-    Inside an engine worker this is the worker's CPU reservation: Ray exports it as
-    ``OMP_NUM_THREADS`` (floor of ``resources.cpus``, at least 1), so two workers reserving 0.5
-    CPU each on a 2-core machine run one thread each instead of four threads fighting for two
-    cores. Outside a worker (no ``OMP_NUM_THREADS``) it is every core, up to 8.
-    """
+
+def default_threads() -> int:
+    """CPU threads for a model when a stage leaves ``cpu_threads`` at 0: in an engine worker its CPU
+    reservation (Ray exports it as ``OMP_NUM_THREADS``), else every core up to 8."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
@@ -50,9 +52,8 @@ def default_threads() -> int:
 
 @lru_cache(maxsize=8)
 def load(name_or_path: str, device: str = "auto", compute_type: str = "default", cpu_threads: int = 0) -> WhisperModel:
-    """Load a Whisper model by registry name or path, once per process (``cpu_threads`` 0:
-    :func:`default_threads`). On a GPU the CUDA 12 libraries CTranslate2 needs are loaded first
-    (:mod:`cuda_libs`), so a missing one is one line naming it and the ``[gpu]`` extra."""
+    """A Whisper model by registry name or path, loaded once per process; on a GPU the CUDA 12
+    libraries CTranslate2 needs are loaded first (:mod:`cuda_libs`)."""
     if cuda_libs.wants_cuda(device):
         cuda_libs.preload()
     threads = cpu_threads or default_threads()
@@ -66,7 +67,7 @@ def features(model: WhisperModel, chunks: list[np.ndarray]) -> np.ndarray:
     return np.stack(feats).astype(np.float32)
 
 
-Encoded = "ctranslate2.StorageView | np.ndarray"
+Encoded: TypeAlias = "ctranslate2.StorageView | np.ndarray"
 """Encoder outputs: on the model's device (``encode``) or copied to the host (``encode_to_host``)."""
 
 
@@ -76,13 +77,18 @@ def encode(model: WhisperModel, chunks: list[np.ndarray]) -> ctranslate2.Storage
 
 
 def encode_to_host(model: WhisperModel, chunks: list[np.ndarray]) -> np.ndarray:
-    """Encoder outputs copied to host memory, so single rows can be kept and regrouped into
-    other batches (pass 1 → pass 2). Costs a device→host copy: use only when reusing."""
+    """Encoder outputs copied to host memory, so single rows can be regrouped into other batches
+    (pass 1 → pass 2); costs a device→host copy."""
     feats = ctranslate2.StorageView.from_array(features(model, chunks))
     return np.asarray(model.model.encode(feats, to_cpu=True))
 
 
-def _storage(encoded: Encoded) -> ctranslate2.StorageView:
+def _storage(model: WhisperModel, chunks: list[np.ndarray] | None, encoded: Encoded | None) -> ctranslate2.StorageView:
+    """Encoder outputs on the model's device: ``encoded`` (copied there if on the host), else ``chunks`` encoded."""
+    if encoded is None:
+        if chunks is None:
+            raise ValueError("give audio chunks or their encoder outputs")
+        return encode(model, chunks)
     if isinstance(encoded, np.ndarray):
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded))
     return encoded
@@ -90,16 +96,11 @@ def _storage(encoded: Encoded) -> ctranslate2.StorageView:
 
 def language_probs(model: WhisperModel, chunks: list[np.ndarray] | None = None,
                    encoded: Encoded | None = None) -> list[dict[str, float]]:
-    """Per chunk, the probability of each language code (``{"en": 0.93, ...}``), from audio
-    chunks or from their encoder outputs."""
+    """Per chunk (or its encoder output), the probability of each language code (``{"en": 0.93, ...}``)."""
     if not model.model.is_multilingual:
         raise ValueError("language ID needs a multilingual Whisper model")
-    if encoded is None:
-        encoded = encode(model, chunks)
-    out = []
-    for result in model.model.detect_language(_storage(encoded)):
-        out.append({tok[2:-2]: float(p) for tok, p in result})
-    return out
+    return [{tok[2:-2]: float(p) for tok, p in result}
+            for result in model.model.detect_language(_storage(model, chunks, encoded))]
 
 
 def transcribe(model: WhisperModel, chunks: list[np.ndarray] | None, language: str, beam_size: int = 5,
@@ -107,19 +108,17 @@ def transcribe(model: WhisperModel, chunks: list[np.ndarray] | None, language: s
                encoded: Encoded | None = None, timestamps: bool = False) -> list[Hypothesis]:
     """Decode a batch of ≤ 30 s chunks (or their encoder outputs) with the language forced.
 
-    ``timestamps``: decode in Whisper's timestamp mode (``transcribe``'s default, the mode its
-    thresholds were set in) instead of ``<|notimestamps|>``; the timestamp tokens are dropped from
-    the text and counted in ``avg_logprob``, as ``WhisperModel.transcribe`` counts them."""
+    ``timestamps``: Whisper's timestamp mode (the one its thresholds were set in) instead of
+    ``<|notimestamps|>``; timestamp tokens are dropped from the text, counted in ``avg_logprob``."""
     multilingual = model.model.is_multilingual
     tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task=task if multilingual else None,
                           language=language if multilingual else None)
     prompt = model.get_prompt(tokenizer, [], without_timestamps=not timestamps)
     max_length = model.max_length if max_new_tokens is None else min(model.max_length, len(prompt) + max_new_tokens)
-    if encoded is None:
-        encoded = encode(model, chunks)
+    storage = _storage(model, chunks, encoded)
     results = model.model.generate(
-        _storage(encoded),
-        [list(prompt) for _ in range(encoded.shape[0])],
+        storage,
+        [list(prompt) for _ in range(storage.shape[0])],
         beam_size=beam_size,
         max_length=max_length,
         return_scores=True,

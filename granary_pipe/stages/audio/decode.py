@@ -1,9 +1,8 @@
-"""Decode anything PyAV (FFmpeg) reads to 16 kHz mono float32; probe rate, channels, codec.
+"""``audio.decode``: anything PyAV (FFmpeg) reads → 16 kHz mono float32, with rate, channels, codec.
 
-An unreadable, empty, missing or over-long file becomes a rejected row whose reason carries the
-decoder's message (``decode_error: ...``); it never stops the run. A path that is not a readable
-regular file (missing, a symlink loop, a FIFO, a socket, a device, a directory, permission
-denied) is told apart before anything opens it (``ingest.inputs.unopenable``).
+An unreadable, empty, missing or over-long file becomes a row rejected ``decode_error: <message>``;
+a path that is not a readable regular file is told apart before anything opens it
+(``ingest.inputs.unopenable``).
 """
 
 from __future__ import annotations
@@ -102,6 +101,6 @@ class Decode(Stage):
                 row["drop_reason"] = f"decode_error: {type(exc).__name__}: {exc}"
                 continue
             row.update(info)
-            row["samples"] = memoryview(audio).cast("B")  # copied once, into the Arrow column
+            row["samples"] = audio.data.cast("B")  # copied once, into the Arrow column
             row["duration_s"] = row["recording_duration_s"] = audio.size / schema.SAMPLE_RATE_HZ
         return schema.make_table(rows, with_samples=True)

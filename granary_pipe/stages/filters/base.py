@@ -1,17 +1,9 @@
 """The filter base: a filter writes only its rules; flagging, rejecting and counting are built in.
 
-In the manner of datatrove's ``BaseFilter``: a subclass declares ``RULES`` (every reason it can
-give, in the order that decides ``drop_reason``) and implements ``rules(row) -> list[str]``, the
-reasons a row breaks. :class:`FilterStage` then, for each active row:
-
-* appends every reason that fired to ``flags`` (in ``RULES`` order),
-* sets ``drop_reason`` to the first of them that may reject (``FLAG_ONLY`` rules only flag),
-* and, as every stage does (``Stage.apply``), counts rows in and rows rejected / flagged per
-  rule into the unit's counters (:mod:`granary_pipe.counters`).
-
-A reason is declared when it equals a rule of ``RULES`` or extends one by ``:<detail>``
-(``text_lang:mismatch:de`` under ``text_lang:mismatch``, ``license:CC-BY-NC-4.0`` under
-``license``); an undeclared reason is an error naming the stage, so ``RULES`` stays true.
+A subclass declares ``RULES`` and implements ``rules(row) -> list[str]``; :class:`FilterStage`
+appends every reason that fired to ``flags`` (in ``RULES`` order) and sets ``drop_reason`` to the
+first that may reject. A reason equals a rule or extends one by ``:<detail>``; an undeclared reason
+is an error naming the stage. See docs/architecture.md (Filters).
 """
 
 from __future__ import annotations
@@ -25,17 +17,11 @@ from granary_pipe.stage import Stage
 
 
 class FilterStage(Stage):
-    """Base of stages that reject rows by named rules (not registered itself).
+    """Base of stages that reject rows by named rules (not registered itself). ``RULES``: every
+    reason (or reason prefix) the filter gives, in the order that decides ``drop_reason``."""
 
-    Class attributes:
-        RULES: every reason (or reason prefix) the filter gives, in the order that decides
-            ``drop_reason`` when several fire.
-        FLAG_ONLY: rules of ``RULES`` that are recorded in ``flags`` but never reject.
-        COLUMNS: the row columns ``rules`` reads (None: every column but the audio samples).
-    """
-
-    FLAG_ONLY: ClassVar[tuple[str, ...]] = ()
-    COLUMNS: ClassVar[tuple[str, ...] | None] = None
+    FLAG_ONLY: ClassVar[tuple[str, ...]] = ()  # rules recorded in flags that never reject
+    COLUMNS: ClassVar[tuple[str, ...] | None] = None  # the columns rules() reads (None: all but the samples)
 
     def rules(self, row: dict[str, Any]) -> list[str]:
         """Reasons ``row`` (a dict of ``COLUMNS``) breaks, in any order; empty when it passes."""

@@ -1,17 +1,6 @@
-"""Basic filters: empty or wordless text, duration bounds, Whisper's own silence rule.
-
-Rules, in the order that decides ``drop_reason`` (every rule that fired goes to ``flags``;
-see ``base.FilterStage``):
-
-1. ``filter:empty_text``: no text, or only whitespace;
-2. ``filter:no_words``: no letter or digit at all (``"... ?! —"``);
-3. ``filter:too_short`` / ``filter:too_long``: ``duration_s`` outside the bounds (bounds
-   inclusive; a missing duration is too short);
-4. ``filter:no_speech``: Whisper's silence rule (``rules.whisper_silence``): no-speech
-   probability above ``max_no_speech_prob`` and, with ``no_speech_mode: with_logprob`` (the
-   default, Whisper's own rule), average log-probability below ``max_no_speech_avg_logprob`` too.
-   This is the one place the rule lives: it runs before ``filter.hallucination`` in every
-   pipeline, whose decoder rules are compression ratio and average log-probability alone.
+"""``filter.basic``: empty or wordless text, duration bounds (inclusive; a missing duration is too
+short) and Whisper's silence rule (``rules.whisper_silence``), whose one home this is: it runs before
+``filter.hallucination`` in every pipeline.
 """
 
 from __future__ import annotations

@@ -1,52 +1,12 @@
 """``filter.hallucination``: every known text-level hallucination rule, each named and tunable.
 
-Rules (``RULES``), in the order that decides ``drop_reason`` (the first that fires wins; every
-rule that fires is appended to ``flags``; see ``base.FilterStage``). Text evidence that says
-what went wrong comes first, then timing, then decoder scores, which are symptoms shared by
-many causes:
-
-1. ``hallucination:phrase``: the text is a frequent hallucination of the row's language
-   (``_data/hallucinations/{lang}.txt``) or of a ``phrase_extra_langs`` language (English by
-   default: Whisper emits English credits and outros whatever the forced language). Whole
-   text, or prefix for phrases of ≥ ``min_prefix_phrase_words`` words; see ``phrases.py``.
-   A short phrase that is the whole text (at most ``max_trusted_phrase_words`` words), decoded
-   surely (mean token log-probability ≥ ``min_trusted_phrase_avg_logprob``, no-speech probability ≤
-   ``max_trusted_phrase_no_speech_prob``) on a segment the VAD took for speech, is a person saying
-   "Thank you." or "Gracias": it is only flagged ``hallucination:phrase_trusted``. Hallucinated
-   phrases come from silence, music or noise, where Whisper's no-speech probability is high or
-   its log-probability low; long outros ("Thanks for watching, please subscribe") never count
-   as trusted.
-2. ``hallucination:ngram_loop`` (MOSEL): a 1–2-word pattern ≥ 4 times in a row, or a
-   3–5-word pattern ≥ 2 times in a row (counts are occurrences: ``a b c a b c`` is 2).
-   Words here are ``rules.word_tokens``: a numeral is one token (``1,000,000,000,000`` is no
-   ``000`` loop), hyphens between letters split (the stutter ``a-a-a-a-a`` is a loop).
-3. ``hallucination:repeated_ngrams`` (Granary): ≥ ``min_unique_ratio_words`` words and
-   distinct/total words ≤ 0.4.
-4. ``hallucination:long_word``: a word of ≥ 25 characters (≥ 40 in compounding languages,
-   where ``Geschwindigkeitsbegrenzung`` is ordinary), or a word of ≥ 20 characters that is
-   ≥ 3× the second-longest (off for compounding languages; below 20 characters one long
-   word among short ones is ordinary: "I am a photographer", "To jest najprawdopodobniej
-   prawda"). URLs/e-mails are not words here; a numeral counts its digits (a 25-digit numeral
-   is a loop; ``192.168.0.1`` is 8); hyphenated and dotted words count by their parts
-   (``1-2-3-4-5-6-7-8-9-10`` is ten numbers, ``e-mail`` and ``U.S.A.`` are short).
-   See ``rules.word_tokens`` / ``rules.long_word``.
-5. ``hallucination:char_rate_high`` / ``hallucination:char_rate_low``: non-space characters
-   per second of ``duration_s`` above ``max_chars_per_s`` (per-language overrides) or below
-   ``min_chars_per_s``; rows without text or a positive duration are not judged.
-6. ``decoder:compression_ratio``: > ``max_compression_ratio`` (Whisper's 2.4).
-7. ``decoder:avg_logprob``: < ``min_avg_logprob`` (Whisper's -1.0).
-
-Whisper's silence rule (no-speech probability with a low log-probability) is ``filter.basic``'s
-``filter:no_speech``, which runs before this stage in every pipeline: it lives in one place.
-
-Known costs, accepted: a real segment that is only "Thank you." or starts with a listed
-outro of ≥ 4 words ("Grazie per la visione del documento…") is dropped, and so is a
-conversational restart of ≥ 3 words ("I want to I want to go"; raise
-``min_long_loop_repeats`` to 3 for conversational speech).
-
-Word rules (2–4) do not apply to ``unspaced_langs`` (zh, ja, th, …), whose text has no
-spaces between words; compression ratio covers loops there. A threshold set to ``null``
-turns its rule off (a per-language override too). Missing decoder scores (null) never fire.
+``RULES`` is the order that decides ``drop_reason``: text evidence (phrases, n-gram loops, repeated
+n-grams, long words) first, then timing (characters per second), then decoder scores (compression
+ratio, average log-probability), symptoms shared by many causes. A short whole-text phrase decoded
+surely on speech ("Thank you.", "Gracias") is only flagged ``hallucination:phrase_trusted``. Word
+rules use ``rules.word_tokens`` and skip ``unspaced_langs``. A threshold set to ``null`` turns its
+rule off; missing decoder scores never fire. Whisper's silence rule is ``filter.basic``'s.
+See docs/architecture.md (Filters).
 """
 
 from __future__ import annotations
@@ -56,10 +16,10 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from granary_pipe.registry import register
-from granary_pipe.text import UNSPACED_LANGS
 from granary_pipe.stages.filters import phrases as phrase_lists
 from granary_pipe.stages.filters import rules
 from granary_pipe.stages.filters.base import FilterStage
+from granary_pipe.text import UNSPACED_LANGS
 
 RULE_ORDER = (
     "hallucination:phrase",
@@ -73,7 +33,6 @@ RULE_ORDER = (
     "decoder:avg_logprob",
 )
 """Every reason this stage can give, in the order that decides ``drop_reason``."""
-
 
 
 @register("filter.hallucination")
@@ -90,10 +49,10 @@ class HallucinationFilter(FilterStage):
     phrase_dir: str | None = Field(None, description="directory of {lang}.txt lists; default: bundled")
     phrase_extra_langs: list[str] = Field(["en"], description="lists checked for rows of every language")
     min_prefix_phrase_words: int = Field(4, ge=1, description="phrases this long also match as a prefix")
-    min_trusted_phrase_avg_logprob: float | None = Field(-0.4, description="a short whole-text phrase decoded at least "
-                                                   "this surely is only flagged; None: never")
-    max_trusted_phrase_no_speech_prob: float = Field(0.1, ge=0, le=1, description="no-speech probability a trusted phrase "
-                                                                            "may have at most")
+    min_trusted_phrase_avg_logprob: float | None = Field(
+        -0.4, description="a short whole-text phrase decoded at least this surely is only flagged; None: never")
+    max_trusted_phrase_no_speech_prob: float = Field(
+        0.1, ge=0, le=1, description="no-speech probability a trusted phrase may have at most")
     max_trusted_phrase_words: int = Field(3, ge=0, description="longer phrases are never trusted")
     # 2. n-gram loops (MOSEL)
     max_short_loop_words: int = Field(2, ge=1, description="short patterns are 1..this many words")
@@ -123,8 +82,10 @@ class HallucinationFilter(FilterStage):
     )
     min_chars_per_s: float | None = Field(1.0, ge=0, description="for texts with any characters")
     # 6-7. decoder scores
-    max_compression_ratio: float | None = Field(2.4, gt=0, description="gzip compression ratio above which text loops (None: off)")
-    min_avg_logprob: float | None = Field(-1.0, description="mean token log-probability below which the decoder was unsure (None: off)")
+    max_compression_ratio: float | None = Field(
+        2.4, gt=0, description="gzip compression ratio above which text loops (None: off)")
+    min_avg_logprob: float | None = Field(
+        -1.0, description="mean token log-probability below which the decoder was unsure (None: off)")
     batch_size: int = 1024
 
     def _phrases(self, lang: str | None) -> phrase_lists.PhraseList:
@@ -148,36 +109,53 @@ class HallucinationFilter(FilterStage):
 
     def rules(self, row: dict[str, Any]) -> list[str]:
         """Reasons a row fires (the base orders them as :data:`RULE_ORDER`)."""
-        fired: list[str] = []
         text, lang = row.get("text") or "", row.get("lang")
-        found = self._phrases(lang).match_whole(text) if self.phrases else None
-        if found is not None:
-            fired.append("hallucination:phrase_trusted" if self._trusted(row, *found) else "hallucination:phrase")
+        fired = self._phrase_rules(row, text, lang)
         if lang not in self.unspaced_langs:
-            tokens = rules.word_tokens(text)
-            ws = [t.text for t in tokens]
-            if rules.ngram_loop(ws, self._loop_ranges()):
-                fired.append("hallucination:ngram_loop")
-            if self.max_unique_word_ratio is not None and rules.repeated_ngrams(
-                ws, self.max_unique_word_ratio, self.min_unique_ratio_words
-            ):
-                fired.append("hallucination:repeated_ngrams")
-            min_chars = self.min_long_word_chars
-            if min_chars is not None:
-                min_chars = self.min_long_word_chars_by_lang.get(lang, min_chars)
-            ratio = None if lang in self.long_word_ratio_off_langs else self.min_long_word_ratio
-            lengths = [t.length for t in tokens if t.length is not None]
-            if rules.long_word(lengths, min_chars, ratio, self.min_long_word_ratio_chars):
-                fired.append("hallucination:long_word")
-        rate = rules.char_rate(text, row.get("duration_s"))
-        if rate is not None:
-            high = self.max_chars_per_s
-            if high is not None:
-                high = self.max_chars_per_s_by_lang.get(lang, high)
-            if high is not None and rate > high:
-                fired.append("hallucination:char_rate_high")
-            if self.min_chars_per_s is not None and rate < self.min_chars_per_s:
-                fired.append("hallucination:char_rate_low")
+            fired += self._word_rules(text, lang)
+        return fired + self._rate_rules(text, lang, row.get("duration_s")) + self._decoder_rules(row)
+
+    def _phrase_rules(self, row: dict[str, Any], text: str, lang: str | None) -> list[str]:
+        found = self._phrases(lang).match_whole(text) if self.phrases else None
+        if found is None:
+            return []
+        return ["hallucination:phrase_trusted" if self._trusted(row, *found) else "hallucination:phrase"]
+
+    def _word_rules(self, text: str, lang: str | None) -> list[str]:
+        fired = []
+        tokens = rules.word_tokens(text)
+        ws = [t.text for t in tokens]
+        if rules.ngram_loop(ws, self._loop_ranges()):
+            fired.append("hallucination:ngram_loop")
+        if self.max_unique_word_ratio is not None and rules.repeated_ngrams(
+            ws, self.max_unique_word_ratio, self.min_unique_ratio_words
+        ):
+            fired.append("hallucination:repeated_ngrams")
+        min_chars = self.min_long_word_chars
+        if min_chars is not None and lang is not None:
+            min_chars = self.min_long_word_chars_by_lang.get(lang, min_chars)
+        ratio = None if lang in self.long_word_ratio_off_langs else self.min_long_word_ratio
+        lengths = [t.length for t in tokens if t.length is not None]
+        if rules.long_word(lengths, min_chars, ratio, self.min_long_word_ratio_chars):
+            fired.append("hallucination:long_word")
+        return fired
+
+    def _rate_rules(self, text: str, lang: str | None, duration_s: float | None) -> list[str]:
+        rate = rules.char_rate(text, duration_s)
+        if rate is None:
+            return []
+        fired = []
+        high = self.max_chars_per_s
+        if high is not None and lang is not None:
+            high = self.max_chars_per_s_by_lang.get(lang, high)
+        if high is not None and rate > high:
+            fired.append("hallucination:char_rate_high")
+        if self.min_chars_per_s is not None and rate < self.min_chars_per_s:
+            fired.append("hallucination:char_rate_low")
+        return fired
+
+    def _decoder_rules(self, row: dict[str, Any]) -> list[str]:
+        fired = []
         lp, cr = row.get("avg_logprob"), row.get("compression_ratio")
         if self.max_compression_ratio is not None and cr is not None and cr > self.max_compression_ratio:
             fired.append("decoder:compression_ratio")

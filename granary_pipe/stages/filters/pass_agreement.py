@@ -1,14 +1,8 @@
 """``filter.pass_agreement``: two independent decodes of a segment should say the same thing.
 
-Where a row carries ``pass1_text`` (a first, independent transcription of the same audio), the
-word error rate of ``text`` against it, both normalised in the row's language by the project's one
-normalisation (:func:`granary_pipe.text.normalize`: case, punctuation, apostrophes, and numbers in
-one written form, so ``1, 2, 3`` and ``Um, dois, três`` agree), must not exceed ``max_wer``;
-otherwise → ``pass_agreement:wer``.
-Hallucinations rarely repeat across decodes, so disagreement marks them. For languages
-written without spaces (``unspaced_langs``) the rate is per character (CER). An empty
-``pass1_text`` against a non-empty ``text`` counts as 1.0. Rows whose ``pass1_text`` is null
-pass untouched. It costs a second decode, so no pipeline runs it by default.
+WER of ``text`` against ``pass1_text``, both normalised in the row's language
+(:func:`granary_pipe.text.error_rate`; CER in ``unspaced_langs``), above ``max_wer`` →
+``pass_agreement:wer``. Rows without ``pass1_text`` pass untouched.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """Frequent hallucination phrases per language: loading the lists and matching a text.
 
-Lists are plain UTF-8 files ``{lang}.txt`` (bundled ones in ``granary_pipe/_data/hallucinations``),
-one phrase per line. Blank lines and lines starting with ``#`` are ignored, as is an inline
-comment after `` #``. Published frequency lists append a count to each phrase
-(``thank you for watching 1532`` or ``thank you for watching<TAB>1532``); left on, it would
-make the phrase never match. A count after a tab is always stripped; a count after spaces is
-stripped when most phrase lines of the file end in one (a counted list), so a list of our own
-may still hold a phrase that really ends in a number (``Sous-titrage ST' 501``).
-
-Matching is on normalised text (:func:`granary_pipe.text.normalize`, the phrases of a list in
-its language, the text in each list's language in turn, so an English credit line matches a row
-labelled French): the whole text equal to a phrase, or, for phrases of at least ``prefix_min_words`` words, the text
-starting with the phrase at a word boundary. Short phrases ("thank you", "you") only match a
-text that is nothing else, since they are ordinary words inside real speech.
+Lists are UTF-8 files ``{lang}.txt`` (bundled in ``granary_pipe/_data/hallucinations``), one phrase
+a line; blank lines, ``#`` lines and inline `` #`` comments are ignored. A trailing count (published
+frequency lists) is stripped after a tab always, after spaces when most lines of the file end in
+one. Matching is on text normalised in each list's language (:func:`granary_pipe.text.normalize`):
+the whole text equals a phrase, or, for phrases of at least ``prefix_min_words`` words, starts
+with it at a word boundary.
 """
 
 from __future__ import annotations
@@ -53,8 +46,8 @@ def parse_phrases(text: str, lang: str | None = None) -> list[str]:
 
 @dataclass(frozen=True)
 class PhraseList:
-    """Phrases of one language (``lang``, normalised in it), split into whole-text and prefix
-    matchers, and the lists of further languages (``more``) tried after it."""
+    """Phrases of one language (normalised in it) as whole-text and prefix matchers, and the lists
+    of further languages (``more``) tried after it."""
 
     lang: str | None
     whole: frozenset[str]
@@ -66,14 +59,9 @@ class PhraseList:
         prefixes = tuple(sorted({p for p in phrases if len(p.split()) >= prefix_min_words}, key=len))
         return cls(lang, frozenset(phrases), prefixes)
 
-    def match(self, text: str | None) -> str | None:
-        """The phrase ``text`` matches, or None (:meth:`match_whole` without the flag)."""
-        found = self.match_whole(text)
-        return found[0] if found else None
-
     def match_whole(self, text: str | None) -> tuple[str, bool] | None:
-        """(the phrase ``text`` matches, whether it is the whole normalised text), or None.
-        ``text`` is normalised in each list's language in turn."""
+        """(the phrase ``text`` matches, whether it is the whole text), or None; ``text`` is
+        normalised in each list's language in turn."""
         for part in (self, *self.more):
             norm = normalize(text, part.lang)
             if not norm:

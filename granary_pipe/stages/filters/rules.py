@@ -1,19 +1,9 @@
-"""Pure text rules for hallucination filtering: no I/O, no models, no tables.
+"""Pure text rules for hallucination filtering (no I/O, no models, no tables), one question each.
 
-Each function answers one question about one text and is unit-tested on its own; the stages
-(``hallucination.py``, ``pass_agreement.py``) decide which rules run and in what order.
-
-Texts are compared (phrases, pass agreement, error rates) after the project's one normalisation,
-:func:`granary_pipe.text.normalize`, which knows each language's numbers; this module has none.
-
-Tokens (:func:`word_tokens`, for the repetition and long-word rules) are the words of one text
-(:func:`granary_pipe.text.fold`, punctuation and symbols as spaces), with two things that matter
-to those rules: a numeral keeps its group and decimal separators between
-digits (``1,500,000``, ``192.168.0.1``, ``3.14159`` are one token each, measured by their digit
-count, so ``10.000.000.000.000`` is no ``000 000 000`` loop), and a web address or e-mail is one
-token with no length (its length says nothing about a garbled decode). Hyphens and dots between
-letters split (``e-mail``, ``U.S.A.``, the stutter ``a-a-a-a-a``, the count ``1-2-3-4-5``). The
-word rules assume a language written with spaces (see ``granary_pipe.text.UNSPACED_LANGS``).
+Tokens (:func:`word_tokens`) are the words of one text for the repetition and long-word rules:
+a numeral keeps its separators between digits and is measured by its digits, a web address or
+e-mail is one token with no length, hyphens and dots between letters split. The word rules assume
+a language written with spaces (``granary_pipe.text.UNSPACED_LANGS``).
 """
 
 from __future__ import annotations
@@ -33,8 +23,6 @@ _URL = re.compile(
     re.IGNORECASE,
 )
 
-
-# ----------------------------------------------------------------- repetition
 
 
 def unique_word_ratio(ws: list[str]) -> float:
@@ -61,15 +49,10 @@ def longest_run(ws: list[str], n: int) -> int:
 
 
 def ngram_loop(ws: list[str], ranges: list[tuple[int, int, int]]) -> bool:
-    """MOSEL's rule: some n-word pattern occurs ``min_repeats`` times in a row.
-
-    ``ranges``: ``(min_n, max_n, min_repeats)`` triples, e.g. ``[(1, 2, 4), (3, 5, 2)]``:
-    a 1–2-word pattern 4 times in a row, or a 3–5-word pattern twice in a row.
-    """
+    """MOSEL's rule: for some ``(min_n, max_n, min_repeats)`` of ``ranges`` (``[(1, 2, 4), (3, 5, 2)]``),
+    an n-word pattern with min_n ≤ n ≤ max_n occurs ``min_repeats`` times in a row."""
     return any(longest_run(ws, n) >= reps for lo, hi, reps in ranges for n in range(lo, hi + 1))
 
-
-# ----------------------------------------------------------------- long words
 
 
 def is_url(token: str) -> bool:
@@ -90,13 +73,9 @@ _NUMBER_SEPARATORS = ".,:"
 
 
 def word_tokens(text: str | None) -> list[Token]:
-    """Tokens of ``text`` for the repetition and long-word rules (see the module doc).
-
-    Whitespace-separated, leading/trailing punctuation and symbols stripped; web addresses and
-    e-mails whole; otherwise split at every inner punctuation or symbol character except a
-    ``.`` ``,`` ``:`` between two digits; apostrophes deleted; characters as
-    :func:`granary_pipe.text.fold` gives them.
-    """
+    """Tokens of ``text`` (folded by :func:`granary_pipe.text.fold`) for the repetition and long-word
+    rules: outer punctuation and symbols stripped; web addresses and e-mails whole; otherwise split at
+    inner punctuation or symbols except ``.`` ``,`` ``:`` between digits; apostrophes deleted."""
     out = []
     for chunk in fold(text).split():
         chunk = _strip_punct(chunk)
@@ -112,7 +91,8 @@ def word_tokens(text: str | None) -> list[Token]:
 
 
 def _split_inner(tok: str) -> list[str]:
-    pieces, cur = [], []
+    pieces: list[str] = []
+    cur: list[str] = []
     for i, ch in enumerate(tok):
         if ch in APOSTROPHES:
             continue
@@ -138,21 +118,14 @@ def _strip_punct(tok: str) -> str:
 
 
 def long_word(lengths: list[int], min_chars: int | None, ratio: float | None, ratio_min_chars: int) -> bool:
-    """Longest word ≥ ``min_chars``, or ≥ ``ratio`` × the second-longest.
-
-    The relative check needs two words and a longest word of at least ``ratio_min_chars``:
-    below that, one long word among short ones is ordinary language ("I am a photographer",
-    "We share the responsibilities", Polish "To jest najprawdopodobniej prawda").
-    """
+    """Longest word ≥ ``min_chars``, or ≥ ``ratio`` × the second-longest and ≥ ``ratio_min_chars``
+    (below that one long word among short ones is ordinary: "I am a photographer")."""
     if not lengths:
         return False
     top = sorted(lengths, reverse=True)
     if min_chars is not None and top[0] >= min_chars:
         return True
     return ratio is not None and len(top) > 1 and top[0] >= ratio_min_chars and top[0] >= ratio * top[1]
-
-
-# ----------------------------------------------------------------- rates and scores
 
 
 def letter_count(text: str | None) -> int:

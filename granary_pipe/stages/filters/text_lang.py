@@ -1,21 +1,9 @@
 """``filter.text_lang``: the transcript's language (fastText LID-176) must agree with ``lang``.
 
-Whisper forced to a language sometimes writes another one (it translates, or falls back to
-English credits). fastText reads one line of ``text`` (newlines become spaces) and gives its
-top language and probability:
-
-* top language ≠ ``lang`` with probability ≥ ``min_mismatch_prob`` →
-  ``text_lang:mismatch:<detected>``;
-* otherwise top probability < ``min_prob`` → ``text_lang:low_confidence``.
-
-A disagreement below ``min_mismatch_prob`` passes (short or mixed text is where LID is weak).
-Only text with at least ``min_letters`` letters (``rules.letter_count``: any script, not digits
-or symbols) is judged: numbers and symbols say nothing about a language, so ``1, 2, 3, 4, 5`` or
-``2024 – 19,99 €`` leave the audio language ID in charge. Such rows stay in play with a flag:
-``text_lang:skipped_no_letters`` (text without a single letter) or ``text_lang:skipped_short``
-(some letters, too few). Rows without ``lang`` are not judged. Languages in one ``same_language``
-group count as equal (fastText tells hr/sr/bs apart from spelling alone, and Whisper's ``jw`` is
-fastText's ``jv``). The stage sets only ``drop_reason`` and ``flags``.
+A confident disagreement (≥ ``min_mismatch_prob``) → ``text_lang:mismatch:<detected>``; else a top
+probability under ``min_prob`` → ``text_lang:low_confidence``. Only text with ``min_letters``
+letters (``rules.letter_count``) is judged; shorter text is flagged ``text_lang:skipped_*`` and left
+to the audio language ID. Codes in one ``same_language`` group count as equal.
 """
 
 from __future__ import annotations
@@ -51,24 +39,22 @@ class TextLanguageFilter(FilterStage):
     )
     batch_size: int = 1024
 
-    _model: object | None = None
+    _model: text_lid.FastTextLID | None = None
 
     def models(self) -> list[str]:
         return [self.lid_model]
 
     def setup(self) -> None:
+        self._lid()
+
+    def _lid(self) -> text_lid.FastTextLID:
         if self._model is None:
             self._model = text_lid.load(self.lid_model, k=1)
-
-    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
-        """Top (language, probability) of each text, probabilities clipped to [0, 1]."""
-        self.setup()
-        tops = [text_lid.top_language(self._model, t) for t in texts]  # type: ignore[arg-type]
-        return [(lang, min(prob, 1.0)) for lang, prob in tops]
+        return self._model
 
     def rules(self, row: dict[str, Any]) -> list[str]:
         """The row's verdict: a mismatch, low confidence, or why it was not judged."""
-        text, lang = row.get("text"), row.get("lang")
+        text, lang = row.get("text") or "", row.get("lang")
         if not lang or not rules.char_count(text):
             return []
         letters = rules.letter_count(text)
@@ -76,7 +62,8 @@ class TextLanguageFilter(FilterStage):
             return ["text_lang:skipped_no_letters"]
         if letters < self.min_letters:
             return ["text_lang:skipped_short"]
-        detected, prob = self.predict([text])[0]
+        detected, prob = text_lid.top_language(self._lid(), text)
+        prob = min(prob, 1.0)  # fastText may give a hair above 1
         same = text_lid.canonical(detected, self.same_language) == text_lid.canonical(lang, self.same_language)
         if not same and prob >= self.min_mismatch_prob:
             return [f"text_lang:mismatch:{detected}"]

@@ -1,14 +1,8 @@
 """The guard between an LLM's punctuated text and the corpus: words may not change.
 
-Pure functions. ``check(original, restored)`` names the first rule the restored text breaks, or
-returns None when it may replace the original:
-
-- ``call_failed``: the backend gave nothing for the row (timeout, malformed answer, ...);
-- ``empty``: nothing but whitespace/punctuation came back;
-- ``upper_case``: more than ``max_upper_ratio`` of the cased letters are upper case (shouting);
-- ``words_changed``: the character error rate between both texts, normalised in the row's
-  language by the project's one normalisation (:func:`granary_pipe.text.normalize`: case,
-  punctuation, numbers in one written form), is above ``max_cer``.
+``check(original, restored)`` names the first rule broken (``call_failed``, ``empty``,
+``upper_case``, ``words_changed``: CER above ``max_cer`` after :func:`granary_pipe.text.normalize`
+in the row's language), or returns None when the restored text may replace the original.
 """
 
 from __future__ import annotations
@@ -34,12 +28,7 @@ def cer(original: str, restored: str, lang: str | None = None) -> float:
 
 def upper_ratio(text: str) -> float:
     """Share of upper-case letters among letters that have a case (0 when there are none)."""
-    upper = lower = 0
-    for ch in text:
-        if ch.isupper():
-            upper += 1
-        elif ch.islower():
-            lower += 1
+    upper, lower = sum(ch.isupper() for ch in text), sum(ch.islower() for ch in text)
     return upper / (upper + lower) if upper + lower else 0.0
 
 

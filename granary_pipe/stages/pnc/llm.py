@@ -1,11 +1,9 @@
-"""Punctuation and capitalisation restored by an instruction-tuned LLM, guarded.
+"""``pnc.llm``: punctuation and capitalisation restored by an instruction-tuned LLM, guarded.
 
-For each row whose ``lang`` is in ``langs`` the LLM gets the language's prompt
-(``granary_pipe/_data/prompts/pnc/{lang}.txt``, else ``default.txt``) as the system message and
-Whisper's text as the user message. The guard (``guard.check``) keeps the original text and
-flags the row ``pnc:<rule>`` when the answer is missing, empty, shouting or changes the words;
-otherwise the answer is normalised (``normalize.normalize``), ``text_asr`` keeps Whisper's text
-and ``text`` becomes the restored one. PNC never rejects a row and never loses one.
+Rows in ``langs`` get their language's prompt (``_data/prompts/pnc/{lang}.txt``, else
+``default.txt``) as the system message and Whisper's text as the user message. An answer the guard
+refuses keeps the original text and flags ``pnc:<rule>``; an accepted one is normalised and becomes
+``text`` (``text_asr`` keeps Whisper's). PNC never rejects a row.
 """
 
 from __future__ import annotations
@@ -81,33 +79,39 @@ class LLMPunctuation(Stage):
         return llm.gpu_use(self.backend)
 
     def setup(self) -> None:
+        self._engine()
+
+    def _engine(self) -> Backend:
+        """The LLM backend, made on first use (once per worker)."""
         if self._backend is None:
             self._backend = llm.make_backend(self.backend, self.DEFAULT_MODEL)
+        return self._backend
 
     def templates(self) -> dict[str, str]:
         """Prompt per configured language."""
         return {lang: prompt_template(lang, self.prompt_dir) for lang in self.langs}
 
     def process(self, active: pa.Table) -> pa.Table:
-        self.setup()
+        backend = self._engine()
         texts = active.column("text").to_pylist()
         langs = active.column("lang").to_pylist()
         templates = self.templates()
-        todo = [i for i, (t, lang) in enumerate(zip(texts, langs)) if lang in templates and t and t.strip()]
+        todo = [i for i, (t, lang) in enumerate(zip(texts, langs, strict=True))
+                if lang in templates and t and t.strip()]
         if not todo:
             return active
         prompts = [messages(texts[i], langs[i], templates[langs[i]]) for i in todo]
         budget = min(self.max_new_tokens, 16 + max(len(texts[i]) for i in todo))
-        outputs = self._backend.generate(prompts, budget)
+        outputs = backend.generate(prompts, budget)
         if len(outputs) != len(prompts):
             raise RuntimeError(f"LLM backend returned {len(outputs)} answers for {len(prompts)} prompts")
         new_text = list(texts)
         text_asr = active.column("text_asr").to_pylist()
         flags: list[list[str]] = [[] for _ in texts]
-        for i, answer in zip(todo, outputs):
+        for i, answer in zip(todo, outputs, strict=True):
             restored = guard.clean_output(answer, texts[i])
             rule = guard.check(texts[i], restored, self.max_cer, self.max_upper_ratio, langs[i])
-            if rule is not None:
+            if rule is not None or restored is None:  # check() names a missing answer call_failed
                 flags[i].append(f"pnc:{rule}")
                 continue
             restored = normalize(restored, langs[i])

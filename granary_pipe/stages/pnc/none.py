@@ -16,12 +16,8 @@ class NoPunctuation(Stage):
 
     batch_size: int = 4096
 
-    def describe(self) -> str:
-        """One line for ``run.json`` and reports."""
-        return "Whisper's own; no LLM restoration"
-
     def process(self, active: pa.Table) -> pa.Table:
         return active
 
     def run_info(self) -> dict[str, Any]:
-        return {"punctuation": self.describe()}
+        return {"punctuation": "Whisper's own; no LLM restoration"}

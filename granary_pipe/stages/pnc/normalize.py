@@ -1,13 +1,9 @@
-"""Character normalisation of restored text: one spelling for the same punctuation.
+"""Character normalisation of text the PNC guard accepted: one spelling for the same punctuation.
 
-Applied to text the guard accepted (it changes punctuation and spaces only, never letters):
-
-- Unicode NFC; every kind of space (tabs, newlines, no-break, thin) becomes one plain space;
-- curly and low quotes become straight ``"`` and ``'`` (as Whisper writes them); French keeps
-  guillemets ``« »`` with a no-break space inside;
-- ``…`` becomes ``...`` (and longer runs of dots become three);
-- no space before ``, . ; : ! ? ) ] }`` nor after ``( [ { ¿ ¡``; French instead puts one
-  no-break space (U+00A0) before ``; : ! ?`` (not between digits, as in ``10:30``).
+NFC; every kind of space becomes one plain space; curly quotes become straight (French keeps
+guillemets with a no-break space inside); ``…`` and longer dot runs become ``...``; no space before
+closing nor after opening punctuation, except French, which puts a no-break space before
+``; : ! ?`` (not between digits: ``10:30``).
 """
 
 from __future__ import annotations

@@ -1,38 +1,10 @@
-"""Speaker-aware segmentation with pyannote.audio (the ``[diarize]`` extra).
+"""``segment.pyannote`` (the ``[diarize]`` extra): one row per single-speaker segment, ``speaker`` set.
 
-``segment.pyannote`` turns a recording row into one row per speech segment, like
-``segment.silero``, and tags each with the ``speaker`` talking in it. The model comes from a
-LOCAL path (``model``: a path, or a registry name that ``granary_pipe.models.resolve`` maps to
-one, e.g. through ``GRANARY_MODEL_<NAME>``); nothing is downloaded at run time. Two kinds:
-
-- a pyannote **pipeline** (a directory holding ``config.yaml``, or the ``.yaml`` itself, such as
-  a local copy of ``pyannote/speaker-diarization-community-1``), loaded with
-  ``pyannote.audio.Pipeline.from_pretrained``. Its speaker turns are clustered over the whole
-  recording: ``SPEAKER_00`` is the same voice everywhere in a recording.
-- a bare **segmentation model** (a ``pytorch_model.bin`` checkpoint or a directory holding one,
-  such as ``pyannote/segmentation-3.0``), loaded with ``pyannote.audio.Model.from_pretrained``
-  and slid over the audio with ``pyannote.audio.Inference`` (powerset outputs converted to
-  per-speaker activity by pyannote). Such a model only knows *local* speakers within one chunk
-  (5-10 s): consecutive overlapping chunks are stitched by the permutation of local speakers
-  that best agrees on their overlap (``pyannote.audio.utils.permutation.permutate``), the
-  aggregated activity is thresholded with ``pyannote.audio.utils.signal.Binarize`` and speakers
-  are labelled by stitched local index. **Limitation:** without an embedding model there is no
-  clustering, so labels are only consistent while a voice keeps talking across overlapping
-  chunks; a speaker who pauses longer than a chunk may come back under another label, and two
-  voices may share one. Use a pipeline when speaker identity matters.
-
-Turns become segments with ``turns_to_segments`` (pure, testable without torch): overlapped
-speech is given to one speaker (the one already talking keeps the floor), so segments never
-overlap; each segment holds one speaker; a speaker's consecutive turns are merged while the
-span stays ≤ ``max_segment_s`` and the pause ≤ ``max_merge_gap_s``; longer turns are cut into
-equal parts ≤ ``max_segment_s``; pieces shorter than ``min_segment_s`` are dropped. Speakers are
-renamed ``SPEAKER_00``, ``SPEAKER_01``, ... in order of first appearance in the recording.
-A recording with no speech stays one row, rejected as ``segment:no_speech`` (a row that
-carries no decoded ``samples`` is rejected as ``segment:no_audio``).
-
-pyannote and torch are imported in ``setup()`` only, so the package imports without them.
-pyannote.audio 4 sends usage telemetry by default; this stage turns it off unless
-``PYANNOTE_METRICS_ENABLED`` is set in the environment.
+The model is a LOCAL path or registry name: a pyannote pipeline (``config.yaml`` or its dir;
+speakers clustered over the recording) or a bare segmentation checkpoint (local speakers stitched
+across overlapping chunks, not clustered: labels hold only while a voice keeps talking). Turns
+become segments with the pure :func:`turns_to_segments`. pyannote and torch are imported in
+``setup()`` only; pyannote's telemetry is off unless ``PYANNOTE_METRICS_ENABLED`` is set.
 """
 
 from __future__ import annotations
@@ -42,8 +14,9 @@ import math
 import os
 import re
 import warnings
+from itertools import groupby, pairwise, zip_longest
 from pathlib import Path
-from typing import ClassVar, Any, Iterable, Literal
+from typing import Any, ClassVar, Iterable, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -52,7 +25,7 @@ from pydantic import Field, PrivateAttr
 from granary_pipe import models, schema
 from granary_pipe.registry import register
 from granary_pipe.stage import Stage
-from granary_pipe.stages.segment.rows import segment_rows
+from granary_pipe.stages.segment.rows import merge_regions, segment_rows
 
 MISSING_EXTRA = "segment.pyannote needs the [diarize] extra: make diarize-env"
 
@@ -60,26 +33,20 @@ Turn = tuple[int, int, str]
 """``(start, end, speaker)``; start/end in one unit (samples in the stage), end > start."""
 
 
-# ----------------------------------------------------------------------------- pure functions
-
 def exclusive_turns(turns: Iterable[Turn]) -> list[Turn]:
-    """Make possibly overlapping speaker turns exclusive: at most one speaker at any time.
-
-    Where turns overlap, the speaker already talking keeps the floor until their turn ends;
-    when nobody is talking yet, the one who started first (then the smaller label) gets it.
-    Adjacent pieces of one speaker are joined. Returns pieces sorted by time.
-    """
-    events: dict[Any, list[tuple[int, str]]] = {}
+    """Possibly overlapping turns made exclusive, sorted by time: the speaker already talking keeps
+    the floor; when nobody is, the one who started first (then the smaller label) gets it."""
+    events: dict[int, list[tuple[int, str]]] = {}
     for start, end, spk in turns:
         if end > start:
             events.setdefault(start, []).append((+1, spk))
             events.setdefault(end, []).append((-1, spk))
     times = sorted(events)
     active: dict[str, int] = {}  # speaker → number of open turns
-    since: dict[str, Any] = {}  # speaker → when they became active
+    since: dict[str, int] = {}  # speaker → when they became active
     pieces: list[Turn] = []
     current: str | None = None
-    for t, t_next in zip(times, times[1:] + [None]):
+    for t, t_next in zip_longest(times, times[1:]):  # t_next None after the last
         for delta, spk in sorted(events[t], key=lambda e: e[0]):  # closes before opens
             n = active.get(spk, 0) + delta
             if n > 0:
@@ -105,34 +72,22 @@ def split_long(start: int, end: int, max_len: int) -> list[tuple[int, int]]:
     """Cut ``[start, end)`` into the fewest equal integer parts of length ≤ ``max_len``."""
     n = max(1, math.ceil((end - start) / max_len))
     bounds = [start + ((end - start) * k) // n for k in range(n + 1)]
-    return list(zip(bounds, bounds[1:]))
+    return list(pairwise(bounds))
 
 
 def turns_to_segments(turns: Iterable[Turn], max_len: int, max_gap: int = 0, min_len: int = 0) -> list[Turn]:
-    """Speaker turns → single-speaker segments, sorted, never overlapping, each ≤ ``max_len``.
-
-    ``turns``: ``(start, end, speaker)`` with integer times (samples), in any order, possibly
-    overlapping (overlaps are resolved by ``exclusive_turns``). Segments are split wherever the
-    speaker changes; pieces shorter than ``min_len`` are dropped; pieces longer than
-    ``max_len`` are cut into equal parts; then a speaker's consecutive pieces (no other speaker
-    in between) are merged while the merged span stays ≤ ``max_len`` and the pause between
-    them is ≤ ``max_gap``.
-    """
+    """Speaker turns (any order, possibly overlapping) → single-speaker segments, sorted, never
+    overlapping, each ≤ ``max_len``: pieces under ``min_len`` dropped, longer ones cut into equal
+    parts, then a speaker's consecutive pieces merged while the span stays ≤ ``max_len`` and the
+    pause ≤ ``max_gap``."""
     if max_len <= 0:
         raise ValueError(f"max_len must be positive, got {max_len}")
     pieces: list[Turn] = []
     for start, end, spk in exclusive_turns(turns):
         if end - start >= max(min_len, 1):
             pieces += [(s, e, spk) for s, e in split_long(start, end, max_len)]
-    merged: list[Turn] = []
-    for start, end, spk in pieces:
-        if merged:
-            m_start, m_end, m_spk = merged[-1]
-            if m_spk == spk and start - m_end <= max_gap and end - m_start <= max_len:
-                merged[-1] = (m_start, end, spk)
-                continue
-        merged.append((start, end, spk))
-    return merged
+    return [(s, e, spk) for spk, run in groupby(pieces, key=lambda p: p[2])
+            for s, e in merge_regions([(s, e) for s, e, _ in run], max_len, max_gap)]
 
 
 def name_speakers(segments: list[Turn]) -> list[Turn]:
@@ -144,12 +99,8 @@ def name_speakers(segments: list[Turn]) -> list[Turn]:
 
 
 def stitch_chunks(chunks: np.ndarray, shift_frames: int) -> np.ndarray:
-    """Align local speakers of consecutive overlapping chunks (``(chunk, frame, speaker)``).
-
-    Chunk ``c`` starts ``shift_frames`` frames after chunk ``c - 1``; each chunk's speakers are
-    permuted to best match the previous (already aligned) chunk on their common frames, the
-    way pyannote's own permutation utility matches speakers. Without overlap nothing is done.
-    """
+    """Local speakers of consecutive overlapping chunks (``(chunk, frame, speaker)``, each chunk
+    ``shift_frames`` after the previous) permuted to best match the previous chunk on their overlap."""
     from pyannote.audio.utils.permutation import permutate
 
     out = np.array(chunks, dtype=np.float32, copy=True)
@@ -163,8 +114,6 @@ def stitch_chunks(chunks: np.ndarray, shift_frames: int) -> np.ndarray:
     return out
 
 
-# ----------------------------------------------------------------------------- runtime
-
 def _import_pyannote() -> None:
     """Import torch + pyannote.audio, or fail with the one-line fix."""
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")  # no telemetry unless asked for
@@ -172,8 +121,8 @@ def _import_pyannote() -> None:
         with warnings.catch_warnings():
             # audio always reaches pyannote as an in-memory waveform, so torchcodec is not needed
             warnings.filterwarnings("ignore", message=r"\s*torchcodec is not installed", category=UserWarning)
-            import torch  # noqa: F401
             import pyannote.audio  # noqa: F401
+            import torch  # noqa: F401
     except (ImportError, OSError) as exc:
         raise ImportError(f"{MISSING_EXTRA} ({type(exc).__name__}: {exc})") from exc
 
@@ -248,8 +197,6 @@ class _ModelRunner:
         return [(seg.start, seg.end, f"SPEAKER_{int(label):02d}")
                 for seg, _, label in active.itertracks(yield_label=True)]
 
-
-# ----------------------------------------------------------------------------- stage
 
 @register("segment.pyannote")
 class PyannoteSegment(Stage):

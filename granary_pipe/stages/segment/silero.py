@@ -1,8 +1,7 @@
-"""Segment recordings into speech segments with the Silero VAD bundled in faster-whisper.
+"""``segment.silero``: speech segments from the Silero VAD bundled in faster-whisper.
 
-Speech regions found by the VAD are merged left to right while the merged span stays within
-``max_segment_s`` and the silence between them is at most ``max_merge_gap_s``. A recording
-with no speech stays one row, rejected as ``segment:no_speech``.
+Speech regions are merged left to right while the span stays ≤ ``max_segment_s`` and the silence
+between them ≤ ``max_merge_gap_s``. No speech: the recording row is rejected ``segment:no_speech``.
 """
 
 from __future__ import annotations
@@ -17,19 +16,7 @@ from pydantic import Field
 from granary_pipe import schema
 from granary_pipe.registry import register
 from granary_pipe.stage import Stage
-from granary_pipe.stages.segment.rows import segment_rows
-
-
-def merge_regions(regions: list[tuple[int, int]], max_len: int, max_gap: int) -> list[tuple[int, int]]:
-    """Merge sorted ``(start, end)`` sample spans while the span ≤ max_len and gap ≤ max_gap."""
-    merged: list[tuple[int, int]] = []
-    for start, end in regions:
-        if merged and end - merged[-1][0] <= max_len and start - merged[-1][1] <= max_gap:
-            merged[-1] = (merged[-1][0], end)
-        else:
-            merged.append((start, end))
-    return merged
-
+from granary_pipe.stages.segment.rows import merge_regions, segment_rows
 
 VAD_CHUNK = 600 * schema.SAMPLE_RATE_HZ
 """Silero runs over at most 10 min of audio at a time: faster-whisper's VAD holds padded and

@@ -1,7 +1,7 @@
 """What every translation stage shares: the filter parameters and the gate.
 
-A translation that fails a filter (or whose call failed) does not reject the ASR row: the row
-keeps ``translation`` = null and gains one flag ``translate:<rule>`` per rule that fired.
+A failed translation (a filter fired or the call failed) does not reject the row: ``translation``
+stays null and the row gains one flag ``translate:<rule>`` per rule.
 """
 
 from __future__ import annotations

@@ -1,25 +1,11 @@
-"""Filters on a (source text, translation) pair. Pure functions; each rule has a name.
+"""Filters on a (source text, translation) pair: pure functions, each rule named.
 
-``check_pair`` returns the names of the rules a pair breaks, in this order:
-
-- ``too_short``: either side has fewer than ``min_words`` words;
-- ``length_ratio``: the longer side has ``max_length_ratio`` times the words of the shorter or more;
-- ``charset``: under ``min_script_fraction`` of the translation's letters are in its language's
-  script (Latin for en/de/es/fr/it/..., Cyrillic for ru/uk/bg/..., Greek for el, ...); a
-  translation without letters fires unless the source has none either (a count, a price);
-- ``repetitive``: the translation compresses (zlib) more than ``max_compression_ratio``, or one
-  word 4-gram occurs more than ``max_ngram_repeats`` times: the marks of a decoder looping (words
-  as the hallucination filter's repetition rules see them, ``filters.rules.word_tokens``: a
-  numeral with group separators is one word);
-- ``src_lang`` / ``tgt_lang``: fastText language ID gives the expected language a probability of
-  ``min_lid_prob`` or less on that side. Only a side with at least ``min_lid_letters`` letters
-  (``filters.rules.letter_count``) is judged, as in ``filter.text_lang``: numbers and symbols
-  (``1, 2, 3``, ``19,99 €``) say nothing about a language.
-
-Words are whitespace-separated tokens with a letter or digit, counted, never compared (no text
-normalisation here: texts are compared after :func:`granary_pipe.text.normalize`); for languages
-written without spaces (``granary_pipe.text.UNSPACED_LANGS``: zh, ja, th, ...) each letter counts
-as a word.
+``check_pair`` returns, in order: ``too_short`` (either side under ``min_words`` words),
+``length_ratio``, ``charset`` (under ``min_script_fraction`` of the translation's letters in its
+language's script), ``repetitive`` (zlib compression ratio, or a word 4-gram of ``rules.word_tokens``
+repeated), ``src_lang`` / ``tgt_lang`` (fastText gives the expected language ``min_lid_prob`` or
+less, judged only on a side with ``min_lid_letters`` letters). Words are counted, never compared;
+in ``UNSPACED_LANGS`` each letter counts as a word.
 """
 
 from __future__ import annotations
@@ -32,29 +18,13 @@ from granary_pipe.stages.filters.rules import letter_count, word_tokens
 from granary_pipe.text import UNSPACED_LANGS
 from granary_pipe.text_lid import LanguageProbs, lid_prob
 
-SCRIPTS: dict[str, set[str]] = {
+SCRIPTS: dict[str, set[str]] = {  # Unicode script (a character name's first word) → languages written in it
     "CYRILLIC": {"ru", "uk", "bg", "be", "mk", "sr", "kk", "mn", "tg", "tt", "ba", "ky"},
-    "GREEK": {"el"},
-    "ARABIC": {"ar", "fa", "ur", "ps", "sd", "ug"},
-    "HEBREW": {"he", "yi"},
-    "DEVANAGARI": {"hi", "mr", "ne", "sa"},
-    "BENGALI": {"bn", "as"},
-    "GURMUKHI": {"pa"},
-    "GUJARATI": {"gu"},
-    "TAMIL": {"ta"},
-    "TELUGU": {"te"},
-    "KANNADA": {"kn"},
-    "MALAYALAM": {"ml"},
-    "SINHALA": {"si"},
-    "THAI": {"th"},
-    "LAO": {"lo"},
-    "KHMER": {"km"},
-    "MYANMAR": {"my"},
-    "TIBETAN": {"bo"},
-    "GEORGIAN": {"ka"},
-    "ARMENIAN": {"hy"},
-    "ETHIOPIC": {"am"},
-    "HANGUL": {"ko"},
+    "ARABIC": {"ar", "fa", "ur", "ps", "sd", "ug"}, "HEBREW": {"he", "yi"}, "DEVANAGARI": {"hi", "mr", "ne", "sa"},
+    "BENGALI": {"bn", "as"}, "GREEK": {"el"}, "GURMUKHI": {"pa"}, "GUJARATI": {"gu"}, "TAMIL": {"ta"},
+    "TELUGU": {"te"}, "KANNADA": {"kn"}, "MALAYALAM": {"ml"}, "SINHALA": {"si"}, "THAI": {"th"}, "LAO": {"lo"},
+    "KHMER": {"km"}, "MYANMAR": {"my"}, "TIBETAN": {"bo"}, "GEORGIAN": {"ka"}, "ARMENIAN": {"hy"},
+    "ETHIOPIC": {"am"}, "HANGUL": {"ko"},
 }
 LATIN = {
     "en", "de", "es", "fr", "it", "pt", "nl", "pl", "cs", "sk", "sl", "hr", "bs", "ro", "hu", "fi",

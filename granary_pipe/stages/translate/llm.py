@@ -80,24 +80,33 @@ class LLMTranslate(TranslationStage):
 
     def setup(self) -> None:
         self.setup_filters()
+        self._engine()
+
+    def _engine(self) -> Backend:
+        """The LLM backend, made on first use (once per worker)."""
         if self._backend is None:
             self._backend = llm.make_backend(self.backend, self.DEFAULT_MODEL)
+        return self._backend
 
     def process(self, active: pa.Table) -> pa.Table:
-        self.setup()
+        self.setup_filters()
+        backend = self._engine()
         texts = active.column("text").to_pylist()
         langs = active.column("lang").to_pylist()
-        todo = [(i, langs[i], self.target_for(langs[i])) for i, t in enumerate(texts) if t and t.strip()]
-        todo = [(i, src, tgt) for i, src, tgt in todo if tgt is not None]
+        todo: list[tuple[int, str, str]] = []
+        for i, (text, src) in enumerate(zip(texts, langs, strict=True)):
+            tgt = self.target_for(src)
+            if text and text.strip() and src and tgt:
+                todo.append((i, src, tgt))
         if not todo:
             return active
         prompts = [messages(texts[i], src, tgt) for i, src, tgt in todo]
         budget = min(self.max_new_tokens, 16 + 2 * max(len(texts[i]) for i, _, _ in todo))
-        outputs = self._backend.generate(prompts, budget)
+        outputs = backend.generate(prompts, budget)
         if len(outputs) != len(prompts):
             raise RuntimeError(f"LLM backend returned {len(outputs)} answers for {len(prompts)} prompts")
         results: dict[int, Result] = {
-            i: (src, tgt, clean_translation(out, tgt)) for (i, src, tgt), out in zip(todo, outputs)
+            i: (src, tgt, clean_translation(out, tgt)) for (i, src, tgt), out in zip(todo, outputs, strict=True)
         }
         return self.gate(active, results)
 

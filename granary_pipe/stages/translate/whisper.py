@@ -1,12 +1,8 @@
-"""Whisper's own speech translation X→En on CPU (the embedded multilingual base), filtered.
+"""``translate.whisper``: Whisper's own speech translation X→En, filtered like LLM translations.
 
-Non-English rows are decoded from their audio (``samples``) with ``task="translate"`` and the
-row's language forced; the English output goes through the same filters as LLM translations.
-Besides the shared filters, the decoder's own confidence gates the output: an average
-log-probability below ``min_avg_logprob`` (Whisper's own ``log_prob_threshold``, -1.0) flags the
-row ``translate:low_logprob``. Whisper base translates weakly: fluent hallucinations pass every
-surface filter but mostly come with a low log-probability, and loops are caught as
-``repetitive``.
+Non-English rows are decoded from their ``samples`` with ``task="translate"`` and their language
+forced; an average log-probability under ``min_avg_logprob`` also flags ``translate:low_logprob``
+(Whisper base's fluent hallucinations mostly score low).
 """
 
 from __future__ import annotations
@@ -23,8 +19,6 @@ from granary_pipe.registry import register
 from granary_pipe.stages.asr import whisper_runtime
 from granary_pipe.stages.translate.base import Result, TranslationStage
 
-MAX_WINDOW_S = whisper_runtime.N_FRAMES / 100
-
 
 @register("translate.whisper")
 class WhisperTranslate(TranslationStage):
@@ -38,7 +32,8 @@ class WhisperTranslate(TranslationStage):
     min_avg_logprob: float | None = Field(-1.0, description="decoder confidence below this → low_logprob; None = off")
     device: str = Field("auto", description="CTranslate2 device: auto, cpu or cuda")
     compute_type: str = Field("int8", description="CTranslate2 compute type: int8, int8_float16, float16, float32, ...")
-    cpu_threads: int = Field(0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
+    cpu_threads: int = Field(
+        0, ge=0, description="CPU threads per worker; 0: the worker's CPU reservation (at least 1)")
     model_batch: int = Field(8, ge=1, description="segments per CTranslate2 call (the model's batch)")
     batch_size: int = 64
 
@@ -57,15 +52,15 @@ class WhisperTranslate(TranslationStage):
         texts = active.column("text").to_pylist()
         langs = active.column("lang").to_pylist()
         durations = active.column("duration_s").to_pylist()
-        samples = active.column("samples") if "samples" in active.column_names else None
+        samples = active.column("samples") if "samples" in active.column_names else pa.nulls(active.num_rows)
         by_lang: dict[str, list[int]] = defaultdict(list)
         skipped: dict[int, str] = {}
-        for i, (text, lang) in enumerate(zip(texts, langs)):
+        for i, (text, lang) in enumerate(zip(texts, langs, strict=True)):
             if not lang or lang == "en" or lang not in llm.LANGUAGE_NAMES or not (text and text.strip()):
                 continue
-            if samples is None or not samples[i].is_valid:
+            if not samples[i].is_valid:
                 skipped[i] = "no_audio"
-            elif (durations[i] or 0.0) > MAX_WINDOW_S:
+            elif (durations[i] or 0.0) > whisper_runtime.MAX_WINDOW_S:
                 skipped[i] = "too_long"
             else:
                 by_lang[lang].append(i)
@@ -78,7 +73,7 @@ class WhisperTranslate(TranslationStage):
                 audio = [np.frombuffer(samples[i].as_py(), dtype=np.float32) for i in chunk]
                 hyps = whisper_runtime.transcribe(model, audio, lang, self.beam_size, task="translate",
                                                   max_new_tokens=self.max_new_tokens)
-                for i, h in zip(chunk, hyps):
+                for i, h in zip(chunk, hyps, strict=True):
                     results[i] = (lang, "en", " ".join(h.text.split()))
                     if self.min_avg_logprob is not None and h.avg_logprob < self.min_avg_logprob:
                         low[i] = ["low_logprob"]
