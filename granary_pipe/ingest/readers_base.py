@@ -1,14 +1,8 @@
-"""Shared pieces of the source readers (see :mod:`granary_pipe.ingest.readers`):
-the :class:`Entry` they return, the reader context and options base, path/value helpers, and the
-two listing-wide checks every reader goes through:
-
-- **confinement** (:meth:`_Ctx.confine`): a file a reader would hand to the decoder must resolve
-  (symlinks followed) inside the corpus root (the manifest's directory for ``audio``/``listing``,
-  the localised ``url`` for ``url``), unless the manifest says ``allow_outside_root: true``;
-- **one row per file** (:func:`check_unique`): two entries with the same key, or naming the same
-  file (same ``(st_dev, st_ino)`` when it exists, else the same resolved path), are refused.
-
-Both raise ``ConfigError`` naming the listing file and line (or the manifest) before any work starts.
+"""Shared pieces of the source readers (:mod:`granary_pipe.ingest.readers`): the :class:`Entry`
+they return, the reader context and options base, path helpers, and the two listing-wide checks,
+both ``ConfigError`` naming the listing file and line: **confinement** (:meth:`_Ctx.confine`, a
+path must resolve inside the corpus root unless ``allow_outside_root``) and **one row per file**
+(:func:`check_unique`: no two entries with one key or one file).
 """
 
 from __future__ import annotations
@@ -18,7 +12,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,12 +25,9 @@ _LANG_RE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?$")
 
 @dataclass(frozen=True)
 class Entry:
-    """One recording of a source.
-
-    ``key`` is the recording's path relative to the corpus root (what the recording id is made
-    from and what a release carries as ``audio_path``), ``path`` the local file the decoder opens,
-    ``where`` the listing file and line (``FILE:LINE``) it came from, when a listing names it.
-    """
+    """One recording of a source: ``key``, its path relative to the corpus root (what the recording
+    id is made from, a release's ``audio_path``); ``path``, the local file the decoder opens;
+    ``where``, the listing's ``FILE:LINE`` when a listing names it."""
 
     key: str
     path: str
@@ -96,6 +87,10 @@ class _Ctx:
         if os.path.isabs(listed) and (rel == ".." or rel.startswith("../")):
             return Path(joined).as_posix(), str(real)
         return rel, str(real)
+
+
+UrlReader = Callable[[_Ctx, Path, Any], Iterable[Entry]]
+"""A reader of a localised ``url``: (context, target, its options) -> entries."""
 
 
 def _lang(value: Any) -> str | None:
