@@ -57,10 +57,8 @@ class _Ctx:
 
     def confine(self, path: Path, root: Path, where: str, shown: str | None = None) -> Path:
         """``path`` resolved (symlinks followed); ``ConfigError`` at ``where`` when it lies outside
-        ``root`` and the manifest does not say ``allow_outside_root: true``. A missing file is
-        fine (it becomes a ``decode_error`` row at decode): only its existing part is resolved. So is
-        a symlink loop (``os.path.realpath``, not ``Path.resolve``, which raises on a loop): decode
-        rejects it as ``symlink loop``."""
+        ``root`` (unless ``allow_outside_root``). A missing file or a symlink loop passes
+        (``os.path.realpath`` does not raise): decode rejects it with its reason."""
         real = Path(os.path.realpath(path))
         if self.allow_outside_root:
             return real
@@ -75,12 +73,10 @@ class _Ctx:
             f"{self.manifest_path} if the corpus really lives elsewhere")
 
     def locate(self, root: Path, listed: str, where: str) -> tuple[str, str]:
-        """(key, path) of a listed path (relative to ``root``, or absolute): ``key`` is the
-        lexically normalised path relative to ``root`` (``a/../b.wav`` -> ``b.wav``; an absolute
-        path under the root becomes relative), ``path`` the confined, resolved file. An absolute
-        path outside the root (``allow_outside_root``) keeps its absolute key: relative to the root
-        it would change with where the manifest sits (a job's uploaded working dir), and so would
-        the recording ids."""
+        """(key, path) of a listed path (relative to ``root``, or absolute): ``key`` is the lexically
+        normalised path relative to ``root`` (``a/../b.wav`` -> ``b.wav``), ``path`` the confined,
+        resolved file. An absolute path outside the root (``allow_outside_root``) keeps its absolute
+        key: a relative one would change with where the manifest sits, and so would the ids."""
         joined = os.path.normpath(os.path.join(root, listed))
         real = self.confine(Path(joined), root, where, shown=listed)
         rel = _posix_rel(Path(joined), root)
@@ -126,9 +122,8 @@ def _safe_rel(name: str) -> str | None:
 
 
 def listable(path: Path) -> bool:
-    """Whether a path a glob matched is listed: anything but a directory (a symlink to one
-    included). Files that cannot be opened (a symlink loop, a dangling symlink, a FIFO, a socket, a
-    device) are listed: decode rejects each with its reason, so none vanishes from the counts."""
+    """Whether a path a glob matched is listed: anything but a directory (or a symlink to one); files
+    that cannot be opened are listed, and decode rejects each with its reason."""
     try:
         return not path.is_dir()
     except OSError:
@@ -137,11 +132,9 @@ def listable(path: Path) -> bool:
 
 def _match_files(ctx: _Ctx, root: Path, patterns: list[str], audio_only: bool = False,
                  unopenable: bool = False) -> list[Path]:
-    """Files under ``root`` matching any of ``patterns`` (sorted, as found: not resolved), each
-    confined to ``root`` (a symlink leading out of the tree is a ``ConfigError``). ``unopenable``:
-    also the matches that are not regular files (see :func:`listable`), for readers whose entries
-    go to the decoder as they are; readers that open the files themselves (archives, transcripts)
-    take regular files only."""
+    """Files under ``root`` matching any of ``patterns`` (sorted, not resolved), each confined to
+    ``root``. ``unopenable``: also matches that are not regular files (:func:`listable`), for
+    readers whose entries go to the decoder as they are."""
     found: set[Path] = set()
     for pattern in patterns:
         found.update(p for p in root.glob(pattern) if (listable(p) if unopenable else p.is_file()))
@@ -182,11 +175,9 @@ def duplicate_error(first: Entry, dup: Entry, same_file: bool, manifest_path: Pa
 
 
 def check_unique(entries: list[Entry], manifest_path: Path, reader: str | None) -> None:
-    """``ConfigError`` naming both places when two entries share a key or name the same file
-    (relative and absolute, through a symlink, ``a/../b.wav`` and ``b.wav``, a hard link): one
-    recording would become two rows under two ids. Entries without a path are only checked by key.
-    The error is the one of the first entry (in reader order) that repeats an earlier one; the
-    out-of-core check (``ingest.spill``) finds the same one."""
+    """``ConfigError`` naming both places for the first entry (in reader order) whose key, or whose
+    file (:func:`_file_id`: a symlink, a hard link, ``a/../b.wav``), an earlier entry has; entries
+    without a path are checked by key only. ``ingest.spill`` finds the same one out of core."""
     by_key: dict[str, Entry] = {}
     by_file: dict[tuple, Entry] = {}
     for e in entries:

@@ -1,15 +1,10 @@
 """A listing sorted and checked out of core (design: docs/architecture.md, Ingest).
 
-:class:`EntrySpill` takes entries as a reader yields them, each with its place in the reader's
-order (``seq``) and what makes it one file (``fid``, as ``readers_base._file_id``). Every
-:data:`BATCH_ROWS` entries it writes their checks columns to ``entries.parquet`` and their recording
-rows, sorted by ``(id, seq)``, to a run file (Arrow IPC). :meth:`EntrySpill.finish` asks DuckDB,
-under a memory limit, for the first entry that repeats an earlier one by key or by file (the one
-``readers_base.check_unique`` stops at, with the same error), then merges the runs from disk.
-
-A listing's work directory (:func:`listing_workdir`, ``granary-listing-PID-XXXX``) is locked
-(``flock``) by its process; a new listing first removes those of killed processes (PID gone and
-lock free: the lock also guards a reused PID, or one of another PID namespace on a shared /tmp).
+:class:`EntrySpill` spills entries as a reader yields them (``seq``: reader order; ``fid``: what
+makes them one file) to ``entries.parquet`` for the duplicate checks (DuckDB) and, as recording
+rows sorted by ``(id, seq)``, to run files that are merged from disk. A listing's work directory
+(:func:`listing_workdir`) is locked by its process; a new listing first removes those whose
+process is gone and whose lock is free (the lock guards a reused PID or another PID namespace).
 """
 
 from __future__ import annotations
@@ -46,8 +41,7 @@ MEMORY_LIMIT = "32MB"
 """DuckDB's memory limit for the duplicate checks (beyond it, it spills to its temp directory)."""
 
 RETRY_MEMORY_LIMIT = "1GB"
-"""The limit of a second try when DuckDB runs out of memory under :data:`MEMORY_LIMIT` (its
-operators need some memory of their own, more with very long keys or paths)."""
+"""The limit of a second try when DuckDB runs out of memory under :data:`MEMORY_LIMIT` (very long keys or paths)."""
 
 ROW_COLUMNS = ("id", "recording_id", "source", "audio_path", "audio_relpath", "offset_s", "license",
                "license_raw", "lang_hint", "ref_text")
@@ -101,8 +95,7 @@ class SortedRows:
     count: int
 
     def tables(self, rows: int) -> Iterator[pa.Table]:
-        """Recording rows (``schema.SCHEMA``, built by ``schema.make_table`` as ingest always built
-        them) in id order, ``rows`` at a time (the last may be fewer)."""
+        """Recording rows (``schema.make_table``) in id order, ``rows`` at a time (the last may be fewer)."""
         for chunk in _chunks(_merged(self.runs), rows):
             for row in chunk:
                 del row["seq"]

@@ -1,12 +1,8 @@
-"""Column scans of a run's committed units, and of a release's Parquet shards, with DuckDB: what
-needs the rows themselves (the HTML page's histograms, the release audit's groups); every other
-figure comes from the units' digests (:mod:`granary_pipe.report.totals`).
-
-A :class:`RunScan` reads the committed units' ``kept.parquet`` / ``rejected.parquet`` (a missing
-file is an empty table), :data:`CHUNK_UNITS` units per query, only the columns a query names;
-DuckDB spills to a temporary directory beyond ``memory_limit`` (:data:`MEMORY_LIMIT`, or
-``$GRANARY_REPORT_MEMORY``), and rows come back only as aggregates or record batches. Files that
-differ in columns are read again with ``union_by_name`` (a column no file has reads as nulls).
+"""Column scans of a run's committed units, and of a release's Parquet shards, with DuckDB: only
+what needs the rows (the HTML histograms, the release audit); the rest comes from the digests.
+A :class:`RunScan` reads :data:`CHUNK_UNITS` units per query, only the columns named, spilling
+beyond :data:`MEMORY_LIMIT` (or ``$GRANARY_REPORT_MEMORY``); files that differ in columns are
+read again with ``union_by_name``. See docs/architecture.md (Report).
 """
 
 from __future__ import annotations

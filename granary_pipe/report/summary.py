@@ -1,24 +1,12 @@
 """Summaries of a run directory or a release directory, as a dict (:func:`summarize`); the
 terminal text is :func:`granary_pipe.report.text.format_summary`.
 
-A run's figures count only committed units (``units/U/_COMMITTED``) and come from their markers
-(digests, counters, totals: :mod:`granary_pipe.report.totals`), read one at a time. Definitions:
-
-* rows in: distinct row ids over kept and rejected, per unit, summed; ``rows in == kept +
-  rejected`` fails when a row is written twice or lands in both tables, or when the commit
-  markers' ``rows_in`` differ.
-* recordings in: distinct ``recording_id`` per unit, summed; compared with the units' planned
-  ``recordings``.
-* a row's language: ``lang``, else ``lang_hint``, else ``"und"``.
-* hours in = hours kept + hours rejected: the summed ``duration_s`` of every row (segments, and
-  recordings rejected whole); silence cut between segments is no row. Rows without a duration
-  count as 0 s and are reported apart. Recorded audio in: the markers' ``audio_s_in`` (whole
-  recordings), when every marker gives it.
-* rejection reasons: by category (the text before the first ``:``) and in full; rules: per full
-  ``drop_reason``, rows, rows per language and the first rows by id as examples.
-* real-time factor: ``wall_s`` / recorded audio in (else / seconds in rows).
-* counts: the markers' per-stage counters summed, in pipeline order (None when a unit has none);
-  rule_quality: :mod:`granary_pipe.report.rule_quality`.
+A run's figures count only committed units and come from their markers (digests, counters,
+totals: :mod:`granary_pipe.report.totals`), read one at a time. Rows in = distinct row ids; a
+row's language is ``lang``, else ``lang_hint``, else ``und``; hours are summed ``duration_s``
+of the rows (no duration counts as 0 s and is reported apart), recorded audio in is the markers'
+``audio_s_in``; reasons count by category (text before the first ``:``) and in full. See
+docs/architecture.md (Report).
 """
 
 from __future__ import annotations
