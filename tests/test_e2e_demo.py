@@ -20,7 +20,6 @@ import pytest
 import yaml
 
 from granary_pipe.io.release import build_release
-from granary_pipe.report.reference_wer import reference_wer
 from granary_pipe.report.summary import format_summary, summarize
 
 pytestmark = pytest.mark.e2e
@@ -124,7 +123,7 @@ def test_non_commercial_file_rejected_with_its_license(demo_run: Path):
 
 
 def test_english_wer_below_ten_percent(demo_run: Path):
-    wer = reference_wer(demo_run)
+    wer = summarize(demo_run)["reference_wer"]
     assert wer["en"]["recordings"] >= 5
     assert wer["en"]["wer"] < 0.10, wer
     kept_langs = {r["lang"] for r in rows(demo_run, "kept")}

@@ -16,7 +16,7 @@ import soundfile as sf
 import yaml
 
 from granary_pipe.config import ConfigError
-from granary_pipe.ingest import readers
+from granary_pipe.ingest import readers, readers_archives
 from granary_pipe.ingest.source import CATALOG_ONLY, load_manifest
 
 SR = 16000
@@ -335,4 +335,4 @@ def test_missing_url_target_and_empty_source(tmp_path):
     (b"\x1aE\xdf\xa3", ".webm"), (b"hello", ".bin"),
 ])
 def test_sniff_ext(data, ext):
-    assert readers.sniff_ext(data) == ext
+    assert readers_archives.sniff_ext(data) == ext

@@ -12,8 +12,7 @@ import json
 import pytest
 
 from granary_pipe import digest, rundir, text
-from granary_pipe.report.reference_wer import reference_wer
-from granary_pipe.report.rule_quality import rule_quality
+from granary_pipe.report.summary import summarize
 from granary_pipe.schema import make_table
 from granary_pipe.stages.filters.hallucination import HallucinationFilter
 from granary_pipe.stages.filters.pass_agreement import PassAgreementFilter
@@ -192,11 +191,12 @@ def _numbers_run(tmp_path):
 
 def test_report_scores_numbers_written_two_ways_as_equal(tmp_path):
     run = _numbers_run(tmp_path)
-    wer = reference_wer(run)
+    summary = summarize(run)
+    wer = summary["reference_wer"]
     assert wer["pt"]["wer"] == 0.0 and wer["en"]["wer"] == 0.0
-    rule = next(r for r in rule_quality(run, None)["rules"] if r["rule"] == "pass_agreement:wer")
+    rule = next(r for r in summary["rule_quality"]["rules"] if r["rule"] == "pass_agreement:wer")
     assert (rule["rows_scored"], rule["rows_good"]) == (1, 1)  # a false reject, counted as one
-    kept = rule_quality(run, None)["kept"]
+    kept = summary["rule_quality"]["kept"]
     assert (kept["rows_scored"], kept["rows_garbage"]) == (2, 0)
 
 
@@ -209,7 +209,9 @@ def test_a_marker_digested_under_the_old_normalisation_is_digested_again(tmp_pat
     old.update(v=1, wer={"pt": [1, 0, 10, 10, 30, 40], "en": [1, 0, 2, 5, 9, 20]},
                kept_scored=[2, 2, 5.0])  # what version 1 measured: numbers written two ways as errors
     path.write_text(json.dumps(marker))
-    assert reference_wer(run)["pt"]["wer"] == 0.0 and rule_quality(run, None)["kept"]["rows_garbage"] == 0
+    summary = summarize(run)
+    assert summary["reference_wer"]["pt"]["wer"] == 0.0
+    assert summary["rule_quality"]["kept"]["rows_garbage"] == 0
 
 
 def test_every_whisper_language_normalises_odd_numbers_without_error():

@@ -1,16 +1,6 @@
-"""Why a listed audio path cannot be opened, told from ``os.stat`` alone (nothing is opened).
-
-Ingest lists every path a listing or glob names, openable or not; the decoder asks
-:func:`unopenable` before it opens anything, so a FIFO is never opened (opening one for reading
-blocks until a writer comes) and each kind of path that is not a readable regular file gets its
-own reason. The reasons (the decoder writes ``decode_error: <reason>``)::
-
-    no such file: PATH                          missing, or a dangling symlink
-    symlink loop: PATH                          a symlink that leads back to itself
-    permission denied: PATH                     the file or a folder above it is not readable
-    not a regular file (directory): PATH        also: FIFO, socket, character device, block device
-    cannot open (<OS error>): PATH              anything else stat refuses (a name too long, ...)
-    empty file: PATH                            a regular file of 0 bytes
+"""Why a listed audio path cannot be opened, told from ``os.stat`` alone (nothing is opened, so a
+FIFO never blocks). The decoder asks :func:`unopenable` first and writes ``decode_error: <reason>``;
+the reasons are listed in docs/sources.md ("Paths that cannot be opened").
 """
 
 from __future__ import annotations

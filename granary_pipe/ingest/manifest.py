@@ -1,20 +1,10 @@
-"""Ingest: a source manifest (``manifests/NAME.yaml``) → one row per recording.
+"""Ingest: a source manifest (``manifests/NAME.yaml``, schema in ``source.py``) → one row per
+recording, sorted by ``recording_id``, out of core (``spill.py``).
 
-A manifest names the corpus, its default license (SPDX id or expression; ``license_map`` says
-what the source means by a string the registry does not guess, e.g. ``CC-BY``) and where the audio is: ``audio:
-GLOB`` relative to the manifest, ``listing: FILE.jsonl`` (or a TSV with ``reader: tsv``) whose
-lines hold ``path`` (relative to the manifest) and optionally ``license``, ``lang`` and ``text``,
-or ``url:`` (a local path or fsspec URL) read by ``reader`` (Parquet, WebDataset, Libri-Light,
-LibriSpeech, MLS, ...; see ``readers.py``). The schema is ``source.py``; a catalog-only manifest
-(``manifests/catalog/``) loads but is refused here. Every problem in the manifest or the listing
-is a ``ConfigError`` naming the file and line, raised before any work starts: among them a path
-that resolves outside the corpus root (unless the manifest says ``allow_outside_root: true``) and
-one file listed twice under two spellings. The listing is sorted and checked out of core
-(``spill.py``), so its size is bounded by the disk, not by memory. Files that are missing or
-unreadable are not manifest errors: they become rejected rows at decode time, with the reason.
-
-A row carries both ``audio_path`` (the absolute local file the decoder opens; run-internal) and
-``audio_relpath`` (the path relative to the corpus root, the reader's key: what a release shows).
+Every problem in the manifest or the listing is a ``ConfigError`` naming the file and line, raised
+before any work starts; missing or unreadable files are not: decode rejects them with the reason.
+A row carries ``audio_path`` (the local file the decoder opens, run-internal) and
+``audio_relpath`` (relative to the corpus root: what a release shows). See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -28,12 +18,9 @@ import pyarrow as pa
 
 from granary_pipe import licenses
 from granary_pipe.config import ConfigError
-from granary_pipe.ingest.readers import Entry, ListingLine, iter_entries, no_audio
+from granary_pipe.ingest.readers import Entry, iter_entries, no_audio
 from granary_pipe.ingest.source import SourceManifest, load_manifest
 from granary_pipe.ingest.spill import EntrySpill, SortedRows, listing_workdir
-
-__all__ = ["ListingLine", "SortedRows", "SourceManifest", "list_recordings", "load_manifest", "recording_id",
-           "sort_recordings"]
 
 
 def recording_id(source: str, rel_path: str) -> str:
@@ -44,14 +31,10 @@ def recording_id(source: str, rel_path: str) -> str:
 
 
 def list_recordings(manifest_path: Path, *, cache_dir: Path | None = None) -> tuple[SourceManifest, pa.Table]:
-    """The manifest and its recordings as rows (sorted by ``recording_id``), in one table.
-
-    A catalog-only manifest (no ``audio``/``listing``/``url``) is a ``ConfigError``: "catalog
-    entry: set audio/listing/url to a local copy". ``cache_dir``: where remote copies and
-    Parquet/WebDataset audio are materialised (default: ``reader_options.cache_dir``,
-    ``$GRANARY_SOURCE_CACHE``, else ``$GRANARY_CACHE/sources``). A run plans its listing with
-    :func:`sort_recordings` instead, which never holds the rows in memory.
-    """
+    """The manifest and its recordings as rows (sorted by ``recording_id``), in one table (a run
+    uses :func:`sort_recordings`, which never holds the rows). ``cache_dir``: where remote copies
+    and Parquet/WebDataset audio go (default: ``reader_options.cache_dir``, else
+    :func:`granary_pipe.ingest.readers.default_cache_root`)."""
     with listing_workdir() as tmp:
         manifest, rows = sort_recordings(manifest_path, tmp, cache_dir=cache_dir)
         return manifest, pa.concat_tables(rows.tables(max(rows.count, 1))).combine_chunks()
@@ -59,13 +42,8 @@ def list_recordings(manifest_path: Path, *, cache_dir: Path | None = None) -> tu
 
 def sort_recordings(manifest_path: Path, workdir: Path, *,
                     cache_dir: Path | None = None) -> tuple[SourceManifest, SortedRows]:
-    """The manifest and its recording rows sorted by ``recording_id`` on disk under ``workdir``.
-
-    Entries are spilled as the reader yields them, checked for duplicates by DuckDB under a
-    memory limit and sorted by merging runs from disk (``ingest.spill``): the same rows, order
-    and errors as the in-memory listing (a duplicate names both lines; a source that lists
-    nothing is refused), in bounded memory.
-    """
+    """The manifest and its recording rows sorted by ``recording_id`` on disk under ``workdir``
+    (``ingest.spill``): the rows, order and errors of the in-memory listing, in bounded memory."""
     manifest_path = Path(manifest_path).resolve()
     manifest = load_manifest(manifest_path)
     spill = EntrySpill(workdir, manifest_path, manifest.effective_reader)

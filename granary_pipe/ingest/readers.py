@@ -1,60 +1,10 @@
-"""Readers: list a source's audio in the layout its corpus ships in, as uniform entries.
+"""Readers: list a source's audio in the layout its corpus ships in, as :class:`Entry` items.
 
-Every reader returns :class:`Entry` items ``(key, path, license, lang, text)``: ``key`` is a
-stable relative name the recording id is made from (it does not depend on where the copy or the
-cache lives), ``path`` the local file the decoder opens, and ``license``/``lang``/``text`` the
-per-file license override, language hint and reference transcript when the layout has them.
-Ingest (``manifest.list_recordings``) turns entries into recording rows.
-
-**Confined, and one row per file.** Every path must resolve (symlinks followed) inside the corpus
-root: the manifest's directory for ``audio``/``listing``, the localised ``url`` for ``url``; a
-path outside it is a ``ConfigError`` naming the listing line, unless the manifest says
-``allow_outside_root: true``. Two entries with the same key, or naming the same file (relative and
-absolute, through a symlink, ``a/../b.wav``), are refused naming both (``readers_base``).
-
-========================  =====================================================================
-reader                    layout
-========================  =====================================================================
-``folder``                any tree of audio files: ``audio: GLOB`` (relative to the manifest;
-                          a folder lists every audio file under it), or ``url: ROOT`` +
-                          ``reader_options.pattern`` (default: every audio file)
-``jsonl``                 ``listing: FILE.jsonl``, lines ``{"path", "license"?, "lang"?, "text"?}``,
-                          paths relative to the manifest (or to ``url`` + ``reader_options.listing``)
-``tsv``                   Common Voice style TSV with a header: ``path``, ``sentence``, ``locale``
-                          (column names configurable; ``path_format`` builds the audio path from
-                          the row, e.g. VoxPopuli ``"{id:.4}/{id}.ogg"``); audio in ``clips/``
-                          beside the TSV by default
-``parquet``               Hugging Face Parquet shards with an audio column (``struct<bytes, path>``,
-                          ``binary`` or a ``string`` path) plus text / language / license columns
-``webdataset``            WebDataset tars (``.tar``, ``.tar.gz``, ``.tgz``): ``KEY.flac|wav|...`` with
-                          ``KEY.json`` (``text``/``lang``/``license``) and/or ``KEY.txt``
-``librilight``            Libri-Light: ``subset/speaker/book/*.flac`` with a ``*.json`` per file
-``librispeech``           LibriSpeech: ``speaker/chapter/*.flac`` + ``speaker-chapter.trans.txt``
-``mls``                   Multilingual LibriSpeech: ``split/transcripts.txt`` (``utt<TAB>text``) +
-                          ``split/audio/speaker/book/utt.flac|.opus``
-========================  =====================================================================
-
-**Where audio comes from.** ``url`` may be a local path or any fsspec URL. A remote URL is
-copied once into the source cache (``download/``; files already there with the right size are
-kept), then read like a local tree; ``reader_options.include`` (a glob on paths relative to the
-URL) limits what is copied.
-
-**Parquet and WebDataset audio is materialised to files.** The decoder opens paths (PyAV), the
-row schema has no room for audio bytes, and PyAV cannot open ``tar://`` members, so each audio
-value / tar member is written once to ``extracted/`` in the source cache under its key (atomic
-rename; a file already there with the right size is kept). The cache is
-``reader_options.cache_dir`` (relative to the manifest), else ``$GRANARY_SOURCE_CACHE``, else
-``$GRANARY_CACHE/sources`` (``~/.cache/granary_pipe/sources``), in a sub-directory named by the
-source and a digest of its location. Paths depend only on that, so a rerun lists the same
-``audio_path`` values and resumes. On a cluster, put the cache on storage every worker sees.
-The cost is one extra copy of the audio on disk; ``materialize=False`` lists without writing.
-
-Language values that are not ISO 639 codes (``"English"``) are dropped, not guessed.
-
-This module holds the dispatch (:func:`read_entries`), the source cache and the folder / JSONL /
-TSV readers; the Parquet and WebDataset readers are in ``readers_archives``, the Libri-Light /
-LibriSpeech / MLS readers in ``readers_corpora``, shared pieces in ``readers_base`` (all their
-public names are importable from here).
+The layouts and their options, confinement to the corpus root, remote copies and the source
+cache are described in docs/sources.md (Readers). This module holds the dispatch
+(:func:`iter_entries`, :func:`read_entries`), the source cache and the folder / JSONL / TSV
+readers; Parquet and WebDataset are in ``readers_archives``, Libri-Light / LibriSpeech / MLS in
+``readers_corpora``, shared pieces in ``readers_base``.
 """
 
 from __future__ import annotations
@@ -67,33 +17,29 @@ import os
 import posixpath
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from granary_pipe.config import ConfigError, json_lines, utf8_lines
-from granary_pipe.ingest.readers_archives import (
-    LANG_KEYS, LICENSE_KEYS, TEXT_KEYS, ParquetOptions, WebDatasetOptions, read_parquet, read_webdataset,
-    sniff_ext, write_once,
-)
+from granary_pipe.ingest import readers_archives, readers_corpora
 from granary_pipe.ingest.readers_base import (
-    AUDIO_EXTS, Entry, _Ctx, _lang, _match_files, _Options, _posix_rel, _root_dir, _safe_rel, _str, check_unique,
+    AUDIO_EXTS,
+    Entry,
+    UrlReader,
+    _Ctx,
+    _lang,
+    _match_files,
+    _Options,
+    _posix_rel,
+    _root_dir,
+    _safe_rel,
+    _str,
+    check_unique,
     listable,
-)
-from granary_pipe.ingest.readers_corpora import (
-    LibriLightOptions, LibriSpeechOptions, MlsOptions, read_librilight, read_librispeech, read_mls,
 )
 from granary_pipe.ingest.source import SourceManifest, require_runnable
 from granary_pipe.rundir import atomic_path
-
-__all__ = [
-    "AUDIO_EXTS", "LANG_KEYS", "LICENSE_KEYS", "TEXT_KEYS", "Entry", "ListingLine",
-    "FolderOptions", "JsonlOptions", "TsvOptions", "ParquetOptions", "WebDatasetOptions",
-    "LibriLightOptions", "LibriSpeechOptions", "MlsOptions",
-    "default_cache_root", "iter_entries", "no_audio", "read_entries", "reader_options", "sniff_ext", "write_once",
-    "read_folder", "read_jsonl", "read_tsv", "read_parquet", "read_webdataset",
-    "read_librilight", "read_librispeech", "read_mls",
-]
 
 
 class ListingLine(BaseModel):
@@ -106,8 +52,6 @@ class ListingLine(BaseModel):
     lang: str | None = None
     text: str | None = None
 
-
-# ----------------------------------------------------------------------------- options
 
 class FolderOptions(_Options):
     pattern: str = "**/*"
@@ -128,17 +72,15 @@ class TsvOptions(_Options):
     path_format: str | None = None
 
 
-_OPTIONS: dict[str, type[_Options]] = {
-    "folder": FolderOptions, "jsonl": JsonlOptions, "tsv": TsvOptions, "parquet": ParquetOptions,
-    "webdataset": WebDatasetOptions, "librilight": LibriLightOptions, "librispeech": LibriSpeechOptions,
-    "mls": MlsOptions,
-}
+def _messages(err: ValidationError, unknown: str) -> str:
+    """``LOC: MESSAGE; ...`` of a validation error, ``unknown`` for a key the model does not have."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {unknown if e['type'] == 'extra_forbidden' else e['msg']}"
+                     for e in err.errors())
 
 
-# ----------------------------------------------------------------------------- helpers
 def _is_remote(location: str) -> bool:
     m = re.match(r"^([a-z][a-z0-9+.\-]*)://", location, re.I)
-    return bool(m) and m[1].lower() != "file"
+    return m is not None and m[1].lower() != "file"
 
 
 def default_cache_root() -> Path:
@@ -203,8 +145,6 @@ def _localize(location: str, ctx: _Ctx, opts: _Options) -> Path:
     return (p if p.is_absolute() else ctx.base / p).resolve()
 
 
-# ----------------------------------------------------------------------------- readers
-
 def read_folder(ctx: _Ctx, target: Path, opts: FolderOptions) -> list[Entry]:
     """Every audio file under ``target`` matching ``pattern``; keys relative to ``target``. Matches
     that cannot be opened (a symlink loop, a FIFO, ...) are listed too: decode rejects them."""
@@ -214,10 +154,8 @@ def read_folder(ctx: _Ctx, target: Path, opts: FolderOptions) -> list[Entry]:
 
 
 def _glob_matches(ctx: _Ctx, start: Path, rel: str, pattern: str) -> list[Path]:
-    """What ``audio: GLOB`` lists: every match but directories (:func:`listable`: a symlink loop
-    or a FIFO is listed, and decode rejects it with its reason). A pattern without wildcards that
-    names a folder (``audio: clips``) lists every audio file under it, as ``clips/**/*`` would
-    with the audio extensions (:data:`AUDIO_EXTS`)."""
+    """What ``audio: GLOB`` lists: every match but directories (:func:`listable`); a pattern without
+    wildcards naming a folder (``audio: clips``) lists every audio file (:data:`AUDIO_EXTS`) under it."""
     try:
         if not glob.has_magic(rel) and (start / rel).is_dir():
             folder = start / rel
@@ -231,7 +169,7 @@ def _glob_matches(ctx: _Ctx, start: Path, rel: str, pattern: str) -> list[Path]:
         raise ConfigError(f"{ctx.manifest_path}: audio glob {pattern!r}: {exc}") from None
 
 
-def _read_glob(ctx: _Ctx, pattern: str, opts: FolderOptions) -> list[Entry]:
+def _read_glob(ctx: _Ctx, pattern: str, opts: _Options) -> list[Entry]:
     """``audio: GLOB``: files matching the glob (relative to the manifest, or absolute), confined
     to the manifest's directory; keys relative to it (see :func:`_glob_matches`)."""
     anchor = Path(pattern).anchor
@@ -254,15 +192,11 @@ def _jsonl_lines(listing: Path) -> Iterator[tuple[int, ListingLine]]:
         try:
             line = ListingLine.model_validate(obj)
         except ValidationError as err:
-            keys = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
-                for e in err.errors()
-            )
-            raise ConfigError(f"{listing}:{lineno}: {keys}") from None
+            raise ConfigError(f"{listing}:{lineno}: {_messages(err, 'unknown key')}") from None
         yield lineno, line
 
 
-def read_jsonl(ctx: _Ctx, listing: Path, opts: JsonlOptions, base: Path | None = None) -> Iterator[Entry]:
+def read_jsonl(ctx: _Ctx, listing: Path, opts: _Options, base: Path | None = None) -> Iterator[Entry]:
     """A JSONL listing, line by line; paths relative to ``base`` (the manifest's directory, or the ``url`` root)."""
     base = ctx.base if base is None else base
     for lineno, line in _jsonl_lines(listing):
@@ -280,6 +214,42 @@ def _tsv_row(reader: Any, listing: Path) -> list[str] | None:
         raise ConfigError(f"{listing}:{reader.line_num}: not a valid TSV row: {exc}") from None
 
 
+def _tsv_header(reader: Any, listing: Path, opts: TsvOptions) -> dict[str, int]:
+    """The header's column indexes; ``ConfigError`` when a column the options name is missing."""
+    header = _tsv_row(reader, listing)
+    if not header:
+        raise ConfigError(f"{listing}:1: empty TSV (expected a header with {opts.path_column!r})")
+    cols = {name.strip(): i for i, name in enumerate(header)}
+    if opts.path_column not in cols:
+        raise ConfigError(f"{listing}:1: no {opts.path_column!r} column in the header {list(cols)}")
+    for field in ("text_column", "lang_column", "license_column"):
+        col = getattr(opts, field)
+        if col is not None and col not in cols and field in opts.model_fields_set:
+            raise ConfigError(f"{listing}:1: no {col!r} column in the header {list(cols)}")
+    return cols
+
+
+def _tsv_cell(row: list[str], cols: dict[str, int], col: str | None) -> str | None:
+    i = cols.get(col) if col else None
+    return _str(row[i]) if i is not None and i < len(row) else None
+
+
+def _tsv_path(row: list[str], cols: dict[str, int], opts: TsvOptions, where: str) -> str:
+    """The row's audio path relative to the audio directory (``path_format``, ``path_suffix`` applied)."""
+    name = _tsv_cell(row, cols, opts.path_column)
+    if name is None:
+        raise ConfigError(f"{where}: empty {opts.path_column!r}")
+    if opts.path_format is not None:
+        try:
+            name = opts.path_format.format(**{c: (row[i] if i < len(row) else "") for c, i in cols.items()})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"{where}: path_format {opts.path_format!r}: {exc!r}") from None
+    rel = _safe_rel(name + opts.path_suffix)
+    if rel is None:
+        raise ConfigError(f"{where}: path {name!r} leaves the audio directory")
+    return rel
+
+
 def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = None) -> Iterator[Entry]:
     """A Common Voice style TSV, row by row; audio in ``audio_dir`` (default ``clips/`` beside the TSV if present)."""
     base = ctx.base if base is None else base
@@ -291,108 +261,78 @@ def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = Non
         audio_dir = listing.parent / "clips" if (listing.parent / "clips").is_dir() else listing.parent
     lines = (text for _, text in utf8_lines(listing))  # QUOTE_NONE: one row per line
     reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-    header = _tsv_row(reader, listing)
-    if not header:
-        raise ConfigError(f"{listing}:1: empty TSV (expected a header with {opts.path_column!r})")
-    cols = {name.strip(): i for i, name in enumerate(header)}
-    if opts.path_column not in cols:
-        raise ConfigError(f"{listing}:1: no {opts.path_column!r} column in the header {list(cols)}")
-    for field in ("text_column", "lang_column", "license_column"):
-        col = getattr(opts, field)
-        if col is not None and col not in cols and field in opts.model_fields_set:
-            raise ConfigError(f"{listing}:1: no {col!r} column in the header {list(cols)}")
-
-    def cell(row: list[str], col: str | None) -> str | None:
-        i = cols.get(col) if col else None
-        return _str(row[i]) if i is not None and i < len(row) else None
-
+    cols = _tsv_header(reader, listing, opts)
     while (row := _tsv_row(reader, listing)) is not None:
-        lineno = reader.line_num
-        if not row or not any(c.strip() for c in row):
+        if not any(c.strip() for c in row):
             continue
-        name = cell(row, opts.path_column)
-        if name is None:
-            raise ConfigError(f"{listing}:{lineno}: empty {opts.path_column!r}")
-        if opts.path_format is not None:
-            try:
-                name = opts.path_format.format(**{c: (row[i] if i < len(row) else "") for c, i in cols.items()})
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ConfigError(f"{listing}:{lineno}: path_format {opts.path_format!r}: {exc!r}") from None
-        rel = _safe_rel(name + opts.path_suffix)
-        if rel is None:
-            raise ConfigError(f"{listing}:{lineno}: path {name!r} leaves the audio directory")
-        where = f"{listing}:{lineno}"
-        key, audio = ctx.locate(base, str(audio_dir / rel), where)
-        yield Entry(key, audio, cell(row, opts.license_column),
-                    _lang(cell(row, opts.lang_column)) or opts.lang, cell(row, opts.text_column), where=where)
+        where = f"{listing}:{reader.line_num}"
+        key, audio = ctx.locate(base, str(audio_dir / _tsv_path(row, cols, opts, where)), where)
+        yield Entry(key, audio, _tsv_cell(row, cols, opts.license_column),
+                    _lang(_tsv_cell(row, cols, opts.lang_column)) or opts.lang,
+                    _tsv_cell(row, cols, opts.text_column), where=where)
 
 
-_URL_READERS: dict[str, Callable[..., Iterable[Entry]]] = {
-    "folder": read_folder, "parquet": read_parquet, "webdataset": read_webdataset,
-    "librilight": read_librilight, "librispeech": read_librispeech, "mls": read_mls,
+def _read_listing(ctx: _Ctx, listing: Path, opts: _Options, base: Path | None = None) -> Iterator[Entry]:
+    """A JSONL listing, or a TSV one for the ``tsv`` reader's options."""
+    if isinstance(opts, TsvOptions):
+        return read_tsv(ctx, listing, opts, base)
+    return read_jsonl(ctx, listing, opts, base)
+
+
+def _listing_at(ctx: _Ctx, target: Path, opts: _Options) -> Iterator[Entry]:
+    """A ``url`` read by ``jsonl`` or ``tsv``: the listing file itself, or ``reader_options.listing`` in it."""
+    if target.is_file():
+        return _read_listing(ctx, target, opts, base=target.parent)
+    listing = getattr(opts, "listing", None)
+    if not listing:
+        raise ConfigError(f"{ctx.manifest_path}: reader 'tsv' with a directory 'url' needs reader_options.listing")
+    return _read_listing(ctx, target / listing, opts, base=target)
+
+
+_READERS: dict[str, tuple[type[_Options], UrlReader]] = {
+    "folder": (FolderOptions, read_folder), "jsonl": (JsonlOptions, _listing_at), "tsv": (TsvOptions, _listing_at),
+    **readers_archives.URL_READERS, **readers_corpora.URL_READERS,
 }
+"""Each reader's options and what it lists of a localised ``url``."""
 
-
-# ----------------------------------------------------------------------------- entry point
 
 def reader_options(manifest: SourceManifest, manifest_path: Path) -> _Options:
     """The manifest's ``reader_options`` validated for its reader (errors name the option)."""
     reader = manifest.effective_reader or "folder"
     try:
-        return _OPTIONS[reader].model_validate(manifest.reader_options)
+        return _READERS[reader][0].model_validate(manifest.reader_options)
     except ValidationError as err:
-        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: "
-                        f"{'unknown option for reader ' + repr(reader) if e['type'] == 'extra_forbidden' else e['msg']}"
-                        for e in err.errors())
+        msg = _messages(err, f"unknown option for reader {reader!r}")
         raise ConfigError(f"{manifest_path}: reader_options: {msg}") from None
 
 
 def iter_entries(manifest: SourceManifest, manifest_path: Path, *, cache_dir: Path | None = None,
                  materialize: bool = True) -> Iterator[Entry]:
     """The recordings of a runnable manifest as entries, in the reader's order, as they are read
-    (JSONL and TSV listings line by line; the other layouts list their tree first).
-
-    Raises ConfigError like :func:`read_entries`, except that it leaves the two listing-wide
-    checks to the caller: one file listed twice (:func:`check_unique`, or ``ingest.spill`` out of
-    core) and a source that lists no audio.
-    """
+    (JSONL and TSV line by line). Raises ConfigError like :func:`read_entries`, but leaves to the
+    caller the checks for one file listed twice and for a source that lists no audio."""
     manifest_path = Path(manifest_path).resolve()
     require_runnable(manifest, manifest_path)
     opts = reader_options(manifest, manifest_path)
     ctx = _Ctx(manifest.name, manifest_path, manifest_path.parent,
                _cache_for(manifest, manifest_path, opts, cache_dir), materialize, manifest.allow_outside_root)
-    reader = manifest.effective_reader
     if manifest.audio is not None:
         yield from _read_glob(ctx, manifest.audio, opts)
     elif manifest.listing is not None:
-        listing = ctx.base / manifest.listing
-        yield from (read_tsv if reader == "tsv" else read_jsonl)(ctx, listing, opts)
-    else:
+        yield from _read_listing(ctx, ctx.base / manifest.listing, opts)
+    elif manifest.url is not None:
         target = _localize(manifest.url, ctx, opts)
         if not target.exists():
             raise ConfigError(f"{manifest_path}: url {manifest.url!r}: {target} does not exist")
-        if reader in ("jsonl", "tsv"):
-            if target.is_file():
-                root, listing = target.parent, target
-            elif getattr(opts, "listing", None):
-                root, listing = target, target / opts.listing
-            else:
-                raise ConfigError(f"{manifest_path}: reader 'tsv' with a directory 'url' needs reader_options.listing")
-            yield from (read_tsv if reader == "tsv" else read_jsonl)(ctx, listing, opts, base=root)
-        else:
-            yield from _URL_READERS[reader](ctx, target, opts)
+        yield from _READERS[manifest.effective_reader or "folder"][1](ctx, target, opts)
 
 
 def read_entries(manifest: SourceManifest, manifest_path: Path, *, cache_dir: Path | None = None,
                  materialize: bool = True) -> list[Entry]:
     """The recordings of a runnable manifest as entries, in the reader's order (all in memory).
-
-    Raises ConfigError (naming file, line or option) for a catalog-only manifest, a bad listing,
-    a glob that matches nothing, a path that resolves outside the corpus root (unless
-    ``allow_outside_root``), one file listed twice (by key, or by the file itself), or a source
-    that lists no audio.
-    ``materialize=False`` lists Parquet/WebDataset audio without writing it (for audits).
-    """
+    ConfigError (naming file, line or option) for a catalog-only manifest, a bad listing, a glob
+    matching nothing, a path outside the corpus root, one file listed twice or no audio at all.
+    ``materialize=False`` lists Parquet/WebDataset audio without writing it (for audits)."""
     manifest_path = Path(manifest_path).resolve()
     entries = list(iter_entries(manifest, manifest_path, cache_dir=cache_dir, materialize=materialize))
     check_unique(entries, manifest_path, manifest.effective_reader)

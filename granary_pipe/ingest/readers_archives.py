@@ -1,8 +1,5 @@
-"""Archive readers: Hugging Face Parquet shards and WebDataset tars.
-
-Their audio is materialised to files (``extracted/`` in the source cache; see
-:mod:`granary_pipe.ingest.readers` for why and where).
-"""
+"""Archive readers: Hugging Face Parquet shards and WebDataset tars, whose audio is written once
+to files (``extracted/`` in the source cache; why and where: docs/sources.md, Readers)."""
 
 from __future__ import annotations
 
@@ -16,10 +13,10 @@ from typing import Any, Iterator
 from pydantic import Field
 
 from granary_pipe.config import ConfigError
-from granary_pipe.rundir import write_bytes_atomic
 from granary_pipe.ingest.readers_base import (
     AUDIO_EXTS,
     Entry,
+    UrlReader,
     _Ctx,
     _first,
     _lang,
@@ -30,6 +27,7 @@ from granary_pipe.ingest.readers_base import (
     _safe_rel,
     _str,
 )
+from granary_pipe.rundir import write_bytes_atomic
 
 TEXT_KEYS = ("text", "sentence", "transcription", "normalized_text", "raw_transcription", "transcript")
 LANG_KEYS = ("lang", "language", "locale")
@@ -142,10 +140,10 @@ def _parquet_entry(ctx: _Ctx, root: Path, f: Path, stem: str, row: int, audio: A
     meta = dict(license=_str(lic), lang=_lang(lang) or opts.lang, text=_str(text))
     key = f"{stem}/{row:08d}-{_audio_name(name, data)}"
     if data:
-        path = ctx.cache / "extracted" / key
+        extracted = ctx.cache / "extracted" / key
         if ctx.materialize:
-            write_once(path, bytes(data))
-        return Entry(key, str(path), **meta)
+            write_once(extracted, bytes(data))
+        return Entry(key, str(extracted), **meta)
     # no bytes: the path refers to a file beside the shard (missing files are rejected at decode)
     rel = _safe_rel(name or "")
     path = str(ctx.confine(f.parent / rel, root, f"{f}: row {row}", shown=name)) if rel else ""
@@ -169,33 +167,39 @@ def _tar_samples(tar_path: Path) -> Iterator[tuple[str, str, bytes]]:
             yield (posixpath.join(dirname, stem), "." + ext.lower(), fh.read() if fh else b"")
 
 
+def _samples(ctx: _Ctx, tar_path: Path, stem: str) -> dict[str, dict[str, Any]]:
+    """A tar's samples by key: ``audio`` (key and path; its first audio member, written to
+    ``extracted/TAR/MEMBER``), ``json`` metadata and ``txt`` transcript when it has them."""
+    samples: dict[str, dict[str, Any]] = {}
+    try:
+        for key, ext, data in _tar_samples(tar_path):
+            s = samples.setdefault(key, {})
+            if ext in AUDIO_EXTS and "audio" not in s:
+                rel = f"{stem}/{key}{ext}"
+                path = ctx.cache / "extracted" / rel
+                if ctx.materialize:
+                    write_once(path, data)
+                s["audio"] = (rel, str(path))
+            elif ext == ".json":
+                try:
+                    meta = json.loads(data.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise ConfigError(f"{tar_path}: {key}.json is not valid JSON: {exc}") from None
+                s["json"] = meta if isinstance(meta, dict) else {}
+            elif ext in (".txt", ".text", ".transcript"):
+                s["txt"] = data.decode("utf-8", errors="replace").strip()
+    except tarfile.TarError as exc:
+        raise ConfigError(f"{tar_path}: not a readable tar archive: {exc}") from None
+    return samples
+
+
 def read_webdataset(ctx: _Ctx, target: Path, opts: WebDatasetOptions) -> list[Entry]:
-    """WebDataset tars; audio members are written to ``extracted/TAR/MEMBER``."""
+    """WebDataset tars: one entry per sample with audio, in key order per tar."""
     root = target.parent if target.is_file() else _root_dir(target, "webdataset")
     tars = [target] if target.is_file() else _match_files(ctx, root, opts.patterns)
     out: list[Entry] = []
     for tar_path in tars:
-        stem = _strip_ext(_posix_rel(tar_path, root))
-        samples: dict[str, dict[str, Any]] = {}
-        try:
-            for key, ext, data in _tar_samples(tar_path):
-                s = samples.setdefault(key, {})
-                if ext in AUDIO_EXTS and "audio" not in s:
-                    rel = f"{stem}/{key}{ext}"
-                    path = ctx.cache / "extracted" / rel
-                    if ctx.materialize:
-                        write_once(path, data)
-                    s["audio"] = (rel, str(path))
-                elif ext == ".json":
-                    try:
-                        meta = json.loads(data.decode("utf-8"))
-                    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                        raise ConfigError(f"{tar_path}: {key}.json is not valid JSON: {exc}") from None
-                    s["json"] = meta if isinstance(meta, dict) else {}
-                elif ext in (".txt", ".text", ".transcript"):
-                    s["txt"] = data.decode("utf-8", errors="replace").strip()
-        except tarfile.TarError as exc:
-            raise ConfigError(f"{tar_path}: not a readable tar archive: {exc}") from None
+        samples = _samples(ctx, tar_path, _strip_ext(_posix_rel(tar_path, root)))
         for key in sorted(samples):
             s = samples[key]
             if "audio" not in s:
@@ -206,3 +210,6 @@ def read_webdataset(ctx: _Ctx, target: Path, opts: WebDatasetOptions) -> list[En
                              _str(s.get("txt") or _first(meta, TEXT_KEYS))))
     return out
 
+
+URL_READERS: dict[str, tuple[type[_Options], UrlReader]] = {
+    "parquet": (ParquetOptions, read_parquet), "webdataset": (WebDatasetOptions, read_webdataset)}

@@ -1,14 +1,8 @@
-"""Shared pieces of the source readers (see :mod:`granary_pipe.ingest.readers`):
-the :class:`Entry` they return, the reader context and options base, path/value helpers, and the
-two listing-wide checks every reader goes through:
-
-- **confinement** (:meth:`_Ctx.confine`): a file a reader would hand to the decoder must resolve
-  (symlinks followed) inside the corpus root (the manifest's directory for ``audio``/``listing``,
-  the localised ``url`` for ``url``), unless the manifest says ``allow_outside_root: true``;
-- **one row per file** (:func:`check_unique`): two entries with the same key, or naming the same
-  file (same ``(st_dev, st_ino)`` when it exists, else the same resolved path), are refused.
-
-Both raise ``ConfigError`` naming the listing file and line (or the manifest) before any work starts.
+"""Shared pieces of the source readers (:mod:`granary_pipe.ingest.readers`): the :class:`Entry`
+they return, the reader context and options base, path helpers, and the two listing-wide checks,
+both ``ConfigError`` naming the listing file and line: **confinement** (:meth:`_Ctx.confine`, a
+path must resolve inside the corpus root unless ``allow_outside_root``) and **one row per file**
+(:func:`check_unique`: no two entries with one key or one file).
 """
 
 from __future__ import annotations
@@ -18,7 +12,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,12 +25,9 @@ _LANG_RE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?$")
 
 @dataclass(frozen=True)
 class Entry:
-    """One recording of a source.
-
-    ``key`` is the recording's path relative to the corpus root (what the recording id is made
-    from and what a release carries as ``audio_path``), ``path`` the local file the decoder opens,
-    ``where`` the listing file and line (``FILE:LINE``) it came from, when a listing names it.
-    """
+    """One recording of a source: ``key``, its path relative to the corpus root (what the recording
+    id is made from, a release's ``audio_path``); ``path``, the local file the decoder opens;
+    ``where``, the listing's ``FILE:LINE`` when a listing names it."""
 
     key: str
     path: str
@@ -66,10 +57,8 @@ class _Ctx:
 
     def confine(self, path: Path, root: Path, where: str, shown: str | None = None) -> Path:
         """``path`` resolved (symlinks followed); ``ConfigError`` at ``where`` when it lies outside
-        ``root`` and the manifest does not say ``allow_outside_root: true``. A missing file is
-        fine (it becomes a ``decode_error`` row at decode): only its existing part is resolved. So is
-        a symlink loop (``os.path.realpath``, not ``Path.resolve``, which raises on a loop): decode
-        rejects it as ``symlink loop``."""
+        ``root`` (unless ``allow_outside_root``). A missing file or a symlink loop passes
+        (``os.path.realpath`` does not raise): decode rejects it with its reason."""
         real = Path(os.path.realpath(path))
         if self.allow_outside_root:
             return real
@@ -84,18 +73,20 @@ class _Ctx:
             f"{self.manifest_path} if the corpus really lives elsewhere")
 
     def locate(self, root: Path, listed: str, where: str) -> tuple[str, str]:
-        """(key, path) of a listed path (relative to ``root``, or absolute): ``key`` is the
-        lexically normalised path relative to ``root`` (``a/../b.wav`` -> ``b.wav``; an absolute
-        path under the root becomes relative), ``path`` the confined, resolved file. An absolute
-        path outside the root (``allow_outside_root``) keeps its absolute key: relative to the root
-        it would change with where the manifest sits (a job's uploaded working dir), and so would
-        the recording ids."""
+        """(key, path) of a listed path (relative to ``root``, or absolute): ``key`` is the lexically
+        normalised path relative to ``root`` (``a/../b.wav`` -> ``b.wav``), ``path`` the confined,
+        resolved file. An absolute path outside the root (``allow_outside_root``) keeps its absolute
+        key: a relative one would change with where the manifest sits, and so would the ids."""
         joined = os.path.normpath(os.path.join(root, listed))
         real = self.confine(Path(joined), root, where, shown=listed)
         rel = _posix_rel(Path(joined), root)
         if os.path.isabs(listed) and (rel == ".." or rel.startswith("../")):
             return Path(joined).as_posix(), str(real)
         return rel, str(real)
+
+
+UrlReader = Callable[[_Ctx, Path, Any], Iterable[Entry]]
+"""A reader of a localised ``url``: (context, target, its options) -> entries."""
 
 
 def _lang(value: Any) -> str | None:
@@ -131,9 +122,8 @@ def _safe_rel(name: str) -> str | None:
 
 
 def listable(path: Path) -> bool:
-    """Whether a path a glob matched is listed: anything but a directory (a symlink to one
-    included). Files that cannot be opened (a symlink loop, a dangling symlink, a FIFO, a socket, a
-    device) are listed: decode rejects each with its reason, so none vanishes from the counts."""
+    """Whether a path a glob matched is listed: anything but a directory (or a symlink to one); files
+    that cannot be opened are listed, and decode rejects each with its reason."""
     try:
         return not path.is_dir()
     except OSError:
@@ -142,11 +132,9 @@ def listable(path: Path) -> bool:
 
 def _match_files(ctx: _Ctx, root: Path, patterns: list[str], audio_only: bool = False,
                  unopenable: bool = False) -> list[Path]:
-    """Files under ``root`` matching any of ``patterns`` (sorted, as found: not resolved), each
-    confined to ``root`` (a symlink leading out of the tree is a ``ConfigError``). ``unopenable``:
-    also the matches that are not regular files (see :func:`listable`), for readers whose entries
-    go to the decoder as they are; readers that open the files themselves (archives, transcripts)
-    take regular files only."""
+    """Files under ``root`` matching any of ``patterns`` (sorted, not resolved), each confined to
+    ``root``. ``unopenable``: also matches that are not regular files (:func:`listable`), for
+    readers whose entries go to the decoder as they are."""
     found: set[Path] = set()
     for pattern in patterns:
         found.update(p for p in root.glob(pattern) if (listable(p) if unopenable else p.is_file()))
@@ -187,11 +175,9 @@ def duplicate_error(first: Entry, dup: Entry, same_file: bool, manifest_path: Pa
 
 
 def check_unique(entries: list[Entry], manifest_path: Path, reader: str | None) -> None:
-    """``ConfigError`` naming both places when two entries share a key or name the same file
-    (relative and absolute, through a symlink, ``a/../b.wav`` and ``b.wav``, a hard link): one
-    recording would become two rows under two ids. Entries without a path are only checked by key.
-    The error is the one of the first entry (in reader order) that repeats an earlier one; the
-    out-of-core check (``ingest.spill``) finds the same one."""
+    """``ConfigError`` naming both places for the first entry (in reader order) whose key, or whose
+    file (:func:`_file_id`: a symlink, a hard link, ``a/../b.wav``), an earlier entry has; entries
+    without a path are checked by key only. ``ingest.spill`` finds the same one out of core."""
     by_key: dict[str, Entry] = {}
     by_file: dict[tuple, Entry] = {}
     for e in entries:

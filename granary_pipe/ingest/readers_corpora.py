@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field
 
 from granary_pipe.config import ConfigError, read_utf8, utf8_lines
-from granary_pipe.ingest.readers_base import Entry, _Ctx, _match_files, _Options, _posix_rel, _root_dir
+from granary_pipe.ingest.readers_base import Entry, UrlReader, _Ctx, _match_files, _Options, _posix_rel, _root_dir
 
 _LANG_NAMES = {"english": "en", "german": "de", "dutch": "nl", "french": "fr", "spanish": "es",
                "italian": "it", "portuguese": "pt", "polish": "pl"}
@@ -93,3 +93,7 @@ def read_mls(ctx: _Ctx, target: Path, opts: MlsOptions) -> list[Entry]:
                              where=f"{trans}:{lineno}"))
     return out
 
+
+URL_READERS: dict[str, tuple[type[_Options], UrlReader]] = {
+    "librilight": (LibriLightOptions, read_librilight), "librispeech": (LibriSpeechOptions, read_librispeech),
+    "mls": (MlsOptions, read_mls)}

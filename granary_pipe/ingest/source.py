@@ -1,37 +1,25 @@
 """The source-manifest schema: a local corpus to run, or a catalog entry describing a remote one.
 
-A manifest names the corpus, its default license (a registry id) and where the audio is: exactly
-one of
-
-- ``audio: GLOB`` relative to the manifest (reader ``folder``),
-- ``listing: FILE`` relative to the manifest (reader ``jsonl``, the default, or ``tsv``),
-- ``url: PATH_OR_URL`` (a local path relative to the manifest, or any fsspec URL: ``s3://``,
-  ``hf://``, ``https://``, ...) read by ``reader`` (``folder``, ``jsonl``, ``tsv``, ``parquet``,
-  ``webdataset``, ``librilight``, ``librispeech``, ``mls``; see ``readers.py``),
-
-with per-reader settings in ``reader_options``. Every audio path a reader lists must resolve
-(symlinks followed) inside the corpus root: the manifest's directory for ``audio``/``listing``,
-the (localised) ``url`` for ``url``; ``allow_outside_root: true`` lifts that for a corpus that
-really lives elsewhere. A manifest may also carry a ``catalog:`` block
-(languages, hours, labelled, license evidence, layout, sources, what was confirmed): the
-``manifests/catalog/*.yaml`` entries carry only that block and no location. Such a catalog-only
-manifest loads (``granary sources``, ``granary licenses audit``) but cannot be run
-(:data:`CATALOG_ONLY`).
+A manifest names the corpus, its default license and where the audio is: exactly one of ``audio:
+GLOB``, ``listing: FILE`` (JSONL, or TSV with ``reader: tsv``) or ``url: PATH_OR_URL`` read by
+``reader`` (docs/sources.md, Readers). A ``catalog:`` block holds facts about the corpus;
+``manifests/catalog/*.yaml`` entries carry only that block: they load (``granary sources``,
+``granary licenses audit``) but cannot be run (:data:`CATALOG_ONLY`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from granary_pipe.config import ConfigError, _errors, read_yaml
 
-READERS = ("folder", "jsonl", "tsv", "parquet", "webdataset", "librilight", "librispeech", "mls")
-"""Reader names a manifest's ``reader:`` may take."""
-
 ReaderName = Literal["folder", "jsonl", "tsv", "parquet", "webdataset", "librilight", "librispeech", "mls"]
+READERS: tuple[str, ...] = get_args(ReaderName)
+"""Reader names a manifest's ``reader:`` may take."""
 
 CATALOG_FACTS = ("license", "hours", "languages", "labelled", "homepage", "citation", "layout")
 """Facts every catalog entry records, and says in ``confirmed:`` whether each was confirmed."""
@@ -113,8 +101,6 @@ class CatalogInfo(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "CatalogInfo":
-        import re
-
         bad = [lang for lang in [*self.languages, *self.hours.by_lang] if not re.match(_LANG, lang)]
         if bad:
             raise ValueError(f"not ISO 639 language codes: {bad}")
@@ -132,32 +118,15 @@ class CatalogInfo(_Strict):
 
 
 class SourceManifest(_Strict):
-    """The fields of a source manifest file.
-
-    Attributes:
-        name: the source's name (``[A-Za-z0-9_-]``), the prefix of its recording ids.
-        license: the corpus's default license (a registry id or an SPDX expression; a listing
-            line may override it).
-        license_map: what the source means by license strings the registry does not guess,
-            e.g. ``{CC-BY: CC-BY-3.0}`` for a corpus whose pages say "CC-BY" and whose terms are
-            those of 3.0 (an unversioned CC license is otherwise rejected
-            ``license:version_unspecified``). Keys are matched like registry aliases, against
-            the whole string and each id of an expression; values are one versioned id (registry
-            or SPDX). ATTRIBUTION.md cites the source's string next to the mapped license.
-        audio / listing / url: where the audio is (exactly one; see the module docstring).
-        reader / reader_options: the layout reader and its settings.
-        allow_outside_root: let listed paths resolve outside the corpus root (the manifest's
-            directory, or the ``url`` root). Off by default: a listing line such as
-            ``../../etc/passwd``, an absolute path elsewhere, a glob climbing out with ``..`` or a
-            symlink leading out of the tree is a ``ConfigError`` naming the line. Set it only for
-            a corpus that really lives elsewhere (its paths still go into a release relative to
-            the root, e.g. ``../other/x.wav``, never absolute).
-        catalog: facts about the corpus (languages, hours, license evidence, ...).
-    """
+    """The fields of a source manifest file (``name``: ``[A-Za-z0-9_-]``, the recording ids' prefix)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
-    license: str
+    license: str  # the default license (registry id or SPDX expression); a listing line may override it
     license_map: dict[str, str] = Field(default_factory=dict)
+    """What the source means by license strings the registry does not guess, e.g. ``{CC-BY: CC-BY-3.0}``
+    for a corpus whose pages say "CC-BY" under the terms of 3.0 (an unversioned CC license is otherwise
+    rejected ``license:version_unspecified``). Keys match like registry aliases (the whole string and
+    each id of an expression); values are one versioned id. ATTRIBUTION.md cites both."""
     homepage: str | None = None
     citation: str | None = None
     description: str | None = None
@@ -167,6 +136,8 @@ class SourceManifest(_Strict):
     reader: ReaderName | None = None
     reader_options: dict[str, Any] = Field(default_factory=dict)
     allow_outside_root: bool = False
+    """Let listed paths resolve outside the corpus root (the manifest's directory, or the ``url``
+    root); off, such a path is a ``ConfigError`` naming the line. Keys stay relative to the root."""
     catalog: CatalogInfo | None = None
 
     @field_validator("license_map")

@@ -1,31 +1,10 @@
-"""A listing sorted and checked out of core: entries spilled to disk in sorted runs, duplicates
-found by DuckDB under a memory limit, runs merged from disk.
+"""A listing sorted and checked out of core (design: docs/architecture.md, Ingest).
 
-Ingest needs the whole listing at once (rows sorted by recording id; one file listed twice is a
-``ConfigError`` naming both lines), but not in memory. :class:`EntrySpill` takes entries as a
-reader yields them, each with its place in the reader's order (``seq``) and what makes it one
-file (``fid``: ``(st_dev, st_ino)`` when it exists, else the resolved path; see
-``readers_base._file_id``), and every ``BATCH_ROWS`` entries writes
-
-- their ``seq``, key, path, listing line and ``fid`` to ``entries.parquet`` (for the checks), and
-- their recording rows, sorted by ``(id, seq)`` in Arrow, to a run file (Arrow IPC, record
-  batches of ``CHUNK_ROWS`` rows).
-
-:meth:`EntrySpill.finish` asks DuckDB (``memory_limit`` :data:`MEMORY_LIMIT`, a
-``temp_directory`` in the work directory, so its hash aggregates spill to disk; one retry with a
-larger limit if it still runs out) for the first
-entry, in reader order, that repeats an earlier one by key or by file, exactly the one
-``readers_base.check_unique`` would stop at in memory, and raises the same error. Else the runs
-are merged (``heapq.merge`` on ``(id, seq)``, the in-memory stable sort's order), :data:`FAN_IN`
-at a time, until few are left; :meth:`SortedRows.tables` merges those while the caller reads.
-Memory holds one chunk per open run, whatever the listing's size. (DuckDB sorts too, but its sort
-of wide rows, long paths and transcripts, failed under a fixed memory limit in tests.)
-
-The work directory of a listing (:func:`listing_workdir`) is a temporary directory
-``granary-listing-PID-XXXX``, locked (``flock`` on its ``.lock``) by the process that made it for
-as long as it lives. A process killed with SIGKILL cannot remove it, so each new one first removes
-those whose owner is gone: its PID is not running and its lock is free (the lock also guards a
-PID reused, or one seen from another PID namespace on a shared ``/tmp``).
+:class:`EntrySpill` spills entries as a reader yields them (``seq``: reader order; ``fid``: what
+makes them one file) to ``entries.parquet`` for the duplicate checks (DuckDB) and, as recording
+rows sorted by ``(id, seq)``, to run files that are merged from disk. A listing's work directory
+(:func:`listing_workdir`) is locked by its process; a new listing first removes those whose
+process is gone and whose lock is free (the lock guards a reused PID or another PID namespace).
 """
 
 from __future__ import annotations
@@ -33,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import heapq
+import itertools
 import os
 import re
 import shutil
@@ -61,8 +41,7 @@ MEMORY_LIMIT = "32MB"
 """DuckDB's memory limit for the duplicate checks (beyond it, it spills to its temp directory)."""
 
 RETRY_MEMORY_LIMIT = "1GB"
-"""The limit of a second try when DuckDB runs out of memory under :data:`MEMORY_LIMIT` (its
-operators need some memory of their own, more with very long keys or paths)."""
+"""The limit of a second try when DuckDB runs out of memory under :data:`MEMORY_LIMIT` (very long keys or paths)."""
 
 ROW_COLUMNS = ("id", "recording_id", "source", "audio_path", "audio_relpath", "offset_s", "license",
                "license_raw", "lang_hint", "ref_text")
@@ -93,7 +72,8 @@ def _read_run(path: Path) -> Iterator[tuple[str, int, dict]]:
         reader = pa.ipc.open_file(src)
         for k in range(reader.num_record_batches):
             batch = reader.get_batch(k)
-            yield from zip(batch.column("id").to_pylist(), batch.column("seq").to_pylist(), batch.to_pylist())
+            yield from zip(batch.column("id").to_pylist(), batch.column("seq").to_pylist(), batch.to_pylist(),
+                           strict=True)
 
 
 def _merged(runs: list[Path]) -> Iterator[dict]:
@@ -103,13 +83,7 @@ def _merged(runs: list[Path]) -> Iterator[dict]:
 
 
 def _chunks(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:
-    chunk = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
+    while chunk := list(itertools.islice(rows, size)):
         yield chunk
 
 
@@ -121,8 +95,7 @@ class SortedRows:
     count: int
 
     def tables(self, rows: int) -> Iterator[pa.Table]:
-        """Recording rows (``schema.SCHEMA``, built by ``schema.make_table`` as ingest always built
-        them) in id order, ``rows`` at a time (the last may be fewer)."""
+        """Recording rows (``schema.make_table``) in id order, ``rows`` at a time (the last may be fewer)."""
         for chunk in _chunks(_merged(self.runs), rows):
             for row in chunk:
                 del row["seq"]
@@ -143,7 +116,8 @@ class EntrySpill:
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.checks = self.workdir / "entries.parquet"
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.checks, _CHECK_SCHEMA)
+        self._writer = pq.ParquetWriter(self.checks, _CHECK_SCHEMA)
+        self._closed = False
         self._buffer: dict[str, list] = self._empty()
 
     @staticmethod
@@ -171,15 +145,22 @@ class EntrySpill:
 
     def close(self) -> None:
         """Spill what is buffered and close the checks file (idempotent)."""
-        if self._writer is not None:
+        if not self._closed:
             self._flush()
             self._writer.close()
-            self._writer = None
+            self._closed = True
 
     def finish(self) -> SortedRows:
         """Raise the duplicate error ``check_unique`` would raise, else merge the runs down to
         :data:`FAN_IN` and return them."""
         self.close()
+        self._check()
+        self.checks.unlink()
+        return SortedRows(self._merge_down(), self.count)
+
+    def _check(self) -> None:
+        """:meth:`_check_unique` under :data:`MEMORY_LIMIT`, again under :data:`RETRY_MEMORY_LIMIT`
+        if DuckDB runs out of memory."""
         import duckdb
 
         for limit in (MEMORY_LIMIT, RETRY_MEMORY_LIMIT):
@@ -195,11 +176,13 @@ class EntrySpill:
             finally:
                 con.close()
                 shutil.rmtree(tmp, ignore_errors=True)
-        self.checks.unlink()
+
+    def _merge_down(self) -> list[Path]:
+        """Merge the runs :data:`FAN_IN` at a time into longer ones until at most :data:`FAN_IN` are left."""
         runs, level = self.runs, 0
         while len(runs) > FAN_IN:
             level += 1
-            merged = []
+            merged: list[Path] = []
             for start in range(0, len(runs), FAN_IN):
                 group = runs[start:start + FAN_IN]
                 merged.append(self.workdir / f"run-{level}-{len(merged):06d}.arrow")
@@ -208,7 +191,7 @@ class EntrySpill:
                 for p in group:
                     p.unlink()
             runs = merged
-        return SortedRows(runs, self.count)
+        return runs
 
     def _check_unique(self, con: Any) -> None:
         """The first entry (by ``seq``) whose key, or whose file, an earlier entry already has."""

@@ -1,10 +1,7 @@
 """Per-row distributions of a run (duration, characters per second, language-ID confidence) as
-histograms, binned while the rows stream from DuckDB, so no array of every row is held.
-
-The bins are the ones matplotlib's ``hist`` would choose for the raw values (30 equal bins over
-the values' range, unless a range is given; ``numpy.histogram_bin_edges``), and each batch is
-counted with ``numpy.histogram`` on those edges, so the plotted bars are those of the raw values.
-"""
+histograms, binned while the rows stream from DuckDB (no array of every row is held). The edges
+are ``numpy.histogram_bin_edges`` over the values' range, as matplotlib's ``hist`` would choose
+for the raw values, so the bars are those of the raw values."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Number and table formatting, the one home of it: the terminal summary, the rule table, the
-HTML page, ``granary sources``, ``granary licenses audit`` and the progress lines use these."""
+"""Number and table formatting, the one home of it (report, ``granary sources``, ``granary licenses
+audit``, progress lines)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import AbstractSet, Any
 
 
 def clock(seconds: float | None) -> str:
@@ -18,8 +18,7 @@ def hms(hours: float | None) -> str:
 
 
 def hours_of(seconds: float | None) -> str:
-    """Seconds as decimal hours, three decimals below 1000 h, whole thousands-separated above;
-    ``-`` when unknown."""
+    """Seconds as decimal hours: three decimals below 1000 h, whole thousands-separated above; ``-`` when unknown."""
     if seconds is None:
         return "-"
     h = seconds / 3600
@@ -59,7 +58,7 @@ CELL_CHARS = 80
 
 def clip(value: Any, width: int = CELL_CHARS) -> str:
     """``value`` as text of at most ``width`` characters: a longer one keeps its start and its end
-    (where a path's file name is) around a ``…``. For the terminal only; JSON keeps full values."""
+    (where a path's file name is) around a ``…``."""
     text = str(value)
     if len(text) <= width:
         return text
@@ -68,23 +67,22 @@ def clip(value: Any, width: int = CELL_CHARS) -> str:
 
 
 def text_table(headers: list[str], rows: list[list[Any]], indent: str = "  ",
-               right: set[int] | None = None) -> list[str]:
+               right: AbstractSet[int] | None = None) -> list[str]:
     """Aligned plain-text table lines, a dashed line under the headers. Columns in ``right`` are
-    right-aligned, the others left; by default the first column left, the others right. Cells
-    longer than :data:`CELL_CHARS` are cut in the middle (:func:`clip`), so one long value does
-    not pad every line of its column; line breaks in a cell are shown as ``⏎``."""
+    right-aligned (default: all but the first). Cells are cut to :data:`CELL_CHARS` (:func:`clip`);
+    line breaks in a cell are shown as ``⏎``."""
     cells = [headers] + [[clip(str(c).replace("\n", "⏎")) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     right = set(range(1, len(headers))) if right is None else right
     out = []
     for n, r in enumerate(cells):
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
         out.append(indent + "  ".join(parts).rstrip())
         if n == 0:
             out.append(indent + "  ".join("-" * w for w in widths))
     return out
 
 
-def plain_table(headers: list[str], rows: list[list[Any]], right: set[int] = frozenset()) -> str:
+def plain_table(headers: list[str], rows: list[list[Any]], right: AbstractSet[int] = frozenset()) -> str:
     """:func:`text_table` as one string, unindented, columns left-aligned except ``right``."""
-    return "\n".join(text_table(headers, rows, indent="", right=set(right)))
+    return "\n".join(text_table(headers, rows, indent="", right=right))

@@ -1,22 +1,9 @@
-"""One self-contained HTML page for a run or a release: tables and inline SVG plots.
+"""One self-contained HTML page for a run or a release: tables and inline SVG plots (``plots.py``).
 
-The page makes no request at all: CSS is inline, plots are inline SVG (``plots.py``), there is
-no script. Every string that comes from data (text, license, ids, reasons, paths) is
-HTML-escaped, so a transcript like ``<script>…`` shows as text.
-
-A run's page takes its numbers from :func:`summarize` (totals, reasons, per-rule examples) and
-scans the committed units' Parquet with DuckDB (:mod:`granary_pipe.report.scan`) only for what
-the summary does not hold: the histograms, binned as the rows stream
-(:mod:`granary_pipe.report.distributions`), and the license of each example row.
-
-Retention per stage: the rows (and their audio) each stage rejected, as its counters recorded
-them (``summary["counts"]``, in pipeline order); rejected rows no counter holds (a run made
-before counters existed) are one line, ``(not counted)``, after the last stage. Rows remaining
-after a stage = rows in - rows rejected by it and every stage before it (hours alike).
-
-Every rule measured: the summary's ``rule_quality`` as a table (rows and audio each rule
-rejected, rows it flagged, and against reference transcripts its false-reject rate), with the
-share of kept rows that are garbage.
+The page makes no request (inline CSS and SVG, no script, a CSP) and every string from data is
+HTML-escaped. A run's numbers come from :func:`summarize`; only the histograms and the examples'
+licenses scan the committed units' Parquet (:mod:`granary_pipe.report.scan`). Retention per stage
+comes from the units' counters; rejected rows no counter holds are one ``(not counted)`` line.
 """
 
 from __future__ import annotations
@@ -27,16 +14,16 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import AbstractSet, Any
 
 from granary_pipe import __version__
 from granary_pipe.counters import reason_key
 from granary_pipe.report import plots
+from granary_pipe.report.distributions import CHAR_RATE_CLIP as _CHAR_RATE_CLIP
+from granary_pipe.report.distributions import Binned, example_licenses, row_histograms
 from granary_pipe.report.fmt import hms as _hms
 from granary_pipe.report.fmt import pct as _pct
 from granary_pipe.report.fmt import rate as _rate
-from granary_pipe.report.distributions import CHAR_RATE_CLIP as _CHAR_RATE_CLIP
-from granary_pipe.report.distributions import Binned, example_licenses, row_histograms
 from granary_pipe.report.scan import RunScan
 from granary_pipe.report.summary import summarize
 
@@ -44,14 +31,12 @@ NOT_COUNTED = "(not counted)"
 """Retention line of rejected rows that no stage counter holds."""
 _MAX_REASONS, _MAX_TEXT = 25, 300
 
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 e = html.escape
 
 
-# ---------------------------------------------------------------- small HTML helpers
-
-
-def _table(headers: list[str], rows: list[list[Any]], *, numeric: set[int] = frozenset(),
-           total: bool = False, text_cols: set[int] = frozenset(), nowrap: set[int] = frozenset()) -> str:
+def _table(headers: list[str], rows: list[list[Any]], *, numeric: AbstractSet[int] = frozenset(), total: bool = False,
+           text_cols: AbstractSet[int] = frozenset(), nowrap: AbstractSet[int] = frozenset()) -> str:
     """An escaped HTML table; ``numeric`` columns right-aligned, ``text`` wrapped anywhere, ``nowrap`` not."""
     def cls(i: int) -> str:
         c = "n" if i in numeric else "text" if i in text_cols else "nw" if i in nowrap else ""
@@ -88,19 +73,14 @@ def _page(title: str, body: str) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'; img-src data:">'
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
             f"<title>{e(title)}</title><style>{css}</style></head><body><main>{body}"
             f"<footer>granary_pipe {e(__version__)} · generated {stamp}</footer></main></body></html>\n")
 
 
-# ---------------------------------------------------------------- run data
-
-
 def retention(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per stage in pipeline order: rows/hours it rejected and rows/hours remaining after it.
-
-    ``summary``: :func:`summarize` of the run, whose ``counts`` say what each stage rejected.
-    """
+    """Per stage in pipeline order (``summary["counts"]``): rows/hours it rejected and rows/hours
+    remaining after it (rows in - rows rejected by it and every stage before it)."""
     n, h = summary["rows"]["kept"] + summary["rows"]["rejected"], summary["hours"]["in"]
     out = [{"stage": "input", "rows_dropped": 0, "hours_dropped": 0.0, "rows": n, "hours": h}]
     counted_n, counted_h = 0, 0.0
@@ -121,9 +101,6 @@ def retention(summary: dict[str, Any]) -> list[dict[str, Any]]:
 def _reason_label(reason: str | None) -> str:
     """Chart label of a reason: rule ids as they are; free-text messages by their category."""
     return reason_key(reason) if reason else "(no reason)"
-
-
-# ---------------------------------------------------------------- run page
 
 
 def _run_page(s: dict[str, Any], run_dir: Path) -> str:
@@ -302,9 +279,6 @@ def _extras(s: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-# ---------------------------------------------------------------- release page
-
-
 def _release_page(s: dict[str, Any], rel_dir: Path) -> str:
     rel = json.loads((rel_dir / "release.json").read_text(encoding="utf-8"))
     per, lic = s["per_lang"], s["licenses"]
@@ -336,9 +310,6 @@ def _release_page(s: dict[str, Any], rel_dir: Path) -> str:
                         numeric={1, 2})),
         _section("shards", "Shards", _table(["path", "format", "lang", "rows", "audio", "MB", "sha256 (prefix)"],
                                             shards, numeric={3, 4, 5}, nowrap={0, 6}))]))
-
-
-# ---------------------------------------------------------------- entry points
 
 
 def render_html(path: Path, summary: dict[str, Any] | None = None) -> str:

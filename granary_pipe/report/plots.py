@@ -1,27 +1,28 @@
 """Figures of the HTML report: matplotlib figures rendered to inline SVG strings.
 
-No pyplot and no global backend: each figure is a ``matplotlib.figure.Figure`` saved as SVG,
-so importing this module changes nothing for the caller. Text is drawn as paths (no fonts
-needed by the browser, and a label can never become markup), mathtext is off (a ``$`` in a
-license string is just a dollar sign), and element ids are prefixed per figure so several
-SVGs can share one page. Colours are the Okabe-Ito palette, readable with colour-blindness.
+No pyplot and no global backend (a ``Figure`` saved as SVG). Text is drawn as paths (no fonts
+needed, and a label can never become markup), mathtext is off (a ``$`` in a license string is a
+dollar sign), and element ids are prefixed per figure so several SVGs share one page. Colours are
+the Okabe-Ito palette, readable with colour-blindness.
 """
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from matplotlib.typing import RcKeyType
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 KEPT, REJECTED, INPUT = "#0072B2", "#D55E00", "#999999"
 
-_RC = {
+_RC: dict[RcKeyType, Any] = {
     "svg.fonttype": "path",
     "text.parse_math": False,
     "font.size": 9,
@@ -56,16 +57,23 @@ def _svg(fig: Figure, key: str) -> str:
     return svg
 
 
+@contextmanager
+def _style(key: str) -> Iterator[None]:
+    """The figures' rc settings, with SVG hashes salted by ``key``."""
+    with matplotlib.rc_context({**_RC, "svg.hashsalt": key}):
+        yield
+
+
 def _figure(rows: float = 0, height_in: float | None = None, width_in: float = _WIDTH_IN) -> Figure:
     height = height_in if height_in is not None else 1.0 + 0.28 * max(rows, 2)
     return Figure(figsize=(width_in, height), layout="constrained")
 
 
-def bars(key: str, labels: Sequence[str], series: dict[str, Sequence[float]], *, xlabel: str,
+def bars(key: str, labels: Sequence[str], series: Mapping[str, Sequence[float]], *, xlabel: str,
          stacked: bool = False, colors: Sequence[str] | None = None, fmt: str = "{:g}",
          integer: bool = False) -> str:
     """Horizontal bars per label, one bar per series (grouped) or one stacked bar."""
-    with matplotlib.rc_context({**_RC, "svg.hashsalt": key}):
+    with _style(key):
         n = len(series)
         fig = _figure(rows=len(labels) * (1 if stacked else max(1, n) * 0.7))
         ax = fig.add_subplot()
@@ -80,9 +88,9 @@ def bars(key: str, labels: Sequence[str], series: dict[str, Sequence[float]], *,
             if not stacked:
                 ax.bar_label(b, labels=[fmt.format(v) if v else "" for v in values], padding=2, fontsize=7)
             else:
-                left = [a + b_ for a, b_ in zip(left, values)]
+                left = [a + b_ for a, b_ in zip(left, values, strict=True)]
         if stacked:
-            ax.bar_label(ax.containers[-1], labels=[fmt.format(v) for v in left], padding=2, fontsize=7)
+            ax.bar_label(b, labels=[fmt.format(v) for v in left], padding=2, fontsize=7)
         ax.set_yticks(list(ys), [_label(x) for x in labels])
         ax.invert_yaxis()
         ax.set_xlabel(xlabel)
@@ -98,7 +106,7 @@ def bars(key: str, labels: Sequence[str], series: dict[str, Sequence[float]], *,
 def retention(key: str, stages: Sequence[str], rows: Sequence[int], hours: Sequence[float], *,
               hours_label: str = "hours remaining") -> str:
     """Rows and hours remaining after each stage (the first point is the input)."""
-    with matplotlib.rc_context({**_RC, "svg.hashsalt": key}):
+    with _style(key):
         fig = _figure(height_in=3.2)
         axes = fig.subplots(1, 2)
         x = list(range(len(stages)))
@@ -107,7 +115,7 @@ def retention(key: str, stages: Sequence[str], rows: Sequence[int], hours: Seque
             ax.step(x, values, where="mid", color=color, linewidth=1.5)
             ax.plot(x, values, "o", color=color, markersize=4)
             top = max(values) if values and max(values) > 0 else 1
-            for xi, v in zip(x, values):
+            for xi, v in zip(x, values, strict=True):
                 ax.annotate(fmt.format(v), (xi, v), textcoords="offset points", xytext=(0, 5),
                             ha="center", fontsize=7)
             ax.set_ylim(0, top * 1.15)
@@ -121,16 +129,17 @@ def histogram(key: str, series: dict[str, tuple[Any, Any] | None], *, xlabel: st
               colors: Sequence[str] = (KEPT, REJECTED)) -> str:
     """Stacked histogram of each series (e.g. kept and rejected rows), given binned: per series its
     bin edges and counts (:mod:`granary_pipe.report.distributions`), None when it has no value."""
-    with matplotlib.rc_context({**_RC, "svg.hashsalt": key}):
+    with _style(key):
         fig = _figure(height_in=2.6, width_in=4.6)
         ax = fig.add_subplot()
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        names = [k for k, v in series.items() if v is not None]
-        if names:
-            edges = series[names[0]][0]
-            ax.hist([edges[:-1]] * len(names), bins=edges, weights=[series[k][1] for k in names], stacked=True,
+        binned = {k: v for k, v in series.items() if v is not None}
+        if binned:
+            names = list(binned)
+            edges = binned[names[0]][0]
+            ax.hist([edges[:-1]] * len(names), bins=edges, weights=[binned[k][1] for k in names], stacked=True,
                     color=[colors[list(series).index(k) % len(colors)] for k in names],
-                    label=[f"{k} ({int(series[k][1].sum())})" for k in names], edgecolor="white", linewidth=0.4)
+                    label=[f"{k} ({int(binned[k][1].sum())})" for k in names], edgecolor="white", linewidth=0.4)
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no rows with a value", ha="center", va="center", transform=ax.transAxes)

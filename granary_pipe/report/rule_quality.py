@@ -1,40 +1,19 @@
-"""Every rule measured: what each rule rejected, and how much of it was good speech.
-
-**Counters.** Each committed unit's marker holds per-stage counters (:mod:`granary_pipe.counters`);
-the report sums them over the committed units (:mod:`granary_pipe.report.totals`), in pipeline
-order (:func:`stage_order`: ``run.json``'s stages, then any other stage, the sink last). A run
-whose units carry none is measured from its rejected rows alone (no rows in, no flags).
-
-**Scoring against references.** Where the source listing gave a reference transcript
-(``text`` → the row's ``ref_text``), it is the whole recording's, while a row is a segment of it.
-A row is scored against the span of the reference that matches it best
-(:func:`granary_pipe.scoring.span_wer`: an alignment over words with a free start and end in the
-reference; the fewest edits, then the longest span among equally good ones), after the
-project's one normalisation in the row's language (:func:`granary_pipe.text.normalize`, numbers
-in one written form; characters instead of words for languages written without spaces). A rejected row scoring WER ≤ ``GOOD_WER_MAX`` was good speech
-with a good label: a false reject of its rule. A kept row scoring WER > ``GARBAGE_WER_MIN`` is
-garbage that got through. Rows without text (rejected before transcription) or without a
-reference are not scored. Each unit is scored when it is committed (its marker's ``digest``,
-:mod:`granary_pipe.digest`); the report merges the units' figures.
-
-Each rule's entry: its stage, the stage's rows in, rows and hours it rejected, rows it flagged
-(rejecting or not), rows scored, rows (hours) of those good, the false-reject rate = good /
-scored. A rejection reason no counter holds is listed under stage None.
-"""
+"""Every rule measured: per rule, its stage's counters (rows in, rejected, flagged) and, against the
+listing's reference transcripts, how many rejected rows were good speech (false rejects); for kept
+rows, how many are garbage. Figures come from the units' digests and counters
+(:mod:`granary_pipe.report.totals`); scoring is :mod:`granary_pipe.scoring`'s. A rejection reason no
+counter holds is listed under stage None. See docs/architecture.md (Report)."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from granary_pipe import counters
 from granary_pipe.io.sink import SINK
 from granary_pipe.report.fmt import hms, rate, text_table
-from granary_pipe.report.totals import RunTotals, collect
+from granary_pipe.report.totals import RunTotals
 from granary_pipe.scoring import GARBAGE_WER_MIN, GOOD_WER_MAX
-
-# ---------------------------------------------------------------- counters
 
 
 def stage_order(run: Mapping[str, Any], names: Sequence[str]) -> list[str]:
@@ -43,9 +22,6 @@ def stage_order(run: Mapping[str, Any], names: Sequence[str]) -> list[str]:
     order = {name: i for i, name in enumerate(dict.fromkeys(n for n in listed if n))}
     last = len(order) + 1
     return sorted(names, key=lambda n: (last + 1 if n == SINK else order.get(n, last), n))
-
-
-# ---------------------------------------------------------------- the table
 
 
 def _entry(rule: str, stage: str | None, c: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -57,67 +33,78 @@ def _entry(rule: str, stage: str | None, c: Mapping[str, Any] | None) -> dict[st
             "rows_scored": 0, "rows_good": 0, "hours_good": 0.0, "false_reject_rate": None}
 
 
-def rule_table(totals: RunTotals, groups: list[dict[str, Any]],
-               counts: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
-    """:func:`rule_quality` of merged ``totals`` (``groups``: :meth:`RunTotals.group_rows`)."""
-    entries: dict[str, dict[str, Any]] = {}
-    for stage, c in (counts or {}).items():
-        for rule in dict.fromkeys([*(c.get("rejected") or {}), *(c.get("flagged") or {})]):
-            entries.setdefault(rule, _entry(rule, stage, c))
-    known = list(entries)
-    rule_of: dict[str, str] = {}
+class _Entries:
+    """The rules' entries: first those the counters name, then any rule a reason maps to."""
 
-    def entry_of(reason: str | None) -> dict[str, Any]:
+    def __init__(self, counts: Mapping[str, Mapping[str, Any]] | None) -> None:
+        self.by_rule: dict[str, dict[str, Any]] = {}
+        for stage, c in (counts or {}).items():
+            for rule in dict.fromkeys([*(c.get("rejected") or {}), *(c.get("flagged") or {})]):
+                self.by_rule.setdefault(rule, _entry(rule, stage, c))
+        self._known = list(self.by_rule)
+        self._rule_of: dict[str, str] = {}
+
+    def of(self, reason: str | None) -> dict[str, Any]:
+        """The entry of the rule behind a drop_reason (made, uncounted, if no counter names it)."""
         reason = reason or "(no reason)"
-        if reason not in rule_of:
-            rule_of[reason] = counters.rule_of(reason, known)
-        rule = rule_of[reason]
-        if rule not in entries:
-            entries[rule] = _entry(rule, None, None)
-        return entries[rule]
+        if reason not in self._rule_of:
+            self._rule_of[reason] = counters.rule_of(reason, self._known)
+        rule = self._rule_of[reason]
+        if rule not in self.by_rule:
+            self.by_rule[rule] = _entry(rule, None, None)
+        return self.by_rule[rule]
 
-    kept = {"rows": 0, "hours": 0.0, "rows_scored": 0, "rows_garbage": 0, "hours_garbage": 0.0, "garbage_rate": None}
-    kept_s: list[float] = []
+
+def _add_rejected(entries: _Entries, groups: list[dict[str, Any]], counted: bool) -> None:
+    """Rows and hours rejected per rule from the rejected groups, for rules no counter counted."""
     rejected_s: dict[str, list[float]] = {}
     for g in groups:
         if g["kept"]:
-            kept["rows"] += g["n"]
-            kept_s.append(g["secs"])
             continue
-        d = entry_of(g["drop_reason"])
-        if counts is None or d["stage"] is None:
+        d = entries.of(g["drop_reason"])
+        if not counted or d["stage"] is None:
             d["rows_rejected"] += g["n"]
             rejected_s.setdefault(d["rule"], []).append(g["secs"])
-    kept["hours"] = math.fsum(kept_s) / 3600
     for rule, secs in rejected_s.items():
-        entries[rule]["hours_rejected"] = math.fsum(secs) / 3600
+        entries.by_rule[rule]["hours_rejected"] = math.fsum(secs) / 3600
+
+
+def _add_scored(entries: _Entries, totals: RunTotals) -> None:
+    """Rejected rows scored against references and the good ones, per rule; the false-reject rates."""
     good_s: dict[str, list[float]] = {}
     for reason, (n, good, secs) in totals.scored.items():
-        d = entry_of(reason)
+        d = entries.of(reason)
         d["rows_scored"] += n
         d["rows_good"] += good
         good_s.setdefault(d["rule"], []).append(secs.value())
     for rule, secs in good_s.items():
-        entries[rule]["hours_good"] = math.fsum(secs) / 3600
-    kept["rows_scored"], kept["rows_garbage"] = totals.kept_scored[0], totals.kept_scored[1]
-    kept["hours_garbage"] = totals.kept_scored[2].value() / 3600
-    for d in entries.values():
+        entries.by_rule[rule]["hours_good"] = math.fsum(secs) / 3600
+    for d in entries.by_rule.values():
         d["false_reject_rate"] = d["rows_good"] / d["rows_scored"] if d["rows_scored"] else None
-    kept["garbage_rate"] = kept["rows_garbage"] / kept["rows_scored"] if kept["rows_scored"] else None
+
+
+def _kept(totals: RunTotals, groups: list[dict[str, Any]]) -> dict[str, Any]:
+    kept = [g for g in groups if g["kept"]]
+    scored, garbage, garbage_s = totals.kept_scored
+    return {"rows": sum(g["n"] for g in kept), "hours": math.fsum(g["secs"] for g in kept) / 3600,
+            "rows_scored": scored, "rows_garbage": garbage, "hours_garbage": garbage_s.value() / 3600,
+            "garbage_rate": garbage / scored if scored else None}
+
+
+def rule_table(totals: RunTotals, groups: list[dict[str, Any]],
+               counts: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    """Per rule: rows/hours rejected and flagged (from ``counts``, the markers' counters in
+    :func:`stage_order`; else from the rejected rows) and, against references, the good rows among
+    the rejected; for kept rows, the garbage. ``totals``: merged digests; ``groups``:
+    :meth:`RunTotals.group_rows`."""
+    entries = _Entries(counts)
+    _add_rejected(entries, groups, counts is not None)
+    _add_scored(entries, totals)
     stages = list(counts or {})
-    order = sorted(entries.values(), key=lambda d: (
+    order = sorted(entries.by_rule.values(), key=lambda d: (
         stages.index(d["stage"]) if d["stage"] in stages else len(stages), -d["rows_rejected"], d["rule"]))
-    return {"good_wer_max": GOOD_WER_MAX, "garbage_wer_min": GARBAGE_WER_MIN,
-            "counters": counts is not None, "rows_with_reference": totals.with_ref, "rules": order, "kept": kept}
-
-
-def rule_quality(run: Path | RunTotals, counts: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
-    """Per rule: rows/hours rejected and flagged (from ``counts``, the markers' counters summed in :func:`stage_order`; else
-    from the rejected rows), and against references, how many rejected rows were good; for
-    kept rows, how many are garbage. See the module doc. ``run``: a run directory or its merged
-    totals (:func:`granary_pipe.report.totals.collect`): the units' digests, no row."""
-    totals = run if isinstance(run, RunTotals) else collect(Path(run))
-    return rule_table(totals, list(totals.group_rows()), counts)
+    return {"good_wer_max": GOOD_WER_MAX, "garbage_wer_min": GARBAGE_WER_MIN, "counters": counts is not None,
+            "rows_with_reference": totals.with_ref, "rules": order, "kept": _kept(totals, groups)}
 
 
 def format_rule_quality(rq: Mapping[str, Any]) -> list[str]:

@@ -1,22 +1,8 @@
-"""Column scans of a run's committed units, and of a release's Parquet shards, with DuckDB.
-
-The report and the audit take their figures from the units' digests
-(:mod:`granary_pipe.report.totals`); what needs the rows themselves scans them here: the HTML
-page's histograms (:mod:`granary_pipe.report.distributions`) and the release audit's groups
-(:func:`shard_groups`).
-
-A :class:`RunScan` opens an in-memory DuckDB connection over the committed units'
-``kept.parquet`` and ``rejected.parquet`` (the file lists, in unit order; a missing file is an
-empty table, as :func:`granary_pipe.rundir.read_unit_table` reads it). Queries read only the
-columns they name; DuckDB streams the files, runs the
-aggregates in parallel (``threads`` = the available cores) and spills to a temporary directory
-under the system temp dir beyond ``memory_limit`` (:data:`MEMORY_LIMIT`, or the environment's
-``GRANARY_REPORT_MEMORY``), so no query holds every row, in DuckDB or in Python. Rows come back
-to Python only as aggregates or as record batches (:meth:`RunScan.batches`).
-
-Files are read with DuckDB's ``union_by_name`` off (the fast path: one schema, columns matched by
-name); a run whose files differ in columns (one written before a column existed) is read again
-with it on, and a column no file has reads as nulls, as :func:`granary_pipe.schema.conform` does.
+"""Column scans of a run's committed units, and of a release's Parquet shards, with DuckDB: only
+what needs the rows (the HTML histograms, the release audit); the rest comes from the digests.
+A :class:`RunScan` reads :data:`CHUNK_UNITS` units per query, only the columns named, spilling
+beyond :data:`MEMORY_LIMIT` (or ``$GRANARY_REPORT_MEMORY``); files that differ in columns are
+read again with ``union_by_name``. See docs/architecture.md (Report).
 """
 
 from __future__ import annotations
@@ -94,8 +80,6 @@ class RunScan:
         self.con.close()
         shutil.rmtree(self._spill, ignore_errors=True)
 
-    # ------------------------------------------------------------ sources
-
     def _chunks(self) -> Iterator[None]:
         """Point :attr:`files` at each chunk of :data:`CHUNK_UNITS` units in turn (unit order, a
         unit's two files in one chunk): DuckDB keeps some state per file of a query, so a query
@@ -160,8 +144,6 @@ class RunScan:
     def _params(self, sql: str) -> dict[str, list[str]]:
         return {side: self.files[side] for side in SIDES if self.files[side] and f"${side}" in sql}
 
-    # ------------------------------------------------------------ queries
-
     def fetch(self, query: Query) -> Iterator[dict[str, Any]]:
         """Rows of an aggregate query as dicts, chunk after chunk (each chunk's own aggregates:
         the caller combines them); ``query`` builds the SQL from this scan (:meth:`rows_sql`)."""
@@ -169,7 +151,7 @@ class RunScan:
             cur = self._execute(query)
             names = [d[0] for d in cur.description]
             for row in cur.fetchall():
-                yield dict(zip(names, row))
+                yield dict(zip(names, row, strict=True))
 
     def batches(self, query: Query, rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         """Stream a query's result, chunk after chunk, as Arrow record batches of at most ``rows``
@@ -194,7 +176,7 @@ def shard_groups(files: list[str]) -> list[dict[str, Any]]:
                               "FROM read_parquet($files) GROUP BY source, license",
                               {"files": files[start:start + CHUNK_UNITS]})
             names = [d[0] for d in cur.description]
-            out += [dict(zip(names, row)) for row in cur.fetchall()]
+            out += [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         return out
     finally:
         con.close()

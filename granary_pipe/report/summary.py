@@ -1,36 +1,12 @@
-"""Summaries of a run directory or a release directory, as a dict and as terminal text.
+"""Summaries of a run directory or a release directory, as a dict (:func:`summarize`); the
+terminal text is :func:`granary_pipe.report.text.format_summary`.
 
-Definitions for a run (only committed units, those with ``units/U/_COMMITTED``, count). Every
-figure comes from the committed units' markers, read one at a time: their digests (what the sink
-recorded of the rows, :mod:`granary_pipe.digest`; a marker without one is digested from its
-unit's files), counters and totals (:mod:`granary_pipe.report.totals`).
-
-* rows kept / rejected: rows of ``kept.parquet`` / ``rejected.parquet``.
-* rows in: distinct row ids over kept and rejected, per unit, summed (a row lies in one unit).
-  The invariant ``rows in == kept + rejected`` fails when a row is written twice or lands in
-  both tables, or when the sink's commit markers (JSON stats, ``rows_in``) record a different count.
-* recordings in: distinct ``recording_id`` over kept and rejected, per unit, summed (a
-  recording lies in one unit); compared with the ``recordings`` count of each committed unit
-  (run.json, else its commit marker).
-* a row's language: ``lang``, else ``lang_hint``, else ``"und"``.
-* hours in (per language) = hours kept + hours rejected: the summed ``duration_s`` of every
-  row, i.e. speech segments plus recordings rejected whole (decode errors, no speech).
-  Silence the segmenter cut between segments is not a row, so it is not counted. Rows with
-  no ``duration_s`` (e.g. undecodable files) count as 0 s and are reported separately.
-* rejection reasons: counted by category (the text before the first ``:``) and in full.
-* rules: per full ``drop_reason``, rows, rows per language and the first two rows (by id)
-  as examples (``id``, ``lang``, ``text``, ``duration_s`` as written, null if none).
-* recorded audio in: the markers' ``audio_s_in`` (whole recordings, silence included),
-  when every committed unit's marker gives it.
-* real-time factor: ``wall_s`` / recorded audio in (else / seconds in rows); below 1 is
-  faster than real time.
-* counts: the per-stage counters of the committed units' markers, summed, in pipeline order
-  (rows in, rows rejected / flagged per rule; :mod:`granary_pipe.counters`); None when a unit
-  has none.
-* rule_quality: every rule's rejections and, against reference transcripts, its false-reject
-  rate and the garbage left in the kept rows (:mod:`granary_pipe.report.rule_quality`).
-
-:func:`format_summary` (the terminal text, :mod:`granary_pipe.report.text`) is here too.
+A run's figures count only committed units and come from their markers (digests, counters,
+totals: :mod:`granary_pipe.report.totals`), read one at a time. Rows in = distinct row ids; a
+row's language is ``lang``, else ``lang_hint``, else ``und``; hours are summed ``duration_s``
+of the rows (no duration counts as 0 s and is reported apart), recorded audio in is the markers'
+``audio_s_in``; reasons count by category (text before the first ``:``) and in full. See
+docs/architecture.md (Report).
 """
 
 from __future__ import annotations
@@ -39,10 +15,9 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from granary_pipe.digest import EXAMPLES, lang_of
-from granary_pipe.report.reference_wer import wer_table
 from granary_pipe.report.rule_quality import rule_table, stage_order
 from granary_pipe.report.text import format_summary
 from granary_pipe.report.totals import RunTotals, collect
@@ -51,36 +26,29 @@ from granary_pipe.rundir import MARKER, open_units, read_run_json, run_sources, 
 __all__ = ["format_summary", "summarize"]
 
 
-def _rules(totals: RunTotals, groups: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per full drop_reason: rows, rows per language, the first examples by id."""
-    out: dict[str, dict[str, Any]] = {}
-    for g in groups:
-        if not g["kept"]:
-            d = out.setdefault(g["drop_reason"] or "(no reason)", {"rows": 0, "per_lang": {}, "examples": []})
-            d["rows"] += g["n"]
-            lang = lang_of(g["lang"], g["lang_hint"])
-            d["per_lang"][lang] = d["per_lang"].get(lang, 0) + g["n"]
-    for reason in totals.examples:
-        d = out.get(reason or "(no reason)")
-        if d is not None:
-            d["examples"] = sorted([*d["examples"], *totals.example_rows(reason)], key=lambda x: x["id"])[:EXAMPLES]
-    for d in out.values():
-        d["per_lang"] = dict(sorted(d["per_lang"].items(), key=lambda kv: (-kv[1], kv[0])))
-    return dict(sorted(out.items(), key=lambda kv: (-kv[1]["rows"], kv[0])))
-
-
 def summarize(path: Path) -> dict[str, Any]:
-    """Summarize a run directory (``run.json`` + ``units/``) or a release (``release.json``).
-
-    Returns a JSON-serialisable dict with ``kind`` = ``"run"`` or ``"release"``; see the
-    module docstring for what each number means.
-    """
+    """Summarize a run directory (``run.json`` + ``units/``) or a release (``release.json``): a
+    JSON-serialisable dict with ``kind`` = ``"run"`` or ``"release"`` (see the module doc)."""
     path = Path(path)
     if (path / "release.json").is_file():
         return _summarize_release(path)
     if (path / "run.json").is_file():
         return _summarize_run(path)
     raise FileNotFoundError(f"{path} is neither a run (no run.json) nor a release (no release.json)")
+
+
+def _desc(counts: dict[str, int]) -> dict[str, int]:
+    """``counts`` by count, largest first, then by key."""
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _or(value: str | None, default: str) -> str:
+    """``value``, or ``default`` when it is null (an empty string stays)."""
+    return default if value is None else value
+
+
+def _hours(seconds: float | None) -> float:
+    return (seconds or 0.0) / 3600
 
 
 def _unit_states(run_dir: Path, run: dict[str, Any], committed: int) -> dict[str, Any]:
@@ -93,115 +61,131 @@ def _unit_states(run_dir: Path, run: dict[str, Any], committed: int) -> dict[str
     not_committed = open_units(run_dir, total if isinstance(total, int) else None)
     failed = [{"unit": unit, "error": errors[unit]} for unit in not_committed if unit in errors]
     pending = [unit for unit in not_committed if unit not in errors]
-    return {
-        "total": committed + len(failed) + len(pending),
-        "committed": committed,
-        "failed": len(failed),
-        "pending": len(pending),
-        "failed_units": failed,
-        "pending_units": pending,
-        "notes": notes,
-    }
+    return {"total": committed + len(failed) + len(pending), "committed": committed, "failed": len(failed),
+            "pending": len(pending), "failed_units": failed, "pending_units": pending, "notes": notes}
 
 
-def _or(value: str | None, default: str) -> str:
-    """``value``, or ``default`` when it is null (an empty string stays)."""
-    return default if value is None else value
+def _rules(totals: RunTotals, groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per full drop_reason: rows, rows per language, the first examples by id."""
+    out: dict[str, dict[str, Any]] = {}
+    for g in groups:
+        if not g["kept"]:
+            d = out.setdefault(g["drop_reason"] or "(no reason)", {"rows": 0, "per_lang": {}, "examples": []})
+            d["rows"] += g["n"]
+            lang = lang_of(g["lang"], g["lang_hint"])
+            d["per_lang"][lang] = d["per_lang"].get(lang, 0) + g["n"]
+    for reason in totals.examples:
+        rule = out.get(reason or "(no reason)")
+        if rule is not None:
+            rule["examples"] = sorted([*rule["examples"], *totals.example_rows(reason)],
+                                      key=lambda x: x["id"])[:EXAMPLES]
+    for d in out.values():
+        d["per_lang"] = _desc(d["per_lang"])
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1]["rows"], kv[0])))
 
 
-def _hours(seconds: float | None) -> float:
-    return (seconds or 0.0) / 3600
+_Sides = tuple[dict[tuple[str, bool], int], dict[tuple[str, bool], list[float]]]
 
 
-def _summarize_run(run_dir: Path) -> dict[str, Any]:
-    run = read_run_json(run_dir)
-    totals = collect(run_dir, run)
-    units = totals.units
-    counts = None if totals.counts is None else {name: totals.counts[name]
-                                                 for name in stage_order(run, list(totals.counts))}
-    groups = list(totals.group_rows())
-    rules = _rules(totals, groups)
-    n_rows = sum(g["n"] for g in groups)
-    unknown_dur = n_rows - sum(g["n_dur"] for g in groups)
-    kept_n = sum(g["n"] for g in groups if g["kept"])
+def _by_side(groups: list[dict[str, Any]], key: Callable[[dict[str, Any]], str]) -> _Sides:
+    """Rows and seconds (to sum) per (``key`` of a group, kept or not)."""
+    rows: dict[tuple[str, bool], int] = defaultdict(int)
     seconds: dict[tuple[str, bool], list[float]] = defaultdict(list)
-    lic_rows: dict[tuple[str, bool], int] = defaultdict(int)
-    lic_secs: dict[tuple[str, bool], list[float]] = defaultdict(list)
-    lang_rows: dict[tuple[str, bool], int] = defaultdict(int)
+    for g in groups:
+        rows[key(g), g["kept"]] += g["n"]
+        seconds[key(g), g["kept"]].append(g["secs"])
+    return rows, seconds
+
+
+def _per_lang(groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    rows, seconds = _by_side(groups, lambda g: lang_of(g["lang"], g["lang_hint"]))
+    langs = {}
+    for lang in sorted({k for k, _ in rows}):
+        kept_s, rej_s = math.fsum(seconds[lang, True]), math.fsum(seconds[lang, False])
+        langs[lang] = {"rows_in": rows[lang, True] + rows[lang, False], "rows_kept": rows[lang, True],
+                       "rows_rejected": rows[lang, False], "hours_in": _hours(kept_s + rej_s),
+                       "hours_kept": _hours(kept_s), "hours_rejected": _hours(rej_s)}
+    return langs
+
+
+def _licenses(groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    rows, seconds = _by_side(groups, lambda g: _or(g["license"], "unknown"))
+    licenses: dict[str, dict[str, Any]] = {}
+    for (lic, side), n in sorted(rows.items()):
+        d = licenses.setdefault(lic, {"rows_kept": 0, "rows_rejected": 0, "hours_kept": 0.0, "hours_rejected": 0.0})
+        name = "kept" if side else "rejected"
+        d[f"rows_{name}"] = n
+        d[f"hours_{name}"] = _hours(math.fsum(seconds[lic, side]))
+    return dict(sorted(licenses.items()))
+
+
+def _rejected(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rejected rows per reason category (and their hours) and per full reason."""
     by_reason: dict[str, int] = defaultdict(int)
     by_cat: dict[str, int] = defaultdict(int)
     secs_cat: dict[str, list[float]] = defaultdict(list)
     for g in groups:
-        lang, side, lic = lang_of(g["lang"], g["lang_hint"]), g["kept"], _or(g["license"], "unknown")
-        lang_rows[lang, side] += g["n"]
-        seconds[lang, side].append(g["secs"])
-        lic_rows[lic, side] += g["n"]
-        lic_secs[lic, side].append(g["secs"])
-        if not side:
+        if not g["kept"]:
             reason = _or(g["drop_reason"], "(no reason)")
             cat = reason.split(":", 1)[0].strip()
             by_reason[reason] += g["n"]
             by_cat[cat] += g["n"]
             secs_cat[cat].append(g["secs"])
-    langs = {}
-    for lang in sorted({k for k, _ in lang_rows}):
-        kept_s, rej_s = math.fsum(seconds[lang, True]), math.fsum(seconds[lang, False])
-        langs[lang] = {
-            "rows_in": lang_rows[lang, True] + lang_rows[lang, False],
-            "rows_kept": lang_rows[lang, True],
-            "rows_rejected": lang_rows[lang, False],
-            "hours_in": _hours(kept_s + rej_s),
-            "hours_kept": _hours(kept_s),
-            "hours_rejected": _hours(rej_s),
-        }
-    licenses: dict[str, dict[str, Any]] = {}
-    for (lic, side), n in sorted(lic_rows.items()):
-        d = licenses.setdefault(lic, {"rows_kept": 0, "rows_rejected": 0, "hours_kept": 0.0, "hours_rejected": 0.0})
-        name = "kept" if side else "rejected"
-        d[f"rows_{name}"] = n
-        d[f"hours_{name}"] = _hours(math.fsum(lic_secs[lic, side]))
-    rows_in, rec_seen = totals.rows_in, totals.recordings
+    return {"by_category": _desc(by_cat),
+            "hours_by_category": {k: _hours(math.fsum(secs_cat[k])) for k in _desc(by_cat)},
+            "by_reason": _desc(by_reason)}
+
+
+def _wer_table(totals: RunTotals) -> dict[str, Any]:
+    """Per language, the kept rows' WER and CER against the listing's references: errors / reference
+    words (characters) over every scored recording, as ``jiwer.wer`` gives for them at once."""
+    out = {}
+    for lang in sorted(totals.wer):
+        recordings, unscored, word_errors, word_ref, char_errors, char_ref = totals.wer[lang]
+        scored = recordings > 0
+        out[lang] = {"wer": word_errors / word_ref if scored else None,
+                     "cer": char_errors / char_ref if scored else None,
+                     "recordings": recordings, "ref_words": word_ref, "recordings_unscored": unscored}
+    return out
+
+
+def _summarize_run(run_dir: Path) -> dict[str, Any]:
+    run = read_run_json(run_dir)
+    totals = collect(run_dir, run)
+    counts = None if totals.counts is None else {name: totals.counts[name]
+                                                 for name in stage_order(run, list(totals.counts))}
+    groups = list(totals.group_rows())
+    n_rows = sum(g["n"] for g in groups)
+    kept_n = sum(g["n"] for g in groups if g["kept"])
+    langs = _per_lang(groups)
+    rows_in, rec_expected, rows_recorded = totals.rows_in, totals.recordings_planned, totals.rows_recorded
     seconds_in = math.fsum(g["secs"] for g in groups)
-    rec_expected, rows_recorded, audio_s_in = totals.recordings_planned, totals.rows_recorded, totals.audio_s_in
+    audio_s_in = totals.audio_s_in
     wall_s = run.get("wall_s_total", run.get("wall_s"))
-    _desc = lambda d: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731
     return {
         "kind": "run",
         "path": str(run_dir),
         "name": run_dir.resolve().name,
         "sources": [s.get("name") for s in run_sources(run)],
-        "units": _unit_states(run_dir, run, units),
-        "rows": {"in": rows_in, "kept": kept_n, "rejected": n_rows - kept_n,
-                 "recorded_in": rows_recorded,
+        "units": _unit_states(run_dir, run, totals.units),
+        "rows": {"in": rows_in, "kept": kept_n, "rejected": n_rows - kept_n, "recorded_in": rows_recorded,
                  "balanced": rows_in == n_rows and rows_recorded in (None, n_rows)},
-        "recordings": {
-            "expected": rec_expected,
-            "in": rec_seen,
-            "with_kept_rows": totals.with_kept,
-            "balanced": None if rec_expected is None else rec_expected == rec_seen,
-        },
-        "hours": {
-            "in": _hours(seconds_in),
-            "recordings_in": None if audio_s_in is None else _hours(audio_s_in),
-            "kept": sum(v["hours_kept"] for v in langs.values()),
-            "rejected": sum(v["hours_rejected"] for v in langs.values()),
-        },
-        "rows_unknown_duration": unknown_dur,
+        "recordings": {"expected": rec_expected, "in": totals.recordings, "with_kept_rows": totals.with_kept,
+                       "balanced": None if rec_expected is None else rec_expected == totals.recordings},
+        "hours": {"in": _hours(seconds_in), "recordings_in": None if audio_s_in is None else _hours(audio_s_in),
+                  "kept": sum(v["hours_kept"] for v in langs.values()),
+                  "rejected": sum(v["hours_rejected"] for v in langs.values())},
+        "rows_unknown_duration": n_rows - sum(g["n_dur"] for g in groups),
         "per_lang": langs,
-        "rejected": {
-            "by_category": _desc(by_cat),
-            "hours_by_category": {k: _hours(math.fsum(secs_cat[k])) for k in _desc(by_cat)},
-            "by_reason": _desc(by_reason),
-        },
-        "rules": rules,
+        "rejected": _rejected(groups),
+        "rules": _rules(totals, groups),
         "counts": counts,
         "rule_quality": rule_table(totals, groups, counts),
-        "licenses": dict(sorted(licenses.items())),
-        "reference_wer": wer_table(totals),
+        "licenses": _licenses(groups),
+        "reference_wer": _wer_table(totals),
         "stage_s": run.get("stage_s") or {},
         "wall_s": wall_s,
-        "real_time_factor": (wall_s / (audio_s_in or seconds_in))
-        if wall_s and (audio_s_in or seconds_in) else None,
+        "real_time_factor": (wall_s / (audio_s_in or seconds_in)) if wall_s and (audio_s_in or seconds_in) else None,
     }
 
 

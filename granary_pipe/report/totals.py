@@ -1,14 +1,9 @@
 """A run's totals merged from its committed units' markers: the report's and the audit's source.
 
-Each committed unit's marker (``units/U/_COMMITTED``) is read once, one at a time, and its
-``digest`` (:mod:`granary_pipe.digest`) merged; a marker without one (written by hand,
-or of another digest version) is digested from that unit's own Parquet files with the same function, so the
-figures never depend on which path made them. No row is read otherwise: the cost is one small
-JSON object per unit, and memory holds only the merged figures (bounded by the run's distinct
-groups, reasons and languages).
-
-Seconds are summed exactly (:class:`ExactSum`: Shewchuk's partials, as ``math.fsum``) over the
-units' per-group sums, so the result does not depend on the order of the units.
+Each committed marker (``units/U/_COMMITTED``) is read once, one at a time, and its ``digest``
+(:mod:`granary_pipe.digest`) merged; a marker without a usable one is digested from its unit's
+Parquet files with the same function. Memory holds only the merged figures; seconds are summed
+exactly (:class:`ExactSum`), so the result does not depend on the order of the units.
 """
 
 from __future__ import annotations
@@ -17,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeGuard
 
 from granary_pipe import counters
 from granary_pipe.digest import EXAMPLES, KEY, marker_digest
@@ -83,11 +78,11 @@ class RunTotals:
     def group_rows(self) -> Iterator[dict[str, Any]]:
         """Each group as a dict: :data:`GROUP_KEYS`, ``n`` rows, ``n_dur`` with a duration, ``secs``."""
         for key, (n, n_dur, secs) in self.groups.items():
-            yield {**dict(zip(GROUP_KEYS, key)), "n": n, "n_dur": n_dur, "secs": secs.value()}
+            yield {**dict(zip(GROUP_KEYS, key, strict=True)), "n": n, "n_dur": n_dur, "secs": secs.value()}
 
     def example_rows(self, reason: Any) -> list[dict[str, Any]]:
         """The first example rows by id of a raw drop_reason, as the summary lists them."""
-        return [dict(zip(("id", "lang", "text", "duration_s"), r)) for r in self.examples.get(reason, [])]
+        return [dict(zip(("id", "lang", "text", "duration_s"), r, strict=True)) for r in self.examples.get(reason, [])]
 
     def add(self, d: dict[str, Any]) -> None:
         """Merge one unit's digest."""
@@ -99,9 +94,9 @@ class RunTotals:
             g[1] += n_dur
             g[2].add(secs)
         for reason, rows in d["examples"]:
-            mine = self.examples.get(reason)
-            self.examples[reason] = rows[:EXAMPLES] if mine is None else sorted(mine + rows,
-                                                                                key=lambda r: r[0])[:EXAMPLES]
+            earlier = self.examples.get(reason)
+            self.examples[reason] = rows[:EXAMPLES] if earlier is None else sorted(earlier + rows,
+                                                                                   key=lambda r: r[0])[:EXAMPLES]
         self.rows_in += d["rows_in"]
         self.recordings += d["recordings"]
         self.with_kept += d["with_kept"]
@@ -118,9 +113,9 @@ class RunTotals:
         self.kept_scored[1] += k[1]
         self.kept_scored[2].add(k[2])
         for lang, t in d["wer"].items():
-            mine = self.wer.setdefault(lang, [0] * 6)
+            wer = self.wer.setdefault(lang, [0] * 6)
             for i, v in enumerate(t):
-                mine[i] += v
+                wer[i] += v
 
     def add_marker(self, marker: dict[str, Any]) -> None:
         """Sum the marker's own totals (recordings planned, rows in, audio in) and counters."""
@@ -164,7 +159,7 @@ def _add_stages(total: dict[str, Any], stages: dict[str, Any]) -> None:
                 mine[key] = m + c.get(key, 0)
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: Any) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
