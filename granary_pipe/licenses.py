@@ -35,6 +35,7 @@ PUBLIC_DOMAIN_IDS = frozenset({"CC0-1.0", "PDDL-1.0", "public-domain"})
 """Entries whose rows may go into a release under any compliant license."""
 
 _CC_RE = re.compile(r"^CC-(BY|BY-SA)-(\d)\.(\d)$")
+_PREFIX_RE = re.compile(r"(?i)^(?:spdx-license-identifier|licen[cs]e)\s*:\s*(.+)$")
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,14 @@ def url_key(url: str) -> str:
 
 
 @lru_cache(maxsize=1)
+def _registry() -> dict:
+    return yaml.safe_load(registry_path().read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
 def _load() -> tuple[dict[str, License], dict[str, str], dict[str, str]]:
-    data = yaml.safe_load(registry_path().read_text(encoding="utf-8"))["licenses"]
     entries, aliases, urls = {}, {}, {}
-    for spdx, d in data.items():
+    for spdx, d in _registry()["licenses"].items():
         entries[spdx] = License(spdx, bool(d["compliant"]), bool(d["attribution"]), bool(d["share_alike"]),
                                 bool(d["non_commercial"]), bool(d["no_derivatives"]), str(d.get("notes") or "").strip())
         for name in [spdx, *d.get("aliases", [])]:
@@ -117,7 +122,7 @@ def _match(text: str, depth: int = 0) -> str | None:
             a, b = _match(outer, 1), _match(m[2], 1)
             return a if a is not None and a == b else None
         # "License: CC-BY-4.0", "SPDX-License-Identifier: CC0-1.0", "the MIT license"
-        m = re.fullmatch(r"(?i)(?:spdx-license-identifier|licen[cs]e)\s*:\s*(.+)", text)
+        m = _PREFIX_RE.match(text)
         if m:
             return _match(m[1], 1)
         stripped = re.sub(r"(?i)^the\s+", "", text)
@@ -130,7 +135,6 @@ def _match(text: str, depth: int = 0) -> str | None:
 _UNVERSIONED_CC_RE = re.compile(
     r"^(?:cc|creativecommons)(?:by|attribution)"
     r"(?:sa|sharealike|nc|noncommercial|nd|noderivs|noderivatives)*(?:licen[cs]e)?$")
-_PREFIX_RE = re.compile(r"(?i)^(?:spdx-license-identifier|licen[cs]e)\s*:\s*(.+)$")
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ class Policy:
 @lru_cache(maxsize=1)
 def policies() -> tuple[Policy, ...]:
     """The registry's ``policies:`` (e.g. ``copyleft_software``), in registry order."""
-    data = yaml.safe_load(registry_path().read_text(encoding="utf-8")).get("policies") or {}
+    data = _registry().get("policies") or {}
     return tuple(Policy(name, re.compile(d["ids"]), " ".join(str(d["why"]).split())) for name, d in data.items())
 
 
@@ -354,8 +358,6 @@ def compatible(row_license: str, release_license: str) -> bool:
 
 
 def _why(code: str) -> str:
-    if code == UNKNOWN:
-        return "unknown license (not in licenses/registry.yaml)"
     if code == UNPARSEABLE:
         return "unparseable license (not a valid SPDX expression)"
     if code == VERSION_UNSPECIFIED:

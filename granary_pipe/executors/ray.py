@@ -159,8 +159,9 @@ class RayExecutor:
             capacity.check(stages, cluster_nodes(), COMMIT_CPUS)  # before any actor: Ray would wait forever
             for i in capacity.actor_order(stages):  # largest GPU share first, as the check placed them
                 stage = stages[i]
-                # ray.remote's stubs return the class itself, not its ActorClass with .options
-                cls = StageActor.options(  # type: ignore[attr-defined]**_options(stage), max_restarts=3, max_task_retries=2)
+                # ray.remote's stubs type the decorated class as itself, without ActorClass.options
+                cls = StageActor.options(**_options(stage), max_restarts=3,  # type: ignore[attr-defined]
+                                         max_task_retries=2)
                 self.actors[i] = [cls.remote(stage) for _ in range(stage.workers)]
                 self.load[i] = [0] * stage.workers
         except BaseException:  # Ctrl-C or a capacity error: stop what was started
