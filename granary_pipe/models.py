@@ -10,6 +10,7 @@ declares (:class:`ModelRef`), else ``unknown``. :func:`describe` records it in `
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -174,11 +175,9 @@ def cached_sha256(path: Path, digest: str | None = None) -> str:
     if digest is None and stamp.is_file():
         return stamp.read_text().strip()
     digest = digest or sha256_file(path)
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache: hashed again next time
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(digest + "\n")
-    except OSError:
-        pass
     return digest
 
 

@@ -110,6 +110,7 @@ def _progress_lines(log: Path) -> list[int]:
     return [int(m[1]) for m in re.finditer(r"^demo: (\d+)/\d+ units", log.read_text(), re.M)]
 
 
+@pytest.mark.e2e
 def test_cli_beam_run_equals_ray_run_on_every_column_and_audio_byte(beam_run, demo_reference, tmp_path):
     """The same units, the same kept and rejected Parquet (every column, and byte for byte), the
     same FLAC bytes, the same commit markers but for stage seconds, and the same release (shards of
@@ -128,6 +129,7 @@ def test_cli_beam_run_equals_ray_run_on_every_column_and_audio_byte(beam_run, de
     assert_same_release(beam_dir, demo_reference, tmp_path, executor_differs=True)
 
 
+@pytest.mark.e2e
 def test_every_unit_committed_and_reported_once(beam_run, demo_reference):
     beam_dir = beam_run["dir"]
     info = json.loads((beam_dir / "run.json").read_text())
@@ -143,6 +145,7 @@ def test_every_unit_committed_and_reported_once(beam_run, demo_reference):
     assert sorted(p.name for p in (beam_dir / "units").iterdir()) == units, "scratch or temp dirs left"
 
 
+@pytest.mark.e2e
 def test_beam_reports_units_while_the_pipeline_runs(beam_run):
     """The driver polls result files: the first unit is reported while later units are not yet
     committed, not only after the pipeline finished."""

@@ -18,6 +18,7 @@ from fault_helpers import start_cli, write_pipeline, write_source
 from granary_pipe.stages.asr import whisper_runtime
 
 
+@pytest.mark.e2e
 def test_units_go_to_the_least_loaded_worker(tmp_path):
     files = ["en_01.flac", "de_01.flac", "it_01.flac", "es_01.flac"]
     source = write_source(tmp_path / "src", files)

@@ -77,10 +77,8 @@ def starting(run_dir: Path) -> Iterator[tuple[str, float]]:
 
 def forget(run_dir: Path) -> None:
     """The embedded Ray was stopped cleanly: drop the record."""
-    try:
+    with contextlib.suppress(OSError):
         (Path(run_dir) / RECORD).unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 def _matching(test: Callable[[psutil.Process], bool]) -> list[int]:
@@ -157,10 +155,8 @@ def clean(run_dir: Path, grace_s: float = 3.0) -> list[int]:
         if not live:
             break
         for pid in live:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and _left(info, sessions):
             time.sleep(0.1)
