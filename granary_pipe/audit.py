@@ -261,6 +261,11 @@ def audit_path(path: Path, release_license: str | None = None) -> AuditReport:
 
 # ----------------------------------------------------------------------------- rendering
 
+def _terms(license: str) -> str:
+    entry = licenses.get(license)
+    return entry.flags() if entry else "?"
+
+
 def format_report(report: AuditReport) -> str:
     """The compliance matrix, models, notes and violations as text."""
     from granary_pipe.report.fmt import count, hours_of
@@ -270,10 +275,9 @@ def format_report(report: AuditReport) -> str:
            f"release license: {report.release_license or 'not set (compliance only)'}", ""]
     body = []
     for ln in report.lines:
-        entry = licenses.get(ln.license)
         why = licenses.reason(ln.license)
         body.append([ln.source, ln.license, "yes" if why is None else "NO", "-" if why is None else f"license:{why}",
-                     entry.flags() if entry else "?", count(ln.rows_kept), hours_of(ln.seconds_kept),
+                     _terms(ln.license), count(ln.rows_kept), hours_of(ln.seconds_kept),
                      count(ln.rows_rejected), hours_of(ln.seconds_rejected)])
     kept_name = "files" if report.kind in ("manifest", "catalog") else "kept"
     out.append(_table(["source", "license", "compliant", "gate reason", "terms", f"{kept_name} rows",
@@ -282,11 +286,8 @@ def format_report(report: AuditReport) -> str:
     if report.parses:
         out += ["", "license parse:", *[f"  {p}" for p in report.parses]]
     if report.models:
-        rows = []
-        for m in report.models:
-            entry = licenses.get(m.license)
-            rows.append([m.name, m.stage or "-", m.model_id or "-", m.license, m.source or "-",
-                         "yes" if licenses.allows_release(m.license) else "NO", entry.flags() if entry else "?"])
+        rows = [[m.name, m.stage or "-", m.model_id or "-", m.license, m.source or "-",
+                 "yes" if licenses.allows_release(m.license) else "NO", _terms(m.license)] for m in report.models]
         out += ["", _table(["model", "stage", "model id", "license", "license from", "compliant", "terms"], rows)]
     if report.notes:
         out += ["", *[f"note: {n}" for n in report.notes]]

@@ -110,23 +110,22 @@ def _join_whisper_base() -> Path:
 
 
 def _verified(path: Path, expected: str, reinstall: str) -> Path:
-    """``path``, a bundled weights file, once its sha256 is ``expected`` (hashed once per file
-    version: the digest is cached by path, size and mtime); else ModelNotFound naming the file."""
+    """``path``, a bundled weights file, once its (cached) sha256 is ``expected``; else ModelNotFound naming it."""
     digest = cached_sha256(path)
     if digest != expected:
         raise ModelNotFound(f"{path}: sha256 {digest}, expected {expected}: reinstall {reinstall}")
     return path
 
 
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get("GRANARY_MODEL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper())
-    return Path(value) if value else None
+def _env_var(name: str) -> str:
+    """The environment variable that gives a model's local path: ``GRANARY_MODEL_<NAME>``."""
+    return "GRANARY_MODEL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
 def resolve(name_or_path: str) -> Path:
     """Local path of a model given by registry name or by path."""
-    env = _env_path(name_or_path)
-    if env is not None:
+    if value := os.environ.get(_env_var(name_or_path)):
+        env = Path(value)
         if not env.exists():
             raise ModelNotFound(f"model {name_or_path!r}: path from environment does not exist: {env}")
         return env
@@ -145,10 +144,8 @@ def resolve(name_or_path: str) -> Path:
     if path.exists():
         return path
     if name_or_path in MODELS:
-        raise ModelNotFound(
-            f"model {name_or_path!r} ({MODELS[name_or_path].model_id}) has no local copy: set "
-            f"GRANARY_MODEL_{re.sub(r'[^A-Za-z0-9]', '_', name_or_path).upper()}=/path/to/it"
-        )
+        raise ModelNotFound(f"model {name_or_path!r} ({MODELS[name_or_path].model_id}) has no local copy: set "
+                            f"{_env_var(name_or_path)}=/path/to/it")
     raise ModelNotFound(f"unknown model {name_or_path!r}: not a registry name ({', '.join(MODELS)}) nor a path")
 
 

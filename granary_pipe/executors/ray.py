@@ -15,7 +15,8 @@ import signal
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Iterable
+from types import FrameType
+from typing import Callable, Iterable, Iterator
 
 import ray
 
@@ -56,17 +57,24 @@ class StageActor:
 
 
 @contextlib.contextmanager
-def _ctrl_c_deferred():
-    """Hold SIGINT for the duration of the block and raise ``KeyboardInterrupt`` after it."""
+def _on_sigint(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` for SIGINT during the block (only the main thread receives signals)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    hit: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: hit.append(signum))
+    previous = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold SIGINT for the duration of the block and raise ``KeyboardInterrupt`` after it."""
+    hit: list[int] = []
+    with _on_sigint(lambda signum, frame: hit.append(signum)):
+        yield
     if hit:
         raise KeyboardInterrupt
 
@@ -76,24 +84,18 @@ POLL_S = 0.2
 
 
 @contextlib.contextmanager
-def _ctrl_c_polled():
+def _ctrl_c_polled() -> Iterator[threading.Event]:
     """Turn the first SIGINT into a flag that the driver loop checks (a second one raises at once):
     a ``KeyboardInterrupt`` raised inside Ray's C-level callbacks is printed and lost."""
     flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
 
-    def on_sigint(signum, frame) -> None:
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
         if flag.is_set():
             raise KeyboardInterrupt
         flag.set()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
+    with _on_sigint(on_sigint):
         yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _options(stage: Stage) -> dict:
