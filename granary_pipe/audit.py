@@ -19,12 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from granary_pipe import licenses
-from granary_pipe.audit_models import (
-    ModelLine,
-    Violation,
-    audit_models,
-    model_lines,
-)
+from granary_pipe.audit_models import ModelLine, Violation, audit_models, model_lines
 from granary_pipe.report.totals import collect
 from granary_pipe.rundir import read_run_json
 
