@@ -15,7 +15,6 @@ DATA = Path(__file__).resolve().parent / "_data"
 PIPELINES = DATA / "pipelines"
 DEMO_SOURCE = DATA / "demo" / "demo.yaml"
 SOURCES = {"demo": DEMO_SOURCE}
-"""Bundled source manifests by name."""
 TRAIN_PREFIX = "train-"
 """Bundled pipeline files named ``train-*.yaml`` are training configs, not curation pipelines."""
 

@@ -29,7 +29,6 @@ from granary_pipe import rundir
 log = logging.getLogger(__name__)
 
 RECORD = ".ray-embedded.json"
-"""The record's name inside a run directory."""
 MARK_ENV = "GRANARY_RAY_MARK"
 """The environment variable that marks every process of one embedded Ray."""
 
