@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from typing import Any
 
 OPERATORS = frozenset({"AND", "OR", "WITH"})
@@ -99,11 +99,7 @@ def parse(text: str) -> Node:
     from license_expression import PARSE_INVALID_SYMBOL_AS_EXCEPTION, ExpressionError
 
     toks = tokens(text)
-    depth = deepest = 0
-    for t in toks:
-        depth += (t == "(") - (t == ")")
-        deepest = max(deepest, depth)
-    if deepest > MAX_DEPTH:
+    if max(accumulate((t == "(") - (t == ")") for t in toks), default=0) > MAX_DEPTH:
         raise ExpressionSyntaxError(f"parentheses nested deeper than {MAX_DEPTH}")
     if toks.count("(") != toks.count(")"):
         raise ExpressionSyntaxError(f"unbalanced parentheses ({toks.count('(')} opened, {toks.count(')')} closed)")
