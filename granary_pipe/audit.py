@@ -1,26 +1,12 @@
 """License audit of a manifest, a catalog, a run or a release (``granary licenses audit``).
 
-The compliance matrix has one line per (source, license): rows and hours kept and rejected,
-whether the license is open-source compliant, its BY/SA/NC/ND terms, and one line per model the
-run used. A **violation** (exit code 1) is:
-
-- a kept/released row whose license is not compliant (NC, ND, use-restricted) or unknown;
-- a kept/released row whose license cannot go into the release license
-  (:func:`granary_pipe.licenses.compatible`), when a release license is set;
-- a release license that is not a compliant registry id;
-- a model whose license forbids releasing its outputs (not compliant, or unknown: a model given
-  by path or served over an API whose license the pipeline does not declare): pseudo-labels from
-  it cannot go out (:func:`audit_models`; ``granary release`` refuses the run,
-  :func:`check_release_models`);
-- in a manifest: a corpus default license that is not compliant, or any license string that is
-  not recognised (unknown, an unparseable SPDX expression, a CC license without its version that
-  ``license_map`` does not map). Files of a runnable manifest under NC/ND/copyleft licenses are
-  not violations there: the license gate rejects them; the audit says how many.
-
-Rows the gate already rejected are reported, never counted as violations. The report shows the
-parse of every license that is not a plain registry id (:func:`granary_pipe.licenses.explain`:
-an expression's operands and what each allows, a verdict and why) and, for a manifest, of every
-license string as the source wrote it; the matrix has the gate's reason per license.
+The report is a compliance matrix (one line per source and license: rows and hours kept and
+rejected), the models used, how each license string that is not a plain registry id was read
+(:func:`granary_pipe.licenses.explain`), notes, and violations (exit code 1): kept rows whose
+license is not compliant or cannot go into the release license, a release license that is not
+compliant, a model whose license forbids releasing its outputs (:mod:`granary_pipe.audit_models`),
+and in a manifest a non-compliant corpus license or an unrecognised license string. Rows the
+gate rejected are reported, never violations.
 """
 
 from __future__ import annotations
@@ -30,15 +16,10 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from granary_pipe import licenses
-from granary_pipe.audit_models import (
-    ModelLine,
-    Violation,
-    audit_models,
-    model_lines,
-)
+from granary_pipe.audit_models import ModelLine, Violation, audit_models, model_lines
 from granary_pipe.report.totals import collect
 from granary_pipe.rundir import read_run_json
 
@@ -87,18 +68,23 @@ class AuditReport:
 
 # ----------------------------------------------------------------------------- rows
 
+def _release_reason(license: str, release_license: str | None) -> str | None:
+    """Why rows under ``license`` may not go into an open release (under ``release_license``, when set)."""
+    reason = licenses.why_not(license)
+    if reason is None and release_license and licenses.get(release_license) is not None \
+            and not licenses.compatible(license, release_license):
+        reason = f"cannot go into a {release_license} release"
+    return reason
+
+
 def _row_violations(lines: list[LicenseLine], release_license: str | None) -> list[Violation]:
     out = []
     for ln in lines:
         if not ln.rows_kept:
             continue
-        hours = (ln.seconds_kept or 0.0) / 3600
-        reason = licenses.why_not(ln.license)
-        if reason is None and release_license and licenses.get(release_license) is not None \
-                and not licenses.compatible(ln.license, release_license):
-            reason = f"cannot go into a {release_license} release"
+        reason = _release_reason(ln.license, release_license)
         if reason is not None:
-            out.append(Violation("rows", ln.source, ln.license, reason, ln.rows_kept, hours))
+            out.append(Violation("rows", ln.source, ln.license, reason, ln.rows_kept, (ln.seconds_kept or 0.0) / 3600))
     return out
 
 
@@ -115,6 +101,19 @@ def _release_license_violation(release_license: str | None) -> list[Violation]:
     return [Violation("release", "release", release_license, reason)] if reason else []
 
 
+def _matrix(groups: Iterable[tuple[str | None, str | None, bool, int, float]]) -> list[LicenseLine]:
+    """Matrix lines, sorted, from ``(source, license, kept, rows, seconds)`` groups (seconds summed exactly)."""
+    rows: dict[tuple[str, str, bool], int] = defaultdict(int)
+    seconds: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
+    for source, lic, kept, n, secs in groups:
+        key = (source or "(no source)", lic or licenses.UNKNOWN, kept)
+        rows[key] += n
+        seconds[key].append(secs)
+    return [LicenseLine(src, lic, rows[src, lic, True], math.fsum(seconds[src, lic, True]),
+                        rows[src, lic, False], math.fsum(seconds[src, lic, False]))
+            for src, lic in sorted({key[:2] for key in rows})]
+
+
 def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
     """Audit the committed units of a run directory (kept and rejected rows, models): the rows'
     groups come from the units' digests (:func:`granary_pipe.report.totals.collect`), no row is read."""
@@ -122,29 +121,16 @@ def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
     run = read_run_json(run_dir)
     report = AuditReport("run", str(run_dir), release_license)
     totals = collect(run_dir)
-    units = totals.units
-    cells: dict[tuple[str, str], LicenseLine] = {}
-    seconds: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
-    for g in totals.group_rows():
-        key = (g["source"] or "(no source)", g["license"] or licenses.UNKNOWN)
-        kept = g["kept"] and g["drop_reason"] is None
-        ln = cells.setdefault(key, LicenseLine(*key))
-        if kept:
-            ln.rows_kept += g["n"]
-        else:
-            ln.rows_rejected += g["n"]
-        seconds[(*key, kept)].append(g["secs"])
-    for (src, lic, kept), secs in seconds.items():
-        setattr(cells[src, lic], "seconds_kept" if kept else "seconds_rejected", math.fsum(secs))
-    report.lines = [cells[k] for k in sorted(cells)]
+    report.lines = _matrix((g["source"], g["license"], bool(g["kept"] and g["drop_reason"] is None), g["n"],
+                            g["secs"]) for g in totals.group_rows())
     report.parses = _parses(report.lines)
-    if not units:
+    if not totals.units:
         report.notes.append("no committed unit: nothing was kept yet")
     models = run.get("models") or {}
     report.models = model_lines(models)
     report.violations = (_release_license_violation(release_license) + _row_violations(report.lines, release_license)
                          + audit_models(models))
-    gated = sum(ln.rows_rejected for ln in report.lines if licenses.why_not(ln.license))
+    gated = sum(ln.rows_rejected or 0 for ln in report.lines if licenses.why_not(ln.license))
     if gated:
         report.notes.append(f"{gated} rejected row(s) are under non-compliant or unknown licenses "
                             "(rejected by the gate; not released)")
@@ -163,29 +149,22 @@ def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditRep
     rel = json.loads(path.read_text(encoding="utf-8"))
     release_license = release_license or rel.get("release_license")
     report = AuditReport("release", str(rel_dir), release_license)
-    cells: dict[tuple[str, str], LicenseLine] = {}
     shards = [s for s in rel.get("shards", []) if s.get("format") == "parquet"]
     missing = [s["path"] for s in shards if not (rel_dir / s["path"]).is_file()]
     if shards and not missing:
-        seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for g in shard_groups([str(rel_dir / s["path"]) for s in shards]):
-            key = (g["source"] or "(no source)", g["license"] or licenses.UNKNOWN)
-            cells.setdefault(key, LicenseLine(*key)).rows_kept += g["n"]
-            seconds[key].append(g["secs"])
-        for key, secs in seconds.items():
-            cells[key].seconds_kept = math.fsum(secs)
+        report.lines = _matrix((g["source"], g["license"], True, g["n"], g["secs"])
+                               for g in shard_groups([str(rel_dir / s["path"]) for s in shards]))
     else:
         if missing:
             report.notes.append(f"{len(missing)} Parquet shard(s) missing (e.g. {missing[0]}): rows from release.json, "
                                 "hours unknown")
-        for lic, n in (rel.get("licenses") or {}).items():
-            cells[("(all sources)", lic)] = LicenseLine("(all sources)", lic, int(n), None, None, None)
-    report.lines = [cells[k] for k in sorted(cells)]
+        report.lines = [LicenseLine("(all sources)", lic, int(n), None, None, None)
+                        for lic, n in sorted((rel.get("licenses") or {}).items())]
     report.parses = _parses(report.lines)
-    models = rel["models"] if "models" in rel else (rel.get("run") or {}).get("models")
+    models = rel.get("models")
     if models is not None:
-        report.models = model_lines(models or {})
-        model_violations = audit_models(models or {})
+        report.models = model_lines(models)
+        model_violations = audit_models(models)
     else:
         report.notes.append("release.json records no models: "
                             "model licenses not checked; audit the run directory instead")
@@ -207,10 +186,7 @@ def audit_manifest(manifest_path: Path, release_license: str | None = None) -> A
     default = licenses.normalize(manifest.license, lmap)
     hours = manifest.catalog.hours.resolved_total() if manifest.catalog else None
     report.violations += _release_license_violation(release_license)
-    reason = licenses.why_not(default)
-    if reason is None and release_license and licenses.get(release_license) \
-            and not licenses.compatible(default, release_license):
-        reason = f"cannot go into a {release_license} release"
+    reason = _release_reason(default, release_license)
     if reason is not None:
         report.violations.append(Violation("source", manifest.name, default, f"corpus license: {reason}"))
     if licenses.parse(manifest.license, lmap).mapped:
@@ -280,18 +256,23 @@ def audit_path(path: Path, release_license: str | None = None) -> AuditReport:
 
 # ----------------------------------------------------------------------------- rendering
 
+def _terms(license: str) -> str:
+    entry = licenses.get(license)
+    return entry.flags() if entry else "?"
+
+
 def format_report(report: AuditReport) -> str:
     """The compliance matrix, models, notes and violations as text."""
-    from granary_pipe.report.fmt import count, hours_of, plain_table as _table
+    from granary_pipe.report.fmt import count, hours_of
+    from granary_pipe.report.fmt import plain_table as _table
 
     out = [f"license audit of {report.kind} {report.path}",
            f"release license: {report.release_license or 'not set (compliance only)'}", ""]
     body = []
     for ln in report.lines:
-        entry = licenses.get(ln.license)
         why = licenses.reason(ln.license)
         body.append([ln.source, ln.license, "yes" if why is None else "NO", "-" if why is None else f"license:{why}",
-                     entry.flags() if entry else "?", count(ln.rows_kept), hours_of(ln.seconds_kept),
+                     _terms(ln.license), count(ln.rows_kept), hours_of(ln.seconds_kept),
                      count(ln.rows_rejected), hours_of(ln.seconds_rejected)])
     kept_name = "files" if report.kind in ("manifest", "catalog") else "kept"
     out.append(_table(["source", "license", "compliant", "gate reason", "terms", f"{kept_name} rows",
@@ -300,11 +281,8 @@ def format_report(report: AuditReport) -> str:
     if report.parses:
         out += ["", "license parse:", *[f"  {p}" for p in report.parses]]
     if report.models:
-        rows = []
-        for m in report.models:
-            entry = licenses.get(m.license)
-            rows.append([m.name, m.stage or "-", m.model_id or "-", m.license, m.source or "-",
-                         "yes" if licenses.allows_release(m.license) else "NO", entry.flags() if entry else "?"])
+        rows = [[m.name, m.stage or "-", m.model_id or "-", m.license, m.source or "-",
+                 "yes" if licenses.allows_release(m.license) else "NO", _terms(m.license)] for m in report.models]
         out += ["", _table(["model", "stage", "model id", "license", "license from", "compliant", "terms"], rows)]
     if report.notes:
         out += ["", *[f"note: {n}" for n in report.notes]]
@@ -320,4 +298,5 @@ def format_report(report: AuditReport) -> str:
 
 
 def to_json(report: AuditReport) -> str:
+    """The report as ``--json`` prints it."""
     return json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str)

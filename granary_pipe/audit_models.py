@@ -1,14 +1,14 @@
 """Model licenses in a license audit: may a model's outputs go into an open release?
 
-Split from :mod:`granary_pipe.audit` (which re-exports :func:`audit_models` and
-:func:`check_release_models`); ``granary release`` uses :func:`check_release_models`.
+``granary licenses audit`` lists them (:mod:`granary_pipe.audit`); ``granary release`` refuses
+a run they forbid (:func:`check_release_models`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from granary_pipe import licenses
 
@@ -54,21 +54,11 @@ class _Model:
     param: str | None = None  # the stage parameter that declares its license
 
 
-def _model_items(model_licenses: Mapping[str, Any] | Iterable[Any]) -> list[_Model]:
-    def one(name: str, v: Any) -> _Model:
-        if not isinstance(v, Mapping):
-            return _Model(name, None, v)
-        return _Model(name, v.get("model_id"), v.get("license"), v.get("license_source"), v.get("stage"),
-                      v.get("license_param"))
-
-    if isinstance(model_licenses, Mapping):
-        return [one(str(name), v) for name, v in model_licenses.items()]
-    items = []
-    for v in model_licenses:
-        if not isinstance(v, Mapping):
-            raise TypeError(f"model entry {v!r}: expected a mapping with 'name' and 'license'")
-        items.append(one(str(v.get("name") or v.get("model_id") or "?"), v))
-    return items
+def _model_items(model_licenses: Mapping[str, Any]) -> list[_Model]:
+    """Each model of ``run.json``'s ``models`` (name -> record, or name -> license string)."""
+    return [_Model(str(name), v.get("model_id"), v.get("license"), v.get("license_source"), v.get("stage"),
+                   v.get("license_param")) if isinstance(v, Mapping) else _Model(str(name), None, v)
+            for name, v in model_licenses.items()]
 
 
 def _as_id(raw: Any) -> str:
@@ -89,16 +79,11 @@ def _declare_hint(m: _Model) -> str:
     return f"declare it with {where} in that stage (an id from licenses/registry.yaml)"
 
 
-def audit_models(model_licenses: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[Violation]:
-    """Violations for models whose license forbids releasing their outputs.
-
-    ``model_licenses``: ``run.json["models"]`` (name -> {model_id, license, license_source, stage,
-    ...}), a mapping name -> license string, or a list of {name, license} dicts. A license that is
-    not compliant (NC, ND, OpenRAIL-style use restrictions) or unknown (missing, not declared for a
-    model given by path or served over an API, or not a registry id/spelling) is a violation:
-    pseudo-labels, filters' decisions and translations made with the model would go out in the
-    release. Each violation's reason says what to change.
-    """
+def audit_models(model_licenses: Mapping[str, Any]) -> list[Violation]:
+    """Violations for models whose license forbids releasing their outputs (not compliant, or
+    unknown: missing, or not declared for a model given by path or served over an API), each
+    saying what to change. ``model_licenses``: ``run.json["models"]`` (name -> {model_id, license,
+    license_source, stage, ...}) or name -> license string."""
     out = []
     for m in _model_items(model_licenses):
         spdx = _as_id(m.license)
@@ -124,6 +109,6 @@ def check_release_models(run_dir: Path, run: Mapping[str, Any]) -> None:
                          + f" (then `granary licenses audit {run_dir}` checks it)")
 
 
-def model_lines(model_licenses: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[ModelLine]:
+def model_lines(model_licenses: Mapping[str, Any]) -> list[ModelLine]:
     """One :class:`ModelLine` per model of ``model_licenses`` (as :func:`audit_models` takes it)."""
     return [ModelLine(m.name, m.model_id, _as_id(m.license), m.source, m.stage) for m in _model_items(model_licenses)]

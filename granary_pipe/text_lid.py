@@ -1,9 +1,6 @@
-"""Language ID of text: fastText ``lid.176`` behind one small interface.
-
-Used by the ASR stage (a hypothesis that contradicts the language it was decoded in),
-``filter.text_lang`` (a transcript in another language than its row says) and the translation
-filters (each side of a pair in its expected language). The model is the registry's
-``fasttext-lid176`` (:func:`granary_pipe.models.resolve`, checked by sha256) or a path.
+"""Language ID of text: fastText ``lid.176`` behind one small interface, for the ASR stage,
+``filter.text_lang`` and the translation filters. The model is the registry's ``fasttext-lid176``
+(checked by sha256) or a path.
 """
 
 from __future__ import annotations

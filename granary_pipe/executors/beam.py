@@ -1,44 +1,11 @@
-"""Beam executor: the same stages and units as the Ray executor, run as an Apache Beam pipeline.
+"""Beam executor: the same stages and units as the Ray executor, run as one Apache Beam pipeline.
 
-One Beam pipeline processes all the units of a run::
-
-    Create(unit ids) ─► LoadUnit ─► StageDoFn(stage 0) ─► … ─► StageDoFn(stage n-1) ─► CommitUnit
-
-* **Elements are units.** A unit's recording rows are written as an Arrow IPC file into a scratch
-  directory (``units/.beam-TOKEN/``, removed afterwards and cleaned as debris by a rerun), so the
-  pipeline graph holds only unit ids, however many units a run has. Each element carries one
-  unit's whole table through every stage, and each stage batches it with
-  ``granary_pipe.units.apply_stage``, exactly as Ray does: batching and output are identical.
-* **Models load once per DoFn instance**: ``StageDoFn.setup`` calls ``stage.setup()``; Beam
-  reuses DoFn instances across bundles.
-* **The coder** (``UnitElementCoder``, registered for ``UnitElement``): a length-prefixed JSON
-  header (unit id, the unit's stats: seconds and counters per stage, error) followed by the
-  table as an Arrow IPC stream. No pickling of tables; decoding is zero-copy over the bytes.
-  Fused steps hand elements over as Python objects; the coder is used wherever the runner
-  materialises a PCollection (fusion breaks, shuffles, transfers between workers).
-* **Failures stay per unit.** A stage that raises is retried in-process on the same input up to
-  ``max_attempts`` times; then the element becomes an error record that the following stages pass
-  through and the commit step reports — the pipeline itself does not fail. (Ray retries a unit's
-  whole chain; here each step is retried, since its input is still at hand.)
-* **Commit** is ``granary_pipe.io.sink.commit_unit``, as on Ray (temporary directory, rename,
-  ``_COMMITTED`` marker last). The commit step then writes a small JSON result per unit
-  (``{"unit", "stats", "error"}``) into the scratch directory.
-* **Results reach the driver through files, never DoFn side effects on driver memory**: while the
-  pipeline runs, a driver thread polls the result files and calls ``on_result`` as units end
-  (live progress and ``run.json`` updates); after ``wait_until_finish()`` the rest are read. A
-  unit with no result but a commit marker is reported from its marker; one with neither is
-  reported failed (the pipeline itself failed, e.g. a model that did not load).
-* **Parallelism belongs to the runner.** ``max_in_flight`` has no Beam equivalent and is not
-  used: the runner decides bundles and workers. Memory per worker is bounded by one element,
-  i.e. one unit with its decoded audio (the demo: a few MB). On the DirectRunner the default is
-  ``direct_num_workers=1`` in the ``in_memory`` mode: one unit at a time, in this process, each
-  flowing through all stages before the next starts (no overlap of decode and ASR as on Ray).
-  ``direct_num_workers=N`` with ``direct_running_mode=multi_threading`` or ``multi_processing``
-  runs N units at once, with N copies of every model.
-* **Other runners** (Flink, Spark, Dataflow) come from standard Beam ``PipelineOptions`` flags,
-  e.g. ``["--runner=FlinkRunner", "--flink_master=host:8081", "--environment_type=LOOPBACK"]``.
-  The run directory must then be a filesystem that the driver and every worker see at the same
-  path (NFS, a mounted bucket), since the sink writes it with POSIX renames.
+``Create(unit ids) -> LoadUnit -> StageDoFn(stage 0) -> ... -> StageDoFn(stage n-1) -> CommitUnit``.
+Elements are whole units (:class:`UnitElement`, Arrow IPC through :class:`UnitElementCoder`);
+their input rows and each unit's result record go through a scratch directory
+(``units/.beam-TOKEN/``), which the driver polls to report units as they end. A stage that keeps
+failing turns its unit into an error record; the pipeline goes on. Parallelism belongs to the
+runner (``--beam-option``). Design: docs/architecture.md, "Beam executor".
 """
 
 from __future__ import annotations
@@ -54,14 +21,14 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pyarrow as pa
 
 from granary_pipe import rundir
 from granary_pipe.io import sink
-from granary_pipe.units import OnResult, Unit, UnitStats, apply_stage
 from granary_pipe.stage import Stage
+from granary_pipe.units import OnResult, Unit, UnitStats, apply_stage
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +62,7 @@ INPUTS = "inputs"
 
 @dataclass
 class UnitElement:
-    """What flows between the DoFns: one unit's table and its stats (``units.UnitStats``:
-    seconds and counters per stage), or its error."""
+    """What flows between the DoFns: one unit's table and its ``UnitStats``, or its error."""
 
     unit: str
     table: pa.Table | None
@@ -219,8 +185,7 @@ class CommitUnit(beam.DoFn):
 
 def _from_marker(run_dir: Path, unit: str, failure: str | None) -> tuple[dict | None, str | None]:
     """``(stats, error)`` of a unit the pipeline gave no result for: its marker when it is committed
-    and its files match it (``rundir.check_unit``); else failed (a damaged unit is removed, so that
-    the next run redoes it and no reader counts it meanwhile)."""
+    and intact (``rundir.check_unit``); else failed (a damaged unit is removed, so the next run redoes it)."""
     marker, damaged = rundir.check_unit(run_dir, unit)
     if marker is not None:
         return marker, None
@@ -239,9 +204,8 @@ def normalize_options(options: Iterable[str] | None) -> list[str]:
 def check_options(options: Iterable[str] | None) -> PipelineOptions:
     """Beam ``PipelineOptions`` from ``DEFAULT_OPTIONS`` + ``options``.
 
-    ValueError on a bad value of a known option or an unknown runner (Beam itself would print its
-    whole usage and exit, at run time). Options the Python SDK does not know are passed on, with
-    Beam's warning, as runners may take options of their own."""
+    ValueError on a bad value of a known option or an unknown runner (Beam would print its usage
+    and exit). Options the Python SDK does not know are passed on: runners take their own."""
     parsed = PipelineOptions(DEFAULT_OPTIONS + normalize_options(options))
     err = io.StringIO()
     try:
@@ -258,16 +222,69 @@ def check_options(options: Iterable[str] | None) -> PipelineOptions:
     return parsed
 
 
+class _Results:
+    """Reports each pending unit once, from its result file (polled while the pipeline runs)."""
+
+    def __init__(self, results: Path, pending: set[str], on_result: OnResult) -> None:
+        self.dir = results
+        self.pending = pending
+        self.on_result = on_result
+        self.lock = threading.Lock()
+
+    def report(self, unit: str, stats: dict | None, error: str | None) -> None:
+        with self.lock:
+            if unit in self.pending:
+                self.pending.discard(unit)
+                self.on_result(unit, stats, error)
+
+    def sweep(self) -> None:
+        """Report the pending units whose result file is there."""
+        for unit in sorted(self.pending):
+            path = self.dir / f"{unit}.json"
+            if path.is_file():
+                rec = json.loads(path.read_text())
+                self.report(unit, rec["stats"], rec["error"])
+
+    @contextlib.contextmanager
+    def polling(self, every_s: float) -> Iterator[None]:
+        """Sweep every ``every_s`` on a thread during the block; its error is raised after the block."""
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def poll() -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.sweep()
+                except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread
+                    errors.append(exc)
+                    return
+
+        poller = threading.Thread(target=poll, name="beam-results", daemon=True)
+        poller.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            poller.join()
+        if errors:
+            raise errors[0]
+
+
+def _write_inputs(units: Iterable[Unit], inputs: Path) -> set[str]:
+    """Each unit's rows as an Arrow file in ``inputs``, one unit in memory at a time; the unit ids."""
+    ids = set()
+    for u in units:
+        ids.add(u.id)
+        with pa.OSFile(str(inputs / f"{u.id}.arrow"), "wb") as out, pa.ipc.new_file(out, u.table.schema) as writer:
+            writer.write_table(u.table)
+    return ids
+
+
 class BeamExecutor:
     """Runs units of a pipeline as one Apache Beam pipeline (DirectRunner unless told otherwise).
 
-    Args:
-        stages: the pipeline's stages, in order.
-        run_dir: the run directory (``units/`` is written there).
-        pipeline_options: Beam flags, ``--KEY=VALUE`` or ``KEY=VALUE``; they override
-            ``DEFAULT_OPTIONS`` (``runner=DirectRunner``, ``direct_num_workers=1``,
-            ``direct_running_mode=in_memory``).
-        poll_s: how often the driver looks for finished units while the pipeline runs.
+    ``pipeline_options``: Beam flags (``--KEY=VALUE`` or ``KEY=VALUE``) over ``DEFAULT_OPTIONS``;
+    ``poll_s``: how often the driver looks for finished units while the pipeline runs.
     """
 
     def __init__(self, stages: list[Stage], run_dir: Path, pipeline_options: list[str] | None = None,
@@ -290,71 +307,36 @@ class BeamExecutor:
 
     def run(self, units: Iterable[Unit], max_in_flight: int, max_attempts: int, on_result: OnResult) -> None:
         """Process ``units``; ``on_result(unit, stats, error)`` is called on the driver as each ends.
-
-        ``max_in_flight`` is not used: the Beam runner controls parallelism (see the module doc).
-        Each unit's rows go to the scratch directory as they are read, so the driver holds one at a time.
-        """
+        ``max_in_flight`` is not used: the Beam runner controls parallelism."""
         log.debug("beam: max_in_flight=%d not used; the runner controls parallelism", max_in_flight)
         scratch = self.run_dir / "units" / f".beam-{uuid.uuid4().hex[:8]}"
         (scratch / INPUTS).mkdir(parents=True)
         (scratch / RESULTS).mkdir()
-        pending: set[str] = set()
-        lock = threading.Lock()
-
-        def report(unit: str, stats: dict | None, error: str | None) -> None:
-            with lock:
-                if unit not in pending:
-                    return
-                pending.discard(unit)
-                on_result(unit, stats, error)
-
-        def sweep() -> None:
-            for unit in sorted(pending):
-                path = scratch / RESULTS / f"{unit}.json"
-                if path.is_file():
-                    rec = json.loads(path.read_text())
-                    report(unit, rec["stats"], rec["error"])
-
-        stop = threading.Event()
-        poll_error: list[BaseException] = []
-
-        def poll() -> None:
-            while not stop.wait(self.poll_s):
-                try:
-                    sweep()
-                except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread
-                    poll_error.append(exc)
-                    return
-
         try:
-            for u in units:
-                pending.add(u.id)
-                with pa.OSFile(str(scratch / INPUTS / f"{u.id}.arrow"), "wb") as out:
-                    with pa.ipc.new_file(out, u.table.schema) as writer:
-                        writer.write_table(u.table)
+            pending = _write_inputs(units, scratch / INPUTS)
             if not pending:
                 return
-            poller = threading.Thread(target=poll, name="beam-results", daemon=True)
-            poller.start()
-            failure = None
-            try:
-                p = beam.Pipeline(options=self.options)
-                self.build(p, sorted(pending), scratch, max_attempts)
-                self.last_result = p.run()
-                self.last_result.wait_until_finish()
-            except Exception as exc:  # noqa: BLE001 - units without a result are reported failed
-                failure = f"beam pipeline failed: {_describe(exc)}"
-                log.error("%s", failure)
-            finally:
-                stop.set()
-                poller.join()
-            if poll_error:
-                raise poll_error[0]
-            sweep()
+            results = _Results(scratch / RESULTS, pending, on_result)
+            with results.polling(self.poll_s):
+                failure = self._run_pipeline(sorted(pending), scratch, max_attempts)
+            results.sweep()
             for unit in sorted(pending):
-                report(unit, *_from_marker(self.run_dir, unit, failure))
+                results.report(unit, *_from_marker(self.run_dir, unit, failure))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run_pipeline(self, unit_ids: list[str], scratch: Path, max_attempts: int) -> str | None:
+        """Run the Beam pipeline to its end; the error for units left without a result, None if it finished."""
+        try:
+            p = beam.Pipeline(options=self.options)
+            self.build(p, unit_ids, scratch, max_attempts)
+            self.last_result = p.run()
+            self.last_result.wait_until_finish()
+        except Exception as exc:  # noqa: BLE001 - units without a result are reported failed
+            failure = f"beam pipeline failed: {_describe(exc)}"
+            log.error("%s", failure)
+            return failure
+        return None
 
     def shutdown(self) -> None:
         """Nothing to release: each ``run`` starts and finishes its own Beam pipeline."""

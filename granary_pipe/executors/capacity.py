@@ -1,30 +1,11 @@
 """Will a pipeline's stages fit a Ray cluster? The Ray executor's start check, engine-free.
 
-Ray never refuses a request it cannot place: the actor or task just waits until some node has
-room. Model actors hold their reservation for the whole run, so a pipeline whose actors do not
-all fit, or leave no room for a task, stalls at that stage without a word. ``check(stages,
-nodes)`` places the pipeline on the nodes the way Ray places requests and raises
-:class:`CapacityError` with each stage's share, the totals and what to change.
-
-How Ray places a request, mirrored here:
-
-- everything one worker reserves (CPUs, GPUs, custom resources) comes from one node;
-- GPUs are devices (Ray's unit-instance resources): a share below 1 comes from a single GPU
-  (Ray takes the fitting GPU with the least room left); 1 or more must be a whole number of
-  GPUs that are entirely free;
-- an actor stage (``Stage.actor``) holds ``resources`` × ``workers`` for the whole run, all
-  workers alive at once; a task stage reserves ``resources`` per call (``workers`` does not
-  apply to it), so it needs room once beside all the actors, like the sink's commit task.
-
-Actors are placed largest GPU request first (the executor creates them in that order,
-:func:`actor_order`), each on the GPU where it fits most tightly.
-
-Beyond reservations, the stages' own parameters are checked (``Stage.gpu_use``): a stage that
-runs on a GPU (``device: cuda``, a vLLM backend) must reserve one, or Ray places it as a CPU
-worker that still sees every GPU; a vLLM engine drives ``tensor_parallel_size`` GPUs; and it
-claims ``gpu_memory_utilization`` of each GPU's memory at start, which must not exceed the share
-of the GPU it reserves: the shares of the actors Ray puts on one GPU add up to at most 1, so their
-vLLM memory claims then do too.
+Ray never refuses a request it cannot place: it waits. ``check(stages, nodes)`` places the
+pipeline as Ray would (a worker's resources from one node; a GPU share below 1 from one GPU, 1 or
+more as whole free GPUs; actors, largest GPU request first, held all run; each task once beside
+them) and raises :class:`CapacityError` with each stage's share, the totals and what to change.
+It also checks what a stage's own parameters require of its GPU reservation (``Stage.gpu_use``).
+Design: docs/architecture.md, "Ray executor".
 """
 
 from __future__ import annotations
@@ -186,17 +167,28 @@ def check(stages: Sequence[Stage], nodes: Sequence[Mapping[str, float]], commit_
     """
     _check_stage_gpus(stages)
     cluster = _nodes(nodes)
-    gpus = sum(len(n.gpus) for n in cluster)
+    _check_custom(stages, cluster)
+    _check_totals(stages, cluster, commit_cpus)
+    _check_placement(stages, cluster, commit_cpus)
+
+
+def _check_custom(stages: Sequence[Stage], cluster: list[_Node]) -> None:
+    """A custom resource the cluster does not offer at all."""
     custom: dict[str, float] = {}
     for n in cluster:
         for k, v in n.custom.items():
             custom[k] = custom.get(k, 0) + v
-    for s in stages:  # a custom resource the cluster does not offer at all
+    for s in stages:
         missing = [f"{k}={v:g}" for k, v in s.resources.custom.items() if v > 0 and custom.get(k, 0) < v - EPS]
         if missing:
             raise CapacityError(f"stage {s.name} needs {', '.join(missing)} but the Ray cluster's custom resources "
                                 f"are {custom or 'none'}: start nodes with them (ray start --resources) or "
                                 f"remove resources.custom from the stage")
+
+
+def _check_totals(stages: Sequence[Stage], cluster: list[_Node], commit_cpus: float) -> None:
+    """The cluster's GPUs and CPUs against what the actors hold plus the largest task."""
+    gpus = sum(len(n.gpus) for n in cluster)
     held_gpus = sum(s.resources.gpus * s.workers for s in stages if s.actor)
     task_gpus = max([s.resources.gpus for s in stages if not s.actor] + [0.0])
     if held_gpus + task_gpus > gpus + EPS:
@@ -208,6 +200,10 @@ def check(stages: Sequence[Stage], nodes: Sequence[Mapping[str, float]], commit_
     if held_cpus + task_cpus > cpus + EPS:
         raise CapacityError(f"actors reserve {held_cpus:g} CPUs and the largest task needs {task_cpus:g}, but the "
                             f"cluster has {cpus:g}: lower resources.cpus or workers in the pipeline config")
+
+
+def _check_placement(stages: Sequence[Stage], cluster: list[_Node], commit_cpus: float) -> None:
+    """Place every actor worker (in :func:`actor_order`), then look for room for each task."""
     for i in actor_order(stages):
         for w in range(stages[i].workers):
             if not _place(cluster, _request(stages[i])):

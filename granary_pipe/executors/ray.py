@@ -1,11 +1,9 @@
 """Ray executor: model stages as actors (model loaded once), CPU stages as tasks.
 
-With no address an embedded local Ray starts (with Ray's token authentication, quietly; recorded
-first, so that the next run stops its processes if this driver is killed: :mod:`ray_orphans`);
-with ``address`` (or ``RAY_ADDRESS``) the run joins an existing cluster. Each unit becomes a
-chain of remote calls — task → actor → … → commit — whose object references Ray resolves as they
-are ready, so one unit's decode and VAD run while another unit is in ASR. At most ``max_in_flight`` units are in flight (backpressure);
-a unit whose chain fails is retried, then reported failed while the rest of the run goes on.
+With no address an embedded local Ray starts (recorded first: :mod:`ray_orphans`); with
+``address`` (or ``RAY_ADDRESS``) the run joins an existing cluster. Each unit is a chain of
+remote calls (task -> actor -> ... -> commit), at most ``max_in_flight`` units at once; a unit
+whose chain fails is retried, then reported failed while the run goes on.
 """
 
 from __future__ import annotations
@@ -17,14 +15,15 @@ import signal
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Iterable
+from types import FrameType
+from typing import Callable, Iterable, Iterator
 
 import ray
 
 from granary_pipe.executors import capacity, ray_orphans
 from granary_pipe.io import run_guard, sink
-from granary_pipe.units import OnResult, Payload, Unit, UnitStats, apply_stage
 from granary_pipe.stage import Stage
+from granary_pipe.units import OnResult, Payload, Unit, UnitStats, apply_stage
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +57,24 @@ class StageActor:
 
 
 @contextlib.contextmanager
-def _ctrl_c_deferred():
-    """Hold SIGINT for the duration of the block and raise ``KeyboardInterrupt`` after it."""
+def _on_sigint(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` for SIGINT during the block (only the main thread receives signals)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    hit: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: hit.append(signum))
+    previous = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold SIGINT for the duration of the block and raise ``KeyboardInterrupt`` after it."""
+    hit: list[int] = []
+    with _on_sigint(lambda signum, frame: hit.append(signum)):
+        yield
     if hit:
         raise KeyboardInterrupt
 
@@ -78,28 +84,18 @@ POLL_S = 0.2
 
 
 @contextlib.contextmanager
-def _ctrl_c_polled():
-    """Turn the first SIGINT into a flag that the driver loop checks (a second one raises at once).
-
-    Python raises ``KeyboardInterrupt`` wherever the main thread happens to be; inside Ray's
-    C-level callbacks (e.g. the call-site capture when a task is submitted) it is printed as
-    "Exception ignored" and lost, and the run goes on as if Ctrl-C had never been pressed.
-    """
+def _ctrl_c_polled() -> Iterator[threading.Event]:
+    """Turn the first SIGINT into a flag that the driver loop checks (a second one raises at once):
+    a ``KeyboardInterrupt`` raised inside Ray's C-level callbacks is printed and lost."""
     flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
 
-    def on_sigint(signum, frame) -> None:
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
         if flag.is_set():
             raise KeyboardInterrupt
         flag.set()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
+    with _on_sigint(on_sigint):
         yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _options(stage: Stage) -> dict:
@@ -117,13 +113,8 @@ TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 class _TokenAuthNote(logging.Filter):
-    """Drops Ray's "Token authentication is enabled for this Ray cluster" note.
-
-    A new local Ray turns token authentication on by default (token in ``~/.ray/auth_token``) and
-    says so with a WARNING on every start, though nothing is wrong: this is the secure default, and
-    ``RAY_AUTH_MODE=disabled`` opts out. Setting ``RAY_AUTH_MODE=token`` ourselves would silence it
-    too, but only before ``import ray`` (Ray reads its config at import). Ray's warning that token
-    authentication is *disabled* still shows."""
+    """Drops Ray's WARNING "Token authentication is enabled for this Ray cluster", which a local Ray
+    gives on every start with its secure default; the warning that it is *disabled* still shows."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Token authentication is enabled")
@@ -136,9 +127,8 @@ def quiet_token_auth_note() -> None:
         logger.addFilter(_TokenAuthNote())
 
 
-def _start_embedded(run_dir: Path, num_cpus: int) -> None:
-    """Start a local Ray for this driver, marked and recorded first (:mod:`ray_orphans`), without
-    Ray's note on token authentication (:class:`_TokenAuthNote`)."""
+def _start_embedded(run_dir: Path, num_cpus: int | None) -> None:
+    """Start a local Ray for this driver, marked and recorded first (:mod:`ray_orphans`)."""
     quiet_token_auth_note()
     with ray_orphans.starting(run_dir) as (mark, started_at):
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
@@ -171,7 +161,9 @@ class RayExecutor:
             capacity.check(stages, cluster_nodes(), COMMIT_CPUS)  # before any actor: Ray would wait forever
             for i in capacity.actor_order(stages):  # largest GPU share first, as the check placed them
                 stage = stages[i]
-                cls = StageActor.options(**_options(stage), max_restarts=3, max_task_retries=2)
+                # ray.remote's stubs type the decorated class as itself, without ActorClass.options
+                cls = StageActor.options(**_options(stage), max_restarts=3,  # type: ignore[attr-defined]
+                                         max_task_retries=2)
                 self.actors[i] = [cls.remote(stage) for _ in range(stage.workers)]
                 self.load[i] = [0] * stage.workers
         except BaseException:  # Ctrl-C or a capacity error: stop what was started

@@ -1,10 +1,9 @@
 """Submit pipeline runs to a Ray cluster through Ray's Jobs API; query their status and logs.
 
-The job's entrypoint is ``python -m granary_pipe.cli run ...`` on the cluster; its driver joins
-the cluster (Ray sets ``RAY_ADDRESS`` for jobs), so stages run on the cluster's workers. The
-runtime env uploads the working directory (pipelines, manifests) and, unless the cluster's
-image already has it, the ``granary_pipe`` package. Ray's token authentication stays on: the
-token comes from ``RAY_AUTH_TOKEN`` (or ``~/.ray/auth_token``) and Ray's client sends it.
+The job runs ``python -m granary_pipe.cli run ...`` on the cluster (its driver joins it); the
+runtime env uploads the working directory and, unless the cluster's image has it, the
+``granary_pipe`` package. Ray's token authentication stays on (``RAY_AUTH_TOKEN`` or
+``~/.ray/auth_token``).
 """
 
 from __future__ import annotations
@@ -12,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import time
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
 import granary_pipe
+from granary_pipe.retry import backoff_delay
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 AGENT_WAIT_S = 300.0
@@ -79,7 +79,7 @@ def submit(pipeline: str, source: str, out: str, *, address: str | None = None, 
         except RuntimeError as exc:  # a fresh cluster's job agent may not be up yet
             if "No available agent" not in str(exc) or time.monotonic() > deadline:
                 raise
-            time.sleep(min(2.0 ** attempt, 10.0))
+            time.sleep(backoff_delay(attempt, 1.0, 10.0))
             attempt += 1
 
 

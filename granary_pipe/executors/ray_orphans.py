@@ -1,19 +1,12 @@
 """Processes of an embedded Ray whose driver was killed: recorded before the start, stopped at the next start.
 
-A driver killed with SIGKILL cannot stop the local Ray it started; its GCS and raylet may go, but
-the raylet's agents (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``, about 210 MB together) and
-any worker still busy stay behind, also when the driver dies while ``ray.init`` is still starting
-Ray. So before :class:`~granary_pipe.executors.ray.RayExecutor` starts an embedded Ray
-(:func:`starting`) it writes ``OUT/.ray-embedded.json`` (the host, the driver's pid, the time and
-Ray's temp directory) and puts a mark in the environment that every process Ray starts inherits
-(``GRANARY_RAY_MARK``); once Ray is up the record names the session directory too, and it is
-removed when the driver stops Ray. The next ``granary run`` on that directory (holding the run
-lock, so no driver of it is alive) finds the record, and on the same host stops this user's
-processes that have a file open under the session directory (every Ray process logs there; for a
-start cut short, the directory Ray named after the driver, ``session_DATE_PID``, made since the
-start) or still carry the mark (a process that sets its title, as Ray's do, loses its
-environment in ``/proc``); psutil finds them. A session directory and a mark belong to one Ray
-instance, so no other run's or user's Ray is touched; processes of other users are never signalled.
+Before :class:`~granary_pipe.executors.ray.RayExecutor` starts an embedded Ray (:func:`starting`)
+it writes ``OUT/.ray-embedded.json`` (host, driver pid, start time, Ray's temp directory) and puts
+a mark (``GRANARY_RAY_MARK``) in the environment every Ray process inherits; once Ray is up the
+record names the session directory, and it is removed when the driver stops Ray. The next run on
+that directory (holding the run lock, so its driver is dead) stops, on the same host, this user's
+processes that carry the mark or have a file open under that session directory (:func:`clean`).
+Design: docs/architecture.md, "One writer, disk errors, leftovers".
 """
 
 from __future__ import annotations
@@ -36,16 +29,12 @@ from granary_pipe import rundir
 log = logging.getLogger(__name__)
 
 RECORD = ".ray-embedded.json"
-"""The record's name inside a run directory."""
-
-
 MARK_ENV = "GRANARY_RAY_MARK"
 """The environment variable that marks every process of one embedded Ray."""
 
 
 def ray_temp_dir() -> str:
-    """Where a local Ray started by this process puts its session directory (``/tmp/ray`` unless
-    ``RAY_TMPDIR`` or ``TMPDIR`` says otherwise)."""
+    """Where a local Ray started by this process puts its session directory (``/tmp/ray`` by default)."""
     try:
         from ray._common.utils import get_default_ray_temp_dir
     except ImportError:  # an older or newer Ray: its rule, as of Ray 2.5x
@@ -56,8 +45,8 @@ def ray_temp_dir() -> str:
 
 def record(run_dir: Path, session_dir: str | None, mark: str | None = None, started_at: float | None = None) -> None:
     """Note that this process starts (``session_dir`` None) or started an embedded Ray whose
-    processes carry ``mark`` and log under ``session_dir``; ``started_at`` (epoch seconds) is when
-    the start began. Best effort: a run directory that takes no file fails the run elsewhere."""
+    processes carry ``mark`` and log under ``session_dir``, since ``started_at`` (epoch seconds).
+    Best effort: a run directory that takes no file fails the run elsewhere."""
     info = {"session_dir": str(session_dir) if session_dir else None, "mark": mark, "host": socket.gethostname(),
             "driver_pid": os.getpid(), "ray_temp_dir": ray_temp_dir(), "started_at": started_at}
     path = Path(run_dir) / RECORD
@@ -70,9 +59,7 @@ def record(run_dir: Path, session_dir: str | None, mark: str | None = None, star
 @contextlib.contextmanager
 def starting(run_dir: Path) -> Iterator[tuple[str, float]]:
     """Around ``ray.init`` of an embedded Ray: mark the processes it starts and record the mark in
-    ``run_dir`` first, so a driver killed half-way through the start leaves nothing the next run
-    cannot find. Yields ``(mark, started_at)``: pass them to :func:`record` with the session
-    directory once Ray is up."""
+    ``run_dir`` first. Yields ``(mark, started_at)`` for :func:`record` once Ray is up."""
     mark = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     started_at = time.time()
     previous = os.environ.get(MARK_ENV)
@@ -89,26 +76,19 @@ def starting(run_dir: Path) -> Iterator[tuple[str, float]]:
 
 def forget(run_dir: Path) -> None:
     """The embedded Ray was stopped cleanly: drop the record."""
-    try:
+    with contextlib.suppress(OSError):
         (Path(run_dir) / RECORD).unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def _own_processes() -> Iterator[psutil.Process]:
-    """This user's processes other than this one."""
-    me, uid = os.getpid(), os.getuid()
-    for proc in psutil.process_iter(["uids"]):
-        uids = proc.info["uids"]
-        if proc.pid != me and uids is not None and uids.effective == uid:
-            yield proc
 
 
 def _matching(test: Callable[[psutil.Process], bool]) -> list[int]:
     """PIDs of this user's processes (other than this one) that pass ``test``; a process that
     ends or hides itself meanwhile does not."""
+    me, uid = os.getpid(), os.getuid()
     out = []
-    for proc in _own_processes():
+    for proc in psutil.process_iter(["uids"]):
+        uids = proc.info["uids"]
+        if proc.pid == me or uids is None or uids.effective != uid:
+            continue
         try:
             if test(proc):
                 out.append(proc.pid)
@@ -147,9 +127,9 @@ def session_dirs(info: dict) -> list[str]:
 
 
 def _left(info: dict, sessions: list[str]) -> list[int]:
-    """The processes of a recorded embedded Ray still alive: those that carry its mark (a process
-    that sets its title, as Ray's agents do, loses its environment) or have a file open in its
-    session directory."""
+    """The processes of a recorded embedded Ray still alive: those that carry its mark or have a
+    file open in its session directory (a process that sets its title, as Ray's agents do, loses
+    its environment)."""
     found = set(marked_processes(info["mark"])) if info.get("mark") else set()
     for session in sessions:
         found |= set(session_processes(session))
@@ -157,10 +137,8 @@ def _left(info: dict, sessions: list[str]) -> list[int]:
 
 
 def clean(run_dir: Path, grace_s: float = 3.0) -> list[int]:
-    """Stop what a killed driver's embedded Ray left (see the module doc); returns the PIDs stopped.
-
-    Call it only while holding the run directory's lock (then the recorded driver is not running).
-    A record from another host is left alone (its processes are not ours to see)."""
+    """Stop what a killed driver's embedded Ray left; returns the PIDs stopped. Call it only while
+    holding the run directory's lock. A record from another host is left alone."""
     path = Path(run_dir) / RECORD
     try:
         info = json.loads(path.read_text())
@@ -176,10 +154,8 @@ def clean(run_dir: Path, grace_s: float = 3.0) -> list[int]:
         if not live:
             break
         for pid in live:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and _left(info, sessions):
             time.sleep(0.1)

@@ -19,6 +19,7 @@ import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +38,7 @@ SINK = "sink.write"
 _COUNTED = ["drop_reason", "duration_s", "flags"]  # what counters.of_batch reads: no samples copied
 
 
-def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: dict) -> dict:
+def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: Mapping[str, Any]) -> dict:
     """Write a unit's kept/rejected Parquet and kept audio, then its commit marker: ``stats`` (the unit's
     ``units.UnitStats``) with the sink's time and counts under ``sink.write`` and the unit's totals added.
     Returns the marker's content."""

@@ -1,19 +1,11 @@
 """One small interface over three ways to run an instruction-tuned LLM, chosen by config name.
 
-``Backend.generate(prompts, max_new_tokens)`` takes a batch of chat conversations (lists of
-``{"role": ..., "content": ...}`` messages) and returns one string per conversation, or ``None``
-where that item's call failed (a timeout after retries, a malformed answer): callers flag such
-rows, never lose them. Decoding is greedy (temperature 0), so output depends on input, prompt
-and model only.
-
-- ``vllm``: offline batch generation with ``vllm.LLM`` inside the stage's (GPU) actor.
-- ``openai``: any OpenAI-compatible ``/v1/chat/completions`` server (``vllm serve``, TGI, ...).
-- ``transformers``: ``AutoModelForCausalLM`` on CPU or GPU, batched with left padding.
-
-Options are pydantic models told apart by ``name``, so a pipeline writes
-``backend: {name: openai, base_url: http://host:8000/v1, model: qwen}`` and an unknown key or a
-key of another backend is an error naming it. ``model_license`` (every backend) declares the
-license of a model given by path or served over an API; a registry model carries its own.
+``Backend.generate`` takes a batch of chat conversations and returns one string per conversation,
+or ``None`` where that item failed (callers flag such rows, never lose them); decoding is greedy.
+Backends: ``vllm`` (offline, in the stage's GPU actor), ``openai`` (any OpenAI-compatible server),
+``transformers`` (CPU or GPU). Options are pydantic models told apart by ``name``
+(``backend: {name: openai, base_url: ..., model: ...}``); ``model_license`` declares the license
+of a model given by path or served over an API.
 """
 
 from __future__ import annotations
@@ -99,9 +91,8 @@ def model_name(options: BackendOptions, default_model: str) -> str:
 
 
 def model_refs(options: BackendOptions, default_model: str, stage: str) -> list[str]:
-    """The model a backend uses, for ``run.json``: loaded here (vllm, transformers: its name or
-    path) or served over an API (openai: ``openai:NAME``, with the server's ``base_url``), with the
-    license the pipeline declares for it (``backend.model_license``)."""
+    """The model a backend uses, for ``run.json``, with its declared license: its name or path, or
+    for ``openai`` ``openai:NAME`` with the server's ``base_url``."""
     param = "backend.model_license"
     if options.name == "openai":
         return [models.ModelRef(f"openai:{options.model}", stage, options.model_license, param,
@@ -110,9 +101,8 @@ def model_refs(options: BackendOptions, default_model: str, stage: str) -> list[
 
 
 def gpu_use(options: BackendOptions) -> GpuUse | None:
-    """GPUs a backend's engine runs on in the stage's worker: vLLM always (``tensor_parallel_size``
-    GPUs, claiming ``gpu_memory_utilization`` of each at start), transformers on a cuda device;
-    an OpenAI-compatible server runs elsewhere (None)."""
+    """GPUs a backend's engine runs on in the stage's worker: vLLM always, transformers on a cuda
+    device; None for an OpenAI-compatible server (it runs elsewhere)."""
     if options.name == "vllm":
         return GpuUse(why="backend vllm", devices=options.tensor_parallel_size,
                       memory_fraction=options.gpu_memory_utilization)

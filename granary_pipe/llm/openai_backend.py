@@ -1,11 +1,8 @@
 """OpenAI-compatible chat-completions client (``vllm serve``, TGI, llama.cpp server, ...).
 
-Uses ``requests`` (already a dependency of Ray and Beam). Each conversation is one POST to
-``{base_url}/chat/completions`` with ``temperature: 0``; up to ``concurrency`` run at once on a
-thread pool, each thread with its own connection pool. Timeouts, connection errors, HTTP 429 and
-5xx are retried by urllib3 under the one retry policy (:mod:`granary_pipe.retry`: exponential
-backoff with jitter, a ``Retry-After`` header honoured up to ``backoff_max_s``); any other HTTP
-error, or an answer that is not the expected JSON, fails that item only (``None``).
+One POST to ``{base_url}/chat/completions`` per conversation, ``concurrency`` at once on a thread
+pool (a ``requests`` session per thread). Timeouts, connection errors, HTTP 429 and 5xx are
+retried by urllib3 under :mod:`granary_pipe.retry`; any other error fails that item only (``None``).
 """
 
 from __future__ import annotations
@@ -43,8 +40,8 @@ class OpenAIBackend(Backend):
 
     def complete(self, messages: Messages, max_new_tokens: int) -> str | None:
         """One conversation → its completion, or None after the retries are spent."""
-        body = {"model": self.options.model, "messages": messages, "temperature": 0,
-                "max_tokens": max_new_tokens}
+        body: dict[str, Any] = {"model": self.options.model, "messages": messages, "temperature": 0,
+                                "max_tokens": max_new_tokens}
         try:
             resp = self._session().post(self.url, json=body, headers=self.headers, timeout=self.options.timeout_s)
         except requests.RequestException as exc:  # connection errors and timeouts: after the retries

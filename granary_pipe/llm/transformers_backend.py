@@ -1,11 +1,9 @@
-"""Hugging Face ``transformers`` generation on a local model directory (CPU-capable).
-
-The tokenizer's own chat template turns each conversation into a prompt; prompts of similar
-length are batched together, left-padded (decoder-only models continue from the right edge) and
-decoded greedily. Needs ``torch`` and ``transformers`` (the ``[dev]`` extra installs both).
-"""
+"""Hugging Face ``transformers`` generation on a local model directory (CPU-capable): prompts from
+the tokenizer's chat template, batched by similar length, left-padded, decoded greedily."""
 
 from __future__ import annotations
+
+from typing import cast
 
 from granary_pipe import models
 from granary_pipe.llm.base import Backend, Messages, TransformersOptions
@@ -31,11 +29,14 @@ class TransformersBackend(Backend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = "auto" if options.dtype == "auto" else getattr(torch, options.dtype)
         self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
-        self.model.to(options.device).eval()
+        # transformers types ``to`` through a decorator that mypy reads as taking the model again
+        self.model.to(options.device).eval()  # type: ignore[arg-type]
 
     def prompt_texts(self, prompts: list[Messages]) -> list[str]:
         """Each conversation rendered by the chat template, ending with the assistant's turn."""
-        return [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
+        # with tokenize=False the template renders text (its annotation lists every mode's type)
+        return [cast(str, self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True))
+                for m in prompts]
 
     def generate(self, prompts: list[Messages], max_new_tokens: int) -> list[str | None]:
         import torch
@@ -54,6 +55,6 @@ class TransformersBackend(Backend):
             with torch.inference_mode():
                 generated = self.model.generate(**enc, generation_config=config)
             new_tokens = generated[:, enc["input_ids"].shape[1] :]
-            for i, seq in zip(idx, new_tokens):
-                out[i] = tok.decode(seq, skip_special_tokens=True).strip()
+            for i, seq in zip(idx, new_tokens, strict=True):
+                out[i] = cast(str, tok.decode(seq, skip_special_tokens=True)).strip()  # one sequence: one text
         return out

@@ -1,9 +1,5 @@
-"""vLLM offline batch generation (``pip install granary_pipe[gpu]``; needs a CUDA GPU).
-
-The engine is built once per actor (``setup``); a whole batch of conversations goes to
-``LLM.chat`` at once, which applies the model's own chat template and schedules the batch on the
-GPU (continuous batching). Decoding is greedy.
-"""
+"""vLLM offline batch generation (``pip install granary_pipe[gpu]``; needs a CUDA GPU): one engine
+per actor, a whole batch of conversations per ``LLM.chat`` call, greedy decoding."""
 
 from __future__ import annotations
 
