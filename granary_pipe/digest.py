@@ -42,7 +42,7 @@ from granary_pipe.scoring import (
 )
 from granary_pipe.text import normalize
 
-VERSION = 2
+VERSION = 3
 """The digest's layout and meaning; a marker whose digest has another is digested again from its files."""
 KEY = "digest"
 """The marker's key holding the digest."""

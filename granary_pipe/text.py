@@ -14,6 +14,8 @@ apples"`` are one text everywhere. It follows Whisper's evaluation (``whisper-no
   the decimal comma as a point, ordinal suffixes in one form per language (:data:`_ORDINALS`), and
   a currency sign next to a number as the language's word for it after the number (``20 €`` →
   ``20 euros`` in French).
+- **In every language** a run of three or more numbers joined by bare commas (``2,3,4,10``) is a list,
+  not one number, unless its groups read as thousands (``1,000,000``).
 
 Not handled (the texts then differ by a word or two): ranges written with a dash against spoken
 ones; percent signs outside English; cents spoken after the currency; spoken year forms that are
@@ -63,6 +65,7 @@ _DOT_GROUP = re.compile(r"(?<=\d)\.(?=\d{3}(?!\d))")
 _COMMA_GROUP_EN = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _DECIMAL_COMMA = re.compile(r"(?<=\d),(?=\d)")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_COMMA_RUN = re.compile(r"\d+(?:,\d+){2,}")
 _ORDINALS = {
     "fr": (re.compile(r"\b(\d+)(?:ers?|res?|ères?|eres?|èmes?|emes?|è|e|nde?s?|d)\b"), r"\1e"),
     "es": (re.compile(r"\b(\d+)\.?(?:o|os|er|ero|ros|ᵒ)\b"), r"\1o"),
@@ -207,8 +210,18 @@ def normalize(text: str | None, lang: str | None = None) -> str:
     return _normalize(text, base_lang(lang))
 
 
+def _number_list(m: re.Match) -> str:
+    """``2,3,4,10`` is a list (Whisper writes counting so): its commas become list commas, unless it
+    reads as thousands groups (``1,000,000``: every group after the first of three digits)."""
+    groups = m.group(0).split(",")
+    if len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:]):
+        return m.group(0)
+    return ", ".join(groups)
+
+
 @lru_cache(maxsize=8192)
 def _normalize(text: str, lang: str | None) -> str:
+    text = _COMMA_RUN.sub(_number_list, text)
     if lang == "en":
         text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHE_TABLE)
         text = text.replace("[", " ").replace("]", " ").replace("(", " ").replace(")", " ")

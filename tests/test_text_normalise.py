@@ -160,6 +160,16 @@ def test_pass_agreement_keeps_numbers_written_two_ways_and_rejects_real_differen
     assert _agreement(different) == ["pass_agreement:wer"] * len(different)
 
 
+@pytest.mark.parametrize("lang", ["de", "en", "fr", "es", "pt", "it", "pl"])
+def test_a_count_written_without_spaces_is_a_list_of_numbers(lang):
+    # label_quality dev split, de_numbers_01: pass 1 wrote "2,3,4,5,5,8,9,10", pass 2 "2, 3, ... 10"; read as
+    # one number (German decimal comma, English thousands) the passes disagreed completely and a good label was lost
+    pass1, pass2 = "2,3,4,5,5,8,9,10", "2, 3, 4, 5, 6, 7, 8, 9, 10"
+    assert text.error_rate(pass2, pass1, lang) == pytest.approx(2 / 9)
+    assert _agreement([(lang, pass2, pass1)]) == [None]
+    assert text.normalize("1,000,000", "en") == text.normalize("1000000", "en")  # thousands groups stay one number
+
+
 # ----------------------------------------------------------------- the other comparisons
 
 
