@@ -22,19 +22,14 @@ from typing import Any, Iterator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from granary_pipe.config import ConfigError, json_lines, utf8_lines
-from granary_pipe.ingest import readers_archives, readers_corpora
+from granary_pipe.ingest import readers_archives, readers_base, readers_corpora
 from granary_pipe.ingest.readers_base import (
     AUDIO_EXTS,
     Entry,
     UrlReader,
     _Ctx,
-    _lang,
-    _match_files,
     _Options,
-    _posix_rel,
-    _root_dir,
     _safe_rel,
-    _str,
     check_unique,
     listable,
 )
@@ -148,9 +143,9 @@ def _localize(location: str, ctx: _Ctx, opts: _Options) -> Path:
 def read_folder(ctx: _Ctx, target: Path, opts: FolderOptions) -> list[Entry]:
     """Every audio file under ``target`` matching ``pattern``; keys relative to ``target``. Matches
     that cannot be opened (a symlink loop, a FIFO, ...) are listed too: decode rejects them."""
-    root = _root_dir(target, "folder")
-    return [Entry(_posix_rel(p, root), str(p), lang=opts.lang)
-            for p in _match_files(ctx, root, [opts.pattern], audio_only=True, unopenable=True)]
+    root = readers_base._root_dir(target, "folder")
+    return [Entry(readers_base._posix_rel(p, root), str(p), lang=opts.lang)
+            for p in readers_base._match_files(ctx, root, [opts.pattern], audio_only=True, unopenable=True)]
 
 
 def _glob_matches(ctx: _Ctx, start: Path, rel: str, pattern: str) -> list[Path]:
@@ -231,7 +226,7 @@ def _tsv_header(reader: Any, listing: Path, opts: TsvOptions) -> dict[str, int]:
 
 def _tsv_cell(row: list[str], cols: dict[str, int], col: str | None) -> str | None:
     i = cols.get(col) if col else None
-    return _str(row[i]) if i is not None and i < len(row) else None
+    return readers_base._str(row[i]) if i is not None and i < len(row) else None
 
 
 def _tsv_path(row: list[str], cols: dict[str, int], opts: TsvOptions, where: str) -> str:
@@ -268,7 +263,7 @@ def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = Non
         where = f"{listing}:{reader.line_num}"
         key, audio = ctx.locate(base, str(audio_dir / _tsv_path(row, cols, opts, where)), where)
         yield Entry(key, audio, _tsv_cell(row, cols, opts.license_column),
-                    _lang(_tsv_cell(row, cols, opts.lang_column)) or opts.lang,
+                    readers_base._lang(_tsv_cell(row, cols, opts.lang_column)) or opts.lang,
                     _tsv_cell(row, cols, opts.text_column), where=where)
 
 
