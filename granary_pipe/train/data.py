@@ -47,10 +47,6 @@ class Release:
     root: Path
     info: dict[str, Any]
 
-    @property
-    def langs(self) -> list[str]:
-        return sorted(self.info.get("totals", {}).get("per_lang", {}))
-
     def shards(self, fmt: str, langs: list[str] | None = None) -> list[Path]:
         """Absolute paths of the ``fmt`` (``wds``/``parquet``) shards, sorted, optionally by language."""
         out = [self.root / s["path"] for s in self.info["shards"]

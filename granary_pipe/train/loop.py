@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,7 @@ class _Trainer:
         if dist.is_main:
             log.info("model: %d parameters, vocab %d, device %s, world %d",
                      self.meta["parameters"], self.tokenizer.vocab_size, self.device, dist.world)
-        self.totals = {"steps": 0, "step_time_s": 0.0, "data_wait_s": 0.0, "samples": 0, "audio_s": 0.0}
+        self.totals: Counter[str] = Counter()  # steps, step_time_s, data_wait_s, samples, audio_s of this process
         self.loss_logged: float | None = None
         self.ckpt_path: Path | None = None
 
@@ -240,11 +241,8 @@ class _Trainer:
         logged = self._due(self.cfg.train.log_every)
         loss = float(torch.stack(losses).mean()) if logged else None  # waits for the device: logged steps only
         step_time = time.perf_counter() - t_step
-        self.totals["steps"] += 1
-        self.totals["step_time_s"] += step_time
-        self.totals["data_wait_s"] += took["wait"]
-        self.totals["samples"] += took["samples"]
-        self.totals["audio_s"] += took["audio_s"]
+        self.totals.update({"steps": 1, "step_time_s": step_time, "data_wait_s": took["wait"],  # adds
+                            "samples": took["samples"], "audio_s": took["audio_s"]})
         if loss is None:
             return None
         self._log(loss, lr, None if grad_norm is None else float(grad_norm), step_time, took)
