@@ -82,8 +82,12 @@ def check_release(data: str | Path) -> None:
         return
     from granary_pipe.io.download import read_release
 
-    if not any(s.get("format") == "wds" for s in read_release(str(data)).get("shards", [])):
-        raise ValueError(f"{data}: the release has no WebDataset (wds) shards")
+    _require_wds(read_release(str(data)), data)
+
+
+def _require_wds(info: dict[str, Any], where: str | Path) -> None:
+    if not any(s.get("format") == "wds" for s in info.get("shards", [])):
+        raise ValueError(f"{where}: the release has no WebDataset (wds) shards")
 
 
 TRAINING_FORMATS = ("wds", "parquet")
@@ -123,8 +127,7 @@ def open_release(data: str | Path) -> Release:
     if not path.is_file():
         raise FileNotFoundError(f"not a release: {path} does not exist")
     info = json.loads(path.read_text(encoding="utf-8"))
-    if not any(s.get("format") == "wds" for s in info.get("shards", [])):
-        raise ValueError(f"{path}: the release has no WebDataset (wds) shards")
+    _require_wds(info, path)
     return Release(root.resolve(), info)
 
 
