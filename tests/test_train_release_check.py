@@ -1,9 +1,6 @@
-"""``granary train`` checks the shards of the release before it spends time (issue 20, item 4).
-
-Before, a release with one WebDataset shard deleted trained the tokenizer, created ``--out`` and
-then died in the DataLoader with a 40-line traceback. Now every shard training reads is checked
-against ``release.json`` (exists, size, then sha256) first: the command exits 2 naming each
-missing or damaged shard, and ``--out`` is not created.
+"""``granary train`` checks the shards of the release before it spends time: every shard training
+reads is checked against ``release.json`` (exists, size, then sha256) first; the command exits 2
+naming each missing or damaged shard, and ``--out`` is not created.
 """
 
 from __future__ import annotations
