@@ -28,8 +28,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("langs", ["en,xx", "xx", "xx,en,de"])
 def test_release_lang_naming_a_language_the_run_lacks_is_an_error(run_dir, tmp_path, capsys, langs):
-    """Before, ``--lang en,xx`` released en and dropped xx without a word (``--lang xx`` alone was an
-    error): now every form is refused naming xx, and nothing is written."""
+    """Every form of ``--lang`` naming a language the run lacks is refused naming it; nothing is written."""
     out = tmp_path / "rel"
     assert main(["release", str(run_dir), "--out", str(out), "--lang", langs, "-q"]) == 2
     err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`granary train | evaluate | transcribe | plot-schedules` (needs the cli.py train diff)."""
+"""`granary train | evaluate | transcribe | plot-schedules`."""
 
 from __future__ import annotations
 
@@ -63,8 +63,7 @@ def test_plot_schedules(tmp_path, capsys):
 
 def test_a_release_url_that_does_not_answer_is_refused_before_out_is_created(tmp_path, capsys):
     """``--data`` as a URL (``file://`` here; HTTP goes the same way) whose release.json is missing,
-    or a release without WebDataset shards: refused in one line, ``--out`` not created. Before, the
-    URL path created ``--out`` (to download into ``OUT/data``) and then failed."""
+    or a release without WebDataset shards: refused in one line, ``--out`` not created."""
     out = tmp_path / "model"
     assert main(["train", "--data", f"file://{tmp_path}/nonexistent", "--out", str(out), "-q"]) == 2
     assert "nonexistent/release.json" in capsys.readouterr().err

@@ -1,23 +1,26 @@
-"""Tiny releases for the training tests, written by the real release writer.
+"""Tiny releases for the training tests, written by the real code.
 
-``make_tiny_release(tmp, utterances)`` speaks each text with espeak-ng, writes a committed run
-directory (one unit, kept rows + 16 kHz FLAC per row) and cuts a release from it with
-:func:`granary_pipe.io.release.build_release`, so the tests read exactly what users get.
-The tests in this file check that such a release is what the training data layer expects.
+``make_tiny_release(tmp, utterances)`` speaks each text with espeak-ng, commits the rows and their
+audio as one unit with the pipeline's sink (:func:`granary_pipe.io.sink.commit_unit`), records the
+run in ``run.json`` with the pipeline's own bookkeeping (``pipeline._Record``, as ``granary run``
+writes it) and cuts a release with :func:`granary_pipe.io.release.build_release`, so the tests read
+exactly what users get. The tests in this file check that such a release is what the training data
+layer expects.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from granary_pipe import __version__, pipeline, rundir
 from granary_pipe.io.release import build_release
+from granary_pipe.io.sink import commit_unit
 from granary_pipe.schema import SAMPLE_RATE_HZ, make_table
 
 try:
@@ -48,30 +51,27 @@ def _speech(text: str, lang: str, tmp: Path, k: int) -> np.ndarray:
 def make_tiny_release(tmp: Path, utterances=TINY_UTTERANCES, *, shard_rows: int = 3) -> Path:
     """A release of ``utterances`` (``(lang, text)``) under ``tmp/release``; returns its directory."""
     tmp = Path(tmp)
-    run = tmp / "run"
-    unit = "u000000"
-    udir = run / "units" / unit
-    (udir / "audio").mkdir(parents=True)
-    rows = []
+    run, unit, rows = tmp / "run", rundir.unit_id(0), []
     for k, (lang, text) in enumerate(utterances):
-        wave = _speech(text, lang, tmp, k)
+        wave = _speech(text, lang, tmp, k).astype(np.float32)
         rid = f"tiny-{lang}-{k:03d}"
-        rel = f"units/{unit}/audio/{rid}.flac"
-        sf.write(run / rel, wave, SAMPLE_RATE_HZ, format="FLAC", subtype="PCM_16")
+        seconds = round(len(wave) / SAMPLE_RATE_HZ, 4)
         rows.append({
-            "id": rid, "recording_id": rid, "source": "tiny", "unit": unit, "audio_path": f"audio/{rid}.wav",
-            "audio_file": rel, "offset_s": 0.0, "duration_s": round(len(wave) / SAMPLE_RATE_HZ, 4),
-            "lang": lang, "lang_prob": 1.0, "text": text.capitalize() + ".", "license": "CC0-1.0",
-            "license_raw": "CC0-1.0",
+            "id": rid, "recording_id": rid, "source": "tiny", "audio_path": f"audio/{rid}.wav", "offset_s": 0.0,
+            "duration_s": seconds, "recording_duration_s": seconds, "lang": lang, "lang_prob": 1.0,
+            "text": text.capitalize() + ".", "license": "CC0-1.0", "license_raw": "CC0-1.0",
+            "samples": wave.tobytes(),
         })
-    pq.write_table(make_table(rows), udir / "kept.parquet")
-    pq.write_table(make_table([]), udir / "rejected.parquet")
-    (udir / "_COMMITTED").write_text("")
-    (run / "run.json").write_text(json.dumps({
-        "pipeline": {"name": "tiny", "stages": []},
+    run.mkdir(parents=True)
+    record = pipeline._Record(run / rundir.RUN_JSON, {
+        "granary_pipe": __version__, "fingerprint": "tiny", "pipeline": {"name": "tiny", "stages": []},
         "source": {"name": "tiny", "license": "CC0-1.0", "homepage": None, "citation": None},
-        "units_total": 1, "units_committed": 1, "unit_errors": {}, "failed_units": [],
-    }))
+        "versions": {}, "git_revision": None, "models": {}, "stage_info": {}, "executor": "ray",
+        "executor_options": [], "units_total": 1, "status": "running", "started_at": "2026-01-01T00:00:00Z",
+        "wall_s_previous": 0.0,
+    })
+    record.committed(unit, commit_unit(run, unit, make_table(rows, with_samples=True), {}))
+    pipeline._finish(record, time.time())
     out = tmp / "release"
     build_release(run, out, shard_rows=shard_rows, progress=False)
     return out
@@ -93,7 +93,7 @@ def test_tiny_release_is_read_by_the_training_data_layer(tiny_release):
     from granary_pipe.train.data import open_release, sample_stream
 
     rel = open_release(tiny_release)
-    assert rel.langs == ["de", "en"]
+    assert sorted(rel.info["totals"]["per_lang"]) == ["de", "en"]
     assert len(rel.shards("wds")) == 3  # en: 5 rows in 2 shards, de: 3 rows in 1
     cfg = DataConfig(held_out_pct=0)
     samples = list(sample_stream(rel, cfg, split="all", shuffle=False))

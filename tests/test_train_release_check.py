@@ -1,8 +1,6 @@
-"""``granary train`` checks the shards of the release before it spends time.
-
-Every shard training reads is checked against ``release.json`` (exists, size, then sha256) first:
-the command exits 2 naming each missing or damaged shard (not a 40-line traceback from the
-DataLoader), and ``--out`` is not created.
+"""``granary train`` checks the shards of the release before it spends time: every shard training
+reads is checked against ``release.json`` (exists, size, then sha256) first; the command exits 2
+naming each missing or damaged shard, and ``--out`` is not created.
 """
 
 from __future__ import annotations

@@ -2,11 +2,9 @@
 
 A FIFO (real, ``os.mkfifo``, no writer), a symlink loop, a missing path, a directory, a 0-byte
 file, a WAV header without samples and random bytes named ``.wav`` sit among a good clip of the
-bundled demo corpus. Before: the FIFO hung the command for good, a file without samples printed
-empty text with exit 0, a missing file or a loop gave only the file name, and one bad file meant
-no output for the good ones. Now each bad file is one stderr line with its cause, the good ones
-are transcribed, and the exit is 1. The subprocess has a timeout, so a hang fails the test
-instead of blocking the session.
+bundled demo corpus: each bad file is one stderr line with its cause, the good ones are
+transcribed, and the exit is 1. The subprocess has a timeout, so a hang fails the test instead of
+blocking the session.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
 """The ``granary`` command line: it parses arguments and calls library functions; no logic here.
-
-Commands live by theme in ``curate`` (run, submit, status, logs, stages), ``data`` (release,
-report, download, verify, sources, licenses) and ``train`` (train, evaluate, transcribe,
-plot-schedules); ``common`` holds the option types, exit codes and error lines they share.
-"""
+Commands by theme: ``curate``, ``data``, ``train``; ``common``: what they share."""
 
 from __future__ import annotations
 

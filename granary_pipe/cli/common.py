@@ -1,20 +1,20 @@
-"""What every ``granary`` command shares: exit codes, option types (language lists, formats,
-the two kinds of Ray address), the ``-v``/``-q`` options, and turning an exception into one line.
-"""
+"""What every ``granary`` command shares: exit codes, option types (language lists, formats, the two
+kinds of Ray address), the ``-v``/``-q`` options, and turning an exception into one line."""
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import errno
+import inspect
 import json
 import os
 import re
 import sys
-from typing import Any, Callable
+import traceback
+from collections.abc import Callable
+from typing import Any
 
 from granary_pipe.io.parallel import is_local_disk_error
-
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -74,8 +74,9 @@ def command(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPars
 
     ``help`` (the line in ``granary --help``) and ``description`` default to ``func``'s docstring:
     its first line, and the paragraph after it with its lines joined."""
-    if func is not None and func.__doc__ and help is None:
-        first, _, rest = inspect.getdoc(func).partition("\n")
+    doc = inspect.getdoc(func) if func is not None else None
+    if doc and help is None:
+        first, _, rest = doc.partition("\n")
         help, description = first.strip(), description or " ".join(rest.split())
     lines = (examples,) if isinstance(examples, str) else examples
     parser = sub.add_parser(name, parents=parents, formatter_class=Formatter, help=help, description=description,
@@ -181,14 +182,13 @@ def quiet(args: argparse.Namespace) -> bool:
 
 
 def _errno_text(exc: OSError) -> str:
-    where = exc.filename if exc.filename is not None else None
     texts = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
              errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system",
              errno.ENOENT: "no such file or directory", errno.EDQUOT: "disk quota exceeded",
              errno.ENOTDIR: "not a directory", errno.EISDIR: "is a directory",
              errno.ECONNREFUSED: "connection refused"}
     text = texts.get(exc.errno or -1) or (exc.strerror or str(exc)).lower()
-    return f"{text}: {where}" if where else text
+    return f"{text}: {exc.filename}" if exc.filename else text
 
 
 def _requests_text(exc: Exception) -> str | None:
@@ -230,8 +230,6 @@ def describe_error(exc: BaseException, writing: str | os.PathLike | None = None)
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, name: str) -> int:
     """Call a command; map Ctrl-C to 130 and every error to one line and its exit code."""
-    import traceback
-
     try:
         return func(args)
     except KeyboardInterrupt:

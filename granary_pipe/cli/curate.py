@@ -7,10 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from granary_pipe.cli.common import (
-    CLUSTER_HELP, DASHBOARD_HELP, EXIT_CHECK_FAILED, EXIT_OK, add_json, cluster_address, command,
-    dashboard_from, dashboard_url, print_json, quiet,
-)
+from granary_pipe.cli import common
+
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """run a pipeline over a source into a run directory (rerun = resume)
@@ -25,21 +23,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from granary_pipe.executors import ExecutorOptions, check_executor
 
     pipeline = bundled.pipeline_path(args.pipeline)
-    if args.source is not None:
-        source = bundled.source_path(args.source)
-    elif (source := bundled.default_source(pipeline)) is None:
+    source = bundled.source_path(args.source) if args.source is not None else bundled.default_source(pipeline)
+    if source is None:
         raise ConfigError(f"--source is required for {args.pipeline} (a source manifest YAML, or 'demo' for the "
                           "bundled demo corpus)")
     check_executor(args.executor, ExecutorOptions(address=args.ray_address, num_cpus=args.num_cpus,
                                                   beam_options=args.beam_option))  # a user error stays one line
-    if not quiet(args):  # a first line now: listing, Ray's start and loading the models take up to a minute
+    if not common.quiet(args):  # a first line now: listing, Ray's start and loading the models take up to a minute
         print(f"granary run: {args.pipeline} into {args.out}: listing the source, then {_engine(args)} ...",
               file=sys.stderr, flush=True)
     from granary_pipe.pipeline import run_pipeline
     from granary_pipe.report.summary import format_summary, summarize
 
     try:
-        info = run_pipeline(pipeline, source, args.out, address=args.ray_address, progress=not quiet(args),
+        info = run_pipeline(pipeline, source, args.out, address=args.ray_address, progress=not common.quiet(args),
                             num_cpus=args.num_cpus, executor=args.executor, beam_options=args.beam_option)
     except KeyboardInterrupt:
         print(f"\ngranary run: interrupted: committed units are kept; rerun the same command to resume "
@@ -47,14 +44,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 130
     failed = info.get("failed_units") or []
     if args.json:
-        print_json({"run": str(args.out), "status": info["status"], "failed_units": failed,
+        common.print_json({"run": str(args.out), "status": info["status"], "failed_units": failed,
                     "summary": summarize(Path(args.out))})
-    elif not quiet(args):
+    elif not common.quiet(args):
         print(format_summary(summarize(Path(args.out))))
     if failed:
         print(f"{len(failed)} unit(s) failed: {', '.join(failed)} (see {args.out}/run.json)", file=sys.stderr)
-        return EXIT_CHECK_FAILED
-    return EXIT_OK
+        return common.EXIT_CHECK_FAILED
+    return common.EXIT_OK
 
 
 def _engine(args: argparse.Namespace) -> str:
@@ -77,23 +74,23 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     """
     from granary_pipe.executors import ray_jobs
 
-    dashboard = dashboard_from(args)
+    dashboard = common.dashboard_from(args)
     extra = ["--executor", args.executor] if args.executor != "ray" else []
     job = ray_jobs.submit(args.pipeline, args.source, args.out, address=dashboard, working_dir=args.working_dir,
                           upload_package=not args.no_upload, job_id=args.job_id, extra_args=extra)
     if args.json and not args.wait:
-        print_json({"job_id": job, "dashboard": dashboard})
+        common.print_json({"job_id": job, "dashboard": dashboard})
     elif not args.json:
         print(job, flush=True)
     if not args.wait:
-        return EXIT_OK
+        return common.EXIT_OK
     print(f"job {job} submitted to {dashboard}; following its log", file=sys.stderr, flush=True)
     ray_jobs.logs(job, dashboard, follow=True, out=sys.stderr if args.json else sys.stdout)
     state = ray_jobs.wait(job, dashboard)
     if args.json:
-        print_json({"job_id": job, "dashboard": dashboard, "status": state})
+        common.print_json({"job_id": job, "dashboard": dashboard, "status": state})
     print(f"job {job}: {state}", file=sys.stderr)
-    return EXIT_OK if state == "SUCCEEDED" else EXIT_CHECK_FAILED
+    return common.EXIT_OK if state == "SUCCEEDED" else common.EXIT_CHECK_FAILED
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -103,12 +100,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     """
     from granary_pipe.executors import ray_jobs
 
-    info = ray_jobs.status(args.job, dashboard_from(args))
+    info = ray_jobs.status(args.job, common.dashboard_from(args))
     if args.json:
-        print_json(info)
+        common.print_json(info)
     else:
         print(f"{info['job_id']}: {info['status']}" + (f" ({info['message']})" if info["message"] else ""))
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
@@ -118,10 +115,10 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     """
     from granary_pipe.executors import ray_jobs
 
-    text = ray_jobs.logs(args.job, dashboard_from(args), follow=args.follow)
+    text = ray_jobs.logs(args.job, common.dashboard_from(args), follow=args.follow)
     if text is not None:
         print(text, end="")
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _cmd_stages(args: argparse.Namespace) -> int:
@@ -135,10 +132,10 @@ def _cmd_stages(args: argparse.Namespace) -> int:
     from granary_pipe import stage_docs
 
     if args.json:
-        print_json(stage_docs.pipeline_schema())
-        return EXIT_OK
+        common.print_json(stage_docs.pipeline_schema())
+        return common.EXIT_OK
     print(stage_docs.format_stages(stage_docs.stage_reference(args.names or None)))
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 RUN_EXAMPLES = (
@@ -153,7 +150,7 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     """Register the curation commands."""
     from granary_pipe.executors import EXECUTORS
 
-    r = command(sub, parents, "run", _cmd_run, examples=RUN_EXAMPLES)
+    r = common.command(sub, parents, "run", _cmd_run, examples=RUN_EXAMPLES)
     r.add_argument("pipeline", help="pipeline YAML, or a bundled pipeline name: demo, granary-gpu, granary-gpu-1 "
                                     "(see granary stages for what each stage takes)")
     r.add_argument("--source", default=None,
@@ -165,12 +162,13 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     r.add_argument("--beam-option", action="append", default=[], metavar="KEY=VALUE",
                    help="Beam pipeline option, repeatable, e.g. runner=FlinkRunner, flink_master=HOST:8081, "
                         "direct_num_workers=2 (--executor beam only)")
-    r.add_argument("--ray-address", type=cluster_address, default=None, metavar="ADDRESS",
-                   help=f"Ray cluster to run on: {CLUSTER_HELP} (default: $RAY_ADDRESS, else an embedded local Ray)")
+    r.add_argument("--ray-address", type=common.cluster_address, default=None, metavar="ADDRESS",
+                   help=f"Ray cluster to run on: {common.CLUSTER_HELP} (default: $RAY_ADDRESS, else an embedded "
+                        "local Ray)")
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs for the embedded local Ray (default: all)")
-    add_json(r, "the run's status and summary")
+    common.add_json(r, "the run's status and summary")
 
-    sm = command(sub, parents, "submit", _cmd_submit,
+    sm = common.command(sub, parents, "submit", _cmd_submit,
         examples=("granary submit pipelines/demo.yaml --source manifests/demo/demo.yaml \\",
                   "    --out /data/runs/demo --dashboard http://HEAD:8265 --wait",
                   "granary status JOB_ID --dashboard http://HEAD:8265"))
@@ -182,23 +180,24 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     sm.add_argument("--working-dir", type=Path, default=None, help="directory uploaded with the job (default: .)")
     sm.add_argument("--no-upload", action="store_true", help="the cluster image already has granary_pipe")
     sm.add_argument("--job-id", default=None, help="submission id to use (default: Ray picks one)")
-    sm.add_argument("--wait", action="store_true", help="follow the job's log until it ends; exit 1 unless it succeeded")
-    add_json(sm, "the job id (and with --wait its final status)")
+    sm.add_argument("--wait", action="store_true",
+                    help="follow the job's log until it ends; exit 1 unless it succeeded")
+    common.add_json(sm, "the job id (and with --wait its final status)")
 
-    st = command(sub, parents, "status", _cmd_status,
+    st = common.command(sub, parents, "status", _cmd_status,
         examples="granary status raysubmit_XYZ --dashboard http://HEAD:8265 --json")
     _add_job(st)
-    add_json(st, "all job info")
-    lg = command(sub, parents, "logs", _cmd_logs,
+    common.add_json(st, "all job info")
+    lg = common.command(sub, parents, "logs", _cmd_logs,
         examples="granary logs raysubmit_XYZ --dashboard http://HEAD:8265 -f")
     _add_job(lg)
     lg.add_argument("-f", "--follow", action="store_true", help="stream the log until the job ends")
 
-    sg = command(sub, parents, "stages", _cmd_stages,
+    sg = common.command(sub, parents, "stages", _cmd_stages,
         examples=("granary stages", "granary stages asr.two_pass filter.hallucination",
                   "granary stages --json > pipeline.schema.json"))
     sg.add_argument("names", nargs="*", help="only these stages (default: all)")
-    add_json(sg, "the JSON Schema of pipeline files")
+    common.add_json(sg, "the JSON Schema of pipeline files")
 
 
 def _add_job(parser: argparse.ArgumentParser) -> None:
@@ -207,6 +206,6 @@ def _add_job(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_dashboard(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dashboard", type=dashboard_url, default=None, metavar="URL",
-                        help=f"Ray dashboard (Jobs API), e.g. {DASHBOARD_HELP} (default: $RAY_JOB_ADDRESS, "
+    parser.add_argument("--dashboard", type=common.dashboard_url, default=None, metavar="URL",
+                        help=f"Ray dashboard (Jobs API), e.g. {common.DASHBOARD_HELP} (default: $RAY_JOB_ADDRESS, "
                              "$RAY_ADDRESS when it is a URL, then http://127.0.0.1:8265)")

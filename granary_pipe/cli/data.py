@@ -8,10 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from granary_pipe.cli.common import (
-    CLUSTER_HELP, EXIT_CHECK_FAILED, EXIT_OK, add_json, cluster_address, command, format_list, lang_list, print_json,
-    quiet,
-)
+from granary_pipe.cli import common
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
@@ -28,23 +25,23 @@ def _cmd_release(args: argparse.Namespace) -> int:
     from granary_pipe.io.release import build_release
 
     rel = build_release(Path(args.run), Path(args.out), shard_rows=args.shard_rows, shard_bytes=args.shard_bytes,
-                        langs=args.lang, seed=args.seed, progress=not quiet(args), overwrite=args.overwrite,
+                        langs=args.lang, seed=args.seed, progress=not common.quiet(args), overwrite=args.overwrite,
                         release_license=args.release_license,
                         formats=FORMATS if args.formats is None else args.formats,
                         workers=args.workers, ray_address=args.ray_address)
     totals = rel["totals"]
     excluded = rel["excluded"]["by_license"]
     if args.json:
-        print_json({"release": str(args.out), "rows": totals["rows"], "hours": totals["hours"],
+        common.print_json({"release": str(args.out), "rows": totals["rows"], "hours": totals["hours"],
                     "files": len(rel["shards"]), "bytes": totals["bytes"], "languages": sorted(totals["per_lang"]),
                     "release_license": rel["release_license"], "excluded_by_license": excluded})
-        return EXIT_OK
+        return common.EXIT_OK
     sizes = ", ".join(f"{fmt} {n / 1e6:.1f} MB" for fmt, n in totals["bytes"].items())
     print(f"release {args.out}: {totals['rows']} rows, {totals['hours']:.4f} h, {len(rel['shards'])} files ({sizes})")
     if excluded:
         print(f"left out, license not compatible with {rel['release_license']}: "
               + ", ".join(f"{lic} {n} rows" for lic, n in excluded.items()))
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -58,12 +55,12 @@ def _cmd_download(args: argparse.Namespace) -> int:
     from granary_pipe.io.download import download_release
 
     report = download_release(args.source, Path(args.out), jobs=args.jobs, langs=args.lang, formats=args.formats,
-                              retries=args.retries, progress=not quiet(args))
+                              retries=args.retries, progress=not common.quiet(args))
     if args.json:
-        print_json(report.to_dict())
+        common.print_json(report.to_dict())
     else:
         print(report.summary(), file=sys.stderr if report.failed else sys.stdout)
-    return EXIT_OK if report.passed else EXIT_CHECK_FAILED
+    return common.EXIT_OK if report.passed else common.EXIT_CHECK_FAILED
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -75,28 +72,28 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     resumed run checks sizes only; this finds a byte changed in place). --jobs files (releases) or
     units (runs) at a time. Exit 1 listing missing and bad files, one per line; 0 when all match.
     """
-    from granary_pipe.io.verify_run import is_run_dir, verify_run
+    from granary_pipe.io.verify import VerifyReport, verify_release
+    from granary_pipe.io.verify_run import RunVerifyReport, is_run_dir, verify_run
 
+    report: RunVerifyReport | VerifyReport
     if is_run_dir(args.dir):
         if args.lang is not None or args.formats is not None:
             raise ValueError(f"{args.dir} is a run directory: --lang/--formats select release files; "
                              "a run is checked whole")
-        report = verify_run(Path(args.dir), jobs=args.jobs, progress=not quiet(args))
+        report = verify_run(Path(args.dir), jobs=args.jobs, progress=not common.quiet(args))
         counts = f"{report.units} units, {report.files_ok} files ok"
     else:
-        from granary_pipe.io.verify import verify_release
-
         report = verify_release(Path(args.dir), langs=args.lang, formats=args.formats, jobs=args.jobs,
-                                progress=not quiet(args))
+                                progress=not common.quiet(args))
         counts = f"{len(report.ok)} ok"
     if args.json:
-        print_json(report.to_dict())
-        return EXIT_OK if report.passed else EXIT_CHECK_FAILED
+        common.print_json(report.to_dict())
+        return common.EXIT_OK if report.passed else common.EXIT_CHECK_FAILED
     for line in report.lines():
         print(line, file=sys.stderr)
     status = "ok" if report.passed else "FAILED"
     print(f"verify {args.dir}: {status}: {counts}, {len(report.missing)} missing, {len(report.bad)} bad")
-    return EXIT_OK if report.passed else EXIT_CHECK_FAILED
+    return common.EXIT_OK if report.passed else common.EXIT_CHECK_FAILED
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -115,7 +112,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
         write_html(Path(args.path), args.html, summary=summary)
         print(f"HTML report: {args.html}", file=sys.stderr)
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _cmd_sources(args: argparse.Namespace) -> int:
@@ -132,7 +129,7 @@ def _cmd_sources(args: argparse.Namespace) -> int:
         entries = [e for e in entries if set(args.lang) & set(e.info.languages)]
     rows = catalog.sources_rows(entries, langs=args.lang)
     print(json.dumps(rows, indent=2) if args.json else catalog.format_sources(rows, langs=args.lang))
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _cmd_licenses_audit(args: argparse.Namespace) -> int:
@@ -159,9 +156,9 @@ def _formats_help() -> str:
 def _add_selection(parser: argparse.ArgumentParser, default: str, jobs: str) -> None:
     """``--lang``, ``--formats`` and ``--jobs`` of download and verify."""
     parser.add_argument("--jobs", type=int, default=4, help=f"{jobs} (default 4)")
-    parser.add_argument("--lang", type=lang_list, default=None, metavar="LANGS",
+    parser.add_argument("--lang", type=common.lang_list, default=None, metavar="LANGS",
                         help=f"comma-separated languages, e.g. en,de (default: {default})")
-    parser.add_argument("--formats", type=format_list, default=None, metavar="FORMATS",
+    parser.add_argument("--formats", type=common.format_list, default=None, metavar="FORMATS",
                         help=f"{_formats_help()} (default: {default})")
 
 
@@ -169,7 +166,7 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     """Register the release, report, download and catalog commands."""
     from granary_pipe.io.formats import DEFAULT_FORMATS
 
-    rel = command(sub, parents, "release", _cmd_release,
+    rel = common.command(sub, parents, "release", _cmd_release,
         examples=("granary release demo-run --out demo-release",
                   "granary release RUN --out REL --lang en,de --formats all --release-license CC-BY-4.0",
                   "granary release RUN --out REL --workers 8            # 8 shard writers on a local Ray",
@@ -179,9 +176,9 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     rel.add_argument("--shard-rows", type=int, default=1000, help="rows per shard (default 1000)")
     rel.add_argument("--shard-bytes", type=int, default=None,
                      help="also cut a shard before its audio exceeds this many bytes (default: rows only)")
-    rel.add_argument("--lang", type=lang_list, default=None, metavar="LANGS",
+    rel.add_argument("--lang", type=common.lang_list, default=None, metavar="LANGS",
                      help="comma-separated languages to include, e.g. en,de (default: all)")
-    rel.add_argument("--formats", type=format_list, default=list(DEFAULT_FORMATS), metavar="FORMATS",
+    rel.add_argument("--formats", type=common.format_list, default=list(DEFAULT_FORMATS), metavar="FORMATS",
                      help=f"{_formats_help()} (default {','.join(DEFAULT_FORMATS)}; each format holds its own "
                           "copy of the audio)")
     rel.add_argument("--release-license", default=None, metavar="SPDX",
@@ -196,49 +193,49 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                      help="shards written at once: 1 (default) writes them in this process; N > 1 starts an "
                           "embedded local Ray with N CPUs (with --ray-address: N on the cluster; default there: "
                           "one per cluster CPU)")
-    rel.add_argument("--ray-address", type=cluster_address, default=None, metavar="ADDRESS",
-                     help=f"write the shards on this Ray cluster: {CLUSTER_HELP} (default: $RAY_ADDRESS, else "
+    rel.add_argument("--ray-address", type=common.cluster_address, default=None, metavar="ADDRESS",
+                     help=f"write the shards on this Ray cluster: {common.CLUSTER_HELP} (default: $RAY_ADDRESS, else "
                           "--workers decides); RUN and --out must be on a file system every node sees")
-    add_json(rel, "rows, hours, files and bytes of the release")
+    common.add_json(rel, "rows, hours, files and bytes of the release")
 
-    rep = command(sub, parents, "report", _cmd_report,
+    rep = common.command(sub, parents, "report", _cmd_report,
         examples=("granary report demo-run", "granary report demo-run --html report.html",
                   "granary report demo-release --json"))
     rep.add_argument("path", type=Path, help="run directory or release directory")
-    add_json(rep, "the summary")
+    common.add_json(rep, "the summary")
     rep.add_argument("--html", type=Path, default=None, metavar="PATH",
                      help="also write a self-contained HTML page with plots to PATH (no network requests)")
 
-    dl = command(sub, parents, "download", _cmd_download,
+    dl = common.command(sub, parents, "download", _cmd_download,
         examples=("granary download https://example.org/corpus/release.json --out corpus --lang de",
                   "granary download /mnt/releases/v1 --out v1 --formats parquet --jobs 8"))
     dl.add_argument("source", help="release.json URL/path (or the release directory)")
     dl.add_argument("--out", type=Path, required=True, help="local directory to download into")
     _add_selection(dl, "all", "parallel downloads")
     dl.add_argument("--retries", type=int, default=5, help="retries per file on connection errors/5xx (default 5)")
-    add_json(dl, "what was fetched, skipped and failed")
+    common.add_json(dl, "what was fetched, skipped and failed")
 
-    vf = command(sub, parents, "verify", _cmd_verify,
+    vf = common.command(sub, parents, "verify", _cmd_verify,
         examples=("granary verify corpus", "granary verify corpus --lang de --formats wds --jobs 8 --json",
                   "granary verify demo-run --jobs 8"))
     vf.add_argument("dir", type=Path, help="release directory (holds release.json) or run directory (holds run.json)")
     _add_selection(vf, "what was downloaded", "files (release) or units (run) checked in parallel")
-    add_json(vf, "ok, missing and bad files")
+    common.add_json(vf, "ok, missing and bad files")
 
-    src = command(sub, parents, "sources", _cmd_sources,
+    src = common.command(sub, parents, "sources", _cmd_sources,
         examples=("granary sources", "granary sources --lang de,pl --json"))
     src.add_argument("--catalog", type=Path, default=None,
                      help="catalog directory (default: $GRANARY_CATALOG, else the bundled catalog)")
-    src.add_argument("--lang", type=lang_list, default=None, metavar="LANGS",
+    src.add_argument("--lang", type=common.lang_list, default=None, metavar="LANGS",
                      help="only corpora with one of these languages, e.g. de,pl")
-    add_json(src, "the rows")
+    common.add_json(src, "the rows")
 
-    lic = command(sub, parents, "licenses", None, help="license tools (audit)",
+    lic = common.command(sub, parents, "licenses", None, help="license tools (audit)",
                   description="License tools. `granary licenses audit PATH` checks a manifest, the catalog, "
                               "a run or a release.",
                   examples="granary licenses audit manifests/catalog")
     lic_sub = lic.add_subparsers(dest="licenses_command", required=True, metavar="COMMAND")
-    au = command(lic_sub, parents, "audit", _cmd_licenses_audit,
+    au = common.command(lic_sub, parents, "audit", _cmd_licenses_audit,
         examples=("granary licenses audit manifests/demo/demo.yaml",
                   "granary licenses audit demo-release --release-license CC-BY-4.0 --json"))
     au.add_argument("path", type=Path, help="source manifest (.yaml), directory of manifests (e.g. manifests/catalog), "
@@ -246,4 +243,4 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     au.add_argument("--release-license", default=None, metavar="SPDX",
                     help="check rows against this release license (default: a release's own, from its "
                          "release.json; none for a run, manifest or catalog: compliance only)")
-    add_json(au, "the report")
+    common.add_json(au, "the report")

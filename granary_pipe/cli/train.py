@@ -9,10 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from granary_pipe.cli.common import (
-    CLUSTER_HELP, EXIT_CHECK_FAILED, EXIT_OK, add_json, cluster_address, command, print_json, quiet,
-)
-
+from granary_pipe.cli import common
 
 CHECKPOINT_HELP = ("a training directory (its latest checkpoint) or a checkpoint file in it, "
                    "DIR/checkpoints/ckpt-00000200.pt (the step, 8 digits)")
@@ -58,7 +55,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         # every shard training reads, before the tokenizer or --out; under torchrun rank 0 alone reads
         # the files for their sha256 (the others check sizes)
         check_shards(open_release(args.data), cfg.data.langs, checksums=os.environ.get("RANK", "0") == "0",
-                     progress=not quiet(args))
+                     progress=not common.quiet(args))
     if args.ray_address or args.workers:
         from granary_pipe.train.launch import train_with_ray
 
@@ -67,17 +64,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         from granary_pipe.train.distributed import from_env
 
-        summary = train(args.data, args.out, cfg, max_steps=args.max_steps, dist=from_env(), progress=not quiet(args))
+        summary = train(args.data, args.out, cfg, max_steps=args.max_steps, dist=from_env(),
+                        progress=not common.quiet(args))
     if summary.get("rank", 0) != 0:  # torchrun: rank 0 reports
-        return EXIT_OK
+        return common.EXIT_OK
     if args.json:
-        print_json(summary)
-        return EXIT_OK
+        common.print_json(summary)
+        return common.EXIT_OK
     ev = summary.get("eval") or {}
     wer = f", held-out WER {ev['wer']:.3f} CER {ev['cer']:.3f}" if ev.get("wer") is not None else ""
     loss = f", loss {summary['loss']:.4f}" if summary.get("loss") is not None else ""
     print(f"train {args.out}: step {summary['step']}{loss}{wer}; checkpoint {summary['checkpoint']}")
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -91,13 +89,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(args.checkpoint, args.data, split=args.split, max_utts=args.max_utts, device=args.device)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
-        return EXIT_OK if result["utterances"] else EXIT_CHECK_FAILED
+        return common.EXIT_OK if result["utterances"] else common.EXIT_CHECK_FAILED
     if result["utterances"] == 0:
         print(f"evaluate {result['checkpoint']}: no utterances in split {args.split} of {result['release']}")
-        return EXIT_CHECK_FAILED
+        return common.EXIT_CHECK_FAILED
     print(f"evaluate {result['checkpoint']} (step {result['step']}) on {args.split} of {result['release']}: "
           f"{result['utterances']} utterances, WER {result['wer']:.4f}, CER {result['cer']:.4f}")
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
@@ -120,8 +118,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         print(json.dumps(item, ensure_ascii=False) if args.json else f"{item['audio']}\t{item['text']}", flush=True)
     if failed:
         print(f"granary transcribe: {failed} of {len(args.audio)} files failed", file=sys.stderr)
-        return EXIT_CHECK_FAILED
-    return EXIT_OK
+        return common.EXIT_CHECK_FAILED
+    return common.EXIT_OK
 
 
 def _cmd_plot_schedules(args: argparse.Namespace) -> int:
@@ -135,12 +133,12 @@ def _cmd_plot_schedules(args: argparse.Namespace) -> int:
     path = plot_schedules(args.out, peak_lr=args.peak_lr, warmup_steps=args.warmup_steps,
                           total_steps=args.total_steps, alpha=args.alpha, power=args.power)
     print(f"wrote {path}")
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Register the training commands."""
-    tr = command(sub, parents, "train", _cmd_train,
+    tr = common.command(sub, parents, "train", _cmd_train,
         examples=("granary train --data demo-release --out model --config train-tiny --max-steps 200",
                   "granary train --data REL --out MODEL --set schedule.name=exponential --set data.loader_workers=4",
                   "torchrun --nproc-per-node 2 -m granary_pipe.cli train --data REL --out MODEL",
@@ -154,14 +152,14 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     tr.add_argument("--max-steps", type=int, default=None, help="optimizer steps in total (overrides train.max_steps)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, repeatable, e.g. schedule.name=exponential data.loader_workers=4")
-    tr.add_argument("--ray-address", type=cluster_address, default=None, metavar="ADDRESS",
-                    help=f"train with Ray Train on this Ray cluster: {CLUSTER_HELP}")
+    tr.add_argument("--ray-address", type=common.cluster_address, default=None, metavar="ADDRESS",
+                    help=f"train with Ray Train on this Ray cluster: {common.CLUSTER_HELP}")
     tr.add_argument("--workers", type=int, default=None,
                     help="Ray Train workers (one GPU each when CUDA is available); without --ray-address "
                          "an embedded local Ray")
-    add_json(tr, "the training summary")
+    common.add_json(tr, "the training summary")
 
-    ev = command(sub, parents, "evaluate", _cmd_evaluate,
+    ev = common.command(sub, parents, "evaluate", _cmd_evaluate,
         examples=("granary evaluate --checkpoint model",
                   "granary evaluate --checkpoint model/checkpoints/ckpt-00000200.pt --data REL --split all --json"))
     ev.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT_HELP)
@@ -170,16 +168,16 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                     help="rows to score; heldout = the checkpoint's held-out rows (default)")
     ev.add_argument("--max-utts", type=int, default=None, help="score at most this many utterances")
     ev.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    add_json(ev, "the result, with examples")
+    common.add_json(ev, "the result, with examples")
 
-    ts = command(sub, parents, "transcribe", _cmd_transcribe,
+    ts = common.command(sub, parents, "transcribe", _cmd_transcribe,
         examples="granary transcribe --checkpoint model clip1.flac clip2.wav")
     ts.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT_HELP)
     ts.add_argument("audio", nargs="+", type=Path, help="audio files")
     ts.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    add_json(ts, "one object per file")
+    common.add_json(ts, "one object per file")
 
-    ps = command(sub, parents, "plot-schedules", _cmd_plot_schedules,
+    ps = common.command(sub, parents, "plot-schedules", _cmd_plot_schedules,
         examples="granary plot-schedules --out schedules.png --warmup-steps 500")
     ps.add_argument("--out", type=Path, required=True, help="image path (.png, .pdf, .svg)")
     ps.add_argument("--peak-lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")

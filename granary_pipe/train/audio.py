@@ -1,13 +1,7 @@
-"""Audio for training and inference: 16 kHz mono float32, without PyAV or faster-whisper.
-
-The release's FLAC bytes are read by ``soundfile`` (libsndfile, bundled in its wheel); they are
-16 kHz mono already (the sink writes them so), anything else is mixed down and resampled with
-:func:`resample`. :func:`load_audio` (``granary transcribe``) reads what libsndfile reads
-(WAV, FLAC, OGG/Vorbis/Opus, MP3) the same way, and other containers (M4A, WebM, …) with PyAV
-when it is installed. Its input is checked with ``os.stat`` first (:func:`input_problem`,
-:func:`open_regular`): only a non-empty regular file is opened, so a FIFO or a device never
-blocks it; every refusal is an :class:`AudioInputError` naming the path and the cause.
-"""
+"""Audio for training and inference as 16 kHz mono float32: release FLAC bytes and audio files read
+by ``soundfile`` (libsndfile), other containers by PyAV when it is installed. An input file is
+checked with ``os.stat`` before it is opened, so a FIFO or a device never blocks; every refusal is
+an :class:`AudioInputError` naming the path and the cause."""
 
 from __future__ import annotations
 
@@ -73,17 +67,14 @@ class AudioInputError(ValueError):
 
 
 def input_problem(path: str | Path) -> str | None:
-    """Why ``path`` is not a readable audio file, from ``os.stat`` alone (nothing is opened, so a
-    FIFO or a device cannot block); None when it is a non-empty regular file. The same reasons as
-    ingest gives (:mod:`granary_pipe.ingest.inputs`)."""
+    """Why ``path`` is not a non-empty regular file, from ``os.stat`` alone (ingest's reasons); else None."""
     return inputs.problem(str(path))
 
 
 def open_regular(path: str | Path) -> BinaryIO:
-    """Open ``path`` for reading if it is a non-empty regular file, else raise :class:`AudioInputError`.
-
-    Checked with ``os.stat`` first, then opened non-blocking and checked again on the open file
-    (``fstat``), so a FIFO swapped in between cannot block either."""
+    """Open ``path`` if it is a non-empty regular file, else raise :class:`AudioInputError`; checked
+    with ``os.stat``, then opened non-blocking and checked again with ``fstat`` (a FIFO swapped in
+    between cannot block either)."""
     problem = input_problem(path)
     if problem is not None:
         raise AudioInputError(path, problem)
@@ -112,7 +103,7 @@ def _load_with_pyav(fh: BinaryIO, path: str, sndfile_error: str) -> np.ndarray:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
     chunks = []
     try:
-        with av.open(fh, metadata_errors="ignore") as container:
+        with av.open(fh, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioInputError(path, "no audio stream")
             for frame in container.decode(audio=0):
@@ -125,11 +116,8 @@ def _load_with_pyav(fh: BinaryIO, path: str, sndfile_error: str) -> np.ndarray:
 
 
 def load_audio(path: str | Path) -> np.ndarray:
-    """An audio file → 16 kHz mono float32 (libsndfile, else PyAV; see module doc).
-
-    Raises :class:`AudioInputError` naming the path and the cause when it is not a non-empty
-    regular file (never opening a FIFO or a device: :func:`open_regular`), cannot be decoded,
-    or holds no audio samples."""
+    """An audio file → 16 kHz mono float32 (libsndfile, else PyAV); :class:`AudioInputError` when it is
+    not a non-empty regular file (:func:`open_regular`), does not decode, or holds no samples."""
     import soundfile as sf
 
     with open_regular(path) as fh:

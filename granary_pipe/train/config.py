@@ -1,13 +1,9 @@
-"""Training configuration as data: ``pipelines/train-*.yaml`` validated by pydantic.
-
-Errors name the file, the key path (``schedule.warmup_steps``) and, where the YAML has it,
-the line, as for pipeline files (:mod:`granary_pipe.config`). A checkpoint stores the
-resolved config (``TrainConfig.model_dump()``), so ``evaluate``/``transcribe``/resume need
-no YAML.
-"""
+"""Training configuration: ``pipelines/train-*.yaml`` validated by pydantic, errors naming the file,
+the key path and the line as for pipeline files. Checkpoints store the resolved config."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,8 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from granary_pipe.config import ConfigError, _errors, read_yaml
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "_data" / "pipelines" / "train-base.yaml"
-"""Used when ``granary train`` gets no ``--config`` and is not resuming (shipped in the package;
-``pipelines/train-base.yaml`` in a checkout)."""
+"""``granary train`` without ``--config``, not resuming."""
 
 
 class _Strict(BaseModel):
@@ -53,7 +48,8 @@ class SpecAugmentConfig(_Strict):
     freq_masks: int = Field(2, ge=0)
     freq_width: int = Field(27, ge=0, description="most mel bins per frequency mask")
     time_masks: int = Field(2, ge=0)
-    time_width_frac: float = Field(0.05, ge=0.0, le=1.0, description="most frames per mask, as a share of the utterance")
+    time_width_frac: float = Field(0.05, ge=0.0, le=1.0,
+                                   description="most frames per mask, as a share of the utterance")
     max_time_width: int = Field(40, ge=0, description="cap on frames per time mask")
 
 
@@ -77,7 +73,7 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
         b = self.bucket_boundaries_s
-        if not b or any(x >= y for x, y in zip(b, b[1:])) or b[0] <= 0:
+        if not b or any(x >= y for x, y in pairwise(b)) or b[0] <= 0:
             raise ValueError("bucket_boundaries_s must be positive and increasing")
         if self.min_duration_s >= self.max_duration_s:
             raise ValueError("min_duration_s must be below max_duration_s")
@@ -123,17 +119,18 @@ class ScheduleConfig(_Strict):
         steps, lrs = self.warmup_steps_list, self.warmup_lr_list
         if (steps is None) != (lrs is None):
             raise ValueError("give both warmup_steps_list and warmup_lr_list, or neither")
-        if steps is not None:
-            if self.name != "piecewise":
-                raise ValueError("warmup_steps_list/warmup_lr_list apply to name: piecewise only")
-            if len(steps) != len(lrs) or len(steps) < 2:
-                raise ValueError("warmup_steps_list and warmup_lr_list need the same length (>= 2)")
-            if steps[0] != 0 or any(a >= b for a, b in zip(steps, steps[1:])):
-                raise ValueError("warmup_steps_list must start at 0 and increase")
-            if steps[-1] != self.warmup_steps:
-                raise ValueError(f"warmup_steps_list ends at {steps[-1]}, warmup_steps is {self.warmup_steps}")
-            if abs(lrs[-1] - self.peak_lr) > 1e-12 * max(1.0, self.peak_lr):
-                raise ValueError(f"warmup_lr_list ends at {lrs[-1]}, peak_lr is {self.peak_lr}")
+        if steps is None or lrs is None:
+            return self
+        if self.name != "piecewise":
+            raise ValueError("warmup_steps_list/warmup_lr_list apply to name: piecewise only")
+        if len(steps) != len(lrs) or len(steps) < 2:
+            raise ValueError("warmup_steps_list and warmup_lr_list need the same length (>= 2)")
+        if steps[0] != 0 or any(a >= b for a, b in pairwise(steps)):
+            raise ValueError("warmup_steps_list must start at 0 and increase")
+        if steps[-1] != self.warmup_steps:
+            raise ValueError(f"warmup_steps_list ends at {steps[-1]}, warmup_steps is {self.warmup_steps}")
+        if abs(lrs[-1] - self.peak_lr) > 1e-12 * max(1.0, self.peak_lr):
+            raise ValueError(f"warmup_lr_list ends at {lrs[-1]}, peak_lr is {self.peak_lr}")
         return self
 
 
@@ -144,7 +141,7 @@ class LoopConfig(_Strict):
     log_every: int = Field(10, ge=1)
     eval_every: int = Field(1000, ge=1)
     ckpt_every: int = Field(1000, ge=1)
-    keep_checkpoints: int = Field(3, ge=1, description="newest step checkpoints kept (plus last.pt)")
+    keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept")
     eval_max_utts: int | None = Field(None, ge=1, description="cap held-out utterances per eval")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="GPU only: auto = bf16 where supported, else fp16 (+ GradScaler)")
@@ -170,11 +167,8 @@ class TrainConfig(_Strict):
 
 
 def load_train_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read and validate a training YAML (default :data:`DEFAULT_CONFIG`).
-
-    ``overrides`` are dotted keys applied before validation (``{"train.max_steps": 50}``);
-    they are validated like the file's own keys.
-    """
+    """Read and validate a training YAML (default :data:`DEFAULT_CONFIG`) with ``overrides``, dotted
+    keys (``{"train.max_steps": 50}``) applied before validation."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
     data, node = read_yaml(path)
     if not isinstance(data, dict):

@@ -1,48 +1,35 @@
 """Batches from a release: WebDataset shards → split → shuffle → duration buckets → waveforms.
 
-**Deterministic by construction.** The batch sequence of an epoch is a pure function of
-(release, data config, seed, epoch, rank, world size):
+An epoch's batch sequence is a pure function of (release, data config, seed, epoch, rank, world):
 
-1. the release's ``wds`` shards (``release.json``, languages from ``data.langs``) are put in
-   an order shuffled by ``(seed, epoch)``; with at least as many shards as ranks, rank ``r``
-   reads shards ``r::world``, else every rank reads all shards and keeps samples ``r::world``;
-2. ``webdataset`` streams the tars; only the ``.json`` metadata is parsed here (the FLAC
-   bytes ride along undecoded); rows of the other split, too short/long, or with an empty
-   normalised text are skipped;
-3. ``webdataset.shuffle`` (buffer ``shuffle_buffer``, seeded by ``(seed, epoch, rank)``);
-4. duration buckets (``bucket_boundaries_s``): a bucket emits a batch when it holds
-   ``min(max_batch_size, max_batch_s // bucket_upper_s)`` samples, so a batch never pads
-   to more than ``max_batch_s`` seconds; leftovers are emitted at the end of the epoch;
-5. counting batches from the start position on (across epochs: the loader workers go on
-   into the next epoch without restarting), batch ``k`` is decoded (FLAC → 16 kHz float32,
-   zero-padded to the longest) and tokenised by DataLoader worker ``k % workers``; PyTorch's
-   DataLoader returns worker outputs round-robin (in pinned memory when training on CUDA), so
-   batches arrive in stream order.
+1. the ``wds`` shards of ``data.langs``, in an order shuffled by ``(seed, epoch)``; rank ``r``
+   reads shards ``r::world`` (with fewer shards than ranks: all shards, samples ``r::world``);
+2. only the ``.json`` metadata is parsed (FLAC bytes ride along); rows of the other split, of a
+   duration out of range or with an empty normalised text are skipped;
+3. ``webdataset.shuffle`` seeded by ``(seed, epoch, rank)``;
+4. duration buckets: a bucket emits a batch at ``min(max_batch_size, max_batch_s // bucket_upper_s)``
+   samples (leftovers at the epoch's end);
+5. batch ``k`` (counted from the start position, across epochs) is decoded and tokenised by
+   DataLoader worker ``k % workers``; batches arrive in stream order.
 
-**Resume.** The data position is ``(epoch, next batch index)`` per rank. Resuming rebuilds the
-epoch's stream and skips ``start`` batches at step 4, before any audio is decoded: skipping
-costs reading the tars, not decoding them.
-
-**Held-out split.** A row is held out when ``sha256("heldout\\0" + id)`` (first 8 bytes,
-big-endian) mod 10000 < ``held_out_pct`` × 100: per row, independent of shards, order,
-seed and of which other rows exist; recorded in each checkpoint (:func:`split_info`).
-
-**Features.** Workers only read, decode and tokenise. The log-mel and SpecAugment are computed
-by the training process on its device, in batch (:mod:`granary_pipe.train.features`); audio is
-decoded by :mod:`granary_pipe.train.audio` (soundfile, no PyAV, no faster-whisper).
+A resume rebuilds the epoch's stream and skips ``start`` batches at step 4, before decoding. A row
+is held out when ``sha256("heldout\\0" + id)[:8]`` (big-endian) mod 10000 < ``held_out_pct`` × 100.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import time
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+import torch
 
 from granary_pipe.train.audio import decode_flac
 from granary_pipe.train.config import DataConfig
@@ -53,18 +40,12 @@ HELD_OUT_SALT = "heldout"
 SPLITS = ("train", "heldout", "all")
 
 
-# ----------------------------------------------------------------------------- release
-
 @dataclass(frozen=True)
 class Release:
     """A local release directory and its ``release.json``."""
 
     root: Path
     info: dict[str, Any]
-
-    @property
-    def langs(self) -> list[str]:
-        return sorted(self.info.get("totals", {}).get("per_lang", {}))
 
     def shards(self, fmt: str, langs: list[str] | None = None) -> list[Path]:
         """Absolute paths of the ``fmt`` (``wds``/``parquet``) shards, sorted, optionally by language."""
@@ -84,8 +65,7 @@ def is_url(data: str | Path) -> bool:
 
 
 def fetch_release(url: str, dest: str | Path, *, langs: list[str] | None = None, progress: bool = True) -> Path:
-    """Download the ``wds`` shards of the release at ``url`` into ``dest`` (verified, resumable,
-    skipping files already there) with :func:`granary_pipe.io.download.download_release`."""
+    """Download the ``wds`` shards of the release at ``url`` into ``dest`` (``granary download``)."""
     from granary_pipe.io.download import download_release
 
     report = download_release(url, dest, langs=langs, formats=["wds"], progress=progress)
@@ -95,32 +75,31 @@ def fetch_release(url: str, dest: str | Path, *, langs: list[str] | None = None,
 
 
 def check_release(data: str | Path) -> None:
-    """Refuse ``--data`` that is not a release with WebDataset shards (a path, or a URL whose
-    ``release.json`` is read without writing anything), before the output directory is created."""
+    """Refuse ``--data`` (a path, or a URL whose ``release.json`` is read, nothing written) that is not a
+    release with WebDataset shards."""
     if not is_url(data):
         open_release(data)
         return
     from granary_pipe.io.download import read_release
 
-    if not any(s.get("format") == "wds" for s in read_release(str(data)).get("shards", [])):
-        raise ValueError(f"{data}: the release has no WebDataset (wds) shards")
+    _require_wds(read_release(str(data)), data)
+
+
+def _require_wds(info: dict[str, Any], where: str | Path) -> None:
+    if not any(s.get("format") == "wds" for s in info.get("shards", [])):
+        raise ValueError(f"{where}: the release has no WebDataset (wds) shards")
 
 
 TRAINING_FORMATS = ("wds", "parquet")
-"""The formats training reads: the WebDataset tars (audio), the Parquet shards (tokenizer texts,
-when every one of them is there)."""
+"""The formats training reads: WebDataset (audio) and Parquet (tokenizer texts, when all are there)."""
 
 
 def check_shards(release: Release, langs: list[str] | None = None, *, checksums: bool = True, jobs: int = 4,
                  progress: bool = False) -> int:
-    """Refuse ``release`` when a shard that training reads is missing or damaged, before anything is
-    trained; returns the number of shards checked.
-
-    The ``wds`` and ``parquet`` shards of ``langs`` (None: all) are checked as ``granary verify``
-    checks them (:func:`granary_pipe.io.verify.verify_release`: size, then sha256 unless
-    ``checksums`` is false, ``jobs`` at a time). A missing Parquet shard is allowed (a download of
-    the WebDataset format only); a present but damaged one is not. Raises ``ValueError`` naming
-    every bad shard and its problem."""
+    """Refuse ``release`` when a shard training reads (:data:`TRAINING_FORMATS` of ``langs``) is missing
+    or damaged, checked as ``granary verify`` checks them (size, then sha256 unless ``checksums`` is
+    false); a missing Parquet shard is allowed (a WebDataset-only download). Returns the number of
+    shards checked; the ``ValueError`` names every bad shard."""
     from granary_pipe.io.verify import verify_release
 
     shards = {e["path"]: e["format"] for e in release.info.get("shards", []) if e.get("format") in TRAINING_FORMATS}
@@ -148,13 +127,12 @@ def open_release(data: str | Path) -> Release:
     if not path.is_file():
         raise FileNotFoundError(f"not a release: {path} does not exist")
     info = json.loads(path.read_text(encoding="utf-8"))
-    if not any(s.get("format") == "wds" for s in info.get("shards", [])):
-        raise ValueError(f"{path}: the release has no WebDataset (wds) shards")
+    _require_wds(info, path)
     return Release(root.resolve(), info)
 
 
 def is_held_out(row_id: str, pct: float) -> bool:
-    """Whether ``row_id`` belongs to the held-out split at ``pct`` percent (see module doc)."""
+    """Whether ``row_id`` is held out at ``pct`` percent (module doc)."""
     h = hashlib.sha256(f"{HELD_OUT_SALT}\0{row_id}".encode()).digest()
     return int.from_bytes(h[:8], "big") % 10000 < round(pct * 100)
 
@@ -171,8 +149,6 @@ def in_split(row_id: str, split: str, pct: float) -> bool:
     held = is_held_out(row_id, pct)
     return held if split == "heldout" else not held
 
-
-# ----------------------------------------------------------------------------- metadata stream
 
 def _keep(meta: dict, cfg: DataConfig, split: str, langs: list[str] | None) -> bool:
     dur = meta.get("duration_s")
@@ -245,13 +221,8 @@ def bucket_batches(samples: Iterator[dict], cfg: DataConfig) -> Iterator[list[di
             yield bucket
 
 
-# ----------------------------------------------------------------------------- batches
-
 def collate(items: list[tuple[np.ndarray, list[int]]], meta: list[dict]) -> dict[str, Any]:
-    """Zero-pad waveforms to the longest and concatenate targets into the batch dict the loop
-    consumes (``waves (B, N)`` float32, ``wave_lens``, ``feat_lens = wave_lens // 160``, targets)."""
-    import torch
-
+    """The batch dict the loop consumes: waveforms zero-padded to the longest, targets concatenated."""
     lens = [len(w) for w, _ in items]
     waves = torch.zeros(len(items), max(lens), dtype=torch.float32)
     for i, (w, _) in enumerate(items):
@@ -271,25 +242,14 @@ def collate(items: list[tuple[np.ndarray, list[int]]], meta: list[dict]) -> dict
     }
 
 
-def _torch_dataset_base():
-    import torch
+class ReleaseBatches(torch.utils.data.IterableDataset):
+    """One rank's batches from ``(epoch, start)`` on, for ``epochs`` epochs (``None``: forever, in the
+    same loader workers). Each also carries ``epoch``, ``index`` (within its epoch) and ``decode_s``
+    (worker seconds spent decoding and tokenising it)."""
 
-    return torch.utils.data.IterableDataset
-
-
-class ReleaseBatches(_torch_dataset_base()):
-    """One rank's batches from position ``(epoch, start)`` on, for ``epochs`` epochs (``None``:
-    forever, epoch after epoch in the same loader workers, so no epoch boundary restarts them).
-
-    Batches are numbered from the start position on (``k = 0, 1, …`` across epochs); loader
-    worker ``k % workers`` decodes batch ``k`` (module doc, step 5). Each yielded dict also carries
-    ``epoch``, ``index`` (batch number within its epoch) and ``decode_s`` (worker seconds spent
-    decoding and tokenising it).
-    """
-
-    def __init__(self, release: Release, cfg: DataConfig, tokenizer: Tokenizer, *, split: str = "train", seed: int = 0, epoch: int = 0, start: int = 0, rank: int = 0,
-                 world: int = 1, shuffle: bool = True, limit: int | None = None, targets: bool = True,
-                 epochs: int | None = 1):
+    def __init__(self, release: Release, cfg: DataConfig, tokenizer: Tokenizer, *, split: str = "train",
+                 seed: int = 0, epoch: int = 0, start: int = 0, rank: int = 0, world: int = 1, shuffle: bool = True,
+                 limit: int | None = None, targets: bool = True, epochs: int | None = 1):
         super().__init__()
         self.release, self.cfg, self.tokenizer = release, cfg, tokenizer
         self.split, self.seed, self.epoch, self.start = split, seed, epoch, start
@@ -301,7 +261,7 @@ class ReleaseBatches(_torch_dataset_base()):
         stream = sample_stream(self.release, self.cfg, split=self.split, seed=self.seed, epoch=epoch,
                                rank=self.rank, world=self.world, shuffle=self.shuffle)
         if self.limit is not None:
-            stream = (s for j, s in zip(range(self.limit), stream))
+            stream = itertools.islice(stream, self.limit)
         return enumerate(bucket_batches(stream, self.cfg))
 
     def _target(self, meta: dict) -> list[int]:
@@ -311,8 +271,6 @@ class ReleaseBatches(_torch_dataset_base()):
         return self.tokenizer.encode(text, meta.get("lang"), normalized=True)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        import torch
-
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch, start, k = self.epoch, self.start, 0
@@ -337,10 +295,8 @@ class ReleaseBatches(_torch_dataset_base()):
 
 
 def make_loader(dataset: ReleaseBatches, workers: int, prefetch: int = 4, seed: int = 0, pin_memory: bool = False):
-    """A DataLoader over ``dataset`` (already batched) that never touches the global torch RNG
-    (its own generator: the training RNG state stays a function of the steps taken)."""
-    import torch
-
+    """A DataLoader over ``dataset`` (already batched) with its own generator: the global torch RNG,
+    saved in checkpoints, stays a function of the steps taken."""
     kw: dict[str, Any] = {"prefetch_factor": prefetch} if workers > 0 else {}
     return torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=workers, pin_memory=pin_memory,
@@ -349,9 +305,9 @@ def make_loader(dataset: ReleaseBatches, workers: int, prefetch: int = 4, seed: 
 
 
 def iterate_epochs(release: Release, cfg: DataConfig, tokenizer: Tokenizer, *, seed: int,
-                   epoch: int, start: int, rank: int, world: int, pin_memory: bool = False) -> Iterator[dict[str, Any]]:
-    """Training batches from position ``(epoch, start)`` on, epoch after epoch, forever
-    (one DataLoader: its workers run across epoch boundaries)."""
+                   epoch: int, start: int, rank: int, world: int,
+                   pin_memory: bool = False) -> Generator[dict[str, Any], None, None]:
+    """Training batches from ``(epoch, start)`` on, forever (one DataLoader across epochs)."""
     ds = ReleaseBatches(release, cfg, tokenizer, split="train", seed=seed, epoch=epoch,
                         start=start, rank=rank, world=world, epochs=None)
     yield from make_loader(ds, cfg.loader_workers, cfg.prefetch_batches, _rank_seed(seed, rank) % 2**63,
@@ -359,8 +315,8 @@ def iterate_epochs(release: Release, cfg: DataConfig, tokenizer: Tokenizer, *, s
 
 
 def training_texts(release: Release, cfg: DataConfig) -> dict[str, list[str]]:
-    """Normalised transcripts of the training split by language (Parquet columns when the
-    release has local Parquet shards, else the WebDataset ``.json`` entries), in release order."""
+    """Normalised transcripts of the training split by language, in release order (from the Parquet
+    shards when all are local, else the WebDataset ``.json`` entries)."""
     import pyarrow.parquet as pq
 
     out: dict[str, list[str]] = {}
@@ -377,8 +333,6 @@ def training_texts(release: Release, cfg: DataConfig) -> dict[str, list[str]]:
         raise ValueError(f"{release.root}: no training transcripts (languages {cfg.langs})")
     return out
 
-
-# ----------------------------------------------------------------------------- SpecAugment seeds
 
 def batch_seed(seed: int, epoch: int, index: int, rank: int) -> int:
     """Seed of a batch's SpecAugment generator."""

@@ -1,18 +1,10 @@
-"""Whisper's 80-dim log-mel and SpecAugment, computed in batch on the training device.
+"""Whisper's log-mel and SpecAugment, in batch on the training device, from padded 16 kHz waveforms.
 
-Loader workers hand over padded 16 kHz waveforms (``waves (B, N)``, ``wave_lens (B,)``); the
-training process moves them to the device and calls :class:`LogMel`, then :func:`spec_augment`.
-
-**The features** are the ones faster-whisper's ``FeatureExtractor(...)(wave, padding=0)`` gives
-for each utterance on its own (tested against it on speech, and a padded batch against
-utterance by utterance): the utterance is reflect-padded by ``n_fft // 2`` samples at both ends,
-framed with a 400-sample periodic Hann window every 160 samples (the last frame dropped, so
-``len // 160`` frames), power spectrum, Slaney mel filterbank (:func:`mel_filterbank`),
-``log10`` clamped at 1e-10, clamped to 8 below the utterance's maximum, scaled ``(x + 4) / 4``.
-In a batch, each utterance is reflect-padded at its own end (not into the zeros after it) and
-its maximum is taken over its own frames only; frames past an utterance's end are 0.
-
-Everything is tensor code on the batch: no per-utterance Python work in the training process.
+Each utterance of a batch gets the features faster-whisper's ``FeatureExtractor(...)(wave,
+padding=0)`` gives it alone: reflect-padded by ``n_fft // 2`` at its own ends, 400-sample Hann
+frames every 160 samples (``len // 160`` frames), power spectrum, Slaney mel filterbank, ``log10``
+clamped at 1e-10 and to 8 below the utterance's own maximum, scaled ``(x + 4) / 4``; frames past
+its end are 0.
 """
 
 from __future__ import annotations
@@ -29,8 +21,6 @@ N_FFT = 400
 HOP = 160
 """25 ms window, 10 ms hop at 16 kHz."""
 
-
-# ----------------------------------------------------------------------------- mel filterbank
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale: linear (200/3 Hz per mel) below 1 kHz, logarithmic above."""
@@ -59,8 +49,6 @@ def mel_filterbank(n_mels: int = 80, n_fft: int = N_FFT, sample_rate: int = SAMP
     weights = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (hi - lo))
     return weights.astype(np.float32)
 
-
-# ----------------------------------------------------------------------------- log-mel
 
 def frame_counts(wave_lens: torch.Tensor) -> torch.Tensor:
     """Feature frames of utterances of ``wave_lens`` samples: ``len // 160``."""
@@ -106,14 +94,10 @@ class LogMel:
         return logmel.transpose(1, 2).contiguous(), frames
 
 
-# ----------------------------------------------------------------------------- SpecAugment
-
 def spec_augment(feats: torch.Tensor, lens: torch.Tensor, cfg: SpecAugmentConfig,
                  generator: torch.Generator) -> torch.Tensor:
-    """Frequency and time masks (set to 0) on ``feats (B, T, F)``, inside each utterance's
-    ``lens`` frames. The mask positions are drawn on the CPU from ``generator`` (a few numbers per
-    utterance, so the draws do not depend on the device); the masks are built on ``feats``' device
-    as ``(B, 1, F)`` and ``(B, T, 1)`` and broadcast."""
+    """Frequency and time masks (set to 0) on ``feats (B, T, F)`` within each utterance's ``lens``
+    frames; positions drawn on the CPU from ``generator`` (the same on every device)."""
     b, t, f = feats.shape
     lens_f = lens.detach().cpu().float()
 

@@ -1,21 +1,7 @@
-"""Where the training loop runs: one process, ``torchrun`` DDP, or Ray Train workers.
-
-The loop (:func:`granary_pipe.train.loop.train`) is the same function in all three; it gets a
-:class:`~granary_pipe.train.distributed.DistContext` that says its rank, world size, device and
-how to wrap the model.
-
-- **one process**: ``granary train --data REL --out DIR`` (CUDA if available, else CPU).
-- **torchrun** (one node, N GPUs)::
-
-      torchrun --standalone --nproc-per-node N -m granary_pipe.cli train --data REL --out DIR
-
-  ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` from torchrun select DDP (NCCL on GPU, gloo on CPU).
-- **Ray Train**: ``granary train ... --workers N [--ray-address ray://HEAD:10001 | auto]``:
-  ``ray.train.torch.TorchTrainer`` with ``ScalingConfig(num_workers=N,
-  use_gpu=torch.cuda.is_available())``; each worker calls the loop with Ray's process group,
-  ``ray.train.torch.get_device()`` and ``prepare_model`` (DDP). Without ``--ray-address`` an
-  embedded local Ray is started. ``--out`` and the release must be paths every worker sees
-  (shared storage on a multi-node cluster); rank 0 writes checkpoints and metrics there.
+"""Where the training loop runs: one process, ``torchrun`` DDP (both :func:`~granary_pipe.train.loop.train`
+with a :class:`~granary_pipe.train.distributed.DistContext`), or Ray Train workers (:func:`train_with_ray`,
+``granary train --workers N [--ray-address ADDRESS]``). ``--out`` and the release must be paths every
+worker sees; rank 0 writes checkpoints and metrics.
 """
 
 from __future__ import annotations
@@ -30,14 +16,14 @@ from granary_pipe.train.loop import train
 
 
 def _ray_worker(config: dict) -> None:
-    """``train_loop_per_worker``: the same loop, in Ray Train's process group."""
+    """Ray Train's ``train_loop_per_worker``: the loop in Ray's process group, DDP by ``prepare_model``."""
     import ray.train
     import ray.train.torch
 
     ctx = ray.train.get_context()
     dist = DistContext(
         rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=ray.train.torch.get_device(),
-        wrap=ray.train.torch.prepare_model, report=ray.train.report, kind="ray",
+        wrap=ray.train.torch.prepare_model, report=ray.train.report,
     )
     train(config["data"], config["out"], TrainConfig.model_validate(config["cfg"]),
           max_steps=config["max_steps"], dist=dist, progress=False)
@@ -46,11 +32,8 @@ def _ray_worker(config: dict) -> None:
 def train_with_ray(data: str | Path, out: str | Path, cfg: TrainConfig, *, num_workers: int = 1,
                    address: str | None = None, max_steps: int | None = None, use_gpu: bool | None = None,
                    resources_per_worker: dict[str, float] | None = None) -> dict[str, Any]:
-    """Run the loop on ``num_workers`` Ray Train workers; return the loop's summary.
-
-    Uses the running Ray (``ray.init`` already called), else connects to ``address``
-    (``auto``, ``ray://…``), else starts an embedded local Ray (shut down afterwards).
-    """
+    """Run the loop on ``num_workers`` Ray Train workers (one GPU each where CUDA is available); its
+    summary. Uses the running Ray, else ``address``, else an embedded local Ray (shut down after)."""
     import ray
     import torch
     from ray.train import RunConfig, ScalingConfig

@@ -1,35 +1,19 @@
-"""The training loop (checkpoints: :mod:`~granary_pipe.train.checkpoint`; evaluation and
-transcription: :mod:`~granary_pipe.train.infer`; all re-exported here).
+"""The training loop: :func:`train` writes under ``out``::
 
-``train(data, out, cfg)`` writes under ``out``::
-
-    checkpoints/ckpt-00001000.pt   model, optimizer, scheduler, GradScaler, step, config,
-                                   tokenizer, held-out split, release fingerprint, and per rank:
-                                   data position (epoch, next batch) + RNG states
-                                   (python, numpy, torch, cuda)
+    checkpoints/ckpt-00001000.pt   model, optimizer, scheduler, GradScaler, step, config, tokenizer,
+                                   held-out split, release fingerprint, and per rank the data
+                                   position (epoch, next batch) and RNG states
     checkpoints/latest             name of the newest checkpoint (written last)
     tokenizer/*.model              the SentencePiece model(s), for inspection
-    metrics.jsonl                  {"kind": "train", step, loss, lr, grad_norm, step_time_s,
-                                   data_wait_s, samples, samples_per_s, audio_s_per_s, ...,
-                                   run_step_time_s, run_data_wait_s, run_audio_s (totals of
-                                   this process, for rates over a window), wall_time}
-                                   every ``log_every`` steps; {"kind": "eval", step, wer, cer}
-    tb/                            the same scalars as TensorBoard events
+    metrics.jsonl                  {"kind": "train", step, loss, lr, ...} every ``log_every`` steps,
+                                   {"kind": "eval", step, wer, cer}; tb/: the same as TensorBoard events
     summary.json                   last step, loss, eval, throughput
 
-**Resume.** Rerunning with the same ``out`` continues from ``checkpoints/latest``: states
-restored, the data stream rebuilt and advanced to the saved position, ``metrics.jsonl`` and
-the TensorBoard log cut back to the checkpoint's step. On CPU with ``deterministic: true`` and
-the same thread count the resumed losses equal an uninterrupted run's (tested to 1e-6). The
-model/data/tokenizer/optim/schedule/seed sections must equal the checkpoint's; ``train``
-(``max_steps``, intervals) may change.
-
-**Features** are computed here, on the device, from the padded waveforms the loader workers
-send (:class:`~granary_pipe.train.features.LogMel`, then SpecAugment). Loss and gradient norm
-are read back from the device only on logged steps, so the host does not wait for every step.
-
-**Loss.** CTC summed over the batch divided by target tokens; with ``grad_accum`` micro-batches
-the step's loss is their mean. ``lr`` in a record is the rate the update ran at.
+Rerunning with the same ``out`` resumes from ``checkpoints/latest`` (the data stream advanced to the
+saved position, the logs cut back to its step) and reproduces an uninterrupted run's losses; the
+config sections but ``train`` must equal the checkpoint's. A step's loss is the mean of its
+``grad_accum`` micro-batch losses (CTC per target token), read back from the device on logged steps
+only. Design: docs/architecture.md (Train).
 """
 
 from __future__ import annotations
@@ -40,6 +24,8 @@ import logging
 import os
 import random
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +36,6 @@ from granary_pipe.progress import LINES_EVERY_S, Progress
 from granary_pipe.train.checkpoint import (
     CKPT_FORMAT,
     check_compatible,
-    checkpoint_dir,
     latest_checkpoint,
     load_checkpoint,
     rng_state,
@@ -70,21 +55,17 @@ from granary_pipe.train.data import (
 )
 from granary_pipe.train.distributed import DistContext, check_replicas, single_process, unwrap
 from granary_pipe.train.features import LogMel, spec_augment
-from granary_pipe.train.infer import autocast, evaluate, evaluate_model, load_model, transcribe
+from granary_pipe.train.infer import autocast, evaluate, evaluate_model, transcribe
 from granary_pipe.train.metrics import MetricsLog, read_metrics
 from granary_pipe.train.model import ConformerCTC, count_parameters, ctc_loss
 from granary_pipe.train.schedules import make_scheduler
 from granary_pipe.train.tokenizer import Tokenizer, build_tokenizer
 
-__all__ = [  # checkpoint and inference helpers live in train.checkpoint / train.infer; re-exported here
-    "CKPT_FORMAT", "build_optimizer", "checkpoint_dir", "evaluate", "evaluate_model", "latest_checkpoint",
-    "load_checkpoint", "load_model", "read_metrics", "resolve_config", "train", "train_from_args", "transcribe",
-]
+__all__ = ["build_optimizer", "evaluate", "latest_checkpoint", "load_checkpoint", "read_metrics", "resolve_config",
+           "train", "transcribe"]  # evaluate, transcribe and the checkpoint readers re-exported for callers
 
 log = logging.getLogger(__name__)
 
-
-# ----------------------------------------------------------------------------- setup
 
 def _seed_all(seed: int) -> None:
     random.seed(seed)
@@ -117,228 +98,262 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.schedule.peak_lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+        lr=cfg.schedule.peak_lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
     )
-
-
-# ----------------------------------------------------------------------------- training
-
-def _make_tokenizer(release: Release, cfg: TrainConfig, out: Path, dist: DistContext) -> Tokenizer:
-    state = None
-    if dist.is_main:
-        tok = build_tokenizer(training_texts(release, cfg.data), cfg.tokenizer, cfg.data.text_norm)
-        state = tok.state()
-        tdir = out / "tokenizer"
-        tdir.mkdir(parents=True, exist_ok=True)
-        for key, proto in state["models"].items():
-            (tdir / f"{'shared' if key == '*' else key}.model").write_bytes(proto)
-    return Tokenizer.from_state(dist.broadcast(state))
 
 
 def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int | None = None,
           dist: DistContext | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a Conformer-CTC on ``data`` (a release) into ``out``; see module doc.
-
-    Returns the summary also written to ``out/summary.json``.
-    """
+    """Train (or resume) a Conformer-CTC on ``data`` (a release directory or URL) into ``out``;
+    returns the summary also written to ``out/summary.json``."""
     dist = dist or single_process()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if max_steps is not None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": max_steps})})
-    device = torch.device(dist.device)
-    _configure_torch(cfg, device)
-    if is_url(data):  # rank 0 downloads into OUT/data (resumable, verified), the others wait
-        dest = out / "data"
-        if dist.is_main:
-            fetch_release(str(data), dest, langs=cfg.data.langs, progress=progress)
-        dist.barrier()
-        data = dest
-    release = open_release(data)
+    _configure_torch(cfg, torch.device(dist.device))
+    trainer = _Trainer(open_release(_local_release(data, out, cfg, dist, progress)), out, cfg, dist)
+    trainer.run(progress)
+    return trainer.finish()
 
-    resume = load_checkpoint(out) if latest_checkpoint(out) is not None else None
-    if resume is not None:
-        check_compatible(cfg, resume["config"], resume["path"])
-        if resume["world_size"] != dist.world:
-            raise ValueError(f"{resume['path']}: saved by {resume['world_size']} worker(s), resuming with "
-                             f"{dist.world}: exact resume needs the same number")
-        tokenizer = Tokenizer.from_state(resume["tokenizer"])
-    else:
-        _seed_all(cfg.seed)
-        tokenizer = _make_tokenizer(release, cfg, out, dist)
 
-    _seed_all(cfg.seed)  # identical initial weights on every rank
-    model = ConformerCTC(cfg.model, tokenizer.vocab_size).to(device)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg.schedule)
-    amp_dtype, scaler_on = _amp(cfg, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=scaler_on)
-    step, epoch, start = 0, 0, 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        if resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        step = resume["step"]
-        me = resume["ranks"][dist.rank]
-        epoch, start = me["data"]["epoch"], me["data"]["batch"]
-        set_rng_state(me["rng"])
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", resume["path"], step, epoch, start)
-    else:
-        _seed_all(cfg.seed * 1_000_003 + dist.rank + 1)  # per-rank dropout streams
-    if dist.wrap is not None:
-        model = dist.wrap(model)
-
-    metrics = MetricsLog(out, dist.is_main, step if resume is not None else None)
-    meta = {"split": split_info(cfg.data), "release": release.fingerprint(),
-            "parameters": count_parameters(unwrap(model)), "vocab_size": tokenizer.vocab_size}
+def _local_release(data: str | Path, out: Path, cfg: TrainConfig, dist: DistContext, progress: bool) -> str | Path:
+    """``data``, or for a URL ``OUT/data`` once rank 0 has downloaded it (resumable, verified)."""
+    if not is_url(data):
+        return data
+    dest = out / "data"
     if dist.is_main:
-        log.info("model: %d parameters, vocab %d, device %s, world %d",
-                 meta["parameters"], tokenizer.vocab_size, device, dist.world)
+        fetch_release(str(data), dest, langs=cfg.data.langs, progress=progress)
+    dist.barrier()
+    return dest
 
-    def save(step: int, last_eval: dict | None) -> Path | None:
-        mine = {"data": {"epoch": position[0], "batch": position[1]}, "rng": rng_state()}
-        ranks = dist.gather(mine)
+
+class _Trainer:
+    """The state one training process carries from step to step, and the steps of :func:`train`."""
+
+    def __init__(self, release: Release, out: Path, cfg: TrainConfig, dist: DistContext) -> None:
+        self.release, self.out, self.cfg, self.dist = release, out, cfg, dist
+        self.device = torch.device(dist.device)
+        resume = load_checkpoint(out) if latest_checkpoint(out) is not None else None
+        if resume is not None:
+            check_compatible(cfg, resume["config"], resume["path"])
+            if resume["world_size"] != dist.world:
+                raise ValueError(f"{resume['path']}: saved by {resume['world_size']} worker(s), resuming with "
+                                 f"{dist.world}: exact resume needs the same number")
+            self.tokenizer = Tokenizer.from_state(resume["tokenizer"])
+        else:
+            _seed_all(cfg.seed)
+            self.tokenizer = self._train_tokenizer()
+        _seed_all(cfg.seed)  # identical initial weights on every rank
+        model = ConformerCTC(cfg.model, self.tokenizer.vocab_size).to(self.device)
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg.schedule)
+        self.amp_dtype, self.scaler_on = _amp(cfg, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.scaler_on)
+        self.step = 0
+        self.position = [0, 0]  # (epoch, next batch) of this rank's data stream
+        self.last_eval: dict | None = None
+        if resume is not None:
+            self._restore(model, resume)
+        else:
+            _seed_all(cfg.seed * 1_000_003 + dist.rank + 1)  # per-rank dropout streams
+        self.model = dist.wrap(model) if dist.wrap is not None else model
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.logmel = LogMel(cfg.model.n_mels, self.device)
+        self.metrics = MetricsLog(out, dist.is_main, self.step if resume is not None else None)
+        self.meta = {"split": split_info(cfg.data), "release": release.fingerprint(),
+                     "parameters": count_parameters(model), "vocab_size": self.tokenizer.vocab_size}
+        if dist.is_main:
+            log.info("model: %d parameters, vocab %d, device %s, world %d",
+                     self.meta["parameters"], self.tokenizer.vocab_size, self.device, dist.world)
+        self.totals: Counter[str] = Counter()  # steps, step_time_s, data_wait_s, samples, audio_s of this process
+        self.loss_logged: float | None = None
+        self.ckpt_path: Path | None = None
+
+    def _train_tokenizer(self) -> Tokenizer:
+        """Rank 0 trains the tokenizer on the training texts (and writes ``OUT/tokenizer/``); every rank gets it."""
+        state = None
+        if self.dist.is_main:
+            tok = build_tokenizer(training_texts(self.release, self.cfg.data), self.cfg.tokenizer,
+                                  self.cfg.data.text_norm)
+            state = tok.state()
+            tdir = self.out / "tokenizer"
+            tdir.mkdir(parents=True, exist_ok=True)
+            for key, proto in state["models"].items():
+                (tdir / f"{'shared' if key == '*' else key}.model").write_bytes(proto)
+        return Tokenizer.from_state(self.dist.broadcast(state))
+
+    def _restore(self, model: torch.nn.Module, resume: dict[str, Any]) -> None:
+        """Model, optimizer, scheduler, scaler, step, data position and RNG states of a checkpoint."""
+        model.load_state_dict(resume["model"])
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.scheduler.load_state_dict(resume["scheduler"])
+        if resume.get("scaler"):
+            self.scaler.load_state_dict(resume["scaler"])
+        self.step = resume["step"]
+        me = resume["ranks"][self.dist.rank]
+        self.position = [me["data"]["epoch"], me["data"]["batch"]]
+        set_rng_state(me["rng"])
+        self.last_eval = resume.get("eval")
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", resume["path"], self.step, *self.position)
+
+    def run(self, progress: bool) -> None:
+        """Optimizer steps up to ``train.max_steps``, logging, evaluating and saving on their intervals."""
+        cfg, dist, device = self.cfg, self.dist, self.device
+        batches = iterate_epochs(self.release, cfg.data, self.tokenizer, seed=cfg.seed, epoch=self.position[0],
+                                 start=self.position[1], rank=dist.rank, world=dist.world,
+                                 pin_memory=device.type == "cuda")
+        shown: dict[str, str] = {}  # the progress line's last loss and learning rate
+        bar = Progress(cfg.train.max_steps, initial=self.step, desc="train", unit="step",
+                       enabled=progress and dist.is_main, every_s=LINES_EVERY_S,
+                       note=lambda: ", ".join(f"{k} {v}" for k, v in shown.items()))
+        self.model.train()
+        try:
+            while self.step < cfg.train.max_steps:
+                self.step += 1
+                logged = self._one_step(batches)
+                if logged is not None:
+                    shown.update(loss=f"{logged[0]:.3f}", lr=f"{logged[1]:.2e}")
+                bar.update(1)
+                self._on_intervals()
+        finally:
+            bar.close()
+            self.metrics.close()
+            batches.close()
+
+    def _due(self, every: int) -> bool:
+        return self.step % every == 0 or self.step == self.cfg.train.max_steps
+
+    def _one_step(self, batches: Iterator[dict[str, Any]]) -> tuple[float, float] | None:
+        """One optimizer update over ``grad_accum`` micro-batches; on logged steps it writes the
+        metrics record and returns this rank's (loss, learning rate)."""
+        t_step = time.perf_counter()
+        losses, took = self._micro_batches(batches)
+        lr = self.optimizer.param_groups[0]["lr"]
+        grad_norm = None
+        if self.cfg.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        logged = self._due(self.cfg.train.log_every)
+        loss = float(torch.stack(losses).mean()) if logged else None  # waits for the device: logged steps only
+        step_time = time.perf_counter() - t_step
+        self.totals.update({"steps": 1, "step_time_s": step_time, "data_wait_s": took["wait"],  # adds
+                            "samples": took["samples"], "audio_s": took["audio_s"]})
+        if loss is None:
+            return None
+        self._log(loss, lr, None if grad_norm is None else float(grad_norm), step_time, took)
+        return loss, lr
+
+    def _micro_batches(self, batches: Iterator[dict[str, Any]]) -> tuple[list[torch.Tensor], dict[str, float]]:
+        """Forward and backward of ``grad_accum`` batches (DDP syncs gradients on the last one only);
+        their losses, and the seconds waited for data, decoding seconds, samples and audio seconds."""
+        cfg, accum, sa = self.cfg, self.cfg.optim.grad_accum, self.cfg.data.spec_augment
+        no_sync = getattr(self.model, "no_sync", None)
+        losses = []
+        took = {"wait": 0.0, "decode_s": 0.0, "audio_s": 0.0, "samples": 0}
+        for micro in range(accum):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            took["wait"] += time.perf_counter() - t0
+            self.position[:] = [batch["epoch"], batch["index"] + 1]
+            feats, feat_lens = self.logmel(batch["waves"], batch["wave_lens"])  # on the device, in batch
+            if sa.freq_masks or sa.time_masks:
+                seed = batch_seed(cfg.seed, batch["epoch"], batch["index"], self.dist.rank)
+                feats = spec_augment(feats, batch["feat_lens"], sa, torch.Generator().manual_seed(seed))
+            sync = no_sync() if no_sync is not None and micro < accum - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast(self.device, self.amp_dtype):
+                    lp, lens = self.model(feats, feat_lens)
+                    loss = ctc_loss(lp, lens, batch["targets"].to(self.device, non_blocking=True),
+                                    batch["target_lens"].to(self.device, non_blocking=True))
+                self.scaler.scale(loss / accum).backward()
+            losses.append(loss.detach())
+            took["samples"] += len(batch["ids"])
+            took["audio_s"] += batch["audio_s"]
+            took["decode_s"] += batch["decode_s"]
+        return losses, took
+
+    def _log(self, loss: float, lr: float, grad_norm: float | None, step_time: float,
+             took: dict[str, float]) -> None:
+        """Write a logged step's record: loss the mean over ranks, samples and audio summed over ranks,
+        times rank 0's (``run_*``: totals since this process started the loop, for rates over a window)."""
+        dist = self.dist
+        loss_sum, all_samples, all_audio_s, run_audio_s = dist.sum([loss, took["samples"], took["audio_s"],
+                                                                     self.totals["audio_s"]])
+        self.loss_logged = loss_sum / dist.world
+        record = {
+            "kind": "train", "step": self.step, "epoch": self.position[0], "loss": self.loss_logged, "lr": lr,
+            "grad_norm": grad_norm, "step_time_s": step_time, "data_wait_s": took["wait"],
+            "samples": int(all_samples), "samples_per_s": all_samples / step_time,
+            "audio_s_per_s": all_audio_s / step_time, "decode_s": took["decode_s"],
+            "run_step_time_s": self.totals["step_time_s"], "run_data_wait_s": self.totals["data_wait_s"],
+            "run_audio_s": run_audio_s, "wall_time": time.time(),
+        }
+        self.metrics.write(record)
+        if dist.report is not None:
+            dist.report({k: v for k, v in record.items() if v is not None and k != "kind"})
+
+    def _on_intervals(self) -> None:
+        """The replica check, evaluation and checkpoint of the steps they are due at."""
+        every, dist = self.cfg.train.check_replicas_every, self.dist
+        if every and dist.world > 1 and self._due(every):
+            self.metrics.write(check_replicas(self.model, dist, self.step))
+        if self._due(self.cfg.train.eval_every):
+            self.last_eval = self._evaluate() or self.last_eval
+        if self._due(self.cfg.train.ckpt_every):
+            self.ckpt_path = self._save()
+
+    def _evaluate(self) -> dict | None:
+        """Held-out WER/CER on rank 0 (recorded when the split has utterances)."""
+        result = None
+        if self.dist.is_main:
+            result = evaluate_model(unwrap(self.model), self.tokenizer, self.release, self.cfg, split="heldout",
+                                    device=self.device, max_utts=self.cfg.train.eval_max_utts,
+                                    amp_dtype=self.amp_dtype)
+            if result["utterances"]:
+                self.metrics.write({"kind": "eval", "step": self.step, "wer": result["wer"], "cer": result["cer"],
+                                    "utterances": result["utterances"]})
+        self.dist.barrier()
+        return result
+
+    def _save(self) -> Path | None:
+        """A checkpoint with every rank's data position and RNG states, written by rank 0."""
+        dist = self.dist
+        ranks = dist.gather({"data": {"epoch": self.position[0], "batch": self.position[1]}, "rng": rng_state()})
         path = None
         if dist.is_main:
-            path = save_checkpoint(out, {
-                "format": CKPT_FORMAT, "step": step, "config": cfg.model_dump(mode="json"),
-                "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler_on else None,
-                "tokenizer": tokenizer.state(), "world_size": dist.world, "ranks": ranks,
-                "eval": last_eval, **meta,
-            }, cfg.train.keep_checkpoints)
+            path = save_checkpoint(self.out, {
+                "format": CKPT_FORMAT, "step": self.step, "config": self.cfg.model_dump(mode="json"),
+                "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler_on else None,
+                "tokenizer": self.tokenizer.state(), "world_size": dist.world, "ranks": ranks,
+                "eval": self.last_eval, **self.meta,
+            }, self.cfg.train.keep_checkpoints)
         dist.barrier()
         return path
 
-    def run_eval(step: int) -> dict | None:
-        result = None
+    def finish(self) -> dict[str, Any]:
+        """The summary of this process's run, written to ``OUT/summary.json`` by rank 0."""
+        t, dist = self.totals, self.dist
+        busy = t["step_time_s"]
+        summary = {
+            "out": str(self.out), "step": self.step, "loss": self.loss_logged, "eval": self.last_eval,
+            "rank": dist.rank, "checkpoint": str(self.ckpt_path or latest_checkpoint(self.out) or ""),
+            "parameters": self.meta["parameters"], "vocab_size": self.tokenizer.vocab_size,
+            "world_size": dist.world, "device": str(self.device), "steps_this_run": t["steps"],
+            "mean_step_time_s": busy / t["steps"] if t["steps"] else None,
+            "samples_per_s": t["samples"] * dist.world / busy if busy else None,
+            "audio_s_per_s": t["audio_s"] * dist.world / busy if busy else None,
+            "data_wait_share": t["data_wait_s"] / busy if busy else None,
+        }
         if dist.is_main:
-            result = evaluate_model(unwrap(model), tokenizer, release, cfg, split="heldout", device=device,
-                                    max_utts=cfg.train.eval_max_utts, amp_dtype=amp_dtype)
-            if result["utterances"]:
-                metrics.write({"kind": "eval", "step": step, "wer": result["wer"], "cer": result["cer"],
-                               "utterances": result["utterances"]})
-        dist.barrier()
-        return result
-
-    position = [epoch, start]
-    batches = iterate_epochs(release, cfg.data, tokenizer, seed=cfg.seed,
-                             epoch=epoch, start=start, rank=dist.rank, world=dist.world,
-                             pin_memory=device.type == "cuda")
-    accum, sa = cfg.optim.grad_accum, cfg.data.spec_augment
-    logmel = LogMel(cfg.model.n_mels, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    ddp = hasattr(model, "no_sync")
-    totals = {"steps": 0, "step_time_s": 0.0, "data_wait_s": 0.0, "samples": 0, "audio_s": 0.0}
-    loss_val = loss_logged = ckpt_path = None
-    last_eval = resume.get("eval") if resume else None
-    shown: dict[str, str] = {}  # the progress line's last loss and learning rate
-    bar = Progress(cfg.train.max_steps, initial=step, desc="train", unit="step", enabled=progress and dist.is_main,
-                   every_s=LINES_EVERY_S, note=lambda: ", ".join(f"{k} {v}" for k, v in shown.items()))
-    model.train()
-    try:
-        while step < cfg.train.max_steps:
-            step += 1
-            t_step = time.perf_counter()
-            wait = decode_s = audio_s = 0.0
-            samples = 0
-            losses = []
-            for micro in range(accum):
-                t0 = time.perf_counter()
-                batch = next(batches)
-                wait += time.perf_counter() - t0
-                position[:] = [batch["epoch"], batch["index"] + 1]
-                feats, feat_lens = logmel(batch["waves"], batch["wave_lens"])  # on the device, in batch
-                if sa.freq_masks or sa.time_masks:
-                    gen = torch.Generator().manual_seed(batch_seed(cfg.seed, batch["epoch"], batch["index"], dist.rank))
-                    feats = spec_augment(feats, batch["feat_lens"], sa, gen)
-                sync = model.no_sync() if ddp and micro < accum - 1 else contextlib.nullcontext()
-                with sync:
-                    with autocast(device, amp_dtype):
-                        lp, lens = model(feats, feat_lens)
-                        loss = ctc_loss(lp, lens, batch["targets"].to(device, non_blocking=True),
-                                        batch["target_lens"].to(device, non_blocking=True))
-                    scaler.scale(loss / accum).backward()
-                losses.append(loss.detach())
-                samples += len(batch["ids"])
-                audio_s += batch["audio_s"]
-                decode_s += batch["decode_s"]
-            lr = optimizer.param_groups[0]["lr"]
-            grad_norm = None
-            if cfg.optim.grad_clip:
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            logging_step = step % cfg.train.log_every == 0 or step == cfg.train.max_steps
-            if logging_step:  # reading loss and grad norm waits for the device: only when logged
-                loss_val = float(torch.stack(losses).mean())
-            step_time = time.perf_counter() - t_step
-            totals["steps"] += 1
-            totals["step_time_s"] += step_time
-            totals["data_wait_s"] += wait
-            totals["samples"] += samples
-            totals["audio_s"] += audio_s
-            if logging_step:
-                grad_norm = None if grad_norm is None else float(grad_norm)
-                loss_sum, all_samples, all_audio_s, run_audio_s = dist.sum([loss_val, samples, audio_s,
-                                                                             totals["audio_s"]])
-                record = {  # loss: mean over ranks; samples, audio: all ranks; times: rank 0's
-                    "kind": "train", "step": step, "epoch": position[0], "loss": loss_sum / dist.world, "lr": lr,
-                    "grad_norm": grad_norm, "step_time_s": step_time, "data_wait_s": wait,
-                    "samples": int(all_samples), "samples_per_s": all_samples / step_time,
-                    "audio_s_per_s": all_audio_s / step_time, "decode_s": decode_s,
-                    # since this process started the loop (windows between two records give rates):
-                    "run_step_time_s": totals["step_time_s"], "run_data_wait_s": totals["data_wait_s"],
-                    "run_audio_s": run_audio_s, "wall_time": time.time(),
-                }
-                metrics.write(record)
-                loss_logged = record["loss"]
-                if dist.report is not None:
-                    dist.report({k: v for k, v in record.items() if v is not None and k != "kind"})
-            if logging_step:
-                shown.update(loss=f"{loss_val:.3f}", lr=f"{lr:.2e}")
-            bar.update(1)
-            every = cfg.train.check_replicas_every
-            if every and dist.world > 1 and (step % every == 0 or step == cfg.train.max_steps):
-                metrics.write(check_replicas(model, dist, step))
-            if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
-                last_eval = run_eval(step) or last_eval
-            if step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps:
-                ckpt_path = save(step, last_eval)
-    finally:
-        bar.close()
-        metrics.close()
-        batches.close()
-
-    summary = {
-        "out": str(out), "step": step, "loss": loss_logged, "eval": last_eval, "rank": dist.rank,
-        "checkpoint": str(ckpt_path or latest_checkpoint(out) or ""),
-        "parameters": meta["parameters"], "vocab_size": tokenizer.vocab_size, "world_size": dist.world,
-        "device": str(device), "steps_this_run": totals["steps"],
-        "mean_step_time_s": totals["step_time_s"] / totals["steps"] if totals["steps"] else None,
-        "samples_per_s": totals["samples"] * dist.world / totals["step_time_s"] if totals["step_time_s"] else None,
-        "audio_s_per_s": totals["audio_s"] * dist.world / totals["step_time_s"] if totals["step_time_s"] else None,
-        "data_wait_share": totals["data_wait_s"] / totals["step_time_s"] if totals["step_time_s"] else None,
-    }
-    if dist.is_main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
-
-
-def train_from_args(data: str | Path, out: str | Path, config: str | Path | None = None, *,
-                    max_steps: int | None = None, overrides: dict[str, Any] | None = None,
-                    progress: bool = True) -> dict[str, Any]:
-    """``granary train`` without Ray: the config from ``config``, else the checkpoint's when
-    ``out`` holds one, else ``pipelines/train-base.yaml``; DDP when launched by torchrun."""
-    from granary_pipe.train.distributed import from_env
-
-    cfg = resolve_config(out, config, overrides)
-    return train(data, out, cfg, max_steps=max_steps, dist=from_env(), progress=progress)
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        return summary
 
 
 def resolve_config(out: str | Path, config: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -348,4 +363,4 @@ def resolve_config(out: str | Path, config: str | Path | None, overrides: dict[s
         if overrides:
             raise ValueError("--set needs --config (the checkpoint's config is used as saved)")
         return TrainConfig.model_validate(saved)
-    return load_train_config(config, overrides)  # None: DEFAULT_CONFIG (pipelines/train-base.yaml)
+    return load_train_config(None if config is None else Path(config), overrides)  # None: train-base

@@ -1,19 +1,8 @@
-"""Conformer encoder with a CTC head, in plain torch.
-
-``ConformerCTC``: log-mel ``(B, T, n_mels)`` → conv2d subsampling ×4 → ``layers`` Conformer
-blocks → linear CTC head (blank = 0) → log-probabilities ``(B, T/4, vocab)``.
-
-A block (Gulati et al., 2020): ``x + ½·FFN(x)`` → ``x + MHSA(x)`` → ``x + Conv(x)`` →
-``x + ½·FFN(x)`` → LayerNorm (macaron feed-forward with half steps). Self-attention uses
-rotary position embeddings (RoPE) on queries and keys instead of Transformer-XL relative
-positions: no extra parameters, same relative-position property. The convolution module is
-LayerNorm → pointwise conv (×2 channels) → GLU → depthwise conv → BatchNorm/LayerNorm →
-Swish → pointwise conv → dropout.
-
-Padded frames never reach valid ones: the subsampling convs have no padding (a valid output
-frame sees only valid input frames), attention masks padded keys, and the depthwise conv's
-input is zeroed at padded frames. So an utterance's output (LayerNorm variant, eval mode)
-does not depend on what it is batched with.
+"""Conformer-CTC in plain torch: log-mel ``(B, T, n_mels)`` → conv2d subsampling ×4 → Conformer
+blocks (Gulati et al., 2020; rotary position embeddings instead of relative positions) → linear CTC
+head (blank = 0) → log-probabilities ``(B, T/4, vocab)``. Padded frames never reach valid ones
+(unpadded subsampling convs, masked attention keys, zeroed depthwise-conv input), so an utterance's
+output (LayerNorm variant, eval mode) does not depend on what it is batched with.
 """
 
 from __future__ import annotations
@@ -168,11 +157,8 @@ class ConformerCTC(nn.Module):
 
 def ctc_loss(log_probs: torch.Tensor, out_lens: torch.Tensor, targets: torch.Tensor,
              target_lens: torch.Tensor) -> torch.Tensor:
-    """CTC loss summed over the batch, divided by the number of target tokens (per-token NLL).
-
-    Utterances the alignment cannot fit (more labels than frames) give zero loss
-    (``zero_infinity``) instead of ``inf``.
-    """
+    """CTC loss summed over the batch per target token; an utterance with more labels than frames
+    gives 0, not ``inf``."""
     loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lens, target_lens,
                       blank=BLANK_ID, reduction="sum", zero_infinity=True)
     return loss / target_lens.sum().clamp(min=1)
@@ -182,7 +168,7 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[i
     """Best path: argmax per frame, merge repeats, drop blanks (ids still include the blank offset)."""
     best = log_probs.argmax(dim=-1).cpu()
     out = []
-    for row, n in zip(best, lengths.cpu().tolist()):
+    for row, n in zip(best, lengths.cpu().tolist(), strict=True):
         seq = torch.unique_consecutive(row[:n]).tolist()
         out.append([t for t in seq if t != BLANK_ID])
     return out

@@ -12,27 +12,23 @@ exponential    ``η · (exp(α·i/w) − 1) / (exp(α) − 1)``, α = 1.5    ``�
 polynomial     ``η · (i / w) ** p``, p = 1.5                       ``η · sqrt(w / i)``
 =============  ==================================================  =====================
 
-``piecewise`` is OWSM's form (ESPnet ``warmup_steps_list`` / ``warmup_lr_list``); by
-default ``[0, w/2, w]`` / ``[0, η/4, η]`` (OWSM v3.1: 0 → 5e-5 at 30k → 2e-4 at 60k).
-Every shape reaches exactly ``η`` at ``i = w`` and is continuous there.
-
-:func:`lr_at` is the plain function; :func:`make_scheduler` wraps it as a
-``torch.optim.lr_scheduler.LambdaLR`` whose factor for scheduler step ``s`` (0 before the
-first update) is ``lr_at(s + 1) / η``, so update ``k`` (1-based) runs at ``lr_at(k)``.
+``piecewise`` is OWSM's form (ESPnet ``warmup_steps_list`` / ``warmup_lr_list``), by default
+``[0, w/2, w]`` / ``[0, η/4, η]``. :func:`make_scheduler` runs update ``k`` at ``lr_at(k)``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
-from typing import Callable
 
 from granary_pipe.train.config import ScheduleConfig
 
 SCHEDULE_NAMES = ("linear", "piecewise", "exponential", "polynomial")
 
 
-def _decay(peak_lr: float, warmup_steps: int, i: float) -> float:
+def _decay(peak_lr: float, warmup_steps: float, i: float) -> float:
     return peak_lr * math.sqrt(warmup_steps / i)
 
 
@@ -48,7 +44,7 @@ def piecewise(i: float, steps: list[float], lrs: list[float]) -> float:
     w = steps[-1]
     if i >= w:
         return _decay(lrs[-1], w, i)
-    for (s0, l0), (s1, l1) in zip(zip(steps, lrs), zip(steps[1:], lrs[1:])):
+    for (s0, l0), (s1, l1) in pairwise(zip(steps, lrs, strict=True)):
         if i <= s1:
             return l0 + (l1 - l0) * (i - s0) / (s1 - s0)
     raise AssertionError("unreachable: i < steps[-1]")
@@ -70,7 +66,7 @@ def polynomial(i: float, peak_lr: float, warmup_steps: int, power: float = 1.5) 
 
 def piecewise_lists(cfg: ScheduleConfig) -> tuple[list[float], list[float]]:
     """The (steps, lrs) knots of the piecewise schedule: the config's, else OWSM's shape."""
-    if cfg.warmup_steps_list is not None:
+    if cfg.warmup_steps_list is not None and cfg.warmup_lr_list is not None:
         return list(cfg.warmup_steps_list), list(cfg.warmup_lr_list)
     w, peak = cfg.warmup_steps, cfg.peak_lr
     return [0.0, w / 2, float(w)], [0.0, peak / 4, peak]

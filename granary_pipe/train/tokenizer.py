@@ -1,21 +1,16 @@
-"""SentencePiece tokenizer(s) trained on a release's training transcripts, laid out for CTC.
-
-Label ids of the model's output layer::
+"""SentencePiece tokenizer(s) trained on a release's training transcripts, laid out for CTC::
 
     0                       CTC blank
     1 .. L                  <lang> tags (only with ``lang_tags``), languages sorted
-    offset_k .. +size_k     pieces of tokenizer k ("*" when shared, else one per language)
-
-With ``shared: false`` each language gets its own SentencePiece model and the pieces are
-concatenated into one output layer (an aggregate tokenizer, as NeMo does for multilingual
-CTC); decoding maps each id back to the tokenizer that owns it. The whole tokenizer
-serialises to a dict of bytes (:meth:`Tokenizer.state`) stored in every checkpoint.
+    offset_k .. +size_k     pieces of tokenizer k ("*" when shared, else one per language,
+                            concatenated into one output layer as NeMo's aggregate tokenizer)
 """
 
 from __future__ import annotations
 
 import io
-from typing import Iterable
+import itertools
+from collections.abc import Iterable
 
 from granary_pipe.text import fold, strip_symbols
 from granary_pipe.train.config import TokenizerConfig
@@ -24,22 +19,17 @@ SHARED = "*"
 
 
 def normalize_text(text: str, mode: str = "lower_nopunct") -> str:
-    """Text as the model learns it (a target, not a comparison: the WER compares after
-    :func:`granary_pipe.text.normalize`): ``lower_nopunct`` = the one normalisation's character
-    step (:func:`granary_pipe.text.fold`), punctuation and symbols except apostrophes removed,
-    spaces collapsed; numbers as written; ``none`` = spaces collapsed only."""
+    """Text as the model learns it (the WER compares after :func:`granary_pipe.text.normalize`):
+    ``lower_nopunct`` = :func:`granary_pipe.text.fold`, symbols but apostrophes removed, spaces
+    collapsed, numbers as written; ``none`` = spaces collapsed only."""
     if mode == "none":
         return " ".join(text.split())
     return strip_symbols(fold(text), keep="'")
 
 
 def train_sentencepiece(texts: Iterable[str], cfg: TokenizerConfig) -> bytes:
-    """Train one SentencePiece model on ``texts``; return its serialised proto.
-
-    ``vocab_size`` is a soft limit (``hard_vocab_limit=False``), so a tiny corpus gets a
-    smaller vocabulary instead of an error. No BOS/EOS/PAD; ``<unk>`` is piece 0.
-    Single-threaded and fed in the given order, so the same texts give the same model.
-    """
+    """One SentencePiece model of ``texts`` (serialised): ``vocab_size`` a soft limit (a tiny corpus
+    gets fewer pieces), ``<unk>`` = 0, no BOS/EOS/PAD; one thread, given order: deterministic."""
     import sentencepiece as spm
 
     texts = [t for t in texts if t]
@@ -103,19 +93,13 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of label ids; blanks and <lang> tags are dropped, runs of one tokenizer joined."""
-        words: list[str] = []
-        run_key, run = None, []
-        for i in ids:
-            key = next((k for lo, hi, k in self._ranges if lo <= i < hi), None)
-            if key != run_key and run:
-                words.append(self._sp[run_key].decode(run))
-                run = []
-            run_key = key
-            if key is not None:
-                run.append(i - self._offset[key])
-        if run:
-            words.append(self._sp[run_key].decode(run))
+        words = [self._sp[key].decode([i - self._offset[key] for i in run])
+                 for key, run in itertools.groupby(ids, self._owner) if key is not None]
         return " ".join(w for w in words if w)
+
+    def _owner(self, label: int) -> str | None:
+        """The tokenizer whose pieces hold ``label`` (None: the blank or a <lang> tag)."""
+        return next((k for lo, hi, k in self._ranges if lo <= label < hi), None)
 
     def lang_of(self, ids: list[int]) -> str | None:
         """The language whose <lang> tag comes first in ``ids`` (lang tags only)."""
@@ -132,11 +116,8 @@ class Tokenizer:
     def from_state(cls, state: dict) -> "Tokenizer":
         return cls(state["models"], lang_tags=state["lang_tags"], text_norm=state["text_norm"])
 
-    def __getstate__(self):  # picklable for DataLoader workers / Ray: rebuild processors there
-        return self.state()
-
-    def __setstate__(self, state):
-        self.__init__(state["models"], lang_tags=state["lang_tags"], text_norm=state["text_norm"])
+    def __reduce__(self):  # picklable for DataLoader workers and Ray: rebuilt there from its state
+        return Tokenizer.from_state, (self.state(),)
 
 
 def build_tokenizer(texts_by_lang: dict[str, list[str]], cfg: TokenizerConfig, text_norm: str) -> Tokenizer:
