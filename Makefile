@@ -19,7 +19,7 @@ DIARIZE_STAMP := $(DIARIZE_VENV)/.installed
 CORE_STAMP := $(VENV)/.installed-core
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test setup venv clean
+.PHONY: demo test lint setup venv clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,8 +56,13 @@ setup:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-## test: the whole test suite (main env, then segment.pyannote in its own [diarize] env)
-test: setup $(TEST_STAMP) $(DIARIZE_STAMP)
+## lint: ruff and mypy over granary_pipe/ (rule set and settings in pyproject.toml); part of `make test`
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check granary_pipe
+	$(VENV)/bin/mypy
+
+## test: lint, then the whole test suite (main env, then segment.pyannote in its own [diarize] env)
+test: setup $(TEST_STAMP) $(DIARIZE_STAMP) lint
 	$(PY) -m pytest -q
 	$(DIARIZE_PY) -m pytest -q tests/diarize
 
