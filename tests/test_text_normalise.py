@@ -170,6 +170,17 @@ def test_a_count_written_without_spaces_is_a_list_of_numbers(lang):
     assert text.normalize("1,000,000", "en") == text.normalize("1000000", "en")  # thousands groups stay one number
 
 
+def test_pass_agreement_compares_one_or_two_word_texts_by_character():
+    # label_quality held-out split, en_numbers_02: pass 1 "12.50", pass 2 "$12.50" (the reference): one word
+    # each, so WER 1.0 rejected a good label; by character they differ by the sign
+    assert _agreement([("en", "$12.50", "12.50"), ("de", "Zwölf Euro", "12 Euro"), ("it", "Buon giorno", "Buongiorno")]) \
+        == [None, None, None]
+    assert _agreement([("de", "Yeah.", "Ja."), ("en", "Thank you for watching.", "Thank you."),
+                       ("en", "Thank you.", "Music")]) == ["pass_agreement:wer"] * 3
+    assert PassAgreementFilter(cer_below_words=0).rules({"pass1_text": "12.50", "text": "$12.50", "lang": "en"}) \
+        == ["pass_agreement:wer"]
+
+
 # ----------------------------------------------------------------- the other comparisons
 
 

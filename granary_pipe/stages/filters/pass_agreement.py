@@ -1,8 +1,9 @@
 """``filter.pass_agreement``: two independent decodes of a segment should say the same thing.
 
 WER of ``text`` against ``pass1_text``, both normalised in the row's language
-(:func:`granary_pipe.text.error_rate`; CER in ``unspaced_langs``), above ``max_wer`` →
-``pass_agreement:wer``. Rows without ``pass1_text`` pass untouched.
+(:func:`granary_pipe.text.error_rate`; CER in ``unspaced_langs`` and when both texts are shorter than
+``cer_below_words`` words, where a word rate is all or nothing: ``12.50`` against ``$12.50`` is WER 1.0,
+CER 0.17), above ``max_wer`` → ``pass_agreement:wer``. Rows without ``pass1_text`` pass untouched.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class PassAgreementFilter(FilterStage):
     max_wer: float = Field(0.5, ge=0, description="reject above this WER of text vs pass1_text")
     unspaced_langs: list[str] = Field(default_factory=lambda: list(text.UNSPACED_LANGS),
                                       description="compare by character (CER) in these languages")
+    cer_below_words: int = Field(3, ge=0, description="compare by character (CER) when both texts have fewer "
+                                 "words than this (0: never)")
     batch_size: int = 1024
 
     def rules(self, row: dict[str, Any]) -> list[str]:
@@ -33,5 +36,7 @@ class PassAgreementFilter(FilterStage):
         if row["pass1_text"] is None:
             return []
         lang = row["lang"]
-        rate = text.error_rate(row["pass1_text"], row["text"], lang, by_char=lang in self.unspaced_langs)
+        words = max(len(text.tokens(row["pass1_text"], lang)), len(text.tokens(row["text"], lang)))
+        short = words < self.cer_below_words
+        rate = text.error_rate(row["pass1_text"], row["text"], lang, by_char=short or lang in self.unspaced_langs)
         return ["pass_agreement:wer"] if rate > self.max_wer else []
