@@ -246,12 +246,15 @@ def edit_distance(ref: list | str, hyp: list | str) -> int:
     return distance(ref, hyp)
 
 
-def error_rate(ref: str | None, hyp: str | None, lang: str | None = None, by_char: bool | None = None) -> float:
-    """WER of ``hyp`` against ``ref`` after :func:`normalize` in ``lang`` (CER with ``by_char``, by
-    default for a language written without spaces). Both empty → 0.0; only ``ref`` empty → 1.0."""
+def error_rate(ref: str | None, hyp: str | None, lang: str | None = None, by_char: bool | None = None,
+               cer_below_words: int = 0) -> float:
+    """WER of ``hyp`` against ``ref`` after :func:`normalize` in ``lang``: CER with ``by_char`` (by default
+    for a language written without spaces), and when both texts have fewer than ``cer_below_words`` words,
+    where a word rate is all or nothing. Both empty → 0.0; only ``ref`` empty → 1.0."""
     r, h = normalize(ref, lang), normalize(hyp, lang)
     if by_char is None:
         by_char = base_lang(lang) in UNSPACED_LANGS
+    by_char = by_char or max(len(r.split()), len(h.split())) < cer_below_words
     rs, hs = (list(r.replace(" ", "")), list(h.replace(" ", ""))) if by_char else (r.split(), h.split())
     if not rs:
         return 0.0 if not hs else 1.0

@@ -11,10 +11,19 @@ session that never asks for these fixtures should not see.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 import yaml
+
+
+def pytest_configure(config) -> None:
+    """Run the suite as from a terminal, where Ctrl-C raises: a runner started in the background (`make test &`)
+    ignores SIGINT, and an ignored signal is inherited through exec, so every CLI the tests start and interrupt
+    would ignore their Ctrl-C too."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

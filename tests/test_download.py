@@ -496,15 +496,9 @@ def test_ctrl_c_stops_transfers_at_once_and_starts_no_queued_file(release_dir, s
     for entry in meta["shards"] + meta["files"]:
         server.faults[entry["path"]] = [("slow", 0.2)]
     out = tmp_path / "dl"
-    # The download starts as from a terminal, where Ctrl-C raises: a test runner started in the background
-    # (`make test &`) ignores SIGINT, and an ignored signal is inherited through exec (a handler is not).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "granary_pipe.cli", "download", server.url + "/release.json",
-                                 "--out", str(out), "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    proc = subprocess.Popen([sys.executable, "-m", "granary_pipe.cli", "download", server.url + "/release.json",
+                             "--out", str(out), "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         deadline = time.monotonic() + 60
         while not list(out.rglob("*.part")) and time.monotonic() < deadline and proc.poll() is None:

@@ -138,13 +138,13 @@ def _cmd_plot_schedules(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Register the training commands."""
-    train_examples = [
+    train_examples = (
         "granary train --data demo-release --out model --config train-tiny --max-steps 200",
         "granary train --data REL --out MODEL --set schedule.name=exponential --set data.loader_workers=4",
         "torchrun --nproc-per-node 2 -m granary_pipe.cli train --data REL --out MODEL",
         "granary train --data REL --out /data/MODEL --workers 4 --ray-address auto",
-    ]
-    tr = common.command(sub, parents, "train", _cmd_train, examples=tuple(train_examples))
+    )
+    tr = common.command(sub, parents, "train", _cmd_train, examples=train_examples)
     tr.add_argument("--data", required=True, help="release directory, or the URL of its release.json "
                     "(downloaded into OUT/data, verified)")
     tr.add_argument("--out", type=Path, required=True, help="training directory (checkpoints, metrics, TensorBoard)")

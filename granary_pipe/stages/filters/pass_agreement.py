@@ -36,7 +36,6 @@ class PassAgreementFilter(FilterStage):
         if row["pass1_text"] is None:
             return []
         lang = row["lang"]
-        words = max(len(text.tokens(row["pass1_text"], lang)), len(text.tokens(row["text"], lang)))
-        short = words < self.cer_below_words
-        rate = text.error_rate(row["pass1_text"], row["text"], lang, by_char=short or lang in self.unspaced_langs)
+        rate = text.error_rate(row["pass1_text"], row["text"], lang, by_char=lang in self.unspaced_langs,
+                               cer_below_words=self.cer_below_words)
         return ["pass_agreement:wer"] if rate > self.max_wer else []
