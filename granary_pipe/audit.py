@@ -1,13 +1,6 @@
-"""License audit of a manifest, a catalog, a run or a release (``granary licenses audit``).
-
-The report is a compliance matrix (one line per source and license: rows and hours kept and
-rejected), the models used, how each license string that is not a plain registry id was read
-(:func:`granary_pipe.licenses.explain`), notes, and violations (exit code 1): kept rows whose
-license is not compliant or cannot go into the release license, a release license that is not
-compliant, a model whose license forbids releasing its outputs (:mod:`granary_pipe.audit_models`),
-and in a manifest a non-compliant corpus license or an unrecognised license string. Rows the
-gate rejected are reported, never violations.
-"""
+"""License audit of a manifest, a catalog, a run or a release (``granary licenses audit``): a compliance
+matrix, models, license parses, notes and violations (exit code 1). Design: docs/sources.md,
+"`granary licenses audit`"."""
 
 from __future__ import annotations
 
@@ -16,7 +9,7 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from granary_pipe import licenses
 from granary_pipe.audit_models import ModelLine, Violation, audit_models, model_lines
@@ -26,8 +19,6 @@ from granary_pipe.rundir import read_run_json
 
 @dataclass
 class LicenseLine:
-    """One (source, license) cell of the matrix."""
-
     source: str
     license: str
     rows_kept: int | None = 0
@@ -38,8 +29,6 @@ class LicenseLine:
 
 @dataclass
 class AuditReport:
-    """What ``granary licenses audit`` prints."""
-
     kind: str  # "manifest" | "catalog" | "run" | "release"
     path: str
     release_license: str | None = None
@@ -47,8 +36,7 @@ class AuditReport:
     models: list[ModelLine] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    parses: list[str] = field(default_factory=list)
-    """How license strings were read (:func:`granary_pipe.licenses.explain`), one line each."""
+    parses: list[str] = field(default_factory=list)  # licenses.explain of each string, one line each
 
     @property
     def ok(self) -> bool:
@@ -56,7 +44,6 @@ class AuditReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when clean, 1 on any violation."""
         return 0 if self.ok else 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,7 +56,6 @@ class AuditReport:
 # ----------------------------------------------------------------------------- rows
 
 def _release_reason(license: str, release_license: str | None) -> str | None:
-    """Why rows under ``license`` may not go into an open release (under ``release_license``, when set)."""
     reason = licenses.why_not(license)
     if reason is None and release_license and licenses.get(release_license) is not None \
             and not licenses.compatible(license, release_license):
@@ -78,18 +64,12 @@ def _release_reason(license: str, release_license: str | None) -> str | None:
 
 
 def _row_violations(lines: list[LicenseLine], release_license: str | None) -> list[Violation]:
-    out = []
-    for ln in lines:
-        if not ln.rows_kept:
-            continue
-        reason = _release_reason(ln.license, release_license)
-        if reason is not None:
-            out.append(Violation("rows", ln.source, ln.license, reason, ln.rows_kept, (ln.seconds_kept or 0.0) / 3600))
-    return out
+    reasons = ((ln, _release_reason(ln.license, release_license)) for ln in lines if ln.rows_kept)
+    return [Violation("rows", ln.source, ln.license, reason, ln.rows_kept or 0, (ln.seconds_kept or 0.0) / 3600)
+            for ln, reason in reasons if reason is not None]
 
 
 def _parses(lines: list[LicenseLine]) -> list[str]:
-    """The parse of each distinct row license that is not a plain registry id."""
     return [licenses.explain(lic, row=True) for lic in sorted({ln.license for ln in lines})
             if licenses.get(lic) is None]
 
@@ -101,8 +81,16 @@ def _release_license_violation(release_license: str | None) -> list[Violation]:
     return [Violation("release", "release", release_license, reason)] if reason else []
 
 
+def _judge(report: AuditReport, models: Mapping[str, Any]) -> None:
+    """Fill in the report's parses, models and violations from its lines and ``run.json``'s ``models``."""
+    report.parses = _parses(report.lines)
+    report.models = model_lines(models)
+    report.violations = (_release_license_violation(report.release_license)
+                         + _row_violations(report.lines, report.release_license) + audit_models(models))
+
+
 def _matrix(groups: Iterable[tuple[str | None, str | None, bool, int, float]]) -> list[LicenseLine]:
-    """Matrix lines, sorted, from ``(source, license, kept, rows, seconds)`` groups (seconds summed exactly)."""
+    """Matrix lines, sorted, from ``(source, license, kept, rows, seconds)`` groups."""
     rows: dict[tuple[str, str, bool], int] = defaultdict(int)
     seconds: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
     for source, lic, kept, n, secs in groups:
@@ -115,21 +103,16 @@ def _matrix(groups: Iterable[tuple[str | None, str | None, bool, int, float]]) -
 
 
 def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
-    """Audit the committed units of a run directory (kept and rejected rows, models): the rows'
-    groups come from the units' digests (:func:`granary_pipe.report.totals.collect`), no row is read."""
+    """Audit the committed units of a run directory from their digests (no row is read)."""
     run_dir = Path(run_dir)
     run = read_run_json(run_dir)
     report = AuditReport("run", str(run_dir), release_license)
     totals = collect(run_dir)
     report.lines = _matrix((g["source"], g["license"], bool(g["kept"] and g["drop_reason"] is None), g["n"],
                             g["secs"]) for g in totals.group_rows())
-    report.parses = _parses(report.lines)
     if not totals.units:
         report.notes.append("no committed unit: nothing was kept yet")
-    models = run.get("models") or {}
-    report.models = model_lines(models)
-    report.violations = (_release_license_violation(release_license) + _row_violations(report.lines, release_license)
-                         + audit_models(models))
+    _judge(report, run.get("models") or {})
     gated = sum(ln.rows_rejected or 0 for ln in report.lines if licenses.why_not(ln.license))
     if gated:
         report.notes.append(f"{gated} rejected row(s) are under non-compliant or unknown licenses "
@@ -138,8 +121,7 @@ def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
 
 
 def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditReport:
-    """Audit a release directory: its licenses (rows and hours from a DuckDB scan of the Parquet
-    shards), release license, models."""
+    """Audit a release directory (rows and hours from a DuckDB scan of its Parquet shards)."""
     from granary_pipe.report.scan import shard_groups  # DuckDB, only for a release
 
     rel_dir = Path(rel_dir)
@@ -160,17 +142,10 @@ def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditRep
                                 "hours unknown")
         report.lines = [LicenseLine("(all sources)", lic, int(n), None, None, None)
                         for lic, n in sorted((rel.get("licenses") or {}).items())]
-    report.parses = _parses(report.lines)
-    models = rel.get("models")
-    if models is not None:
-        report.models = model_lines(models)
-        model_violations = audit_models(models)
-    else:
+    if rel.get("models") is None:
         report.notes.append("release.json records no models: "
                             "model licenses not checked; audit the run directory instead")
-        model_violations = []
-    report.violations = (_release_license_violation(release_license) + _row_violations(report.lines, release_license)
-                         + model_violations)
+    _judge(report, rel.get("models") or {})
     return report
 
 
@@ -239,7 +214,7 @@ def audit_catalog(directory: Path, release_license: str | None = None) -> AuditR
 
 
 def audit_path(path: Path, release_license: str | None = None) -> AuditReport:
-    """Audit whatever ``path`` is: a run directory, a release directory, a manifest or a directory of manifests."""
+    """Audit a run directory, a release directory, a manifest or a directory of manifests."""
     path = Path(path)
     if path.is_dir():
         if (path / "run.json").is_file():
@@ -249,7 +224,7 @@ def audit_path(path: Path, release_license: str | None = None) -> AuditReport:
         return audit_catalog(path, release_license)
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         return audit_manifest(path, release_license)
-    if path.name == "run.json" or path.name == "release.json":
+    if path.name in ("run.json", "release.json"):
         return audit_path(path.parent, release_license)
     raise FileNotFoundError(f"{path}: not a run directory, release directory or manifest")
 
@@ -262,7 +237,6 @@ def _terms(license: str) -> str:
 
 
 def format_report(report: AuditReport) -> str:
-    """The compliance matrix, models, notes and violations as text."""
     from granary_pipe.report.fmt import count, hours_of
     from granary_pipe.report.fmt import plain_table as _table
 
@@ -298,5 +272,4 @@ def format_report(report: AuditReport) -> str:
 
 
 def to_json(report: AuditReport) -> str:
-    """The report as ``--json`` prints it."""
     return json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str)

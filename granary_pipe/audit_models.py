@@ -1,8 +1,5 @@
-"""Model licenses in a license audit: may a model's outputs go into an open release?
-
-``granary licenses audit`` lists them (:mod:`granary_pipe.audit`); ``granary release`` refuses
-a run they forbid (:func:`check_release_models`).
-"""
+"""May a model's outputs go into an open release? Listed by ``granary licenses audit``; ``granary release``
+refuses a run they forbid (:func:`check_release_models`)."""
 
 from __future__ import annotations
 
@@ -55,7 +52,6 @@ class _Model:
 
 
 def _model_items(model_licenses: Mapping[str, Any]) -> list[_Model]:
-    """Each model of ``run.json``'s ``models`` (name -> record, or name -> license string)."""
     return [_Model(str(name), v.get("model_id"), v.get("license"), v.get("license_source"), v.get("stage"),
                    v.get("license_param")) if isinstance(v, Mapping) else _Model(str(name), None, v)
             for name, v in model_licenses.items()]
@@ -67,7 +63,6 @@ def _as_id(raw: Any) -> str:
 
 
 def _declare_hint(m: _Model) -> str:
-    """How to declare the license of a model whose license is unknown."""
     if m.param and m.param.endswith("model_licenses"):
         where = f"params.{m.param}: {{{m.name!r}: SPDX-ID}}"
     elif m.param:
@@ -80,10 +75,8 @@ def _declare_hint(m: _Model) -> str:
 
 
 def audit_models(model_licenses: Mapping[str, Any]) -> list[Violation]:
-    """Violations for models whose license forbids releasing their outputs (not compliant, or
-    unknown: missing, or not declared for a model given by path or served over an API), each
-    saying what to change. ``model_licenses``: ``run.json["models"]`` (name -> {model_id, license,
-    license_source, stage, ...}) or name -> license string."""
+    """Violations for models whose license forbids releasing their outputs (not compliant, or unknown),
+    each saying what to change. ``model_licenses``: ``run.json["models"]``, or name -> license string."""
     out = []
     for m in _model_items(model_licenses):
         spdx = _as_id(m.license)
@@ -101,8 +94,7 @@ def audit_models(model_licenses: Mapping[str, Any]) -> list[Violation]:
 
 
 def check_release_models(run_dir: Path, run: Mapping[str, Any]) -> None:
-    """Raise a one-line ``ValueError`` when a model whose labels are in the run forbids a release
-    (``granary release``): each model with the stage that used it and what to change."""
+    """Raise a one-line ValueError naming each model of the run that forbids a release and what to change."""
     violations = audit_models(run.get("models") or {})
     if violations:
         raise ValueError(f"{run_dir}: release refused: " + "; ".join(map(str, violations))
@@ -110,5 +102,4 @@ def check_release_models(run_dir: Path, run: Mapping[str, Any]) -> None:
 
 
 def model_lines(model_licenses: Mapping[str, Any]) -> list[ModelLine]:
-    """One :class:`ModelLine` per model of ``model_licenses`` (as :func:`audit_models` takes it)."""
     return [ModelLine(m.name, m.model_id, _as_id(m.license), m.source, m.stage) for m in _model_items(model_licenses)]

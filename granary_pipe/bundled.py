@@ -1,9 +1,5 @@
-"""What ships inside the package (``granary_pipe/_data``: pipelines and training configs, the demo
-corpus, the source catalog, the license registry; linked from the checkout's top level).
-
-A command that takes a pipeline or a source accepts a path or a bundled name: ``granary run demo
---out RUN`` runs ``<package>/pipelines/demo.yaml`` on ``<package>/demo/demo.yaml``.
-"""
+"""What ships inside the package (``granary_pipe/_data``), and pipelines and sources by path or bundled name.
+Design: docs/architecture.md, "Command line, progress, bundled data"."""
 
 from __future__ import annotations
 
@@ -15,8 +11,7 @@ DATA = Path(__file__).resolve().parent / "_data"
 PIPELINES = DATA / "pipelines"
 DEMO_SOURCE = DATA / "demo" / "demo.yaml"
 SOURCES = {"demo": DEMO_SOURCE}
-TRAIN_PREFIX = "train-"
-"""Bundled pipeline files named ``train-*.yaml`` are training configs, not curation pipelines."""
+TRAIN_PREFIX = "train-"  # bundled training configs: train-*.yaml
 
 
 def pipeline_names(kind: str = "curate") -> list[str]:
@@ -49,6 +44,5 @@ def source_path(value: str | Path) -> Path:
 
 
 def default_source(pipeline: Path) -> Path | None:
-    """The source a bundled pipeline runs on when ``--source`` is not given (the demo corpus for
-    the demo pipeline); None for every other pipeline."""
+    """The source a bundled pipeline runs on without ``--source``: the demo corpus for the demo pipeline, else None."""
     return DEMO_SOURCE if Path(pipeline).resolve() == (PIPELINES / "demo.yaml").resolve() else None

@@ -1,9 +1,5 @@
-"""The source catalog: ``manifests/catalog/*.yaml``, one source manifest per open corpus with a
-``catalog:`` block (languages, published hours, license and its evidence, reader, which facts were
-confirmed on the corpus's pages). Entries describe remote corpora (no ``audio``/``listing``/
-``url``): ``granary run`` refuses them until one is set to a local copy. This module loads and
-checks them, renders ``granary sources`` and completes a run's source for ``ATTRIBUTION.md``.
-"""
+"""The source catalog (``manifests/catalog/*.yaml``, a source manifest with a ``catalog:`` block per open
+corpus): loaded and checked, rendered by ``granary sources``, read for ``ATTRIBUTION.md``. Design: docs/sources.md."""
 
 from __future__ import annotations
 
@@ -27,8 +23,6 @@ def catalog_dir() -> Path:
 
 @dataclass(frozen=True)
 class CatalogEntry:
-    """One catalog manifest."""
-
     path: Path
     manifest: SourceManifest
 
@@ -43,8 +37,7 @@ class CatalogEntry:
 
     @property
     def license(self) -> str:
-        """The corpus license as a registry id (``unknown`` when it is not one)."""
-        return licenses.normalize(self.manifest.license, self.manifest.license_map)
+            return licenses.normalize(self.manifest.license, self.manifest.license_map)
 
     @property
     def compliant(self) -> bool:
@@ -56,7 +49,7 @@ class CatalogEntry:
 
 
 def load_entry(path: Path) -> CatalogEntry:
-    """Load one catalog manifest; it must carry a ``catalog:`` block."""
+    """One catalog manifest; ConfigError when it has no ``catalog:`` block."""
     manifest = load_manifest(Path(path))
     if manifest.catalog is None:
         raise ConfigError(f"{path}: not a catalog entry (no 'catalog:' block)")
@@ -74,10 +67,9 @@ def load_catalog(directory: Path | None = None) -> list[CatalogEntry]:
         if e.name in seen:
             raise ConfigError(f"{e.path}: catalog name {e.name!r} also used by {seen[e.name]}")
         seen[e.name] = e.path
-    names = set(seen)
     for e in entries:
         for ref in [*e.info.derived_from, *e.info.overlaps]:
-            if ref not in names:
+            if ref not in seen:
                 raise ConfigError(f"{e.path}: refers to {ref!r}, which is not a catalog entry")
     return sorted(entries, key=lambda e: e.name)
 
@@ -100,9 +92,8 @@ def _fmt_langs(langs: list[str], width: int = 6) -> str:
 
 
 def hours_in(entry: CatalogEntry, langs: list[str]) -> float | None:
-    """Published hours of ``entry`` in the languages ``langs``: the sum of its per-language hours,
-    or its total when every language it has is among ``langs``; None when it publishes only a total
-    over these and other languages (their share is unknown)."""
+    """Published hours of ``entry`` in ``langs``; None when it publishes only a total over these and
+    other languages."""
     info = entry.info
     chosen = [lang for lang in info.languages if lang in set(langs)]
     if not chosen:
@@ -115,8 +106,7 @@ def hours_in(entry: CatalogEntry, langs: list[str]) -> float | None:
 
 
 def sources_rows(entries: list[CatalogEntry], langs: list[str] | None = None) -> list[dict[str, Any]]:
-    """One dict per entry: corpus, languages, hours, license, compliant, labelled, confirmed; with
-    ``langs`` (``--lang``) also ``hours_in_langs``, the hours in those languages (:func:`hours_in`)."""
+    """One dict per entry (``granary sources --json``); with ``langs`` also ``hours_in_langs``."""
     rows = []
     for e in entries:
         conf = e.info.confirmed
@@ -139,9 +129,7 @@ def sources_rows(entries: list[CatalogEntry], langs: list[str] | None = None) ->
 
 
 def format_sources(rows: list[dict[str, Any]], langs: list[str] | None = None) -> str:
-    """The ``granary sources`` table; with ``langs`` (``--lang``) a column of the hours in those
-    languages, and the total counts only them (corpora that publish no per-language hours for them
-    show ``-`` and are named, not counted)."""
+    """The ``granary sources`` table; with ``langs`` (``--lang``) a column and a total of the hours in them."""
     header = ["corpus", "languages", "hours", "license", "compliant", "labelled", "confirmed"]
     body = [[r["corpus"], _fmt_langs(r["languages"]), fmt.rounded_hours(r["hours"]), r["license"],
              "yes" if r["compliant"] else "NO", "yes" if r["labelled"] else "no",
@@ -169,8 +157,8 @@ def format_sources(rows: list[dict[str, Any]], langs: list[str] | None = None) -
 # ----------------------------------------------------------------------------- attribution
 
 def attribution_info(source: dict[str, Any], directory: Path | None = None) -> dict[str, Any]:
-    """A run's source dict completed from the catalog (its checked facts): homepage, citation and
-    license evidence of its ``catalog`` block or of the catalog entry of its ``name``, else unchanged."""
+    """A run's source dict completed with the homepage, citation and license evidence of its ``catalog``
+    block or of the catalog entry of its ``name``."""
     out = dict(source)
     info = source.get("catalog") if isinstance(source.get("catalog"), dict) else None
     entry = None

@@ -1,9 +1,5 @@
-"""SPDX license expressions (``MIT OR Apache-2.0``, ``Apache-2.0 WITH LLVM-exception``): syntax only.
-
-Parsed by the ``license-expression`` package with its SPDX list (which also spells known ids
-canonically), plus SPDX rules it leaves lenient: upper-case operators, and one token per id (two
-ids side by side are an error). What each id allows is :mod:`granary_pipe.licenses`'s business.
-"""
+"""SPDX license expressions (``MIT OR Apache-2.0``, ``Apache-2.0 WITH LLVM-exception``): syntax only, by the
+``license-expression`` package plus the rules it leaves lenient. Design: docs/sources.md, "Licenses"."""
 
 from __future__ import annotations
 
@@ -23,7 +19,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+\-]*$")
 
 
 class ExpressionSyntaxError(ValueError):
-    """A string written as an SPDX expression that does not parse (``MIT OR``, ``(MIT``, ...)."""
+    """A string written as an SPDX expression that does not parse (``MIT OR``, ``(MIT``)."""
 
 
 @dataclass(frozen=True)
@@ -47,14 +43,13 @@ Node = Leaf | Op
 
 @lru_cache(maxsize=1)
 def spdx_licensing() -> Any:
-    """The ``license_expression`` Licensing of the SPDX list it ships (loaded once, ~0.1 s)."""
+    """The ``license_expression`` Licensing of the SPDX list it ships (loaded once)."""
     from license_expression import get_spdx_licensing
 
     return get_spdx_licensing()
 
 
 def tokens(text: str) -> list[str]:
-    """``text`` split into parentheses and whitespace-separated words."""
     return _TOKEN_RE.findall(text)
 
 
@@ -113,7 +108,7 @@ def parse(text: str) -> Node:
             raise ExpressionSyntaxError(f"{getattr(err, 'token_string', '?')!s} after WITH is not an SPDX "
                                         "exception") from None
         raise ExpressionSyntaxError(str(err).split(" for token:")[0]) from None
-    except Exception as err:  # noqa: BLE001 - the package's internal errors on hostile input
+    except Exception as err:  # the package's internal errors on hostile input
         raise ExpressionSyntaxError(f"not an SPDX expression ({type(err).__name__})") from None
     if tree is None:
         raise ExpressionSyntaxError("empty expression")
@@ -151,7 +146,6 @@ def render(node: Node) -> str:
 
 
 def leaves(node: Node) -> list[Leaf]:
-    """Every leaf, left to right."""
     if isinstance(node, Leaf):
         return [node]
     return [leaf for a in node.args for leaf in leaves(a)]

@@ -1,12 +1,7 @@
 """License registry: SPDX ids, the spellings found in the wild, and what each allows.
 
-A row's license is a registry id, a canonical SPDX expression over ids, or a verdict
-(:data:`VERDICTS`): rejected, never guessed. :func:`parse`/:func:`normalize` read a spelling, a
-URL or an expression strictly (NFKC, then plain printable ASCII only; a Creative Commons name
-without a version is :data:`VERSION_UNSPECIFIED` unless the manifest's ``license_map`` says which);
-:func:`reason` gives the gate's ``license:<reason>``; :func:`compatible` says whether rows may go
-into a release under another license. Expression syntax: :mod:`granary_pipe.license_expr`.
-"""
+A row's license is a registry id, a canonical SPDX expression over ids, or a verdict (:data:`VERDICTS`).
+Design: docs/sources.md, "Licenses"."""
 
 from __future__ import annotations
 
@@ -21,18 +16,12 @@ import yaml
 from granary_pipe import license_expr
 
 UNKNOWN = "unknown"
-"""A license string that names nothing the registry or the SPDX list knows (or names no license)."""
 UNPARSEABLE = "unparseable"
-"""A string written as an SPDX expression that does not parse (``MIT OR``, ``(MIT``)."""
 VERSION_UNSPECIFIED = "version_unspecified"
-"""A Creative Commons license without its version (``CC-BY``): map it in the source manifest."""
 VERDICTS = frozenset({UNKNOWN, UNPARSEABLE, VERSION_UNSPECIFIED})
 """Values of a row's ``license`` that are verdicts, not licenses."""
 MAX_LICENSE_CHARS = 200
-"""Longer strings are never license names (and are not worth running patterns over)."""
-
 PUBLIC_DOMAIN_IDS = frozenset({"CC0-1.0", "PDDL-1.0", "public-domain"})
-"""Entries whose rows may go into a release under any compliant license."""
 
 _CC_RE = re.compile(r"^CC-(BY|BY-SA)-(\d)\.(\d)$")
 _PREFIX_RE = re.compile(r"(?i)^(?:spdx-license-identifier|licen[cs]e)\s*:\s*(.+)$")
@@ -40,8 +29,6 @@ _PREFIX_RE = re.compile(r"(?i)^(?:spdx-license-identifier|licen[cs]e)\s*:\s*(.+)
 
 @dataclass(frozen=True)
 class License:
-    """One registry entry."""
-
     spdx: str
     compliant: bool
     attribution: bool
@@ -57,7 +44,7 @@ class License:
 
 
 def registry_path() -> Path:
-    """The registry file, ``licenses/registry.yaml`` (linked into the package as ``_data/``)."""
+    """``licenses/registry.yaml``, linked into the package as ``_data/licenses.yaml``."""
     return Path(__file__).parent / "_data" / "licenses.yaml"
 
 
@@ -96,7 +83,6 @@ def _load() -> tuple[dict[str, License], dict[str, str], dict[str, str]]:
 
 
 def ids() -> list[str]:
-    """Every registry id, in registry order."""
     return list(_load()[0])
 
 
@@ -154,7 +140,7 @@ def policies() -> tuple[Policy, ...]:
 
 
 def policy_of(spdx: str) -> Policy | None:
-    """The policy covering an SPDX id that has no registry entry (None for entries and others)."""
+    """The policy covering an SPDX id that has no registry entry."""
     if get(spdx) is not None:
         return None
     return next((p for p in policies() if p.ids.search(spdx)), None)
@@ -167,8 +153,6 @@ def unversioned_cc(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Parsed:
-    """What :func:`parse` made of a license string."""
-
     raw: str | None
     license: str
     """The row's ``license``: a registry id, a canonical SPDX expression, or a verdict (:data:`VERDICTS`)."""
@@ -183,10 +167,8 @@ def _map_items(license_map: dict[str, str] | None) -> tuple[tuple[str, str], ...
 
 
 def parse(raw: object, license_map: dict[str, str] | None = None) -> Parsed:
-    """Read a license string as written in a manifest, a listing, a card or a URL.
-
-    ``license_map`` (``{"CC-BY": "CC-BY-3.0"}``) applies to the whole string and to each id of an
-    expression, matched like aliases."""
+    """Read a license string as written in a manifest, a listing, a card or a URL; ``license_map``
+    (``{"CC-BY": "CC-BY-3.0"}``) applies to the whole string and to each id of an expression."""
     if raw is None:
         return Parsed(None, UNKNOWN, "no license given")
     if not isinstance(raw, str):
@@ -206,8 +188,8 @@ def _parse(raw: str, map_items: tuple[tuple[str, str], ...]) -> Parsed:
     if not text.isascii() or not text.isprintable():
         return Parsed(raw, UNKNOWN, "non-ASCII or control characters")
     lmap = {_key(k): v for k, v in map_items}
-    if _key(text) in lmap:
-        return Parsed(raw, lmap[_key(text)], mapped=((text, lmap[_key(text)]),))
+    if (to := lmap.get(_key(text))) is not None:
+        return Parsed(raw, to, mapped=((text, to),))
     hit = _match(text)
     if hit is not None:
         return Parsed(raw, hit)
@@ -258,7 +240,6 @@ def _expression(raw: str, text: str, lmap: dict[str, str]) -> Parsed:
 
 
 def normalize(raw: object, license_map: dict[str, str] | None = None) -> str:
-    """The row ``license`` of a license string (see :func:`parse`)."""
     return parse(raw, license_map).license
 
 
@@ -295,20 +276,12 @@ def _reason_of(node: license_expr.Node) -> str | None:
     return next((r for r in got if r is not None), None)
 
 
+@lru_cache(maxsize=4096)
 def reason(license: str | None) -> str | None:
-    """Why rows under a row ``license`` may not go into an open release (the gate's
-    ``license:<reason>``); None when they may.
-
-    The reason is a verdict, the id of a non-compliant entry, a policy's name, or :data:`UNKNOWN`
-    (spellings included: this takes row licenses). ``AND`` gives its first operand's reason,
-    ``OR`` none when one operand has none; ``WITH`` keeps the license's."""
+    """The gate's ``license:<reason>`` for rows under a row ``license`` (a verdict, a non-compliant
+    id, a policy's name, or ``unknown``); None when they may go into an open release."""
     if not isinstance(license, str) or not license:
         return UNKNOWN
-    return _reason(license)
-
-
-@lru_cache(maxsize=4096)
-def _reason(license: str) -> str | None:
     if license in VERDICTS:
         return license
     tree = _tree(license)
@@ -316,7 +289,6 @@ def _reason(license: str) -> str | None:
 
 
 def allows_release(spdx: str) -> bool:
-    """True when rows under ``spdx`` (a row license) may go into an open release."""
     return reason(spdx) is None
 
 
@@ -332,9 +304,7 @@ def _compatible_ids(row: License, rel: License) -> bool:
     if row_cc is None or rel_cc is None:
         return False
     (row_fam, row_ver), (rel_fam, rel_ver) = row_cc, rel_cc
-    if row_fam == "BY":
-        return rel_fam in ("BY", "BY-SA") and rel_ver >= row_ver
-    return rel_fam == "BY-SA" and rel_ver >= row_ver
+    return rel_ver >= row_ver and rel_fam in (row_fam, "BY-SA")
 
 
 def _compatible_node(node: license_expr.Node, rel: License) -> bool:
@@ -347,9 +317,7 @@ def _compatible_node(node: license_expr.Node, rel: License) -> bool:
 
 def compatible(row_license: str, release_license: str) -> bool:
     """May rows under ``row_license`` go into a release under ``release_license`` (a compliant
-    registry id)? The same license, or public-domain rows: yes; CC-BY-x into CC-BY(-SA)-y and
-    CC-BY-SA-x into CC-BY-SA-y with y >= x; anything else: no (not assumed convertible). ``OR``
-    when one operand may, ``AND`` when all may, ``X WITH exception`` as X."""
+    registry id)? Rules: docs/sources.md, "Compatibility"."""
     rel = get(release_license) if isinstance(release_license, str) else None
     if rel is None or not rel.compliant or not isinstance(row_license, str) or row_license in VERDICTS:
         return False
@@ -383,9 +351,8 @@ def why_not(spdx: str) -> str | None:
 
 
 def explain(raw: object, license_map: dict[str, str] | None = None, *, row: bool = False) -> str:
-    """One line showing how a license string (``row``: a row's ``license``, a verdict made at
-    ingest) was read, for ``granary licenses audit``:
-    ``'MIT OR Apache-2.0' -> MIT OR Apache-2.0 [MIT: ok; Apache-2.0: ok] -> released (OR: one suffices)``."""
+    """How a license string (``row``: a row's ``license``, maybe a verdict of ingest) was read, one line
+    for ``granary licenses audit``."""
     if row and isinstance(raw, str) and raw in VERDICTS:
         return (f"{raw} (the verdict of ingest; the source's strings are in the rows' license_raw) "
                 f"-> rejected license:{raw}")
@@ -400,8 +367,7 @@ def explain(raw: object, license_map: dict[str, str] | None = None, *, row: bool
     parts = []
     for leaf in license_expr.leaves(tree) if tree is not None else []:
         r = _leaf_reason(leaf)
-        name = license_expr.render(leaf)
-        parts.append(f"{name}: ok" if r is None else f"{name}: {_why(r)}")
+        parts.append(f"{license_expr.render(leaf)}: {'ok' if r is None else _why(r)}")
     code = reason(p.license)
     verdict = "released" if code is None else f"rejected license:{code}"
     rule = ""
@@ -411,9 +377,8 @@ def explain(raw: object, license_map: dict[str, str] | None = None, *, row: bool
 
 
 def declared(raw: str) -> str:
-    """Registry id (or SPDX expression) of a license a pipeline declares for a model; a
-    ``ValueError`` saying what to write for anything :func:`normalize` does not know. Whether it
-    allows a release is decided at release time."""
+    """Registry id (or SPDX expression) of a license a pipeline declares for a model; ValueError
+    saying what to write for anything :func:`normalize` does not know."""
     parsed = parse(raw)
     if parsed.license in VERDICTS:
         raise ValueError(f"model license {raw!r} is not in licenses/registry.yaml ({parsed.license}: "

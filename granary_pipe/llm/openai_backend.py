@@ -1,9 +1,5 @@
-"""OpenAI-compatible chat-completions client (``vllm serve``, TGI, llama.cpp server, ...).
-
-One POST to ``{base_url}/chat/completions`` per conversation, ``concurrency`` at once on a thread
-pool (a ``requests`` session per thread). Timeouts, connection errors, HTTP 429 and 5xx are
-retried by urllib3 under :mod:`granary_pipe.retry`; any other error fails that item only (``None``).
-"""
+"""OpenAI-compatible chat-completions client: one POST per conversation, ``concurrency`` at once, retried by
+urllib3 under :mod:`granary_pipe.retry`; any other error fails that item only (``None``)."""
 
 from __future__ import annotations
 
@@ -23,8 +19,6 @@ log = logging.getLogger(__name__)
 
 
 class OpenAIBackend(Backend):
-    """Concurrent, retrying client for one server and model."""
-
     def __init__(self, options: OpenAIOptions) -> None:
         self.options = options
         self.url = options.base_url.rstrip("/") + "/chat/completions"

@@ -23,8 +23,6 @@ def model_path(name: str, allow_hub: bool) -> str:
 
 
 class VllmBackend(Backend):
-    """``vllm.LLM`` in this process."""
-
     def __init__(self, options: VllmOptions, model: str) -> None:
         import vllm  # the [gpu] extra; imported only where the engine runs
 
@@ -41,8 +39,7 @@ class VllmBackend(Backend):
         )
 
     def sampling_params(self, max_new_tokens: int) -> Any:
-        """Greedy decoding capped at ``max_new_tokens``."""
-        return self._vllm.SamplingParams(temperature=0, max_tokens=max_new_tokens)
+            return self._vllm.SamplingParams(temperature=0, max_tokens=max_new_tokens)
 
     def generate(self, prompts: list[Messages], max_new_tokens: int) -> list[str | None]:
         if not prompts:
