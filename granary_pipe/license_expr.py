@@ -83,7 +83,6 @@ def is_known_spdx(key: str) -> bool:
 
 
 def is_spdx_exception(key: str) -> bool:
-    """True when ``key`` is an id of the SPDX exception list (``LLVM-exception``, ...)."""
     sym = spdx_licensing().known_symbols_lowercase.get(key.lower())
     return sym is not None and bool(sym.is_exception)
 

@@ -23,7 +23,7 @@ VERDICTS = frozenset({UNKNOWN, UNPARSEABLE, VERSION_UNSPECIFIED})
 MAX_LICENSE_CHARS = 200
 PUBLIC_DOMAIN_IDS = frozenset({"CC0-1.0", "PDDL-1.0", "public-domain"})
 
-_CC_RE = re.compile(r"^CC-(BY|BY-SA)-(\d)\.(\d)$")
+_CC_RE = re.compile(r"^CC-(BY|BY-SA)-(\d\.\d)$")
 _PREFIX_RE = re.compile(r"(?i)^(?:spdx-license-identifier|licen[cs]e)\s*:\s*(.+)$")
 
 
@@ -91,14 +91,13 @@ def _looks_like_url(text: str) -> bool:
 
 
 def _match(text: str, depth: int = 0) -> str | None:
-    entries, aliases, urls = _load()
+    _, aliases, urls = _load()
     text = text.strip()
     if not text:
         return None
     if _looks_like_url(text):
         return urls.get(url_key(text))
-    hit = aliases.get(_key(text))
-    if hit:
+    if hit := aliases.get(_key(text)):
         return hit
     if depth == 0:
         # "Creative Commons Attribution 4.0 International (CC BY 4.0)": both parts must agree
@@ -190,8 +189,7 @@ def _parse(raw: str, map_items: tuple[tuple[str, str], ...]) -> Parsed:
     lmap = {_key(k): v for k, v in map_items}
     if (to := lmap.get(_key(text))) is not None:
         return Parsed(raw, to, mapped=((text, to),))
-    hit = _match(text)
-    if hit is not None:
+    if (hit := _match(text)) is not None:
         return Parsed(raw, hit)
     if unversioned_cc(text):
         return Parsed(raw, VERSION_UNSPECIFIED, f"{text!r} names no version (2.0, 3.0 and 4.0 differ)")
@@ -292,19 +290,11 @@ def allows_release(spdx: str) -> bool:
     return reason(spdx) is None
 
 
-def _cc_family(spdx: str) -> tuple[str, tuple[int, int]] | None:
-    m = _CC_RE.match(spdx)
-    return (m[1], (int(m[2]), int(m[3]))) if m else None
-
-
 def _compatible_ids(row: License, rel: License) -> bool:
     if row.spdx == rel.spdx or row.spdx in PUBLIC_DOMAIN_IDS:
         return True
-    row_cc, rel_cc = _cc_family(row.spdx), _cc_family(rel.spdx)
-    if row_cc is None or rel_cc is None:
-        return False
-    (row_fam, row_ver), (rel_fam, rel_ver) = row_cc, rel_cc
-    return rel_ver >= row_ver and rel_fam in (row_fam, "BY-SA")
+    row_cc, rel_cc = _CC_RE.match(row.spdx), _CC_RE.match(rel.spdx)  # (family, version): one digit each
+    return bool(row_cc and rel_cc and rel_cc[2] >= row_cc[2] and rel_cc[1] in (row_cc[1], "BY-SA"))
 
 
 def _compatible_node(node: license_expr.Node, rel: License) -> bool:

