@@ -46,12 +46,6 @@ class AuditReport:
     def exit_code(self) -> int:
         return 0 if self.ok else 1
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ok"] = self.ok
-        d["violations"] = [{**asdict(v), "message": str(v)} for v in self.violations]
-        return d
-
 
 # ----------------------------------------------------------------------------- rows
 
@@ -272,4 +266,6 @@ def format_report(report: AuditReport) -> str:
 
 
 def to_json(report: AuditReport) -> str:
-    return json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str)
+    violations = [{**asdict(v), "message": str(v)} for v in report.violations]
+    return json.dumps({**asdict(report), "ok": report.ok, "violations": violations}, indent=2, sort_keys=True,
+                      default=str)

@@ -14,7 +14,7 @@ OPERATORS = frozenset({"AND", "OR", "WITH"})
 MAX_DEPTH = 8
 """Deeper parentheses are refused as unparseable (a guard against hostile strings; real ones nest 1-2)."""
 _PARENS = frozenset({"(", ")"})
-_TOKEN_RE = re.compile(r"\(|\)|[^\s()]+")
+_TOKEN_RE = re.compile(r"\(|\)|[^\s()]+")  # parentheses and whitespace-separated words
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+\-]*$")
 
 
@@ -49,10 +49,6 @@ def spdx_licensing() -> Any:
     return get_spdx_licensing()
 
 
-def tokens(text: str) -> list[str]:
-    return _TOKEN_RE.findall(text)
-
-
 def is_id(token: str) -> bool:
     """True when ``token`` has the shape of a license id (``CC-BY-4.0``, ``LicenseRef-x``, ``GPL-2.0+``)."""
     return bool(_ID_RE.match(token)) and token not in OPERATORS
@@ -61,7 +57,7 @@ def is_id(token: str) -> bool:
 def looks_like_expression(text: str) -> bool:
     """True when ``text`` is written as an SPDX expression: ids, upper-case operators and
     parentheses, no two ids side by side (``CC BY 4.0 or CC0`` is prose)."""
-    toks = tokens(text)
+    toks = _TOKEN_RE.findall(text)
     if not toks or not all(t in OPERATORS or t in _PARENS or is_id(t) for t in toks):
         return False
     return not any(is_id(a) and is_id(b) for a, b in pairwise(toks))
@@ -70,7 +66,7 @@ def looks_like_expression(text: str) -> bool:
 def substitute(text: str, replace: Callable[[str], str | None]) -> str:
     """``text`` with each id token replaced by ``replace(token)`` where that is not None."""
     out = []
-    for t in tokens(text):
+    for t in _TOKEN_RE.findall(text):
         new = None if t in OPERATORS or t in _PARENS else replace(t)
         out.append(t if new is None else new)
     return " ".join(out)
@@ -92,7 +88,7 @@ def parse(text: str) -> Node:
     does not parse. Known SPDX ids come back in their canonical spelling, others as written."""
     from license_expression import PARSE_INVALID_SYMBOL_AS_EXCEPTION, ExpressionError
 
-    toks = tokens(text)
+    toks = _TOKEN_RE.findall(text)
     if max(accumulate((t == "(") - (t == ")") for t in toks), default=0) > MAX_DEPTH:
         raise ExpressionSyntaxError(f"parentheses nested deeper than {MAX_DEPTH}")
     if toks.count("(") != toks.count(")"):
