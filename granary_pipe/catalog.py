@@ -37,7 +37,7 @@ class CatalogEntry:
 
     @property
     def license(self) -> str:
-            return licenses.normalize(self.manifest.license, self.manifest.license_map)
+        return licenses.normalize(self.manifest.license, self.manifest.license_map)
 
     @property
     def compliant(self) -> bool:

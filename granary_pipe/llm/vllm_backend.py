@@ -39,7 +39,7 @@ class VllmBackend(Backend):
         )
 
     def sampling_params(self, max_new_tokens: int) -> Any:
-            return self._vllm.SamplingParams(temperature=0, max_tokens=max_new_tokens)
+        return self._vllm.SamplingParams(temperature=0, max_tokens=max_new_tokens)
 
     def generate(self, prompts: list[Messages], max_new_tokens: int) -> list[str | None]:
         if not prompts:
