@@ -116,8 +116,7 @@ def open_release(data: str | Path) -> Release:
 
 
 def is_held_out(row_id: str, pct: float) -> bool:
-    h = hashlib.sha256(f"{HELD_OUT_SALT}\0{row_id}".encode()).digest()
-    return int.from_bytes(h[:8], "big") % 10000 < round(pct * 100)
+    return _hash64(HELD_OUT_SALT, row_id) % 10000 < round(pct * 100)
 
 
 def split_info(cfg: DataConfig) -> dict[str, Any]:
@@ -151,7 +150,8 @@ def _with_meta(sample: dict) -> dict:
     return {"key": sample["__key__"], "flac": sample["flac"], "meta": meta}
 
 
-def _rank_seed(*parts: int | str) -> int:
+def _hash64(*parts: int | str) -> int:
+    """The first 8 bytes (big-endian) of the sha256 of ``parts`` joined by NUL."""
     return int.from_bytes(hashlib.sha256("\0".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
@@ -168,7 +168,7 @@ def sample_stream(release: Release, cfg: DataConfig, *, split: str, seed: int = 
     if not shards:
         raise ValueError(f"{release.root}: no wds shards for languages {langs}")
     if shuffle:
-        random.Random(_rank_seed(seed, epoch, "shards")).shuffle(shards)
+        random.Random(_hash64(seed, epoch, "shards")).shuffle(shards)
     by_shard = len(shards) >= world
     if by_shard:
         shards = shards[rank::world]
@@ -180,7 +180,7 @@ def sample_stream(release: Release, cfg: DataConfig, *, split: str, seed: int = 
     ]
     if shuffle and cfg.shuffle_buffer > 1:
         stages.append(wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer,
-                                  seed=_rank_seed(seed, epoch, rank if by_shard else 0, "samples")))
+                                  seed=_hash64(seed, epoch, rank if by_shard else 0, "samples")))
     for j, sample in enumerate(wds.DataPipeline(*stages)):
         if by_shard or j % world == rank:
             yield sample
@@ -295,7 +295,7 @@ def iterate_epochs(release: Release, cfg: DataConfig, tokenizer: Tokenizer, *, s
     """Training batches from ``(epoch, start)`` on, forever (one DataLoader across epochs)."""
     ds = ReleaseBatches(release, cfg, tokenizer, split="train", seed=seed, epoch=epoch,
                         start=start, rank=rank, world=world, epochs=None)
-    yield from make_loader(ds, cfg.loader_workers, cfg.prefetch_batches, _rank_seed(seed, rank) % 2**63,
+    yield from make_loader(ds, cfg.loader_workers, cfg.prefetch_batches, _hash64(seed, rank) % 2**63,
                            pin_memory=pin_memory)
 
 
@@ -321,5 +321,5 @@ def training_texts(release: Release, cfg: DataConfig) -> dict[str, list[str]]:
 
 def batch_seed(seed: int, epoch: int, index: int, rank: int) -> int:
     """Seed of a batch's SpecAugment generator."""
-    return _rank_seed(seed, epoch, index, rank, "specaug") % 2**63
+    return _hash64(seed, epoch, index, rank, "specaug") % 2**63
 

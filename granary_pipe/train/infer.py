@@ -95,12 +95,6 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: s
     return result
 
 
-def transcribe(checkpoint: str | Path, audio: list[str | Path], *, device: str | None = None,
-               chunk_s: float = 30.0, errors: str = "raise") -> list[dict[str, Any]]:
-    """The list of :func:`iter_transcripts`."""
-    return list(iter_transcripts(checkpoint, audio, device=device, chunk_s=chunk_s, errors=errors))
-
-
 def iter_transcripts(checkpoint: str | Path, audio: list[str | Path], *, device: str | None = None,
                      chunk_s: float = 30.0, errors: str = "raise") -> Iterator[dict[str, Any]]:
     """Greedy CTC transcripts of audio files, one item per file in order, as each is done; audio longer than
