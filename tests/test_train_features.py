@@ -152,12 +152,13 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is blocked in this test")
 sys.meta_path.insert(0, Block())
 from granary_pipe.train.config import load_train_config
-from granary_pipe.train.loop import train, transcribe
+from granary_pipe.train.infer import iter_transcripts
+from granary_pipe.train.loop import train
 rel, out, yaml, wav = sys.argv[1:5]
 cfg = load_train_config(yaml, {"data.held_out_pct": 30, "data.loader_workers": 1, "train.log_every": 1,
                                "train.eval_every": 3, "train.ckpt_every": 3, "tokenizer.model_type": "char"})
 summary = train(rel, out, cfg, max_steps=3, progress=False)
-[result] = transcribe(out, [wav])
+[result] = iter_transcripts(out, [wav])
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 print(json.dumps({"step": summary["step"], "eval": summary["eval"]["utterances"], "text": result["text"],
                   "loaded": loaded}))

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from granary_pipe.train.config import load_train_config
-from granary_pipe.train.loop import evaluate, latest_checkpoint, load_checkpoint, read_metrics, train, transcribe
+from granary_pipe.train.infer import iter_transcripts
+from granary_pipe.train.loop import evaluate, latest_checkpoint, load_checkpoint, read_metrics, train
 
 try:
     from tests.test_train_fixtures import OVERFIT_UTTERANCES, make_tiny_release, tiny_release  # noqa: F401
@@ -98,7 +99,7 @@ def test_transcribe_audio_files(overfit, tmp_path):
 
     wave = decode_flac(sample["flac"])
     sf.write(wav, np.interp(np.arange(0, len(wave), 16000 / 22050), np.arange(len(wave)), wave), 22050)
-    [result] = transcribe(out, [wav])
+    [result] = iter_transcripts(out, [wav])
     assert result["audio"] == str(wav) and result["duration_s"] == pytest.approx(len(wave) / 16000, abs=0.01)
     import jiwer
 

@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Curate open speech data: segment, identify the language, transcribe, filter and license-check "
                     "audio on Ray (or Apache Beam), then cut releases (Parquet, WebDataset, NeMo, Lhotse Shar), "
                     "report on them, download and verify them, and train a Conformer-CTC model on them.",
-        epilog=common.examples(
+        epilog=common.examples_epilog(
             "granary run demo --out demo-run               # the bundled demo, end to end on a local Ray",
             "granary release demo-run --out demo-release",
             "granary report demo-release",

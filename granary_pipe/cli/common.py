@@ -1,5 +1,5 @@
-"""What every ``granary`` command shares: exit codes, option types (language lists, formats, the two
-kinds of Ray address), the ``-v``/``-q`` options, and turning an exception into one line."""
+"""What every ``granary`` command shares: exit codes, option types, ``-v``/``-q``, and turning an exception into
+one line and an exit code. Design: docs/architecture.md (Command line, progress, bundled data)."""
 
 from __future__ import annotations
 
@@ -45,8 +45,7 @@ DASHBOARD_HELP = "http://HEAD:8265"
 
 
 class Formatter(argparse.HelpFormatter):
-    """Wraps prose paragraphs of descriptions; keeps example and table blocks (indented lines) as
-    written; a wider option column."""
+    """Wraps prose paragraphs; keeps blocks with indented lines (examples, tables) as written."""
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32)
@@ -62,32 +61,29 @@ class Formatter(argparse.HelpFormatter):
         return "\n\n".join(paragraphs)
 
 
-def examples(*lines: str) -> str:
-    """An ``examples:`` epilog."""
+def examples_epilog(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def command(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser], name: str,
             func: Callable[[argparse.Namespace], int] | None, *, examples: str | tuple[str, ...],
             help: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    """A subcommand with the shared options, a description and examples; ``func`` runs it.
-
-    ``help`` (the line in ``granary --help``) and ``description`` default to ``func``'s docstring:
-    its first line, and the paragraph after it with its lines joined."""
+    """A subcommand that ``func`` runs; ``help`` and ``description`` default to ``func``'s docstring: its first
+    line, and the paragraph after it with its lines joined."""
     doc = inspect.getdoc(func) if func is not None else None
     if doc and help is None:
         first, _, rest = doc.partition("\n")
         help, description = first.strip(), description or " ".join(rest.split())
     lines = (examples,) if isinstance(examples, str) else examples
     parser = sub.add_parser(name, parents=parents, formatter_class=Formatter, help=help, description=description,
-                            epilog="examples:\n" + "\n".join(f"  {line}" for line in lines))
+                            epilog=examples_epilog(*lines))
     if func is not None:
         parser.set_defaults(func=func)
     return parser
 
 
 def lang_list(value: str) -> list[str]:
-    """``--lang en,de``: comma-separated ISO 639 codes (the same syntax in every command)."""
+    """``--lang en,de``: comma-separated ISO 639 codes."""
     langs = [v.strip() for v in value.split(",") if v.strip()]
     bad = [v for v in langs if not _LANG.match(v)]
     if not langs or bad:
@@ -96,8 +92,7 @@ def lang_list(value: str) -> list[str]:
 
 
 def format_list(value: str) -> list[str] | None:
-    """``--formats parquet,wds`` or ``all`` (None: every format); names from the release format table,
-    each once, in the order given."""
+    """``--formats parquet,wds`` or ``all`` (None); each name once, in the order given."""
     from granary_pipe.io.formats import FORMATS
 
     names = [v.strip() for v in value.split(",") if v.strip()]
@@ -116,8 +111,7 @@ def _port(value: str) -> int | None:
 
 
 def cluster_address(value: str, source: str = "--ray-address") -> str:
-    """A Ray cluster address (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); a dashboard URL is refused
-    with the command that takes one."""
+    """A Ray cluster address; a dashboard URL is refused with the command that takes one."""
     v = value.strip()
     if re.match(r"^https?://", v, re.I) or _port(v) == DASHBOARD_PORT:
         raise argparse.ArgumentTypeError(
@@ -130,8 +124,8 @@ def cluster_address(value: str, source: str = "--ray-address") -> str:
 
 
 def dashboard_url(value: str, source: str = "--dashboard") -> str:
-    """The Ray dashboard URL of the Jobs API (``http://HEAD:8265``; ``HEAD:8265`` gets ``http://``);
-    a cluster address (``auto``, ``ray://``, the GCS port) is refused with the option that takes one."""
+    """The Ray dashboard URL of the Jobs API (``HEAD:8265`` gets ``http://``); a cluster address is refused
+    with the option that takes one."""
     v = value.strip()
     if v in ("auto", "local") or v.startswith("ray://") or (not v.startswith("http") and _port(v) in (6379, 10001)):
         raise argparse.ArgumentTypeError(
@@ -167,7 +161,6 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def add_json(parser: argparse.ArgumentParser, what: str = "the result") -> None:
-    """``--json``: print the command's result as JSON on stdout (progress stays on stderr)."""
     parser.add_argument("--json", action="store_true", help=f"print {what} as JSON on stdout")
 
 
@@ -177,7 +170,6 @@ def print_json(obj: Any) -> None:
 
 
 def quiet(args: argparse.Namespace) -> bool:
-    """True with ``-q`` anywhere on the command line."""
     return bool(getattr(args, "quiet", False))
 
 
@@ -192,7 +184,7 @@ def _errno_text(exc: OSError) -> str:
 
 
 def _requests_text(exc: Exception) -> str | None:
-    """One line for a ``requests`` connection error (the URL and the socket's reason), else None."""
+    """One line for a ``requests`` connection error, else None."""
     import requests
 
     if not isinstance(exc, (requests.ConnectionError, requests.Timeout)):
@@ -203,8 +195,7 @@ def _requests_text(exc: Exception) -> str | None:
 
 
 def describe_error(exc: BaseException, writing: str | os.PathLike | None = None) -> tuple[str, int]:
-    """(one line for the user, exit code) of an exception a command raised; ``writing``: where the
-    command writes, named when a disk error does not say which file."""
+    """(one line for the user, exit code) of an exception; ``writing`` is named when a disk error names no file."""
     from granary_pipe.config import ConfigError
 
     if isinstance(exc, ModuleNotFoundError) and exc.name:

@@ -13,7 +13,6 @@ from granary_pipe.cli import common
 
 CHECKPOINT_HELP = ("a training directory (its latest checkpoint) or a checkpoint file in it, "
                    "DIR/checkpoints/ckpt-00000200.pt (the step, 8 digits)")
-"""``--checkpoint`` of evaluate and transcribe: the paths ``granary train`` writes (train.checkpoint)."""
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -29,12 +28,6 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _config(args: argparse.Namespace) -> Path | None:
-    from granary_pipe import bundled
-
-    return bundled.pipeline_path(args.config, kind="train") if args.config is not None else None
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     """train a Conformer-CTC model on a release (extra [train]; rerun = resume)
 
@@ -44,11 +37,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     used when --config is not given). Without --ray-address/--workers: one process (DDP when
     launched by torchrun); with them: Ray Train workers. Needs the [train] extra: pip install 'granary_pipe[train]'.
     """
+    from granary_pipe import bundled
     from granary_pipe.train.data import check_release, check_shards, is_url, open_release
     from granary_pipe.train.loop import resolve_config, train
 
     overrides = parse_sets(args.set)
-    config = _config(args)
+    config = bundled.pipeline_path(args.config, kind="train") if args.config is not None else None
     check_release(args.data)  # a missing or wrong --data (path or URL) is refused before --out is created
     cfg = resolve_config(args.out, config, overrides)
     if not is_url(args.data):  # a URL is downloaded and verified into OUT/data by train()

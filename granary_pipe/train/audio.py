@@ -1,7 +1,5 @@
-"""Audio for training and inference as 16 kHz mono float32: release FLAC bytes and audio files read
-by ``soundfile`` (libsndfile), other containers by PyAV when it is installed. An input file is
-checked with ``os.stat`` before it is opened, so a FIFO or a device never blocks; every refusal is
-an :class:`AudioInputError` naming the path and the cause."""
+"""Audio for training and inference as 16 kHz mono float32, by ``soundfile``, other containers by PyAV; an input
+file is checked with ``os.stat`` before it is opened (a FIFO never blocks), a refusal is an :class:`AudioInputError`."""
 
 from __future__ import annotations
 
@@ -19,9 +17,8 @@ from granary_pipe.schema import SAMPLE_RATE_HZ
 
 def resample(wave: np.ndarray, rate: int, target: int = SAMPLE_RATE_HZ, *, zeros: int = 6,
              rolloff: float = 0.99) -> np.ndarray:
-    """Band-limited resampling of a mono float32 ``wave`` from ``rate`` to ``target`` Hz: windowed
-    sinc (Hann, ``zeros`` zero crossings per side, cutoff ``rolloff`` × the lower Nyquist), one
-    polyphase filter per output phase, applied with ``torch.nn.functional.conv1d``."""
+    """Band-limited resampling of a mono float32 ``wave``: windowed sinc (Hann, ``zeros`` zero crossings per side,
+    cutoff ``rolloff`` × the lower Nyquist), one polyphase filter per output phase."""
     import torch
 
     if rate == target:
@@ -44,7 +41,6 @@ def resample(wave: np.ndarray, rate: int, target: int = SAMPLE_RATE_HZ, *, zeros
 
 
 def _to_mono_16k(wave: np.ndarray, rate: int) -> np.ndarray:
-    """``(samples, channels)`` at ``rate`` → 16 kHz mono float32 (channels averaged)."""
     mono = wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1)
     return resample(np.ascontiguousarray(mono, dtype=np.float32), rate)
 
@@ -58,24 +54,17 @@ def decode_flac(data: bytes) -> np.ndarray:
 
 
 class AudioInputError(ValueError):
-    """An input of ``granary transcribe`` that is not audio it can read; ``cause`` says why
-    (``str()`` is ``"PATH: cause"``)."""
+    """An input of ``granary transcribe`` that is not audio it can read; ``str()`` is ``"PATH: cause"``."""
 
     def __init__(self, path: str | Path, cause: str):
         super().__init__(f"{path}: {cause}")
         self.path, self.cause = str(path), cause
 
 
-def input_problem(path: str | Path) -> str | None:
-    """Why ``path`` is not a non-empty regular file, from ``os.stat`` alone (ingest's reasons); else None."""
-    return inputs.problem(str(path))
-
-
 def open_regular(path: str | Path) -> BinaryIO:
-    """Open ``path`` if it is a non-empty regular file, else raise :class:`AudioInputError`; checked
-    with ``os.stat``, then opened non-blocking and checked again with ``fstat`` (a FIFO swapped in
-    between cannot block either)."""
-    problem = input_problem(path)
+    """Open ``path`` if it is a non-empty regular file, else raise :class:`AudioInputError`; checked with
+    ``os.stat``, then opened non-blocking and checked again with ``fstat`` (a FIFO swapped in cannot block)."""
+    problem = inputs.problem(str(path))
     if problem is not None:
         raise AudioInputError(path, problem)
     try:
@@ -94,7 +83,6 @@ def open_regular(path: str | Path) -> BinaryIO:
 
 
 def _load_with_pyav(fh: BinaryIO, path: str, sndfile_error: str) -> np.ndarray:
-    """Containers libsndfile does not read, through PyAV (FFmpeg) when it is installed."""
     try:
         import av
     except ImportError:
@@ -116,8 +104,8 @@ def _load_with_pyav(fh: BinaryIO, path: str, sndfile_error: str) -> np.ndarray:
 
 
 def load_audio(path: str | Path) -> np.ndarray:
-    """An audio file → 16 kHz mono float32 (libsndfile, else PyAV); :class:`AudioInputError` when it is
-    not a non-empty regular file (:func:`open_regular`), does not decode, or holds no samples."""
+    """An audio file → 16 kHz mono float32; :class:`AudioInputError` when it is not a non-empty regular
+    file, does not decode, or holds no samples."""
     import soundfile as sf
 
     with open_regular(path) as fh:

@@ -1,6 +1,5 @@
-"""Training checkpoints: save (atomic, ``checkpoints/latest`` written last, old ones pruned),
-find and load them, check that a resume uses a compatible config, and capture/restore the
-RNG states (python, numpy, torch, cuda) a checkpoint records per rank."""
+"""Training checkpoints: save (atomic, ``checkpoints/latest`` written last, old ones pruned), find and load
+them, check a resume's config, and the RNG states (python, numpy, torch, cuda) each records per rank."""
 
 from __future__ import annotations
 
@@ -51,16 +50,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def checkpoint_dir(out: Path) -> Path:
-    return Path(out) / "checkpoints"
-
-
 def latest_checkpoint(path: str | Path) -> Path | None:
     """A checkpoint file, or the newest one of a training directory (``checkpoints/latest``)."""
     path = Path(path)
     if path.is_file():
         return path
-    for d in (checkpoint_dir(path), path):
+    for d in (path / "checkpoints", path):
         pointer = d / "latest"
         if pointer.is_file():
             ckpt = d / pointer.read_text(encoding="utf-8").strip()
@@ -82,7 +77,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
 
 
 def save_checkpoint(out: Path, state: dict[str, Any], keep: int) -> Path:
-    d = checkpoint_dir(out)
+    d = Path(out) / "checkpoints"
     d.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{state['step']:08d}.pt"
     with atomic_path(d / name) as tmp:

@@ -48,8 +48,7 @@ class SpecAugmentConfig(_Strict):
     freq_masks: int = Field(2, ge=0)
     freq_width: int = Field(27, ge=0, description="most mel bins per frequency mask")
     time_masks: int = Field(2, ge=0)
-    time_width_frac: float = Field(0.05, ge=0.0, le=1.0,
-                                   description="most frames per mask, as a share of the utterance")
+    time_width_frac: float = Field(0.05, ge=0.0, le=1.0, description="most frames per mask, share of the utterance")
     max_time_width: int = Field(40, ge=0, description="cap on frames per time mask")
 
 
@@ -57,8 +56,7 @@ class DataConfig(_Strict):
     """What is read from the release and how it is batched."""
 
     langs: list[str] | None = Field(None, description="train on these languages (default: all in the release)")
-    held_out_pct: float = Field(5.0, ge=0.0, lt=100.0,
-                                description="rows with sha256('heldout', id) mod 100 < pct are held out")
+    held_out_pct: float = Field(5.0, ge=0.0, lt=100.0, description="share of rows held out, by a hash of their id")
     min_duration_s: float = Field(0.3, ge=0.0)
     max_duration_s: float = Field(30.0, gt=0.0)
     bucket_boundaries_s: list[float] = Field(default_factory=lambda: [2.0, 4.0, 8.0, 16.0, 30.0])

@@ -1,20 +1,6 @@
-"""Batches from a release: WebDataset shards → split → shuffle → duration buckets → waveforms.
-
-An epoch's batch sequence is a pure function of (release, data config, seed, epoch, rank, world):
-
-1. the ``wds`` shards of ``data.langs``, in an order shuffled by ``(seed, epoch)``; rank ``r``
-   reads shards ``r::world`` (with fewer shards than ranks: all shards, samples ``r::world``);
-2. only the ``.json`` metadata is parsed (FLAC bytes ride along); rows of the other split, of a
-   duration out of range or with an empty normalised text are skipped;
-3. ``webdataset.shuffle`` seeded by ``(seed, epoch, rank)``;
-4. duration buckets: a bucket emits a batch at ``min(max_batch_size, max_batch_s // bucket_upper_s)``
-   samples (leftovers at the epoch's end);
-5. batch ``k`` (counted from the start position, across epochs) is decoded and tokenised by
-   DataLoader worker ``k % workers``; batches arrive in stream order.
-
-A resume rebuilds the epoch's stream and skips ``start`` batches at step 4, before decoding. A row
-is held out when ``sha256("heldout\\0" + id)[:8]`` (big-endian) mod 10000 < ``held_out_pct`` × 100.
-"""
+"""Batches from a release: WebDataset shards → split → shuffle → duration buckets → waveforms; an
+epoch's batches are a pure function of (release, data config, seed, epoch, rank, world).
+Design: docs/architecture.md (Train)."""
 
 from __future__ import annotations
 
@@ -49,9 +35,8 @@ class Release:
 
     def shards(self, fmt: str, langs: list[str] | None = None) -> list[Path]:
         """Absolute paths of the ``fmt`` (``wds``/``parquet``) shards, sorted, optionally by language."""
-        out = [self.root / s["path"] for s in self.info["shards"]
-               if s.get("format") == fmt and (langs is None or s.get("lang") in langs)]
-        return sorted(out)
+        return sorted(self.root / s["path"] for s in self.info["shards"]
+                      if s.get("format") == fmt and (langs is None or s.get("lang") in langs))
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint records about the data: path, run name, sha256 of release.json."""
@@ -96,10 +81,9 @@ TRAINING_FORMATS = ("wds", "parquet")
 
 def check_shards(release: Release, langs: list[str] | None = None, *, checksums: bool = True, jobs: int = 4,
                  progress: bool = False) -> int:
-    """Refuse ``release`` when a shard training reads (:data:`TRAINING_FORMATS` of ``langs``) is missing
-    or damaged, checked as ``granary verify`` checks them (size, then sha256 unless ``checksums`` is
-    false); a missing Parquet shard is allowed (a WebDataset-only download). Returns the number of
-    shards checked; the ``ValueError`` names every bad shard."""
+    """The number of shards training reads (:data:`TRAINING_FORMATS` of ``langs``), checked as ``granary verify``
+    does (size, then sha256 unless ``checksums`` is false); a ``ValueError`` names every missing or damaged one
+    (a missing Parquet shard is allowed: a WebDataset-only download)."""
     from granary_pipe.io.verify import verify_release
 
     shards = {e["path"]: e["format"] for e in release.info.get("shards", []) if e.get("format") in TRAINING_FORMATS}
@@ -132,9 +116,7 @@ def open_release(data: str | Path) -> Release:
 
 
 def is_held_out(row_id: str, pct: float) -> bool:
-    """Whether ``row_id`` is held out at ``pct`` percent (module doc)."""
-    h = hashlib.sha256(f"{HELD_OUT_SALT}\0{row_id}".encode()).digest()
-    return int.from_bytes(h[:8], "big") % 10000 < round(pct * 100)
+    return _hash64(HELD_OUT_SALT, row_id) % 10000 < round(pct * 100)
 
 
 def split_info(cfg: DataConfig) -> dict[str, Any]:
@@ -168,13 +150,15 @@ def _with_meta(sample: dict) -> dict:
     return {"key": sample["__key__"], "flac": sample["flac"], "meta": meta}
 
 
-def _rank_seed(*parts: int | str) -> int:
+def _hash64(*parts: int | str) -> int:
+    """The first 8 bytes (big-endian) of the sha256 of ``parts`` joined by NUL."""
     return int.from_bytes(hashlib.sha256("\0".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
 def sample_stream(release: Release, cfg: DataConfig, *, split: str, seed: int = 0, epoch: int = 0,
                   rank: int = 0, world: int = 1, shuffle: bool = True) -> Iterator[dict]:
-    """Samples ``{"key", "flac", "meta"}`` of one epoch for one rank (steps 1–3 of the module doc)."""
+    """Samples ``{"key", "flac", "meta"}`` of ``split`` in one epoch: rank ``r`` reads shards ``r::world`` (with
+    fewer shards than ranks: samples ``r::world``), shards and samples shuffled by ``(seed, epoch, rank)``."""
     import webdataset as wds
 
     if split not in SPLITS:
@@ -184,7 +168,7 @@ def sample_stream(release: Release, cfg: DataConfig, *, split: str, seed: int = 
     if not shards:
         raise ValueError(f"{release.root}: no wds shards for languages {langs}")
     if shuffle:
-        random.Random(_rank_seed(seed, epoch, "shards")).shuffle(shards)
+        random.Random(_hash64(seed, epoch, "shards")).shuffle(shards)
     by_shard = len(shards) >= world
     if by_shard:
         shards = shards[rank::world]
@@ -196,14 +180,15 @@ def sample_stream(release: Release, cfg: DataConfig, *, split: str, seed: int = 
     ]
     if shuffle and cfg.shuffle_buffer > 1:
         stages.append(wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer,
-                                  seed=_rank_seed(seed, epoch, rank if by_shard else 0, "samples")))
+                                  seed=_hash64(seed, epoch, rank if by_shard else 0, "samples")))
     for j, sample in enumerate(wds.DataPipeline(*stages)):
         if by_shard or j % world == rank:
             yield sample
 
 
 def bucket_batches(samples: Iterator[dict], cfg: DataConfig) -> Iterator[list[dict]]:
-    """Group samples by duration bucket; see step 4 of the module doc."""
+    """Batches of one duration bucket each, of ``min(max_batch_size, max_batch_s // bucket_upper_s)`` samples
+    (leftovers at the end)."""
     uppers = list(cfg.bucket_boundaries_s)
     if cfg.max_duration_s > uppers[-1]:
         uppers.append(cfg.max_duration_s)
@@ -310,7 +295,7 @@ def iterate_epochs(release: Release, cfg: DataConfig, tokenizer: Tokenizer, *, s
     """Training batches from ``(epoch, start)`` on, forever (one DataLoader across epochs)."""
     ds = ReleaseBatches(release, cfg, tokenizer, split="train", seed=seed, epoch=epoch,
                         start=start, rank=rank, world=world, epochs=None)
-    yield from make_loader(ds, cfg.loader_workers, cfg.prefetch_batches, _rank_seed(seed, rank) % 2**63,
+    yield from make_loader(ds, cfg.loader_workers, cfg.prefetch_batches, _hash64(seed, rank) % 2**63,
                            pin_memory=pin_memory)
 
 
@@ -336,5 +321,5 @@ def training_texts(release: Release, cfg: DataConfig) -> dict[str, list[str]]:
 
 def batch_seed(seed: int, epoch: int, index: int, rank: int) -> int:
     """Seed of a batch's SpecAugment generator."""
-    return _rank_seed(seed, epoch, index, rank, "specaug") % 2**63
+    return _hash64(seed, epoch, index, rank, "specaug") % 2**63
 

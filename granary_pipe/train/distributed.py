@@ -1,7 +1,5 @@
-"""Distributed-training primitives: :class:`DistContext` (rank, world size, device, how to wrap the
-model, collectives) for one process or ``torchrun`` DDP (:func:`from_env`), and the replica check.
-DDP keeps the replicas bitwise identical (one step is the step on the mean of the per-rank losses);
-:func:`check_replicas` verifies that on real runs. Launchers: :mod:`granary_pipe.train.launch`.
+"""Distributed-training primitives: :class:`DistContext` for one process or ``torchrun`` DDP (:func:`from_env`),
+and the replica check (DDP keeps the replicas bitwise identical). Launchers: :mod:`granary_pipe.train.launch`.
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ class DistContext:
             td.barrier()
 
     def sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum of ``values`` over ranks."""
+        """Element-wise over ranks."""
         if not self.distributed:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
@@ -50,7 +48,7 @@ class DistContext:
         return t.cpu().tolist()
 
     def gather(self, obj: Any) -> list[Any]:
-        """``obj`` of every rank, in rank order (every rank gets the list)."""
+        """``obj`` of every rank, in rank order, on every rank."""
         if not self.distributed:
             return [obj]
         out: list[Any] = [None] * self.world
@@ -95,14 +93,12 @@ def from_env() -> DistContext:
 
 
 def unwrap(model):
-    """The module inside a DDP wrapper (or the model itself)."""
     return getattr(model, "module", model)
 
 
 def replica_divergence(model, dist: DistContext) -> float:
-    """Largest absolute difference of any parameter or floating-point buffer between two ranks (0.0:
-    identical, or one process; NaN when any rank has one), on every rank. Costs about two gradient
-    all-reduces: meant for every few hundred steps."""
+    """Largest absolute difference of any parameter or floating-point buffer between two ranks (NaN when any
+    rank has one), on every rank; costs about two gradient all-reduces."""
     if not dist.distributed:
         return 0.0
     state = [t.detach().reshape(-1).float() for t in unwrap(model).state_dict().values() if t.is_floating_point()]

@@ -1,11 +1,6 @@
-"""Whisper's log-mel and SpecAugment, in batch on the training device, from padded 16 kHz waveforms.
-
-Each utterance of a batch gets the features faster-whisper's ``FeatureExtractor(...)(wave,
-padding=0)`` gives it alone: reflect-padded by ``n_fft // 2`` at its own ends, 400-sample Hann
-frames every 160 samples (``len // 160`` frames), power spectrum, Slaney mel filterbank, ``log10``
-clamped at 1e-10 and to 8 below the utterance's own maximum, scaled ``(x + 4) / 4``; frames past
-its end are 0.
-"""
+"""Whisper's log-mel and SpecAugment, in batch on the training device, from padded 16 kHz waveforms: each
+utterance gets the features faster-whisper's ``FeatureExtractor(...)(wave, padding=0)`` gives it alone.
+Design: docs/architecture.md (Train)."""
 
 from __future__ import annotations
 
@@ -20,27 +15,24 @@ SAMPLE_RATE = 16000
 N_FFT = 400
 HOP = 160
 """25 ms window, 10 ms hop at 16 kHz."""
+# Slaney's mel scale: linear (200/3 Hz per mel) below 1 kHz, logarithmic above
+_F_SP, _MIN_LOG_HZ, _LOGSTEP = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
-    """Slaney's mel scale: linear (200/3 Hz per mel) below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, 1e-12) / min_log_hz) / logstep, hz / f_sp)
+    log_part = _MIN_LOG_MEL + np.log(np.maximum(hz, 1e-12) / _MIN_LOG_HZ) / _LOGSTEP
+    return np.where(hz >= _MIN_LOG_HZ, log_part, hz / _F_SP)
 
 
 def mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`hz_to_mel`."""
     mel = np.asarray(mel, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+    return np.where(mel >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOGSTEP * (mel - _MIN_LOG_MEL)), _F_SP * mel)
 
 
 def mel_filterbank(n_mels: int = 80, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """``(n_mels, n_fft // 2 + 1)`` float32 triangular filters on Slaney's mel scale from 0 Hz to
-    Nyquist, each scaled by ``2 / bandwidth`` (Slaney normalisation: about equal energy per band)."""
+    """``(n_mels, n_fft // 2 + 1)`` float32 triangular filters from 0 Hz to Nyquist, Slaney-normalised."""
     fft_hz = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
     edges = mel_to_hz(np.linspace(0.0, float(hz_to_mel(sample_rate / 2)), n_mels + 2))
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
@@ -51,7 +43,6 @@ def mel_filterbank(n_mels: int = 80, n_fft: int = N_FFT, sample_rate: int = SAMP
 
 
 def frame_counts(wave_lens: torch.Tensor) -> torch.Tensor:
-    """Feature frames of utterances of ``wave_lens`` samples: ``len // 160``."""
     return torch.div(wave_lens, HOP, rounding_mode="floor")
 
 
@@ -66,7 +57,7 @@ class LogMel:
         self._tail = torch.arange(N_FFT // 2, device=self.device)
 
     def _reflect_pad(self, waves: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        """``(B, N + n_fft)``: each utterance reflect-padded by ``n_fft // 2`` at its own start and end."""
+        """``(B, N + n_fft)``: each utterance reflect-padded at its own start and end."""
         half = N_FFT // 2
         b, n = waves.shape
         out = torch.zeros(b, n + 2 * half, dtype=waves.dtype, device=waves.device)
@@ -78,8 +69,7 @@ class LogMel:
 
     @torch.no_grad()
     def __call__(self, waves: torch.Tensor, wave_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``waves (B, N)`` float32 zero-padded, ``wave_lens (B,)`` → ``feats (B, N // 160, n_mels)``
-        float32 (zeros past each utterance's frames) and ``frames (B,)``, on this device."""
+        """Zero-padded ``waves (B, N)`` → ``feats (B, N // 160, n_mels)`` (zeros past each utterance's end), frames."""
         waves = waves.to(self.device, torch.float32, non_blocking=True)
         lens = wave_lens.to(self.device, non_blocking=True)
         frames = frame_counts(lens)
@@ -96,8 +86,8 @@ class LogMel:
 
 def spec_augment(feats: torch.Tensor, lens: torch.Tensor, cfg: SpecAugmentConfig,
                  generator: torch.Generator) -> torch.Tensor:
-    """Frequency and time masks (set to 0) on ``feats (B, T, F)`` within each utterance's ``lens``
-    frames; positions drawn on the CPU from ``generator`` (the same on every device)."""
+    """Frequency and time masks (set to 0) on ``feats (B, T, F)`` within each utterance's ``lens`` frames,
+    drawn on the CPU from ``generator`` (the same on every device)."""
     b, t, f = feats.shape
     lens_f = lens.detach().cpu().float()
 

@@ -1,5 +1,4 @@
-"""Inference with a trained model: WER/CER during training (:func:`evaluate_model`) and of a
-checkpoint (:func:`evaluate`), and greedy CTC transcripts of audio files (:func:`iter_transcripts`)."""
+"""Inference with a trained model: WER/CER of a model or a checkpoint, greedy CTC transcripts of audio files."""
 
 from __future__ import annotations
 
@@ -11,8 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from granary_pipe.ingest import inputs
 from granary_pipe.text import normalize
-from granary_pipe.train.audio import AudioInputError, input_problem, load_audio
+from granary_pipe.train.audio import AudioInputError, load_audio
 from granary_pipe.train.checkpoint import load_checkpoint
 from granary_pipe.train.config import TrainConfig
 from granary_pipe.train.data import Release, ReleaseBatches, make_loader, open_release
@@ -47,10 +47,9 @@ def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, release: Releas
 
 
 def score(ids: list[str], refs: list[str], hyps: list[str], langs: list[str | None]) -> dict[str, Any]:
-    """``utterances``, corpus ``wer`` and ``cer`` (jiwer) and three ``examples`` of hypotheses
-    against references, both normalised in the row's language (:func:`granary_pipe.text.normalize`:
-    ``21`` against ``twenty one`` is no error). A reference that normalises to nothing (fillers
-    only: "Um.") is not scored; with none left the rates are None."""
+    """``utterances``, corpus ``wer`` and ``cer`` (jiwer) and three ``examples``, after
+    :func:`granary_pipe.text.normalize` in the row's language; references that normalise to nothing
+    ("Um.") are not scored, and with none left the rates are None."""
     scored = [(i, r, h) for i, r, h in ((i, normalize(r, lang), normalize(h, lang))
                                         for i, r, h, lang in zip(ids, refs, hyps, langs, strict=True)) if r]
     if not scored:
@@ -96,27 +95,19 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: s
     return result
 
 
-def transcribe(checkpoint: str | Path, audio: list[str | Path], *, device: str | None = None,
-               chunk_s: float = 30.0, errors: str = "raise") -> list[dict[str, Any]]:
-    """The list of :func:`iter_transcripts`."""
-    return list(iter_transcripts(checkpoint, audio, device=device, chunk_s=chunk_s, errors=errors))
-
-
 def iter_transcripts(checkpoint: str | Path, audio: list[str | Path], *, device: str | None = None,
                      chunk_s: float = 30.0, errors: str = "raise") -> Iterator[dict[str, Any]]:
-    """Greedy CTC transcripts of audio files (:func:`~granary_pipe.train.audio.load_audio`), one item
-    per file in order, as each is done.
+    """Greedy CTC transcripts of audio files, one item per file in order, as each is done; audio longer than
+    ``chunk_s`` is decoded in fixed chunks, joined (a word across a cut may be split).
 
-    Every input is checked with ``os.stat`` before the model loads; a file that is not a non-empty
-    regular file, does not decode, or is shorter than the model's shortest input is refused:
-    ``errors="raise"`` raises :class:`~granary_pipe.train.audio.AudioInputError` at the first one,
-    ``"report"`` yields ``{"audio", "error"}`` for it and goes on. Audio longer than ``chunk_s`` is
-    decoded in fixed chunks, joined (a word across a cut may be split; segment long recordings with
-    VAD first).
+    Every input is checked with ``os.stat`` before the model loads; a file that is not a non-empty regular
+    file, does not decode, or is too short is refused: ``errors="raise"`` raises
+    :class:`~granary_pipe.train.audio.AudioInputError` at the first one, ``"report"`` yields
+    ``{"audio", "error"}`` for it and goes on.
     """
     if errors not in ("raise", "report"):
         raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}")
-    problems = {str(p): input_problem(p) for p in audio}
+    problems = {str(p): inputs.problem(str(p)) for p in audio}
     bad = next(((p, why) for p, why in problems.items() if why is not None), None)
     if errors == "raise" and bad is not None:
         raise AudioInputError(*bad)
@@ -138,8 +129,6 @@ SHORTEST = MIN_FRAMES * HOP
 
 
 def _checked_wave(path: str | Path, problem: str | None) -> np.ndarray:
-    """The 16 kHz wave of ``path``; AudioInputError when ``os.stat`` found a ``problem``, or it does
-    not decode or is too short."""
     if problem is not None:
         raise AudioInputError(path, problem)
     wave = load_audio(path)

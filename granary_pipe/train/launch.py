@@ -1,8 +1,5 @@
-"""Where the training loop runs: one process, ``torchrun`` DDP (both :func:`~granary_pipe.train.loop.train`
-with a :class:`~granary_pipe.train.distributed.DistContext`), or Ray Train workers (:func:`train_with_ray`,
-``granary train --workers N [--ray-address ADDRESS]``). ``--out`` and the release must be paths every
-worker sees; rank 0 writes checkpoints and metrics.
-"""
+"""Ray Train workers running the training loop (``granary train --workers N [--ray-address ADDRESS]``);
+``--out`` and the release must be paths every worker sees."""
 
 from __future__ import annotations
 
@@ -32,8 +29,8 @@ def _ray_worker(config: dict) -> None:
 def train_with_ray(data: str | Path, out: str | Path, cfg: TrainConfig, *, num_workers: int = 1,
                    address: str | None = None, max_steps: int | None = None, use_gpu: bool | None = None,
                    resources_per_worker: dict[str, float] | None = None) -> dict[str, Any]:
-    """Run the loop on ``num_workers`` Ray Train workers (one GPU each where CUDA is available); its
-    summary. Uses the running Ray, else ``address``, else an embedded local Ray (shut down after)."""
+    """The summary of the loop on ``num_workers`` Ray Train workers (one GPU each where CUDA is available), on
+    the running Ray, else ``address``, else an embedded local Ray."""
     import ray
     import torch
     from ray.train import RunConfig, ScalingConfig

@@ -1,19 +1,5 @@
-"""The training loop: :func:`train` writes under ``out``::
-
-    checkpoints/ckpt-00001000.pt   model, optimizer, scheduler, GradScaler, step, config, tokenizer,
-                                   held-out split, release fingerprint, and per rank the data
-                                   position (epoch, next batch) and RNG states
-    checkpoints/latest             name of the newest checkpoint (written last)
-    tokenizer/*.model              the SentencePiece model(s), for inspection
-    metrics.jsonl                  {"kind": "train", step, loss, lr, ...} every ``log_every`` steps,
-                                   {"kind": "eval", step, wer, cer}; tb/: the same as TensorBoard events
-    summary.json                   last step, loss, eval, throughput
-
-Rerunning with the same ``out`` resumes from ``checkpoints/latest`` (the data stream advanced to the
-saved position, the logs cut back to its step) and reproduces an uninterrupted run's losses; the
-config sections but ``train`` must equal the checkpoint's. A step's loss is the mean of its
-``grad_accum`` micro-batch losses (CTC per target token), read back from the device on logged steps
-only. Design: docs/architecture.md (Train).
+"""The training loop: :func:`train` writes checkpoints, the tokenizer, metrics and a summary under ``out`` and
+resumes from its latest checkpoint, reproducing an uninterrupted run's losses. Design: docs/architecture.md (Train).
 """
 
 from __future__ import annotations
@@ -55,14 +41,14 @@ from granary_pipe.train.data import (
 )
 from granary_pipe.train.distributed import DistContext, check_replicas, single_process, unwrap
 from granary_pipe.train.features import LogMel, spec_augment
-from granary_pipe.train.infer import autocast, evaluate, evaluate_model, transcribe
+from granary_pipe.train.infer import autocast, evaluate, evaluate_model
 from granary_pipe.train.metrics import MetricsLog, read_metrics
 from granary_pipe.train.model import ConformerCTC, count_parameters, ctc_loss
 from granary_pipe.train.schedules import make_scheduler
 from granary_pipe.train.tokenizer import Tokenizer, build_tokenizer
 
 __all__ = ["build_optimizer", "evaluate", "latest_checkpoint", "load_checkpoint", "read_metrics", "resolve_config",
-           "train", "transcribe"]  # evaluate, transcribe and the checkpoint readers re-exported for callers
+           "train"]  # evaluate and the checkpoint readers re-exported for callers
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +90,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int | None = None,
           dist: DistContext | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a Conformer-CTC on ``data`` (a release directory or URL) into ``out``;
-    returns the summary also written to ``out/summary.json``."""
+    """Train (or resume) a Conformer-CTC on ``data`` (a release directory or URL) into ``out``; its summary."""
     dist = dist or single_process()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +103,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, *, max_steps: int
 
 
 def _local_release(data: str | Path, out: Path, cfg: TrainConfig, dist: DistContext, progress: bool) -> str | Path:
-    """``data``, or for a URL ``OUT/data`` once rank 0 has downloaded it (resumable, verified)."""
+    """``data``, or for a URL ``OUT/data`` once rank 0 has downloaded it."""
     if not is_url(data):
         return data
     dest = out / "data"
@@ -129,7 +114,7 @@ def _local_release(data: str | Path, out: Path, cfg: TrainConfig, dist: DistCont
 
 
 class _Trainer:
-    """The state one training process carries from step to step, and the steps of :func:`train`."""
+    """The state one training process carries from step to step."""
 
     def __init__(self, release: Release, out: Path, cfg: TrainConfig, dist: DistContext) -> None:
         self.release, self.out, self.cfg, self.dist = release, out, cfg, dist
@@ -171,7 +156,7 @@ class _Trainer:
         self.ckpt_path: Path | None = None
 
     def _train_tokenizer(self) -> Tokenizer:
-        """Rank 0 trains the tokenizer on the training texts (and writes ``OUT/tokenizer/``); every rank gets it."""
+        """Rank 0 trains it (and writes ``OUT/tokenizer/``); every rank gets it."""
         state = None
         if self.dist.is_main:
             tok = build_tokenizer(training_texts(self.release, self.cfg.data), self.cfg.tokenizer,
@@ -184,7 +169,6 @@ class _Trainer:
         return Tokenizer.from_state(self.dist.broadcast(state))
 
     def _restore(self, model: torch.nn.Module, resume: dict[str, Any]) -> None:
-        """Model, optimizer, scheduler, scaler, step, data position and RNG states of a checkpoint."""
         model.load_state_dict(resume["model"])
         self.optimizer.load_state_dict(resume["optimizer"])
         self.scheduler.load_state_dict(resume["scheduler"])
@@ -198,7 +182,6 @@ class _Trainer:
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume["path"], self.step, *self.position)
 
     def run(self, progress: bool) -> None:
-        """Optimizer steps up to ``train.max_steps``, logging, evaluating and saving on their intervals."""
         cfg, dist, device = self.cfg, self.dist, self.device
         batches = iterate_epochs(self.release, cfg.data, self.tokenizer, seed=cfg.seed, epoch=self.position[0],
                                  start=self.position[1], rank=dist.rank, world=dist.world,
@@ -225,8 +208,7 @@ class _Trainer:
         return self.step % every == 0 or self.step == self.cfg.train.max_steps
 
     def _one_step(self, batches: Iterator[dict[str, Any]]) -> tuple[float, float] | None:
-        """One optimizer update over ``grad_accum`` micro-batches; on logged steps it writes the
-        metrics record and returns this rank's (loss, learning rate)."""
+        """One optimizer update; on logged steps it writes the metrics record and returns (loss, lr)."""
         t_step = time.perf_counter()
         losses, took = self._micro_batches(batches)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -249,8 +231,7 @@ class _Trainer:
         return loss, lr
 
     def _micro_batches(self, batches: Iterator[dict[str, Any]]) -> tuple[list[torch.Tensor], dict[str, float]]:
-        """Forward and backward of ``grad_accum`` batches (DDP syncs gradients on the last one only);
-        their losses, and the seconds waited for data, decoding seconds, samples and audio seconds."""
+        """Forward and backward of ``grad_accum`` batches (DDP syncs gradients on the last one only)."""
         cfg, accum, sa = self.cfg, self.cfg.optim.grad_accum, self.cfg.data.spec_augment
         no_sync = getattr(self.model, "no_sync", None)
         losses = []
@@ -279,8 +260,7 @@ class _Trainer:
 
     def _log(self, loss: float, lr: float, grad_norm: float | None, step_time: float,
              took: dict[str, float]) -> None:
-        """Write a logged step's record: loss the mean over ranks, samples and audio summed over ranks,
-        times rank 0's (``run_*``: totals since this process started the loop, for rates over a window)."""
+        """Loss the mean over ranks, samples and audio summed over ranks, times rank 0's (``run_*``: since start)."""
         dist = self.dist
         loss_sum, all_samples, all_audio_s, run_audio_s = dist.sum([loss, took["samples"], took["audio_s"],
                                                                      self.totals["audio_s"]])
@@ -298,7 +278,6 @@ class _Trainer:
             dist.report({k: v for k, v in record.items() if v is not None and k != "kind"})
 
     def _on_intervals(self) -> None:
-        """The replica check, evaluation and checkpoint of the steps they are due at."""
         every, dist = self.cfg.train.check_replicas_every, self.dist
         if every and dist.world > 1 and self._due(every):
             self.metrics.write(check_replicas(self.model, dist, self.step))
@@ -308,7 +287,7 @@ class _Trainer:
             self.ckpt_path = self._save()
 
     def _evaluate(self) -> dict | None:
-        """Held-out WER/CER on rank 0 (recorded when the split has utterances)."""
+        """Held-out WER/CER on rank 0."""
         result = None
         if self.dist.is_main:
             result = evaluate_model(unwrap(self.model), self.tokenizer, self.release, self.cfg, split="heldout",
@@ -321,7 +300,6 @@ class _Trainer:
         return result
 
     def _save(self) -> Path | None:
-        """A checkpoint with every rank's data position and RNG states, written by rank 0."""
         dist = self.dist
         ranks = dist.gather({"data": {"epoch": self.position[0], "batch": self.position[1]}, "rng": rng_state()})
         path = None
@@ -338,7 +316,6 @@ class _Trainer:
         return path
 
     def finish(self) -> dict[str, Any]:
-        """The summary of this process's run, written to ``OUT/summary.json`` by rank 0."""
         t, dist = self.totals, self.dist
         busy = t["step_time_s"]
         summary = {
@@ -363,4 +340,4 @@ def resolve_config(out: str | Path, config: str | Path | None, overrides: dict[s
         if overrides:
             raise ValueError("--set needs --config (the checkpoint's config is used as saved)")
         return TrainConfig.model_validate(saved)
-    return load_train_config(None if config is None else Path(config), overrides)  # None: train-base
+    return load_train_config(None if config is None else Path(config), overrides)

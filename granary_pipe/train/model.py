@@ -1,9 +1,6 @@
-"""Conformer-CTC in plain torch: log-mel ``(B, T, n_mels)`` → conv2d subsampling ×4 → Conformer
-blocks (Gulati et al., 2020; rotary position embeddings instead of relative positions) → linear CTC
-head (blank = 0) → log-probabilities ``(B, T/4, vocab)``. Padded frames never reach valid ones
-(unpadded subsampling convs, masked attention keys, zeroed depthwise-conv input), so an utterance's
-output (LayerNorm variant, eval mode) does not depend on what it is batched with.
-"""
+"""Conformer-CTC in plain torch (Gulati et al., 2020, with RoPE): log-mel → conv2d subsampling ×4 → Conformer
+blocks → CTC head (blank = 0). Padded frames never reach valid ones, so an utterance's output (LayerNorm
+variant, eval mode) does not depend on what it is batched with. Design: docs/architecture.md (Train)."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ BLANK_ID = 0
 
 
 def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
-    """Frames after two 3×3 stride-2 convs without padding: ``((L - 1) // 2 - 1) // 2``."""
+    """Frames after two 3×3 stride-2 convs without padding."""
     return torch.div(torch.div(lengths - 1, 2, rounding_mode="floor") - 1, 2, rounding_mode="floor")
 
 

@@ -1,20 +1,6 @@
-"""Learning-rate warmup schedules, each followed by inverse-square-root decay.
-
-With peak rate ``η``, warmup length ``w`` and update number ``i`` (``i = 1`` is the first
-optimizer update, as in ESPnet's ``WarmupLR``/``PiecewiseLinearWarmupLR``):
-
-=============  ==================================================  =====================
-schedule       warmup, ``0 <= i < w``                              ``i >= w``
-=============  ==================================================  =====================
-linear         ``η · i / w``                                       ``η · sqrt(w / i)``
-piecewise      linear through ``(0, 0), (w', η'), …, (w, η)``      ``η · sqrt(w / i)``
-exponential    ``η · (exp(α·i/w) − 1) / (exp(α) − 1)``, α = 1.5    ``η · sqrt(w / i)``
-polynomial     ``η · (i / w) ** p``, p = 1.5                       ``η · sqrt(w / i)``
-=============  ==================================================  =====================
-
-``piecewise`` is OWSM's form (ESPnet ``warmup_steps_list`` / ``warmup_lr_list``), by default
-``[0, w/2, w]`` / ``[0, η/4, η]``. :func:`make_scheduler` runs update ``k`` at ``lr_at(k)``.
-"""
+"""Learning-rate warmup schedules (linear, piecewise as OWSM's, exponential, polynomial), each followed by
+inverse-square-root decay ``peak_lr * sqrt(w / i)``, ``i`` the 1-based optimizer update as in ESPnet.
+Design: docs/architecture.md (Train)."""
 
 from __future__ import annotations
 
@@ -28,40 +14,12 @@ from granary_pipe.train.config import ScheduleConfig
 SCHEDULE_NAMES = ("linear", "piecewise", "exponential", "polynomial")
 
 
-def _decay(peak_lr: float, warmup_steps: float, i: float) -> float:
-    return peak_lr * math.sqrt(warmup_steps / i)
-
-
-def linear(i: float, peak_lr: float, warmup_steps: int) -> float:
-    """``η·i/w`` below ``w``, then ``η·sqrt(w/i)``."""
-    if i < warmup_steps:
-        return peak_lr * i / warmup_steps
-    return _decay(peak_lr, warmup_steps, i)
-
-
 def piecewise(i: float, steps: list[float], lrs: list[float]) -> float:
-    """Linear interpolation through ``(steps[k], lrs[k])``, then ``lrs[-1]·sqrt(steps[-1]/i)``."""
-    w = steps[-1]
-    if i >= w:
-        return _decay(lrs[-1], w, i)
+    """Linear interpolation through ``(steps[k], lrs[k])``, for ``i < steps[-1]``."""
     for (s0, l0), (s1, l1) in pairwise(zip(steps, lrs, strict=True)):
         if i <= s1:
             return l0 + (l1 - l0) * (i - s0) / (s1 - s0)
     raise AssertionError("unreachable: i < steps[-1]")
-
-
-def exponential(i: float, peak_lr: float, warmup_steps: int, alpha: float = 1.5) -> float:
-    """``η·(exp(α·i/w) − 1)/(exp(α) − 1)`` below ``w``, then ``η·sqrt(w/i)``."""
-    if i < warmup_steps:
-        return peak_lr * math.expm1(alpha * i / warmup_steps) / math.expm1(alpha)
-    return _decay(peak_lr, warmup_steps, i)
-
-
-def polynomial(i: float, peak_lr: float, warmup_steps: int, power: float = 1.5) -> float:
-    """``η·(i/w)**p`` below ``w``, then ``η·sqrt(w/i)``."""
-    if i < warmup_steps:
-        return peak_lr * (i / warmup_steps) ** power
-    return _decay(peak_lr, warmup_steps, i)
 
 
 def piecewise_lists(cfg: ScheduleConfig) -> tuple[list[float], list[float]]:
@@ -75,16 +33,23 @@ def piecewise_lists(cfg: ScheduleConfig) -> tuple[list[float], list[float]]:
 def lr_function(cfg: ScheduleConfig) -> Callable[[float], float]:
     """``lr(i)`` for the configured schedule (``i`` = 1-based update number)."""
     w, peak = cfg.warmup_steps, cfg.peak_lr
-    if cfg.name == "linear":
-        return lambda i: linear(i, peak, w)
-    if cfg.name == "piecewise":
-        steps, lrs = piecewise_lists(cfg)
-        return lambda i: piecewise(i, steps, lrs)
-    if cfg.name == "exponential":
-        return lambda i: exponential(i, peak, w, cfg.alpha)
-    if cfg.name == "polynomial":
-        return lambda i: polynomial(i, peak, w, cfg.power)
-    raise ValueError(f"unknown schedule {cfg.name!r}; known: {', '.join(SCHEDULE_NAMES)}")
+    steps, lrs = piecewise_lists(cfg)
+    warmups: dict[str, Callable[[float], float]] = {
+        "linear": lambda i: peak * i / w,
+        "piecewise": lambda i: piecewise(i, steps, lrs),
+        "exponential": lambda i: peak * math.expm1(cfg.alpha * i / w) / math.expm1(cfg.alpha),
+        "polynomial": lambda i: peak * (i / w) ** cfg.power,
+    }
+    if cfg.name not in warmups:
+        raise ValueError(f"unknown schedule {cfg.name!r}; known: {', '.join(SCHEDULE_NAMES)}")
+    warmup = warmups[cfg.name]
+    # the decay starts where the warmup ends: piecewise's last knot (validated to equal warmup_steps, peak_lr)
+    end_w, end_lr = (steps[-1], lrs[-1]) if cfg.name == "piecewise" else (w, peak)
+
+    def lr(i: float) -> float:
+        return warmup(i) if i < end_w else end_lr * math.sqrt(end_w / i)
+
+    return lr
 
 
 def lr_at(cfg: ScheduleConfig, i: float) -> float:

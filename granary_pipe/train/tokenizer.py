@@ -1,10 +1,6 @@
-"""SentencePiece tokenizer(s) trained on a release's training transcripts, laid out for CTC::
-
-    0                       CTC blank
-    1 .. L                  <lang> tags (only with ``lang_tags``), languages sorted
-    offset_k .. +size_k     pieces of tokenizer k ("*" when shared, else one per language,
-                            concatenated into one output layer as NeMo's aggregate tokenizer)
-"""
+"""SentencePiece tokenizer(s) trained on a release's training transcripts, as CTC labels: 0 the blank, then
+the <lang> tags (``lang_tags``, languages sorted), then the pieces of each tokenizer ("*" when shared, else one
+per language, concatenated into one output layer as NeMo's aggregate tokenizer)."""
 
 from __future__ import annotations
 
@@ -19,17 +15,15 @@ SHARED = "*"
 
 
 def normalize_text(text: str, mode: str = "lower_nopunct") -> str:
-    """Text as the model learns it (the WER compares after :func:`granary_pipe.text.normalize`):
-    ``lower_nopunct`` = :func:`granary_pipe.text.fold`, symbols but apostrophes removed, spaces
-    collapsed, numbers as written; ``none`` = spaces collapsed only."""
+    """Text as the model learns it: ``lower_nopunct`` = :func:`granary_pipe.text.fold`, symbols but apostrophes
+    removed, spaces collapsed, numbers as written; ``none`` = spaces collapsed only."""
     if mode == "none":
         return " ".join(text.split())
     return strip_symbols(fold(text), keep="'")
 
 
 def train_sentencepiece(texts: Iterable[str], cfg: TokenizerConfig) -> bytes:
-    """One SentencePiece model of ``texts`` (serialised): ``vocab_size`` a soft limit (a tiny corpus
-    gets fewer pieces), ``<unk>`` = 0, no BOS/EOS/PAD; one thread, given order: deterministic."""
+    """One serialised SentencePiece model of ``texts``; one thread, in the given order: deterministic."""
     import sentencepiece as spm
 
     texts = [t for t in texts if t]
@@ -98,15 +92,11 @@ class Tokenizer:
         return " ".join(w for w in words if w)
 
     def _owner(self, label: int) -> str | None:
-        """The tokenizer whose pieces hold ``label`` (None: the blank or a <lang> tag)."""
         return next((k for lo, hi, k in self._ranges if lo <= label < hi), None)
 
     def lang_of(self, ids: list[int]) -> str | None:
-        """The language whose <lang> tag comes first in ``ids`` (lang tags only)."""
-        for i in ids:
-            if 1 <= i <= len(self.lang_tags):
-                return self.lang_tags[i - 1]
-        return None
+        """The language whose <lang> tag comes first in ``ids``."""
+        return next((self.lang_tags[i - 1] for i in ids if 1 <= i <= len(self.lang_tags)), None)
 
     def state(self) -> dict:
         """Plain-data form for checkpoints (bytes, lists, strings)."""
