@@ -1,7 +1,5 @@
-"""Why a listed audio path cannot be opened, told from ``os.stat`` alone (nothing is opened, so a
-FIFO never blocks). The decoder asks :func:`unopenable` first and writes ``decode_error: <reason>``;
-the reasons are listed in docs/sources.md ("Paths that cannot be opened").
-"""
+"""Why a listed audio path cannot be opened, told from ``os.stat`` alone (a FIFO never blocks): the
+decoder's ``decode_error`` reasons, listed in docs/sources.md ("Paths that cannot be opened")."""
 
 from __future__ import annotations
 
@@ -11,7 +9,6 @@ import stat
 
 _KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
           (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
-"""Kinds of non-regular files, as the reason names them."""
 
 
 def stat_problem(st: os.stat_result) -> str | None:

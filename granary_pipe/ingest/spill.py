@@ -1,11 +1,5 @@
-"""A listing sorted and checked out of core (design: docs/architecture.md, Ingest).
-
-:class:`EntrySpill` spills entries as a reader yields them (``seq``: reader order; ``fid``: what
-makes them one file) to ``entries.parquet`` for the duplicate checks (DuckDB) and, as recording
-rows sorted by ``(id, seq)``, to run files that are merged from disk. A listing's work directory
-(:func:`listing_workdir`) is locked by its process; a new listing first removes those whose
-process is gone and whose lock is free (the lock guards a reused PID or another PID namespace).
-"""
+"""A listing sorted and checked for duplicates out of core, in a work directory locked by its process.
+Design: docs/architecture.md, "Data flow" (Ingest)."""
 
 from __future__ import annotations
 
@@ -78,8 +72,7 @@ def _read_run(path: Path) -> Iterator[tuple[str, int, dict]]:
 
 def _merged(runs: list[Path]) -> Iterator[dict]:
     """The rows of ``runs`` merged in ``(id, seq)`` order (``seq`` is unique: rows never compare)."""
-    for _, _, row in heapq.merge(*(_read_run(p) for p in runs)):
-        yield row
+    return (row for _, _, row in heapq.merge(*(_read_run(p) for p in runs)))
 
 
 def _chunks(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:

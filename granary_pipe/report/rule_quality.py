@@ -1,8 +1,5 @@
-"""Every rule measured: per rule, its stage's counters (rows in, rejected, flagged) and, against the
-listing's reference transcripts, how many rejected rows were good speech (false rejects); for kept
-rows, how many are garbage. Figures come from the units' digests and counters
-(:mod:`granary_pipe.report.totals`); scoring is :mod:`granary_pipe.scoring`'s. A rejection reason no
-counter holds is listed under stage None. See docs/architecture.md (Report)."""
+"""Every rule measured: per rule its counters and, against reference transcripts, the good rows it
+rejected; the garbage among kept rows. Design: docs/architecture.md, "Report"."""
 
 from __future__ import annotations
 
@@ -50,9 +47,7 @@ class _Entries:
         if reason not in self._rule_of:
             self._rule_of[reason] = counters.rule_of(reason, self._known)
         rule = self._rule_of[reason]
-        if rule not in self.by_rule:
-            self.by_rule[rule] = _entry(rule, None, None)
-        return self.by_rule[rule]
+        return self.by_rule.setdefault(rule, _entry(rule, None, None))
 
 
 def _add_rejected(entries: _Entries, groups: list[dict[str, Any]], counted: bool) -> None:

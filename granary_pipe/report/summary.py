@@ -1,13 +1,5 @@
-"""Summaries of a run directory or a release directory, as a dict (:func:`summarize`); the
-terminal text is :func:`granary_pipe.report.text.format_summary`.
-
-A run's figures count only committed units and come from their markers (digests, counters,
-totals: :mod:`granary_pipe.report.totals`), read one at a time. Rows in = distinct row ids; a
-row's language is ``lang``, else ``lang_hint``, else ``und``; hours are summed ``duration_s``
-of the rows (no duration counts as 0 s and is reported apart), recorded audio in is the markers'
-``audio_s_in``; reasons count by category (text before the first ``:``) and in full. See
-docs/architecture.md (Report).
-"""
+"""Summaries of a run directory or a release directory as a dict (:func:`summarize`); definitions of
+the figures: docs/architecture.md, "Contracts" (Nothing silently dropped) and "Report"."""
 
 from __future__ import annotations
 

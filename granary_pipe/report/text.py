@@ -26,19 +26,13 @@ class _Style:
         return ["", self.paint(text, "1")]
 
 
-def _use_color(color: bool | None) -> bool:
-    if color is not None:
-        return color
-    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
-
-
 def format_summary(summary: dict[str, Any], *, color: bool | None = None) -> str:
     """Render :func:`summarize`'s dict as an aligned plain-text report.
 
     ``color``: ANSI colour for check marks and titles; ``None`` means only when stdout is a
     terminal and ``NO_COLOR`` is unset.
     """
-    style = _Style(_use_color(color))
+    style = _Style(sys.stdout.isatty() and "NO_COLOR" not in os.environ if color is None else color)
     sections = _RELEASE_SECTIONS if summary["kind"] == "release" else _RUN_SECTIONS
     return "\n".join(line for section in sections for line in section(summary, style)) + "\n"
 

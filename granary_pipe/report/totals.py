@@ -1,10 +1,5 @@
-"""A run's totals merged from its committed units' markers: the report's and the audit's source.
-
-Each committed marker (``units/U/_COMMITTED``) is read once, one at a time, and its ``digest``
-(:mod:`granary_pipe.digest`) merged; a marker without a usable one is digested from its unit's
-Parquet files with the same function. Memory holds only the merged figures; seconds are summed
-exactly (:class:`ExactSum`), so the result does not depend on the order of the units.
-"""
+"""A run's totals merged from its committed units' markers (digests, counters, totals), read one at
+a time; seconds summed exactly. Design: docs/architecture.md, "Report"."""
 
 from __future__ import annotations
 
@@ -31,7 +26,6 @@ class ExactSum:
         self.special: list[float] = []  # inf and NaN: math.fsum gives what they make
 
     def add(self, x: float) -> None:
-        """Add ``x``."""
         if not math.isfinite(x):
             self.special.append(x)
             return
@@ -87,12 +81,7 @@ class RunTotals:
     def add(self, d: dict[str, Any]) -> None:
         """Merge one unit's digest."""
         for *key, n, n_dur, secs in d["groups"]:
-            g = self.groups.get(tuple(key))
-            if g is None:
-                g = self.groups[tuple(key)] = [0, 0, ExactSum()]
-            g[0] += n
-            g[1] += n_dur
-            g[2].add(secs)
+            _add_counts(self.groups.setdefault(tuple(key), [0, 0, ExactSum()]), n, n_dur, secs)
         for reason, rows in d["examples"]:
             earlier = self.examples.get(reason)
             self.examples[reason] = rows[:EXAMPLES] if earlier is None else sorted(earlier + rows,
@@ -102,20 +91,10 @@ class RunTotals:
         self.with_kept += d["with_kept"]
         self.with_ref += d["with_ref"]
         for reason, n, good, secs in d["scored"]:
-            s = self.scored.get(reason)
-            if s is None:
-                s = self.scored[reason] = [0, 0, ExactSum()]
-            s[0] += n
-            s[1] += good
-            s[2].add(secs)
-        k = d["kept_scored"]
-        self.kept_scored[0] += k[0]
-        self.kept_scored[1] += k[1]
-        self.kept_scored[2].add(k[2])
+            _add_counts(self.scored.setdefault(reason, [0, 0, ExactSum()]), n, good, secs)
+        _add_counts(self.kept_scored, *d["kept_scored"])
         for lang, t in d["wer"].items():
-            wer = self.wer.setdefault(lang, [0] * 6)
-            for i, v in enumerate(t):
-                wer[i] += v
+            self.wer[lang] = [a + b for a, b in zip(self.wer.get(lang, [0] * 6), t, strict=True)]
 
     def add_marker(self, marker: dict[str, Any]) -> None:
         """Sum the marker's own totals (recordings planned, rows in, audio in) and counters."""
@@ -141,6 +120,13 @@ class RunTotals:
     def audio_s_in(self) -> float | None:
         """The markers' recorded audio in seconds (None when a marker lacks it)."""
         return None if self.audio_in is None else self.audio_in.value()
+
+
+def _add_counts(total: list, n: int, m: int, secs: float) -> None:
+    """Add two counts and seconds into ``total`` (``[n, m, ExactSum]``) in place."""
+    total[0] += n
+    total[1] += m
+    total[2].add(secs)
 
 
 def _add_stages(total: dict[str, Any], stages: dict[str, Any]) -> None:
