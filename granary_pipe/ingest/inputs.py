@@ -9,6 +9,8 @@ import stat
 
 _KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
           (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+_ERRNO_REASONS = {errno.ENOENT: "no such file", errno.ELOOP: "symlink loop", errno.EACCES: "permission denied",
+                  errno.EPERM: "permission denied"}
 
 
 def stat_problem(st: os.stat_result) -> str | None:
@@ -22,13 +24,7 @@ def stat_problem(st: os.stat_result) -> str | None:
 
 def os_problem(exc: OSError) -> str:
     """Why ``os.stat`` or ``os.open`` of a path failed, in the module's words."""
-    if exc.errno == errno.ENOENT:
-        return "no such file"
-    if exc.errno == errno.ELOOP:
-        return "symlink loop"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    return f"cannot open ({exc.strerror or exc})"
+    return _ERRNO_REASONS.get(exc.errno or 0, f"cannot open ({exc.strerror or exc})")
 
 
 def problem(path: str) -> str | None:

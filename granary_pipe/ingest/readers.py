@@ -250,7 +250,6 @@ def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = Non
 
 
 def _read_listing(ctx: _Ctx, listing: Path, opts: _Options, base: Path | None = None) -> Iterator[Entry]:
-    """A JSONL listing, or a TSV one for the ``tsv`` reader's options."""
     if isinstance(opts, TsvOptions):
         return read_tsv(ctx, listing, opts, base)
     return read_jsonl(ctx, listing, opts, base)
@@ -285,9 +284,8 @@ def reader_options(manifest: SourceManifest, manifest_path: Path) -> _Options:
 
 def iter_entries(manifest: SourceManifest, manifest_path: Path, *, cache_dir: Path | None = None,
                  materialize: bool = True) -> Iterator[Entry]:
-    """The recordings of a runnable manifest as entries, in the reader's order, as they are read
-    (JSONL and TSV line by line). Raises ConfigError like :func:`read_entries`, but leaves to the
-    caller the checks for one file listed twice and for a source that lists no audio."""
+    """The recordings of a runnable manifest as entries, in the reader's order, as they are read; raises
+    like :func:`read_entries` but leaves the duplicate and no-audio checks to the caller."""
     manifest_path = Path(manifest_path).resolve()
     require_runnable(manifest, manifest_path)
     opts = reader_options(manifest, manifest_path)

@@ -90,10 +90,8 @@ def _lang(value: Any) -> str | None:
 
 
 def _str(value: Any) -> str | None:
-    if value is None:
-        return None
-    s = str(value).strip() if not isinstance(value, str) else value
-    return s if s != "" else None
+    s = value if value is None or isinstance(value, str) else str(value).strip()
+    return s or None
 
 
 def _first(d: dict, keys: tuple[str, ...]) -> Any:

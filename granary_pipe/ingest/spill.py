@@ -144,16 +144,14 @@ class EntrySpill:
             self._closed = True
 
     def finish(self) -> SortedRows:
-        """Raise the duplicate error ``check_unique`` would raise, else merge the runs down to
-        :data:`FAN_IN` and return them."""
+        """Raise the duplicate error ``check_unique`` would raise, else merge the runs down to :data:`FAN_IN`."""
         self.close()
         self._check()
         self.checks.unlink()
         return SortedRows(self._merge_down(), self.count)
 
     def _check(self) -> None:
-        """:meth:`_check_unique` under :data:`MEMORY_LIMIT`, again under :data:`RETRY_MEMORY_LIMIT`
-        if DuckDB runs out of memory."""
+        """:meth:`_check_unique`, again under :data:`RETRY_MEMORY_LIMIT` if DuckDB runs out of memory."""
         import duckdb
 
         for limit in (MEMORY_LIMIT, RETRY_MEMORY_LIMIT):
@@ -218,15 +216,11 @@ def _connect(tmp: Path, limit: str) -> Any:
     import duckdb
 
     tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(":memory:")
-    con.execute(f"SET memory_limit = '{limit}'")
-    con.execute(f"SET temp_directory = '{_sql_path(tmp)}'")
-    con.execute("SET threads = 1")  # each thread buffers outside the limit; ingest's Python dominates anyway
-    return con
+    # one thread: each buffers outside the limit, and ingest's Python dominates anyway
+    return duckdb.connect(":memory:", config={"memory_limit": limit, "temp_directory": str(tmp), "threads": 1})
 
 
 def _sql_path(path: Path) -> str:
-    """``path`` as a single-quoted SQL string's content."""
     return str(path).replace("'", "''")
 
 

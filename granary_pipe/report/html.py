@@ -18,6 +18,7 @@ from granary_pipe.report.distributions import CHAR_RATE_CLIP, Binned, example_li
 from granary_pipe.report.fmt import hms, pct, rate
 from granary_pipe.report.scan import RunScan
 from granary_pipe.report.summary import summarize
+from granary_pipe.report.text import LANG_HEADERS, WER_HEADERS, lang_rows, wer_rows
 
 NOT_COUNTED = "(not counted)"
 """Retention line of rejected rows that no stage counter holds."""
@@ -130,15 +131,9 @@ def _languages_run(s: dict[str, Any]) -> str:
     svg = plots.bars("lang", langs, {"in": [per[k]["hours_in"] * scale for k in langs],
                                      "kept": [per[k]["hours_kept"] * scale for k in langs]},
                      xlabel=f"audio ({unit})", colors=[plots.INPUT, plots.KEPT], fmt="{:.3g}")
-    rows = [[k, v["rows_in"], v["rows_kept"], v["rows_rejected"], hms(v["hours_in"]), hms(v["hours_kept"]),
-             pct(v["hours_kept"], v["hours_in"])] for k, v in ((k, per[k]) for k in langs)]
-    r, h = s["rows"], s["hours"]
-    rows.append(["total", r["kept"] + r["rejected"], r["kept"], r["rejected"], hms(h["in"]), hms(h["kept"]),
-                 pct(h["kept"], h["in"])])
     return _section("languages", "Audio per language: in vs kept",
                     _figure(svg, "Audio in rows (kept + rejected) and audio kept, per language."),
-                    _table(["lang", "rows in", "kept", "rejected", "audio in", "audio kept", "% audio kept"],
-                           rows, numeric={1, 2, 3, 4, 5, 6}, total=True))
+                    _table(LANG_HEADERS, lang_rows(s, langs), numeric={1, 2, 3, 4, 5, 6}, total=True))
 
 
 def _retention_section(s: dict[str, Any]) -> str:
@@ -253,16 +248,14 @@ def _examples(s: dict[str, Any], licenses: dict[str, str]) -> str:
 
 def _extras(s: dict[str, Any]) -> str:
     parts = []
-    wer = {k: v for k, v in (s.get("reference_wer") or {}).items() if v["wer"] is not None}
+    wer = wer_rows(s)
     if wer:
-        parts.append(_section("wer", "Against reference transcripts (kept rows)", _table(
-            ["lang", "recordings", "words", "WER", "CER", "rejected (unscored)"],
-            [[k, v["recordings"], v["ref_words"], f"{100 * v['wer']:.1f}%", f"{100 * v['cer']:.1f}%",
-              v["recordings_unscored"]] for k, v in wer.items()], numeric={1, 2, 3, 4, 5})))
+        parts.append(_section("wer", "Against reference transcripts (kept rows)",
+                              _table(WER_HEADERS, wer, numeric={1, 2, 3, 4, 5})))
     if s.get("stage_s"):
-        parts.append(_section("timing", "Time per stage (seconds, summed over units)", _table(
-            ["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in sorted(s["stage_s"].items(), key=lambda kv: -kv[1])],
-            numeric={1})))
+        parts.append(_section("timing", "Time per stage (seconds, summed over units)",
+                              _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in sorted(
+                                  s["stage_s"].items(), key=lambda kv: -kv[1])], numeric={1})))
     return "".join(parts)
 
 

@@ -18,17 +18,9 @@ OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "
 KEPT, REJECTED, INPUT = "#0072B2", "#D55E00", "#999999"
 
 _RC: dict[RcKeyType, Any] = {
-    "svg.fonttype": "path",
-    "text.parse_math": False,
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.color": "#e4e4e4",
-    "axes.axisbelow": True,
-    "legend.frameon": False,
-}
+    "svg.fonttype": "path", "text.parse_math": False, "font.size": 9, "axes.titlesize": 10,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.color": "#e4e4e4",
+    "axes.axisbelow": True, "legend.frameon": False}
 _WIDTH_IN = 8.0
 
 

@@ -88,10 +88,8 @@ def _kept(totals: RunTotals, groups: list[dict[str, Any]]) -> dict[str, Any]:
 
 def rule_table(totals: RunTotals, groups: list[dict[str, Any]],
                counts: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
-    """Per rule: rows/hours rejected and flagged (from ``counts``, the markers' counters in
-    :func:`stage_order`; else from the rejected rows) and, against references, the good rows among
-    the rejected; for kept rows, the garbage. ``totals``: merged digests; ``groups``:
-    :meth:`RunTotals.group_rows`."""
+    """Per rule: rows/hours rejected and flagged (from ``counts`` in :func:`stage_order`, else from the
+    rejected rows) and the good rows among the rejected; for kept rows, the garbage."""
     entries = _Entries(counts)
     _add_rejected(entries, groups, counts is not None)
     _add_scored(entries, totals)

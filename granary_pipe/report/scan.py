@@ -30,7 +30,6 @@ Query = Callable[["RunScan"], str]
 
 
 def quote(name: str) -> str:
-    """``name`` as a DuckDB identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -72,7 +71,6 @@ class RunScan:
         self.close()
 
     def close(self) -> None:
-        """Close the connection and remove its spill directory."""
         self.con.close()
         shutil.rmtree(self._spill, ignore_errors=True)
 

@@ -35,7 +35,6 @@ def _desc(counts: dict[str, int]) -> dict[str, int]:
 
 
 def _or(value: str | None, default: str) -> str:
-    """``value``, or ``default`` when it is null (an empty string stays)."""
     return default if value is None else value
 
 
@@ -212,9 +211,8 @@ ABSENT_LISTED = 20
 
 
 def _presence(rel_dir: Path, rel: dict[str, Any]) -> dict[str, Any]:
-    """Which files release.json lists (those a download selected, per its ``download.json``) are not
-    in ``rel_dir``: ``files_listed``, ``files_absent``, the first :data:`ABSENT_LISTED` ``absent``
-    paths, and the download's ``selection`` (None for a release written here)."""
+    """Which files release.json lists (those the download selected) are absent: ``files_listed``,
+    ``files_absent``, the first ``absent`` paths, and the download's ``selection`` (or None)."""
     from granary_pipe.io.verify import SELECTION_JSON, select
 
     try:

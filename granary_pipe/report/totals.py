@@ -42,7 +42,6 @@ class ExactSum:
         self.partials[i:] = [x]
 
     def value(self) -> float:
-        """The correctly rounded sum."""
         try:
             return math.fsum(self.partials + self.special)
         except ValueError:  # inf + -inf
@@ -130,9 +129,7 @@ def _add_counts(total: list, n: int, m: int, secs: float) -> None:
 
 
 def _add_stages(total: dict[str, Any], stages: dict[str, Any]) -> None:
-    """Add a unit's ``{stage: counts}`` into ``total`` in place: what
-    :func:`granary_pipe.counters.merge_stages` gives (the same sums, in the same order), without
-    copying the run's total for every unit."""
+    """:func:`granary_pipe.counters.merge_stages` of ``total`` and a unit's ``{stage: counts}``, in place."""
     for stage, c in stages.items():
         mine = total.get(stage)
         if mine is None:
