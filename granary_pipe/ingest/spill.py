@@ -154,11 +154,13 @@ class EntrySpill:
         """:meth:`_check_unique`, again under :data:`RETRY_MEMORY_LIMIT` if DuckDB runs out of memory."""
         import duckdb
 
+        tmp = self.workdir / "duckdb-tmp"
         for limit in (MEMORY_LIMIT, RETRY_MEMORY_LIMIT):
-            tmp = self.workdir / "duckdb-tmp"
-            con = _connect(tmp, limit)
+            tmp.mkdir(parents=True, exist_ok=True)
+            # one thread: each buffers outside the limit, and ingest's Python dominates anyway
+            con = duckdb.connect(":memory:", config={"memory_limit": limit, "temp_directory": str(tmp), "threads": 1})
             try:
-                con.execute(f"CREATE VIEW spill AS SELECT * FROM read_parquet('{_sql_path(self.checks)}')")
+                con.read_parquet(str(self.checks)).create_view("spill")
                 self._check_unique(con)
                 break
             except duckdb.OutOfMemoryException:
@@ -209,19 +211,6 @@ class EntrySpill:
         """The entry spilled as ``seq`` (what the error names) and its ``fid``."""
         key, path, where, fid = con.execute("SELECT key, path, where_, fid FROM spill WHERE seq = ?", [seq]).fetchone()
         return Entry(key, path or "", where=where), fid
-
-
-def _connect(tmp: Path, limit: str) -> Any:
-    """A one-thread DuckDB connection that spills to ``tmp`` beyond ``limit``."""
-    import duckdb
-
-    tmp.mkdir(parents=True, exist_ok=True)
-    # one thread: each buffers outside the limit, and ingest's Python dominates anyway
-    return duckdb.connect(":memory:", config={"memory_limit": limit, "temp_directory": str(tmp), "threads": 1})
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 def _remove_if_orphaned(path: Path) -> bool:

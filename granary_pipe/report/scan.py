@@ -20,7 +20,6 @@ MEMORY_LIMIT = "1GB"
 CHUNK_UNITS = 1000
 """Units per DuckDB query (each query reads their kept and rejected files)."""
 BATCH_ROWS = 8192
-"""Rows per record batch streamed back to Python."""
 
 _DUCK_TYPES = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.float32(): "FLOAT", pa.int32(): "INTEGER",
                pa.list_(pa.string()): "VARCHAR[]"}

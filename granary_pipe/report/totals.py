@@ -4,14 +4,13 @@ a time; seconds summed exactly. Design: docs/architecture.md, "Report"."""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, TypeGuard
 
 from granary_pipe import counters
 from granary_pipe.digest import EXAMPLES, KEY, marker_digest
-from granary_pipe.rundir import MARKER, iter_committed_units, read_marker_or_empty
+from granary_pipe.rundir import MARKER, iter_committed_units, read_marker_or_empty, unit_dir
 
 GROUP_KEYS = ("kept", "lang", "lang_hint", "license", "source", "drop_reason")
 
@@ -151,16 +150,14 @@ def collect(run_dir: Path, run: dict[str, Any] | None = None) -> RunTotals:
     markers' own totals and counters (:meth:`RunTotals.add_marker`). Each marker is read once."""
     run_dir = Path(run_dir)
     totals = RunTotals()
-    units_dir = str(run_dir / "units")
     for unit in iter_committed_units(run_dir):
         totals.units += 1
-        path = os.path.join(units_dir, unit, MARKER)
         marker = read_marker_or_empty(run_dir, unit)
         try:
             totals.add(marker_digest(run_dir, unit, marker))
         except (TypeError, ValueError, AttributeError) as exc:
-            raise ValueError(f"{path}: its {KEY!r} holds a value of the wrong type ({exc}); remove that key "
-                             "and the unit is digested from its files") from exc
+            raise ValueError(f"{unit_dir(run_dir, unit) / MARKER}: its {KEY!r} holds a value of the wrong type "
+                             f"({exc}); remove that key and the unit is digested from its files") from exc
         if run is not None:
             totals.add_marker(marker)
     if not totals.units:
