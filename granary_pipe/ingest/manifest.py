@@ -26,8 +26,8 @@ def recording_id(source: str, rel_path: str) -> str:
 
 
 def list_recordings(manifest_path: Path, *, cache_dir: Path | None = None) -> tuple[SourceManifest, pa.Table]:
-    """The manifest and its recording rows in one table (a run uses :func:`sort_recordings`, which never
-    holds them). ``cache_dir``: for remote copies and extracted audio (default: the reader's, else the user's)."""
+    """The manifest and its recording rows in one table (a run uses :func:`sort_recordings`). ``cache_dir``:
+    for remote copies and extracted audio (default: ``reader_options.cache_dir``, else the user's cache)."""
     with listing_workdir() as tmp:
         manifest, rows = sort_recordings(manifest_path, tmp, cache_dir=cache_dir)
         return manifest, pa.concat_tables(rows.tables(max(rows.count, 1))).combine_chunks()

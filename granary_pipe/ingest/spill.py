@@ -111,30 +111,25 @@ class EntrySpill:
         self.checks = self.workdir / "entries.parquet"
         self._writer = pq.ParquetWriter(self.checks, _CHECK_SCHEMA)
         self._closed = False
-        self._buffer: dict[str, list] = self._empty()
-
-    @staticmethod
-    def _empty() -> dict[str, list]:
-        return {name: [] for name in (*_CHECK_SCHEMA.names, *ROW_COLUMNS)}
+        self._buffer: list[dict[str, Any]] = []
 
     def add(self, entry: Entry, row: dict[str, Any]) -> None:
         """Spill one entry (``row``: its recording row's :data:`ROW_COLUMNS`)."""
         fid = "\0".join(map(str, _file_id(entry.path))) if entry.path else None
-        values = {"seq": self.count, "key": entry.key, "path": entry.path, "where_": entry.where, "fid": fid, **row}
-        for name, column in self._buffer.items():
-            column.append(values[name])
+        self._buffer.append({"seq": self.count, "key": entry.key, "path": entry.path, "where_": entry.where,
+                             "fid": fid, **row})
         self.count += 1
-        if len(self._buffer["seq"]) >= BATCH_ROWS:
+        if len(self._buffer) >= BATCH_ROWS:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._buffer["seq"]:
+        if not self._buffer:
             return
-        self._writer.write_table(pa.table({n: self._buffer[n] for n in _CHECK_SCHEMA.names}, schema=_CHECK_SCHEMA))
-        run = pa.table({n: self._buffer[n] for n in _RUN_SCHEMA.names}, schema=_RUN_SCHEMA).sort_by(_SORT_KEYS)
+        self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=_CHECK_SCHEMA))
+        run = pa.Table.from_pylist(self._buffer, schema=_RUN_SCHEMA).sort_by(_SORT_KEYS)
         self.runs.append(self.workdir / f"run-0-{len(self.runs):06d}.arrow")
         _write_run(self.runs[-1], [run])
-        self._buffer = self._empty()
+        self._buffer = []
 
     def close(self) -> None:
         """Spill what is buffered and close the checks file (idempotent)."""
