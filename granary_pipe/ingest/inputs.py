@@ -1,7 +1,5 @@
-"""Why a listed audio path cannot be opened, told from ``os.stat`` alone (nothing is opened, so a
-FIFO never blocks). The decoder asks :func:`unopenable` first and writes ``decode_error: <reason>``;
-the reasons are listed in docs/sources.md ("Paths that cannot be opened").
-"""
+"""Why a listed audio path cannot be opened, told from ``os.stat`` alone (a FIFO never blocks): the
+decoder's ``decode_error`` reasons, listed in docs/sources.md ("Paths that cannot be opened")."""
 
 from __future__ import annotations
 
@@ -11,7 +9,8 @@ import stat
 
 _KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
           (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
-"""Kinds of non-regular files, as the reason names them."""
+_ERRNO_REASONS = {errno.ENOENT: "no such file", errno.ELOOP: "symlink loop", errno.EACCES: "permission denied",
+                  errno.EPERM: "permission denied"}
 
 
 def stat_problem(st: os.stat_result) -> str | None:
@@ -25,13 +24,7 @@ def stat_problem(st: os.stat_result) -> str | None:
 
 def os_problem(exc: OSError) -> str:
     """Why ``os.stat`` or ``os.open`` of a path failed, in the module's words."""
-    if exc.errno == errno.ENOENT:
-        return "no such file"
-    if exc.errno == errno.ELOOP:
-        return "symlink loop"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    return f"cannot open ({exc.strerror or exc})"
+    return _ERRNO_REASONS.get(exc.errno or 0, f"cannot open ({exc.strerror or exc})")
 
 
 def problem(path: str) -> str | None:

@@ -1,11 +1,6 @@
-"""Ingest: a source manifest (``manifests/NAME.yaml``, schema in ``source.py``) → one row per
-recording, sorted by ``recording_id``, out of core (``spill.py``).
-
-Every problem in the manifest or the listing is a ``ConfigError`` naming the file and line, raised
-before any work starts; missing or unreadable files are not: decode rejects them with the reason.
-A row carries ``audio_path`` (the local file the decoder opens, run-internal) and
-``audio_relpath`` (relative to the corpus root: what a release shows). See docs/architecture.md.
-"""
+"""Ingest: a source manifest → one recording row per entry, sorted by ``recording_id`` out of core;
+every manifest or listing problem is a ``ConfigError`` before any work. Design: docs/architecture.md,
+"Data flow" (Ingest)."""
 
 from __future__ import annotations
 
@@ -31,10 +26,8 @@ def recording_id(source: str, rel_path: str) -> str:
 
 
 def list_recordings(manifest_path: Path, *, cache_dir: Path | None = None) -> tuple[SourceManifest, pa.Table]:
-    """The manifest and its recordings as rows (sorted by ``recording_id``), in one table (a run
-    uses :func:`sort_recordings`, which never holds the rows). ``cache_dir``: where remote copies
-    and Parquet/WebDataset audio go (default: ``reader_options.cache_dir``, else
-    :func:`granary_pipe.ingest.readers.default_cache_root`)."""
+    """The manifest and its recording rows in one table (a run uses :func:`sort_recordings`). ``cache_dir``:
+    for remote copies and extracted audio (default: ``reader_options.cache_dir``, else the user's cache)."""
     with listing_workdir() as tmp:
         manifest, rows = sort_recordings(manifest_path, tmp, cache_dir=cache_dir)
         return manifest, pa.concat_tables(rows.tables(max(rows.count, 1))).combine_chunks()
@@ -42,8 +35,7 @@ def list_recordings(manifest_path: Path, *, cache_dir: Path | None = None) -> tu
 
 def sort_recordings(manifest_path: Path, workdir: Path, *,
                     cache_dir: Path | None = None) -> tuple[SourceManifest, SortedRows]:
-    """The manifest and its recording rows sorted by ``recording_id`` on disk under ``workdir``
-    (``ingest.spill``): the rows, order and errors of the in-memory listing, in bounded memory."""
+    """The manifest and its recording rows sorted by ``recording_id`` on disk under ``workdir``."""
     manifest_path = Path(manifest_path).resolve()
     manifest = load_manifest(manifest_path)
     spill = EntrySpill(workdir, manifest_path, manifest.effective_reader)

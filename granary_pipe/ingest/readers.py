@@ -1,11 +1,5 @@
-"""Readers: list a source's audio in the layout its corpus ships in, as :class:`Entry` items.
-
-The layouts and their options, confinement to the corpus root, remote copies and the source
-cache are described in docs/sources.md (Readers). This module holds the dispatch
-(:func:`iter_entries`, :func:`read_entries`), the source cache and the folder / JSONL / TSV
-readers; Parquet and WebDataset are in ``readers_archives``, Libri-Light / LibriSpeech / MLS in
-``readers_corpora``, shared pieces in ``readers_base``.
-"""
+"""Readers: list a source's audio in its corpus's layout as :class:`Entry` items; here the dispatch,
+the source cache and the folder / JSONL / TSV readers. Design: docs/sources.md, "Readers"."""
 
 from __future__ import annotations
 
@@ -23,16 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from granary_pipe.config import ConfigError, json_lines, utf8_lines
 from granary_pipe.ingest import readers_archives, readers_base, readers_corpora
-from granary_pipe.ingest.readers_base import (
-    AUDIO_EXTS,
-    Entry,
-    UrlReader,
-    _Ctx,
-    _Options,
-    _safe_rel,
-    check_unique,
-    listable,
-)
+from granary_pipe.ingest.readers_base import AUDIO_EXTS, Entry, UrlReader, _Ctx, _Options, check_unique, listable
 from granary_pipe.ingest.source import SourceManifest, require_runnable
 from granary_pipe.rundir import atomic_path
 
@@ -96,10 +81,7 @@ def _cache_for(manifest: SourceManifest, manifest_path: Path, opts: _Options, ca
     else:
         root = default_cache_root()
     location = manifest.url or manifest.listing or manifest.audio or ""
-    if _is_remote(location):
-        ident = location
-    else:
-        ident = str((manifest_path.parent / location.removeprefix("file://")).resolve())
+    ident = location if _is_remote(location) else str((manifest_path.parent / location.removeprefix("file://")).resolve())
     digest = hashlib.sha1(ident.encode("utf-8")).hexdigest()[:10]
     return root.resolve() / f"{manifest.name}-{digest}"
 
@@ -126,7 +108,7 @@ def _download(url: str, dest: Path, include: str | None) -> Path:
     if not fs.isdir(root):
         raise FileNotFoundError(f"{url}: no such file or directory")
     for remote in sorted(fs.find(root)):
-        rel = _safe_rel(posixpath.relpath(remote, root))
+        rel = readers_base._safe_rel(posixpath.relpath(remote, root))
         if rel is None or (include and not fnmatch.fnmatch(rel, include)):
             continue
         get(remote, dest / rel)
@@ -239,7 +221,7 @@ def _tsv_path(row: list[str], cols: dict[str, int], opts: TsvOptions, where: str
             name = opts.path_format.format(**{c: (row[i] if i < len(row) else "") for c, i in cols.items()})
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"{where}: path_format {opts.path_format!r}: {exc!r}") from None
-    rel = _safe_rel(name + opts.path_suffix)
+    rel = readers_base._safe_rel(name + opts.path_suffix)
     if rel is None:
         raise ConfigError(f"{where}: path {name!r} leaves the audio directory")
     return rel
@@ -268,7 +250,6 @@ def read_tsv(ctx: _Ctx, listing: Path, opts: TsvOptions, base: Path | None = Non
 
 
 def _read_listing(ctx: _Ctx, listing: Path, opts: _Options, base: Path | None = None) -> Iterator[Entry]:
-    """A JSONL listing, or a TSV one for the ``tsv`` reader's options."""
     if isinstance(opts, TsvOptions):
         return read_tsv(ctx, listing, opts, base)
     return read_jsonl(ctx, listing, opts, base)
@@ -303,9 +284,8 @@ def reader_options(manifest: SourceManifest, manifest_path: Path) -> _Options:
 
 def iter_entries(manifest: SourceManifest, manifest_path: Path, *, cache_dir: Path | None = None,
                  materialize: bool = True) -> Iterator[Entry]:
-    """The recordings of a runnable manifest as entries, in the reader's order, as they are read
-    (JSONL and TSV line by line). Raises ConfigError like :func:`read_entries`, but leaves to the
-    caller the checks for one file listed twice and for a source that lists no audio."""
+    """The recordings of a runnable manifest as entries, in the reader's order, as they are read; raises
+    like :func:`read_entries` but leaves the duplicate and no-audio checks to the caller."""
     manifest_path = Path(manifest_path).resolve()
     require_runnable(manifest, manifest_path)
     opts = reader_options(manifest, manifest_path)

@@ -3,6 +3,7 @@ to files (``extracted/`` in the source cache; why and where: docs/sources.md, Re
 
 from __future__ import annotations
 
+import itertools
 import json
 import posixpath
 import re
@@ -13,20 +14,8 @@ from typing import Any, Iterator
 from pydantic import Field
 
 from granary_pipe.config import ConfigError
-from granary_pipe.ingest.readers_base import (
-    AUDIO_EXTS,
-    Entry,
-    UrlReader,
-    _Ctx,
-    _first,
-    _lang,
-    _match_files,
-    _Options,
-    _posix_rel,
-    _root_dir,
-    _safe_rel,
-    _str,
-)
+from granary_pipe.ingest import readers_base
+from granary_pipe.ingest.readers_base import AUDIO_EXTS, Entry, UrlReader, _Ctx, _first, _lang, _Options, _str
 from granary_pipe.rundir import write_bytes_atomic
 
 TEXT_KEYS = ("text", "sentence", "transcription", "normalized_text", "raw_transcription", "transcript")
@@ -76,8 +65,7 @@ def _audio_name(name: str | None, data: bytes | None) -> str:
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", posixpath.basename(name or "")).strip("._")[:80]
     if base and base.lower().endswith(AUDIO_EXTS):
         return base
-    ext = sniff_ext(data or b"")
-    return f"{base or 'audio'}{ext}"
+    return f"{base or 'audio'}{sniff_ext(data or b'')}"
 
 
 def write_once(path: Path, data: bytes) -> None:
@@ -100,28 +88,22 @@ def read_parquet(ctx: _Ctx, target: Path, opts: ParquetOptions) -> list[Entry]:
     """Hugging Face Parquet shards; each audio value is written to ``extracted/KEY``."""
     import pyarrow.parquet as pq
 
-    root = target.parent if target.is_file() else _root_dir(target, "parquet")
-    files = [target] if target.is_file() else _match_files(ctx, root, [opts.pattern])
+    root = target.parent if target.is_file() else readers_base._root_dir(target, "parquet")
+    files = [target] if target.is_file() else readers_base._match_files(ctx, root, [opts.pattern])
     out: list[Entry] = []
     for f in files:
         pf = pq.ParquetFile(f)
         columns = pf.schema_arrow.names
-        if opts.audio_column not in columns:
-            raise ConfigError(f"{f}: no audio column {opts.audio_column!r} (columns: {columns})")
+        _pick(columns, opts.audio_column, (), f, "audio")
         text_c = _pick(columns, opts.text_column, TEXT_KEYS, f, "text")
         lang_c = _pick(columns, opts.lang_column, LANG_KEYS, f, "language")
         lic_c = _pick(columns, opts.license_column, LICENSE_KEYS, f, "license")
         wanted = [c for c in (opts.audio_column, text_c, lang_c, lic_c) if c]
-        stem = _strip_ext(_posix_rel(f, root))
-        row = 0
-        for batch in pf.iter_batches(batch_size=opts.batch_rows, columns=wanted):
-            data = batch.to_pydict()
-            for i in range(batch.num_rows):
-                out.append(_parquet_entry(ctx, root, f, stem, row, data[opts.audio_column][i],
-                                          data[text_c][i] if text_c else None,
-                                          data[lang_c][i] if lang_c else None,
-                                          data[lic_c][i] if lic_c else None, opts))
-                row += 1
+        stem = _strip_ext(readers_base._posix_rel(f, root))
+        batches = pf.iter_batches(batch_size=opts.batch_rows, columns=wanted)
+        for row, values in enumerate(itertools.chain.from_iterable(b.to_pylist() for b in batches)):
+            out.append(_parquet_entry(ctx, root, f, stem, row, values[opts.audio_column], values.get(text_c),
+                                      values.get(lang_c), values.get(lic_c), opts))
     return out
 
 
@@ -145,7 +127,7 @@ def _parquet_entry(ctx: _Ctx, root: Path, f: Path, stem: str, row: int, audio: A
             write_once(extracted, bytes(data))
         return Entry(key, str(extracted), **meta)
     # no bytes: the path refers to a file beside the shard (missing files are rejected at decode)
-    rel = _safe_rel(name or "")
+    rel = readers_base._safe_rel(name or "")
     path = str(ctx.confine(f.parent / rel, root, f"{f}: row {row}", shown=name)) if rel else ""
     return Entry(key, path, **meta)
 
@@ -156,7 +138,7 @@ def _tar_samples(tar_path: Path) -> Iterator[tuple[str, str, bytes]]:
         for member in tf:
             if not member.isfile():
                 continue
-            rel = _safe_rel(member.name)
+            rel = readers_base._safe_rel(member.name)
             if rel is None:
                 raise ConfigError(f"{tar_path}: member {member.name!r} leaves the archive")
             dirname, base = posixpath.split(rel)
@@ -195,11 +177,11 @@ def _samples(ctx: _Ctx, tar_path: Path, stem: str) -> dict[str, dict[str, Any]]:
 
 def read_webdataset(ctx: _Ctx, target: Path, opts: WebDatasetOptions) -> list[Entry]:
     """WebDataset tars: one entry per sample with audio, in key order per tar."""
-    root = target.parent if target.is_file() else _root_dir(target, "webdataset")
-    tars = [target] if target.is_file() else _match_files(ctx, root, opts.patterns)
+    root = target.parent if target.is_file() else readers_base._root_dir(target, "webdataset")
+    tars = [target] if target.is_file() else readers_base._match_files(ctx, root, opts.patterns)
     out: list[Entry] = []
     for tar_path in tars:
-        samples = _samples(ctx, tar_path, _strip_ext(_posix_rel(tar_path, root)))
+        samples = _samples(ctx, tar_path, _strip_ext(readers_base._posix_rel(tar_path, root)))
         for key in sorted(samples):
             s = samples[key]
             if "audio" not in s:

@@ -1,9 +1,6 @@
-"""Shared pieces of the source readers (:mod:`granary_pipe.ingest.readers`): the :class:`Entry`
-they return, the reader context and options base, path helpers, and the two listing-wide checks,
-both ``ConfigError`` naming the listing file and line: **confinement** (:meth:`_Ctx.confine`, a
-path must resolve inside the corpus root unless ``allow_outside_root``) and **one row per file**
-(:func:`check_unique`: no two entries with one key or one file).
-"""
+"""Shared pieces of the source readers: :class:`Entry`, the reader context and options, path helpers,
+and the listing-wide checks (confinement to the corpus root, one row per file). Design: docs/sources.md,
+"Readers"."""
 
 from __future__ import annotations
 
@@ -25,9 +22,8 @@ _LANG_RE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?$")
 
 @dataclass(frozen=True)
 class Entry:
-    """One recording of a source: ``key``, its path relative to the corpus root (what the recording
-    id is made from, a release's ``audio_path``); ``path``, the local file the decoder opens;
-    ``where``, the listing's ``FILE:LINE`` when a listing names it."""
+    """One recording: ``key``, its path relative to the corpus root (the id is made from it); ``path``,
+    the local file the decoder opens; ``where``, the listing's ``FILE:LINE`` when a listing names it."""
 
     key: str
     path: str
@@ -56,9 +52,8 @@ class _Ctx:
     _real_roots: dict[Path, Path] = field(default_factory=dict, repr=False)
 
     def confine(self, path: Path, root: Path, where: str, shown: str | None = None) -> Path:
-        """``path`` resolved (symlinks followed); ``ConfigError`` at ``where`` when it lies outside
-        ``root`` (unless ``allow_outside_root``). A missing file or a symlink loop passes
-        (``os.path.realpath`` does not raise): decode rejects it with its reason."""
+        """``path`` resolved (symlinks followed); ``ConfigError`` at ``where`` when it lies outside ``root``
+        (unless ``allow_outside_root``). A missing file or a symlink loop passes: decode rejects it."""
         real = Path(os.path.realpath(path))
         if self.allow_outside_root:
             return real
@@ -73,10 +68,8 @@ class _Ctx:
             f"{self.manifest_path} if the corpus really lives elsewhere")
 
     def locate(self, root: Path, listed: str, where: str) -> tuple[str, str]:
-        """(key, path) of a listed path (relative to ``root``, or absolute): ``key`` is the lexically
-        normalised path relative to ``root`` (``a/../b.wav`` -> ``b.wav``), ``path`` the confined,
-        resolved file. An absolute path outside the root (``allow_outside_root``) keeps its absolute
-        key: a relative one would change with where the manifest sits, and so would the ids."""
+        """(key, path) of a listed path: ``key`` lexically normalised relative to ``root`` (absolute for
+        an absolute path outside it, so ids do not move with the manifest), ``path`` confined and resolved."""
         joined = os.path.normpath(os.path.join(root, listed))
         real = self.confine(Path(joined), root, where, shown=listed)
         rel = _posix_rel(Path(joined), root)
@@ -97,10 +90,8 @@ def _lang(value: Any) -> str | None:
 
 
 def _str(value: Any) -> str | None:
-    if value is None:
-        return None
-    s = str(value).strip() if not isinstance(value, str) else value
-    return s if s != "" else None
+    s = value if value is None or isinstance(value, str) else str(value).strip()
+    return s or None
 
 
 def _first(d: dict, keys: tuple[str, ...]) -> Any:
@@ -122,8 +113,7 @@ def _safe_rel(name: str) -> str | None:
 
 
 def listable(path: Path) -> bool:
-    """Whether a path a glob matched is listed: anything but a directory (or a symlink to one); files
-    that cannot be opened are listed, and decode rejects each with its reason."""
+    """Whether a path a glob matched is listed: anything but a directory (decode rejects the unopenable)."""
     try:
         return not path.is_dir()
     except OSError:
@@ -132,9 +122,8 @@ def listable(path: Path) -> bool:
 
 def _match_files(ctx: _Ctx, root: Path, patterns: list[str], audio_only: bool = False,
                  unopenable: bool = False) -> list[Path]:
-    """Files under ``root`` matching any of ``patterns`` (sorted, not resolved), each confined to
-    ``root``. ``unopenable``: also matches that are not regular files (:func:`listable`), for
-    readers whose entries go to the decoder as they are."""
+    """Files under ``root`` matching any of ``patterns`` (sorted, not resolved), each confined to ``root``;
+    ``unopenable``: also matches that are not regular files (:func:`listable`)."""
     found: set[Path] = set()
     for pattern in patterns:
         found.update(p for p in root.glob(pattern) if (listable(p) if unopenable else p.is_file()))
@@ -175,9 +164,8 @@ def duplicate_error(first: Entry, dup: Entry, same_file: bool, manifest_path: Pa
 
 
 def check_unique(entries: list[Entry], manifest_path: Path, reader: str | None) -> None:
-    """``ConfigError`` naming both places for the first entry (in reader order) whose key, or whose
-    file (:func:`_file_id`: a symlink, a hard link, ``a/../b.wav``), an earlier entry has; entries
-    without a path are checked by key only. ``ingest.spill`` finds the same one out of core."""
+    """``ConfigError`` naming both places for the first entry whose key, or file (:func:`_file_id`), an
+    earlier entry has; ``ingest.spill`` finds the same one out of core."""
     by_key: dict[str, Entry] = {}
     by_file: dict[tuple, Entry] = {}
     for e in entries:

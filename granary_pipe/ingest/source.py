@@ -1,11 +1,5 @@
-"""The source-manifest schema: a local corpus to run, or a catalog entry describing a remote one.
-
-A manifest names the corpus, its default license and where the audio is: exactly one of ``audio:
-GLOB``, ``listing: FILE`` (JSONL, or TSV with ``reader: tsv``) or ``url: PATH_OR_URL`` read by
-``reader`` (docs/sources.md, Readers). A ``catalog:`` block holds facts about the corpus;
-``manifests/catalog/*.yaml`` entries carry only that block: they load (``granary sources``,
-``granary licenses audit``) but cannot be run (:data:`CATALOG_ONLY`).
-"""
+"""The source-manifest schema: a local corpus to run, or a catalog entry describing a remote one
+(loads, but cannot run). Design: docs/sources.md, "Catalog" and "Readers"."""
 
 from __future__ import annotations
 
@@ -123,10 +117,8 @@ class SourceManifest(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
     license: str  # the default license (registry id or SPDX expression); a listing line may override it
     license_map: dict[str, str] = Field(default_factory=dict)
-    """What the source means by license strings the registry does not guess, e.g. ``{CC-BY: CC-BY-3.0}``
-    for a corpus whose pages say "CC-BY" under the terms of 3.0 (an unversioned CC license is otherwise
-    rejected ``license:version_unspecified``). Keys match like registry aliases (the whole string and
-    each id of an expression); values are one versioned id. ATTRIBUTION.md cites both."""
+    """What the source means by license strings the registry does not guess (``{CC-BY: CC-BY-3.0}``),
+    keys matched like registry aliases, values one versioned id (docs/sources.md, "Licenses")."""
     homepage: str | None = None
     citation: str | None = None
     description: str | None = None
@@ -136,8 +128,7 @@ class SourceManifest(_Strict):
     reader: ReaderName | None = None
     reader_options: dict[str, Any] = Field(default_factory=dict)
     allow_outside_root: bool = False
-    """Let listed paths resolve outside the corpus root (the manifest's directory, or the ``url``
-    root); off, such a path is a ``ConfigError`` naming the line. Keys stay relative to the root."""
+    """Let listed paths resolve outside the corpus root (else a ``ConfigError`` naming the line)."""
     catalog: CatalogInfo | None = None
 
     @field_validator("license_map")

@@ -1,11 +1,5 @@
-"""A listing sorted and checked out of core (design: docs/architecture.md, Ingest).
-
-:class:`EntrySpill` spills entries as a reader yields them (``seq``: reader order; ``fid``: what
-makes them one file) to ``entries.parquet`` for the duplicate checks (DuckDB) and, as recording
-rows sorted by ``(id, seq)``, to run files that are merged from disk. A listing's work directory
-(:func:`listing_workdir`) is locked by its process; a new listing first removes those whose
-process is gone and whose lock is free (the lock guards a reused PID or another PID namespace).
-"""
+"""A listing sorted and checked for duplicates out of core, in a work directory locked by its process.
+Design: docs/architecture.md, "Data flow" (Ingest)."""
 
 from __future__ import annotations
 
@@ -78,8 +72,7 @@ def _read_run(path: Path) -> Iterator[tuple[str, int, dict]]:
 
 def _merged(runs: list[Path]) -> Iterator[dict]:
     """The rows of ``runs`` merged in ``(id, seq)`` order (``seq`` is unique: rows never compare)."""
-    for _, _, row in heapq.merge(*(_read_run(p) for p in runs)):
-        yield row
+    return (row for _, _, row in heapq.merge(*(_read_run(p) for p in runs)))
 
 
 def _chunks(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:
@@ -118,30 +111,25 @@ class EntrySpill:
         self.checks = self.workdir / "entries.parquet"
         self._writer = pq.ParquetWriter(self.checks, _CHECK_SCHEMA)
         self._closed = False
-        self._buffer: dict[str, list] = self._empty()
-
-    @staticmethod
-    def _empty() -> dict[str, list]:
-        return {name: [] for name in (*_CHECK_SCHEMA.names, *ROW_COLUMNS)}
+        self._buffer: list[dict[str, Any]] = []
 
     def add(self, entry: Entry, row: dict[str, Any]) -> None:
         """Spill one entry (``row``: its recording row's :data:`ROW_COLUMNS`)."""
         fid = "\0".join(map(str, _file_id(entry.path))) if entry.path else None
-        values = {"seq": self.count, "key": entry.key, "path": entry.path, "where_": entry.where, "fid": fid, **row}
-        for name, column in self._buffer.items():
-            column.append(values[name])
+        self._buffer.append({"seq": self.count, "key": entry.key, "path": entry.path, "where_": entry.where,
+                             "fid": fid, **row})
         self.count += 1
-        if len(self._buffer["seq"]) >= BATCH_ROWS:
+        if len(self._buffer) >= BATCH_ROWS:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._buffer["seq"]:
+        if not self._buffer:
             return
-        self._writer.write_table(pa.table({n: self._buffer[n] for n in _CHECK_SCHEMA.names}, schema=_CHECK_SCHEMA))
-        run = pa.table({n: self._buffer[n] for n in _RUN_SCHEMA.names}, schema=_RUN_SCHEMA).sort_by(_SORT_KEYS)
+        self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=_CHECK_SCHEMA))
+        run = pa.Table.from_pylist(self._buffer, schema=_RUN_SCHEMA).sort_by(_SORT_KEYS)
         self.runs.append(self.workdir / f"run-0-{len(self.runs):06d}.arrow")
         _write_run(self.runs[-1], [run])
-        self._buffer = self._empty()
+        self._buffer = []
 
     def close(self) -> None:
         """Spill what is buffered and close the checks file (idempotent)."""
@@ -151,23 +139,23 @@ class EntrySpill:
             self._closed = True
 
     def finish(self) -> SortedRows:
-        """Raise the duplicate error ``check_unique`` would raise, else merge the runs down to
-        :data:`FAN_IN` and return them."""
+        """Raise the duplicate error ``check_unique`` would raise, else merge the runs down to :data:`FAN_IN`."""
         self.close()
         self._check()
         self.checks.unlink()
         return SortedRows(self._merge_down(), self.count)
 
     def _check(self) -> None:
-        """:meth:`_check_unique` under :data:`MEMORY_LIMIT`, again under :data:`RETRY_MEMORY_LIMIT`
-        if DuckDB runs out of memory."""
+        """:meth:`_check_unique`, again under :data:`RETRY_MEMORY_LIMIT` if DuckDB runs out of memory."""
         import duckdb
 
+        tmp = self.workdir / "duckdb-tmp"
         for limit in (MEMORY_LIMIT, RETRY_MEMORY_LIMIT):
-            tmp = self.workdir / "duckdb-tmp"
-            con = _connect(tmp, limit)
+            tmp.mkdir(parents=True, exist_ok=True)
+            # one thread: each buffers outside the limit, and ingest's Python dominates anyway
+            con = duckdb.connect(":memory:", config={"memory_limit": limit, "temp_directory": str(tmp), "threads": 1})
             try:
-                con.execute(f"CREATE VIEW spill AS SELECT * FROM read_parquet('{_sql_path(self.checks)}')")
+                con.read_parquet(str(self.checks)).create_view("spill")
                 self._check_unique(con)
                 break
             except duckdb.OutOfMemoryException:
@@ -218,23 +206,6 @@ class EntrySpill:
         """The entry spilled as ``seq`` (what the error names) and its ``fid``."""
         key, path, where, fid = con.execute("SELECT key, path, where_, fid FROM spill WHERE seq = ?", [seq]).fetchone()
         return Entry(key, path or "", where=where), fid
-
-
-def _connect(tmp: Path, limit: str) -> Any:
-    """A one-thread DuckDB connection that spills to ``tmp`` beyond ``limit``."""
-    import duckdb
-
-    tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(":memory:")
-    con.execute(f"SET memory_limit = '{limit}'")
-    con.execute(f"SET temp_directory = '{_sql_path(tmp)}'")
-    con.execute("SET threads = 1")  # each thread buffers outside the limit; ingest's Python dominates anyway
-    return con
-
-
-def _sql_path(path: Path) -> str:
-    """``path`` as a single-quoted SQL string's content."""
-    return str(path).replace("'", "''")
 
 
 def _remove_if_orphaned(path: Path) -> bool:

@@ -1,7 +1,5 @@
-"""Per-row distributions of a run (duration, characters per second, language-ID confidence) as
-histograms, binned while the rows stream from DuckDB (no array of every row is held). The edges
-are ``numpy.histogram_bin_edges`` over the values' range, as matplotlib's ``hist`` would choose
-for the raw values, so the bars are those of the raw values."""
+"""Per-row histograms of a run (duration, characters per second, language-ID confidence), binned
+as the rows stream from DuckDB, on the edges matplotlib's ``hist`` would choose for the raw values."""
 
 from __future__ import annotations
 
@@ -37,9 +35,10 @@ def _known(expr: str) -> str:
 
 def row_histograms(scan: RunScan) -> dict[str, Binned]:
     """``{metric: {side: (edges, counts)}}`` over the committed units' kept and rejected rows."""
-    cols = ["duration_s", "lang_prob", "text"]
-    inner = lambda s: (f"(SELECT kept, {', '.join(f'{e} AS {k}' for k, e in _VALUES.items())} "  # noqa: E731
-                       f"FROM {s.rows_sql(cols)})")
+    def inner(s: RunScan) -> str:
+        values = ", ".join(f"{e} AS {k}" for k, e in _VALUES.items())
+        return f"(SELECT kept, {values} FROM {s.rows_sql(['duration_s', 'lang_prob', 'text'])})"
+
     aggs = ", ".join(f"min({k}) FILTER (WHERE {_known(k)}) AS {k}_min, max({k}) FILTER (WHERE {_known(k)}) "
                      f"AS {k}_max, count({k}) FILTER (WHERE {_known(k)}) AS {k}_n" for k in _VALUES)
     ranges = list(scan.fetch(lambda s: f"SELECT kept, {aggs} FROM {inner(s)} GROUP BY kept"))  # per chunk and side
@@ -56,11 +55,9 @@ def row_histograms(scan: RunScan) -> dict[str, Binned]:
             for key, e in edges.items():
                 values = batch.column(key).to_numpy(zero_copy_only=False).astype(np.float64)
                 for side, mask in (("kept", kept), ("rejected", ~kept)):
-                    v = values[mask]
-                    v = v[~np.isnan(v)]
+                    v = values[mask & ~np.isnan(values)]
                     if len(v):
-                        n = np.histogram(v, e)[0]
-                        counts[key][side] = counts[key].get(side, 0) + n
+                        counts[key][side] = counts[key].get(side, 0) + np.histogram(v, e)[0]
     return {key: {side: (edges[key], counts[key][side]) if side in counts[key] else None
                   for side in ("kept", "rejected")} for key in METRICS}
 

@@ -57,8 +57,7 @@ CELL_CHARS = 80
 
 
 def clip(value: Any, width: int = CELL_CHARS) -> str:
-    """``value`` as text of at most ``width`` characters: a longer one keeps its start and its end
-    (where a path's file name is) around a ``…``."""
+    """``value`` as text of at most ``width`` characters: a longer one keeps its start and end around a ``…``."""
     text = str(value)
     if len(text) <= width:
         return text
@@ -68,9 +67,8 @@ def clip(value: Any, width: int = CELL_CHARS) -> str:
 
 def text_table(headers: list[str], rows: list[list[Any]], indent: str = "  ",
                right: AbstractSet[int] | None = None) -> list[str]:
-    """Aligned plain-text table lines, a dashed line under the headers. Columns in ``right`` are
-    right-aligned (default: all but the first). Cells are cut to :data:`CELL_CHARS` (:func:`clip`);
-    line breaks in a cell are shown as ``⏎``."""
+    """Aligned plain-text table lines, dashes under the headers; columns in ``right`` right-aligned
+    (default: all but the first), cells :func:`clip`ped, line breaks shown as ``⏎``."""
     cells = [headers] + [[clip(str(c).replace("\n", "⏎")) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     right = set(range(1, len(headers))) if right is None else right

@@ -1,10 +1,5 @@
-"""One self-contained HTML page for a run or a release: tables and inline SVG plots (``plots.py``).
-
-The page makes no request (inline CSS and SVG, no script, a CSP) and every string from data is
-HTML-escaped. A run's numbers come from :func:`summarize`; only the histograms and the examples'
-licenses scan the committed units' Parquet (:mod:`granary_pipe.report.scan`). Retention per stage
-comes from the units' counters; rejected rows no counter holds are one ``(not counted)`` line.
-"""
+"""One self-contained HTML page for a run or a release: tables and inline SVG plots, no request, every
+string escaped. Design: docs/architecture.md, "Report"."""
 
 from __future__ import annotations
 
@@ -19,13 +14,11 @@ from typing import AbstractSet, Any
 from granary_pipe import __version__
 from granary_pipe.counters import reason_key
 from granary_pipe.report import plots
-from granary_pipe.report.distributions import CHAR_RATE_CLIP as _CHAR_RATE_CLIP
-from granary_pipe.report.distributions import Binned, example_licenses, row_histograms
-from granary_pipe.report.fmt import hms as _hms
-from granary_pipe.report.fmt import pct as _pct
-from granary_pipe.report.fmt import rate as _rate
+from granary_pipe.report.distributions import CHAR_RATE_CLIP, Binned, example_licenses, row_histograms
+from granary_pipe.report.fmt import hms, pct, rate
 from granary_pipe.report.scan import RunScan
 from granary_pipe.report.summary import summarize
+from granary_pipe.report.text import LANG_HEADERS, WER_HEADERS, lang_rows, wer_rows
 
 NOT_COUNTED = "(not counted)"
 """Retention line of rejected rows that no stage counter holds."""
@@ -98,11 +91,6 @@ def retention(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _reason_label(reason: str | None) -> str:
-    """Chart label of a reason: rule ids as they are; free-text messages by their category."""
-    return reason_key(reason) if reason else "(no reason)"
-
-
 def _run_page(s: dict[str, Any], run_dir: Path) -> str:
     examples = [x["id"] for rule in list(s["rules"].values())[:_MAX_REASONS] for x in rule["examples"]]
     with RunScan(run_dir) as scan:
@@ -124,8 +112,8 @@ def _run_page(s: dict[str, Any], run_dir: Path) -> str:
         warns.append(f"recordings in: {rec['in']} of {rec['expected']} expected")
     stats = [_stat(str(r["in"]), "rows in"), _stat(str(r["kept"]), "rows kept"),
              _stat(str(r["rejected"]), "rows rejected"), _stat(str(rec["in"]), "recordings in"),
-             _stat(_hms(h["in"]), "audio in rows"), _stat(_hms(h["kept"]), "audio kept"),
-             _stat(_pct(h["kept"], h["in"]), "of audio kept")]
+             _stat(hms(h["in"]), "audio in rows"), _stat(hms(h["kept"]), "audio kept"),
+             _stat(pct(h["kept"], h["in"]), "of audio kept")]
     if s.get("real_time_factor"):
         stats.append(_stat(f"{1 / s['real_time_factor']:.1f}×", "real time"))
     banner = (f'<section id="summary" class="banner{"" if ok else " bad"}"><div class="check">'
@@ -143,15 +131,9 @@ def _languages_run(s: dict[str, Any]) -> str:
     svg = plots.bars("lang", langs, {"in": [per[k]["hours_in"] * scale for k in langs],
                                      "kept": [per[k]["hours_kept"] * scale for k in langs]},
                      xlabel=f"audio ({unit})", colors=[plots.INPUT, plots.KEPT], fmt="{:.3g}")
-    rows = [[k, v["rows_in"], v["rows_kept"], v["rows_rejected"], _hms(v["hours_in"]), _hms(v["hours_kept"]),
-             _pct(v["hours_kept"], v["hours_in"])] for k, v in ((k, per[k]) for k in langs)]
-    r, h = s["rows"], s["hours"]
-    rows.append(["total", r["kept"] + r["rejected"], r["kept"], r["rejected"], _hms(h["in"]), _hms(h["kept"]),
-                 _pct(h["kept"], h["in"])])
     return _section("languages", "Audio per language: in vs kept",
                     _figure(svg, "Audio in rows (kept + rejected) and audio kept, per language."),
-                    _table(["lang", "rows in", "kept", "rejected", "audio in", "audio kept", "% audio kept"],
-                           rows, numeric={1, 2, 3, 4, 5, 6}, total=True))
+                    _table(LANG_HEADERS, lang_rows(s, langs), numeric={1, 2, 3, 4, 5, 6}, total=True))
 
 
 def _retention_section(s: dict[str, Any]) -> str:
@@ -162,8 +144,8 @@ def _retention_section(s: dict[str, Any]) -> str:
     n0, h0 = ret[0]["rows"], ret[0]["hours"]
     table = _table(["stage", "rows rejected", "rows remaining", "% rows", "audio rejected", "audio remaining",
                     "% audio"],
-                   [[x["stage"], x["rows_dropped"], x["rows"], _pct(x["rows"], n0), _hms(x["hours_dropped"]),
-                     _hms(x["hours"]), _pct(x["hours"], h0)] for x in ret], numeric={1, 2, 3, 4, 5, 6})
+                   [[x["stage"], x["rows_dropped"], x["rows"], pct(x["rows"], n0), hms(x["hours_dropped"]),
+                     hms(x["hours"]), pct(x["hours"], h0)] for x in ret], numeric={1, 2, 3, 4, 5, 6})
     return _section("retention", "Retention per stage", _figure(svg, (
         "Rows and audio remaining after each stage, in pipeline order, as each stage's counters recorded its "
         "rejections. Before segmentation a row is a whole recording.")), table)
@@ -174,7 +156,7 @@ def _rejections(s: dict[str, Any]) -> str:
         return _section("rejections", "Rejected rows per reason and language", "<p>No rejected rows.</p>")
     grid: dict[str, Counter] = defaultdict(Counter)
     for reason, rule in s["rules"].items():
-        grid[_reason_label(reason)].update(rule["per_lang"])
+        grid[reason_key(reason) if reason else "(no reason)"].update(rule["per_lang"])
     labels = sorted(grid, key=lambda k: (-grid[k].total(), k))
     if len(labels) > 12:
         grid["(other reasons)"] = sum((grid[k] for k in labels[11:]), Counter())
@@ -187,7 +169,7 @@ def _rejections(s: dict[str, Any]) -> str:
     svg = plots.bars("reasons", labels, series, xlabel="rejected rows", stacked=True, integer=True)
     rj = s["rejected"]
     table = _table(["reason", "rows", "share of rejected", "audio"],
-                   [[cat, n, _pct(n, s["rows"]["rejected"]), _hms(rj["hours_by_category"][cat])]
+                   [[cat, n, pct(n, s["rows"]["rejected"]), hms(rj["hours_by_category"][cat])]
                     for cat, n in rj["by_category"].items()], numeric={1, 2, 3})
     return _section("rejections", "Rejected rows per reason and language", _figure(
         svg, "Rejected rows per rule, stacked by language (messages such as decode errors are grouped by "
@@ -205,15 +187,15 @@ def _rule_quality(s: dict[str, Any]) -> str:
     rows = []
     for d in rq["rules"]:
         row = [d["rule"], d["stage"] or NOT_COUNTED, "-" if d["stage_rows_in"] is None else d["stage_rows_in"],
-               d["rows_rejected"], _hms(d["hours_rejected"]), "-" if d["rows_flagged"] is None else d["rows_flagged"]]
+               d["rows_rejected"], hms(d["hours_rejected"]), "-" if d["rows_flagged"] is None else d["rows_flagged"]]
         if scored:
-            row += [d["rows_scored"], d["rows_good"], _rate(d["false_reject_rate"]), _hms(d["hours_good"])]
+            row += [d["rows_scored"], d["rows_good"], rate(d["false_reject_rate"]), hms(d["hours_good"])]
         rows.append(row)
     k = rq["kept"]
     if scored:
         note = (f"Kept rows scored against reference transcripts: {k['rows_scored']} of {k['rows']}; garbage "
-                f"(WER > {rq['garbage_wer_min']:g}): {k['rows_garbage']} ({_rate(k['garbage_rate'])}, "
-                f"{_hms(k['hours_garbage'])} of audio). A row is scored against the best-matching span of its "
+                f"(WER > {rq['garbage_wer_min']:g}): {k['rows_garbage']} ({rate(k['garbage_rate'])}, "
+                f"{hms(k['hours_garbage'])} of audio). A row is scored against the best-matching span of its "
                 "recording's reference; rows without text or reference are not scored.")
     else:
         note = "The source listing gives no reference transcripts: false rejects are not measured."
@@ -228,8 +210,8 @@ def _distributions(values: dict[str, Binned]) -> str:
                     _figure(plots.histogram("duration", values["duration_s"], xlabel="segment duration (s)"),
                             "Duration of rows with a known duration."),
                     _figure(plots.histogram("charrate", values["char_rate"], xlabel="characters per second"),
-                            f"Non-space characters of text per second (values above {_CHAR_RATE_CLIP:g} shown at "
-                            f"{_CHAR_RATE_CLIP:g})."),
+                            f"Non-space characters of text per second (values above {CHAR_RATE_CLIP:g} shown at "
+                            f"{CHAR_RATE_CLIP:g})."),
                     _figure(plots.histogram("langprob", values["lang_prob"],
                                             xlabel="language-ID probability (lang_prob)"),
                             "Language-ID confidence of rows that have one."), "</div>")
@@ -243,8 +225,8 @@ def _licenses_run(s: dict[str, Any]) -> str:
                                          "rejected": [lic[k]["hours_rejected"] * scale for k in names]},
                      xlabel=f"audio ({unit})", stacked=True, colors=[plots.KEPT, plots.REJECTED], fmt="{:.3g}")
     table = _table(["license", "rows kept", "audio kept", "rows rejected", "audio rejected"],
-                   [[k, lic[k]["rows_kept"], _hms(lic[k]["hours_kept"]), lic[k]["rows_rejected"],
-                     _hms(lic[k]["hours_rejected"])] for k in names], numeric={1, 2, 3, 4})
+                   [[k, lic[k]["rows_kept"], hms(lic[k]["hours_kept"]), lic[k]["rows_rejected"],
+                     hms(lic[k]["hours_rejected"])] for k in names], numeric={1, 2, 3, 4})
     return _section("licenses", "License mix", _figure(svg, "Audio per license, kept and rejected."), table)
 
 
@@ -266,16 +248,14 @@ def _examples(s: dict[str, Any], licenses: dict[str, str]) -> str:
 
 def _extras(s: dict[str, Any]) -> str:
     parts = []
-    wer = {k: v for k, v in (s.get("reference_wer") or {}).items() if v["wer"] is not None}
+    wer = wer_rows(s)
     if wer:
-        parts.append(_section("wer", "Against reference transcripts (kept rows)", _table(
-            ["lang", "recordings", "words", "WER", "CER", "rejected (unscored)"],
-            [[k, v["recordings"], v["ref_words"], f"{100 * v['wer']:.1f}%", f"{100 * v['cer']:.1f}%",
-              v["recordings_unscored"]] for k, v in wer.items()], numeric={1, 2, 3, 4, 5})))
+        parts.append(_section("wer", "Against reference transcripts (kept rows)",
+                              _table(WER_HEADERS, wer, numeric={1, 2, 3, 4, 5})))
     if s.get("stage_s"):
-        parts.append(_section("timing", "Time per stage (seconds, summed over units)", _table(
-            ["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in sorted(s["stage_s"].items(), key=lambda kv: -kv[1])],
-            numeric={1})))
+        parts.append(_section("timing", "Time per stage (seconds, summed over units)",
+                              _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in sorted(
+                                  s["stage_s"].items(), key=lambda kv: -kv[1])], numeric={1})))
     return "".join(parts)
 
 
@@ -288,40 +268,35 @@ def _release_page(s: dict[str, Any], rel_dir: Path) -> str:
             f"{e(str(s['release_license'] or 'not set'))}</p>")
     if s["sources"]:
         head += f'<p class="meta">Sources: {e(", ".join(str(x) for x in s["sources"]))}</p>'
-    banner = ('<section id="summary" class="banner">' + _stat(str(s["rows"]), "rows") + _stat(_hms(s["hours"]), "audio")
+    banner = ('<section id="summary" class="banner">' + _stat(str(s["rows"]), "rows") + _stat(hms(s["hours"]), "audio")
               + _stat(str(len(per)), "languages") + _stat(str(n_shards), "shard files")
               + _stat(f"{sum(s['bytes'].values()) / 1e6:.1f} MB", "on disk") + "</section>")
     langs = sorted(per, key=lambda k: -per[k]["hours"])
     scale, unit = _unit(max([v["hours"] for v in per.values()], default=0))
     lang_svg = plots.bars("lang", langs, {"audio": [per[k]["hours"] * scale for k in langs]},
                           xlabel=f"audio ({unit})", colors=[plots.KEPT], fmt="{:.3g}")
-    lang_rows = [[k, per[k]["rows"], _hms(per[k]["hours"]), per[k]["shards"]] for k in langs]
-    lang_rows.append(["total", s["rows"], _hms(s["hours"]), sum(v["shards"] for v in per.values())])
+    lang_rows = [[k, per[k]["rows"], hms(per[k]["hours"]), per[k]["shards"]] for k in langs]
+    lang_rows.append(["total", s["rows"], hms(s["hours"]), sum(v["shards"] for v in per.values())])
     names = sorted(lic, key=lambda k: -lic[k])
     lic_svg = plots.bars("licenses", names, {"rows": [lic[k] for k in names]}, xlabel="rows",
                          colors=[plots.OKABE_ITO[2]], integer=True)
-    shards = [[sh["path"], sh["format"], sh["lang"], sh["rows"], _hms(sh["hours"]), f"{sh['bytes'] / 1e6:.2f}",
+    shards = [[sh["path"], sh["format"], sh["lang"], sh["rows"], hms(sh["hours"]), f"{sh['bytes'] / 1e6:.2f}",
                sh["sha256"][:16]] for sh in rel.get("shards", [])]
     return _page(f"granary report: release {s['name']}", head + banner + "".join([
         _section("languages", "Audio per language", _figure(lang_svg, "Audio per language in the release."),
                  _table(["lang", "rows", "audio", "shards"], lang_rows, numeric={1, 2, 3}, total=True)),
         _section("licenses", "License mix", _figure(lic_svg, "Rows per license in the release."),
-                 _table(["license", "rows", "share"], [[k, lic[k], _pct(lic[k], s["rows"])] for k in names],
+                 _table(["license", "rows", "share"], [[k, lic[k], pct(lic[k], s["rows"])] for k in names],
                         numeric={1, 2})),
         _section("shards", "Shards", _table(["path", "format", "lang", "rows", "audio", "MB", "sha256 (prefix)"],
                                             shards, numeric={3, 4, 5}, nowrap={0, 6}))]))
 
 
-def render_html(path: Path, summary: dict[str, Any] | None = None) -> str:
-    """The report page of a run or release directory as one self-contained HTML string."""
-    path = Path(path)
-    s = summary if summary is not None else summarize(path)
-    return _release_page(s, path) if s["kind"] == "release" else _run_page(s, path)
-
-
 def write_html(path: Path, out: Path, summary: dict[str, Any] | None = None) -> Path:
-    """Write :func:`render_html` of ``path`` to ``out`` (parents created); returns ``out``."""
-    out = Path(out)
+    """Write the report page of a run or release directory to ``out`` (parents created); returns ``out``."""
+    path, out = Path(path), Path(out)
+    s = summary if summary is not None else summarize(path)
+    page = _release_page(s, path) if s["kind"] == "release" else _run_page(s, path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(path, summary), encoding="utf-8")
+    out.write_text(page, encoding="utf-8")
     return out

@@ -1,17 +1,12 @@
-"""Figures of the HTML report: matplotlib figures rendered to inline SVG strings.
-
-No pyplot and no global backend (a ``Figure`` saved as SVG). Text is drawn as paths (no fonts
-needed, and a label can never become markup), mathtext is off (a ``$`` in a license string is a
-dollar sign), and element ids are prefixed per figure so several SVGs share one page. Colours are
-the Okabe-Ito palette, readable with colour-blindness.
-"""
+"""The HTML report's figures: matplotlib rendered to inline SVG strings (no pyplot, text as paths,
+ids prefixed per figure, Okabe-Ito colours)."""
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import matplotlib
@@ -23,17 +18,9 @@ OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "
 KEPT, REJECTED, INPUT = "#0072B2", "#D55E00", "#999999"
 
 _RC: dict[RcKeyType, Any] = {
-    "svg.fonttype": "path",
-    "text.parse_math": False,
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.color": "#e4e4e4",
-    "axes.axisbelow": True,
-    "legend.frameon": False,
-}
+    "svg.fonttype": "path", "text.parse_math": False, "font.size": 9, "axes.titlesize": 10,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.color": "#e4e4e4",
+    "axes.axisbelow": True, "legend.frameon": False}
 _WIDTH_IN = 8.0
 
 
@@ -57,11 +44,9 @@ def _svg(fig: Figure, key: str) -> str:
     return svg
 
 
-@contextmanager
-def _style(key: str) -> Iterator[None]:
+def _style(key: str) -> AbstractContextManager[None]:
     """The figures' rc settings, with SVG hashes salted by ``key``."""
-    with matplotlib.rc_context({**_RC, "svg.hashsalt": key}):
-        yield
+    return matplotlib.rc_context({**_RC, "svg.hashsalt": key})
 
 
 def _figure(rows: float = 0, height_in: float | None = None, width_in: float = _WIDTH_IN) -> Figure:
@@ -127,8 +112,7 @@ def retention(key: str, stages: Sequence[str], rows: Sequence[int], hours: Seque
 
 def histogram(key: str, series: dict[str, tuple[Any, Any] | None], *, xlabel: str,
               colors: Sequence[str] = (KEPT, REJECTED)) -> str:
-    """Stacked histogram of each series (e.g. kept and rejected rows), given binned: per series its
-    bin edges and counts (:mod:`granary_pipe.report.distributions`), None when it has no value."""
+    """Stacked histogram of binned series: per series (bin edges, counts), None when it has no value."""
     with _style(key):
         fig = _figure(height_in=2.6, width_in=4.6)
         ax = fig.add_subplot()

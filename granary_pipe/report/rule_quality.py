@@ -1,8 +1,5 @@
-"""Every rule measured: per rule, its stage's counters (rows in, rejected, flagged) and, against the
-listing's reference transcripts, how many rejected rows were good speech (false rejects); for kept
-rows, how many are garbage. Figures come from the units' digests and counters
-(:mod:`granary_pipe.report.totals`); scoring is :mod:`granary_pipe.scoring`'s. A rejection reason no
-counter holds is listed under stage None. See docs/architecture.md (Report)."""
+"""Every rule measured: per rule its counters and, against reference transcripts, the good rows it
+rejected; the garbage among kept rows. Design: docs/architecture.md, "Report"."""
 
 from __future__ import annotations
 
@@ -50,9 +47,7 @@ class _Entries:
         if reason not in self._rule_of:
             self._rule_of[reason] = counters.rule_of(reason, self._known)
         rule = self._rule_of[reason]
-        if rule not in self.by_rule:
-            self.by_rule[rule] = _entry(rule, None, None)
-        return self.by_rule[rule]
+        return self.by_rule.setdefault(rule, _entry(rule, None, None))
 
 
 def _add_rejected(entries: _Entries, groups: list[dict[str, Any]], counted: bool) -> None:
@@ -93,10 +88,8 @@ def _kept(totals: RunTotals, groups: list[dict[str, Any]]) -> dict[str, Any]:
 
 def rule_table(totals: RunTotals, groups: list[dict[str, Any]],
                counts: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
-    """Per rule: rows/hours rejected and flagged (from ``counts``, the markers' counters in
-    :func:`stage_order`; else from the rejected rows) and, against references, the good rows among
-    the rejected; for kept rows, the garbage. ``totals``: merged digests; ``groups``:
-    :meth:`RunTotals.group_rows`."""
+    """Per rule: rows/hours rejected and flagged (from ``counts`` in :func:`stage_order`, else from the
+    rejected rows) and the good rows among the rejected; for kept rows, the garbage."""
     entries = _Entries(counts)
     _add_rejected(entries, groups, counts is not None)
     _add_scored(entries, totals)

@@ -1,9 +1,5 @@
-"""Column scans of a run's committed units, and of a release's Parquet shards, with DuckDB: only
-what needs the rows (the HTML histograms, the release audit); the rest comes from the digests.
-A :class:`RunScan` reads :data:`CHUNK_UNITS` units per query, only the columns named, spilling
-beyond :data:`MEMORY_LIMIT` (or ``$GRANARY_REPORT_MEMORY``); files that differ in columns are
-read again with ``union_by_name``. See docs/architecture.md (Report).
-"""
+"""DuckDB scans of a run's committed units (the HTML histograms) and of a release's Parquet shards
+(the audit), in chunks, under a memory limit. Design: docs/architecture.md, "Report"."""
 
 from __future__ import annotations
 
@@ -20,11 +16,10 @@ from granary_pipe.rundir import committed_units, unit_dir
 from granary_pipe.schema import SCHEMA
 
 MEMORY_LIMIT = "1GB"
-"""DuckDB's memory limit for a report or audit scan (beyond it, it spills to disk)."""
+"""DuckDB's memory limit for a report or audit scan, unless ``$GRANARY_REPORT_MEMORY`` gives one."""
 CHUNK_UNITS = 1000
 """Units per DuckDB query (each query reads their kept and rejected files)."""
 BATCH_ROWS = 8192
-"""Rows per record batch streamed back to Python."""
 
 _DUCK_TYPES = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.float32(): "FLOAT", pa.int32(): "INTEGER",
                pa.list_(pa.string()): "VARCHAR[]"}
@@ -34,7 +29,6 @@ Query = Callable[["RunScan"], str]
 
 
 def quote(name: str) -> str:
-    """``name`` as a DuckDB identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -76,14 +70,12 @@ class RunScan:
         self.close()
 
     def close(self) -> None:
-        """Close the connection and remove its spill directory."""
         self.con.close()
         shutil.rmtree(self._spill, ignore_errors=True)
 
     def _chunks(self) -> Iterator[None]:
-        """Point :attr:`files` at each chunk of :data:`CHUNK_UNITS` units in turn (unit order, a
-        unit's two files in one chunk): DuckDB keeps some state per file of a query, so a query
-        over every file of a large run would grow with the run."""
+        """Point :attr:`files` at each chunk of :data:`CHUNK_UNITS` units in turn (DuckDB keeps state per
+        file of a query: one over every file of a large run would grow with the run)."""
         for start in range(0, len(self.units), CHUNK_UNITS):
             self.files = {side: [] for side in SIDES}
             for unit in self.units[start:start + CHUNK_UNITS]:
@@ -96,7 +88,6 @@ class RunScan:
         self.files = {side: [] for side in SIDES}
 
     def _present(self, side: str) -> set[str]:
-        """Columns the side's files hold (their union when the files differ)."""
         if side not in self._columns:
             self._union_by_name.setdefault(side, False)
             self._columns[side] = self._describe(side)
@@ -111,8 +102,7 @@ class RunScan:
         return f"read_parquet(${side}{opts})"
 
     def side_sql(self, side: str, columns: Sequence[str]) -> str:
-        """A subquery of one side's rows: ``columns`` (nulls where no file has one, typed as the
-        row schema) and a constant ``kept``."""
+        """A subquery of one side's ``columns`` (typed as the row schema, null where absent) and ``kept``."""
         kept = "true" if side == "kept" else "false"
         if not self.files[side]:
             exprs = [f"NULL::{_DUCK_TYPES[SCHEMA.field(c).type]} AS {quote(c)}" for c in columns]
@@ -127,8 +117,8 @@ class RunScan:
         return "(" + " UNION ALL ".join(self.side_sql(s, columns) for s in sides) + ")"
 
     def _execute(self, query: Query, run: Callable[[str, dict], Any] | None = None) -> Any:
-        """Run ``query`` (a function of this scan giving the SQL) with ``run`` (default: execute);
-        when the files turn out to differ in columns, read them again by name (``union_by_name``)."""
+        """Run ``query`` with ``run`` (default: execute), again by name (``union_by_name``) when the
+        files turn out to differ in columns."""
         run = run or self.con.execute
         sql = query(self)
         try:
@@ -145,24 +135,25 @@ class RunScan:
         return {side: self.files[side] for side in SIDES if self.files[side] and f"${side}" in sql}
 
     def fetch(self, query: Query) -> Iterator[dict[str, Any]]:
-        """Rows of an aggregate query as dicts, chunk after chunk (each chunk's own aggregates:
-        the caller combines them); ``query`` builds the SQL from this scan (:meth:`rows_sql`)."""
+        """Rows of an aggregate query as dicts, chunk after chunk (each chunk's own aggregates: the
+        caller combines them)."""
         for _ in self._chunks():
-            cur = self._execute(query)
-            names = [d[0] for d in cur.description]
-            for row in cur.fetchall():
-                yield dict(zip(names, row, strict=True))
+            yield from _dicts(self._execute(query))
 
     def batches(self, query: Query, rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        """Stream a query's result, chunk after chunk, as Arrow record batches of at most ``rows``
-        rows. A query that must see every file of its chunk before its first row (an ORDER BY, or
-        after an aggregate over the same files) never fails half-way on differing files."""
+        """Stream a query's result, chunk after chunk, as Arrow record batches of at most ``rows`` rows
+        (only a query that reads every file of its chunk before its first row never fails half-way)."""
         def reader(sql: str, params: dict) -> pa.RecordBatchReader:
             rel = self.con.sql(sql, params=params)
             return rel.to_arrow_reader(rows) if hasattr(rel, "to_arrow_reader") else rel.fetch_arrow_reader(rows)
 
         for _ in self._chunks():
             yield from self._execute(query, reader)
+
+
+def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def shard_groups(files: list[str]) -> list[dict[str, Any]]:
@@ -172,11 +163,9 @@ def shard_groups(files: list[str]) -> list[dict[str, Any]]:
     try:
         out: list[dict[str, Any]] = []
         for start in range(0, len(files), CHUNK_UNITS):
-            cur = con.execute("SELECT source, license, count(*) AS n, fsum(coalesce(duration_s, 0.0)) AS secs "
-                              "FROM read_parquet($files) GROUP BY source, license",
-                              {"files": files[start:start + CHUNK_UNITS]})
-            names = [d[0] for d in cur.description]
-            out += [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            out += _dicts(con.execute("SELECT source, license, count(*) AS n, fsum(coalesce(duration_s, 0.0)) "
+                                      "AS secs FROM read_parquet($files) GROUP BY source, license",
+                                      {"files": files[start:start + CHUNK_UNITS]}))
         return out
     finally:
         con.close()

@@ -1,13 +1,5 @@
-"""Summaries of a run directory or a release directory, as a dict (:func:`summarize`); the
-terminal text is :func:`granary_pipe.report.text.format_summary`.
-
-A run's figures count only committed units and come from their markers (digests, counters,
-totals: :mod:`granary_pipe.report.totals`), read one at a time. Rows in = distinct row ids; a
-row's language is ``lang``, else ``lang_hint``, else ``und``; hours are summed ``duration_s``
-of the rows (no duration counts as 0 s and is reported apart), recorded audio in is the markers'
-``audio_s_in``; reasons count by category (text before the first ``:``) and in full. See
-docs/architecture.md (Report).
-"""
+"""Summaries of a run directory or a release directory as a dict (:func:`summarize`); definitions of
+the figures: docs/architecture.md, "Contracts" (Nothing silently dropped) and "Report"."""
 
 from __future__ import annotations
 
@@ -43,7 +35,6 @@ def _desc(counts: dict[str, int]) -> dict[str, int]:
 
 
 def _or(value: str | None, default: str) -> str:
-    """``value``, or ``default`` when it is null (an empty string stays)."""
     return default if value is None else value
 
 
@@ -84,39 +75,22 @@ def _rules(totals: RunTotals, groups: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(sorted(out.items(), key=lambda kv: (-kv[1]["rows"], kv[0])))
 
 
-_Sides = tuple[dict[tuple[str, bool], int], dict[tuple[str, bool], list[float]]]
-
-
-def _by_side(groups: list[dict[str, Any]], key: Callable[[dict[str, Any]], str]) -> _Sides:
-    """Rows and seconds (to sum) per (``key`` of a group, kept or not)."""
+def _kept_rejected(groups: list[dict[str, Any]], key: Callable[[dict[str, Any]], str],
+                   with_in: bool) -> dict[str, dict[str, Any]]:
+    """Rows and hours kept and rejected per ``key`` of a group, sorted by key; ``with_in``: their sums too."""
     rows: dict[tuple[str, bool], int] = defaultdict(int)
     seconds: dict[tuple[str, bool], list[float]] = defaultdict(list)
     for g in groups:
         rows[key(g), g["kept"]] += g["n"]
         seconds[key(g), g["kept"]].append(g["secs"])
-    return rows, seconds
-
-
-def _per_lang(groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    rows, seconds = _by_side(groups, lambda g: lang_of(g["lang"], g["lang_hint"]))
-    langs = {}
-    for lang in sorted({k for k, _ in rows}):
-        kept_s, rej_s = math.fsum(seconds[lang, True]), math.fsum(seconds[lang, False])
-        langs[lang] = {"rows_in": rows[lang, True] + rows[lang, False], "rows_kept": rows[lang, True],
-                       "rows_rejected": rows[lang, False], "hours_in": _hours(kept_s + rej_s),
-                       "hours_kept": _hours(kept_s), "hours_rejected": _hours(rej_s)}
-    return langs
-
-
-def _licenses(groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    rows, seconds = _by_side(groups, lambda g: _or(g["license"], "unknown"))
-    licenses: dict[str, dict[str, Any]] = {}
-    for (lic, side), n in sorted(rows.items()):
-        d = licenses.setdefault(lic, {"rows_kept": 0, "rows_rejected": 0, "hours_kept": 0.0, "hours_rejected": 0.0})
-        name = "kept" if side else "rejected"
-        d[f"rows_{name}"] = n
-        d[f"hours_{name}"] = _hours(math.fsum(seconds[lic, side]))
-    return dict(sorted(licenses.items()))
+    out = {}
+    for k in sorted({k for k, _ in rows}):
+        kept_s, rej_s = math.fsum(seconds[k, True]), math.fsum(seconds[k, False])
+        out[k] = {"rows_kept": rows[k, True], "rows_rejected": rows[k, False], "hours_kept": _hours(kept_s),
+                  "hours_rejected": _hours(rej_s)}
+        if with_in:
+            out[k].update(rows_in=rows[k, True] + rows[k, False], hours_in=_hours(kept_s + rej_s))
+    return out
 
 
 def _rejected(groups: list[dict[str, Any]]) -> dict[str, Any]:
@@ -157,7 +131,7 @@ def _summarize_run(run_dir: Path) -> dict[str, Any]:
     groups = list(totals.group_rows())
     n_rows = sum(g["n"] for g in groups)
     kept_n = sum(g["n"] for g in groups if g["kept"])
-    langs = _per_lang(groups)
+    langs = _kept_rejected(groups, lambda g: lang_of(g["lang"], g["lang_hint"]), with_in=True)
     rows_in, rec_expected, rows_recorded = totals.rows_in, totals.recordings_planned, totals.rows_recorded
     seconds_in = math.fsum(g["secs"] for g in groups)
     audio_s_in = totals.audio_s_in
@@ -181,7 +155,7 @@ def _summarize_run(run_dir: Path) -> dict[str, Any]:
         "rules": _rules(totals, groups),
         "counts": counts,
         "rule_quality": rule_table(totals, groups, counts),
-        "licenses": _licenses(groups),
+        "licenses": _kept_rejected(groups, lambda g: _or(g["license"], "unknown"), with_in=False),
         "reference_wer": _wer_table(totals),
         "stage_s": run.get("stage_s") or {},
         "wall_s": wall_s,
@@ -220,9 +194,8 @@ ABSENT_LISTED = 20
 
 
 def _presence(rel_dir: Path, rel: dict[str, Any]) -> dict[str, Any]:
-    """Which files release.json lists (those a download selected, per its ``download.json``) are not
-    in ``rel_dir``: ``files_listed``, ``files_absent``, the first :data:`ABSENT_LISTED` ``absent``
-    paths, and the download's ``selection`` (None for a release written here)."""
+    """Which files release.json lists (those the download selected) are absent: ``files_listed``,
+    ``files_absent``, the first ``absent`` paths, and the download's ``selection`` (or None)."""
     from granary_pipe.io.verify import SELECTION_JSON, select
 
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from granary_pipe.report.fmt import hms, pct, rate, text_table
 from granary_pipe.report.rule_quality import format_rule_quality
@@ -26,19 +26,10 @@ class _Style:
         return ["", self.paint(text, "1")]
 
 
-def _use_color(color: bool | None) -> bool:
-    if color is not None:
-        return color
-    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
-
-
 def format_summary(summary: dict[str, Any], *, color: bool | None = None) -> str:
-    """Render :func:`summarize`'s dict as an aligned plain-text report.
-
-    ``color``: ANSI colour for check marks and titles; ``None`` means only when stdout is a
-    terminal and ``NO_COLOR`` is unset.
-    """
-    style = _Style(_use_color(color))
+    """:func:`summarize`'s dict as a plain-text report; ``color`` (ANSI, for check marks and titles)
+    None: only when stdout is a terminal and ``NO_COLOR`` is unset."""
+    style = _Style(sys.stdout.isatty() and "NO_COLOR" not in os.environ if color is None else color)
     sections = _RELEASE_SECTIONS if summary["kind"] == "release" else _RUN_SECTIONS
     return "\n".join(line for section in sections for line in section(summary, style)) + "\n"
 
@@ -73,15 +64,27 @@ def _balance(s: dict[str, Any], style: _Style) -> list[str]:
     return lines
 
 
+LANG_HEADERS = ["lang", "rows in", "kept", "rejected", "audio in", "audio kept", "% audio kept"]
+WER_HEADERS = ["lang", "recordings", "words", "WER", "CER", "rejected (unscored)"]
+
+
+def lang_rows(s: dict[str, Any], langs: Iterable[str]) -> list[list[Any]]:
+    """The rows of a run's per-language table (text and HTML), in the order of ``langs``, then the total."""
+    per, r, h = s["per_lang"], s["rows"], s["hours"]
+    rows = [[k, per[k]["rows_in"], per[k]["rows_kept"], per[k]["rows_rejected"], hms(per[k]["hours_in"]),
+             hms(per[k]["hours_kept"]), pct(per[k]["hours_kept"], per[k]["hours_in"])] for k in langs]
+    return rows + [["total", r["kept"] + r["rejected"], r["kept"], r["rejected"], hms(h["in"]), hms(h["kept"]),
+                    pct(h["kept"], h["in"])]]
+
+
+def wer_rows(s: dict[str, Any]) -> list[list[Any]]:
+    """The rows of the reference-WER table (text and HTML): the languages with a scored recording."""
+    return [[lang, v["recordings"], v["ref_words"], rate(v["wer"]), rate(v["cer"]), v["recordings_unscored"]]
+            for lang, v in (s.get("reference_wer") or {}).items() if v["wer"] is not None]
+
+
 def _languages(s: dict[str, Any], style: _Style) -> list[str]:
-    r, h = s["rows"], s["hours"]
-    rows = [[lang, v["rows_in"], v["rows_kept"], v["rows_rejected"], hms(v["hours_in"]),
-             hms(v["hours_kept"]), pct(v["hours_kept"], v["hours_in"])]
-            for lang, v in s["per_lang"].items()]
-    rows.append(["total", r["kept"] + r["rejected"], r["kept"], r["rejected"], hms(h["in"]),
-                 hms(h["kept"]), pct(h["kept"], h["in"])])
-    return style.title("Per language (h:mm:ss)") + text_table(
-        ["lang", "rows in", "kept", "rejected", "audio in", "audio kept", "% audio kept"], rows)
+    return style.title("Per language (h:mm:ss)") + text_table(LANG_HEADERS, lang_rows(s, s["per_lang"]))
 
 
 def _rejected(s: dict[str, Any], style: _Style) -> list[str]:
@@ -135,13 +138,10 @@ def _licenses(s: dict[str, Any], style: _Style) -> list[str]:
 
 
 def _reference_wer(s: dict[str, Any], style: _Style) -> list[str]:
-    wer = {k: v for k, v in (s.get("reference_wer") or {}).items() if v["wer"] is not None}
-    if not wer:
+    rows = wer_rows(s)
+    if not rows:
         return []
-    rows = [[lang, v["recordings"], v["ref_words"], rate(v["wer"]), rate(v["cer"]), v["recordings_unscored"]]
-            for lang, v in wer.items()]
-    return style.title("Against reference transcripts (kept rows, per recording)") + text_table(
-        ["lang", "recordings", "words", "WER", "CER", "rejected (unscored)"], rows)
+    return style.title("Against reference transcripts (kept rows, per recording)") + text_table(WER_HEADERS, rows)
 
 
 def _timing(s: dict[str, Any], style: _Style) -> list[str]:

@@ -1,22 +1,16 @@
-"""A run's totals merged from its committed units' markers: the report's and the audit's source.
-
-Each committed marker (``units/U/_COMMITTED``) is read once, one at a time, and its ``digest``
-(:mod:`granary_pipe.digest`) merged; a marker without a usable one is digested from its unit's
-Parquet files with the same function. Memory holds only the merged figures; seconds are summed
-exactly (:class:`ExactSum`), so the result does not depend on the order of the units.
-"""
+"""A run's totals merged from its committed units' markers (digests, counters, totals), read one at
+a time; seconds summed exactly. Design: docs/architecture.md, "Report"."""
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, TypeGuard
 
 from granary_pipe import counters
 from granary_pipe.digest import EXAMPLES, KEY, marker_digest
-from granary_pipe.rundir import MARKER, iter_committed_units, read_marker_or_empty
+from granary_pipe.rundir import MARKER, iter_committed_units, read_marker_or_empty, unit_dir
 
 GROUP_KEYS = ("kept", "lang", "lang_hint", "license", "source", "drop_reason")
 
@@ -31,7 +25,6 @@ class ExactSum:
         self.special: list[float] = []  # inf and NaN: math.fsum gives what they make
 
     def add(self, x: float) -> None:
-        """Add ``x``."""
         if not math.isfinite(x):
             self.special.append(x)
             return
@@ -48,7 +41,6 @@ class ExactSum:
         self.partials[i:] = [x]
 
     def value(self) -> float:
-        """The correctly rounded sum."""
         try:
             return math.fsum(self.partials + self.special)
         except ValueError:  # inf + -inf
@@ -87,12 +79,7 @@ class RunTotals:
     def add(self, d: dict[str, Any]) -> None:
         """Merge one unit's digest."""
         for *key, n, n_dur, secs in d["groups"]:
-            g = self.groups.get(tuple(key))
-            if g is None:
-                g = self.groups[tuple(key)] = [0, 0, ExactSum()]
-            g[0] += n
-            g[1] += n_dur
-            g[2].add(secs)
+            _add_counts(self.groups.setdefault(tuple(key), [0, 0, ExactSum()]), n, n_dur, secs)
         for reason, rows in d["examples"]:
             earlier = self.examples.get(reason)
             self.examples[reason] = rows[:EXAMPLES] if earlier is None else sorted(earlier + rows,
@@ -102,20 +89,10 @@ class RunTotals:
         self.with_kept += d["with_kept"]
         self.with_ref += d["with_ref"]
         for reason, n, good, secs in d["scored"]:
-            s = self.scored.get(reason)
-            if s is None:
-                s = self.scored[reason] = [0, 0, ExactSum()]
-            s[0] += n
-            s[1] += good
-            s[2].add(secs)
-        k = d["kept_scored"]
-        self.kept_scored[0] += k[0]
-        self.kept_scored[1] += k[1]
-        self.kept_scored[2].add(k[2])
+            _add_counts(self.scored.setdefault(reason, [0, 0, ExactSum()]), n, good, secs)
+        _add_counts(self.kept_scored, *d["kept_scored"])
         for lang, t in d["wer"].items():
-            wer = self.wer.setdefault(lang, [0] * 6)
-            for i, v in enumerate(t):
-                wer[i] += v
+            self.wer[lang] = [a + b for a, b in zip(self.wer.get(lang, [0] * 6), t, strict=True)]
 
     def add_marker(self, marker: dict[str, Any]) -> None:
         """Sum the marker's own totals (recordings planned, rows in, audio in) and counters."""
@@ -143,10 +120,15 @@ class RunTotals:
         return None if self.audio_in is None else self.audio_in.value()
 
 
+def _add_counts(total: list, n: int, m: int, secs: float) -> None:
+    """Add two counts and seconds into ``total`` (``[n, m, ExactSum]``) in place."""
+    total[0] += n
+    total[1] += m
+    total[2].add(secs)
+
+
 def _add_stages(total: dict[str, Any], stages: dict[str, Any]) -> None:
-    """Add a unit's ``{stage: counts}`` into ``total`` in place: what
-    :func:`granary_pipe.counters.merge_stages` gives (the same sums, in the same order), without
-    copying the run's total for every unit."""
+    """:func:`granary_pipe.counters.merge_stages` of ``total`` and a unit's ``{stage: counts}``, in place."""
     for stage, c in stages.items():
         mine = total.get(stage)
         if mine is None:
@@ -168,16 +150,14 @@ def collect(run_dir: Path, run: dict[str, Any] | None = None) -> RunTotals:
     markers' own totals and counters (:meth:`RunTotals.add_marker`). Each marker is read once."""
     run_dir = Path(run_dir)
     totals = RunTotals()
-    units_dir = str(run_dir / "units")
     for unit in iter_committed_units(run_dir):
         totals.units += 1
-        path = os.path.join(units_dir, unit, MARKER)
         marker = read_marker_or_empty(run_dir, unit)
         try:
             totals.add(marker_digest(run_dir, unit, marker))
         except (TypeError, ValueError, AttributeError) as exc:
-            raise ValueError(f"{path}: its {KEY!r} holds a value of the wrong type ({exc}); remove that key "
-                             "and the unit is digested from its files") from exc
+            raise ValueError(f"{unit_dir(run_dir, unit) / MARKER}: its {KEY!r} holds a value of the wrong type "
+                             f"({exc}); remove that key and the unit is digested from its files") from exc
         if run is not None:
             totals.add_marker(marker)
     if not totals.units:
