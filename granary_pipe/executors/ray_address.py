@@ -1,9 +1,4 @@
-"""Check a Ray cluster address before handing it to Ray.
-
-``ray.init(address="HOST:PORT")`` on a port where nothing listens retries for minutes, logging
-to stderr, instead of failing; a TCP connect to the same port answers in milliseconds. No Ray
-import here: the check runs before any engine starts or anything is written.
-"""
+"""A TCP connect to a Ray address before Ray gets it (Ray retries an unreachable one for minutes); no Ray import."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""What every translation stage shares: the filter parameters and the gate.
+"""What every translation stage shares: the filter parameters and the gate (a failed translation flags, never rejects).
 
-A failed translation (a filter fired or the call failed) does not reject the row: ``translation``
-stays null and the row gains one flag ``translate:<rule>`` per rule.
+Design: docs/architecture.md, "translate.llm / translate.whisper".
 """
 
 from __future__ import annotations

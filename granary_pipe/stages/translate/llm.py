@@ -1,9 +1,4 @@
-"""LLM translation, X→En and En→X, with an EuroLLM-Instruct style prompt, greedy, filtered.
-
-``targets`` maps a row's source language to the language to translate into (``default`` for
-every language not named): ``{en: de, default: en}`` sends English to German and everything
-else to English. A row whose target equals its language, or that has no target, is left alone.
-"""
+"""``translate.llm``: LLM translation, X→En and En→X, with an EuroLLM-Instruct style prompt, greedy, filtered."""
 
 from __future__ import annotations
 
