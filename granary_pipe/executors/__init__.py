@@ -21,12 +21,6 @@ def _config_error(message: str) -> Exception:
     return ConfigError(message)
 
 
-def describe(exc: BaseException) -> str:
-    """``Type: last line of the message`` (at most 500 characters): a failed unit's error."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {(lines[-1] if lines else '')[:500]}"
-
-
 class Executor(Protocol):
     """What ``pipeline.run_pipeline`` asks of an engine."""
 

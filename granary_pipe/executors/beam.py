@@ -23,7 +23,6 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 
 from granary_pipe import rundir
-from granary_pipe.executors import describe
 from granary_pipe.io import sink
 from granary_pipe.stage import Stage
 from granary_pipe.units import OnResult, Unit, UnitStats, apply_stage
@@ -101,6 +100,11 @@ class UnitElementCoder(beam.coders.Coder):
 beam.coders.registry.register_coder(UnitElement, UnitElementCoder)
 
 
+def _describe(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {(lines[-1] if lines else '')[:500]}"
+
+
 class LoadUnit(beam.DoFn):
     """Unit id → ``UnitElement`` with the unit's recording rows from the scratch directory."""
 
@@ -113,7 +117,7 @@ class LoadUnit(beam.DoFn):
                 table = pa.ipc.open_file(src).read_all()  # recording metadata only: small
             yield UnitElement(unit, table)
         except Exception as exc:  # reported per unit, the pipeline goes on
-            yield UnitElement(unit, None, error=f"load: {describe(exc)}")
+            yield UnitElement(unit, None, error=f"load: {_describe(exc)}")
 
 
 class StageDoFn(beam.DoFn):
@@ -141,11 +145,11 @@ class StageDoFn(beam.DoFn):
                 if attempt < self.max_attempts:
                     self.retried.inc()
                     log.warning("unit %s: %s failed (attempt %d), retrying: %s", element.unit,
-                                self.stage.name, attempt, describe(exc))
+                                self.stage.name, attempt, _describe(exc))
                     continue
                 self.failed.inc()
                 log.debug("unit %s: %s failed:\n%s", element.unit, self.stage.name, traceback.format_exc())
-                yield UnitElement(element.unit, None, element.stats, f"{self.stage.name}: {describe(exc)}")
+                yield UnitElement(element.unit, None, element.stats, f"{self.stage.name}: {_describe(exc)}")
 
 
 class CommitUnit(beam.DoFn):
@@ -165,7 +169,7 @@ class CommitUnit(beam.DoFn):
                     break
                 except Exception as exc:  # retried, then reported per unit
                     if attempt == self.max_attempts:
-                        error = f"commit: {describe(exc)}"
+                        error = f"commit: {_describe(exc)}"
         record = {"unit": element.unit, "stats": stats, "error": error}
         rundir.write_json_atomic(Path(self.scratch) / RESULTS / f"{element.unit}.json", record, durable=False)
         yield json.dumps(record, default=str)
@@ -305,7 +309,7 @@ class BeamExecutor:
             self.build(p, unit_ids, scratch, max_attempts)
             p.run().wait_until_finish()
         except Exception as exc:  # units without a result are reported failed
-            failure = f"beam pipeline failed: {describe(exc)}"
+            failure = f"beam pipeline failed: {_describe(exc)}"
             log.error("%s", failure)
             return failure
         return None

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator
 
 import ray
 
-from granary_pipe.executors import capacity, describe, ray_orphans
+from granary_pipe.executors import capacity, ray_orphans
 from granary_pipe.io import run_guard, sink
 from granary_pipe.stage import Stage
 from granary_pipe.units import OnResult, Payload, Unit, UnitStats, apply_stage
@@ -213,7 +213,7 @@ class RayExecutor:
                     retry.append(unit)
                     continue
                 attempts.pop(unit.id, None)
-                on_result(unit.id, None, describe(exc))
+                on_result(unit.id, None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:500]}")
                 continue
             attempts.pop(unit.id, None)
             on_result(unit.id, stats, None)

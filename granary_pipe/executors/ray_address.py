@@ -9,12 +9,6 @@ from urllib.parse import urlsplit
 CONNECT_TIMEOUT_S = 5.0
 
 
-def host_port(address: str) -> tuple[str, int] | None:
-    """``(host, port)`` of ``HOST:PORT`` or ``ray://HOST:PORT``; None for ``auto``/``local``."""
-    m = re.match(r"^(?:ray://)?\[?([^\]\s/]+?)\]?:(\d+)/?$", address.strip())
-    return (m[1], int(m[2])) if m else None
-
-
 def _connect(target: tuple[str, int], what: str, hint: str, timeout_s: float) -> None:
     try:
         with socket.create_connection(target, timeout=timeout_s):
@@ -25,10 +19,11 @@ def _connect(target: tuple[str, int], what: str, hint: str, timeout_s: float) ->
 
 
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """Raise ``ConnectionError`` naming ``address`` when nothing accepts a TCP connection there."""
-    target = host_port(address)
-    if target is not None:
-        _connect(target, f"the Ray cluster at {address}",
+    """Raise ``ConnectionError`` naming ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``; ``auto`` and ``local``
+    are not checked) when nothing accepts a TCP connection there."""
+    m = re.match(r"^(?:ray://)?\[?([^\]\s/]+?)\]?:(\d+)/?$", address.strip())
+    if m:
+        _connect((m[1], int(m[2])), f"the Ray cluster at {address}",
                  "is the head running? its GCS port is 6379 unless `ray start --head --port` said otherwise",
                  timeout_s)
 
