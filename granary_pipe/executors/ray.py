@@ -204,7 +204,7 @@ class RayExecutor:
             unit, routed = in_flight.pop(done[0])
             self._release(routed)
             try:
-                stats = ray.get(done[0])
+                stats, error = ray.get(done[0]), None
             except (ray.exceptions.RayError, OSError) as exc:
                 if (full := run_guard.disk_error(exc)) is not None:  # the disk takes no more: stop the run
                     raise full from None
@@ -212,11 +212,9 @@ class RayExecutor:
                     log.warning("unit %s failed (attempt %d), retrying: %s", unit.id, attempts[unit.id], exc)
                     retry.append(unit)
                     continue
-                attempts.pop(unit.id, None)
-                on_result(unit.id, None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:500]}")
-                continue
+                stats, error = None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:500]}"
             attempts.pop(unit.id, None)
-            on_result(unit.id, stats, None)
+            on_result(unit.id, stats, error)
 
     def shutdown(self) -> None:
         """Release actors; disconnect from Ray (stopping an embedded one) if this executor started it."""

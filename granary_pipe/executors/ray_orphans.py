@@ -81,11 +81,9 @@ def _matching(test: Callable[[psutil.Process], bool]) -> list[int]:
         uids = proc.info["uids"]
         if proc.pid == me or uids is None or uids.effective != uid:
             continue
-        try:
+        with contextlib.suppress(psutil.Error):
             if test(proc):
                 out.append(proc.pid)
-        except psutil.Error:
-            continue
     return sorted(out)
 
 
@@ -110,11 +108,9 @@ def session_dirs(info: dict) -> list[str]:
         return []
     out = []
     for path in Path(temp).glob(f"session_*_{int(pid)}"):
-        try:
+        with contextlib.suppress(OSError):
             if path.is_dir() and not path.is_symlink() and path.stat().st_mtime >= since - 1:
                 out.append(str(path))
-        except OSError:
-            continue
     return out
 
 

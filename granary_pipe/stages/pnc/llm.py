@@ -85,7 +85,6 @@ class LLMPunctuation(Stage):
         return self._backend
 
     def templates(self) -> dict[str, str]:
-        """Prompt per configured language."""
         return {lang: prompt_template(lang, self.prompt_dir) for lang in self.langs}
 
     def process(self, active: pa.Table) -> pa.Table:
@@ -120,7 +119,6 @@ class LLMPunctuation(Stage):
         return schema.add_flags(table, flags)
 
     def run_info(self) -> dict[str, Any]:
-        """What ``run.json`` records about punctuation."""
         info = llm.describe(self.backend, self.DEFAULT_MODEL)
         return {
             "punctuation": (f"LLM restoration ({info['model']} via {info['name']}) for {', '.join(self.langs)}, "
