@@ -1,7 +1,6 @@
-"""Executors turn the same stages into one engine's work: ``ray`` (default) or ``beam``.
+"""Executors run the same stages on one engine: ``ray`` (default) or ``beam``, named in :data:`EXECUTORS`.
 
-:data:`EXECUTORS` is the one name → executor table (``granary run --executor``); each entry
-imports its engine only when that executor is used.
+Design: docs/architecture.md, "Contracts" (Executor).
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ if TYPE_CHECKING:  # the CLI reads the table to offer --executor choices: no pya
 
 
 def _config_error(message: str) -> Exception:
-    """A ``ConfigError`` (imported here, late: granary_pipe.config loads the stages and pyarrow)."""
-    from granary_pipe.config import ConfigError
+    from granary_pipe.config import ConfigError  # late: granary_pipe.config loads the stages and pyarrow
 
     return ConfigError(message)
 
@@ -53,10 +51,10 @@ class ExecutorEntry:
 def _check_ray(opts: ExecutorOptions) -> None:
     if opts.beam_options:
         raise _config_error("beam options given, but the executor is ray (add --executor beam)")
-    if opts.address or os.environ.get("RAY_ADDRESS"):
+    if address := opts.address or os.environ.get("RAY_ADDRESS"):
         from granary_pipe.executors.ray_address import check_reachable
 
-        check_reachable(opts.address or os.environ["RAY_ADDRESS"])
+        check_reachable(address)
 
 
 def _make_ray(stages: list[Stage], run_dir: Path, opts: ExecutorOptions) -> Executor:
@@ -87,21 +85,20 @@ EXECUTORS: dict[str, ExecutorEntry] = {
     "ray": ExecutorEntry(_check_ray, _make_ray),
     "beam": ExecutorEntry(_check_beam, _make_beam),
 }
-"""Names ``granary run --executor`` takes, in the order its help lists them; ``ray`` is the default."""
+"""In the order ``granary run --executor`` lists them."""
 
 
-def entry(name: str) -> ExecutorEntry:
-    """The table's entry for ``name``; ``ConfigError`` naming the choices for an unknown one."""
+def _entry(name: str) -> ExecutorEntry:
     if name not in EXECUTORS:
         raise _config_error(f"unknown executor {name!r} (available: {', '.join(EXECUTORS)})")
     return EXECUTORS[name]
 
 
 def check_executor(name: str, opts: ExecutorOptions) -> None:
-    """Reject an unknown executor or options of another one, before anything is written."""
-    entry(name).check(opts)
+    """``ConfigError`` for an unknown executor or options of another one, before anything is written."""
+    _entry(name).check(opts)
 
 
 def make_executor(name: str, stages: list[Stage], run_dir: Path, opts: ExecutorOptions) -> Executor:
     """Start the executor ``name`` for ``stages`` writing into ``run_dir``."""
-    return entry(name).make(stages, run_dir, opts)
+    return _entry(name).make(stages, run_dir, opts)

@@ -1,11 +1,7 @@
-"""Beam executor: the same stages and units as the Ray executor, run as one Apache Beam pipeline.
+"""Beam executor: the Ray executor's stages and units as one Apache Beam pipeline.
 
-``Create(unit ids) -> LoadUnit -> StageDoFn(stage 0) -> ... -> StageDoFn(stage n-1) -> CommitUnit``.
-Elements are whole units (:class:`UnitElement`, Arrow IPC through :class:`UnitElementCoder`);
-their input rows and each unit's result record go through a scratch directory
-(``units/.beam-TOKEN/``), which the driver polls to report units as they end. A stage that keeps
-failing turns its unit into an error record; the pipeline goes on. Parallelism belongs to the
-runner (``--beam-option``). Design: docs/architecture.md, "Beam executor".
+``Create(unit ids) -> LoadUnit -> StageDoFn per stage -> CommitUnit``, one element per unit.
+Design: docs/architecture.md, "Beam executor".
 """
 
 from __future__ import annotations
@@ -19,6 +15,7 @@ import struct
 import threading
 import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -33,25 +30,21 @@ from granary_pipe.units import OnResult, Unit, UnitStats, apply_stage
 log = logging.getLogger(__name__)
 
 
-class _DropOptionalImportNoise(logging.Filter):
-    """Beam warns at import about optional GCP client libraries it could not load (we use none)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = str(record.msg)
-        return not (msg.startswith("apitools not found") or msg.startswith("Failed to import GCSFileSystem"))
+def _not_import_noise(record: logging.LogRecord) -> bool:
+    """False for Beam's import warnings about optional GCP client libraries (we use none)."""
+    return not str(record.msg).startswith(("apitools not found", "Failed to import GCSFileSystem"))
 
 
-_noise = _DropOptionalImportNoise()
 _noisy = [logging.getLogger(), logging.getLogger("apache_beam.io.filesystems")]
 for _logger in _noisy:
-    _logger.addFilter(_noise)
+    _logger.addFilter(_not_import_noise)
 try:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
     from apache_beam.runners.runner import create_runner
 finally:
     for _logger in _noisy:
-        _logger.removeFilter(_noise)
+        _logger.removeFilter(_not_import_noise)
 
 DEFAULT_OPTIONS = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
 """Defaults put before the caller's flags (a later flag wins): in-process, one unit at a time."""
@@ -71,7 +64,6 @@ class UnitElement:
 
 
 def table_to_ipc(table: pa.Table) -> bytes:
-    """Serialise a table as an Arrow IPC stream."""
     out = pa.BufferOutputStream()
     with pa.ipc.new_stream(out, table.schema) as writer:
         writer.write_table(table)
@@ -79,7 +71,7 @@ def table_to_ipc(table: pa.Table) -> bytes:
 
 
 def table_from_ipc(data: bytes | memoryview | pa.Buffer) -> pa.Table:
-    """Read a table from Arrow IPC stream bytes (zero-copy over ``data``)."""
+    """Zero-copy over ``data``."""
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
@@ -114,7 +106,7 @@ def _describe(exc: BaseException) -> str:
 
 
 class LoadUnit(beam.DoFn):
-    """Unit id → ``UnitElement`` with the unit's recording rows (read from the scratch directory)."""
+    """Unit id → ``UnitElement`` with the unit's recording rows from the scratch directory."""
 
     def __init__(self, scratch: str) -> None:
         self.scratch = scratch
@@ -124,7 +116,7 @@ class LoadUnit(beam.DoFn):
             with pa.OSFile(str(Path(self.scratch) / INPUTS / f"{unit}.arrow")) as src:
                 table = pa.ipc.open_file(src).read_all()  # recording metadata only: small
             yield UnitElement(unit, table)
-        except Exception as exc:  # noqa: BLE001 - reported per unit, the pipeline goes on
+        except Exception as exc:  # reported per unit, the pipeline goes on
             yield UnitElement(unit, None, error=f"load: {_describe(exc)}")
 
 
@@ -149,7 +141,7 @@ class StageDoFn(beam.DoFn):
                 table, stats = apply_stage(self.stage, (element.table, element.stats))
                 yield UnitElement(element.unit, table, stats)
                 return
-            except Exception as exc:  # noqa: BLE001 - retried, then reported per unit
+            except Exception as exc:  # retried, then reported per unit
                 if attempt < self.max_attempts:
                     self.retried.inc()
                     log.warning("unit %s: %s failed (attempt %d), retrying: %s", element.unit,
@@ -175,7 +167,7 @@ class CommitUnit(beam.DoFn):
                 try:
                     stats = sink.commit_unit(Path(self.run_dir), element.unit, element.table, element.stats)
                     break
-                except Exception as exc:  # noqa: BLE001 - retried, then reported per unit
+                except Exception as exc:  # retried, then reported per unit
                     if attempt == self.max_attempts:
                         error = f"commit: {_describe(exc)}"
         record = {"unit": element.unit, "stats": stats, "error": error}
@@ -184,8 +176,8 @@ class CommitUnit(beam.DoFn):
 
 
 def _from_marker(run_dir: Path, unit: str, failure: str | None) -> tuple[dict | None, str | None]:
-    """``(stats, error)`` of a unit the pipeline gave no result for: its marker when it is committed
-    and intact (``rundir.check_unit``); else failed (a damaged unit is removed, so the next run redoes it)."""
+    """``(stats, error)`` of a unit the pipeline gave no result for: its marker if committed and intact,
+    else failed (a damaged unit is removed, so the next run redoes it)."""
     marker, damaged = rundir.check_unit(run_dir, unit)
     if marker is not None:
         return marker, None
@@ -202,10 +194,8 @@ def normalize_options(options: Iterable[str] | None) -> list[str]:
 
 
 def check_options(options: Iterable[str] | None) -> PipelineOptions:
-    """Beam ``PipelineOptions`` from ``DEFAULT_OPTIONS`` + ``options``.
-
-    ValueError on a bad value of a known option or an unknown runner (Beam would print its usage
-    and exit). Options the Python SDK does not know are passed on: runners take their own."""
+    """Beam ``PipelineOptions`` from ``DEFAULT_OPTIONS`` + ``options``; ValueError on a bad value of a known
+    option or an unknown runner (Beam would exit). Unknown options are passed on: runners take their own."""
     parsed = PipelineOptions(DEFAULT_OPTIONS + normalize_options(options))
     err = io.StringIO()
     try:
@@ -234,7 +224,7 @@ class _Results:
     def report(self, unit: str, stats: dict | None, error: str | None) -> None:
         with self.lock:
             if unit in self.pending:
-                self.pending.discard(unit)
+                self.pending.remove(unit)
                 self.on_result(unit, stats, error)
 
     def sweep(self) -> None:
@@ -249,25 +239,18 @@ class _Results:
     def polling(self, every_s: float) -> Iterator[None]:
         """Sweep every ``every_s`` on a thread during the block; its error is raised after the block."""
         stop = threading.Event()
-        errors: list[BaseException] = []
 
         def poll() -> None:
             while not stop.wait(every_s):
-                try:
-                    self.sweep()
-                except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread
-                    errors.append(exc)
-                    return
+                self.sweep()
 
-        poller = threading.Thread(target=poll, name="beam-results", daemon=True)
-        poller.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            poller.join()
-        if errors:
-            raise errors[0]
+        with ThreadPoolExecutor(1, thread_name_prefix="beam-results") as pool:
+            poller = pool.submit(poll)
+            try:
+                yield
+            finally:
+                stop.set()
+        poller.result()
 
 
 def _write_inputs(units: Iterable[Unit], inputs: Path) -> set[str]:
@@ -281,11 +264,8 @@ def _write_inputs(units: Iterable[Unit], inputs: Path) -> set[str]:
 
 
 class BeamExecutor:
-    """Runs units of a pipeline as one Apache Beam pipeline (DirectRunner unless told otherwise).
-
-    ``pipeline_options``: Beam flags (``--KEY=VALUE`` or ``KEY=VALUE``) over ``DEFAULT_OPTIONS``;
-    ``poll_s``: how often the driver looks for finished units while the pipeline runs.
-    """
+    """Runs units as one Beam pipeline; ``pipeline_options`` are Beam flags over ``DEFAULT_OPTIONS``,
+    ``poll_s`` how often the driver looks for finished units."""
 
     def __init__(self, stages: list[Stage], run_dir: Path, pipeline_options: list[str] | None = None,
                  poll_s: float = 1.0) -> None:
@@ -293,7 +273,6 @@ class BeamExecutor:
         self.run_dir = Path(run_dir)
         self.options = check_options(pipeline_options)
         self.poll_s = poll_s
-        self.last_result: beam.runners.runner.PipelineResult | None = None
 
     def build(self, p: beam.Pipeline, unit_ids: list[str], scratch: Path, max_attempts: int) -> beam.PCollection:
         """Add the unit chain to ``p``; returns the PCollection of JSON result records."""
@@ -306,8 +285,6 @@ class BeamExecutor:
             CommitUnit(str(self.run_dir), str(scratch), max_attempts)).with_output_types(str)
 
     def run(self, units: Iterable[Unit], max_in_flight: int, max_attempts: int, on_result: OnResult) -> None:
-        """Process ``units``; ``on_result(unit, stats, error)`` is called on the driver as each ends.
-        ``max_in_flight`` is not used: the Beam runner controls parallelism."""
         log.debug("beam: max_in_flight=%d not used; the runner controls parallelism", max_in_flight)
         scratch = self.run_dir / "units" / f".beam-{uuid.uuid4().hex[:8]}"
         (scratch / INPUTS).mkdir(parents=True)
@@ -330,9 +307,8 @@ class BeamExecutor:
         try:
             p = beam.Pipeline(options=self.options)
             self.build(p, unit_ids, scratch, max_attempts)
-            self.last_result = p.run()
-            self.last_result.wait_until_finish()
-        except Exception as exc:  # noqa: BLE001 - units without a result are reported failed
+            p.run().wait_until_finish()
+        except Exception as exc:  # units without a result are reported failed
             failure = f"beam pipeline failed: {_describe(exc)}"
             log.error("%s", failure)
             return failure

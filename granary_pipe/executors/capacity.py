@@ -1,10 +1,5 @@
-"""Will a pipeline's stages fit a Ray cluster? The Ray executor's start check, engine-free.
+"""Will a pipeline's stages fit a Ray cluster? The Ray executor's start check, engine-free (Ray would wait forever).
 
-Ray never refuses a request it cannot place: it waits. ``check(stages, nodes)`` places the
-pipeline as Ray would (a worker's resources from one node; a GPU share below 1 from one GPU, 1 or
-more as whole free GPUs; actors, largest GPU request first, held all run; each task once beside
-them) and raises :class:`CapacityError` with each stage's share, the totals and what to change.
-It also checks what a stage's own parameters require of its GPU reservation (``Stage.gpu_use``).
 Design: docs/architecture.md, "Ray executor".
 """
 
@@ -104,7 +99,6 @@ def actor_order(stages: Sequence[Stage]) -> list[int]:
 
 
 def _gpu_table(stages: Sequence[Stage], nodes: list[_Node]) -> str:
-    """Each GPU stage's share, the total at once, and the cluster's GPUs."""
     lines, total, task = [], 0.0, 0.0
     for s in stages:
         g = s.resources.gpus
@@ -123,7 +117,6 @@ def _gpu_table(stages: Sequence[Stage], nodes: list[_Node]) -> str:
 
 
 def _gpu_advice(cluster_gpus: int) -> str:
-    """What to change when the GPU requests do not fit."""
     if cluster_gpus == 0:
         return ("the cluster has no GPU: add GPU nodes (ray start --num-gpus), or run a CPU pipeline (demo)")
     return (f"lower resources.gpus or workers of these stages until they fit, add GPUs, or on a single GPU "
@@ -131,7 +124,7 @@ def _gpu_advice(cluster_gpus: int) -> str:
 
 
 def _check_stage_gpus(stages: Sequence[Stage]) -> None:
-    """What a stage's own parameters require of its GPU reservation."""
+    """What a stage's own parameters (``Stage.gpu_use``) require of its GPU reservation."""
     for s in stages:
         g = s.resources.gpus
         where = f"stage {s.name}"
@@ -159,12 +152,9 @@ def _check_stage_gpus(stages: Sequence[Stage]) -> None:
 
 
 def check(stages: Sequence[Stage], nodes: Sequence[Mapping[str, float]], commit_cpus: float = 0.0) -> None:
-    """Raise :class:`CapacityError` unless every actor of ``stages`` fits on ``nodes`` at once and
-    every task (and a commit task reserving ``commit_cpus``) still finds room beside them.
-
-    ``nodes``: each node's total resources as Ray reports them (``{"CPU": 16, "GPU": 1, ...}``);
-    one mapping of the cluster's totals stands for a single node.
-    """
+    """Raise :class:`CapacityError` unless every actor of ``stages`` fits on ``nodes`` at once and every task
+    (and a commit task reserving ``commit_cpus``) still finds room beside them; ``nodes``: each node's total
+    resources as Ray reports them (``{"CPU": 16, "GPU": 1, ...}``)."""
     _check_stage_gpus(stages)
     cluster = _nodes(nodes)
     _check_custom(stages, cluster)

@@ -1,9 +1,6 @@
-"""Ray executor: model stages as actors (model loaded once), CPU stages as tasks.
+"""Ray executor: model stages as actors, CPU stages as tasks, each unit a chain of remote calls.
 
-With no address an embedded local Ray starts (recorded first: :mod:`ray_orphans`); with
-``address`` (or ``RAY_ADDRESS``) the run joins an existing cluster. Each unit is a chain of
-remote calls (task -> actor -> ... -> commit), at most ``max_in_flight`` units at once; a unit
-whose chain fails is retried, then reported failed while the run goes on.
+Joins ``address`` (or ``RAY_ADDRESS``), else starts an embedded Ray. Design: docs/architecture.md, "Ray executor".
 """
 
 from __future__ import annotations
@@ -109,27 +106,16 @@ def cluster_nodes() -> list[dict[str, float]]:
 
 
 TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
-"""Ray's logger that announces token authentication at every start of a local Ray."""
 
 
-class _TokenAuthNote(logging.Filter):
-    """Drops Ray's WARNING "Token authentication is enabled for this Ray cluster", which a local Ray
-    gives on every start with its secure default; the warning that it is *disabled* still shows."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Token authentication is enabled")
-
-
-def quiet_token_auth_note() -> None:
-    """Install :class:`_TokenAuthNote` on Ray's logger (once)."""
-    logger = logging.getLogger(TOKEN_AUTH_LOGGER)
-    if not any(isinstance(f, _TokenAuthNote) for f in logger.filters):
-        logger.addFilter(_TokenAuthNote())
+def _not_token_auth_note(record: logging.LogRecord) -> bool:
+    """False for Ray's WARNING "Token authentication is enabled ...", given at every start of a local Ray
+    with its secure default (the warning that it is *disabled* still shows)."""
+    return not record.getMessage().startswith("Token authentication is enabled")
 
 
 def _start_embedded(run_dir: Path, num_cpus: int | None) -> None:
     """Start a local Ray for this driver, marked and recorded first (:mod:`ray_orphans`)."""
-    quiet_token_auth_note()
     with ray_orphans.starting(run_dir) as (mark, started_at):
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     node = getattr(ray._private.worker, "_global_node", None)  # Ray's own record of it
@@ -151,9 +137,9 @@ class RayExecutor:
         try:
             if not ray.is_initialized():
                 self.owns_ray = True
+                logging.getLogger(TOKEN_AUTH_LOGGER).addFilter(_not_token_auth_note)  # added once: the same object
                 with _ctrl_c_deferred():  # a Ray interrupted half-way through starting leaves processes behind
                     if address:
-                        quiet_token_auth_note()
                         ray.init(address=address, logging_level=logging.WARNING)
                     else:
                         self.embedded = True  # a killed driver leaves its agents: the next start stops them
@@ -171,9 +157,8 @@ class RayExecutor:
             raise
 
     def _submit(self, unit: Unit) -> tuple[ray.ObjectRef, dict[int, int]]:
-        """Chain a unit through every stage; each actor stage gets the worker with the fewest
-        units outstanding (a slow unit does not hold the next ones behind it). Returns the commit
-        reference and the worker chosen per actor stage."""
+        """Chain a unit through every stage, each actor stage's worker the one with the fewest units
+        outstanding; the commit reference and the worker chosen per actor stage."""
         ref = ray.put((unit.table, UnitStats()))
         routed: dict[int, int] = {}
         for i, stage in enumerate(self.stages):
@@ -191,8 +176,7 @@ class RayExecutor:
             self.load[i][k] -= 1
 
     def run(self, units: Iterable[Unit], max_in_flight: int, max_attempts: int, on_result: OnResult) -> None:
-        """Process ``units`` (taken from the iterable only as room frees up, so a lazy listing stays
-        lazy); ``on_result(unit, stats, error)`` is called as each ends."""
+        """Takes from ``units`` only as room frees up, so a lazy listing stays lazy."""
         with _ctrl_c_polled() as interrupted:
             self._run(units, max_in_flight, max_attempts, on_result, interrupted)
 
@@ -220,7 +204,7 @@ class RayExecutor:
             unit, routed = in_flight.pop(done[0])
             self._release(routed)
             try:
-                stats = ray.get(done[0])
+                stats, error = ray.get(done[0]), None
             except (ray.exceptions.RayError, OSError) as exc:
                 if (full := run_guard.disk_error(exc)) is not None:  # the disk takes no more: stop the run
                     raise full from None
@@ -228,11 +212,9 @@ class RayExecutor:
                     log.warning("unit %s failed (attempt %d), retrying: %s", unit.id, attempts[unit.id], exc)
                     retry.append(unit)
                     continue
-                attempts.pop(unit.id, None)
-                on_result(unit.id, None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:500]}")
-                continue
+                stats, error = None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:500]}"
             attempts.pop(unit.id, None)
-            on_result(unit.id, stats, None)
+            on_result(unit.id, stats, error)
 
     def shutdown(self) -> None:
         """Release actors; disconnect from Ray (stopping an embedded one) if this executor started it."""

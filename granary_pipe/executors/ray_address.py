@@ -1,9 +1,4 @@
-"""Check a Ray cluster address before handing it to Ray.
-
-``ray.init(address="HOST:PORT")`` on a port where nothing listens retries for minutes, logging
-to stderr, instead of failing; a TCP connect to the same port answers in milliseconds. No Ray
-import here: the check runs before any engine starts or anything is written.
-"""
+"""A TCP connect to a Ray address before Ray gets it (Ray retries an unreachable one for minutes); no Ray import."""
 
 from __future__ import annotations
 
@@ -12,12 +7,6 @@ import socket
 from urllib.parse import urlsplit
 
 CONNECT_TIMEOUT_S = 5.0
-
-
-def host_port(address: str) -> tuple[str, int] | None:
-    """``(host, port)`` of ``HOST:PORT`` or ``ray://HOST:PORT``; None for ``auto``/``local``."""
-    m = re.match(r"^(?:ray://)?\[?([^\]\s/]+?)\]?:(\d+)/?$", address.strip())
-    return (m[1], int(m[2])) if m else None
 
 
 def _connect(target: tuple[str, int], what: str, hint: str, timeout_s: float) -> None:
@@ -30,10 +19,11 @@ def _connect(target: tuple[str, int], what: str, hint: str, timeout_s: float) ->
 
 
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """Raise ``ConnectionError`` naming ``address`` when nothing accepts a TCP connection there."""
-    target = host_port(address)
-    if target is not None:
-        _connect(target, f"the Ray cluster at {address}",
+    """Raise ``ConnectionError`` naming ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``; ``auto`` and ``local``
+    are not checked) when nothing accepts a TCP connection there."""
+    m = re.match(r"^(?:ray://)?\[?([^\]\s/]+?)\]?:(\d+)/?$", address.strip())
+    if m:
+        _connect((m[1], int(m[2])), f"the Ray cluster at {address}",
                  "is the head running? its GCS port is 6379 unless `ray start --head --port` said otherwise",
                  timeout_s)
 

@@ -1,9 +1,6 @@
-"""Submit pipeline runs to a Ray cluster through Ray's Jobs API; query their status and logs.
+"""``granary run`` submitted to a Ray cluster through Ray's Jobs API; its status and logs.
 
-The job runs ``python -m granary_pipe.cli run ...`` on the cluster (its driver joins it); the
-runtime env uploads the working directory and, unless the cluster's image has it, the
-``granary_pipe`` package. Ray's token authentication stays on (``RAY_AUTH_TOKEN`` or
-``~/.ray/auth_token``).
+Design: docs/architecture.md, "Jobs".
 """
 
 from __future__ import annotations
@@ -50,11 +47,8 @@ def _client(address: str | None):
 def submit(pipeline: str, source: str, out: str, *, address: str | None = None, working_dir: Path | None = None,
            upload_package: bool = True, entrypoint_num_cpus: float = 0.5, job_id: str | None = None,
            extra_args: list[str] | None = None) -> str:
-    """Submit ``granary run`` as a Ray job; returns the submission id.
-
-    ``pipeline`` and ``source`` are paths relative to ``working_dir`` (uploaded with the job);
-    ``out`` must be storage every node sees (a shared filesystem path).
-    """
+    """Submit ``granary run`` as a Ray job; returns the submission id. ``pipeline`` and ``source``: paths
+    relative to ``working_dir`` (uploaded with the job); ``out``: a path every node sees."""
     working_dir = Path(working_dir or Path.cwd()).resolve()
     # no -q: the job's log gets one progress line per committed unit (its stderr is not a terminal)
     args = ["run", pipeline, "--source", source, "--out", out, *(extra_args or [])]

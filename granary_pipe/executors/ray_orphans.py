@@ -1,11 +1,5 @@
 """Processes of an embedded Ray whose driver was killed: recorded before the start, stopped at the next start.
 
-Before :class:`~granary_pipe.executors.ray.RayExecutor` starts an embedded Ray (:func:`starting`)
-it writes ``OUT/.ray-embedded.json`` (host, driver pid, start time, Ray's temp directory) and puts
-a mark (``GRANARY_RAY_MARK``) in the environment every Ray process inherits; once Ray is up the
-record names the session directory, and it is removed when the driver stops Ray. The next run on
-that directory (holding the run lock, so its driver is dead) stops, on the same host, this user's
-processes that carry the mark or have a file open under that session directory (:func:`clean`).
 Design: docs/architecture.md, "One writer, disk errors, leftovers".
 """
 
@@ -44,9 +38,8 @@ def ray_temp_dir() -> str:
 
 
 def record(run_dir: Path, session_dir: str | None, mark: str | None = None, started_at: float | None = None) -> None:
-    """Note that this process starts (``session_dir`` None) or started an embedded Ray whose
-    processes carry ``mark`` and log under ``session_dir``, since ``started_at`` (epoch seconds).
-    Best effort: a run directory that takes no file fails the run elsewhere."""
+    """Note in ``run_dir`` that this process starts (``session_dir`` None) or started an embedded Ray whose
+    processes carry ``mark``, since ``started_at`` (epoch s). Best effort: a failed write is logged."""
     info = {"session_dir": str(session_dir) if session_dir else None, "mark": mark, "host": socket.gethostname(),
             "driver_pid": os.getpid(), "ray_temp_dir": ray_temp_dir(), "started_at": started_at}
     path = Path(run_dir) / RECORD
@@ -81,19 +74,16 @@ def forget(run_dir: Path) -> None:
 
 
 def _matching(test: Callable[[psutil.Process], bool]) -> list[int]:
-    """PIDs of this user's processes (other than this one) that pass ``test``; a process that
-    ends or hides itself meanwhile does not."""
+    """PIDs of this user's other processes that pass ``test`` (one that ends or hides meanwhile does not)."""
     me, uid = os.getpid(), os.getuid()
     out = []
     for proc in psutil.process_iter(["uids"]):
         uids = proc.info["uids"]
         if proc.pid == me or uids is None or uids.effective != uid:
             continue
-        try:
+        with contextlib.suppress(psutil.Error):
             if test(proc):
                 out.append(proc.pid)
-        except psutil.Error:
-            continue
     return sorted(out)
 
 
@@ -118,18 +108,15 @@ def session_dirs(info: dict) -> list[str]:
         return []
     out = []
     for path in Path(temp).glob(f"session_*_{int(pid)}"):
-        try:
+        with contextlib.suppress(OSError):
             if path.is_dir() and not path.is_symlink() and path.stat().st_mtime >= since - 1:
                 out.append(str(path))
-        except OSError:
-            continue
     return out
 
 
 def _left(info: dict, sessions: list[str]) -> list[int]:
-    """The processes of a recorded embedded Ray still alive: those that carry its mark or have a
-    file open in its session directory (a process that sets its title, as Ray's agents do, loses
-    its environment)."""
+    """Live processes of a recorded Ray: they carry its mark or have a file open in its session directory
+    (a process that sets its title, as Ray's agents do, loses its environment)."""
     found = set(marked_processes(info["mark"])) if info.get("mark") else set()
     for session in sessions:
         found |= set(session_processes(session))
@@ -137,8 +124,8 @@ def _left(info: dict, sessions: list[str]) -> list[int]:
 
 
 def clean(run_dir: Path, grace_s: float = 3.0) -> list[int]:
-    """Stop what a killed driver's embedded Ray left; returns the PIDs stopped. Call it only while
-    holding the run directory's lock. A record from another host is left alone."""
+    """Stop what a killed driver's embedded Ray left (only while holding the run lock; a record from another
+    host is left alone); returns the PIDs stopped."""
     path = Path(run_dir) / RECORD
     try:
         info = json.loads(path.read_text())

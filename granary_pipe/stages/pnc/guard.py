@@ -1,9 +1,4 @@
-"""The guard between an LLM's punctuated text and the corpus: words may not change.
-
-``check(original, restored)`` names the first rule broken (``call_failed``, ``empty``,
-``upper_case``, ``words_changed``: CER above ``max_cer`` after :func:`granary_pipe.text.normalize`
-in the row's language), or returns None when the restored text may replace the original.
-"""
+"""The guard between an LLM's punctuated text and the corpus: words may not change."""
 
 from __future__ import annotations
 
@@ -49,8 +44,8 @@ def clean_output(text: str | None, original: str = "") -> str | None:
 
 def check(original: str, restored: str | None, max_cer: float = MAX_CER,
           max_upper_ratio: float = MAX_UPPER_RATIO, lang: str | None = None) -> str | None:
-    """Name of the first rule ``restored`` breaks (see the module doc), or None if it is acceptable
-    (``lang``: the row's language, in which both texts are normalised)."""
+    """The first rule ``restored`` breaks (``call_failed``, ``empty``, ``upper_case``, ``words_changed``: CER over
+    ``max_cer`` after ``text.normalize`` in ``lang``), or None when it may replace ``original``."""
     if restored is None:
         return "call_failed"
     if not normalize(restored):

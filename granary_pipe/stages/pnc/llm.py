@@ -1,9 +1,6 @@
 """``pnc.llm``: punctuation and capitalisation restored by an instruction-tuned LLM, guarded.
 
-Rows in ``langs`` get their language's prompt (``_data/prompts/pnc/{lang}.txt``, else
-``default.txt``) as the system message and Whisper's text as the user message. An answer the guard
-refuses keeps the original text and flags ``pnc:<rule>``; an accepted one is normalised and becomes
-``text`` (``text_asr`` keeps Whisper's). PNC never rejects a row.
+Design: docs/architecture.md, "pnc.llm / pnc.none".
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ PROMPT_DIR = resources.files("granary_pipe") / "_data" / "prompts" / "pnc"
 
 
 def prompt_template(lang: str, prompt_dir: str | Path | None = None) -> str:
-    """The PNC system prompt for ``lang`` (``{language}`` not yet filled in)."""
+    """The PNC system prompt for ``lang`` (``{lang}.txt``, else ``default.txt``; ``{language}`` not filled in)."""
     root = Path(prompt_dir) if prompt_dir else PROMPT_DIR
     own = root / f"{lang}.txt"
     return (own if own.is_file() else root / "default.txt").read_text(encoding="utf-8").strip()
@@ -88,7 +85,6 @@ class LLMPunctuation(Stage):
         return self._backend
 
     def templates(self) -> dict[str, str]:
-        """Prompt per configured language."""
         return {lang: prompt_template(lang, self.prompt_dir) for lang in self.langs}
 
     def process(self, active: pa.Table) -> pa.Table:
@@ -123,7 +119,6 @@ class LLMPunctuation(Stage):
         return schema.add_flags(table, flags)
 
     def run_info(self) -> dict[str, Any]:
-        """What ``run.json`` records about punctuation."""
         info = llm.describe(self.backend, self.DEFAULT_MODEL)
         return {
             "punctuation": (f"LLM restoration ({info['model']} via {info['name']}) for {', '.join(self.langs)}, "

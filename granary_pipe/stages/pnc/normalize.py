@@ -40,15 +40,13 @@ def normalize(text: str, lang: str | None) -> str:
     text = unicodedata.normalize("NFC", text).replace("\u2026", "...")
     text = _DOTS.sub("...", text)
     text = _SPACES.sub(" ", text).strip()
+    if lang == "fr" and "\u201c" in text:
+        text = text.replace("\u201c", "«").replace("\u201d", "»")
+    text = text.translate(_QUOTES)
+    text = (_BEFORE_CLOSING_FR if lang == "fr" else _BEFORE_CLOSING).sub(r"\1", text)
+    text = _AFTER_OPENING.sub(r"\1", text)
     if lang == "fr":
-        text = text.replace("\u201c", "«").replace("\u201d", "»") if "\u201c" in text else text
-        text = text.translate(_QUOTES)
-        text = _BEFORE_CLOSING_FR.sub(r"\1", text)
-        text = _AFTER_OPENING.sub(r"\1", text)
         text = _FR_HIGH.sub(_french_high, text)
         text = _FR_OPEN_GUILLEMET.sub("«" + NBSP, text)
         text = _FR_CLOSE_GUILLEMET.sub(NBSP + "»", text)
-        return text
-    text = text.translate(_QUOTES)
-    text = _BEFORE_CLOSING.sub(r"\1", text)
-    return _AFTER_OPENING.sub(r"\1", text)
+    return text

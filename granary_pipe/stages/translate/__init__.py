@@ -1,2 +1,1 @@
-"""Translation: ``translate.llm`` (LLM, X→En and En→X) and ``translate.whisper`` (Whisper X→En),
-both gated by the filters of ``translate.filters``."""
+"""Translation: ``translate.llm`` and ``translate.whisper``, both gated by ``translate.filters``."""

@@ -1,7 +1,6 @@
-"""What every translation stage shares: the filter parameters and the gate.
+"""What every translation stage shares: the filter parameters and the gate (a failed translation flags, never rejects).
 
-A failed translation (a filter fired or the call failed) does not reject the row: ``translation``
-stays null and the row gains one flag ``translate:<rule>`` per rule.
+Design: docs/architecture.md, "translate.llm / translate.whisper".
 """
 
 from __future__ import annotations
@@ -39,8 +38,7 @@ class TranslationStage(Stage):
 
     def __getstate__(self) -> dict[Any, Any]:  # ship the config to workers, never loaded models
         state = super().__getstate__()
-        private = {k: None for k in (state.get("__pydantic_private__") or {})}
-        state["__pydantic_private__"] = private
+        state["__pydantic_private__"] = {k: None for k in (state.get("__pydantic_private__") or {})}
         return state
 
     def declared_models(self, names: list[str]) -> list[str]:
@@ -62,10 +60,8 @@ class TranslationStage(Stage):
 
     def gate(self, active: pa.Table, results: dict[int, Result], skipped: dict[int, str] | None = None,
              fired_before: dict[int, list[str]] | None = None) -> pa.Table:
-        """Write translations that pass the filters; flag the others (and the ``skipped`` rows).
-
-        ``fired_before`` holds rules a stage checked itself (decoder scores), listed first.
-        """
+        """Write translations that pass the filters; flag the others and the ``skipped`` rows
+        (``fired_before``: rules a stage checked itself, such as decoder scores, listed first)."""
         texts = active.column("text").to_pylist()
         translation = active.column("translation").to_pylist()
         translation_lang = active.column("translation_lang").to_pylist()

@@ -1,11 +1,6 @@
 """Filters on a (source text, translation) pair: pure functions, each rule named.
 
-``check_pair`` returns, in order: ``too_short`` (either side under ``min_words`` words),
-``length_ratio``, ``charset`` (under ``min_script_fraction`` of the translation's letters in its
-language's script), ``repetitive`` (zlib compression ratio, or a word 4-gram of ``rules.word_tokens``
-repeated), ``src_lang`` / ``tgt_lang`` (fastText gives the expected language ``min_lid_prob`` or
-less, judged only on a side with ``min_lid_letters`` letters). Words are counted, never compared;
-in ``UNSPACED_LANGS`` each letter counts as a word.
+Words are counted, never compared; in ``UNSPACED_LANGS`` each letter counts as a word.
 """
 
 from __future__ import annotations
@@ -48,11 +43,6 @@ def expected_scripts(lang: str) -> set[str] | None:
     return found or None
 
 
-def script_of(ch: str) -> str:
-    """First word of the character's Unicode name: ``LATIN``, ``CYRILLIC``, ``CJK``, ..."""
-    return unicodedata.name(ch, "UNKNOWN").split(" ", 1)[0]
-
-
 def words(text: str, lang: str | None = None) -> list[str]:
     """Words of ``text`` (letters one by one for languages written without spaces)."""
     if lang in UNSPACED_LANGS:
@@ -78,10 +68,10 @@ def script_fraction(text: str, lang: str) -> float | None:
     scripts = expected_scripts(lang)
     if scripts is None:
         return None
-    letters = [ch for ch in text if ch.isalpha()]
-    if not letters:
+    letter_scripts = [unicodedata.name(ch, "UNKNOWN").split(" ", 1)[0] for ch in text if ch.isalpha()]
+    if not letter_scripts:
         return 0.0
-    return sum(script_of(ch) in scripts for ch in letters) / len(letters)
+    return sum(script in scripts for script in letter_scripts) / len(letter_scripts)
 
 
 def compression_ratio(text: str) -> float:
@@ -102,7 +92,9 @@ def check_pair(src: str, tgt: str, src_lang: str, tgt_lang: str, *, min_words: i
                max_compression_ratio: float | None = 2.4, max_ngram_repeats: int | None = 2,
                lid: LanguageProbs | None = None,
                min_lid_prob: float = 0.3, min_lid_letters: int = 20) -> list[str]:
-    """Names of the rules the pair breaks (see the module doc); empty when it passes."""
+    """The rules the pair breaks, in order: ``too_short``, ``length_ratio``, ``charset`` (the translation's
+    letters in its script), ``repetitive`` (zlib ratio or a repeated word 4-gram), ``src_lang``/``tgt_lang``
+    (fastText's prob of the expected language, on a side with ``min_lid_letters`` letters)."""
     fired = []
     if too_short(src, tgt, src_lang, tgt_lang, min_words):
         fired.append("too_short")

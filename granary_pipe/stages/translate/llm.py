@@ -1,9 +1,4 @@
-"""LLM translation, X→En and En→X, with an EuroLLM-Instruct style prompt, greedy, filtered.
-
-``targets`` maps a row's source language to the language to translate into (``default`` for
-every language not named): ``{en: de, default: en}`` sends English to German and everything
-else to English. A row whose target equals its language, or that has no target, is left alone.
-"""
+"""``translate.llm``: LLM translation, X→En and En→X, with an EuroLLM-Instruct style prompt, greedy, filtered."""
 
 from __future__ import annotations
 
@@ -26,7 +21,6 @@ def prompt(text: str, src: str, tgt: str) -> str:
 
 
 def messages(text: str, src: str, tgt: str) -> Messages:
-    """The one-turn conversation asking for the translation."""
     return [{"role": "user", "content": prompt(text, src, tgt)}]
 
 
@@ -93,11 +87,8 @@ class LLMTranslate(TranslationStage):
         backend = self._engine()
         texts = active.column("text").to_pylist()
         langs = active.column("lang").to_pylist()
-        todo: list[tuple[int, str, str]] = []
-        for i, (text, src) in enumerate(zip(texts, langs, strict=True)):
-            tgt = self.target_for(src)
-            if text and text.strip() and src and tgt:
-                todo.append((i, src, tgt))
+        todo = [(i, src, tgt) for i, (text, src) in enumerate(zip(texts, langs, strict=True))
+                if text and text.strip() and (tgt := self.target_for(src))]
         if not todo:
             return active
         prompts = [messages(texts[i], src, tgt) for i, src, tgt in todo]
@@ -111,7 +102,6 @@ class LLMTranslate(TranslationStage):
         return self.gate(active, results)
 
     def run_info(self) -> dict[str, Any]:
-        """What ``run.json`` records about translation."""
         info = llm.describe(self.backend, self.DEFAULT_MODEL)
         return {
             "translation": f"LLM ({info['model']} via {info['name']}), greedy, EuroLLM-Instruct prompt",

@@ -1,8 +1,7 @@
-"""``translate.whisper``: Whisper's own speech translation X→En, filtered like LLM translations.
+"""``translate.whisper``: Whisper's own speech translation X→En of the ``samples``, filtered like LLM translations.
 
-Non-English rows are decoded from their ``samples`` with ``task="translate"`` and their language
-forced; an average log-probability under ``min_avg_logprob`` also flags ``translate:low_logprob``
-(Whisper base's fluent hallucinations mostly score low).
+An average log-probability under ``min_avg_logprob`` also flags ``translate:low_logprob`` (Whisper base's fluent
+hallucinations mostly score low).
 """
 
 from __future__ import annotations
