@@ -1,10 +1,5 @@
-"""The CUDA 12 libraries CTranslate2 loads at run time, found and loaded before it needs them.
-
-CTranslate2's wheels ``dlopen`` ``libcublas.so.12`` on the first GPU run; on a CUDA 13 machine it
-is missing and the error names neither package nor fix. :func:`preload` loads the ``[gpu]`` extra's
-``nvidia-cublas-cu12`` copy (or the system's) with ``RTLD_GLOBAL`` first, or raises
-:class:`CudaLibraryMissing` naming the library and the extra.
-"""
+"""The CUDA 12 libraries CTranslate2 loads at run time, loaded before it needs them or an error naming the
+``[gpu]`` extra. Design: docs/architecture.md, "Data flow" (asr.whisper)."""
 
 from __future__ import annotations
 
@@ -46,9 +41,8 @@ def find(lib: CudaLibrary, search: list[str] | None = None) -> Path | None:
 
 def preload(libraries: tuple[CudaLibrary, ...] = CUDA12_LIBRARIES, *, search: list[str] | None = None,
             system: bool = True) -> list[str]:
-    """Load every library of ``libraries`` into the process (a wheel copy first; with ``system``
-    the dynamic loader's own search); returns the paths or sonames loaded. Raises
-    :class:`CudaLibraryMissing` naming the first library that could not be loaded and the extra."""
+    """Load ``libraries`` with ``RTLD_GLOBAL`` (a wheel copy first; with ``system`` the loader's own search);
+    returns the paths or sonames loaded, or raises :class:`CudaLibraryMissing` naming the first missing one."""
     loaded: list[str] = []
     for lib in libraries:
         path = find(lib, search)

@@ -1,10 +1,5 @@
 """``asr.whisper`` (pass 2): batched transcription with the language from pass 1 forced.
-
-Segments are grouped by language, each language decoded by its model (``models_by_lang``) in
-batches of ``model_batch``, longest first; decoder scores go into the row for the filters.
-``pass1: greedy`` also decodes greedily into ``pass1_text`` (for ``filter.pass_agreement``);
-text far too short for its speech is decoded again in pieces (:mod:`redecode`).
-"""
+Design: docs/architecture.md, "Data flow" (asr.whisper)."""
 
 from __future__ import annotations
 

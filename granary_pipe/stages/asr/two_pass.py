@@ -1,8 +1,5 @@
-"""``asr.two_pass``: both Whisper passes in one actor, sharing the language-ID encoder outputs.
-
-Segments pass 2 decodes with the language-ID model itself are decoded from the encoder outputs pass
-1 computed, and the model loads once. The rows equal ``asr.language_id`` then ``asr.whisper``.
-"""
+"""``asr.two_pass``: ``asr.language_id`` then ``asr.whisper`` in one actor (same rows), pass 2 reusing
+pass 1's encoder outputs where it decodes with the language-ID model."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Batched Whisper inference on CTranslate2 through faster-whisper's model objects.
-
-faster-whisper's ``transcribe`` handles one recording at a time; this module batches ≤ 30 s
-segments across recordings with its feature extractor, tokenizer, prompt and CTranslate2 model.
-Models load once per process.
-"""
+"""Whisper on CTranslate2, batched across recordings (faster-whisper's ``transcribe`` takes one at a time);
+models load once per process. Design: docs/architecture.md, "Data flow" (asr.whisper)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """``audio.decode``: anything PyAV (FFmpeg) reads → 16 kHz mono float32, with rate, channels, codec.
-
-An unreadable, empty, missing or over-long file becomes a row rejected ``decode_error: <message>``;
-a path that is not a readable regular file is told apart before anything opens it
-(``ingest.inputs.unopenable``).
-"""
+Design: docs/architecture.md, "Data flow" (audio.decode)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
 """The filter base: a filter writes only its rules; flagging, rejecting and counting are built in.
-
-A subclass declares ``RULES`` and implements ``rules(row) -> list[str]``; :class:`FilterStage`
-appends every reason that fired to ``flags`` (in ``RULES`` order) and sets ``drop_reason`` to the
-first that may reject. A reason equals a rule or extends one by ``:<detail>``; an undeclared reason
-is an error naming the stage. See docs/architecture.md (Filters).
-"""
+Design: docs/architecture.md, "Data flow" (Filters)."""
 
 from __future__ import annotations
 

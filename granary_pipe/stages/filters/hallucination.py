@@ -1,13 +1,5 @@
-"""``filter.hallucination``: every known text-level hallucination rule, each named and tunable.
-
-``RULES`` is the order that decides ``drop_reason``: text evidence (phrases, n-gram loops, repeated
-n-grams, long words) first, then timing (characters per second), then decoder scores (compression
-ratio, average log-probability), symptoms shared by many causes. A short whole-text phrase decoded
-surely on speech ("Thank you.", "Gracias") is only flagged ``hallucination:phrase_trusted``. Word
-rules use ``rules.word_tokens`` and skip ``unspaced_langs``. A threshold set to ``null`` turns its
-rule off; missing decoder scores never fire. Whisper's silence rule is ``filter.basic``'s.
-See docs/architecture.md (Filters).
-"""
+"""``filter.hallucination``: every known text-level hallucination rule, each named and tunable (``null``
+turns a rule off; missing decoder scores never fire). Design: docs/architecture.md, "Data flow"."""
 
 from __future__ import annotations
 

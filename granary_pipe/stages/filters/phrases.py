@@ -1,12 +1,5 @@
-"""Frequent hallucination phrases per language: loading the lists and matching a text.
-
-Lists are UTF-8 files ``{lang}.txt`` (bundled in ``granary_pipe/_data/hallucinations``), one phrase
-a line; blank lines, ``#`` lines and inline `` #`` comments are ignored. A trailing count (published
-frequency lists) is stripped after a tab always, after spaces when most lines of the file end in
-one. Matching is on text normalised in each list's language (:func:`granary_pipe.text.normalize`):
-the whole text equals a phrase, or, for phrases of at least ``prefix_min_words`` words, starts
-with it at a word boundary.
-"""
+"""Frequent hallucination phrases per language: the ``{lang}.txt`` lists (one phrase a line, ``#``
+comments) and matching a text normalised in each list's language. Design: docs/architecture.md, "Data flow"."""
 
 from __future__ import annotations
 

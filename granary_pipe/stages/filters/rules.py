@@ -1,10 +1,5 @@
-"""Pure text rules for hallucination filtering (no I/O, no models, no tables), one question each.
-
-Tokens (:func:`word_tokens`) are the words of one text for the repetition and long-word rules:
-a numeral keeps its separators between digits and is measured by its digits, a web address or
-e-mail is one token with no length, hyphens and dots between letters split. The word rules assume
-a language written with spaces (``granary_pipe.text.UNSPACED_LANGS``).
-"""
+"""Pure text rules for hallucination filtering (no I/O, no models, no tables), one question each; the word
+rules assume a language written with spaces. Design: docs/architecture.md, "Data flow" (filter.hallucination)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
 """``filter.text_lang``: the transcript's language (fastText LID-176) must agree with ``lang``.
-
-A confident disagreement (≥ ``min_mismatch_prob``) → ``text_lang:mismatch:<detected>``; else a top
-probability under ``min_prob`` → ``text_lang:low_confidence``. Only text with ``min_letters``
-letters (``rules.letter_count``) is judged; shorter text is flagged ``text_lang:skipped_*`` and left
-to the audio language ID. Codes in one ``same_language`` group count as equal.
-"""
+Design: docs/architecture.md, "Data flow" (filter.text_lang)."""
 
 from __future__ import annotations
 

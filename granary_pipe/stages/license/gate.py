@@ -1,9 +1,5 @@
 """``license.gate``: only rows whose license allows an open-source-compliant release go on.
-
-A ``FilterStage`` with one rule, ``license``: the reason is :func:`granary_pipe.licenses.reason`
-(``license:CC-BY-NC-4.0``, ``license:copyleft_software``, ``license:version_unspecified``,
-``license:unparseable``, ``license:unknown``). It runs right after decode, before any model time.
-"""
+Design: docs/architecture.md, "Data flow" (license.gate)."""
 
 from __future__ import annotations
 

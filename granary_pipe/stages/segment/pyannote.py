@@ -1,11 +1,5 @@
-"""``segment.pyannote`` (the ``[diarize]`` extra): one row per single-speaker segment, ``speaker`` set.
-
-The model is a LOCAL path or registry name: a pyannote pipeline (``config.yaml`` or its dir;
-speakers clustered over the recording) or a bare segmentation checkpoint (local speakers stitched
-across overlapping chunks, not clustered: labels hold only while a voice keeps talking). Turns
-become segments with the pure :func:`turns_to_segments`. pyannote and torch are imported in
-``setup()`` only; pyannote's telemetry is off unless ``PYANNOTE_METRICS_ENABLED`` is set.
-"""
+"""``segment.pyannote`` (the ``[diarize]`` extra): one row per single-speaker segment, ``speaker`` set;
+pyannote and torch are imported in ``setup()`` only. Design: docs/architecture.md, "Data flow"."""
 
 from __future__ import annotations
 

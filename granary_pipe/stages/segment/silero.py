@@ -1,8 +1,5 @@
 """``segment.silero``: speech segments from the Silero VAD bundled in faster-whisper.
-
-Speech regions are merged left to right while the span stays ≤ ``max_segment_s`` and the silence
-between them ≤ ``max_merge_gap_s``. No speech: the recording row is rejected ``segment:no_speech``.
-"""
+Design: docs/architecture.md, "Data flow" (segment.silero)."""
 
 from __future__ import annotations
 
