@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from granary_pipe import schema
 from granary_pipe.models import ModelLicenses
@@ -42,12 +42,8 @@ def average(probs: list[dict[str, float]], weights: list[float]) -> dict[str, fl
     return {lang: value / norm for lang, value in total.items()}
 
 
-@register("asr.language_id")
-class WhisperLanguageID(Stage):
-    """Sets ``lang`` and ``lang_prob`` on every segment of a recording."""
-
-    actor = True
-    RULES: ClassVar[tuple[str, ...]] = LID_RULES
+class LanguageIDOptions(BaseModel):
+    """Pass 1's options, shared by ``asr.language_id`` and ``asr.two_pass``."""
 
     lid_model: str = Field("whisper-base", description="multilingual Whisper model (registry name or path)")
     windows: int = Field(3, ge=1, le=16, description="speech windows per recording")
@@ -55,6 +51,15 @@ class WhisperLanguageID(Stage):
         0.5, ge=0, le=1, description="reject as lang:low_confidence below this averaged probability")
     allowed_langs: list[str] | None = Field(None, description="reject other languages as lang:unsupported")
     resolve: LidResolve = Field(default_factory=LidResolve, description="how uncertain language IDs are resolved")
+
+
+@register("asr.language_id")
+class WhisperLanguageID(LanguageIDOptions, Stage):
+    """Sets ``lang`` and ``lang_prob`` on every segment of a recording."""
+
+    actor = True
+    RULES: ClassVar[tuple[str, ...]] = LID_RULES
+
     device: str = Field("auto", description="CTranslate2 device: auto, cpu or cuda")
     compute_type: str = Field("int8", description="CTranslate2 compute type: int8, int8_float16, float16, float32, ...")
     cpu_threads: int = Field(

@@ -63,7 +63,6 @@ class WhisperTranscribe(Stage):
         return model_refs(self.name, sorted(set(self.models_by_lang.values())), self.model_licenses)
 
     def model_for(self, lang: str) -> str:
-        """Model name used for a language."""
         return self.models_by_lang.get(lang, self.models_by_lang["default"])
 
     def setup(self) -> None:

@@ -102,10 +102,8 @@ def language_probs(model: WhisperModel, chunks: list[np.ndarray] | None = None,
 def transcribe(model: WhisperModel, chunks: list[np.ndarray] | None, language: str, beam_size: int = 5,
                task: str = "transcribe", max_new_tokens: int | None = None,
                encoded: Encoded | None = None, timestamps: bool = False) -> list[Hypothesis]:
-    """Decode a batch of ≤ 30 s chunks (or their encoder outputs) with the language forced.
-
-    ``timestamps``: Whisper's timestamp mode (the one its thresholds were set in) instead of
-    ``<|notimestamps|>``; timestamp tokens are dropped from the text, counted in ``avg_logprob``."""
+    """Decode a batch of ≤ 30 s chunks (or their encoder outputs) with the language forced; ``timestamps``:
+    Whisper's timestamp mode instead of ``<|notimestamps|>`` (timestamp tokens counted in ``avg_logprob`` only)."""
     multilingual = model.model.is_multilingual
     tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task=task if multilingual else None,
                           language=language if multilingual else None)

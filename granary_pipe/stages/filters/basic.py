@@ -31,7 +31,6 @@ class BasicFilter(FilterStage):
     batch_size: int = 1024
 
     def rules(self, row: dict[str, Any]) -> list[str]:
-        """Reasons a row breaks."""
         fired = []
         text = (row.get("text") or "").strip()
         if not text:

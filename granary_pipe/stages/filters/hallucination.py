@@ -24,7 +24,6 @@ RULE_ORDER = (
     "decoder:compression_ratio",
     "decoder:avg_logprob",
 )
-"""Every reason this stage can give, in the order that decides ``drop_reason``."""
 
 
 @register("filter.hallucination")
@@ -80,12 +79,12 @@ class HallucinationFilter(FilterStage):
         -1.0, description="mean token log-probability below which the decoder was unsure (None: off)")
     batch_size: int = 1024
 
-    def _phrases(self, lang: str | None) -> phrase_lists.PhraseList:
+    def _phrases(self, lang: str | None) -> tuple[phrase_lists.PhraseList, ...]:
         langs = tuple(dict.fromkeys(([lang] if lang else []) + list(self.phrase_extra_langs)))
-        return phrase_lists.phrase_list(langs, self.phrase_dir, self.min_prefix_phrase_words)
+        return phrase_lists.for_langs(langs, self.phrase_dir, self.min_prefix_phrase_words)
 
     def _trusted(self, row: dict[str, Any], phrase: str, whole: bool) -> bool:
-        """A short phrase that is the whole text, decoded surely on speech (see the module doc)."""
+        """A short phrase that is the whole text, decoded surely on speech ("Thank you.", "Gracias")."""
         lp, nsp = row.get("avg_logprob"), row.get("no_speech_prob")
         return (self.min_trusted_phrase_avg_logprob is not None and lp is not None and nsp is not None
                 and whole and len(phrase.split()) <= self.max_trusted_phrase_words
@@ -100,7 +99,6 @@ class HallucinationFilter(FilterStage):
         return out
 
     def rules(self, row: dict[str, Any]) -> list[str]:
-        """Reasons a row fires (the base orders them as :data:`RULE_ORDER`)."""
         text, lang = row.get("text") or "", row.get("lang")
         fired = self._phrase_rules(row, text, lang)
         if lang not in self.unspaced_langs:
@@ -108,7 +106,7 @@ class HallucinationFilter(FilterStage):
         return fired + self._rate_rules(text, lang, row.get("duration_s")) + self._decoder_rules(row)
 
     def _phrase_rules(self, row: dict[str, Any], text: str, lang: str | None) -> list[str]:
-        found = self._phrases(lang).match_whole(text) if self.phrases else None
+        found = phrase_lists.match_whole(self._phrases(lang), text) if self.phrases else None
         if found is None:
             return []
         return ["hallucination:phrase_trusted" if self._trusted(row, *found) else "hallucination:phrase"]
@@ -119,9 +117,8 @@ class HallucinationFilter(FilterStage):
         ws = [t.text for t in tokens]
         if rules.ngram_loop(ws, self._loop_ranges()):
             fired.append("hallucination:ngram_loop")
-        if self.max_unique_word_ratio is not None and rules.repeated_ngrams(
-            ws, self.max_unique_word_ratio, self.min_unique_ratio_words
-        ):
+        max_ratio = self.max_unique_word_ratio
+        if max_ratio is not None and rules.repeated_ngrams(ws, max_ratio, self.min_unique_ratio_words):
             fired.append("hallucination:repeated_ngrams")
         min_chars = self.min_long_word_chars
         if min_chars is not None and lang is not None:
@@ -154,3 +151,4 @@ class HallucinationFilter(FilterStage):
         if self.min_avg_logprob is not None and lp is not None and lp < self.min_avg_logprob:
             fired.append("decoder:avg_logprob")
         return fired
+

@@ -27,7 +27,6 @@ class PassAgreementFilter(FilterStage):
     batch_size: int = 1024
 
     def rules(self, row: dict[str, Any]) -> list[str]:
-        """``pass_agreement:wer`` when the two transcripts disagree by more than ``max_wer``."""
         if row["pass1_text"] is None:
             return []
         lang = row["lang"]

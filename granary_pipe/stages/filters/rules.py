@@ -17,17 +17,13 @@ _URL = re.compile(
     r"|[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}(?:/\S*)?)$",
     re.IGNORECASE,
 )
-
-
-
-def unique_word_ratio(ws: list[str]) -> float:
-    """Distinct words / words (1.0 for no words)."""
-    return len(set(ws)) / len(ws) if ws else 1.0
+_NUMERAL = re.compile(r"\d+(?:[.,:]\d+)*")
 
 
 def repeated_ngrams(ws: list[str], max_unique_ratio: float, min_words: int) -> bool:
     """Granary's rule: at least ``min_words`` words and distinct/total ≤ ``max_unique_ratio``."""
-    return len(ws) >= min_words and unique_word_ratio(ws) <= max_unique_ratio
+    unique_ratio = len(set(ws)) / len(ws) if ws else 1.0
+    return len(ws) >= min_words and unique_ratio <= max_unique_ratio
 
 
 def longest_run(ws: list[str], n: int) -> int:
@@ -49,26 +45,20 @@ def ngram_loop(ws: list[str], ranges: list[tuple[int, int, int]]) -> bool:
     return any(longest_run(ws, n) >= reps for lo, hi, reps in ranges for n in range(lo, hi + 1))
 
 
-
 def is_url(token: str) -> bool:
     """Web address, e-mail or domain name (``www.amara.org``, ``https://…``, ``a@b.de``)."""
     return bool(_URL.match(token))
 
 
 class Token(NamedTuple):
-    """A word of the word rules: its normalised text and its length for the long-word rule
-    (characters; a numeral's digits; None for a web address or e-mail)."""
+    """A word and its length for the long-word rule (a numeral's digits; None for a web address or e-mail)."""
 
     text: str
     length: int | None
 
 
-_NUMERAL = re.compile(r"\d+(?:[.,:]\d+)*")
-_NUMBER_SEPARATORS = ".,:"
-
-
 def word_tokens(text: str | None) -> list[Token]:
-    """Tokens of ``text`` (folded by :func:`granary_pipe.text.fold`) for the repetition and long-word
+    """Words of ``text`` (folded by :func:`granary_pipe.text.fold`) for the repetition and long-word
     rules: outer punctuation and symbols stripped; web addresses and e-mails whole; otherwise split at
     inner punctuation or symbols except ``.`` ``,`` ``:`` between digits; apostrophes deleted."""
     out = []
@@ -86,21 +76,14 @@ def word_tokens(text: str | None) -> list[Token]:
 
 
 def _split_inner(tok: str) -> list[str]:
-    pieces: list[str] = []
-    cur: list[str] = []
+    kept = []
     for i, ch in enumerate(tok):
         if ch in APOSTROPHES:
             continue
-        if unicodedata.category(ch)[0] in "PS" and not (
-                ch in _NUMBER_SEPARATORS and 0 < i < len(tok) - 1 and tok[i - 1].isdigit() and tok[i + 1].isdigit()):
-            if cur:
-                pieces.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    if cur:
-        pieces.append("".join(cur))
-    return pieces
+        splits = unicodedata.category(ch)[0] in "PS" and not (
+            ch in ".,:" and 0 < i < len(tok) - 1 and tok[i - 1].isdigit() and tok[i + 1].isdigit())
+        kept.append(" " if splits else ch)
+    return "".join(kept).split()
 
 
 def _strip_punct(tok: str) -> str:

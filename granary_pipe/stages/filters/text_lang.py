@@ -48,7 +48,6 @@ class TextLanguageFilter(FilterStage):
         return self._model
 
     def rules(self, row: dict[str, Any]) -> list[str]:
-        """The row's verdict: a mismatch, low confidence, or why it was not judged."""
         text, lang = row.get("text") or "", row.get("lang")
         if not lang or not rules.char_count(text):
             return []

@@ -20,6 +20,5 @@ class LicenseGate(FilterStage):
     batch_size: int = 4096
 
     def rules(self, row: dict[str, Any]) -> list[str]:
-        """``license:<reason>`` unless the row's license allows an open release."""
         why = licenses.reason(row["license"] or licenses.UNKNOWN)
         return [] if why is None else [f"license:{why}"]

@@ -109,7 +109,6 @@ def stitch_chunks(chunks: np.ndarray, shift_frames: int) -> np.ndarray:
 
 
 def _import_pyannote() -> None:
-    """Import torch + pyannote.audio, or fail with the one-line fix."""
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")  # no telemetry unless asked for
     try:
         with warnings.catch_warnings():
@@ -122,7 +121,6 @@ def _import_pyannote() -> None:
 
 
 def _waveform(audio: np.ndarray) -> dict[str, Any]:
-    """pyannote's in-memory audio: a ``(channel, time)`` float32 tensor and its rate."""
     import torch
 
     return {"waveform": torch.from_numpy(np.array(audio, dtype=np.float32))[None],
