@@ -22,8 +22,7 @@ class CudaLibrary:
 # both come from the same directory; loading it explicitly works for system copies too.
 CUDA12_LIBRARIES = (
     CudaLibrary("libcublasLt.so.12", "nvidia-cublas-cu12", "cublas"),
-    CudaLibrary("libcublas.so.12", "nvidia-cublas-cu12", "cublas"),
-)
+    CudaLibrary("libcublas.so.12", "nvidia-cublas-cu12", "cublas"))
 
 EXTRA_HINT = "pip install 'granary_pipe[gpu]' (it brings nvidia-cublas-cu12)"
 

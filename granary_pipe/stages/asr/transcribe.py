@@ -28,8 +28,7 @@ class WhisperTranscribe(Stage):
 
     models_by_lang: dict[str, str] = Field(
         default_factory=lambda: {"default": "whisper-base"},
-        description="language code → model name or path; 'default' for every other language",
-    )
+        description="language code → model name or path; 'default' for every other language")
     beam_size: int = Field(5, ge=1, description="beam search width (1: greedy)")
     max_new_tokens: int | None = Field(
         None, ge=1, description="cap on decoded tokens per segment (None: the model's limit)")

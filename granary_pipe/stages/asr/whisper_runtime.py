@@ -110,16 +110,9 @@ def transcribe(model: WhisperModel, chunks: list[np.ndarray] | None, language: s
     prompt = model.get_prompt(tokenizer, [], without_timestamps=not timestamps)
     max_length = model.max_length if max_new_tokens is None else min(model.max_length, len(prompt) + max_new_tokens)
     storage = _storage(model, chunks, encoded)
-    results = model.model.generate(
-        storage,
-        [list(prompt) for _ in range(storage.shape[0])],
-        beam_size=beam_size,
-        max_length=max_length,
-        return_scores=True,
-        return_no_speech_prob=True,
-        suppress_blank=True,
-        suppress_tokens=[-1],
-    )
+    results = model.model.generate(storage, [list(prompt) for _ in range(storage.shape[0])], beam_size=beam_size,
+                                   max_length=max_length, return_scores=True, return_no_speech_prob=True,
+                                   suppress_blank=True, suppress_tokens=[-1])
     hyps = []
     for r in results:
         tokens = r.sequences_ids[0]

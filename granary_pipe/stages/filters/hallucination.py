@@ -22,8 +22,7 @@ RULE_ORDER = (
     "hallucination:char_rate_high",
     "hallucination:char_rate_low",
     "decoder:compression_ratio",
-    "decoder:avg_logprob",
-)
+    "decoder:avg_logprob")
 
 
 @register("filter.hallucination")
@@ -57,8 +56,7 @@ class HallucinationFilter(FilterStage):
     min_long_word_chars: int | None = Field(25, ge=1, description="a word this long fires")
     min_long_word_chars_by_lang: dict[str, int] = Field(
         default_factory=lambda: {lang: 40 for lang in rules.COMPOUNDING_LANGS},
-        description="per-language override of min_long_word_chars",
-    )
+        description="per-language override of min_long_word_chars")
     min_long_word_ratio: float | None = Field(3.0, gt=1, description="longest ≥ this × second-longest fires")
     min_long_word_ratio_chars: int = Field(20, ge=1, description="relative check only for words this long")
     long_word_ratio_off_langs: list[str] = Field(default_factory=lambda: list(rules.COMPOUNDING_LANGS),
@@ -69,8 +67,7 @@ class HallucinationFilter(FilterStage):
     max_chars_per_s: float | None = Field(40.0, gt=0, description="non-space chars per second")
     max_chars_per_s_by_lang: dict[str, float] = Field(
         default_factory=lambda: {"zh": 15.0, "yue": 15.0, "ja": 20.0, "ko": 25.0},
-        description="per-language override of max_chars_per_s",
-    )
+        description="per-language override of max_chars_per_s")
     min_chars_per_s: float | None = Field(1.0, ge=0, description="for texts with any characters")
     # 6-7. decoder scores
     max_compression_ratio: float | None = Field(

@@ -9,14 +9,12 @@ from typing import NamedTuple
 
 from granary_pipe.text import APOSTROPHES, fold
 
-COMPOUNDING_LANGS = ("de", "nl", "fi", "hu", "et", "da", "sv", "no", "nb", "nn")
-"""Languages that write compounds as one word (``Geschwindigkeitsbegrenzung``)."""
+COMPOUNDING_LANGS = ("de", "nl", "fi", "hu", "et", "da", "sv", "no", "nb", "nn")  # Geschwindigkeitsbegrenzung
 
 _URL = re.compile(
     r"^(?:[a-z][a-z0-9+.-]*://\S+|www\.\S+|[^@\s]+@[^@\s]+\.[a-z]{2,}"
     r"|[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}(?:/\S*)?)$",
-    re.IGNORECASE,
-)
+    re.IGNORECASE)
 _NUMERAL = re.compile(r"\d+(?:[.,:]\d+)*")
 
 

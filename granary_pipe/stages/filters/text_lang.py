@@ -30,8 +30,7 @@ class TextLanguageFilter(FilterStage):
                                                    "(text_lang:skipped_short, or skipped_no_letters without any)")
     same_language: list[list[str]] = Field(
         default_factory=lambda: [list(group) for group in text_lid.SAME_LANGUAGE],
-        description="codes treated as one language",
-    )
+        description="codes treated as one language")
     batch_size: int = 1024
 
     _model: text_lid.FastTextLID | None = None
