@@ -4,6 +4,7 @@ Design: docs/architecture.md, "Data flow" (asr.whisper)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import asdict
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -121,8 +122,7 @@ class WhisperTranscribe(Stage):
             audio = [np.frombuffer(rows[i]["samples"], dtype=np.float32) for i in chunk]
             encoded = whisper_runtime.encode(model, audio)
         for i, h in zip(chunk, self._transcribe(model, None, lang, self.beam_size, encoded), strict=True):
-            rows[i].update(text=h.text, asr_model=name, avg_logprob=h.avg_logprob,
-                           compression_ratio=h.compression_ratio, no_speech_prob=h.no_speech_prob)
+            rows[i].update(asdict(h), asr_model=name)  # text and the decoder's scores
         if self.pass1 == "greedy":
             for i, h in zip(chunk, self._transcribe(model, None, lang, 1, encoded), strict=True):
                 rows[i]["pass1_text"] = h.text
@@ -139,8 +139,7 @@ class WhisperTranscribe(Stage):
             new = redecode.joined(hyps)
             flags = list(rows[i].get("flags") or [])
             if redecode.better(rows[i]["text"], new.text):
-                rows[i].update(text=new.text, avg_logprob=new.avg_logprob, compression_ratio=new.compression_ratio,
-                               no_speech_prob=new.no_speech_prob, flags=flags + [f"asr:redecoded:{len(parts)}_pieces"])
+                rows[i].update(asdict(new), flags=flags + [f"asr:redecoded:{len(parts)}_pieces"])
                 if self.pass1 == "greedy":
                     greedy = [self._transcribe(model, [p], lang, 1)[0] for p in parts]
                     rows[i]["pass1_text"] = redecode.joined(greedy).text
