@@ -4,6 +4,7 @@ pauses. Design: docs/architecture.md, "Data flow" (asr.whisper); floors from ben
 from __future__ import annotations
 
 import numpy as np
+from faster_whisper.transcribe import get_compression_ratio
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,8 +59,6 @@ def plan(row: dict, lang: str, opts: Redecode) -> list[np.ndarray] | None:
 
 def joined(hyps: list[whisper_runtime.Hypothesis]) -> whisper_runtime.Hypothesis:
     """The pieces' hypotheses as one: texts in order; scores weighted by how much each said."""
-    from faster_whisper.transcribe import get_compression_ratio
-
     text = " ".join(h.text.strip() for h in hyps if h.text.strip())
     return whisper_runtime.Hypothesis(text, whisper_runtime.mean_logprob(hyps),
                                       float(get_compression_ratio(text)) if text else 0.0,
