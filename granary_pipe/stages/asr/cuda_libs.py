@@ -1,71 +1,51 @@
-"""The CUDA 12 libraries CTranslate2 loads at run time, found and loaded before it needs them.
-
-CTranslate2's wheels ``dlopen`` ``libcublas.so.12`` on the first GPU run; on a CUDA 13 machine it
-is missing and the error names neither package nor fix. :func:`preload` loads the ``[gpu]`` extra's
-``nvidia-cublas-cu12`` copy (or the system's) with ``RTLD_GLOBAL`` first, or raises
-:class:`CudaLibraryMissing` naming the library and the extra.
-"""
+"""The CUDA 12 libraries CTranslate2 loads at run time, loaded before it needs them or an error naming the
+``[gpu]`` extra. Design: docs/architecture.md, "Data flow" (asr.whisper)."""
 
 from __future__ import annotations
 
 import ctypes
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class CudaLibrary:
-    """A shared library CTranslate2 loads by name, and the wheel that ships it."""
-
-    soname: str
-    wheel: str
-    subdir: str  # under site-packages/nvidia/
-
-
+WHEEL = "nvidia-cublas-cu12"
 # libcublasLt first: libcublas needs it, and the wheel's libcublas finds it by RPATH only when
 # both come from the same directory; loading it explicitly works for system copies too.
-CUDA12_LIBRARIES = (
-    CudaLibrary("libcublasLt.so.12", "nvidia-cublas-cu12", "cublas"),
-    CudaLibrary("libcublas.so.12", "nvidia-cublas-cu12", "cublas"),
-)
-
-EXTRA_HINT = "pip install 'granary_pipe[gpu]' (it brings nvidia-cublas-cu12)"
+CUDA12_LIBRARIES = ("libcublasLt.so.12", "libcublas.so.12")
+EXTRA_HINT = f"pip install 'granary_pipe[gpu]' (it brings {WHEEL})"
 
 
 class CudaLibraryMissing(RuntimeError):
     """A CUDA library CTranslate2 needs on the GPU could not be found or loaded."""
 
 
-def find(lib: CudaLibrary, search: list[str] | None = None) -> Path | None:
-    """The wheel copy of ``lib`` on ``search`` (default ``sys.path``), or None."""
+def find(soname: str, search: list[str] | None = None) -> Path | None:
+    """The wheel copy of ``soname`` on ``search`` (default ``sys.path``), or None."""
     roots = sys.path if search is None else search
-    candidates = (Path(root) / "nvidia" / lib.subdir / "lib" / lib.soname for root in roots if root)
+    candidates = (Path(root) / "nvidia" / "cublas" / "lib" / soname for root in roots if root)
     return next((c for c in candidates if c.is_file()), None)
 
 
-def preload(libraries: tuple[CudaLibrary, ...] = CUDA12_LIBRARIES, *, search: list[str] | None = None,
+def preload(libraries: tuple[str, ...] = CUDA12_LIBRARIES, *, search: list[str] | None = None,
             system: bool = True) -> list[str]:
-    """Load every library of ``libraries`` into the process (a wheel copy first; with ``system``
-    the dynamic loader's own search); returns the paths or sonames loaded. Raises
-    :class:`CudaLibraryMissing` naming the first library that could not be loaded and the extra."""
+    """Load ``libraries`` with ``RTLD_GLOBAL`` (a wheel copy first; with ``system`` the loader's own search);
+    returns the paths or sonames loaded, or raises :class:`CudaLibraryMissing` naming the first missing one."""
     loaded: list[str] = []
-    for lib in libraries:
-        path = find(lib, search)
-        target = str(path) if path is not None else lib.soname if system else None
+    for soname in libraries:
+        path = find(soname, search)
+        target = str(path) if path is not None else soname if system else None
         if target is None:
-            raise CudaLibraryMissing(f"CTranslate2 on a GPU needs {lib.soname} (CUDA 12 cuBLAS), which is not "
+            raise CudaLibraryMissing(f"CTranslate2 on a GPU needs {soname} (CUDA 12 cuBLAS), which is not "
                                      f"installed: {EXTRA_HINT}")
         try:
             ctypes.CDLL(target, mode=ctypes.RTLD_GLOBAL)
         except OSError as exc:
             if path is None:
                 raise CudaLibraryMissing(
-                    f"CTranslate2 on a GPU needs {lib.soname} (CUDA 12 cuBLAS): no {lib.wheel} wheel on sys.path and "
+                    f"CTranslate2 on a GPU needs {soname} (CUDA 12 cuBLAS): no {WHEEL} wheel on sys.path and "
                     f"not on the system library path: {EXTRA_HINT}") from None
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CudaLibraryMissing(f"CTranslate2 on a GPU needs {lib.soname}; loading {path} failed ({first}): "
-                                     f"reinstall {lib.wheel}: {EXTRA_HINT}") from None
+            raise CudaLibraryMissing(f"CTranslate2 on a GPU needs {soname}; loading {path} failed ({first}): "
+                                     f"reinstall {WHEEL}: {EXTRA_HINT}") from None
         loaded.append(target)
     return loaded
 

@@ -1,9 +1,5 @@
 """``asr.language_id`` (pass 1): spoken-language ID per recording over several speech windows.
-
-Up to ``windows`` segments spread over the recording, probabilities averaged weighted by window
-duration. Where the audio is not enough, candidates are tried (:mod:`lid_resolve`); with
-``resolve.enabled: false`` a recording under ``min_prob`` is rejected ``lang:low_confidence``.
-"""
+Design: docs/architecture.md, "Data flow" (asr.language_id)."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from granary_pipe import schema
 from granary_pipe.models import ModelLicenses
@@ -25,8 +21,8 @@ from granary_pipe.stages.asr.lid_resolve import LidResolve
 
 LID_RULES = ("lang:low_confidence", "lang:no_agreement", "lang:unsupported",
              "lang:confirmed", "lang:resolved", "lang:hint", "lang:text_disagrees", "lang:best_logprob")
-"""Reasons pass 1 rejects a recording for, then the flags of a resolution (``lang:resolved:cs->sk``
-is counted under ``lang:resolved``)."""
+"""Reasons pass 1 rejects a recording for, then the flags of a resolution (``lang:resolved:cs->sk`` counts
+under ``lang:resolved``)."""
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -37,7 +33,7 @@ def spread(n: int, k: int) -> list[int]:
 
 
 def average(probs: list[dict[str, float]], weights: list[float]) -> dict[str, float]:
-    """Weighted mean of per-window language distributions (a distribution again)."""
+    """Weighted mean of per-window language distributions."""
     total: dict[str, float] = defaultdict(float)
     for p, w in zip(probs, weights, strict=True):
         for lang, value in p.items():
@@ -46,12 +42,8 @@ def average(probs: list[dict[str, float]], weights: list[float]) -> dict[str, fl
     return {lang: value / norm for lang, value in total.items()}
 
 
-@register("asr.language_id")
-class WhisperLanguageID(Stage):
-    """Sets ``lang`` and ``lang_prob`` on every segment of a recording."""
-
-    actor = True
-    RULES: ClassVar[tuple[str, ...]] = LID_RULES
+class LanguageIDOptions(BaseModel):
+    """Pass 1's options, shared by ``asr.language_id`` and ``asr.two_pass``."""
 
     lid_model: str = Field("whisper-base", description="multilingual Whisper model (registry name or path)")
     windows: int = Field(3, ge=1, le=16, description="speech windows per recording")
@@ -59,6 +51,15 @@ class WhisperLanguageID(Stage):
         0.5, ge=0, le=1, description="reject as lang:low_confidence below this averaged probability")
     allowed_langs: list[str] | None = Field(None, description="reject other languages as lang:unsupported")
     resolve: LidResolve = Field(default_factory=LidResolve, description="how uncertain language IDs are resolved")
+
+
+@register("asr.language_id")
+class WhisperLanguageID(LanguageIDOptions, Stage):
+    """Sets ``lang`` and ``lang_prob`` on every segment of a recording."""
+
+    actor = True
+    RULES: ClassVar[tuple[str, ...]] = LID_RULES
+
     device: str = Field("auto", description="CTranslate2 device: auto, cpu or cuda")
     compute_type: str = Field("int8", description="CTranslate2 compute type: int8, int8_float16, float16, float32, ...")
     cpu_threads: int = Field(
@@ -83,8 +84,8 @@ class WhisperLanguageID(Stage):
 
 @dataclass
 class Identified:
-    """What pass 1 found: per recording the averaged language distribution and its windows (row
-    indices, longest first), and per window row its encoder output (when kept)."""
+    """Per recording its averaged language distribution and its windows (row indices, longest first); per
+    window row its encoder output (when kept)."""
 
     dists: dict[str, dict[str, float]]
     windows: dict[str, list[int]]
@@ -112,11 +113,10 @@ def identify(rows: list[dict], model, windows: int, model_batch: int, keep_encod
     probs: dict[str, list[dict[str, float]]] = defaultdict(list)
     seconds: dict[str, list[float]] = defaultdict(list)
     found = Identified({}, defaultdict(list), {})
+    encode = whisper_runtime.encode_to_host if keep_encoded else whisper_runtime.encode
     for k in range(0, len(jobs), model_batch):
         batch = jobs[k : k + model_batch]
-        chunks = [a for _, _, a in batch]
-        encode = whisper_runtime.encode_to_host if keep_encoded else whisper_runtime.encode
-        encoded = encode(model, chunks)
+        encoded = encode(model, [a for _, _, a in batch])
         for n, ((rec, i, audio), p) in enumerate(
                 zip(batch, whisper_runtime.language_probs(model, encoded=encoded), strict=True)):
             probs[rec].append(p)
@@ -124,26 +124,25 @@ def identify(rows: list[dict], model, windows: int, model_batch: int, keep_encod
             found.windows[rec].append(i)
             if keep_encoded:
                 found.encoded[i] = encoded[n]
-    found.dists = {rec: average(probs[rec], seconds[rec]) for rec in dict.fromkeys(r for r, _, _ in jobs)}
+    found.dists = {rec: average(probs[rec], seconds[rec]) for rec in probs}
     for idx in found.windows.values():
         idx.sort(key=lambda i: -(rows[i]["duration_s"] or 0.0))
     return found
 
 
 def decide(rows: list[dict], found: Identified, model, min_prob: float, allowed_langs: list[str] | None,
-           resolve: LidResolve | None = None) -> None:
+           resolve: LidResolve) -> None:
     """Set ``lang``/``lang_prob`` on every row: the top audio language, resolved by candidate decodes
     where the audio is not enough (``resolve``); reject unresolved or unsupported languages."""
-    opts = resolve if resolve is not None and resolve.enabled else None
     text_lid = None
     decisions: dict[str, lid_resolve.Decision] = {}
     hints = {row["recording_id"]: lid_resolve.hint_code(row.get("lang_hint")) for row in rows}
     for rec, dist in found.dists.items():
         top = max(dist, key=dist.__getitem__)
-        if opts is not None and lid_resolve.needs_resolution(dist, hints[rec], opts, min_prob):
+        if resolve.enabled and lid_resolve.needs_resolution(dist, hints[rec], resolve, min_prob):
             text_lid = text_lid or lid_resolve.TextLID()
-            windows = [found.encoded[i] for i in found.windows[rec][: opts.windows]]
-            decisions[rec] = lid_resolve.resolve(dist, hints[rec], windows, model, text_lid, opts)
+            windows = [found.encoded[i] for i in found.windows[rec][: resolve.windows]]
+            decisions[rec] = lid_resolve.resolve(dist, hints[rec], windows, model, text_lid, resolve)
         else:
             low = dist[top] < min_prob
             decisions[rec] = lid_resolve.Decision(top, dist[top], "lang:low_confidence" if low else None)

@@ -1,11 +1,5 @@
-"""Resolve an uncertain spoken-language ID with evidence instead of rejecting the recording.
-
-Candidates (top audio languages, plus the listing's ``lang``) decode the longest windows greedily;
-a candidate is credible unless fastText finds its text confidently in another language or its mean
-token log-probability is under ``min_avg_logprob``. The listing's language stands while credible;
-otherwise the audio's first choice, unless another credible language decodes better by
-``min_switch_margin``. None credible: ``lang:no_agreement``. See docs/architecture.md (asr.language_id).
-"""
+"""Resolve an uncertain spoken-language ID by decoding candidate languages instead of rejecting the recording.
+Design: docs/architecture.md, "Data flow" (asr.language_id)."""
 
 from __future__ import annotations
 
@@ -58,11 +52,6 @@ def hint_code(hint: str | None) -> str | None:
     return code if code in whisper_langs() else None
 
 
-def letter_count(text: str) -> int:
-    """Letters (Unicode category L*) in ``text``: what language ID of text can judge."""
-    return sum(1 for ch in text if unicodedata.category(ch)[0] == "L")
-
-
 @dataclass
 class Decision:
     """The language of one recording and how it was reached."""
@@ -93,26 +82,22 @@ def candidates(dist: dict[str, float], hint: str | None, opts: LidResolve) -> li
 class TextLID:
     """fastText language ID of a hypothesis, judged only with enough letters."""
 
-    def __init__(self, same_language: list[list[str]] | None = None) -> None:
+    def __init__(self) -> None:
         self._lid = text_lid.load("fasttext-lid176", k=1)
-        self._groups = same_language or text_lid.SAME_LANGUAGE
-
-    def canon(self, code: str) -> str:
-        """One code per group of codes that name one language (hr/sr/bs, no/nb/nn, jw/jv)."""
-        return text_lid.canonical(code, self._groups)
 
     def disagrees(self, text: str, lang: str, opts: LidResolve) -> bool:
-        """True when ``text`` has enough letters and is confidently in a language other than ``lang``."""
-        if letter_count(text) < opts.min_letters:
+        """True when ``text`` has enough letters (Unicode category L*) and is confidently in a language other
+        than ``lang``."""
+        if sum(unicodedata.category(ch)[0] == "L" for ch in text) < opts.min_letters:
             return False
         top, prob = text_lid.top_language(self._lid, text)
-        return prob >= opts.min_text_prob and self.canon(top) != self.canon(lang)
+        return prob >= opts.min_text_prob and text_lid.canonical(top) != text_lid.canonical(lang)
 
 
 def resolve(dist: dict[str, float], hint: str | None, encoded: list[np.ndarray], model, text_lid: TextLID,
             opts: LidResolve) -> Decision:
     """One recording's language from its averaged audio distribution ``dist``, the listing's ``hint``
-    and the encoder outputs of its longest windows (see the module doc)."""
+    and the encoder outputs of its longest windows."""
     top = max(dist, key=dist.__getitem__)
     credible: dict[str, float] = {}
     flags: list[str] = []

@@ -1,14 +1,10 @@
 """``asr.whisper`` (pass 2): batched transcription with the language from pass 1 forced.
-
-Segments are grouped by language, each language decoded by its model (``models_by_lang``) in
-batches of ``model_batch``, longest first; decoder scores go into the row for the filters.
-``pass1: greedy`` also decodes greedily into ``pass1_text`` (for ``filter.pass_agreement``);
-text far too short for its speech is decoded again in pieces (:mod:`redecode`).
-"""
+Design: docs/architecture.md, "Data flow" (asr.whisper)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import asdict
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -33,8 +29,7 @@ class WhisperTranscribe(Stage):
 
     models_by_lang: dict[str, str] = Field(
         default_factory=lambda: {"default": "whisper-base"},
-        description="language code → model name or path; 'default' for every other language",
-    )
+        description="language code → model name or path; 'default' for every other language")
     beam_size: int = Field(5, ge=1, description="beam search width (1: greedy)")
     max_new_tokens: int | None = Field(
         None, ge=1, description="cap on decoded tokens per segment (None: the model's limit)")
@@ -68,7 +63,6 @@ class WhisperTranscribe(Stage):
         return model_refs(self.name, sorted(set(self.models_by_lang.values())), self.model_licenses)
 
     def model_for(self, lang: str) -> str:
-        """Model name used for a language."""
         return self.models_by_lang.get(lang, self.models_by_lang["default"])
 
     def setup(self) -> None:
@@ -128,8 +122,7 @@ class WhisperTranscribe(Stage):
             audio = [np.frombuffer(rows[i]["samples"], dtype=np.float32) for i in chunk]
             encoded = whisper_runtime.encode(model, audio)
         for i, h in zip(chunk, self._transcribe(model, None, lang, self.beam_size, encoded), strict=True):
-            rows[i].update(text=h.text, asr_model=name, avg_logprob=h.avg_logprob,
-                           compression_ratio=h.compression_ratio, no_speech_prob=h.no_speech_prob)
+            rows[i].update(asdict(h), asr_model=name)  # text and the decoder's scores
         if self.pass1 == "greedy":
             for i, h in zip(chunk, self._transcribe(model, None, lang, 1, encoded), strict=True):
                 rows[i]["pass1_text"] = h.text
@@ -146,8 +139,7 @@ class WhisperTranscribe(Stage):
             new = redecode.joined(hyps)
             flags = list(rows[i].get("flags") or [])
             if redecode.better(rows[i]["text"], new.text):
-                rows[i].update(text=new.text, avg_logprob=new.avg_logprob, compression_ratio=new.compression_ratio,
-                               no_speech_prob=new.no_speech_prob, flags=flags + [f"asr:redecoded:{len(parts)}_pieces"])
+                rows[i].update(asdict(new), flags=flags + [f"asr:redecoded:{len(parts)}_pieces"])
                 if self.pass1 == "greedy":
                     greedy = [self._transcribe(model, [p], lang, 1)[0] for p in parts]
                     rows[i]["pass1_text"] = redecode.joined(greedy).text

@@ -1,8 +1,5 @@
-"""``asr.two_pass``: both Whisper passes in one actor, sharing the language-ID encoder outputs.
-
-Segments pass 2 decodes with the language-ID model itself are decoded from the encoder outputs pass
-1 computed, and the model loads once. The rows equal ``asr.language_id`` then ``asr.whisper``.
-"""
+"""``asr.two_pass``: ``asr.language_id`` then ``asr.whisper`` in one actor (same rows), pass 2 reusing
+pass 1's encoder outputs where it decodes with the language-ID model."""
 
 from __future__ import annotations
 
@@ -15,13 +12,12 @@ from granary_pipe import schema
 from granary_pipe.models import refs as model_refs
 from granary_pipe.registry import register
 from granary_pipe.stages.asr import whisper_runtime
-from granary_pipe.stages.asr.language_id import LID_RULES, decide, identify
-from granary_pipe.stages.asr.lid_resolve import LidResolve
+from granary_pipe.stages.asr.language_id import LID_RULES, LanguageIDOptions, decide, identify
 from granary_pipe.stages.asr.transcribe import WhisperTranscribe
 
 
 @register("asr.two_pass")
-class WhisperTwoPass(WhisperTranscribe):
+class WhisperTwoPass(LanguageIDOptions, WhisperTranscribe):
     """Sets ``lang``/``lang_prob`` per recording, then ``text`` and decoder scores per segment."""
 
     RULES: ClassVar[tuple[str, ...]] = LID_RULES + WhisperTranscribe.RULES
@@ -29,10 +25,6 @@ class WhisperTwoPass(WhisperTranscribe):
     lid_model: str = Field("whisper-base", description="multilingual Whisper model of pass 1; pass 2 reuses its "
                                                        "encoder output for languages mapped to the same model")
     windows: int = Field(3, ge=1, le=16, description="speech windows per recording for language ID")
-    min_prob: float = Field(
-        0.5, ge=0, le=1, description="reject as lang:low_confidence below this averaged probability")
-    allowed_langs: list[str] | None = Field(None, description="reject other languages as lang:unsupported")
-    resolve: LidResolve = Field(default_factory=LidResolve, description="how uncertain language IDs are resolved")
 
     def models(self) -> list[str]:
         return model_refs(self.name, sorted({self.lid_model, *self.models_by_lang.values()}), self.model_licenses)

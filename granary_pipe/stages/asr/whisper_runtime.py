@@ -1,9 +1,5 @@
-"""Batched Whisper inference on CTranslate2 through faster-whisper's model objects.
-
-faster-whisper's ``transcribe`` handles one recording at a time; this module batches ≤ 30 s
-segments across recordings with its feature extractor, tokenizer, prompt and CTranslate2 model.
-Models load once per process.
-"""
+"""Whisper on CTranslate2, batched across recordings (faster-whisper's ``transcribe`` takes one at a time);
+models load once per process. Design: docs/architecture.md, "Data flow" (asr.whisper)."""
 
 from __future__ import annotations
 
@@ -106,26 +102,17 @@ def language_probs(model: WhisperModel, chunks: list[np.ndarray] | None = None,
 def transcribe(model: WhisperModel, chunks: list[np.ndarray] | None, language: str, beam_size: int = 5,
                task: str = "transcribe", max_new_tokens: int | None = None,
                encoded: Encoded | None = None, timestamps: bool = False) -> list[Hypothesis]:
-    """Decode a batch of ≤ 30 s chunks (or their encoder outputs) with the language forced.
-
-    ``timestamps``: Whisper's timestamp mode (the one its thresholds were set in) instead of
-    ``<|notimestamps|>``; timestamp tokens are dropped from the text, counted in ``avg_logprob``."""
+    """Decode a batch of ≤ 30 s chunks (or their encoder outputs) with the language forced; ``timestamps``:
+    Whisper's timestamp mode instead of ``<|notimestamps|>`` (timestamp tokens counted in ``avg_logprob`` only)."""
     multilingual = model.model.is_multilingual
     tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task=task if multilingual else None,
                           language=language if multilingual else None)
     prompt = model.get_prompt(tokenizer, [], without_timestamps=not timestamps)
     max_length = model.max_length if max_new_tokens is None else min(model.max_length, len(prompt) + max_new_tokens)
     storage = _storage(model, chunks, encoded)
-    results = model.model.generate(
-        storage,
-        [list(prompt) for _ in range(storage.shape[0])],
-        beam_size=beam_size,
-        max_length=max_length,
-        return_scores=True,
-        return_no_speech_prob=True,
-        suppress_blank=True,
-        suppress_tokens=[-1],
-    )
+    results = model.model.generate(storage, [list(prompt) for _ in range(storage.shape[0])], beam_size=beam_size,
+                                   max_length=max_length, return_scores=True, return_no_speech_prob=True,
+                                   suppress_blank=True, suppress_tokens=[-1])
     hyps = []
     for r in results:
         tokens = r.sequences_ids[0]

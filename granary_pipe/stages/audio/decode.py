@@ -1,9 +1,5 @@
 """``audio.decode``: anything PyAV (FFmpeg) reads → 16 kHz mono float32, with rate, channels, codec.
-
-An unreadable, empty, missing or over-long file becomes a row rejected ``decode_error: <message>``;
-a path that is not a readable regular file is told apart before anything opens it
-(``ingest.inputs.unopenable``).
-"""
+Design: docs/architecture.md, "Data flow" (audio.decode)."""
 
 from __future__ import annotations
 
@@ -57,11 +53,9 @@ def decode_file(path: str, max_duration_s: float) -> tuple[np.ndarray, dict]:
             if not container.streams.audio:
                 raise DecodeError(f"no audio stream in {path}")
             stream = container.streams.audio[0]
-            info = {
-                "source_sample_rate_hz": stream.codec_context.sample_rate or stream.rate,
-                "source_channels": stream.codec_context.channels,
-                "source_codec": stream.codec_context.name,
-            }
+            codec = stream.codec_context
+            info = {"source_sample_rate_hz": codec.sample_rate or stream.rate, "source_channels": codec.channels,
+                    "source_codec": codec.name}
             for frame in container.decode(stream):
                 frame.pts = None
                 for out in resampler.resample(_mono_frame(frame)):

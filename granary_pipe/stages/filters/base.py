@@ -1,10 +1,5 @@
 """The filter base: a filter writes only its rules; flagging, rejecting and counting are built in.
-
-A subclass declares ``RULES`` and implements ``rules(row) -> list[str]``; :class:`FilterStage`
-appends every reason that fired to ``flags`` (in ``RULES`` order) and sets ``drop_reason`` to the
-first that may reject. A reason equals a rule or extends one by ``:<detail>``; an undeclared reason
-is an error naming the stage. See docs/architecture.md (Filters).
-"""
+Design: docs/architecture.md, "Data flow" (Filters)."""
 
 from __future__ import annotations
 
@@ -33,14 +28,12 @@ class FilterStage(Stage):
 
     def _ordered(self, reasons: list[str]) -> list[str]:
         rank = {rule: i for i, rule in enumerate(self.RULES)}
-        keyed = []
-        for reason in dict.fromkeys(reasons):
-            rule = counters.rule_of(reason, self.RULES)
-            if rule not in rank:
+        unique = list(dict.fromkeys(reasons))
+        for reason in unique:
+            if counters.rule_of(reason, self.RULES) not in rank:
                 raise ValueError(f"{self.name}: reason {reason!r} is not declared in {type(self).__name__}.RULES "
                                  f"({', '.join(self.RULES) or 'empty'}); declare it there")
-            keyed.append((rank[rule], reason))
-        return [reason for _, reason in sorted(keyed, key=lambda kv: kv[0])]
+        return sorted(unique, key=lambda reason: rank[counters.rule_of(reason, self.RULES)])
 
     def process(self, active: pa.Table) -> pa.Table:
         columns = list(self.COLUMNS) if self.COLUMNS is not None else [

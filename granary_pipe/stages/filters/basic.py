@@ -1,7 +1,5 @@
-"""``filter.basic``: empty or wordless text, duration bounds (inclusive; a missing duration is too
-short) and Whisper's silence rule (``rules.whisper_silence``), whose one home this is: it runs before
-``filter.hallucination`` in every pipeline.
-"""
+"""``filter.basic``: empty or wordless text, duration bounds (inclusive; a missing duration is too short),
+Whisper's silence rule. Design: docs/architecture.md, "Data flow" (filter.basic)."""
 
 from __future__ import annotations
 
@@ -33,7 +31,6 @@ class BasicFilter(FilterStage):
     batch_size: int = 1024
 
     def rules(self, row: dict[str, Any]) -> list[str]:
-        """Reasons a row breaks."""
         fired = []
         text = (row.get("text") or "").strip()
         if not text:

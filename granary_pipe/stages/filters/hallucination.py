@@ -1,13 +1,5 @@
-"""``filter.hallucination``: every known text-level hallucination rule, each named and tunable.
-
-``RULES`` is the order that decides ``drop_reason``: text evidence (phrases, n-gram loops, repeated
-n-grams, long words) first, then timing (characters per second), then decoder scores (compression
-ratio, average log-probability), symptoms shared by many causes. A short whole-text phrase decoded
-surely on speech ("Thank you.", "Gracias") is only flagged ``hallucination:phrase_trusted``. Word
-rules use ``rules.word_tokens`` and skip ``unspaced_langs``. A threshold set to ``null`` turns its
-rule off; missing decoder scores never fire. Whisper's silence rule is ``filter.basic``'s.
-See docs/architecture.md (Filters).
-"""
+"""``filter.hallucination``: every known text-level hallucination rule, each named and tunable (``null``
+turns a rule off; missing decoder scores never fire). Design: docs/architecture.md, "Data flow"."""
 
 from __future__ import annotations
 
@@ -30,9 +22,7 @@ RULE_ORDER = (
     "hallucination:char_rate_high",
     "hallucination:char_rate_low",
     "decoder:compression_ratio",
-    "decoder:avg_logprob",
-)
-"""Every reason this stage can give, in the order that decides ``drop_reason``."""
+    "decoder:avg_logprob")
 
 
 @register("filter.hallucination")
@@ -66,8 +56,7 @@ class HallucinationFilter(FilterStage):
     min_long_word_chars: int | None = Field(25, ge=1, description="a word this long fires")
     min_long_word_chars_by_lang: dict[str, int] = Field(
         default_factory=lambda: {lang: 40 for lang in rules.COMPOUNDING_LANGS},
-        description="per-language override of min_long_word_chars",
-    )
+        description="per-language override of min_long_word_chars")
     min_long_word_ratio: float | None = Field(3.0, gt=1, description="longest ≥ this × second-longest fires")
     min_long_word_ratio_chars: int = Field(20, ge=1, description="relative check only for words this long")
     long_word_ratio_off_langs: list[str] = Field(default_factory=lambda: list(rules.COMPOUNDING_LANGS),
@@ -78,8 +67,7 @@ class HallucinationFilter(FilterStage):
     max_chars_per_s: float | None = Field(40.0, gt=0, description="non-space chars per second")
     max_chars_per_s_by_lang: dict[str, float] = Field(
         default_factory=lambda: {"zh": 15.0, "yue": 15.0, "ja": 20.0, "ko": 25.0},
-        description="per-language override of max_chars_per_s",
-    )
+        description="per-language override of max_chars_per_s")
     min_chars_per_s: float | None = Field(1.0, ge=0, description="for texts with any characters")
     # 6-7. decoder scores
     max_compression_ratio: float | None = Field(
@@ -88,12 +76,12 @@ class HallucinationFilter(FilterStage):
         -1.0, description="mean token log-probability below which the decoder was unsure (None: off)")
     batch_size: int = 1024
 
-    def _phrases(self, lang: str | None) -> phrase_lists.PhraseList:
+    def _phrases(self, lang: str | None) -> tuple[phrase_lists.PhraseList, ...]:
         langs = tuple(dict.fromkeys(([lang] if lang else []) + list(self.phrase_extra_langs)))
-        return phrase_lists.phrase_list(langs, self.phrase_dir, self.min_prefix_phrase_words)
+        return phrase_lists.for_langs(langs, self.phrase_dir, self.min_prefix_phrase_words)
 
     def _trusted(self, row: dict[str, Any], phrase: str, whole: bool) -> bool:
-        """A short phrase that is the whole text, decoded surely on speech (see the module doc)."""
+        """A short phrase that is the whole text, decoded surely on speech ("Thank you.", "Gracias")."""
         lp, nsp = row.get("avg_logprob"), row.get("no_speech_prob")
         return (self.min_trusted_phrase_avg_logprob is not None and lp is not None and nsp is not None
                 and whole and len(phrase.split()) <= self.max_trusted_phrase_words
@@ -108,7 +96,6 @@ class HallucinationFilter(FilterStage):
         return out
 
     def rules(self, row: dict[str, Any]) -> list[str]:
-        """Reasons a row fires (the base orders them as :data:`RULE_ORDER`)."""
         text, lang = row.get("text") or "", row.get("lang")
         fired = self._phrase_rules(row, text, lang)
         if lang not in self.unspaced_langs:
@@ -116,7 +103,7 @@ class HallucinationFilter(FilterStage):
         return fired + self._rate_rules(text, lang, row.get("duration_s")) + self._decoder_rules(row)
 
     def _phrase_rules(self, row: dict[str, Any], text: str, lang: str | None) -> list[str]:
-        found = self._phrases(lang).match_whole(text) if self.phrases else None
+        found = phrase_lists.match_whole(self._phrases(lang), text) if self.phrases else None
         if found is None:
             return []
         return ["hallucination:phrase_trusted" if self._trusted(row, *found) else "hallucination:phrase"]
@@ -127,9 +114,8 @@ class HallucinationFilter(FilterStage):
         ws = [t.text for t in tokens]
         if rules.ngram_loop(ws, self._loop_ranges()):
             fired.append("hallucination:ngram_loop")
-        if self.max_unique_word_ratio is not None and rules.repeated_ngrams(
-            ws, self.max_unique_word_ratio, self.min_unique_ratio_words
-        ):
+        max_ratio = self.max_unique_word_ratio
+        if max_ratio is not None and rules.repeated_ngrams(ws, max_ratio, self.min_unique_ratio_words):
             fired.append("hallucination:repeated_ngrams")
         min_chars = self.min_long_word_chars
         if min_chars is not None and lang is not None:
@@ -162,3 +148,4 @@ class HallucinationFilter(FilterStage):
         if self.min_avg_logprob is not None and lp is not None and lp < self.min_avg_logprob:
             fired.append("decoder:avg_logprob")
         return fired
+

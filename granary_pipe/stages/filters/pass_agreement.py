@@ -1,10 +1,5 @@
-"""``filter.pass_agreement``: two independent decodes of a segment should say the same thing.
-
-WER of ``text`` against ``pass1_text``, both normalised in the row's language
-(:func:`granary_pipe.text.error_rate`; CER in ``unspaced_langs`` and when both texts are shorter than
-``cer_below_words`` words, where a word rate is all or nothing: ``12.50`` against ``$12.50`` is WER 1.0,
-CER 0.17), above ``max_wer`` → ``pass_agreement:wer``. Rows without ``pass1_text`` pass untouched.
-"""
+"""``filter.pass_agreement``: two independent decodes of a segment should say the same thing; rows without
+``pass1_text`` pass untouched. Design: docs/architecture.md, "Data flow" (filter.pass_agreement)."""
 
 from __future__ import annotations
 
@@ -32,7 +27,6 @@ class PassAgreementFilter(FilterStage):
     batch_size: int = 1024
 
     def rules(self, row: dict[str, Any]) -> list[str]:
-        """``pass_agreement:wer`` when the two transcripts disagree by more than ``max_wer``."""
         if row["pass1_text"] is None:
             return []
         lang = row["lang"]

@@ -1,12 +1,5 @@
-"""Frequent hallucination phrases per language: loading the lists and matching a text.
-
-Lists are UTF-8 files ``{lang}.txt`` (bundled in ``granary_pipe/_data/hallucinations``), one phrase
-a line; blank lines, ``#`` lines and inline `` #`` comments are ignored. A trailing count (published
-frequency lists) is stripped after a tab always, after spaces when most lines of the file end in
-one. Matching is on text normalised in each list's language (:func:`granary_pipe.text.normalize`):
-the whole text equals a phrase, or, for phrases of at least ``prefix_min_words`` words, starts
-with it at a word boundary.
-"""
+"""Frequent hallucination phrases per language: the ``{lang}.txt`` lists (one phrase a line, ``#``
+comments) and matching a text normalised in each list's language. Design: docs/architecture.md, "Data flow"."""
 
 from __future__ import annotations
 
@@ -24,54 +17,44 @@ _INLINE_COMMENT = re.compile(r"\s+#.*$")
 
 
 def bundled_dir() -> Path:
-    """Directory of the phrase lists shipped with the package."""
     return Path(str(resources.files("granary_pipe") / "_data" / "hallucinations"))
 
 
 def parse_phrases(text: str, lang: str | None = None) -> list[str]:
-    """Phrases of a list file's content normalised in ``lang`` (comments and trailing counts stripped)."""
+    """Phrases of a list file's content normalised in ``lang``: comments stripped, and trailing counts (of
+    published frequency lists) after a tab, or after spaces when most lines end in one."""
     lines = []
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             lines.append(_TAB_COUNT.sub("", _INLINE_COMMENT.sub("", line)).strip())
     counted = sum(1 for line in lines if _COUNT.search(line)) * 2 > len(lines)
-    out: dict[str, None] = {}  # ordered set
-    for line in lines:
-        phrase = normalize(_COUNT.sub("", line) if counted else line, lang)
-        if phrase:
-            out[phrase] = None
-    return list(out)
+    phrases = (normalize(_COUNT.sub("", line) if counted else line, lang) for line in lines)
+    return list(dict.fromkeys(p for p in phrases if p))
 
 
 @dataclass(frozen=True)
 class PhraseList:
-    """Phrases of one language (normalised in it) as whole-text and prefix matchers, and the lists
-    of further languages (``more``) tried after it."""
+    """Phrases of one language (normalised in it) as whole-text and prefix matchers."""
 
-    lang: str | None
+    lang: str
     whole: frozenset[str]
-    prefixes: tuple[str, ...]
-    more: tuple["PhraseList", ...] = ()
+    prefixes: tuple[str, ...]  # shortest first
 
-    @classmethod
-    def build(cls, phrases: list[str], prefix_min_words: int, lang: str | None = None) -> "PhraseList":
-        prefixes = tuple(sorted({p for p in phrases if len(p.split()) >= prefix_min_words}, key=len))
-        return cls(lang, frozenset(phrases), prefixes)
 
-    def match_whole(self, text: str | None) -> tuple[str, bool] | None:
-        """(the phrase ``text`` matches, whether it is the whole text), or None; ``text`` is
-        normalised in each list's language in turn."""
-        for part in (self, *self.more):
-            norm = normalize(text, part.lang)
-            if not norm:
-                continue
-            if norm in part.whole:
-                return norm, True
-            for p in part.prefixes:
-                if norm.startswith(p + " "):
-                    return p, False
-        return None
+def match_whole(lists: tuple[PhraseList, ...], text: str | None) -> tuple[str, bool] | None:
+    """(the phrase ``text`` matches, whether it is the whole text), or None; ``text`` is normalised in
+    each list's language in turn."""
+    for part in lists:
+        norm = normalize(text, part.lang)
+        if not norm:
+            continue
+        if norm in part.whole:
+            return norm, True
+        for p in part.prefixes:
+            if norm.startswith(p + " "):
+                return p, False
+    return None
 
 
 @lru_cache(maxsize=256)
@@ -85,8 +68,13 @@ def load_lang(lang: str, directory: str | None = None) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=256)
-def phrase_list(langs: tuple[str, ...], directory: str | None, prefix_min_words: int) -> PhraseList:
-    """The :class:`PhraseList` of ``langs``, the first language's list first (cached per worker)."""
-    parts = [PhraseList.build(list(load_lang(lang, directory)), prefix_min_words, lang) for lang in langs]
-    parts = [p for p in parts if p.whole] or [PhraseList.build([], prefix_min_words)]
-    return PhraseList(parts[0].lang, parts[0].whole, parts[0].prefixes, tuple(parts[1:]))
+def for_langs(langs: tuple[str, ...], directory: str | None, prefix_min_words: int) -> tuple[PhraseList, ...]:
+    """The lists of ``langs`` that have phrases, in order; phrases of ``prefix_min_words`` words or more also
+    match as a prefix at a word boundary (cached per worker)."""
+    out = []
+    for lang in langs:
+        phrases = load_lang(lang, directory)
+        prefixes = sorted({p for p in phrases if len(p.split()) >= prefix_min_words}, key=len)
+        if phrases:
+            out.append(PhraseList(lang, frozenset(phrases), tuple(prefixes)))
+    return tuple(out)

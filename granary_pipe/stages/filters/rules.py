@@ -1,10 +1,5 @@
-"""Pure text rules for hallucination filtering (no I/O, no models, no tables), one question each.
-
-Tokens (:func:`word_tokens`) are the words of one text for the repetition and long-word rules:
-a numeral keeps its separators between digits and is measured by its digits, a web address or
-e-mail is one token with no length, hyphens and dots between letters split. The word rules assume
-a language written with spaces (``granary_pipe.text.UNSPACED_LANGS``).
-"""
+"""Pure text rules for hallucination filtering (no I/O, no models, no tables), one question each; the word
+rules assume a language written with spaces. Design: docs/architecture.md, "Data flow" (filter.hallucination)."""
 
 from __future__ import annotations
 
@@ -14,25 +9,19 @@ from typing import NamedTuple
 
 from granary_pipe.text import APOSTROPHES, fold
 
-COMPOUNDING_LANGS = ("de", "nl", "fi", "hu", "et", "da", "sv", "no", "nb", "nn")
-"""Languages that write compounds as one word (``Geschwindigkeitsbegrenzung``)."""
+COMPOUNDING_LANGS = ("de", "nl", "fi", "hu", "et", "da", "sv", "no", "nb", "nn")  # Geschwindigkeitsbegrenzung
 
 _URL = re.compile(
     r"^(?:[a-z][a-z0-9+.-]*://\S+|www\.\S+|[^@\s]+@[^@\s]+\.[a-z]{2,}"
     r"|[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}(?:/\S*)?)$",
-    re.IGNORECASE,
-)
-
-
-
-def unique_word_ratio(ws: list[str]) -> float:
-    """Distinct words / words (1.0 for no words)."""
-    return len(set(ws)) / len(ws) if ws else 1.0
+    re.IGNORECASE)
+_NUMERAL = re.compile(r"\d+(?:[.,:]\d+)*")
 
 
 def repeated_ngrams(ws: list[str], max_unique_ratio: float, min_words: int) -> bool:
     """Granary's rule: at least ``min_words`` words and distinct/total ≤ ``max_unique_ratio``."""
-    return len(ws) >= min_words and unique_word_ratio(ws) <= max_unique_ratio
+    unique_ratio = len(set(ws)) / len(ws) if ws else 1.0
+    return len(ws) >= min_words and unique_ratio <= max_unique_ratio
 
 
 def longest_run(ws: list[str], n: int) -> int:
@@ -54,26 +43,20 @@ def ngram_loop(ws: list[str], ranges: list[tuple[int, int, int]]) -> bool:
     return any(longest_run(ws, n) >= reps for lo, hi, reps in ranges for n in range(lo, hi + 1))
 
 
-
 def is_url(token: str) -> bool:
     """Web address, e-mail or domain name (``www.amara.org``, ``https://…``, ``a@b.de``)."""
     return bool(_URL.match(token))
 
 
 class Token(NamedTuple):
-    """A word of the word rules: its normalised text and its length for the long-word rule
-    (characters; a numeral's digits; None for a web address or e-mail)."""
+    """A word and its length for the long-word rule (a numeral's digits; None for a web address or e-mail)."""
 
     text: str
     length: int | None
 
 
-_NUMERAL = re.compile(r"\d+(?:[.,:]\d+)*")
-_NUMBER_SEPARATORS = ".,:"
-
-
 def word_tokens(text: str | None) -> list[Token]:
-    """Tokens of ``text`` (folded by :func:`granary_pipe.text.fold`) for the repetition and long-word
+    """Words of ``text`` (folded by :func:`granary_pipe.text.fold`) for the repetition and long-word
     rules: outer punctuation and symbols stripped; web addresses and e-mails whole; otherwise split at
     inner punctuation or symbols except ``.`` ``,`` ``:`` between digits; apostrophes deleted."""
     out = []
@@ -91,21 +74,14 @@ def word_tokens(text: str | None) -> list[Token]:
 
 
 def _split_inner(tok: str) -> list[str]:
-    pieces: list[str] = []
-    cur: list[str] = []
+    kept = []
     for i, ch in enumerate(tok):
         if ch in APOSTROPHES:
             continue
-        if unicodedata.category(ch)[0] in "PS" and not (
-                ch in _NUMBER_SEPARATORS and 0 < i < len(tok) - 1 and tok[i - 1].isdigit() and tok[i + 1].isdigit()):
-            if cur:
-                pieces.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    if cur:
-        pieces.append("".join(cur))
-    return pieces
+        splits = unicodedata.category(ch)[0] in "PS" and not (
+            ch in ".,:" and 0 < i < len(tok) - 1 and tok[i - 1].isdigit() and tok[i + 1].isdigit())
+        kept.append(" " if splits else ch)
+    return "".join(kept).split()
 
 
 def _strip_punct(tok: str) -> str:

@@ -1,10 +1,5 @@
 """``filter.text_lang``: the transcript's language (fastText LID-176) must agree with ``lang``.
-
-A confident disagreement (≥ ``min_mismatch_prob``) → ``text_lang:mismatch:<detected>``; else a top
-probability under ``min_prob`` → ``text_lang:low_confidence``. Only text with ``min_letters``
-letters (``rules.letter_count``) is judged; shorter text is flagged ``text_lang:skipped_*`` and left
-to the audio language ID. Codes in one ``same_language`` group count as equal.
-"""
+Design: docs/architecture.md, "Data flow" (filter.text_lang)."""
 
 from __future__ import annotations
 
@@ -35,8 +30,7 @@ class TextLanguageFilter(FilterStage):
                                                    "(text_lang:skipped_short, or skipped_no_letters without any)")
     same_language: list[list[str]] = Field(
         default_factory=lambda: [list(group) for group in text_lid.SAME_LANGUAGE],
-        description="codes treated as one language",
-    )
+        description="codes treated as one language")
     batch_size: int = 1024
 
     _model: text_lid.FastTextLID | None = None
@@ -53,7 +47,6 @@ class TextLanguageFilter(FilterStage):
         return self._model
 
     def rules(self, row: dict[str, Any]) -> list[str]:
-        """The row's verdict: a mismatch, low confidence, or why it was not judged."""
         text, lang = row.get("text") or "", row.get("lang")
         if not lang or not rules.char_count(text):
             return []

@@ -1,9 +1,5 @@
 """``license.gate``: only rows whose license allows an open-source-compliant release go on.
-
-A ``FilterStage`` with one rule, ``license``: the reason is :func:`granary_pipe.licenses.reason`
-(``license:CC-BY-NC-4.0``, ``license:copyleft_software``, ``license:version_unspecified``,
-``license:unparseable``, ``license:unknown``). It runs right after decode, before any model time.
-"""
+Design: docs/architecture.md, "Data flow" (license.gate)."""
 
 from __future__ import annotations
 
@@ -24,6 +20,5 @@ class LicenseGate(FilterStage):
     batch_size: int = 4096
 
     def rules(self, row: dict[str, Any]) -> list[str]:
-        """``license:<reason>`` unless the row's license allows an open release."""
         why = licenses.reason(row["license"] or licenses.UNKNOWN)
         return [] if why is None else [f"license:{why}"]

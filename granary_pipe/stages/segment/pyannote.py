@@ -1,11 +1,5 @@
-"""``segment.pyannote`` (the ``[diarize]`` extra): one row per single-speaker segment, ``speaker`` set.
-
-The model is a LOCAL path or registry name: a pyannote pipeline (``config.yaml`` or its dir;
-speakers clustered over the recording) or a bare segmentation checkpoint (local speakers stitched
-across overlapping chunks, not clustered: labels hold only while a voice keeps talking). Turns
-become segments with the pure :func:`turns_to_segments`. pyannote and torch are imported in
-``setup()`` only; pyannote's telemetry is off unless ``PYANNOTE_METRICS_ENABLED`` is set.
-"""
+"""``segment.pyannote`` (the ``[diarize]`` extra): one row per single-speaker segment, ``speaker`` set;
+pyannote and torch are imported in ``setup()`` only. Design: docs/architecture.md, "Data flow"."""
 
 from __future__ import annotations
 
@@ -115,7 +109,6 @@ def stitch_chunks(chunks: np.ndarray, shift_frames: int) -> np.ndarray:
 
 
 def _import_pyannote() -> None:
-    """Import torch + pyannote.audio, or fail with the one-line fix."""
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")  # no telemetry unless asked for
     try:
         with warnings.catch_warnings():
@@ -128,7 +121,6 @@ def _import_pyannote() -> None:
 
 
 def _waveform(audio: np.ndarray) -> dict[str, Any]:
-    """pyannote's in-memory audio: a ``(channel, time)`` float32 tensor and its rate."""
     import torch
 
     return {"waveform": torch.from_numpy(np.array(audio, dtype=np.float32))[None],
@@ -179,14 +171,11 @@ class _ModelRunner:
         spec = model.specifications
         if isinstance(spec, tuple) or spec.resolution != Resolution.FRAME:
             raise ValueError(f"{path}: segment.pyannote needs a frame-level segmentation model, got {spec}")
-        duration = spec.duration
-        step_s = step * duration
-        frame_step_s = model.receptive_field.step
-        shift_frames = int(round(step_s / frame_step_s))
+        step_s = step * spec.duration
+        shift_frames = int(round(step_s / model.receptive_field.step))
         self.inference = Inference(
-            model, duration=duration, step=step_s, batch_size=batch_size, device=torch.device(device),
-            pre_aggregation_hook=lambda chunks: stitch_chunks(chunks, shift_frames),
-        )
+            model, duration=spec.duration, step=step_s, batch_size=batch_size, device=torch.device(device),
+            pre_aggregation_hook=lambda chunks: stitch_chunks(chunks, shift_frames))
         self.binarize = Binarize(onset=threshold, offset=threshold)
 
     def turns(self, audio: np.ndarray) -> list[tuple[float, float, str]]:
@@ -208,8 +197,7 @@ class PyannoteSegment(Stage):
     model: str = Field(
         "pyannote-speaker-diarization-community-1",
         description="local pyannote pipeline (dir with config.yaml, or the yaml) or segmentation "
-                    "checkpoint (pytorch_model.bin, or its dir); a path or a registry name",
-    )
+                    "checkpoint (pytorch_model.bin, or its dir); a path or a registry name")
     kind: Literal["auto", "pipeline", "model"] = Field(
         "auto", description="what `model` is; auto: config.yaml/.yaml → pipeline, else checkpoint → model")
     max_segment_s: float = Field(30.0, gt=1, le=30, description="Whisper sees 30 s at most")
@@ -245,10 +233,9 @@ class PyannoteSegment(Stage):
             kind, file = self.locate(models.resolve(self.model))
         except models.ModelNotFound as exc:
             return {**info, "model_error": str(exc)}
-        info.update(kind=kind, file=str(file))
-        info["speaker_labels"] = ("clustered over the recording" if kind == "pipeline"
-                                  else "local speakers stitched across overlapping chunks, not clustered")
-        return info
+        labels = ("clustered over the recording" if kind == "pipeline"
+                  else "local speakers stitched across overlapping chunks, not clustered")
+        return {**info, "kind": kind, "file": str(file), "speaker_labels": labels}
 
     def locate(self, path: Path) -> tuple[str, Path]:
         """``("pipeline", config.yaml)`` or ``("model", checkpoint)`` for a resolved model path."""
@@ -276,9 +263,7 @@ class PyannoteSegment(Stage):
             raise models.ModelNotFound(f"{exc} (segment.pyannote: give a local path, or set {env})") from exc
         if self.cpu_threads:
             torch.set_num_threads(self.cpu_threads)
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = self.device if self.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
         kind, file = self.locate(path)
         if kind == "pipeline":
             call_kwargs = {k: v for k in ("num_speakers", "min_speakers", "max_speakers")

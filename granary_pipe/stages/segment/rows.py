@@ -31,10 +31,7 @@ def segment_rows(row: dict[str, Any], spans: Sequence[tuple[int, int]], audio: n
     sr = schema.SAMPLE_RATE_HZ
     out = []
     for i, (start, end) in enumerate(spans):
-        seg = dict(row)
-        seg["id"] = f"{row['recording_id']}_{i:04d}"
-        seg["offset_s"] = start / sr
-        seg["duration_s"] = (end - start) / sr
+        seg = {**row, "id": f"{row['recording_id']}_{i:04d}", "offset_s": start / sr, "duration_s": (end - start) / sr}
         if speakers is not None:
             seg["speaker"] = speakers[i]
         seg["samples"] = audio[start:end].tobytes()

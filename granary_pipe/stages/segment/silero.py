@@ -1,8 +1,5 @@
 """``segment.silero``: speech segments from the Silero VAD bundled in faster-whisper.
-
-Speech regions are merged left to right while the span stays ≤ ``max_segment_s`` and the silence
-between them ≤ ``max_merge_gap_s``. No speech: the recording row is rejected ``segment:no_speech``.
-"""
+Design: docs/architecture.md, "Data flow" (segment.silero)."""
 
 from __future__ import annotations
 
@@ -19,9 +16,8 @@ from granary_pipe.stage import Stage
 from granary_pipe.stages.segment.rows import merge_regions, segment_rows
 
 VAD_CHUNK = 600 * schema.SAMPLE_RATE_HZ
-"""Silero runs over at most 10 min of audio at a time: faster-whisper's VAD holds padded and
-re-windowed copies of its whole input (+570 MiB on a 1-hour recording, +100 MiB in 10-min chunks).
-A speech region cut at a chunk boundary is joined again by ``merge_regions``."""
+"""Silero runs over at most 10 min of audio at a time (faster-whisper's VAD copies its whole input); a
+region cut at a chunk boundary is joined again by ``merge_regions``."""
 
 
 @register("segment.silero")
@@ -43,13 +39,9 @@ class SileroSegment(Stage):
 
     def segments(self, audio: np.ndarray) -> list[tuple[int, int]]:
         """Speech spans of one 16 kHz recording, in samples."""
-        opts = VadOptions(
-            threshold=self.threshold,
-            min_speech_duration_ms=self.min_speech_duration_ms,
-            max_speech_duration_s=self.max_segment_s - 2 * self.speech_pad_ms / 1000,
-            min_silence_duration_ms=self.min_silence_duration_ms,
-            speech_pad_ms=self.speech_pad_ms,
-        )
+        opts = VadOptions(threshold=self.threshold, min_speech_duration_ms=self.min_speech_duration_ms,
+                          max_speech_duration_s=self.max_segment_s - 2 * self.speech_pad_ms / 1000,
+                          min_silence_duration_ms=self.min_silence_duration_ms, speech_pad_ms=self.speech_pad_ms)
         regions = []
         for start in range(0, audio.size, VAD_CHUNK):  # bounded memory on hour-long recordings
             regions += [(start + t["start"], start + t["end"])
