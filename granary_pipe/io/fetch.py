@@ -181,18 +181,14 @@ def _body_offset(r: requests.Response, url: str, offset: int, size: int, progres
 
 
 def _reads(src: Any, room: int) -> Iterator[bytes]:
-    while room > 0:
-        chunk = src.read(min(CHUNK_BYTES, room))
-        if not chunk:
-            return
+    while room > 0 and (chunk := src.read(min(CHUNK_BYTES, room))):
         room -= len(chunk)
         yield chunk
 
 
 def _promised_total(r: requests.Response, offset: int) -> int | None:
     """The file size a response announces (Content-Range's total, else from Content-Length), or None."""
-    m = re.fullmatch(r"bytes \d+-\d+/(\d+)", r.headers.get("Content-Range", "").strip())
-    if m:
+    if m := re.fullmatch(r"bytes \d+-\d+/(\d+)", r.headers.get("Content-Range", "").strip()):
         return int(m[1])
     length = r.headers.get("Content-Length", "").strip()
     if not length.isdigit():
@@ -207,10 +203,7 @@ def _iter_body(r: requests.Response) -> Iterator[bytes]:
     if read1 is None:  # urllib3 < 2.3
         yield from r.iter_content(CHUNK_BYTES)
         return
-    while True:
-        chunk = read1(CHUNK_BYTES, decode_content=False)
-        if not chunk:
-            return
+    while chunk := read1(CHUNK_BYTES, decode_content=False):
         yield chunk
 
 

@@ -75,8 +75,7 @@ def resolve_formats(formats: Iterable[str] | str | None) -> tuple[str, ...]:
     if formats == ["all"]:
         return FORMATS
     names = set(formats)
-    unknown = sorted(names - set(FORMATS))
-    if unknown:
+    if unknown := sorted(names - set(FORMATS)):
         raise ValueError(f"unknown release format(s) {unknown}; choose from {list(FORMATS)} or 'all'")
     if not names:
         raise ValueError(f"no release format given; choose from {list(FORMATS)}")

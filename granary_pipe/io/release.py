@@ -160,13 +160,11 @@ def _build(run_dir: Path, run: dict[str, Any], work: Path, out_dir: Path, args: 
     with TaskRunner(workers=workers, address=ray_address, record_dir=work) as runner:
         if todo:  # every shard done before: nothing to gather
             gathers = [g for g in plan.gather_jobs if read_gathered(g) is None]
-            runner.map(gather, gathers, desc="gather", unit="job", done=len(plan.gather_jobs) - len(gathers),
-                       total=len(plan.gather_jobs), progress=progress)
+            runner.map(gather, gathers, desc="gather", unit="job", total=len(plan.gather_jobs), progress=progress)
             sources = shard_sources(plan.gather_jobs)
             jobs = [ShardJob(str(run_dir), str(work), s, formats, tuple(sources.get((s.lang, s.n), ())))
                     for s in todo]
-            runner.map(write_shard, jobs, desc="release", unit="shard", done=len(plan.shards) - len(todo),
-                       total=len(plan.shards), progress=progress)
+            runner.map(write_shard, jobs, desc="release", unit="shard", total=len(plan.shards), progress=progress)
     log.info("release shards: %d written in %.1f s", len(todo), time.monotonic() - t1)
     written = merge_records(work, plan.shards)
     release = release_metadata(

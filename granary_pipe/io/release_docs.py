@@ -60,8 +60,7 @@ def attribution_md(run_name: str, release_license: str | None, sources: list[dic
         name = src.get("name") or "(unnamed source)"
         lines += [f"## {name}", ""]
         lines += _license_lines(src)
-        evidence = src.get("license_evidence")
-        if evidence:
+        if evidence := src.get("license_evidence"):
             lines.append(f"- License evidence: {evidence['url']} (\"{evidence['quote']}\")")
         if src.get("unconfirmed"):
             lines.append(f"- Not confirmed on the corpus's own pages: {', '.join(src['unconfirmed'])}")

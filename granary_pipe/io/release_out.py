@@ -57,11 +57,8 @@ def _listed(out_dir: Path) -> dict[str, dict[str, Any]] | None:
 
 
 def _shard_name(fmt: str, lang: str) -> re.Pattern[str]:
-    parts = []
-    for pattern in RELEASE_FORMATS[fmt].files:
-        tokens = re.split(r"(\{lang\}|%06d)", pattern)
-        parts.append("".join(re.escape(lang) if t == "{lang}" else r"\d{6,}" if t == "%06d" else re.escape(t)
-                             for t in tokens))
+    parts = [re.escape(f).replace(re.escape("{lang}"), re.escape(lang)).replace("%06d", r"\d{6,}")
+             for f in RELEASE_FORMATS[fmt].files]
     return re.compile("|".join(f"(?:{p})" for p in parts))
 
 
@@ -105,8 +102,7 @@ def first_foreign(out_dir: Path) -> str | None:
             if sha256_file(entry) != mine.get("sha256"):
                 return f"{name} (changed since the release wrote it)"
         elif name in FORMATS and _is_dir(entry):
-            foreign = _foreign_in_format(out_dir, name, listed or {})
-            if foreign:
+            if foreign := _foreign_in_format(out_dir, name, listed or {}):
                 return foreign
         else:
             return name
@@ -125,8 +121,7 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
             raise FileExistsError(f"release output {out_dir} is not empty ({present[0]} is there): choose another "
                                   "--out (--overwrite replaces only an earlier release)")
         return
-    foreign = first_foreign(out_dir)
-    if foreign:
+    if foreign := first_foreign(out_dir):
         raise FileExistsError(f"release output {out_dir} holds {foreign}, which no release wrote: --overwrite "
                               "replaces only a release's own files; move it away or choose another --out")
 
@@ -202,8 +197,7 @@ def publish(work: Path, out_dir: Path, names: list[str]) -> None:
             for sub in (work / name).iterdir():
                 fsync_path(sub)
         fsync_path(work / name)
-    foreign = first_foreign(out_dir)
-    if foreign:
+    if foreign := first_foreign(out_dir):
         raise FileExistsError(f"release output {out_dir}: {foreign} appeared there while the release was written "
                               "and no release wrote it; move it away and run the same command again (it resumes)")
     old = sorted((e.name for e in out_dir.iterdir() if not is_ours(e.name)), key=lambda n: n != RELEASE_JSON)

@@ -135,11 +135,12 @@ class TaskRunner:
             self.engine.shutdown()
             self.engine = None
 
-    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any], *, desc: str, unit: str, done: int, total: int,
+    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any], *, desc: str, unit: str, total: int,
             progress: bool) -> None:
-        """Run ``fn(job)`` for every job; progress (:mod:`granary_pipe.progress`) over ``total`` tasks, ``done``
-        of them finished before. A task's exception is raised here (its cause, for a Ray task)."""
-        with Progress(total, initial=done, desc=desc, unit=unit, enabled=progress, every_s=LINES_EVERY_S) as bar:
+        """Run ``fn(job)`` for every job; progress over ``total`` tasks, those not in ``jobs`` done before.
+        A task's exception is raised here (its cause, for a Ray task)."""
+        with Progress(total, initial=total - len(jobs), desc=desc, unit=unit, enabled=progress,
+                      every_s=LINES_EVERY_S) as bar:
             if self.workers <= 1 and not self.address:
                 for job in jobs:
                     fn(job)

@@ -78,22 +78,15 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: Mapping[str, A
         shutil.rmtree(final)
     os.replace(tmp, final)
     fsync_path(final.parent)
-    durations = table.column("duration_s")
     stats = dict(stats)
     stats["stage_s"] = {**(stats.get("stage_s") or {}), SINK: time.perf_counter() - t0}
     stats["counts"] = counters.merge_stages(stats.get("counts"), {SINK: sink_counts})
-    stats.update(
-        unit=unit,
-        rows_kept=kept.num_rows,
-        rows_rejected=rejected.num_rows,
-        recordings=len(pc.unique(table.column("recording_id"))),
-        speech_s_kept=float(pc.sum(kept.column("duration_s")).as_py() or 0.0),
-        audio_s_in=float(_recording_seconds(table)),
-        rows_in=table.num_rows,
-        max_row_s=float(pc.max(durations).as_py() or 0.0),
-    )
-    stats[FILES] = records
-    stats[digest.KEY] = unit_digest
+    stats.update(unit=unit, rows_kept=kept.num_rows, rows_rejected=rejected.num_rows, rows_in=table.num_rows,
+                 recordings=len(pc.unique(table.column("recording_id"))),
+                 speech_s_kept=float(pc.sum(kept.column("duration_s")).as_py() or 0.0),
+                 audio_s_in=float(_recording_seconds(table)),
+                 max_row_s=float(pc.max(table.column("duration_s")).as_py() or 0.0))
+    stats.update({FILES: records, digest.KEY: unit_digest})
     write_json_atomic(final / MARKER, stats)
     return stats
 

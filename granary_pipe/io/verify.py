@@ -106,10 +106,8 @@ def check_file(root: Path, entry: dict[str, Any], *, check_sha: bool = True) -> 
         return f"size {size} != {entry['bytes']} bytes"
     if check_sha and sha256_file(path) != entry["sha256"]:
         return "sha256 mismatch"
-    if path.name.endswith(".tar"):
-        problems = tar_problems(path)
-        if problems:
-            return "unsafe tar: " + "; ".join(problems[:3])
+    if path.name.endswith(".tar") and (problems := tar_problems(path)):
+        return "unsafe tar: " + "; ".join(problems[:3])
     return None
 
 
