@@ -103,12 +103,11 @@ def read_release(source: str | os.PathLike, *, retries: int = 5, backoff_s: floa
 def download_release(source: str | os.PathLike, out_dir: str | os.PathLike, *, jobs: int = 4,
                      langs: Iterable[str] | None = None, formats: Iterable[str] | None = None, retries: int = 5,
                      backoff_s: float = 0.5, timeout_s: float = 60.0, progress: bool = True) -> DownloadReport:
-    """Fetch the release at ``source`` (release.json or its directory: URL or path) into ``out_dir``.
-
-    Only the shards of ``langs``/``formats`` (None: all; the top files always); ``retries`` per file on
-    transient errors, the first after ``backoff_s``, doubling, capped at 30 s; ``timeout_s`` per HTTP request.
-    Raises :class:`UnsafePathError` (nothing written) for a listed path escaping ``out_dir``, ``ValueError``
-    for ``langs``/``formats`` the release has not, :class:`DownloadError` when release.json cannot be read,
+    """Fetch the release at ``source`` (release.json or its directory: URL or path) into ``out_dir``: only the
+    shards of ``langs``/``formats`` (None: all; the top files always); ``retries`` per file on transient errors,
+    the first after ``backoff_s``, doubling, capped at 30 s; ``timeout_s`` per HTTP request. Raises
+    :class:`UnsafePathError` (nothing written) for a listed path escaping ``out_dir``, ``ValueError`` for
+    ``langs``/``formats`` the release has not, :class:`DownloadError` when release.json cannot be read,
     ``OSError`` when the local disk takes no file, ``KeyboardInterrupt`` within about a second of Ctrl-C.
     """
     if jobs < 1:

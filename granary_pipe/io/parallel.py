@@ -25,10 +25,9 @@ def is_local_disk_error(exc: BaseException) -> TypeGuard[OSError]:
     return isinstance(exc, OSError) and exc.errno in LOCAL_DISK_ERRNOS
 
 
-def run_parallel(items: Iterable[T], fn: Callable[[T], None], jobs: int, stop: threading.Event,
-                 fatal: Callable[[BaseException], bool] = is_local_disk_error) -> None:
+def run_parallel(items: Iterable[T], fn: Callable[[T], None], jobs: int, stop: threading.Event) -> None:
     """Call ``fn(item)`` for every item on ``jobs`` daemon threads. An exception stops everything and is
-    re-raised here (one ``fatal`` says is first); ``KeyboardInterrupt`` sets ``stop`` and is re-raised."""
+    re-raised here (a local disk error first); ``KeyboardInterrupt`` sets ``stop`` and is re-raised."""
     todo: queue.Queue = queue.Queue()
     for item in items:
         todo.put(item)
@@ -47,7 +46,7 @@ def run_parallel(items: Iterable[T], fn: Callable[[T], None], jobs: int, stop: t
             t.join(JOIN_S / len(threads))
         raise
     if errors:
-        raise next((e for e in errors if fatal(e)), errors[0])
+        raise next((e for e in errors if is_local_disk_error(e)), errors[0])
 
 
 def _work(todo: queue.Queue, fn: Callable[[T], None], stop: threading.Event, errors: list[BaseException]) -> None:

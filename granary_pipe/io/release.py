@@ -87,19 +87,14 @@ def build_release(run_dir: Path, out_dir: Path, *, shard_rows: int = 1000, shard
                   langs: list[str] | None = None, seed: int = 0, progress: bool = True, overwrite: bool = False,
                   release_license: str | None = None, formats: Iterable[str] | str | None = DEFAULT_FORMATS,
                   workers: int = 1, ray_address: str | None = None) -> dict[str, Any]:
-    """Write a release of ``run_dir``'s kept rows into ``out_dir``; return release.json's dict.
-
-    ``out_dir`` must be absent or empty (but for an interrupted release's work) unless ``overwrite``, which
-    replaces only what an earlier release wrote. ``shard_bytes``: also cut a shard before its FLAC bytes pass
-    this; ``langs``/``release_license`` None: no filter; ``formats``: names, ``"all"`` or a comma-separated
-    string; ``workers`` N > 1: on an embedded Ray with N CPUs; ``ray_address`` (default ``$RAY_ADDRESS``):
-    on that cluster.
-
-    Raises ``FileNotFoundError`` (no run.json, a kept row's audio missing), ``ValueError`` (no committed unit
-    or kept rows, an unknown release license or format, bad arguments, a model whose license forbids a
-    release), ``FileExistsError`` (``out_dir`` holds what no release wrote, or a release without
-    ``overwrite``), :class:`~granary_pipe.io.run_lock.RunLocked` (another release writes ``out_dir``),
-    ``ConnectionError`` (nothing answers at ``ray_address``).
+    """Write a release of ``run_dir``'s kept rows into ``out_dir`` (absent or empty but for an interrupted
+    release's work, unless ``overwrite``: that replaces only what an earlier release wrote); return release.json's
+    dict. ``shard_bytes``: also cut a shard before its FLAC bytes pass this; ``langs``/``release_license`` None:
+    no filter; ``workers`` N > 1: on an embedded Ray with N CPUs; ``ray_address`` (default ``$RAY_ADDRESS``):
+    on that cluster. Raises ``FileNotFoundError`` (no run.json, a kept row's audio missing), ``ValueError``
+    (no committed unit or kept rows, an unknown release license or format, bad arguments, a model whose license
+    forbids a release), ``FileExistsError`` (what no release wrote is in ``out_dir``, or a release without
+    ``overwrite``), :class:`~granary_pipe.io.run_lock.RunLocked`, ``ConnectionError`` (no Ray at ``ray_address``).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = read_run_json(run_dir)

@@ -84,14 +84,12 @@ def _cut_at_file_end(names: pa.Array, k: int) -> int | None:
 
 def _write_job(root: Path, g: int, parts: list[pa.RecordBatch]) -> GatherJob:
     job = GatherJob(str(root), g)
-    table = pa.Table.from_batches([p for p in parts if p.num_rows])
-    pq.write_table(table, job.spec(), compression="zstd")
+    pq.write_table(pa.Table.from_batches([p for p in parts if p.num_rows]), job.spec(), compression="zstd")
     return job
 
 
 def gather(job: GatherJob) -> dict[str, Any]:
-    """Run ``job``: read each of its unit files once, write its rows in shard order, then its record
-    (returned)."""
+    """Run ``job``: read each of its unit files once, write its rows in shard order, then its record (returned)."""
     spec = pq.read_table(job.spec())
     names = spec.column("filename").to_pylist()
     numbers = spec.column("file_row_number").to_numpy()

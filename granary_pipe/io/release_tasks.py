@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -97,7 +98,6 @@ def read_done(root: Path, shard: PlannedShard) -> dict[str, Any] | None:
 def merge_records(root: Path, shards: Iterable[PlannedShard]) -> Written:
     """What the shards wrote, merged in plan order from their done-records."""
     out = Written()
-    by_source: dict[Any, dict[str, list]] = {}
     for shard in shards:
         record = read_done(root, shard)
         if record is None:
@@ -111,11 +111,10 @@ def merge_records(root: Path, shards: Iterable[PlannedShard]) -> Written:
         stats["shards"] += 1
         out.licenses.update(record["licenses"])
         for src, lic, durations in record["by_source"]:
-            cell = by_source.setdefault(src, {}).setdefault(lic, [0, 0.0])
+            cell = out.by_source.setdefault(src, {}).setdefault(lic, [0, 0.0])
             cell[0] += len(durations)
             for d in durations:  # row by row, in release order: the same float sum as one process makes
                 cell[1] += d
-    out.by_source = by_source
     return out
 
 
@@ -171,11 +170,8 @@ class TaskRunner:
         pending = iter(jobs)
         running: list = []
         while True:
-            while len(running) < 2 * max(1, self.workers):  # one running, one ready per worker
-                job = next(pending, None)
-                if job is None:
-                    break
-                running.append(task.remote(job))
+            room = 2 * max(1, self.workers) - len(running)  # one running, one ready per worker
+            running += [task.remote(job) for job in itertools.islice(pending, room)]
             if not running:
                 return
             ready, running = ray.wait(running, num_returns=1)

@@ -4,6 +4,7 @@ which holds the holder's pid, host, start time and command line. Design: docs/ar
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -70,12 +71,9 @@ def acquire(run_dir: Path, *, name: str = LOCK_NAME, what: str = "granary run") 
                                   f"{what.split()[-1]}s could write it at once; use a local disk or a file system "
                                   "with flock") from None
             raise
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
         os.close(fd)  # its holder removed the file as it let go: lock the one at ``path`` now
     info = {"pid": os.getpid(), "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv}

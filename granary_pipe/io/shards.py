@@ -47,8 +47,7 @@ def release_schema() -> pa.Schema:
         elif f.type in _HF_DTYPES:
             features[f.name] = {"dtype": _HF_DTYPES[f.type], "_type": "Value"}
         # other types (``flags``: list<string>) are left out: ``datasets`` infers them from the Arrow type
-    meta = {"info": {"features": features}}
-    return pa.schema(fields, metadata={"huggingface": json.dumps(meta)})
+    return pa.schema(fields, metadata={"huggingface": json.dumps({"info": {"features": features}})})
 
 
 def _clean_float32(value: Any) -> Any:
@@ -112,10 +111,8 @@ def write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> None:
     """Write a tar of ``(name, data)`` regular members whose headers depend only on name and size."""
     with open(path, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode, info.type = len(data), 0, 0o644, tarfile.REGTYPE
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
+            info = tarfile.TarInfo(name)  # a regular file, mtime 0, mode 0644, uid/gid 0, no owner names
+            info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
 
 
