@@ -1,13 +1,6 @@
-"""Download a release: ``granary download SOURCE --out DIR``.
-
-``SOURCE`` is a ``release.json`` (or its directory) as an http(s) URL (``requests``), any fsspec URL or
-a path; every file it lists is fetched relative to it (:mod:`granary_pipe.io.fetch`) into ``PATH.part``,
-checked by size and sha256 (a bad file is fetched once more from scratch) and renamed into place.
-Paths escaping ``DIR`` refuse the whole release before anything is written; unsafe tars are not kept;
-no file takes more bytes than release.json lists. Transient errors are retried with backoff, an
-interrupted transfer resumes from its ``.part``, Ctrl-C stops within about a second, and a local disk
-that takes no file stops everything. release.json (byte-identical) and ``download.json`` (the
-selection, for ``granary verify``) are written last. The design: docs/architecture.md.
+"""Download a release (``granary download SOURCE --out DIR``): every file its release.json lists, fetched
+into ``PATH.part``, checked by size and sha256 and renamed into place; release.json and ``download.json``
+last. Design: docs/architecture.md, "After the run" (Download / verify).
 """
 
 from __future__ import annotations
@@ -66,7 +59,6 @@ class DownloadReport:
         return not self.failed
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as plain data (``granary download --json``)."""
         return {"out_dir": str(self.out_dir), "passed": self.passed, "fetched": self.fetched, "skipped": self.skipped,
                 "refetched": self.refetched, "failed": self.failed, "bytes_fetched": self.bytes_fetched}
 
@@ -88,12 +80,10 @@ def release_url(source: str | os.PathLike) -> str:
 
 
 class NotARelease(DownloadError, ValueError):
-    """What a release.json URL answered is not a release.json (not JSON, or not a release's)."""
+    """What a release.json URL answered is not JSON, or not a release's."""
 
 
 def _fetch_release(fetcher: Fetcher, url: str, retries: int, backoff_s: float) -> tuple[bytes, dict[str, Any]]:
-    """release.json at ``url``: its bytes and its checked dict. :class:`NotARelease` naming ``url`` when
-    it is not JSON or not a release's; an unsafe path stays an :class:`UnsafePathError`."""
     raw = with_retries(lambda: fetcher.read_bytes(url), url, retries, backoff_s, [0])
     try:
         return raw, load_release_json(raw)
@@ -106,32 +96,24 @@ def _fetch_release(fetcher: Fetcher, url: str, retries: int, backoff_s: float) -
 
 def read_release(source: str | os.PathLike, *, retries: int = 5, backoff_s: float = 0.5,
                  timeout_s: float = 60.0) -> dict[str, Any]:
-    """The checked ``release.json`` at ``source`` (URL or path), with the retries of
-    :func:`download_release`; nothing is written. Raises :class:`DownloadError` when it cannot be read."""
-    url = release_url(source)
-    return _fetch_release(Fetcher(timeout_s, threading.Event()), url, retries, backoff_s)[1]
+    """The checked ``release.json`` at ``source`` (URL or path); :class:`DownloadError` when it cannot be read."""
+    return _fetch_release(Fetcher(timeout_s), release_url(source), retries, backoff_s)[1]
 
 
 def download_release(source: str | os.PathLike, out_dir: str | os.PathLike, *, jobs: int = 4,
                      langs: Iterable[str] | None = None, formats: Iterable[str] | None = None, retries: int = 5,
                      backoff_s: float = 0.5, timeout_s: float = 60.0, progress: bool = True) -> DownloadReport:
-    """Fetch the release at ``source`` into ``out_dir`` (files land at ``out_dir/<path in release.json>``).
-
-    ``jobs`` parallel downloads; only the shards of ``langs``/``formats`` (None: all; ATTRIBUTION.md
-    and README.md always); ``retries`` per file on transient errors (connection, timeout, 429, 5xx),
-    the first after ``backoff_s``, doubling, capped at 30 s, jittered to 50-100 %; ``timeout_s`` per
-    HTTP request; ``progress`` over bytes.
-
-    Returns a :class:`DownloadReport` (``failed``: files that could not be fetched and verified).
-    Raises :class:`UnsafePathError` (nothing written) for a listed path escaping ``out_dir``,
-    ``ValueError`` for ``langs``/``formats`` the release has not, :class:`DownloadError` when
-    release.json cannot be read, ``OSError`` when the local disk takes no file (no space, read-only,
-    no permission), ``KeyboardInterrupt`` after stopping the transfers within about a second of Ctrl-C.
+    """Fetch the release at ``source`` (release.json or its directory: URL or path) into ``out_dir``: only the
+    shards of ``langs``/``formats`` (None: all; the top files always); ``retries`` per file on transient errors,
+    the first after ``backoff_s``, doubling, capped at 30 s; ``timeout_s`` per HTTP request. Raises
+    :class:`UnsafePathError` (nothing written) for a listed path escaping ``out_dir``, ``ValueError`` for
+    ``langs``/``formats`` the release has not, :class:`DownloadError` when release.json cannot be read,
+    ``OSError`` when the local disk takes no file, ``KeyboardInterrupt`` within about a second of Ctrl-C.
     """
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     url = release_url(source)
-    fetcher = Fetcher(timeout_s, threading.Event())
+    fetcher = Fetcher(timeout_s)
     raw, rel = _fetch_release(fetcher, url, retries, backoff_s)  # UnsafePathError before anything is written
     langs = sorted(set(langs)) if langs is not None else None
     formats = format_names(formats)
@@ -141,7 +123,9 @@ def download_release(source: str | os.PathLike, out_dir: str | os.PathLike, *, j
         transfer = _Transfer(out, url.rsplit("/", 1)[0] if "/" in url else ".", fetcher, retries, backoff_s, bar,
                              DownloadReport(out_dir=out))
         run_parallel(entries, transfer.file, jobs, fetcher.stop)
-    _finish(out, raw, {"source": url, "langs": langs, "formats": formats})
+    write_bytes_atomic(out / RELEASE_JSON, raw)  # as fetched, then the selection for verify
+    selection = {"source": url, "langs": langs, "formats": formats}
+    write_bytes_atomic(out / SELECTION_JSON, (json.dumps(selection, indent=2) + "\n").encode())
     report = transfer.report
     for paths in (report.fetched, report.skipped, report.refetched):
         paths.sort()
@@ -149,8 +133,7 @@ def download_release(source: str | os.PathLike, out_dir: str | os.PathLike, *, j
 
 
 def _plan(rel: dict[str, Any], out: Path, langs: list[str] | None, formats: list[str] | None) -> list[dict[str, Any]]:
-    """The entries to fetch into ``out`` (created): ``ValueError`` for languages or formats the release
-    has not, :class:`UnsafePathError` for a path that resolves outside ``out`` (through symlinks there too)."""
+    """The entries to fetch into ``out`` (created), each checked to resolve inside it."""
     have_langs = sorted({s.get("lang") for s in rel["shards"]})
     have_formats = format_names({s.get("format") for s in rel["shards"]}) or []
     for what, asked, have in (("language(s)", langs, have_langs), ("format(s)", formats, have_formats)):
@@ -161,12 +144,6 @@ def _plan(rel: dict[str, Any], out: Path, langs: list[str] | None, formats: list
     for e in entries:
         safe_join(out, e["path"])
     return entries
-
-
-def _finish(out: Path, raw: bytes, selection: dict[str, Any]) -> None:
-    """release.json (as fetched) and the selection (``download.json``) into ``out``."""
-    write_bytes_atomic(out / RELEASE_JSON, raw)
-    write_bytes_atomic(out / SELECTION_JSON, (json.dumps(selection, indent=2) + "\n").encode())
 
 
 @dataclass

@@ -1,7 +1,5 @@
-"""Fetch one file of a release into its ``.part`` file, for :mod:`granary_pipe.io.download`: HTTP(S)
-through ``requests`` with ``Range`` resume (a server that ignores Range is read from the start), anything
-else through ``fsspec`` with a seek. Errors are transient (retried with backoff by :func:`with_retries`)
-or permanent. No transfer writes more bytes than release.json lists (:class:`TooLong`, naming the URL).
+"""Fetch one file of a release into its ``.part`` file: HTTP(S) with ``Range`` resume, anything else through
+fsspec with a seek; never more bytes than release.json lists. Errors are transient (retried) or permanent.
 """
 
 from __future__ import annotations
@@ -46,8 +44,7 @@ class Transient(DownloadError):
 
 
 def describe_connection_error(exc: Exception, url: str | None = None) -> str:
-    """One line for a ``requests`` connection error or timeout: the URL and the socket's reason
-    (``cannot connect to http://host:8000/release.json: connection refused``)."""
+    """``cannot connect to URL: REASON`` (the socket's reason) for a ``requests`` connection error or timeout."""
     url = url or getattr(getattr(exc, "request", None), "url", None) or "the server"
     m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
     reason = m[1].strip() if m else ("timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__)
@@ -76,7 +73,6 @@ class Fetcher:
         return self._local.session
 
     def read_bytes(self, url: str) -> bytes:
-        """The whole resource (release.json)."""
         if is_http(url):
             try:
                 r = self._session().get(url, timeout=self.timeout_s)
@@ -95,8 +91,7 @@ class Fetcher:
             raise Transient(f"{type(exc).__name__}: {exc}") from exc
 
     def fetch(self, url: str, part: Path, size: int, progress: Callable[[int], None]) -> int:
-        """Append the rest of ``url`` to ``part``, never past ``size`` bytes in all; return how many
-        bytes were written. :class:`TooLong` when the source has more than ``size`` bytes."""
+        """Append the rest of ``url`` to ``part``, never past ``size`` bytes in all; return the bytes written."""
         offset = _size(part)
         if offset > size:  # cannot be a prefix of the right file
             part.unlink()
@@ -148,7 +143,7 @@ class Fetcher:
     def _write(self, part: Path, offset: int, size: int, chunks: Iterable[bytes], progress: Callable[[int], None],
                too_long: str) -> int:
         """Write ``chunks`` into ``part`` from byte ``offset`` (0: rewritten), never past ``size`` bytes in all
-        (:class:`TooLong` with the message ``too_long``); return how many bytes were written."""
+        (else :class:`TooLong` saying ``too_long``); return the bytes written."""
         written = 0
         with open(part, "ab" if offset else "wb") as fh:
             for chunk in chunks:
@@ -168,8 +163,7 @@ def _size(path: Path) -> int:
 
 def _body_offset(r: requests.Response, url: str, offset: int, size: int, progress: Callable[[int], None]) -> int:
     """Where in the file the body of ``r`` (asked from byte ``offset``) starts: ``offset``, or 0 when the
-    server ignored Range. Raises when the answer cannot continue the file (416, 4xx, 5xx, a Content-Range
-    from elsewhere, more bytes than ``size``)."""
+    server ignored Range. Raises when the answer cannot continue the file."""
     if r.status_code == 416:
         raise Short(f"server has no bytes past {offset} (HTTP 416): the file there is "
                     f"shorter than the {size} bytes release.json lists")
@@ -187,20 +181,14 @@ def _body_offset(r: requests.Response, url: str, offset: int, size: int, progres
 
 
 def _reads(src: Any, room: int) -> Iterator[bytes]:
-    """``src.read`` in chunks, at most ``room`` bytes in all."""
-    while room > 0:
-        chunk = src.read(min(CHUNK_BYTES, room))
-        if not chunk:
-            return
+    while room > 0 and (chunk := src.read(min(CHUNK_BYTES, room))):
         room -= len(chunk)
         yield chunk
 
 
 def _promised_total(r: requests.Response, offset: int) -> int | None:
-    """The file size a response announces: ``Content-Range``'s total, else ``offset`` (0 for a 200) +
-    ``Content-Length``; None when it says neither."""
-    m = re.fullmatch(r"bytes \d+-\d+/(\d+)", r.headers.get("Content-Range", "").strip())
-    if m:
+    """The file size a response announces (Content-Range's total, else from Content-Length), or None."""
+    if m := re.fullmatch(r"bytes \d+-\d+/(\d+)", r.headers.get("Content-Range", "").strip()):
         return int(m[1])
     length = r.headers.get("Content-Length", "").strip()
     if not length.isdigit():
@@ -215,10 +203,7 @@ def _iter_body(r: requests.Response) -> Iterator[bytes]:
     if read1 is None:  # urllib3 < 2.3
         yield from r.iter_content(CHUNK_BYTES)
         return
-    while True:
-        chunk = read1(CHUNK_BYTES, decode_content=False)
-        if not chunk:
-            return
+    while chunk := read1(CHUNK_BYTES, decode_content=False):
         yield chunk
 
 
@@ -234,8 +219,8 @@ def _raise_for_status(r: requests.Response) -> None:
 
 def with_retries(fn: Callable[[], Any], what: str, retries: int, backoff_s: float,
                  attempts: list[int], stop: threading.Event | None = None) -> Any:
-    """``fn()``, called again after a :class:`Transient` error up to ``retries`` times with backoff
-    (:func:`granary_pipe.retry.backoff_delay`); ``attempts[0]`` counts the calls, ``stop`` ends it."""
+    """``fn()``, called again after a :class:`Transient` error up to ``retries`` times with backoff;
+    ``attempts[0]`` counts the calls, ``stop`` ends it."""
     stop = stop or threading.Event()
     k = 0
     while True:

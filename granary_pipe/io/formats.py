@@ -1,7 +1,5 @@
-"""Release formats as one table, in the manner of lhotse's ``resolve_writer``: each format's name (also
-its directory), shard file names and writer. The CLI's ``--formats``, the release writer loop,
-release.json's ``formats``/``sharding.naming`` and the dataset card all read :data:`RELEASE_FORMATS`;
-adding a format is one entry here.
+"""Release formats as one table (:data:`RELEASE_FORMATS`): each format's name (also its directory), shard
+file names and writer; adding a format is one entry here. Design: docs/architecture.md, "After the run".
 """
 
 from __future__ import annotations
@@ -15,25 +13,19 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ShardWriter = Callable[[Sequence[Path], int, "pa.Table", Sequence[bytes], Sequence[int]], None]
-"""``(the shard's files as :meth:`ReleaseFormat.paths` names them, shard number, rows, FLAC payloads,
-FLAC frames)``."""
+"""``(the shard's files (:meth:`ReleaseFormat.paths`), shard number, rows, FLAC payloads, FLAC frames)``."""
 
 
 @dataclass(frozen=True)
 class ReleaseFormat:
     """One release format: where its shards go, what they are called, and who writes them."""
 
-    name: str
-    """Name in ``--formats``, release.json and the docs; also the top directory of its files."""
-    files: tuple[str, ...]
-    """Files of shard N under ``{name}/{lang}/`` (``{lang}`` and ``%06d`` = N), in writing order."""
+    name: str  # in --formats, release.json and the docs; also the top directory of its files
+    files: tuple[str, ...]  # the files of shard N under {name}/{lang}/ ({lang}, %06d = N), in writing order
     write: ShardWriter
-    needs_frames: bool
-    """The writer needs each FLAC's sample count (read from its header) for durations."""
-    default: bool
-    """Written when no ``--formats`` is given."""
-    readers: str
-    """Who reads it (for the docs)."""
+    needs_frames: bool  # the writer needs each FLAC's sample count (read from its header)
+    default: bool  # written when no --formats is given
+    readers: str  # who reads it (for the dataset card)
 
     def naming(self) -> str:
         """The shard naming release.json records, e.g. ``wds/{lang}/{lang}-%06d.tar``."""
@@ -46,7 +38,7 @@ class ReleaseFormat:
 
 def _lazy(module: str, function: str) -> ShardWriter:
     """``granary_pipe.io.MODULE.FUNCTION``, imported on the first call: the CLI's option parsing reads the
-    table and should not load pyarrow and soundfile (so the ``write_*_shard`` writers have no static caller)."""
+    table and should not load pyarrow and soundfile."""
 
     def call(*args: Any) -> None:
         getattr(importlib.import_module(f"granary_pipe.io.{module}"), function)(*args)
@@ -59,14 +51,13 @@ RELEASE_FORMATS: dict[str, ReleaseFormat] = {f.name: f for f in (
                   readers="pyarrow, pandas, duckdb, Hugging Face `datasets` (its `audio` column reads as `Audio`)"),
     ReleaseFormat("wds", ("{lang}-%06d.tar",), _lazy("shards", "write_wds_shard"), needs_frames=False, default=True,
                   readers="webdataset (`{id}.flac` + `{id}.json` per row), `granary train`"),
-    ReleaseFormat("nemo", ("manifest_%06d.json", "audio_%06d.tar"), _lazy("nemo", "write_nemo_shard"),
+    ReleaseFormat("nemo", ("manifest_%06d.json", "audio_%06d.tar"), _lazy("shards", "write_nemo_shard"),
                   needs_frames=True, default=False,
                   readers="NeMo tarred audio datasets (brace patterns in `release.json`'s `nemo`)"),
-    ReleaseFormat("lhotse_shar", ("cuts.%06d.jsonl.gz", "recording.%06d.tar"), _lazy("lhotse_shar", "write_shar_shard"),
+    ReleaseFormat("lhotse_shar", ("cuts.%06d.jsonl.gz", "recording.%06d.tar"), _lazy("shards", "write_shar_shard"),
                   needs_frames=True, default=False,
                   readers="lhotse (`CutSet.from_shar(in_dir=\"lhotse_shar/LANG\")`)"),
-)}
-"""Every release format, in the order release.json lists them."""
+)}  # every release format, in the order release.json lists them
 
 FORMATS = tuple(RELEASE_FORMATS)
 DEFAULT_FORMATS = tuple(name for name, f in RELEASE_FORMATS.items() if f.default)
@@ -84,8 +75,7 @@ def resolve_formats(formats: Iterable[str] | str | None) -> tuple[str, ...]:
     if formats == ["all"]:
         return FORMATS
     names = set(formats)
-    unknown = sorted(names - set(FORMATS))
-    if unknown:
+    if unknown := sorted(names - set(FORMATS)):
         raise ValueError(f"unknown release format(s) {unknown}; choose from {list(FORMATS)} or 'all'")
     if not names:
         raise ValueError(f"no release format given; choose from {list(FORMATS)}")
@@ -93,8 +83,5 @@ def resolve_formats(formats: Iterable[str] | str | None) -> tuple[str, ...]:
 
 
 def format_names(formats: Iterable[str] | None) -> list[str] | None:
-    """``formats`` sorted, once each (None stays None: every format); unknown names are kept for
-    the caller to report. Used where a release is read back (download, verify)."""
-    if formats is None:
-        return None
-    return sorted(set(formats))
+    """``formats`` sorted, once each (None stays None: every format); unknown names are kept for the caller."""
+    return None if formats is None else sorted(set(formats))

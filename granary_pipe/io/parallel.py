@@ -1,8 +1,5 @@
-"""Per-file work on a few daemon threads that stops at once (downloads, verification).
-
-``concurrent.futures`` would finish every queued item after Ctrl-C and join its threads at exit. Here,
-on Ctrl-C or an error that stops every other item too (:func:`is_local_disk_error`), the queue is
-dropped, running items see ``stop`` set, and the caller gets the exception within about a second.
+"""Per-file work on a few daemon threads that stops within about a second on Ctrl-C or a fatal error
+(downloads, verification), where ``concurrent.futures`` would finish every queued item first.
 """
 
 from __future__ import annotations
@@ -16,8 +13,7 @@ T = TypeVar("T")
 
 LOCAL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 """Errors writing local files that no retry and no other file will get past."""
-JOIN_S = 1.0
-"""How long an interrupted run waits for running items to notice ``stop``."""
+JOIN_S = 1.0  # how long an interrupted run waits for running items to notice stop
 
 
 class Stopped(Exception):
@@ -29,14 +25,9 @@ def is_local_disk_error(exc: BaseException) -> TypeGuard[OSError]:
     return isinstance(exc, OSError) and exc.errno in LOCAL_DISK_ERRNOS
 
 
-def run_parallel(items: Iterable[T], fn: Callable[[T], None], jobs: int, stop: threading.Event,
-                 fatal: Callable[[BaseException], bool] = is_local_disk_error) -> None:
-    """Call ``fn(item)`` for every item on ``jobs`` daemon threads.
-
-    An exception for which ``fatal`` is true stops everything and is re-raised here; other
-    exceptions are the caller's to catch inside ``fn`` (they are re-raised too, as bugs).
-    ``KeyboardInterrupt`` in the calling thread sets ``stop``, drops the queue and is re-raised.
-    """
+def run_parallel(items: Iterable[T], fn: Callable[[T], None], jobs: int, stop: threading.Event) -> None:
+    """Call ``fn(item)`` for every item on ``jobs`` daemon threads. An exception stops everything and is
+    re-raised here (a local disk error first); ``KeyboardInterrupt`` sets ``stop`` and is re-raised."""
     todo: queue.Queue = queue.Queue()
     for item in items:
         todo.put(item)
@@ -55,12 +46,10 @@ def run_parallel(items: Iterable[T], fn: Callable[[T], None], jobs: int, stop: t
             t.join(JOIN_S / len(threads))
         raise
     if errors:
-        raise next((e for e in errors if fatal(e)), errors[0])
+        raise next((e for e in errors if is_local_disk_error(e)), errors[0])
 
 
 def _work(todo: queue.Queue, fn: Callable[[T], None], stop: threading.Event, errors: list[BaseException]) -> None:
-    """One thread: items off ``todo`` until it is empty or ``stop`` is set; an error goes into ``errors``
-    and sets ``stop``."""
     while not stop.is_set():
         try:
             item = todo.get_nowait()

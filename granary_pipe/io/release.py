@@ -1,13 +1,6 @@
-"""Build a release from a run directory (``granary release RUN --out OUT``).
-
-Only kept rows of committed units go out, per language, ordered by ``sha256(seed, id)``; with a
-release license, rows whose license cannot be relicensed under it (:func:`granary_pipe.licenses.compatible`)
-stay out and are counted. Four steps, each in bounded memory: plan (:mod:`~granary_pipe.io.release_plan`),
-gather the rows into shard order (:mod:`~granary_pipe.io.release_gather`), write each shard in every
-format (:mod:`~granary_pipe.io.release_tasks`, here or on Ray), then release.json, ATTRIBUTION.md and
-README.md from the merged done-records, published by renames (:mod:`~granary_pipe.io.release_out`).
-The work lives in ``OUT/.tmp-release-KEY``: a killed release resumes where it stopped. The same run
-and arguments give byte-identical files. Layout and design: docs/architecture.md.
+"""Build a release from a run directory (``granary release RUN --out OUT``): plan, gather, write the shards,
+then the top files, published by renames; resumable, byte-identical for the same run and arguments.
+Design: docs/architecture.md, "After the run" (Release).
 """
 
 from __future__ import annotations
@@ -52,8 +45,8 @@ def release_license_of(release_license: str | None) -> str | None:
 
 
 def work_dir_name(run_dir: Path, run: dict[str, Any], args: dict[str, Any]) -> str:
-    """``.tmp-release-KEY``: KEY depends only on the run (its path and fingerprint), the release's
-    arguments and the release format version, so a rerun of the same release finds its work."""
+    """``.tmp-release-KEY``, KEY from the run's path and fingerprint, the arguments and the format version:
+    a rerun of the same release finds its work."""
     key = {"run": str(Path(run_dir).resolve()), "fingerprint": run.get("fingerprint"), "args": args,
            "format_version": FORMAT_VERSION, "granary_pipe": __version__}
     return release_out.WORK_PREFIX + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -94,34 +87,14 @@ def build_release(run_dir: Path, out_dir: Path, *, shard_rows: int = 1000, shard
                   langs: list[str] | None = None, seed: int = 0, progress: bool = True, overwrite: bool = False,
                   release_license: str | None = None, formats: Iterable[str] | str | None = DEFAULT_FORMATS,
                   workers: int = 1, ray_address: str | None = None) -> dict[str, Any]:
-    """Write a release of ``run_dir``'s kept rows into ``out_dir``; return release.json's dict.
-
-    Args:
-        out_dir: absent or empty (but for an interrupted release's work) unless ``overwrite``, which
-            replaces only what an earlier release wrote there; never the run or a run directory.
-        shard_rows: most rows per shard; ``shard_bytes``: also cut a shard before its FLAC bytes would
-            pass this (a shard holds at least one row).
-        langs: release only these languages (row language: ``lang``, else ``lang_hint``, else
-            ``"und"``); ``None``: all.
-        seed: shuffle seed; the order within a language is by ``sha256(seed, id)``.
-        progress: progress over the gather and shard tasks (plain lines off a terminal).
-        release_license: SPDX id (or alias) of the release; only rows whose license is
-            :func:`granary_pipe.licenses.compatible` with it go in (the others are counted in
-            ``excluded.by_license``). Default: no filter beyond the run's license gate.
-        formats: names from :data:`FORMATS` (or ``"all"``, or a comma-separated string).
-        workers: 1 writes the shards in this process; N > 1 on an embedded local Ray with N CPUs.
-        ray_address: write them on the Ray cluster there (default ``$RAY_ADDRESS``; the run and
-            ``out_dir`` on a file system every node sees).
-
-    Raises:
-        FileNotFoundError: no ``run.json`` in ``run_dir``, or a kept row's audio is missing.
-        ValueError: no committed unit, no kept rows (for ``langs`` / the license), an unknown
-            release license or format, bad arguments, or a model whose license is unknown or forbids
-            a release.
-        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false, or holds files no
-            release wrote.
-        granary_pipe.io.run_lock.RunLocked: another release is writing ``out_dir``.
-        ConnectionError: nothing answers at ``ray_address``.
+    """Write a release of ``run_dir``'s kept rows into ``out_dir`` (absent or empty but for an interrupted
+    release's work, unless ``overwrite``: that replaces only what an earlier release wrote); return release.json's
+    dict. ``shard_bytes``: also cut a shard before its FLAC bytes pass this; ``langs``/``release_license`` None:
+    no filter; ``workers`` N > 1: on an embedded Ray with N CPUs; ``ray_address`` (default ``$RAY_ADDRESS``):
+    on that cluster. Raises ``FileNotFoundError`` (no run.json, a kept row's audio missing), ``ValueError``
+    (no committed unit or kept rows, an unknown release license or format, bad arguments, a model whose license
+    forbids a release), ``FileExistsError`` (what no release wrote is in ``out_dir``, or a release without
+    ``overwrite``), :class:`~granary_pipe.io.run_lock.RunLocked`, ``ConnectionError`` (no Ray at ``ray_address``).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = read_run_json(run_dir)
@@ -182,13 +155,11 @@ def _build(run_dir: Path, run: dict[str, Any], work: Path, out_dir: Path, args: 
     with TaskRunner(workers=workers, address=ray_address, record_dir=work) as runner:
         if todo:  # every shard done before: nothing to gather
             gathers = [g for g in plan.gather_jobs if read_gathered(g) is None]
-            runner.map(gather, gathers, desc="gather", unit="job", done=len(plan.gather_jobs) - len(gathers),
-                       total=len(plan.gather_jobs), progress=progress)
+            runner.map(gather, gathers, desc="gather", unit="job", total=len(plan.gather_jobs), progress=progress)
             sources = shard_sources(plan.gather_jobs)
             jobs = [ShardJob(str(run_dir), str(work), s, formats, tuple(sources.get((s.lang, s.n), ())))
                     for s in todo]
-            runner.map(write_shard, jobs, desc="release", unit="shard", done=len(plan.shards) - len(todo),
-                       total=len(plan.shards), progress=progress)
+            runner.map(write_shard, jobs, desc="release", unit="shard", total=len(plan.shards), progress=progress)
     log.info("release shards: %d written in %.1f s", len(todo), time.monotonic() - t1)
     written = merge_records(work, plan.shards)
     release = release_metadata(

@@ -1,6 +1,5 @@
-"""The human-readable files of a release (see :mod:`granary_pipe.io.release`): ``ATTRIBUTION.md``
-(each source: license, evidence, homepage, citation, counts; the models used) and ``README.md``
-(a Hugging Face dataset card: license, languages, one config per language over the Parquet shards).
+"""The human-readable files of a release: ``ATTRIBUTION.md`` (per source: license, evidence, homepage,
+citation, counts; the models used) and ``README.md`` (a Hugging Face dataset card).
 """
 
 from __future__ import annotations
@@ -10,12 +9,11 @@ from typing import Any
 from granary_pipe import __version__, licenses
 from granary_pipe.io.formats import RELEASE_FORMATS
 
-_HF_LICENSES = {"CC0-1.0": "cc0-1.0", "CC-BY-3.0": "cc-by-3.0", "CC-BY-4.0": "cc-by-4.0",
-                "CC-BY-SA-3.0": "cc-by-sa-3.0", "CC-BY-SA-4.0": "cc-by-sa-4.0", "MIT": "mit",
-                "Apache-2.0": "apache-2.0", "PDDL-1.0": "pddl", "CC-BY-NC-4.0": "cc-by-nc-4.0",
-                "CC-BY-NC-SA-4.0": "cc-by-nc-sa-4.0", "CC-BY-ND-4.0": "cc-by-nd-4.0",
-                "CC-BY-NC-ND-4.0": "cc-by-nc-nd-4.0"}
-"""SPDX ids -> Hugging Face dataset-card ``license`` values (others are ``other`` + ``license_name``)."""
+_HF_LICENSES = {  # SPDX id -> the dataset card's license (others: other + license_name)
+    "CC0-1.0": "cc0-1.0", "CC-BY-3.0": "cc-by-3.0", "CC-BY-4.0": "cc-by-4.0", "CC-BY-SA-3.0": "cc-by-sa-3.0",
+    "CC-BY-SA-4.0": "cc-by-sa-4.0", "MIT": "mit", "Apache-2.0": "apache-2.0", "PDDL-1.0": "pddl",
+    "CC-BY-NC-4.0": "cc-by-nc-4.0", "CC-BY-NC-SA-4.0": "cc-by-nc-sa-4.0", "CC-BY-ND-4.0": "cc-by-nd-4.0",
+    "CC-BY-NC-ND-4.0": "cc-by-nc-nd-4.0"}
 
 
 def _source_said(src: dict) -> dict[str, list[str]]:
@@ -34,11 +32,9 @@ def _license_lines(src: dict) -> list[str]:
     if not raw:
         return ["- License: not given"]
     parsed = licenses.parse(raw, lmap)
-    if not parsed.mapped:
-        out = [f"- License: {raw}"]
-    else:
-        out = [(f'- License: {parsed.license} (the source says "{raw}"; read as {parsed.license} by the '
-                "license_map of its manifest)")]
+    out = [f"- License: {raw}" if not parsed.mapped else
+           f'- License: {parsed.license} (the source says "{raw}"; read as {parsed.license} by the license_map '
+           "of its manifest)"]
     out += [f'- The source\'s "{k}" is read as {v} (license_map of its manifest)'
             for k, v in sorted(lmap.items()) if not any(k == a for a, _ in parsed.mapped)]
     return out
@@ -46,10 +42,8 @@ def _license_lines(src: dict) -> list[str]:
 
 def attribution_md(run_name: str, release_license: str | None, sources: list[dict], counts: dict,
                    models: dict[str, dict] | None = None) -> str:
-    """Render ATTRIBUTION.md; ``counts[source][license] = [rows, seconds]``.
-
-    A source that matches a catalog entry (``manifests/catalog``, by name) or carries a
-    ``catalog`` block gets the catalog's homepage, citation and license evidence."""
+    """ATTRIBUTION.md; ``counts[source][license] = [rows, seconds]``. A source in the catalog (by name, or
+    with a ``catalog`` block) gets the catalog's homepage, citation and license evidence."""
     from granary_pipe import catalog
 
     lines = [
@@ -66,22 +60,17 @@ def attribution_md(run_name: str, release_license: str | None, sources: list[dic
         name = src.get("name") or "(unnamed source)"
         lines += [f"## {name}", ""]
         lines += _license_lines(src)
-        evidence = src.get("license_evidence")
-        if evidence:
+        if evidence := src.get("license_evidence"):
             lines.append(f"- License evidence: {evidence['url']} (\"{evidence['quote']}\")")
         if src.get("unconfirmed"):
             lines.append(f"- Not confirmed on the corpus's own pages: {', '.join(src['unconfirmed'])}")
         lines.append(f"- Homepage: {src.get('homepage') or 'not given'}")
         cite = (src.get("citation") or "").strip()
-        if cite:
-            lines += ["- Citation:", "", "```", cite, "```"]
-        else:
-            lines.append("- Citation: not given")
+        lines += ["- Citation:", "", "```", cite, "```"] if cite else ["- Citation: not given"]
         lines += ["", "| License | Rows | Hours |", "|---|---:|---:|"]
         per = counts.get(src.get("name"), {})
         said = _source_said(src)
-        for lic in sorted(per):
-            rows, secs = per[lic]
+        for lic, (rows, secs) in sorted(per.items()):
             hours = f"{secs / 3600:.3f}" if secs == 0 or secs >= 1.8 else "<0.001"
             cited = f" (the source says {', '.join(said[lic])})" if lic in said else ""
             lines.append(f"| {lic}{cited} | {rows} | {hours} |")

@@ -1,11 +1,6 @@
-"""Gather a release's rows into shard order before the shards are written, each unit file read once.
-
-Release order is a hash of the ids, so a shard's rows come from all over the run. The plan's row
-assignment, sorted by unit file, is cut into gather jobs of about :data:`GATHER_ROWS` rows (never
-splitting a file); a gather task reads each of its unit files once and writes its rows in shard order to
-``gather/{g:06d}.arrows``, one Arrow IPC stream per shard, then a record ``gather/{g:06d}.json`` of each
-stream's offset and length (a rerun skips jobs whose record and file are there). A shard task then reads
-one stream per gather file (:func:`read_shard_rows`). The design and its figures: docs/architecture.md.
+"""Gather a release's rows into shard order before the shards are written, each unit file read once: one
+Arrow IPC stream per shard in ``gather/{g:06d}.arrows``, indexed by the record ``gather/{g:06d}.json``.
+Design: docs/architecture.md, "After the run" (Release, Gather).
 """
 
 from __future__ import annotations
@@ -30,12 +25,9 @@ if TYPE_CHECKING:
 
 GATHER_ROWS = int(os.environ.get("GRANARY_RELEASE_GATHER_ROWS", "20000"))
 """Rows per gather job (``$GRANARY_RELEASE_GATHER_ROWS``): a gather task holds this many rows' metadata."""
-COMPACT_FILES = 256
-"""Unit files' rows held as separate tables before they are merged: many small tables cost far more memory."""
-ASSIGN_COLUMNS = ("filename", "file_row_number", "lang", "n", "pos")
-"""The plan's row assignment: unit file, row number there, the row's shard (language, number), position."""
-_KEYS = ("_lang", "_n", "_pos")
-"""The assignment's columns as carried in a gather file, beside the row schema's."""
+COMPACT_FILES = 256  # unit files' rows held as separate tables before a merge: many small tables cost memory
+ASSIGN_COLUMNS = ("filename", "file_row_number", "lang", "n", "pos")  # unit file, row there, shard, position
+_KEYS = ("_lang", "_n", "_pos")  # the assignment's shard and position, carried beside the row schema's columns
 
 
 @dataclass(frozen=True)
@@ -45,16 +37,13 @@ class GatherJob:
     root: str
     g: int
 
-    def spec(self) -> Path:
-        """The job's rows (the assignment's columns, sorted by unit file and row number)."""
+    def spec(self) -> Path:  # the job's rows of the assignment
         return Path(self.root) / "gather" / f"{self.g:06d}.job.parquet"
 
-    def output(self) -> Path:
-        """The gathered rows, one Arrow IPC stream per shard."""
+    def output(self) -> Path:  # the gathered rows, one Arrow IPC stream per shard
         return Path(self.root) / "gather" / f"{self.g:06d}.arrows"
 
-    def record(self) -> Path:
-        """Done-record: the output's size and each shard's offset and length in it."""
+    def record(self) -> Path:  # done-record: the output's size and each shard's offset and length in it
         return Path(self.root) / "gather" / f"{self.g:06d}.json"
 
 
@@ -89,23 +78,18 @@ def _cut_at_file_end(names: pa.Array, k: int) -> int | None:
     """The first index ``>= k`` where a new unit file begins in ``names`` (None: not in this batch)."""
     if k <= 0:
         return 0
-    last = names[k - 1].as_py()
-    for j in range(k, len(names)):
-        if names[j].as_py() != last:
-            return j
-    return None
+    j = pc.index(pc.not_equal(names.slice(k), names[k - 1]), True).as_py()
+    return None if j < 0 else k + j
 
 
 def _write_job(root: Path, g: int, parts: list[pa.RecordBatch]) -> GatherJob:
     job = GatherJob(str(root), g)
-    table = pa.Table.from_batches([p for p in parts if p.num_rows])
-    pq.write_table(table, job.spec(), compression="zstd")
+    pq.write_table(pa.Table.from_batches([p for p in parts if p.num_rows]), job.spec(), compression="zstd")
     return job
 
 
 def gather(job: GatherJob) -> dict[str, Any]:
-    """Run gather job ``job``: read each of its unit files once, write its rows in shard order with
-    one Arrow IPC stream per shard, then its record; return the record."""
+    """Run ``job``: read each of its unit files once, write its rows in shard order, then its record (returned)."""
     spec = pq.read_table(job.spec())
     names = spec.column("filename").to_pylist()
     numbers = spec.column("file_row_number").to_numpy()
@@ -160,8 +144,8 @@ def _write_by_shard(rows: pa.Table, path: Path) -> dict[str, list[int]]:
 
 
 def read_gathered(job: GatherJob) -> dict[str, tuple[int, int]] | None:
-    """The shard -> (offset, length) index of a finished gather job (None when its record or file is
-    missing or the file's size differs from the record's)."""
+    """The ``lang/n`` -> (offset, length) index of a finished gather job; None when its record or file is
+    missing or of another size than recorded."""
     try:
         record = json.loads(job.record().read_text(encoding="utf-8"))
         if (job.output().stat().st_size, job.spec().stat().st_size) != (record["bytes"], record["spec_bytes"]):
@@ -179,8 +163,7 @@ def forget_gathered(root: Path) -> None:
 
 
 def shard_sources(jobs: list[GatherJob]) -> dict[tuple[str, int], list[tuple[int, int, int]]]:
-    """Where each shard's rows are: ``(lang, n) -> [(gather job, offset, length), ...]``, from the
-    gather records (every job must be done)."""
+    """``(lang, n) -> [(gather job, offset, length), ...]``: where each shard's rows are (every job done)."""
     sources: dict[tuple[str, int], list[tuple[int, int, int]]] = defaultdict(list)
     for job in jobs:
         index = read_gathered(job)

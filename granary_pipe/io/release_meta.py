@@ -1,23 +1,23 @@
-"""release.json's dict, from the rows a release selected and the files its formats wrote. Nothing private
-goes in: sources lose local paths and cache directories, models their paths and addresses.
+"""release.json's dict, from the rows a release selected and the files its formats wrote; nothing private
+goes in (no local paths, cache directories or server addresses).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from granary_pipe import __version__, models
 from granary_pipe.io.formats import RELEASE_FORMATS
-from granary_pipe.io.nemo import brace_patterns
+from granary_pipe.io.shards import brace_patterns
 from granary_pipe.io.verify import sha256_file
 from granary_pipe.rundir import run_sources, unit_errors
 
-FORMAT_VERSION = 3
-"""Version of release.json's layout (its history is in CHANGELOG.md)."""
+FORMAT_VERSION = 3  # release.json's layout (history: CHANGELOG.md)
 _LOCATION_KEYS = ("manifest", "audio", "listing", "url")
 
 
@@ -26,11 +26,9 @@ class Written:
     """What the format writers produced: one entry per file, and counts per language, license and source."""
 
     shards: list[dict[str, Any]] = field(default_factory=list)
-    per_lang: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """lang -> rows, seconds (per shard), shards, bytes per format."""
-    licenses: dict[str, int] = field(default_factory=dict)
-    by_source: dict[Any, dict[str, list]] = field(default_factory=dict)
-    """source -> license -> [rows, seconds]."""
+    per_lang: dict[str, dict[str, Any]] = field(default_factory=dict)  # rows, seconds per shard, shards, bytes
+    licenses: Counter[str] = field(default_factory=Counter)
+    by_source: dict[Any, dict[str, list]] = field(default_factory=dict)  # source -> license -> [rows, seconds]
 
 
 def file_entry(root: Path, rel: str, fmt: str, lang: str | None, rows: int, seconds: float) -> dict[str, Any]:
@@ -111,9 +109,7 @@ def release_metadata(run_dir: Path, run: dict[str, Any], written: Written, *, fo
                      release_license: str | None, sharding: dict[str, Any],
                      excluded: dict[str, dict[str, int]]) -> dict[str, Any]:
     """release.json's dict, without its ``files`` (ATTRIBUTION.md and README.md are written from it).
-
-    ``sharding``: seed, shard_rows, shard_bytes, langs; ``excluded``: rows left out ``by_license``
-    and ``by_lang``."""
+    ``sharding``: seed, shard_rows, shard_bytes, langs; ``excluded``: rows left out by_license and by_lang."""
     release = {
         "format_version": FORMAT_VERSION,
         "created_from": run_dir.resolve().name,

@@ -1,11 +1,5 @@
-"""A release's ``--out`` directory: what in it belongs to a release, its lock, and publishing by renames.
-
-``--overwrite`` replaces only what a release wrote (``release.json``, the top files it lists with their
-sha256, each format's directory of shard files); anything else is refused, named (:func:`first_foreign`),
-before anything is written and again before the publish. ``OUT/.granary-release.lock`` is flocked for
-the whole release. The release is published from ``OUT/.tmp-release-KEY`` by renames under a journal
-(:func:`publish`, release.json last: the commit); a publish killed midway is undone or finished by the
-next release into ``OUT`` (:func:`recover`).
+"""A release's ``--out`` directory: what in it belongs to a release, its lock, and publishing by renames
+under a journal (release.json last: the commit). Design: docs/architecture.md, "After the run" (Release).
 """
 
 from __future__ import annotations
@@ -25,14 +19,12 @@ from granary_pipe.io.verify import sha256_file
 from granary_pipe.rundir import RUN_JSON, fsync_path, write_json_atomic
 
 LOCK_NAME = ".granary-release.lock"
-WORK_PREFIX = ".tmp-release-"
-"""Work directories of releases in ``--out``: ``.tmp-release-KEY``."""
+WORK_PREFIX = ".tmp-release-"  # work directories of releases in --out: .tmp-release-KEY
 RELEASE_JSON = "release.json"
 TOP_FILES = ("ATTRIBUTION.md", "README.md")
 JOURNAL = "publish.json"
 _ASIDE = "old"
-_DONE = ".done"
-"""Suffix of a published release's work directory while it is removed (:func:`finish`)."""
+_DONE = ".done"  # suffix of a published release's work directory while it is removed
 
 
 def is_ours(name: str) -> bool:
@@ -65,12 +57,8 @@ def _listed(out_dir: Path) -> dict[str, dict[str, Any]] | None:
 
 
 def _shard_name(fmt: str, lang: str) -> re.Pattern[str]:
-    """The names format ``fmt`` gives its shard files in language directory ``lang``."""
-    parts = []
-    for pattern in RELEASE_FORMATS[fmt].files:
-        tokens = re.split(r"(\{lang\}|%06d)", pattern)
-        parts.append("".join(re.escape(lang) if t == "{lang}" else r"\d{6,}" if t == "%06d" else re.escape(t)
-                             for t in tokens))
+    parts = [re.escape(f).replace(re.escape("{lang}"), re.escape(lang)).replace("%06d", r"\d{6,}")
+             for f in RELEASE_FORMATS[fmt].files]
     return re.compile("|".join(f"(?:{p})" for p in parts))
 
 
@@ -114,8 +102,7 @@ def first_foreign(out_dir: Path) -> str | None:
             if sha256_file(entry) != mine.get("sha256"):
                 return f"{name} (changed since the release wrote it)"
         elif name in FORMATS and _is_dir(entry):
-            foreign = _foreign_in_format(out_dir, name, listed or {})
-            if foreign:
+            if foreign := _foreign_in_format(out_dir, name, listed or {}):
                 return foreign
         else:
             return name
@@ -124,7 +111,7 @@ def first_foreign(out_dir: Path) -> str | None:
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     """``FileExistsError`` naming what is in the way: without ``overwrite`` anything but a release's
-    own hidden entries; with it, the first path a release did not write."""
+    own hidden entries; with it, the first path no release wrote."""
     if not overwrite:
         present = sorted(e.name for e in out_dir.iterdir() if not is_ours(e.name))
         if RELEASE_JSON in present:
@@ -134,17 +121,15 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
             raise FileExistsError(f"release output {out_dir} is not empty ({present[0]} is there): choose another "
                                   "--out (--overwrite replaces only an earlier release)")
         return
-    foreign = first_foreign(out_dir)
-    if foreign:
+    if foreign := first_foreign(out_dir):
         raise FileExistsError(f"release output {out_dir} holds {foreign}, which no release wrote: --overwrite "
                               "replaces only a release's own files; move it away or choose another --out")
 
 
 @contextmanager
 def claimed(out_dir: Path) -> Iterator[None]:
-    """Create ``out_dir`` if needed and hold its lock for the block, then let go of it, remove its file, and
-    ``out_dir`` if this call created it and it is empty. :class:`~granary_pipe.io.run_lock.RunLocked`
-    naming the release that holds it."""
+    """Hold ``out_dir``'s lock (creating it) for the block; after it remove the lock file, and ``out_dir`` if
+    this call created it and it is empty. :class:`~granary_pipe.io.run_lock.RunLocked` naming the holder."""
     from granary_pipe.io import run_lock
 
     created = not out_dir.exists()
@@ -196,8 +181,7 @@ def recover(out_dir: Path) -> list[str]:
 
 
 def finish(work: Path) -> None:
-    """Remove a published release's work directory, renamed first so that :func:`recover` knows a
-    removal cut short."""
+    """Remove a published release's work directory, renamed first so that :func:`recover` sees one cut short."""
     done = work.with_name(work.name + _DONE)
     os.replace(work, done)
     shutil.rmtree(done)
@@ -213,8 +197,7 @@ def publish(work: Path, out_dir: Path, names: list[str]) -> None:
             for sub in (work / name).iterdir():
                 fsync_path(sub)
         fsync_path(work / name)
-    foreign = first_foreign(out_dir)
-    if foreign:
+    if foreign := first_foreign(out_dir):
         raise FileExistsError(f"release output {out_dir}: {foreign} appeared there while the release was written "
                               "and no release wrote it; move it away and run the same command again (it resumes)")
     old = sorted((e.name for e in out_dir.iterdir() if not is_ours(e.name)), key=lambda n: n != RELEASE_JSON)

@@ -1,12 +1,6 @@
-"""Plan a release out of core: which kept rows go out, in which order, cut into which shards.
-
-DuckDB scans the committed units' ``kept.parquet`` files (its sort spills under the work directory,
-within :data:`DUCKDB_MEMORY`) and sorts only narrow columns, never whole rows. A row's language is
-``lang``, else ``lang_hint``, else ``"und"``; its license ``license``, else ``"unknown"``; with a release
-license only rows whose license is compatible go out. Within a language rows are ordered by
-``(sha256(f"{seed}\\0{id}"), id)``; a shard holds at most ``shard_rows`` rows and, with ``shard_bytes``,
-is cut before its FLAC bytes would pass that. The plan is the row assignment (unit file, row number,
-shard, position) that :mod:`granary_pipe.io.release_gather` cuts into gather jobs.
+"""Plan a release out of core with DuckDB: which kept rows go out, in which order, cut into which shards
+(the row assignment :mod:`granary_pipe.io.release_gather` cuts into gather jobs).
+Design: docs/architecture.md, "After the run" (Release, Plan).
 """
 
 from __future__ import annotations
@@ -30,24 +24,19 @@ from granary_pipe.rundir import MARKER, committed_units, unit_dir
 
 DUCKDB_MEMORY = os.environ.get("GRANARY_RELEASE_DUCKDB_MEMORY", "64MB")
 """DuckDB's ``memory_limit`` while planning (``$GRANARY_RELEASE_DUCKDB_MEMORY``); beyond it the sort spills."""
-DUCKDB_THREADS = 2
-"""DuckDB threads while planning: the scan and sort are I/O bound; more threads hold more memory."""
-BATCH_ROWS = 8192
-"""Rows per Arrow batch streamed out of the sorted query."""
-CHUNK_FILES = 1000
-"""Unit files read by one DuckDB query while loading the kept rows."""
+DUCKDB_THREADS = 2  # the scan and sort are I/O bound; more threads hold more memory
+BATCH_ROWS = 8192  # rows per Arrow batch streamed out of a query
+CHUNK_FILES = 1000  # unit files read by one DuckDB query (it holds per-file state for the length of a query)
 
 _LANG_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _NEEDED = {"id": "VARCHAR", "lang": "VARCHAR", "lang_hint": "VARCHAR", "license": "VARCHAR",
-           "drop_reason": "VARCHAR", "audio_file": "VARCHAR"}
-"""Columns the planner's queries name (NULL when no unit file has them)."""
+           "drop_reason": "VARCHAR", "audio_file": "VARCHAR"}  # NULL where a unit file has none
 _ASSIGN_SCHEMA = pa.schema([("filename", pa.string()), ("file_row_number", pa.int64()), ("lang", pa.string()),
                             ("n", pa.int64()), ("pos", pa.int64())])
 
 
 @dataclass(frozen=True)
 class PlannedShard:
-
     lang: str
     n: int
     rows: int
@@ -60,8 +49,7 @@ class Plan:
     shards: list[PlannedShard] = field(default_factory=list)
     excluded_by_license: dict[str, int] = field(default_factory=dict)
     excluded_by_lang: dict[str, int] = field(default_factory=dict)
-    digest: str = ""
-    """sha256 over every shard's rows in plan order: equal digests mean the same rows, order and cuts."""
+    digest: str = ""  # sha256 over every shard's rows in plan order: the same rows, order and cuts
     gather_jobs: list[GatherJob] = field(default_factory=list)
 
 
@@ -80,9 +68,8 @@ def _connect(work_dir: Path) -> Any:
 
 
 def _load_kept(con: Any, run_dir: Path, units: list[str]) -> None:
-    """Table ``kept`` (on disk beyond DuckDB's memory limit): the planning columns (:data:`_NEEDED`) of every
-    kept row of ``units``, its file and row number there, ``lang_`` and ``lic_``. Read :data:`CHUNK_FILES`
-    files a query: DuckDB holds per-file state for the length of a query."""
+    """Table ``kept``: the planning columns of every kept row of ``units``, its file and row number there,
+    its language (``lang_``: lang, else lang_hint, else und) and license (``lic_``)."""
     files = [str(unit_dir(run_dir, u) / "kept.parquet") for u in units]
     files = [f for f in files if os.path.isfile(f)]  # a unit that kept nothing may have no file
     table = ", ".join(f"{c} {t}" for c, t in _NEEDED.items())
@@ -96,8 +83,6 @@ def _load_kept(con: Any, run_dir: Path, units: list[str]) -> None:
 
 
 def _insert_files(con: Any, files: list[str]) -> None:
-    """Append the planning columns (:data:`_NEEDED`) of the rows of ``files`` to ``kept``, with each
-    row's file and its row number in that file (a column no file of the chunk has reads as NULL)."""
     con.execute("SET VARIABLE kept_files = ?::VARCHAR[]", [files])  # a parameter, not a SQL literal per file
     # union_by_name keeps every file's schema reader (≈ 75 KB a file, twice the time): only when the files'
     # columns differ (units written by different versions); else DuckDB takes the first file's columns.
@@ -162,8 +147,7 @@ def _selection(con: Any, run_dir: Path, langs: list[str] | None,
 
 def _check_asked_langs(run_dir: Path, langs: list[str], out_langs: set[str], run_langs: set[str],
                        release_license: str | None) -> None:
-    """``ValueError`` naming each language ``--lang`` asks for that would not go out (absent from the run,
-    or no row with a compatible license)."""
+    """``ValueError`` naming each language ``--lang`` asks for that would not go out, and why."""
     why = [f"{lang} (not in the run)" if lang not in run_langs else
            f"{lang} (no row with a license compatible with {release_license})"
            for lang in sorted(set(langs)) if lang not in out_langs]
@@ -181,7 +165,6 @@ def _sorted_batches(con: Any, out_langs: list[str], allowed: list[str], seed: in
 
 
 def _batches(con: Any, query: str, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
-    """The result of ``query`` streamed as Arrow batches of :data:`BATCH_ROWS` rows."""
     rel = con.sql(query, params=params)
     yield from rel.to_arrow_reader(BATCH_ROWS) if hasattr(rel, "to_arrow_reader") else rel.record_batch(BATCH_ROWS)
 
@@ -195,10 +178,8 @@ class _ShardCutter:
         self.shards: list[PlannedShard] = []
         self.digest = hashlib.sha256()
         self.lang = ""  # no shard yet: every language is a new one
-        self.n = 0
+        self.n = self.rows = self.bytes = 0
         self.parts: list[pa.RecordBatch] = []
-        self.rows = 0
-        self.bytes = 0
 
     def _size(self, rid: str, rel: str) -> int:
         path = self.run_dir / rel
@@ -208,7 +189,6 @@ class _ShardCutter:
             raise FileNotFoundError(f"audio of kept row {rid!r} is missing: {path}") from None
 
     def feed(self, batch: pa.RecordBatch) -> None:
-        """Take the next rows of the sorted stream."""
         langs = batch.column("lang_").to_pylist()
         sizes = [0] * len(langs)
         if self.shard_bytes:
@@ -230,7 +210,6 @@ class _ShardCutter:
         self.parts.append(batch.slice(start, len(langs) - start))
 
     def flush(self) -> None:
-        """Write the shard gathered so far (if any)."""
         if self.rows:
             table = pa.Table.from_batches([p for p in self.parts if p.num_rows])
             table = table.drop_columns(["lang_"]).combine_chunks()
@@ -252,8 +231,7 @@ def plan_release(run_dir: Path, work_dir: Path, *, langs: list[str] | None, rele
                  seed: int, shard_rows: int, shard_bytes: int | None) -> Plan:
     """Select, order and cut the kept rows of ``run_dir``'s committed units into shards; write the gather
     jobs under ``work_dir``. ``ValueError`` for no committed unit, no row to release, a language that
-    cannot name a shard, or a broken unit (kept rows with ``drop_reason`` or without ``audio_file``,
-    duplicate ids); ``FileNotFoundError`` for a missing audio file whose size ``shard_bytes`` needs."""
+    cannot name a shard, or a broken unit; ``FileNotFoundError`` for a missing audio file ``shard_bytes`` needs."""
     units = committed_units(run_dir)
     if not units:
         raise ValueError(f"no committed unit in {run_dir / 'units'} (no {MARKER} markers)")

@@ -1,19 +1,16 @@
-"""Write a release's shards: one task per shard, in this process or on Ray, each leaving a done-record.
-
-A shard task reads its rows (:mod:`granary_pipe.io.release_gather`) and FLACs, calls every format's
-writer, fsyncs what it wrote, then writes ``done/{lang}/{n:06d}.json``: the shard's release.json
-entries and counts. A rerun skips shards whose record is there and whose files have the sizes it lists.
-:func:`merge_records` merges the records in plan order, so the release's metadata is what one process
-writing the shards in order would make. :class:`TaskRunner` runs the gather and shard tasks here
-(``workers=1``) or on one embedded or joined Ray, :func:`in_flight` tasks at once.
+"""Write a release's shards, one task per shard (here or on Ray), each leaving a done-record
+``done/{lang}/{n:06d}.json``; merge the records in plan order. Design: docs/architecture.md, "After the run"
+(Release, Write and Merge).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -34,16 +31,13 @@ class ShardJob:
     """Everything a shard task needs; plain data, so it travels to a Ray worker."""
 
     run_dir: str
-    root: str
-    """The release's work directory: format directories, ``gather/`` and ``done/`` below it."""
+    root: str  # the release's work directory
     shard: PlannedShard
     formats: tuple[str, ...]
-    sources: tuple[tuple[int, int, int], ...]
-    """The shard's rows: (gather job, offset, length) triples (:func:`granary_pipe.io.release_gather.shard_sources`)."""
+    sources: tuple[tuple[int, int, int], ...]  # the shard's rows: (gather job, offset, length)
 
 
 def done_path(root: Path, shard: PlannedShard) -> Path:
-    """The done-record of ``shard`` under the work directory ``root``."""
     return root / "done" / shard.lang / f"{shard.n:06d}.json"
 
 
@@ -58,8 +52,7 @@ def _read_audio(run_dir: Path, ids: list[str], files: list[str]) -> list[bytes]:
 
 
 def write_shard(job: ShardJob) -> dict[str, Any]:
-    """Write shard ``job.shard`` in every format of ``job.formats``, fsync it, record it done;
-    return the done-record."""
+    """Write shard ``job.shard`` in every format of ``job.formats``, fsync it, record it done (returned)."""
     run_dir, root, shard = Path(job.run_dir), Path(job.root), job.shard
     table = read_shard_rows(root, shard, list(job.sources))
     audio = _read_audio(run_dir, table.column("id").to_pylist(), table.column("audio_file").to_pylist())
@@ -79,15 +72,12 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
             entry["shard"] = shard.n
             entries.append(entry)
         fsync_path(lang_dir)
-    lic_counts: dict[str, int] = {}
+    lics = [lic or "unknown" for lic in table.column("license").to_pylist()]
     cells: dict[tuple[Any, str], list[float]] = {}
-    for src, lic, d in zip(table.column("source").to_pylist(), table.column("license").to_pylist(), durations,
-                           strict=True):
-        lic = lic or "unknown"
-        lic_counts[lic] = lic_counts.get(lic, 0) + 1
+    for src, lic, d in zip(table.column("source").to_pylist(), lics, durations, strict=True):
         cells.setdefault((src, lic), []).append(d)
     record = {"lang": shard.lang, "shard": shard.n, "rows": shard.rows, "seconds": seconds, "entries": entries,
-              "licenses": lic_counts, "by_source": [[s, lic, ds] for (s, lic), ds in cells.items()]}
+              "licenses": Counter(lics), "by_source": [[s, lic, ds] for (s, lic), ds in cells.items()]}
     done_path(root, shard).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(done_path(root, shard), record, sort_keys=False)  # entries go into release.json as they are
     return record
@@ -108,7 +98,6 @@ def read_done(root: Path, shard: PlannedShard) -> dict[str, Any] | None:
 def merge_records(root: Path, shards: Iterable[PlannedShard]) -> Written:
     """What the shards wrote, merged in plan order from their done-records."""
     out = Written()
-    by_source: dict[Any, dict[str, list]] = {}
     for shard in shards:
         record = read_done(root, shard)
         if record is None:
@@ -120,20 +109,13 @@ def merge_records(root: Path, shards: Iterable[PlannedShard]) -> Written:
         stats["rows"] += record["rows"]
         stats["seconds"].append(record["seconds"])
         stats["shards"] += 1
-        for lic, n in record["licenses"].items():
-            out.licenses[lic] = out.licenses.get(lic, 0) + n
+        out.licenses.update(record["licenses"])
         for src, lic, durations in record["by_source"]:
-            cell = by_source.setdefault(src, {}).setdefault(lic, [0, 0.0])
+            cell = out.by_source.setdefault(src, {}).setdefault(lic, [0, 0.0])
             cell[0] += len(durations)
             for d in durations:  # row by row, in release order: the same float sum as one process makes
                 cell[1] += d
-    out.by_source = by_source
     return out
-
-
-def in_flight(workers: int) -> int:
-    """Tasks submitted at once: two per worker (one running, one ready)."""
-    return 2 * max(1, workers)
 
 
 class TaskRunner:
@@ -152,11 +134,12 @@ class TaskRunner:
             self.engine.shutdown()
             self.engine = None
 
-    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any], *, desc: str, unit: str, done: int, total: int,
+    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any], *, desc: str, unit: str, total: int,
             progress: bool) -> None:
-        """Run ``fn(job)`` for every job; progress (:mod:`granary_pipe.progress`) over ``total`` tasks, ``done``
-        of them finished before. A task's exception is raised here (its cause, for a Ray task)."""
-        with Progress(total, initial=done, desc=desc, unit=unit, enabled=progress, every_s=LINES_EVERY_S) as bar:
+        """Run ``fn(job)`` for every job; progress over ``total`` tasks, those not in ``jobs`` done before.
+        A task's exception is raised here (its cause, for a Ray task)."""
+        with Progress(total, initial=total - len(jobs), desc=desc, unit=unit, enabled=progress,
+                      every_s=LINES_EVERY_S) as bar:
             if self.workers <= 1 and not self.address:
                 for job in jobs:
                     fn(job)
@@ -187,11 +170,8 @@ class TaskRunner:
         pending = iter(jobs)
         running: list = []
         while True:
-            while len(running) < in_flight(self.workers):
-                job = next(pending, None)
-                if job is None:
-                    break
-                running.append(task.remote(job))
+            room = 2 * max(1, self.workers) - len(running)  # one running, one ready per worker
+            running += [task.remote(job) for job in itertools.islice(pending, room)]
             if not running:
                 return
             ready, running = ray.wait(running, num_returns=1)

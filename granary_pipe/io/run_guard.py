@@ -1,11 +1,5 @@
 """What surrounds a run's work on its directory: one writer, leftovers of a killed run, disk errors.
-
-:func:`guarded`, entered by :func:`granary_pipe.pipeline.run_pipeline` once config and listing are
-valid, (1) refuses a non-empty directory without ``run.json``, (2) creates and locks ``OUT``
-(:mod:`granary_pipe.io.run_lock`) before any debris is cleaned, (3) stops what the embedded Ray of a
-killed driver left (:mod:`granary_pipe.executors.ray_orphans`), and (4) ends the run on a disk error
-(:func:`disk_error`): temporaries removed, ``run.json`` marked failed, one ``OSError`` raised naming
-the file. Committed units are never touched.
+Design: docs/architecture.md, "Contracts" (One writer, disk errors, leftovers).
 """
 
 from __future__ import annotations
@@ -25,8 +19,8 @@ from granary_pipe.rundir import TMP as _TMP
 
 
 def disk_error(exc: BaseException | None) -> OSError | None:
-    """The disk error (:func:`~granary_pipe.io.parallel.is_local_disk_error`) behind ``exc``, following a Ray
-    task error's ``cause`` and Python's ``__cause__``/``__context__``; None when there is none."""
+    """The local disk error behind ``exc`` (through a Ray task error's ``cause``, ``__cause__``, ``__context__``),
+    or None."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -46,8 +40,8 @@ def refuse_foreign(run_dir: Path) -> None:
 
 
 def mark_failed(run_dir: Path, error: str) -> bool:
-    """``run.json``'s status → ``failed`` with ``error`` (after freeing the run's temporaries, so a
-    full disk has room for it). Returns False when it could not be written (a read-only disk)."""
+    """``run.json``'s status → ``failed`` with ``error``, after freeing the run's temporaries (room on a full
+    disk); False when it could not be written."""
     remove_temporaries(run_dir)
     try:
         info = rundir.read_run_json(run_dir)
@@ -66,7 +60,8 @@ def describe(exc: OSError) -> str:
 
 @contextlib.contextmanager
 def guarded(run_dir: Path) -> Iterator[run_lock.RunLock]:
-    """Steps 1-4 of the module doc around the body of a run on ``run_dir``."""
+    """Around a run on ``run_dir``: refuse a non-empty directory without run.json, create and lock it, stop
+    what a killed driver's Ray left, and end the run on a disk error (run.json failed; one ``OSError``)."""
     from granary_pipe.executors import ray_orphans
 
     run_dir = Path(run_dir)

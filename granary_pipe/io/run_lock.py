@@ -1,13 +1,10 @@
-"""One writer per run directory: ``granary run`` holds an exclusive ``flock`` on ``OUT/.granary-run.lock``.
-
-The kernel drops the lock when the process ends (SIGKILL too): no stale lock exists. The file holds
-the holder's pid, host, start time and command line, so a refused run names it. Between machines the
-lock holds only where the shared file system implements ``flock`` across clients (scope in
-docs/architecture.md); a file system that refuses locks is an error.
+"""One writer per run directory: ``granary run`` holds an exclusive ``flock`` on ``OUT/.granary-run.lock``,
+which holds the holder's pid, host, start time and command line. Design: docs/architecture.md, "Contracts".
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -23,7 +20,6 @@ import psutil
 from granary_pipe.config import ConfigError
 
 LOCK_NAME = ".granary-run.lock"
-"""The lock file's name inside a run directory."""
 
 _HOLDER_WAIT_S = 2.0  # a run that has just locked writes its details right after; wait that long for them
 
@@ -40,8 +36,7 @@ class RunLock:
     fd: int | None
 
     def release(self, *, unlink: bool = False) -> None:
-        """Unlock and close (idempotent); ``unlink``: remove the lock file first, while still holding it
-        (:func:`acquire` checks that the file it locked is still the one at ``path``)."""
+        """Unlock and close (idempotent); ``unlink``: remove the lock file first, while still holding it."""
         if self.fd is not None:
             if unlink:
                 self.path.unlink(missing_ok=True)
@@ -57,9 +52,8 @@ class RunLock:
 
 
 def acquire(run_dir: Path, *, name: str = LOCK_NAME, what: str = "granary run") -> RunLock:
-    """Lock ``run_dir`` (which must exist) for this process, or raise :class:`RunLocked` naming the
-    process that holds it (pid, host, since when). ``name``: the lock file's name in ``run_dir``;
-    ``what``: who takes it, for the message (``granary release`` locks its ``--out`` the same way)."""
+    """Lock ``run_dir`` (which must exist) for this process, or raise :class:`RunLocked` naming the holder.
+    ``name``: the lock file in ``run_dir``; ``what``: who takes it, for the messages."""
     path = Path(run_dir) / name
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -77,12 +71,9 @@ def acquire(run_dir: Path, *, name: str = LOCK_NAME, what: str = "granary run") 
                                   f"{what.split()[-1]}s could write it at once; use a local disk or a file system "
                                   "with flock") from None
             raise
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
         os.close(fd)  # its holder removed the file as it let go: lock the one at ``path`` now
     info = {"pid": os.getpid(), "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv}
@@ -92,7 +83,7 @@ def acquire(run_dir: Path, *, name: str = LOCK_NAME, what: str = "granary run") 
 
 
 def _holder(fd: int) -> str:
-    """Who holds the lock, from the file's JSON (``pid N on HOST, since T``)."""
+    """``pid N on HOST, since T``, from the lock file's JSON."""
     deadline = time.monotonic() + _HOLDER_WAIT_S
     while True:
         raw = os.pread(fd, 65536, 0)

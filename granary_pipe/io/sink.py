@@ -1,12 +1,5 @@
-"""The sink: commit one unit's rows and audio atomically into the run directory (layout, marker and
-readers: :mod:`granary_pipe.rundir`).
-
-A unit is ``units/UNIT/kept.parquet``, ``rejected.parquet``, ``audio/ID.flac`` (16 kHz mono, kept rows)
-and ``_COMMITTED``, written last: the unit's stats, counts per stage, ``files`` (size and sha256 of
-each file) and ``digest``. The commit survives a power loss: every file is written and fsynced under
-``units/.UNIT.tmp-*`` (:data:`SYNC_THREADS` at once, hashed as written), the directories are fsynced,
-it is renamed to ``units/UNIT`` and ``units/`` fsynced, then the marker is written atomically. So a
-marker on disk always names files that are whole; a unit without one is debris (``rundir.clean_debris``).
+"""The sink: commit one unit's rows and audio into the run directory, durably, the marker last.
+Design: docs/architecture.md, "The run directory" (Commits survive a power loss).
 """
 
 from __future__ import annotations
@@ -31,10 +24,8 @@ from granary_pipe import counters, digest, schema
 from granary_pipe.rundir import FILES, MARKER, file_record, fsync_path, unit_dir, write_file, write_json_atomic
 
 SYNC_THREADS = 8
-"""Files of a unit written and fsynced at once: a journalling filesystem commits concurrent fsyncs together
-(``benchmarks/commit_cost.py``)."""
-SINK = "sink.write"
-"""The sink's name in ``stage_s`` and ``counts``."""
+"""Files of a unit written and fsynced at once: a journalling filesystem commits concurrent fsyncs together."""
+SINK = "sink.write"  # the sink's name in stage_s and counts
 _COUNTED = ["drop_reason", "duration_s", "flags"]  # what counters.of_batch reads: no samples copied
 
 
@@ -87,28 +78,20 @@ def commit_unit(run_dir: Path, unit: str, table: pa.Table, stats: Mapping[str, A
         shutil.rmtree(final)
     os.replace(tmp, final)
     fsync_path(final.parent)
-    durations = table.column("duration_s")
     stats = dict(stats)
     stats["stage_s"] = {**(stats.get("stage_s") or {}), SINK: time.perf_counter() - t0}
     stats["counts"] = counters.merge_stages(stats.get("counts"), {SINK: sink_counts})
-    stats.update(
-        unit=unit,
-        rows_kept=kept.num_rows,
-        rows_rejected=rejected.num_rows,
-        recordings=len(pc.unique(table.column("recording_id"))),
-        speech_s_kept=float(pc.sum(kept.column("duration_s")).as_py() or 0.0),
-        audio_s_in=float(_recording_seconds(table)),
-        rows_in=table.num_rows,
-        max_row_s=float(pc.max(durations).as_py() or 0.0),
-    )
-    stats[FILES] = records
-    stats[digest.KEY] = unit_digest
+    stats.update(unit=unit, rows_kept=kept.num_rows, rows_rejected=rejected.num_rows, rows_in=table.num_rows,
+                 recordings=len(pc.unique(table.column("recording_id"))),
+                 speech_s_kept=float(pc.sum(kept.column("duration_s")).as_py() or 0.0),
+                 audio_s_in=float(_recording_seconds(table)),
+                 max_row_s=float(pc.max(table.column("duration_s")).as_py() or 0.0))
+    stats.update({FILES: records, digest.KEY: unit_digest})
     write_json_atomic(final / MARKER, stats)
     return stats
 
 
-def _store(path: Path, data: bytes) -> dict:
-    """Write and fsync one file of the unit (an error names it); its marker record."""
+def _store(path: Path, data: bytes) -> dict:  # write and fsync one file of the unit; its marker record
     write_file(path, data)
     return file_record(data)
 
@@ -127,7 +110,6 @@ def _parquet(table: pa.Table) -> bytes:
 
 
 def _recording_seconds(table: pa.Table) -> float:
-    """Total length of the unit's recordings (each counted once)."""
     seen = dict(zip(table.column("recording_id").to_pylist(), table.column("recording_duration_s").to_pylist(),
                     strict=True))
     return sum(d or 0.0 for d in seen.values())

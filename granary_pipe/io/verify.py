@@ -1,8 +1,5 @@
-"""Check a local release against its ``release.json`` (``granary verify DIR``): size and sha256 of every
-listed file, and tar members. Also the path-safety rules :mod:`granary_pipe.io.download` applies before
-it writes anything: a listed path is relative, uses ``/``, has no empty, ``.`` or ``..`` part, ``\\``
-or ``:``, and resolves inside the release directory (symlinks included); a tar member is a regular file
-with such a name (no links, devices, FIFOs or directories).
+"""Check a local release against its ``release.json`` (``granary verify DIR``): size and sha256 of every listed
+file, and tar members; and the path-safety rules download applies before it writes anything.
 """
 
 from __future__ import annotations
@@ -18,9 +15,7 @@ from typing import Any, Iterable
 from granary_pipe.io.formats import format_names
 
 RELEASE_JSON = "release.json"
-SELECTION_JSON = "download.json"
-"""Written by ``granary download`` next to release.json: the ``langs``/``formats`` it fetched, which
-``granary verify`` then checks."""
+SELECTION_JSON = "download.json"  # by granary download: the langs/formats it fetched, for verify
 
 
 class UnsafePathError(ValueError):
@@ -28,7 +23,8 @@ class UnsafePathError(ValueError):
 
 
 def check_relpath(path: object) -> str:
-    """``path`` if it is a safe relative POSIX path (see the module doc); else :class:`UnsafePathError`."""
+    """``path`` if it is a safe relative POSIX path (no empty, ``.`` or ``..`` part, ``\\``, NUL or ``:``);
+    else :class:`UnsafePathError`."""
     if not isinstance(path, str) or not path:
         raise UnsafePathError(f"unsafe path {path!r}: empty or not a string")
     if "\\" in path or "\0" in path or ":" in path:
@@ -50,7 +46,7 @@ def safe_join(root: Path, rel: str) -> Path:
 
 
 def tar_problems(path: Path) -> list[str]:
-    """Problems with the members of the tar at ``path`` (empty: safe); reads headers only."""
+    """Problems with the members of the tar at ``path``: each must be a regular file with a safe name."""
     problems = []
     try:
         with tarfile.open(path, mode="r:") as tar:
@@ -70,7 +66,6 @@ def tar_problems(path: Path) -> list[str]:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
@@ -82,7 +77,7 @@ def load_release_json(data: bytes | str) -> dict[str, Any]:
     if not isinstance(rel, dict) or not isinstance(rel.get("shards"), list):
         raise ValueError("not a release.json: no 'shards' list")
     seen: set[str] = set()
-    for entry in listed_files(rel):
+    for entry in [*rel["shards"], *rel.get("files", [])]:
         path = check_relpath(entry.get("path"))
         if not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
             raise ValueError(f"release.json entry {path!r} lacks sha256/bytes")
@@ -90,11 +85,6 @@ def load_release_json(data: bytes | str) -> dict[str, Any]:
             raise ValueError(f"release.json lists {path!r} twice (or a reserved name)")
         seen.add(path.lower())
     return rel
-
-
-def listed_files(rel: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every file release.json lists with a checksum: shards, then ``files`` (ATTRIBUTION.md, ...)."""
-    return list(rel.get("shards", [])) + list(rel.get("files", []))
 
 
 def select(rel: dict[str, Any], langs: Iterable[str] | None = None,
@@ -107,8 +97,7 @@ def select(rel: dict[str, Any], langs: Iterable[str] | None = None,
 
 
 def check_file(root: Path, entry: dict[str, Any], *, check_sha: bool = True) -> str | None:
-    """Why the local copy of ``entry`` is not right (``"missing"``, size, sha256, tar members);
-    None when it is."""
+    """Why the local copy of ``entry`` is not right (``"missing"``, size, sha256, tar members), or None."""
     path = safe_join(root, entry["path"])
     if not path.is_file():
         return "missing"
@@ -117,10 +106,8 @@ def check_file(root: Path, entry: dict[str, Any], *, check_sha: bool = True) -> 
         return f"size {size} != {entry['bytes']} bytes"
     if check_sha and sha256_file(path) != entry["sha256"]:
         return "sha256 mismatch"
-    if path.name.endswith(".tar"):
-        problems = tar_problems(path)
-        if problems:
-            return "unsafe tar: " + "; ".join(problems[:3])
+    if path.name.endswith(".tar") and (problems := tar_problems(path)):
+        return "unsafe tar: " + "; ".join(problems[:3])
     return None
 
 
@@ -135,11 +122,9 @@ class Checked:
         return not self.missing and not self.bad
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as plain data (``--json``)."""
         return {"passed": self.passed, **vars(self)}  # the dataclass fields, in order
 
     def lines(self) -> list[str]:
-        """One line per file that is not right (empty when passed)."""
         return ([f"missing: {p}" for p in self.missing]
                 + [f"bad: {p}: {why}" for p, why in sorted(self.bad.items())])
 
@@ -158,10 +143,8 @@ def verify_release(root: Path, langs: Iterable[str] | None = None, formats: Iter
                    jobs: int = 4, progress: bool = False, checksums: bool = True) -> VerifyReport:
     """Check every file ``root/release.json`` lists for ``langs``/``formats`` (None for both: the
     selection in ``download.json``, else all) by size and, with ``checksums``, sha256, ``jobs`` at once.
-
     Raises ``FileNotFoundError`` without a release.json, :class:`UnsafePathError` for a listed path
-    that escapes ``root``, ``KeyboardInterrupt`` within about a second of Ctrl-C.
-    """
+    that escapes ``root``, ``KeyboardInterrupt`` within about a second of Ctrl-C."""
     from granary_pipe.io.parallel import run_parallel
     from granary_pipe.progress import Progress
 

@@ -1,6 +1,5 @@
 """Check a run directory's committed units against their markers (``granary verify RUN``): every file
-a ``_COMMITTED`` marker lists, by size and sha256 (a resumed run checks sizes only:
-:func:`granary_pipe.rundir.check_unit`), ``jobs`` units at a time.
+a ``_COMMITTED`` marker lists, by size and sha256.
 """
 
 from __future__ import annotations
@@ -15,8 +14,7 @@ from granary_pipe.io.verify import Checked, UnsafePathError, check_file
 
 @dataclass
 class RunVerifyReport(Checked):
-    """Outcome of :func:`verify_run`: units checked, files that matched, and the ones that did not
-    (run-relative path -> reason; ``missing`` files apart)."""
+    """Outcome of :func:`verify_run`: units checked, files that matched, ``missing`` and ``bad`` (path -> why)."""
 
     run: str
     units: int = 0
@@ -26,8 +24,7 @@ class RunVerifyReport(Checked):
 
 
 def unit_problems(run_dir: Path, unit: str) -> tuple[int, dict[str, str]]:
-    """Check one committed unit's files by size and sha256: ``(files that matched, {run-relative
-    path: reason})``; the reason ``"missing"`` for a file that is not there."""
+    """Check one committed unit's files: ``(files that matched, {run-relative path: reason or "missing"})``."""
     marker_rel = f"units/{unit}/{rundir.MARKER}"
     try:
         marker = rundir.read_marker(run_dir, unit)
