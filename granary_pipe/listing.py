@@ -28,19 +28,14 @@ FINGERPRINT_SKIPS = ("unit", "pipeline_version")
 """Ingest columns the fingerprint leaves out: ``unit`` is set after planning; an upgraded tool may resume a run."""
 
 
-def _config_digest(resolved: dict) -> Any:
-    """The fingerprint's hash, fed with the stages and their parameters and the unit size."""
-    content = {
-        "stages": [{k: v for k, v in s.items() if k not in ENGINE_KNOBS} for s in resolved["stages"]],
-        "recordings_per_unit": resolved["units"]["recordings_per_unit"],
-    }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode())
-
-
 def file_fingerprint(resolved: dict, path: Path) -> str:
     """What a run's output depends on: the stages as validated and the unit size, and every value of the
     listing file ``path``, each column by name and as a JSON list (written piecewise, a batch at a time)."""
-    digest = _config_digest(resolved)
+    config = {
+        "stages": [{k: v for k, v in s.items() if k not in ENGINE_KNOBS} for s in resolved["stages"]],
+        "recordings_per_unit": resolved["units"]["recordings_per_unit"],
+    }
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     with pa.OSFile(str(path)) as src:  # read, not mapped: mapped pages would count as the child's memory
         reader = pa.ipc.open_file(src)
         for col in reader.schema.names:

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,7 +36,6 @@ def unit_id(k: int) -> str:
 
 
 def unit_dir(run_dir: Path, unit: str) -> Path:
-    """Directory of a unit inside a run."""
     return Path(run_dir) / "units" / unit
 
 
@@ -224,13 +223,10 @@ def remove_temporaries(run_dir: Path) -> int:
         except OSError:
             continue
         for p in entries:
-            if not (p.name.startswith(".") and TMP in p.name):
-                continue
-            try:
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-                removed += 1
-            except OSError:
-                pass
+            if p.name.startswith(".") and TMP in p.name:
+                with suppress(OSError):
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                    removed += 1
     return removed
 
 
