@@ -41,16 +41,15 @@ def unit_digest(kept: pa.Table, rejected: pa.Table) -> dict[str, Any]:
             with_kept.update(c["recording_id"])
         for i, dur in enumerate(c["duration_s"]):
             key = (is_kept, c["lang"][i], c["lang_hint"][i], c["license"][i], c["source"][i], c["drop_reason"][i])
-            g = groups.setdefault(key, [0, 0, []])
+            g = groups.setdefault(key, [0, []])  # rows, durations
             g[0] += 1
             if dur is not None:
-                g[1] += 1
-                g[2].append(dur)
+                g[1].append(dur)
             if not is_kept:
                 _example(examples, c, i)
     out: dict[str, Any] = {
         "v": VERSION,
-        "groups": [[*key, n, n_dur, math.fsum(secs)] for key, (n, n_dur, secs) in groups.items()],
+        "groups": [[*key, n, len(secs), math.fsum(secs)] for key, (n, secs) in groups.items()],
         "examples": [[reason, rows] for reason, rows in examples.items()],
         "rows_in": len(ids), "recordings": len(recordings), "with_kept": len(with_kept),
     }
@@ -101,20 +100,18 @@ def _example(examples: dict[Any, list[list]], c: dict[str, list], i: int) -> Non
 
 @dataclass
 class _Tally:
-    """Rows scored against their reference, those past the threshold, and the seconds of those."""
+    """Rows scored against their reference, and the seconds of those past the threshold (one per row)."""
 
     rows: int = 0
-    hits: int = 0
     seconds: list[float] = field(default_factory=list)
 
     def add(self, hit: bool, seconds: float) -> None:
         self.rows += 1
         if hit:
-            self.hits += 1
             self.seconds.append(seconds)
 
     def record(self) -> list[Any]:
-        return [self.rows, self.hits, math.fsum(self.seconds)]
+        return [self.rows, len(self.seconds), math.fsum(self.seconds)]
 
 
 def _score(sides: list[tuple[bool, dict[str, list]]]) -> dict[str, Any]:
