@@ -82,8 +82,8 @@ def _errors(path: Path, node: yaml.Node | None, err: ValidationError, prefix: tu
 
 
 def utf8_error(path: Path, data: bytes, exc: UnicodeDecodeError, first_line: int = 1) -> ConfigError:
-    """The error for ``data`` (of ``path``, from line ``first_line``) that is not UTF-8: file, line
-    and column (in characters) of the first bad byte, and the byte."""
+    """The error for ``data`` (of ``path``, from line ``first_line``) that is not UTF-8: file, line, column
+    (in characters) and value of the first bad byte."""
     line = first_line + data.count(b"\n", 0, exc.start)
     start = data.rfind(b"\n", 0, exc.start) + 1
     column = len(data[start:exc.start].decode("utf-8", errors="replace")) + 1
@@ -140,13 +140,8 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
 def build_stage(spec: StageSpec) -> Stage:
     """Instantiate and validate the stage a spec names (raises ValidationError/KeyError)."""
     cls = registry.get(spec.use)
-    knobs: dict[str, Any] = {"resources": spec.resources}
-    if spec.batch_size is not None:
-        knobs["batch_size"] = spec.batch_size
-    if spec.workers is not None:
-        knobs["workers"] = spec.workers
-    clash = set(spec.params) & set(knobs)
-    if clash:
+    knobs = {"resources": spec.resources, **spec.model_dump(include={"batch_size", "workers"}, exclude_none=True)}
+    if clash := set(spec.params) & set(knobs):
         raise ValueError(f"set {sorted(clash)} beside params, not inside")
     return cls(**spec.params, **knobs)
 

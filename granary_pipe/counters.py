@@ -1,18 +1,6 @@
-"""Per-stage counters: what each stage did to a unit's rows, counted as it ran (:func:`of_batch`,
-from the rows a stage saw and returned, so no stage counts by hand)::
-
-    {"rows_in": 120,                    # active rows the stage saw
-     "rows_out": 118,                   # rows it returned for them (segmentation: more)
-     "rejected": {"hallucination:phrase": 2, ...},   # rows it rejected, per rule
-     "rejected_s": {"hallucination:phrase": 3.4},    # their duration_s summed (seconds)
-     "flagged": {"hallucination:phrase": 3, ...}}    # rows a rule fired on, rejecting or not
-
-A **rule** is the name a count is kept under: the declared rule (a stage's ``RULES``) a reason
-falls under (``text_lang:mismatch:de`` → ``text_lang:mismatch``), else the reason itself, or the
-category of a free-text message (``decode_error: file not found`` → ``decode_error``). Declared
-rules are always present, at 0 when they never fired. Counts travel with the unit into its
-marker; ``run.json`` holds their totals.
-"""
+"""Per-stage counters: what each stage did to a unit's rows (rows in and out, rejected rows and seconds and
+flagged rows per rule), counted from the rows a stage saw and returned (:func:`of_batch`).
+Design: docs/architecture.md, "Contracts"."""
 
 from __future__ import annotations
 
@@ -22,7 +10,7 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 
 StageCounts = dict[str, Any]
-"""``{"rows_in", "rows_out", "rejected", "rejected_s", "flagged"}`` (see the module doc)."""
+"""``{"rows_in", "rows_out", "rejected": {rule: rows}, "rejected_s": {rule: seconds}, "flagged": {rule: rows}}``."""
 
 _MAPS = ("rejected", "rejected_s", "flagged")
 _INTS = ("rows_in", "rows_out")
@@ -37,10 +25,7 @@ def reason_key(reason: str) -> str:
 def rule_of(reason: str, rules: Iterable[str] = ()) -> str:
     """The rule ``reason`` falls under: the longest of ``rules`` that it equals or extends by
     ``:<detail>`` (``license:CC-BY-NC-4.0`` under ``license``), else :func:`reason_key`."""
-    best = ""
-    for rule in rules:
-        if (reason == rule or reason.startswith(rule + ":")) and len(rule) > len(best):
-            best = rule
+    best = max((rule for rule in rules if reason == rule or reason.startswith(rule + ":")), key=len, default="")
     return best or reason_key(reason)
 
 

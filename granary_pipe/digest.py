@@ -1,25 +1,6 @@
-"""A committed unit's digest: every figure the report and the license audit need of its rows,
-computed once by the sink and stored in the unit's marker (key ``digest``), so the report merges
-markers instead of reading rows (docs/architecture.md, "After the run"). Its size follows the
-unit's distinct groups, reasons and languages, not its rows. Keys (``v`` = :data:`VERSION`):
-
-``groups``       ``[kept, lang, lang_hint, license, source, drop_reason, rows, rows_with_duration,
-                 seconds]`` per distinct (side, raw lang, lang_hint, license, source, drop_reason);
-                 ``seconds``: the ``math.fsum`` of its ``duration_s`` (nulls as 0)
-``examples``     ``[drop_reason, [[id, lang, text, duration_s], ...]]``: the first :data:`EXAMPLES`
-                 rejected rows by id per raw drop_reason (``lang``: :func:`lang_of`)
-``rows_in``, ``recordings``, ``with_kept``: distinct row ids and recording ids (both tables),
-                 recordings with a kept row
-``with_ref``     rows with a reference transcript (``ref_text`` neither null nor empty)
-``scored``       ``[drop_reason, rows_scored, rows_good, seconds_good]`` of rejected rows scored
-                 against their reference (:func:`granary_pipe.scoring.span_wer` ≤ ``GOOD_WER_MAX``)
-``kept_scored``  ``[rows_scored, rows_garbage, seconds_garbage]`` of kept rows (WER > ``GARBAGE_WER_MIN``)
-``wer``          ``{lang: [recordings, unscored, word_errors, ref_words, char_errors, ref_chars]}``:
-                 per recording with a reference, its kept texts joined in time order against the
-                 whole reference (:func:`granary_pipe.scoring.edit_counts`); no kept row: unscored
-
-Rows with a reference are taken in file order (kept, then rejected).
-"""
+"""A committed unit's digest: every figure the report and the license audit need of its rows, computed
+once by the sink and stored in the unit's marker, so the report merges markers instead of reading rows.
+Layout (keys, record order): docs/architecture.md, "After the run"."""
 
 from __future__ import annotations
 
@@ -32,29 +13,21 @@ from typing import Any, TypeGuard
 import pyarrow as pa
 
 from granary_pipe.rundir import read_unit_table
-from granary_pipe.scoring import (
-    GARBAGE_WER_MIN,
-    GOOD_WER_MAX,
-    edit_counts,
-    normalized_reference,
-    span_wer,
-    tokens,
-)
-from granary_pipe.text import normalize
+from granary_pipe.scoring import GARBAGE_WER_MIN, GOOD_WER_MAX, edit_counts, normalized_reference, span_wer
+from granary_pipe.text import normalize, tokens
 
 VERSION = 3
 """The digest's layout and meaning; a marker whose digest has another is digested again from its files."""
 KEY = "digest"
 """The marker's key holding the digest."""
 EXAMPLES = 2
-"""Example rows kept per rejection reason."""
+"""Example rows kept per rejection reason (the first ones by id)."""
 COLUMNS = ["id", "recording_id", "lang", "lang_hint", "license", "source", "drop_reason", "duration_s",
            "offset_s", "text", "ref_text"]
-"""The columns a digest reads."""
 
 
 def unit_digest(kept: pa.Table, rejected: pa.Table) -> dict[str, Any]:
-    """The digest (module doc) of a unit's kept and rejected rows, in the order its files hold them."""
+    """The digest of a unit's kept and rejected rows, in the order its files hold them."""
     sides = [(True, _columns(kept)), (False, _columns(rejected))]
     groups: dict[tuple, list] = {}
     examples: dict[Any, list[list]] = {}
@@ -68,18 +41,15 @@ def unit_digest(kept: pa.Table, rejected: pa.Table) -> dict[str, Any]:
             with_kept.update(c["recording_id"])
         for i, dur in enumerate(c["duration_s"]):
             key = (is_kept, c["lang"][i], c["lang_hint"][i], c["license"][i], c["source"][i], c["drop_reason"][i])
-            g = groups.get(key)
-            if g is None:
-                g = groups[key] = [0, 0, []]
+            g = groups.setdefault(key, [0, []])  # rows, durations
             g[0] += 1
             if dur is not None:
-                g[1] += 1
-                g[2].append(dur)
+                g[1].append(dur)
             if not is_kept:
                 _example(examples, c, i)
     out: dict[str, Any] = {
         "v": VERSION,
-        "groups": [[*key, n, n_dur, math.fsum(secs)] for key, (n, n_dur, secs) in groups.items()],
+        "groups": [[*key, n, len(secs), math.fsum(secs)] for key, (n, secs) in groups.items()],
         "examples": [[reason, rows] for reason, rows in examples.items()],
         "rows_in": len(ids), "recordings": len(recordings), "with_kept": len(with_kept),
     }
@@ -94,14 +64,12 @@ def digest_of_unit(run_dir: Path, unit: str) -> dict[str, Any]:
 
 
 def marker_digest(run_dir: Path, unit: str, marker: dict[str, Any]) -> dict[str, Any]:
-    """The marker's digest when it has one of this :data:`VERSION` and layout, else
-    :func:`digest_of_unit` (a marker without one, of another version, or written by hand)."""
+    """The marker's digest when it has one of this :data:`VERSION` and layout, else :func:`digest_of_unit`."""
     d = marker.get(KEY)
     return d if _well_formed(d) else digest_of_unit(run_dir, unit)
 
 
 def _well_formed(d: Any) -> TypeGuard[dict[str, Any]]:
-    """Whether ``d`` has the layout of this :data:`VERSION` (keys, and the length of each record)."""
     try:
         return (d["v"] == VERSION and all(len(g) == 9 for g in d["groups"])
                 and all(len(e) == 2 for e in d["examples"]) and all(len(s) == 4 for s in d["scored"])
@@ -132,20 +100,18 @@ def _example(examples: dict[Any, list[list]], c: dict[str, list], i: int) -> Non
 
 @dataclass
 class _Tally:
-    """Rows scored against their reference, those past the threshold, and the seconds of those."""
+    """Rows scored against their reference, and the seconds of those past the threshold (one per row)."""
 
     rows: int = 0
-    hits: int = 0
     seconds: list[float] = field(default_factory=list)
 
     def add(self, hit: bool, seconds: float) -> None:
         self.rows += 1
         if hit:
-            self.hits += 1
             self.seconds.append(seconds)
 
     def record(self) -> list[Any]:
-        return [self.rows, self.hits, math.fsum(self.seconds)]
+        return [self.rows, len(self.seconds), math.fsum(self.seconds)]
 
 
 def _score(sides: list[tuple[bool, dict[str, list]]]) -> dict[str, Any]:

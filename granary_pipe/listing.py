@@ -1,11 +1,6 @@
-"""A run's listing, planned into units without being held by the driver.
-
-A child process (``spawn``) sorts the listing out of core (``ingest.manifest.sort_recordings``),
-writes the recording rows to an Arrow IPC file in the run's work directory, one record batch per
-unit, and fingerprints that file one column at a time (:func:`file_fingerprint`); the driver keeps
-the file's path and reads a unit's batch when an executor asks for it (:meth:`ListingFile.units`),
-so its memory does not grow with the listing (docs/architecture.md, "The run directory").
-"""
+"""A run's listing, planned into units in a child process and kept on disk (an Arrow IPC file, one record
+batch per unit) rather than by the driver; its resume fingerprint is read from that file a column at a time.
+Design: docs/architecture.md, "The run directory"."""
 
 from __future__ import annotations
 
@@ -30,39 +25,17 @@ ENGINE_KNOBS = ("resources", "workers")
 """Stage settings that change where work runs, not what it outputs: a resumed run may change them."""
 
 FINGERPRINT_SKIPS = ("unit", "pipeline_version")
-"""Ingest columns the fingerprint leaves out: ``unit`` is set after planning, and the package
-version alone does not make a run another run (an upgraded tool may resume it)."""
-
-
-def _config_digest(resolved: dict) -> Any:
-    """The fingerprint's hash, fed with the stages and their parameters and the unit size."""
-    content = {
-        "stages": [{k: v for k, v in s.items() if k not in ENGINE_KNOBS} for s in resolved["stages"]],
-        "recordings_per_unit": resolved["units"]["recordings_per_unit"],
-    }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode())
-
-
-def _json_values(values: list) -> str:
-    """A column's values as the fingerprint writes them (a JSON list)."""
-    return json.dumps(values, ensure_ascii=False, default=str)
-
-
-def fingerprint(resolved: dict, recordings: pa.Table) -> str:
-    """What a run's output depends on: the stages as validated (every default filled in) and the unit
-    size, and every value ingest put in the recording rows, each column by name and as JSON, so
-    editing one listing line makes another run."""
-    digest = _config_digest(resolved)
-    for col in recordings.column_names:
-        if col not in FINGERPRINT_SKIPS:
-            digest.update(f"\0{col}\0{_json_values(recordings.column(col).to_pylist())}".encode())
-    return digest.hexdigest()
+"""Ingest columns the fingerprint leaves out: ``unit`` is set after planning; an upgraded tool may resume a run."""
 
 
 def file_fingerprint(resolved: dict, path: Path) -> str:
-    """:func:`fingerprint` of the rows of the Arrow IPC file ``path``, read one column of one record
-    batch at a time: each column's JSON list is written piecewise, byte for byte the whole column's."""
-    digest = _config_digest(resolved)
+    """What a run's output depends on: the stages as validated and the unit size, and every value of the
+    listing file ``path``, each column by name and as a JSON list (written piecewise, a batch at a time)."""
+    config = {
+        "stages": [{k: v for k, v in s.items() if k not in ENGINE_KNOBS} for s in resolved["stages"]],
+        "recordings_per_unit": resolved["units"]["recordings_per_unit"],
+    }
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     with pa.OSFile(str(path)) as src:  # read, not mapped: mapped pages would count as the child's memory
         reader = pa.ipc.open_file(src)
         for col in reader.schema.names:
@@ -73,7 +46,7 @@ def file_fingerprint(resolved: dict, path: Path) -> str:
             for k in range(reader.num_record_batches):
                 values = reader.get_batch(k).column(col).to_pylist()
                 if values:
-                    digest.update((sep + _json_values(values)[1:-1]).encode())
+                    digest.update((sep + json.dumps(values, ensure_ascii=False, default=str)[1:-1]).encode())
                     sep = ", "
             digest.update(b"]")
     return digest.hexdigest()

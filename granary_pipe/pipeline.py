@@ -1,11 +1,6 @@
 """A pipeline run, engine-agnostic: plan units, resume, record ``run.json``, hand units to an executor.
-
-A rerun with the same pipeline and source skips committed units (a killed run loses at most the
-units in flight, never duplicates a row) and redoes, with one warning, a committed unit whose files
-do not match its marker (:func:`granary_pipe.rundir.check_unit`). The listing is planned in a
-child process (:mod:`granary_pipe.listing`), units run through :mod:`granary_pipe.executors`, and
-``run.json`` keeps totals, not one entry per unit (docs/architecture.md, "The run directory").
-"""
+A rerun with the same pipeline and source skips committed units and redoes, with a warning, a damaged one.
+Design: docs/architecture.md, "The run directory" and "Contracts"."""
 
 from __future__ import annotations
 
@@ -30,8 +25,7 @@ from granary_pipe.stage import Stage
 log = logging.getLogger(__name__)
 
 RUN_JSON_EVERY_S = 1.0
-"""Least seconds between two writes of ``run.json`` while units end (always written at the start,
-on an interrupt and at the end)."""
+"""Least seconds between two writes of ``run.json`` while units end (forced at start, interrupt and end)."""
 
 PACKAGES = ["granary_pipe", "faster-whisper", "ctranslate2", "ray", "pyarrow", "numpy", "av", "onnxruntime",
             "soundfile", "pydantic", "apache-beam", "webdataset", "fasttext-predict"]
@@ -67,9 +61,7 @@ def resolved_config(config: PipelineConfig, stages: list[Stage]) -> dict[str, An
 
 
 class _Record:
-    """``run.json`` while the run goes on: what the run is, unit counts, totals of the committed
-    units and the errors of failed ones; written at most every :data:`RUN_JSON_EVERY_S` seconds
-    unless forced."""
+    """``run.json`` while the run goes on: totals of the committed units, errors of the failed ones."""
 
     def __init__(self, path: Path, info: dict[str, Any]) -> None:
         self.path, self.info, self.last = path, info, float("-inf")
@@ -77,7 +69,6 @@ class _Record:
                     totals={k: 0 for k in rundir.UNIT_TOTALS})
 
     def committed(self, unit: str, marker: dict[str, Any]) -> None:
-        """Add a committed unit's marker figures to the totals."""
         info = self.info
         info["units_committed"] += 1
         info["unit_errors"].pop(unit, None)
@@ -87,12 +78,8 @@ class _Record:
             info["stage_s"][name] = info["stage_s"].get(name, 0.0) + secs
         info["counts"] = counters.merge_stages(info["counts"], marker.get("counts"))
 
-    def failed(self, unit: str, error: str) -> None:
-        """Record a unit that failed, with its one-line error."""
-        self.info["unit_errors"][unit] = error
-
     def write(self, force: bool = False) -> None:
-        """Write run.json if forced or if the last write is old enough."""
+        """Write run.json if forced or if the last write is :data:`RUN_JSON_EVERY_S` old."""
         now = time.monotonic()
         if force or now - self.last >= RUN_JSON_EVERY_S:
             self.info["failed_units"] = sorted(self.info["unit_errors"])
@@ -103,12 +90,8 @@ class _Record:
 def run_pipeline(pipeline_path: Path, source_path: Path, out_dir: Path, *, address: str | None = None,
                  executor: str = "ray", progress: bool = True, num_cpus: int | None = None,
                  beam_options: list[str] | None = None) -> dict:
-    """Run (or resume) a pipeline over a source; returns the final ``run.json`` dict.
-
-    ``executor`` names an entry of :data:`granary_pipe.executors.EXECUTORS`: ``"ray"``
-    (``address``, ``num_cpus``) or ``"beam"`` (``beam_options``: Beam pipeline flags,
-    ``KEY=VALUE`` or ``--KEY=VALUE``; DirectRunner by default). Both give the same output, so a
-    run may be resumed with the other executor."""
+    """Run (or resume) a pipeline over a source; returns the final ``run.json`` dict. ``executor``:
+    ``"ray"`` (``address``, ``num_cpus``) or ``"beam"`` (``beam_options``: Beam pipeline flags)."""
     t0 = time.time()
     opts = ExecutorOptions(address=address, num_cpus=num_cpus, beam_options=list(beam_options or []))
     check_executor(executor, opts)
@@ -182,7 +165,7 @@ def _execute(executor: str, opts: ExecutorOptions, stages: list[Stage], config: 
 
     def on_result(unit: str, stats: dict | None, error: str | None) -> None:
         if error is not None:
-            record.failed(unit, error)
+            info["unit_errors"][unit] = error
             bar.write(f"unit {unit} failed: {error}")
         else:
             assert stats is not None, "OnResult: a committed unit comes with its marker"

@@ -1,11 +1,6 @@
-"""Progress of long commands that reads well everywhere: a tqdm bar on a terminal, plain lines
-elsewhere (a log, CI), never a ``\\r``. Lines come one per step, or, for many small steps, one per
-tenth of the work or :data:`LINES_EVERY_S` seconds, plus one when the work is done (once)::
-
-    demo: 3/4 units (75%), 0.043 h audio, 11.2x real time, 0:00:41 elapsed, ETA 0:00:13
-
+"""Progress of long commands: a tqdm bar on a terminal, plain lines elsewhere (a log, CI), never a ``\\r``;
 ``GRANARY_PROGRESS`` (``bar``, ``lines`` or ``off``) overrides the choice.
-"""
+Design: docs/architecture.md, "Command line, progress, bundled data"."""
 
 from __future__ import annotations
 
@@ -22,8 +17,7 @@ from granary_pipe.report.fmt import clock, megabytes
 MODES = ("bar", "lines", "off")
 
 LINES_EVERY_S = 5.0
-"""Least seconds between two progress lines of a command with many small steps (release, train,
-download, verify), unless another tenth of the work is done sooner."""
+"""Least seconds between two progress lines of many small steps, unless another tenth of the work is done sooner."""
 
 
 def mode(enabled: bool = True, stream: TextIO | None = None) -> str:
@@ -38,13 +32,10 @@ def mode(enabled: bool = True, stream: TextIO | None = None) -> str:
 
 
 class Progress:
-    """A counter shown as a bar or as lines (module doc); thread-safe.
-
-    ``desc`` is the first word of every line; ``unit`` ``"B"`` counts bytes (shown as MB);
-    ``initial`` steps were done before (a resume: not in the rate); ``every_s``: lines mode prints
-    after this many seconds or another tenth of ``total`` (0: at every update); ``note`` gives
-    extra text after each update (``"0.043 h audio, 11.2x real time"``); ``stream`` default stderr.
-    """
+    """A counter shown as a bar or as lines; thread-safe. ``desc`` is the first word of every line;
+    ``unit`` ``"B"`` counts bytes (shown as MB); ``initial`` steps were done before (not in the rate);
+    ``every_s``: lines mode prints after this many seconds or another tenth of ``total`` (0: at every
+    update); ``note`` gives extra text after each update; ``stream`` default stderr."""
 
     def __init__(self, total: float, *, desc: str, unit: str = "unit", initial: float = 0, enabled: bool = True,
                  every_s: float = 0.0, note: Callable[[], str] | None = None, stream: TextIO | None = None) -> None:
@@ -66,11 +57,6 @@ class Progress:
             self._bar = tqdm(total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True,
                              file=self._stream, **kw)
 
-    @property
-    def lines(self) -> bool:
-        """True when progress is printed as lines."""
-        return self._mode == "lines"
-
     def update(self, n: float = 1) -> None:
         """Count ``n`` more steps (negative to take back bytes that must be fetched again)."""
         if not n:
@@ -87,7 +73,6 @@ class Progress:
                 self._print(self.line())
 
     def _tenth(self, done: float) -> int:
-        """How many tenths of ``total`` ``done`` is (0 without a total)."""
         return int(10 * done // self.total) if self.total else 0
 
     def _line_due(self) -> bool:

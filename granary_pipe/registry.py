@@ -25,11 +25,16 @@ def register(name: str) -> Callable[[S], S]:
     return wrap
 
 
-def get(name: str) -> type[Stage]:
-    """The Stage class registered as ``name``; KeyError lists the known names."""
+def all_stages() -> dict[str, type[Stage]]:
+    """Every stage class by registered name, sorted by name."""
     import granary_pipe.stages  # noqa: F401  (fills the registry)
 
+    return dict(sorted(STAGES.items()))
+
+
+def get(name: str) -> type[Stage]:
+    """The Stage class registered as ``name``; KeyError lists the known names."""
     try:
-        return STAGES[name]
+        return all_stages()[name]
     except KeyError:
         raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(sorted(STAGES))}") from None

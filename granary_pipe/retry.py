@@ -1,8 +1,5 @@
-"""The one retry policy: exponential backoff with jitter, capped, for every network client.
-
-HTTP requests retry through urllib3's :class:`~urllib3.util.Retry` under it (:func:`http_retry`);
-loops that retry whole operations (a resumable download, a job submission) wait :func:`backoff_delay`.
-"""
+"""The one retry policy: exponential backoff with jitter, capped, for every network client: HTTP requests
+through urllib3's ``Retry`` (:func:`http_retry`), loops that retry whole operations with :func:`backoff_delay`."""
 
 from __future__ import annotations
 

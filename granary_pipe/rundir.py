@@ -1,15 +1,6 @@
-"""The run directory: the one module that knows its layout, its files and how they are written.
-
-Layout (design and durability: docs/architecture.md, "The run directory")::
-
-    run.json                     what the run is and where it stands (totals, not one entry per unit)
-    units/UNIT/kept.parquet      rows with no drop_reason (sorted by id)
-    units/UNIT/rejected.parquet  rows with a drop_reason
-    units/UNIT/audio/ID.flac     16 kHz mono FLAC of each kept segment
-    units/UNIT/_COMMITTED        the unit's figures, its ``files`` (size, sha256) and ``digest``
-                                 (JSON), written last: its commit marker
-    units/.UNIT.tmp-*            a commit in progress (debris if the run died)
-"""
+"""The run directory: the one module that knows its layout (``run.json``, ``units/UNIT/`` with its
+Parquet files, FLACs and ``_COMMITTED`` marker), its files and how they are written durably.
+Design: docs/architecture.md, "The run directory"."""
 
 from __future__ import annotations
 
@@ -19,7 +10,7 @@ import json
 import os
 import shutil
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,7 +23,7 @@ RUN_JSON = "run.json"
 MARKER = "_COMMITTED"
 """A unit's commit marker (its figures as JSON); a unit directory without it is not committed."""
 TMP = ".tmp-"
-"""What marks a temporary name: ``units/.UNIT.tmp-*``, ``.run.json.tmp-*``, markers' temporaries."""
+"""What marks a temporary name: ``units/.UNIT.tmp-*``, ``.run.json.tmp-*``, ..."""
 FILES = "files"
 """The marker's key listing the unit's files: relative path -> ``{"bytes", "sha256"}``."""
 UNIT_TOTALS = ("rows_in", "rows_kept", "rows_rejected", "recordings", "audio_s_in", "speech_s_kept")
@@ -45,7 +36,6 @@ def unit_id(k: int) -> str:
 
 
 def unit_dir(run_dir: Path, unit: str) -> Path:
-    """Directory of a unit inside a run."""
     return Path(run_dir) / "units" / unit
 
 
@@ -57,7 +47,7 @@ def read_marker(run_dir: Path, unit: str) -> dict[str, Any]:
 def read_marker_or_empty(run_dir: Path, unit: str) -> dict[str, Any]:
     """The marker's figures, or ``{}`` when it is empty, unreadable or not a JSON object."""
     try:
-        data = json.loads((unit_dir(run_dir, unit) / MARKER).read_text() or "{}")
+        data = read_marker(run_dir, unit)
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -80,8 +70,7 @@ def committed_units(run_dir: Path) -> list[str]:
 
 
 def open_units(run_dir: Path, units_total: int | None) -> list[str]:
-    """The units of ``run_dir`` without a commit marker, sorted: those of the ``units_total`` planned
-    and any other unit directory (a large run holds few of them)."""
+    """The units of ``run_dir`` without a commit marker, sorted: planned ones and any other unit directory."""
     units = Path(run_dir) / "units"
     out = {unit_id(k) for k in range(units_total or 0) if not (units / unit_id(k) / MARKER).is_file()}
     if units.is_dir():
@@ -124,8 +113,7 @@ _NO_DIR_FSYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.
 
 
 def fsync_path(path: Path) -> None:
-    """fsync a file already written (its bytes reach the disk) or a directory (names created, renamed
-    or removed in it survive a power loss)."""
+    """fsync a file already written or a directory (names created, renamed or removed in it)."""
     flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if os.path.isdir(path) else 0)
     fd = os.open(path, flags)
     try:
@@ -139,11 +127,8 @@ def fsync_path(path: Path) -> None:
 
 @contextmanager
 def atomic_path(path: Path, *, durable: bool = True) -> Iterator[Path]:
-    """A temporary name beside ``path`` (``.NAME.tmp-*``) for the caller to write, renamed onto
-    ``path`` when the block ends without error, removed on an error: readers never see half a file.
-
-    ``durable``: the temporary is fsynced before the rename and the directory after it, so after a
-    power loss the file is the old one or the new one, whole."""
+    """A temporary name beside ``path`` for the caller to write, renamed onto ``path`` when the block
+    ends without error, removed on an error; ``durable``: fsynced before the rename, the directory after."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP}{uuid.uuid4().hex[:8]}")
     try:
@@ -159,7 +144,7 @@ def atomic_path(path: Path, *, durable: bool = True) -> Iterator[Path]:
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` through :func:`atomic_path` (whole or not at all; ``durable``: fsynced)."""
+    """Write ``data`` to ``path`` through :func:`atomic_path`."""
     with atomic_path(path, durable=durable) as tmp:
         write_file(tmp, data, sync=False)
 
@@ -170,16 +155,13 @@ def write_json_atomic(path: Path, data: dict, *, durable: bool = True, sort_keys
     write_bytes_atomic(path, text.encode("utf-8"), durable=durable)
 
 
-# ----------------------------------------------------------------------------- the marker's file list
-
 def file_record(data: bytes) -> dict[str, Any]:
     """What the marker's ``files`` records of one file: ``{"bytes": size, "sha256": hex digest}``."""
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def marker_problem(unit_path: Path, marker: dict[str, Any]) -> str | None:
-    """Why a committed unit's files do not match its marker, by size (a stat per file); None when they
-    do. A marker without a ``files`` list is a problem: nothing says its files are whole."""
+    """Why a committed unit's files do not match its marker's ``files`` by size (a stat per file); None when they do."""
     files = marker.get(FILES)
     if not isinstance(files, dict):
         return f"{MARKER} lists no files"
@@ -197,9 +179,8 @@ def marker_problem(unit_path: Path, marker: dict[str, Any]) -> str | None:
 
 
 def check_unit(run_dir: Path, unit: str) -> tuple[dict[str, Any] | None, str | None]:
-    """Is ``unit`` committed and whole? ``(marker, None)`` when its marker is there and its files have
-    the sizes it lists; ``(None, None)`` when it has no marker; ``(None, why)`` when it has one but
-    it cannot be read or a file does not match (the unit must be redone)."""
+    """``(marker, None)`` for a committed, whole unit; ``(None, None)`` without a marker; ``(None, why)``
+    when the marker is unreadable or a file does not match it (the unit must be redone)."""
     path = unit_dir(run_dir, unit) / MARKER
     if not path.is_file():
         return None, None
@@ -214,8 +195,7 @@ def check_unit(run_dir: Path, unit: str) -> tuple[dict[str, Any] | None, str | N
 
 
 def read_unit_table(run_dir: Path, unit: str, which: str, columns: list[str] | None = None) -> pa.Table:
-    """Read ``units/UNIT/{which}.parquet`` (``kept``/``rejected``) in the row schema, only
-    ``columns`` if given; a missing file reads as an empty table."""
+    """``units/UNIT/{which}.parquet`` (``kept``/``rejected``) in the row schema; a missing file reads as empty."""
     path = unit_dir(run_dir, unit) / f"{which}.parquet"
     table = conform(pq.read_table(path), with_samples=False) if path.is_file() else SCHEMA.empty_table()
     return table.select(columns) if columns else table
@@ -243,17 +223,12 @@ def remove_temporaries(run_dir: Path) -> int:
         except OSError:
             continue
         for p in entries:
-            if not (p.name.startswith(".") and TMP in p.name):
-                continue
-            try:
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-                removed += 1
-            except OSError:
-                pass
+            if p.name.startswith(".") and TMP in p.name:
+                with suppress(OSError):
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                    removed += 1
     return removed
 
-
-# ----------------------------------------------------------------------------- what run.json says
 
 def run_sources(run: dict[str, Any]) -> list[dict[str, Any]]:
     """The source dicts of a run.json: its ``source``, or none."""

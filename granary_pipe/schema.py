@@ -1,14 +1,6 @@
-"""The one Arrow row schema every stage reads and writes.
-
-A row is a speech segment (before segmentation, a whole recording: ``offset_s`` 0); times are
-seconds. A rejected row has ``drop_reason`` set; later stages pass it through untouched and the
-sink writes it to ``rejected.parquet``. ``text`` is the label (after an accepted punctuation
-restoration; ``text_asr`` keeps Whisper's text then); ``pass1_text`` a first-pass transcript;
-``flags`` every rule that fired on the row, rejecting or not. ``audio_path`` is the local file
-the decoder opens (it stays in the run directory); ``audio_relpath``, relative to the corpus root,
-is what a release writes as ``audio_path``. ``samples`` (transient, never written) carries 16 kHz
-mono float32 PCM between stages; the sink writes FLAC.
-"""
+"""The one Arrow row schema every stage reads and writes: a row is a speech segment (before segmentation,
+a whole recording), times in seconds, rejected when ``drop_reason`` is set.
+Column meanings: docs/architecture.md, "Contracts"."""
 
 from __future__ import annotations
 
@@ -78,7 +70,7 @@ def make_table(rows: Iterable[dict[str, Any]], with_samples: bool = False) -> pa
 
 
 def conform(table: pa.Table, with_samples: bool = True) -> pa.Table:
-    """Return ``table`` with exactly the schema's columns in order (adding nulls)."""
+    """``table`` with exactly the schema's columns in order (adding nulls)."""
     schema = WORK_SCHEMA if with_samples else SCHEMA
     cols = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
             for f in schema]
@@ -125,6 +117,4 @@ def add_flags(table: pa.Table, new_flags: list[list[str]]) -> pa.Table:
 
 def drop_transient(table: pa.Table) -> pa.Table:
     """The table without in-memory columns, ready for Parquet."""
-    if TRANSIENT.name in table.column_names:
-        table = table.drop_columns([TRANSIENT.name])
     return conform(table, with_samples=False)

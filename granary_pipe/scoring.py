@@ -1,8 +1,6 @@
-"""Scoring a row's text against a reference transcript, shared by the digest and the report: after
-:func:`granary_pipe.text.normalize` in the row's language, a row against the span of its
-recording's reference it matches best (:func:`span_wer`), a recording's joined kept text against
-the whole reference (:func:`edit_counts`, what jiwer counts).
-"""
+"""Scoring a row's text against a reference transcript, shared by the digest and the report: a row
+against the best-matching span of its recording's reference (:func:`span_wer`), a recording's joined kept
+text against the whole reference (:func:`edit_counts`, what jiwer counts)."""
 
 from __future__ import annotations
 
@@ -18,9 +16,6 @@ GOOD_WER_MAX = 0.2
 """A rejected row whose text scores at most this WER against its reference was good."""
 GARBAGE_WER_MIN = 0.5
 """A kept row whose text scores above this WER against its reference is garbage."""
-
-
-tokens = text_norm.tokens
 
 
 @lru_cache(maxsize=4096)
@@ -57,10 +52,8 @@ def span_wer(hyp: Sequence[str], ref: Sequence[str]) -> float | None:
 
 
 def edit_counts(ref: str, hyp: str) -> tuple[int, int, int, int]:
-    """Word errors, reference words, character errors, reference characters of a normalised
-    (non-empty) reference ``ref`` and hypothesis ``hyp``: what jiwer's ``process_words`` and
-    ``process_characters`` count (edits = the Levenshtein distance; a normalised string needs none
-    of jiwer's transforms)."""
+    """Word errors, reference words, character errors, reference characters of a normalised (non-empty)
+    reference and hypothesis: what jiwer's ``process_words`` and ``process_characters`` count."""
     ref_words = ref.split()
     return (Levenshtein.distance(ref_words, hyp.split()), len(ref_words),
             Levenshtein.distance(ref, hyp), len(ref))

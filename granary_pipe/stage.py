@@ -1,10 +1,6 @@
-"""The Stage base: a validated pydantic model that maps a table to a table.
-
-A stage declares its parameters as fields (an unknown key or a bad value is an error naming the
-key), loads its model once in ``setup()`` and implements ``process(active)`` on the rows still in
-play; ``apply`` passes rejected rows through and counts what the call did
-(:mod:`granary_pipe.counters`), so no stage counts by hand. Stages import no engine.
-"""
+"""The Stage base: a validated pydantic model that maps a table to a table; ``apply`` passes rejected rows
+through and counts what the call did, so no stage counts by hand. Stages import no engine.
+Design: docs/architecture.md, "Contracts"."""
 
 from __future__ import annotations
 

@@ -13,16 +13,10 @@ from pydantic.json_schema import models_json_schema
 
 from granary_pipe import registry
 from granary_pipe.config import PipelineConfig
-from granary_pipe.stage import Resources, Stage
+from granary_pipe.stage import Resources
 
 KNOBS = ("resources", "batch_size", "workers")
 """Stage fields set beside ``params`` in a pipeline file, not inside it."""
-
-
-def _stages() -> dict[str, type[Stage]]:
-    import granary_pipe.stages  # noqa: F401  (fills the registry)
-
-    return dict(sorted(registry.STAGES.items()))
 
 
 def _type_name(annotation: Any) -> str:
@@ -43,12 +37,10 @@ def _default(field: Any) -> Any:
 def stage_reference(names: list[str] | None = None) -> list[dict[str, Any]]:
     """Every stage (or ``names``): name, summary, whether it holds a model, its parameters, knob
     defaults and its ``RULES``; KeyError naming the known stages for an unknown name."""
-    stages = _stages()
     for name in names or []:
-        if name not in stages:
-            raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(stages)}")
+        registry.get(name)  # KeyError naming the known stages
     out = []
-    for name, cls in stages.items():
+    for name, cls in registry.all_stages().items():
         if names and name not in names:
             continue
         doc = inspect.getdoc(cls) or ""
@@ -84,7 +76,7 @@ def format_stages(reference: list[dict[str, Any]]) -> str:
 
 def pipeline_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of a pipeline file: top-level keys, and per ``use:`` its ``params``."""
-    stages = _stages()
+    stages = registry.all_stages()
     classes: list[type[BaseModel]] = [PipelineConfig, Resources, *stages.values()]
     models: list[tuple[type[BaseModel], Literal["validation"]]] = [(c, "validation") for c in classes]
     keys, top = models_json_schema(models, ref_template="#/$defs/{model}")

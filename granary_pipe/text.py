@@ -1,34 +1,6 @@
 """The project's one text normalisation: every comparison of two texts goes through :func:`normalize`
-(pass agreement, the hallucination phrase rule, the report's WER and rule quality, the trainer's
-WER, the PnC guard, the translation filters), so ``"I have 21 apples"`` and ``"I have twenty one
-apples"`` are one text everywhere. It follows Whisper's evaluation (``whisper-normalizer``):
-
-- **English**: Whisper's ``EnglishTextNormalizer`` as it is (case, punctuation, fillers,
-  contractions, British spellings, spelled-out numbers → digits), applied clause by clause (cut at
-  ``, ; : ! ? …`` and a ``.`` not before a digit), so the list ``one, two, three`` stays ``1, 2, 3``.
-- **Every other language**: Whisper's basic normaliser keeping diacritics: NFKC, casefold, every
-  punctuation or symbol → a space (apostrophes too), a decimal ``.`` kept, Romanian s/t-cedilla →
-  s/t-comma, whitespace collapsed. Before that, numbers get one written form: spelled-out → digits
-  with ``text2num`` (:data:`TEXT2NUM_LANGS`), digits → words with ``num2words`` (the other
-  languages it knows), Chinese numerals → digits (zh, yue); then thousands separators dropped,
-  the decimal comma as a point, ordinal suffixes in one form per language (:data:`_ORDINALS`), and
-  a currency sign next to a number as the language's word for it after the number (``20 €`` →
-  ``20 euros`` in French).
-- **In every language** a run of three or more numbers joined by bare commas (``2,3,4,10``) is a list,
-  not one number, unless its groups read as thousands (``1,000,000``).
-
-Not handled (the texts then differ by a word or two): ranges written with a dash against spoken
-ones; percent signs outside English; cents spoken after the currency; spoken year forms that are
-not the cardinal (outside text2num and Whisper's English); German declined ordinals outside
-text2num; the gender of ``1`` where text2num does not settle it; a ``°`` after a number (dropped as
-a symbol); numbers in languages neither library knows, and digit strings longer than
-:data:`MAX_SPELLED_DIGITS`. Whisper's English quirks stay, on both sides alike (a lone ``1`` →
-``one``; ``one two three`` → ``123``). Content in brackets is kept: ``[Music]`` is what the phrase
-rule and pass agreement must see.
-
-:func:`fold` (NFKC, casefold, apostrophes, the Romanian fold) is the character step, used by the
-word rules and the trainer's target text.
-"""
+(Whisper's normalisers, numbers in one written form per language); :func:`fold` is its character step.
+Design, and what is not handled: docs/architecture.md, "After the run"."""
 
 from __future__ import annotations
 
@@ -76,8 +48,7 @@ _ORDINALS = {
 _ORDINALS_FEMININE = re.compile(r"\b(\d+)\.?(?:a|as|era|eras|ᵃ)\b")
 _CURRENCY = re.compile(r"([€$£¥])\s?(\d+(?:[.,]\d+)*)|(\d+(?:[.,]\d+)*)\s?([€$£¥])")
 _CLAUSE = re.compile(r"[,;:!?…]+(?!\d)|(?<!\d)[,;:!?…]+|\.+(?!\d)")
-"""Where English text is cut before Whisper's normaliser, which would read the list ``one, two,
-three`` as the one number ``123`` (its commas become spaces before it reads numbers)."""
+"""Where English is cut before Whisper's normaliser, which reads the list ``one, two, three`` as ``123``."""
 _CUT = "qxclausecutqx"
 """The word that marks a cut for Whisper's normaliser (no number, no spelling of its), then dropped."""
 _CJK_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
@@ -151,7 +122,7 @@ def _currency_word(sign: str, amount: str, lang: str) -> str:
 
 
 def _numbers(text: str, lang: str) -> str:
-    """One written form of the numbers of a (case-folded) text in ``lang`` (see the module doc)."""
+    """One written form of the numbers of a (case-folded) text in ``lang``."""
     if lang in TEXT2NUM_LANGS:
         from text_to_num import alpha2digit
 
@@ -202,17 +173,15 @@ def _spell(number: str, code: str) -> str:
 
 
 def normalize(text: str | None, lang: str | None = None) -> str:
-    """``text`` as every comparison sees it in language ``lang`` (module doc); "" for None.
-
-    ``lang`` None (not known) gets the basic normalisation with no number mapping."""
+    """``text`` as every comparison sees it in language ``lang``; "" for None. ``lang`` None (not
+    known) gets the basic normalisation with no number mapping."""
     if not text:
         return ""
     return _normalize(text, base_lang(lang))
 
 
 def _number_list(m: re.Match) -> str:
-    """``2,3,4,10`` is a list (Whisper writes counting so): its commas become list commas, unless it
-    reads as thousands groups (``1,000,000``: every group after the first of three digits)."""
+    """``2,3,4,10`` as the list ``2, 3, 4, 10`` (Whisper writes counting so), unless it reads as thousands."""
     groups = m.group(0).split(",")
     if len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:]):
         return m.group(0)

@@ -1,7 +1,6 @@
 """Language ID of text: fastText ``lid.176`` behind one small interface, for the ASR stage,
 ``filter.text_lang`` and the translation filters. The model is the registry's ``fasttext-lid176``
-(checked by sha256) or a path.
-"""
+(checked by sha256) or a path."""
 
 from __future__ import annotations
 
@@ -52,9 +51,4 @@ def lid_prob(lid: LanguageProbs, text: str, lang: str) -> float:
 
 def canonical(code: str, groups: Iterable[Iterable[str]] = SAME_LANGUAGE) -> str:
     """One code per group of codes that name one language (hr/sr/bs, no/nb/nn, jw/jv)."""
-    for group in groups:
-        group = list(group)
-        if code in group:
-            return group[0]
-    return code
-
+    return next((group[0] for group in map(list, groups) if code in group), code)

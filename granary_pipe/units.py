@@ -1,9 +1,6 @@
-"""Units and what travels with them: the vocabulary shared by ``pipeline`` and the executors.
-
-A unit (``recordings_per_unit`` recordings sorted by id) is the grain of commit and resume; it
-travels between stages as a :data:`Payload`, and :func:`apply_stage` runs one stage over it the
-same way on every executor. This module imports no executor and no driver (no import circle).
-"""
+"""Units and what travels with them, shared by ``pipeline`` and the executors (which it does not import):
+a unit is the grain of commit and resume, and :func:`apply_stage` runs one stage over it on every executor.
+Design: docs/architecture.md, "Contracts"."""
 
 from __future__ import annotations
 
@@ -54,17 +51,14 @@ def batches(table: pa.Table, batch_size: int) -> list[pa.Table]:
     """Split rows (sorted by recording) into batches of ≤ ``batch_size`` rows without
     splitting a recording; a recording with more rows than that is a batch of its own."""
     rec = table.column("recording_id").to_pylist()
-    groups, start = [], 0
-    for i in range(1, len(rec) + 1):
-        if i == len(rec) or rec[i] != rec[i - 1]:
-            groups.append((start, i))
-            start = i
-    out, first, last = [], 0, 0
-    for g_start, g_end in groups:
-        if g_end - first > batch_size and last > first:
+    out, first, last = [], 0, 0  # the batch being filled is [first, last): whole recordings
+    for end in range(1, len(rec) + 1):
+        if end < len(rec) and rec[end] == rec[end - 1]:
+            continue  # inside a recording
+        if end - first > batch_size and last > first:
             out.append(table.slice(first, last - first))
-            first = g_start
-        last = g_end
+            first = last
+        last = end
     if last > first:
         out.append(table.slice(first, last - first))
     return out

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +23,7 @@ import yaml
 
 from granary_pipe.config import ConfigError, load_pipeline
 from granary_pipe.io.release import build_release
-from granary_pipe.listing import fingerprint as _fingerprint
+from granary_pipe.listing import file_fingerprint
 from granary_pipe.pipeline import resolved_config, run_pipeline
 from granary_pipe.report.summary import format_summary, summarize
 from granary_pipe.ingest.manifest import list_recordings, recording_id
@@ -329,6 +330,15 @@ def test_ingest_sets_the_relative_path_from_the_reader_key(tmp_path):
 # ----------------------------------------------------------------------------- resume fingerprint
 
 RESOLVED = {"stages": [{"use": "audio.decode", "max_duration_s": 60}], "units": {"recordings_per_unit": 4}}
+
+
+def _fingerprint(resolved: dict, table: pa.Table) -> str:
+    """The resume fingerprint of ``table`` written as a listing file (as ``plan_listing`` does)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "listing.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        return file_fingerprint(resolved, path)
 
 
 def _listing_fingerprint(manifest: Path) -> str:

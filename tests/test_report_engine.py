@@ -24,10 +24,10 @@ import pytest
 
 from granary_pipe import audit, counters, digest
 from granary_pipe.report import scan as scan_mod
-from granary_pipe.scoring import GARBAGE_WER_MIN, GOOD_WER_MAX, span_wer, tokens
+from granary_pipe.scoring import GARBAGE_WER_MIN, GOOD_WER_MAX, span_wer
 from granary_pipe.report.summary import summarize
 from granary_pipe.rundir import committed_units, read_unit_table
-from granary_pipe.text import normalize
+from granary_pipe.text import normalize, tokens
 
 try:
     from tests.helpers_rundir import Row, make_run, set_digests

@@ -9,7 +9,8 @@ import pytest
 
 from granary_pipe.report.rule_quality import stage_order
 from granary_pipe.report.summary import format_summary, summarize
-from granary_pipe.scoring import span_wer, tokens
+from granary_pipe.scoring import span_wer
+from granary_pipe.text import tokens
 
 try:
     from tests.helpers_rundir import PIPELINE, Row, make_run
