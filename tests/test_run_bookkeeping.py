@@ -84,24 +84,6 @@ def test_report_and_release_provenance_read_the_totals_layout(tmp_path):
     assert u["total"] == 2 and u["committed"] == 1 and u["pending"] == 0
 
 
-def test_a_run_directory_of_the_old_layout_resumes(tmp_path):
-    """run.json with one entry per unit (before this layout): same fingerprint, so it resumes,
-    and the totals come from every committed marker."""
-    out, info = run(tmp_path, 6, per_unit=2)
-    old = {k: v for k, v in info.items() if k not in ("units_total", "units_committed", "unit_errors", "totals")}
-    old["units"] = {u: {"status": "committed", "error": None, **rundir.read_marker(out, u)}
-                    for u in rundir.committed_units(out)}
-    rundir.write_json_atomic(out / "run.json", old)
-    assert summarize(out)["units"]["committed"] == 3
-    import shutil
-
-    shutil.rmtree(rundir.unit_dir(out, "u000002"))
-    pipe, source = tmp_path / "pipeline.yaml", tmp_path / "source.yaml"
-    again = pipeline.run_pipeline(pipe, source, out, executor="beam", progress=False)
-    assert again["status"] == "complete" and again["units_committed"] == 3
-    assert again["totals"]["rows_in"] == 6 and "units" not in again
-
-
 def test_the_listing_is_planned_in_a_child_and_read_one_unit_at_a_time(tmp_path):
     _, source = inputs(tmp_path, 7)
     resolved = {"stages": STAGES, "units": {"recordings_per_unit": 3}}
