@@ -5,6 +5,7 @@ through the Jobs API (`granary submit`) must give the same rows as a local run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -45,6 +46,8 @@ def cluster():
     """Head (1 CPU, resource head_node) + worker (2 CPUs, resource worker_node), torn down by process group."""
     token = secrets.token_hex(16)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
+           # `ray start --block` drains a node for up to 30 s on SIGTERM (for Serve); nothing here to drain
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
            # the cluster's `python` (job entrypoints run through it) is this environment's
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
@@ -67,15 +70,16 @@ def cluster():
         _wait_for_nodes(address, token, 2, tmp)
         yield {"address": address, "token": token, "env": env}
     finally:
+        for p in reversed(procs):  # both nodes told at once: a worker waits for the head it loses otherwise
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
         for p in reversed(procs):
             try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         shutil.rmtree(tmp, ignore_errors=True)
 
 
