@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
+from granary_pipe.io.formats import RELEASE_FORMATS
 from granary_pipe.schema import SAMPLE_RATE_HZ, SCHEMA
 
 RELEASE_DROPPED = ("unit", "drop_reason", "audio_file", "audio_relpath")
@@ -71,7 +72,8 @@ def public_rows(table: pa.Table) -> pa.Table:
 
 
 def row_metadata(table: pa.Table) -> list[dict[str, Any]]:
-    """Per-row metadata dicts (release columns, schema order) for WebDataset ``.json``."""
+    """Per-row metadata dicts (release columns, schema order): WebDataset ``.json``, NeMo manifest entries
+    and Lhotse cuts are built from them."""
     table = public_rows(table)
     cols: dict[str, list[Any]] = {}
     for f in metadata_fields():
@@ -81,6 +83,7 @@ def row_metadata(table: pa.Table) -> list[dict[str, Any]]:
 
 
 def check_payloads(path: Path, table: pa.Table, audio: Sequence[bytes]) -> None:
+    """``ValueError`` naming ``path`` unless ``audio`` holds one payload per row of ``table``."""
     if len(audio) != table.num_rows:
         raise ValueError(f"{path}: {table.num_rows} rows but {len(audio)} audio payloads")
 
@@ -151,9 +154,10 @@ def manifest_lines(table: pa.Table, frames: Sequence[int], shard_id: int) -> lis
 def brace_patterns(lang_dir: str, shards: int) -> dict[str, str]:
     """NeMo ``manifest_filepath`` / ``tarred_audio_filepaths`` for ``shards`` shards under ``lang_dir``
     (``_OP_``/``_CL_`` are NeMo's ``{``/``}``)."""
+    manifest, audio = RELEASE_FORMATS["nemo"].files
     rng = f"_OP_{0:06d}..{shards - 1:06d}_CL_" if shards > 1 else f"{0:06d}"
-    return {"manifest_filepath": f"{lang_dir}/manifest_{rng}.json",
-            "tarred_audio_filepaths": f"{lang_dir}/audio_{rng}.tar"}
+    return {"manifest_filepath": f"{lang_dir}/{manifest.replace('%06d', rng)}",
+            "tarred_audio_filepaths": f"{lang_dir}/{audio.replace('%06d', rng)}"}
 
 
 def write_nemo_shard(paths: Sequence[Path], n: int, table: pa.Table, audio: Sequence[bytes],
