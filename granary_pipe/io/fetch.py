@@ -62,9 +62,9 @@ def child_url(base: str, rel: str) -> str:
 class Fetcher:
     """Fetches one URL into a ``.part`` file, resuming from its current size."""
 
-    def __init__(self, timeout_s: float, stop: threading.Event | None = None) -> None:
+    def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self.stop = stop or threading.Event()
+        self.stop = threading.Event()  # set: every fetch in progress raises Stopped
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -73,6 +73,7 @@ class Fetcher:
         return self._local.session
 
     def read_bytes(self, url: str) -> bytes:
+        """The whole of ``url`` (a small file: release.json); :class:`Transient` or :class:`Permanent` on failure."""
         if is_http(url):
             try:
                 r = self._session().get(url, timeout=self.timeout_s)
@@ -91,7 +92,10 @@ class Fetcher:
             raise Transient(f"{type(exc).__name__}: {exc}") from exc
 
     def fetch(self, url: str, part: Path, size: int, progress: Callable[[int], None]) -> int:
-        """Append the rest of ``url`` to ``part``, never past ``size`` bytes in all; return the bytes written."""
+        """Append the rest of ``url`` to ``part``, never past ``size`` bytes in all; return the bytes written.
+        Raises :class:`TooLong` (more than ``size`` bytes), :class:`Short` (fewer, or HTTP 416),
+        :class:`Transient` (worth a retry), :class:`Permanent` (HTTP 4xx, not found), ``Stopped`` (``stop`` set),
+        or the ``OSError`` of a local disk error."""
         offset = _size(part)
         if offset > size:  # cannot be a prefix of the right file
             part.unlink()
