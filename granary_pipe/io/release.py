@@ -23,6 +23,7 @@ from granary_pipe.io.release_gather import forget_gathered, gather, read_gathere
 from granary_pipe.io.release_meta import FORMAT_VERSION, Written, file_entry, release_metadata
 from granary_pipe.io.release_plan import Plan, plan_release
 from granary_pipe.io.release_tasks import ShardJob, TaskRunner, merge_records, read_done, write_shard
+from granary_pipe.io.verify import RELEASE_JSON
 from granary_pipe.rundir import read_run_json, write_file, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def _plan(run_dir: Path, work: Path, args: dict[str, Any]) -> Plan:
         previous = None
     if previous != plan.digest:
         for entry in work.iterdir():
-            if entry.name in (*FORMATS, "done", *release_out.TOP_FILES, "release.json"):
+            if entry.name in (*FORMATS, "done", *release_out.TOP_FILES, RELEASE_JSON):
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         forget_gathered(work)
         write_json_atomic(state, {"plan": plan.digest, "shards": len(plan.shards)})
@@ -80,7 +81,7 @@ def _write_top_files(root: Path, release: dict[str, Any], run: dict[str, Any], w
     for name in release_out.TOP_FILES:
         entry = file_entry(root, name, "meta", None, 0, 0.0)
         release["files"].append({k: entry[k] for k in ("path", "format", "sha256", "bytes")})
-    write_file(root / "release.json", (json.dumps(release, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_file(root / RELEASE_JSON, (json.dumps(release, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def build_release(run_dir: Path, out_dir: Path, *, shard_rows: int = 1000, shard_bytes: int | None = None,
@@ -91,10 +92,11 @@ def build_release(run_dir: Path, out_dir: Path, *, shard_rows: int = 1000, shard
     release's work, unless ``overwrite``: that replaces only what an earlier release wrote); return release.json's
     dict. ``shard_bytes``: also cut a shard before its FLAC bytes pass this; ``langs``/``release_license`` None:
     no filter; ``workers`` N > 1: on an embedded Ray with N CPUs; ``ray_address`` (default ``$RAY_ADDRESS``):
-    on that cluster. Raises ``FileNotFoundError`` (no run.json, a kept row's audio missing), ``ValueError``
-    (no committed unit or kept rows, an unknown release license or format, bad arguments, a model whose license
-    forbids a release), ``FileExistsError`` (what no release wrote is in ``out_dir``, or a release without
-    ``overwrite``), :class:`~granary_pipe.io.run_lock.RunLocked`, ``ConnectionError`` (no Ray at ``ray_address``).
+    on that cluster, with ``run_dir`` and ``out_dir`` on a file system every node sees. Raises
+    ``FileNotFoundError`` (no run.json, a kept row's audio missing), ``ValueError`` (no committed unit or kept
+    rows, an unknown release license or format, bad arguments, a model whose license forbids a release),
+    ``FileExistsError`` (what no release wrote is in ``out_dir``, or a release without ``overwrite``),
+    :class:`~granary_pipe.io.run_lock.RunLocked`, ``ConnectionError`` (no Ray at ``ray_address``).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = read_run_json(run_dir)
@@ -116,7 +118,7 @@ def build_release(run_dir: Path, out_dir: Path, *, shard_rows: int = 1000, shard
         work = out_dir / work_dir_name(run_dir, run, args)
         if work.name in release_out.recover(out_dir):  # this release, killed after its commit: it is in place
             log.info("release %s: finished publishing the release a killed command had written", out_dir)
-            return json.loads((out_dir / "release.json").read_text(encoding="utf-8"))
+            return json.loads((out_dir / RELEASE_JSON).read_text(encoding="utf-8"))
         release_out.check_out_dir(out_dir, overwrite)
         for entry in out_dir.iterdir():  # another release's work (other arguments): start over
             if entry.name.startswith(release_out.WORK_PREFIX) and entry != work:
@@ -167,5 +169,5 @@ def _build(run_dir: Path, run: dict[str, Any], work: Path, out_dir: Path, args: 
         sharding={k: args[k] for k in ("seed", "shard_rows", "shard_bytes", "langs")},
         excluded={"by_license": plan.excluded_by_license, "by_lang": plan.excluded_by_lang})
     _write_top_files(work, release, run, written)
-    release_out.publish(work, out_dir, [*formats, *release_out.TOP_FILES, "release.json"])
+    release_out.publish(work, out_dir, [*formats, *release_out.TOP_FILES, RELEASE_JSON])
     return release

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from granary_pipe.io.formats import FORMATS, RELEASE_FORMATS
-from granary_pipe.io.verify import sha256_file
+from granary_pipe.io.verify import RELEASE_JSON, sha256_file
 from granary_pipe.rundir import RUN_JSON, fsync_path, write_json_atomic
 
 LOCK_NAME = ".granary-release.lock"
 WORK_PREFIX = ".tmp-release-"  # work directories of releases in --out: .tmp-release-KEY
-RELEASE_JSON = "release.json"
 TOP_FILES = ("ATTRIBUTION.md", "README.md")
 JOURNAL = "publish.json"
 _ASIDE = "old"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from granary_pipe import licenses
 from granary_pipe.io.formats import RELEASE_FORMATS
 from granary_pipe.io.release_gather import read_shard_rows
 from granary_pipe.io.release_meta import Written, file_entry
@@ -38,6 +39,7 @@ class ShardJob:
 
 
 def done_path(root: Path, shard: PlannedShard) -> Path:
+    """Where ``shard``'s done-record goes under the work directory ``root``: ``done/{lang}/{n:06d}.json``."""
     return root / "done" / shard.lang / f"{shard.n:06d}.json"
 
 
@@ -72,7 +74,7 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
             entry["shard"] = shard.n
             entries.append(entry)
         fsync_path(lang_dir)
-    lics = [lic or "unknown" for lic in table.column("license").to_pylist()]
+    lics = [lic or licenses.UNKNOWN for lic in table.column("license").to_pylist()]
     cells: dict[tuple[Any, str], list[float]] = {}
     for src, lic, d in zip(table.column("source").to_pylist(), lics, durations, strict=True):
         cells.setdefault((src, lic), []).append(d)
