@@ -36,6 +36,7 @@ def unit_id(k: int) -> str:
 
 
 def unit_dir(run_dir: Path, unit: str) -> Path:
+    """The directory of unit ``unit`` in ``run_dir``: ``units/UNIT``."""
     return Path(run_dir) / "units" / unit
 
 

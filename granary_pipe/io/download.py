@@ -59,6 +59,7 @@ class DownloadReport:
         return not self.failed
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (``--json``)."""
         return {"out_dir": str(self.out_dir), "passed": self.passed, "fetched": self.fetched, "skipped": self.skipped,
                 "refetched": self.refetched, "failed": self.failed, "bytes_fetched": self.bytes_fetched}
 

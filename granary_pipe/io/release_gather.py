@@ -37,13 +37,16 @@ class GatherJob:
     root: str
     g: int
 
-    def spec(self) -> Path:  # the job's rows of the assignment
+    def spec(self) -> Path:
+        """The job's rows of the assignment."""
         return Path(self.root) / "gather" / f"{self.g:06d}.job.parquet"
 
-    def output(self) -> Path:  # the gathered rows, one Arrow IPC stream per shard
+    def output(self) -> Path:
+        """The gathered rows, one Arrow IPC stream per shard."""
         return Path(self.root) / "gather" / f"{self.g:06d}.arrows"
 
-    def record(self) -> Path:  # done-record: the output's size and each shard's offset and length in it
+    def record(self) -> Path:
+        """The done-record: the output's size and each shard's offset and length in it."""
         return Path(self.root) / "gather" / f"{self.g:06d}.json"
 
 

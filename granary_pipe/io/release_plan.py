@@ -37,6 +37,8 @@ _ASSIGN_SCHEMA = pa.schema([("filename", pa.string()), ("file_row_number", pa.in
 
 @dataclass(frozen=True)
 class PlannedShard:
+    """Shard ``n`` of language ``lang``: ``rows`` rows."""
+
     lang: str
     n: int
     rows: int

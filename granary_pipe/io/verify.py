@@ -66,6 +66,7 @@ def tar_problems(path: Path) -> list[str]:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of the file at ``path``."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
@@ -122,9 +123,11 @@ class Checked:
         return not self.missing and not self.bad
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (``--json``)."""
         return {"passed": self.passed, **vars(self)}  # the dataclass fields, in order
 
     def lines(self) -> list[str]:
+        """One line per problem; empty when passed."""
         return ([f"missing: {p}" for p in self.missing]
                 + [f"bad: {p}: {why}" for p, why in sorted(self.bad.items())])
 
