@@ -41,14 +41,13 @@ from granary_pipe.train.data import (
 )
 from granary_pipe.train.distributed import DistContext, check_replicas, single_process, unwrap
 from granary_pipe.train.features import LogMel, spec_augment
-from granary_pipe.train.infer import autocast, evaluate, evaluate_model
-from granary_pipe.train.metrics import MetricsLog, read_metrics
+from granary_pipe.train.infer import autocast, evaluate_model
+from granary_pipe.train.metrics import MetricsLog
 from granary_pipe.train.model import ConformerCTC, count_parameters, ctc_loss
 from granary_pipe.train.schedules import make_scheduler
 from granary_pipe.train.tokenizer import Tokenizer, build_tokenizer
 
-__all__ = ["build_optimizer", "evaluate", "latest_checkpoint", "load_checkpoint", "read_metrics", "resolve_config",
-           "train"]  # evaluate and the checkpoint readers re-exported for callers
+__all__ = ["build_optimizer", "resolve_config", "train"]
 
 log = logging.getLogger(__name__)
 
