@@ -116,6 +116,8 @@ def open_release(data: str | Path) -> Release:
 
 
 def is_held_out(row_id: str, pct: float) -> bool:
+    """Whether ``row_id`` is held out at ``pct`` percent (0-100), by a hash of the id alone: independent of shards,
+    order and seed."""
     return _hash64(HELD_OUT_SALT, row_id) % 10000 < round(pct * 100)
 
 

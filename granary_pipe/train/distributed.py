@@ -40,7 +40,7 @@ class DistContext:
             td.barrier()
 
     def sum(self, values: list[float]) -> list[float]:
-        """Element-wise over ranks."""
+        """Element-wise sum over ranks (float64); a copy of ``values`` in one process."""
         if not self.distributed:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
@@ -93,6 +93,7 @@ def from_env() -> DistContext:
 
 
 def unwrap(model):
+    """The model inside a DDP wrapper (its ``.module``), else ``model`` itself."""
     return getattr(model, "module", model)
 
 
