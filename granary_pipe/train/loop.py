@@ -339,4 +339,4 @@ def resolve_config(out: str | Path, config: str | Path | None, overrides: dict[s
         if overrides:
             raise ValueError("--set needs --config (the checkpoint's config is used as saved)")
         return TrainConfig.model_validate(saved)
-    return load_train_config(None if config is None else Path(config), overrides)
+    return load_train_config(config, overrides)
