@@ -67,9 +67,14 @@ class DistContext:
         return self.device if td.get_backend() == "nccl" else "cpu"
 
 
+def default_device() -> str:
+    """``"cuda"`` when CUDA is available, else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def single_process() -> DistContext:
-    """One process, on CUDA if available."""
-    return DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    """One process, on :func:`default_device`."""
+    return DistContext(device=torch.device(default_device()))
 
 
 def from_env() -> DistContext:
