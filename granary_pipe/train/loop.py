@@ -239,7 +239,7 @@ class _Trainer:
             t0 = time.perf_counter()
             batch = next(batches)
             took["wait"] += time.perf_counter() - t0
-            self.position[:] = [batch["epoch"], batch["index"] + 1]
+            self.position = [batch["epoch"], batch["index"] + 1]
             feats, feat_lens = self.logmel(batch["waves"], batch["wave_lens"])  # on the device, in batch
             if sa.freq_masks or sa.time_masks:
                 seed = batch_seed(cfg.seed, batch["epoch"], batch["index"], self.dist.rank)
