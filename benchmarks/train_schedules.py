@@ -28,7 +28,8 @@ from train_throughput import loader_alone  # benchmarks/ is sys.path[0] when run
 
 from granary_pipe.train.config import load_train_config
 from granary_pipe.train.data import open_release, training_texts
-from granary_pipe.train.loop import read_metrics, train
+from granary_pipe.train.loop import train
+from granary_pipe.train.metrics import read_metrics
 from granary_pipe.train.schedules import SCHEDULE_NAMES
 from granary_pipe.train.tokenizer import build_tokenizer
 

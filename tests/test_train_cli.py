@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from granary_pipe.cli import main
-from granary_pipe.train.loop import load_checkpoint, read_metrics
+from granary_pipe.train.checkpoint import load_checkpoint
+from granary_pipe.train.metrics import read_metrics
 
 try:
     from tests.test_train_fixtures import tiny_release  # noqa: F401 (fixture)

@@ -46,8 +46,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from granary_pipe.train.checkpoint import load_checkpoint
 from granary_pipe.train.config import TrainConfig, load_train_config
-from granary_pipe.train.loop import load_checkpoint, read_metrics
+from granary_pipe.train.metrics import read_metrics
 
 try:
     from tests.test_train_fixtures import tiny_release  # noqa: F401 (fixture)

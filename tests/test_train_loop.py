@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from granary_pipe.train.checkpoint import latest_checkpoint, load_checkpoint
 from granary_pipe.train.config import load_train_config
-from granary_pipe.train.infer import iter_transcripts
-from granary_pipe.train.loop import evaluate, latest_checkpoint, load_checkpoint, read_metrics, train
+from granary_pipe.train.infer import evaluate, iter_transcripts
+from granary_pipe.train.loop import train
+from granary_pipe.train.metrics import read_metrics
 
 try:
     from tests.test_train_fixtures import OVERFIT_UTTERANCES, make_tiny_release, tiny_release  # noqa: F401

@@ -62,6 +62,7 @@ class Formatter(argparse.HelpFormatter):
 
 
 def examples_epilog(*lines: str) -> str:
+    """A ``--help`` epilog: ``examples:`` then each line indented by two spaces."""
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
@@ -161,6 +162,7 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def add_json(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    """Add ``--json`` (a flag) to ``parser``, its help "print WHAT as JSON on stdout"."""
     parser.add_argument("--json", action="store_true", help=f"print {what} as JSON on stdout")
 
 
@@ -170,6 +172,7 @@ def print_json(obj: Any) -> None:
 
 
 def quiet(args: argparse.Namespace) -> bool:
+    """Whether ``--quiet`` was given (False for a command without the option)."""
     return bool(getattr(args, "quiet", False))
 
 

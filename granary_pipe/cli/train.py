@@ -78,7 +78,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     Score a checkpoint on a release: the held-out rows it never trained on by default. Exit 1 when
     the split has no utterances.
     """
-    from granary_pipe.train.loop import evaluate
+    from granary_pipe.train.infer import evaluate
 
     result = evaluate(args.checkpoint, args.data, split=args.split, max_utts=args.max_utts, device=args.device)
     if args.json:

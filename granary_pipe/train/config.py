@@ -164,7 +164,7 @@ class TrainConfig(_Strict):
     train: LoopConfig = Field(default_factory=LoopConfig)
 
 
-def load_train_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read and validate a training YAML (default :data:`DEFAULT_CONFIG`) with ``overrides``, dotted
     keys (``{"train.max_steps": 50}``) applied before validation."""
     path = Path(path) if path is not None else DEFAULT_CONFIG

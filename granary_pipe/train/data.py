@@ -116,6 +116,8 @@ def open_release(data: str | Path) -> Release:
 
 
 def is_held_out(row_id: str, pct: float) -> bool:
+    """Whether ``row_id`` is held out at ``pct`` percent (0-100), by a hash of the id alone: independent of shards,
+    order and seed."""
     return _hash64(HELD_OUT_SALT, row_id) % 10000 < round(pct * 100)
 
 
@@ -126,6 +128,7 @@ def split_info(cfg: DataConfig) -> dict[str, Any]:
 
 
 def in_split(row_id: str, split: str, pct: float) -> bool:
+    """Whether ``row_id`` is in ``split`` (``"all"``, ``"heldout"`` or the rest) at ``pct`` percent held out."""
     if split == "all":
         return True
     held = is_held_out(row_id, pct)
@@ -157,8 +160,10 @@ def _hash64(*parts: int | str) -> int:
 
 def sample_stream(release: Release, cfg: DataConfig, *, split: str, seed: int = 0, epoch: int = 0,
                   rank: int = 0, world: int = 1, shuffle: bool = True) -> Iterator[dict]:
-    """Samples ``{"key", "flac", "meta"}`` of ``split`` in one epoch: rank ``r`` reads shards ``r::world`` (with
-    fewer shards than ranks: samples ``r::world``), shards and samples shuffled by ``(seed, epoch, rank)``."""
+    """Samples ``{"key", "flac", "meta"}`` of ``split`` in one epoch. Shards are shuffled by ``(seed, epoch)``, the
+    same order on every rank, and rank ``r`` reads shards ``r::world`` of it (disjoint across ranks), its samples
+    shuffled by ``(seed, epoch, rank)``; with fewer shards than ranks every rank reads all shards, shuffles the
+    samples by ``(seed, epoch)`` alike and keeps samples ``r::world``. ``shuffle=False``: release order."""
     import webdataset as wds
 
     if split not in SPLITS:

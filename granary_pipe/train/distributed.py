@@ -40,7 +40,7 @@ class DistContext:
             td.barrier()
 
     def sum(self, values: list[float]) -> list[float]:
-        """Element-wise over ranks."""
+        """Element-wise sum over ranks (float64); a copy of ``values`` in one process."""
         if not self.distributed:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
@@ -67,9 +67,14 @@ class DistContext:
         return self.device if td.get_backend() == "nccl" else "cpu"
 
 
+def default_device() -> str:
+    """``"cuda"`` when CUDA is available, else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def single_process() -> DistContext:
-    """One process, on CUDA if available."""
-    return DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    """One process, on :func:`default_device`."""
+    return DistContext(device=torch.device(default_device()))
 
 
 def from_env() -> DistContext:
@@ -93,6 +98,7 @@ def from_env() -> DistContext:
 
 
 def unwrap(model):
+    """The model inside a DDP wrapper (its ``.module``), else ``model`` itself."""
     return getattr(model, "module", model)
 
 

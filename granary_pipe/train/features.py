@@ -21,12 +21,14 @@ _MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    """Hz to mel on Slaney's scale (linear below 1 kHz, logarithmic above), float64."""
     hz = np.asarray(hz, dtype=np.float64)
     log_part = _MIN_LOG_MEL + np.log(np.maximum(hz, 1e-12) / _MIN_LOG_HZ) / _LOGSTEP
     return np.where(hz >= _MIN_LOG_HZ, log_part, hz / _F_SP)
 
 
 def mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    """Mel to Hz on Slaney's scale, the inverse of :func:`hz_to_mel`, float64."""
     mel = np.asarray(mel, dtype=np.float64)
     return np.where(mel >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOGSTEP * (mel - _MIN_LOG_MEL)), _F_SP * mel)
 
@@ -43,6 +45,7 @@ def mel_filterbank(n_mels: int = 80, n_fft: int = N_FFT, sample_rate: int = SAMP
 
 
 def frame_counts(wave_lens: torch.Tensor) -> torch.Tensor:
+    """Feature frames per utterance: ``wave_lens // 160`` (one per 10 ms hop at 16 kHz)."""
     return torch.div(wave_lens, HOP, rounding_mode="floor")
 
 

@@ -16,6 +16,7 @@ from granary_pipe.train.audio import AudioInputError, load_audio
 from granary_pipe.train.checkpoint import load_checkpoint
 from granary_pipe.train.config import TrainConfig
 from granary_pipe.train.data import Release, ReleaseBatches, make_loader, open_release
+from granary_pipe.train.distributed import default_device
 from granary_pipe.train.features import HOP, LogMel
 from granary_pipe.train.model import MIN_FRAMES, ConformerCTC, greedy_decode
 from granary_pipe.train.tokenizer import Tokenizer
@@ -66,6 +67,7 @@ def score(ids: list[str], refs: list[str], hyps: list[str], langs: list[str | No
 
 
 def autocast(device, dtype):
+    """``torch.autocast`` on CUDA at ``dtype``; a no-op context when ``dtype`` is None."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=dtype)
@@ -73,7 +75,7 @@ def autocast(device, dtype):
 
 def load_model(checkpoint: str | Path, device: str | None = None) -> tuple[ConformerCTC, Tokenizer, TrainConfig, dict]:
     """Model (eval mode), tokenizer and config of a checkpoint (file or training directory)."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     ckpt = load_checkpoint(checkpoint, map_location=device)
     cfg = TrainConfig.model_validate(ckpt["config"])
     tokenizer = Tokenizer.from_state(ckpt["tokenizer"])

@@ -41,14 +41,13 @@ from granary_pipe.train.data import (
 )
 from granary_pipe.train.distributed import DistContext, check_replicas, single_process, unwrap
 from granary_pipe.train.features import LogMel, spec_augment
-from granary_pipe.train.infer import autocast, evaluate, evaluate_model
-from granary_pipe.train.metrics import MetricsLog, read_metrics
+from granary_pipe.train.infer import autocast, evaluate_model
+from granary_pipe.train.metrics import MetricsLog
 from granary_pipe.train.model import ConformerCTC, count_parameters, ctc_loss
 from granary_pipe.train.schedules import make_scheduler
 from granary_pipe.train.tokenizer import Tokenizer, build_tokenizer
 
-__all__ = ["build_optimizer", "evaluate", "latest_checkpoint", "load_checkpoint", "read_metrics", "resolve_config",
-           "train"]  # evaluate and the checkpoint readers re-exported for callers
+__all__ = ["build_optimizer", "resolve_config", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +239,7 @@ class _Trainer:
             t0 = time.perf_counter()
             batch = next(batches)
             took["wait"] += time.perf_counter() - t0
-            self.position[:] = [batch["epoch"], batch["index"] + 1]
+            self.position = [batch["epoch"], batch["index"] + 1]
             feats, feat_lens = self.logmel(batch["waves"], batch["wave_lens"])  # on the device, in batch
             if sa.freq_masks or sa.time_masks:
                 seed = batch_seed(cfg.seed, batch["epoch"], batch["index"], self.dist.rank)
@@ -340,4 +339,4 @@ def resolve_config(out: str | Path, config: str | Path | None, overrides: dict[s
         if overrides:
             raise ValueError("--set needs --config (the checkpoint's config is used as saved)")
         return TrainConfig.model_validate(saved)
-    return load_train_config(None if config is None else Path(config), overrides)
+    return load_train_config(config, overrides)

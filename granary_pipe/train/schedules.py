@@ -14,12 +14,12 @@ from granary_pipe.train.config import ScheduleConfig
 SCHEDULE_NAMES = ("linear", "piecewise", "exponential", "polynomial")
 
 
-def piecewise(i: float, steps: list[float], lrs: list[float]) -> float:
-    """Linear interpolation through ``(steps[k], lrs[k])``, for ``i < steps[-1]``."""
+def _piecewise(i: float, steps: list[float], lrs: list[float]) -> float:
+    """Linear interpolation through ``(steps[k], lrs[k])``, for ``i <= steps[-1]`` (the last knot)."""
     for (s0, l0), (s1, l1) in pairwise(zip(steps, lrs, strict=True)):
         if i <= s1:
             return l0 + (l1 - l0) * (i - s0) / (s1 - s0)
-    raise AssertionError("unreachable: i < steps[-1]")
+    raise AssertionError("unreachable: i <= steps[-1]")
 
 
 def piecewise_lists(cfg: ScheduleConfig) -> tuple[list[float], list[float]]:
@@ -36,15 +36,15 @@ def lr_function(cfg: ScheduleConfig) -> Callable[[float], float]:
     steps, lrs = piecewise_lists(cfg)
     warmups: dict[str, Callable[[float], float]] = {
         "linear": lambda i: peak * i / w,
-        "piecewise": lambda i: piecewise(i, steps, lrs),
+        "piecewise": lambda i: _piecewise(i, steps, lrs),
         "exponential": lambda i: peak * math.expm1(cfg.alpha * i / w) / math.expm1(cfg.alpha),
         "polynomial": lambda i: peak * (i / w) ** cfg.power,
     }
     if cfg.name not in warmups:
         raise ValueError(f"unknown schedule {cfg.name!r}; known: {', '.join(SCHEDULE_NAMES)}")
     warmup = warmups[cfg.name]
-    # the decay starts where the warmup ends: piecewise's last knot (validated to equal warmup_steps, peak_lr)
-    end_w, end_lr = (steps[-1], lrs[-1]) if cfg.name == "piecewise" else (w, peak)
+    # the decay starts where the warmup ends: the last knot, (w, peak) for every schedule (custom knots validated so)
+    end_w, end_lr = steps[-1], lrs[-1]
 
     def lr(i: float) -> float:
         return warmup(i) if i < end_w else end_lr * math.sqrt(end_w / i)
