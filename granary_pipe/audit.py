@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from granary_pipe import licenses
 from granary_pipe.audit_models import ModelLine, Violation, audit_models, model_lines
-from granary_pipe.report.totals import collect
+from granary_pipe.report.totals import collect, kept_rejected
 from granary_pipe.rundir import read_run_json
 
 
@@ -83,17 +83,10 @@ def _judge(report: AuditReport, models: Mapping[str, Any]) -> None:
                          + _row_violations(report.lines, report.release_license) + audit_models(models))
 
 
-def _matrix(groups: Iterable[tuple[str | None, str | None, bool, int, float]]) -> list[LicenseLine]:
-    """Matrix lines, sorted, from ``(source, license, kept, rows, seconds)`` groups."""
-    rows: dict[tuple[str, str, bool], int] = defaultdict(int)
-    seconds: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
-    for source, lic, kept, n, secs in groups:
-        key = (source or "(no source)", lic or licenses.UNKNOWN, kept)
-        rows[key] += n
-        seconds[key].append(secs)
-    return [LicenseLine(src, lic, rows[src, lic, True], math.fsum(seconds[src, lic, True]),
-                        rows[src, lic, False], math.fsum(seconds[src, lic, False]))
-            for src, lic in sorted({key[:2] for key in rows})]
+def _matrix(groups: Iterable[dict[str, Any]]) -> list[LicenseLine]:
+    """Matrix lines, sorted, from groups with ``source``, ``license``, ``kept``, ``n`` rows and ``secs``."""
+    by = kept_rejected(groups, lambda g: (g["source"] or "(no source)", g["license"] or licenses.UNKNOWN))
+    return [LicenseLine(src, lic, *counts) for (src, lic), counts in by.items()]
 
 
 def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
@@ -102,8 +95,7 @@ def audit_run(run_dir: Path, release_license: str | None = None) -> AuditReport:
     run = read_run_json(run_dir)
     report = AuditReport("run", str(run_dir), release_license)
     totals = collect(run_dir)
-    report.lines = _matrix((g["source"], g["license"], bool(g["kept"] and g["drop_reason"] is None), g["n"],
-                            g["secs"]) for g in totals.group_rows())
+    report.lines = _matrix(totals.group_rows())
     if not totals.units:
         report.notes.append("no committed unit: nothing was kept yet")
     _judge(report, run.get("models") or {})
@@ -128,8 +120,7 @@ def audit_release(rel_dir: Path, release_license: str | None = None) -> AuditRep
     shards = [s for s in rel.get("shards", []) if s.get("format") == "parquet"]
     missing = [s["path"] for s in shards if not (rel_dir / s["path"]).is_file()]
     if shards and not missing:
-        report.lines = _matrix((g["source"], g["license"], True, g["n"], g["secs"])
-                               for g in shard_groups([str(rel_dir / s["path"]) for s in shards]))
+        report.lines = _matrix({**g, "kept": True} for g in shard_groups([str(rel_dir / s["path"]) for s in shards]))
     else:
         if missing:
             report.notes.append(f"{len(missing)} Parquet shard(s) missing (e.g. {missing[0]}): rows from release.json, "
@@ -231,6 +222,7 @@ def _terms(license: str) -> str:
 
 
 def format_report(report: AuditReport) -> str:
+    """The report as ``granary audit`` prints it: the license matrix, models, violations and notes."""
     from granary_pipe.report.fmt import count, hours_of
     from granary_pipe.report.fmt import plain_table as _table
 

@@ -102,4 +102,6 @@ def check_release_models(run_dir: Path, run: Mapping[str, Any]) -> None:
 
 
 def model_lines(model_licenses: Mapping[str, Any]) -> list[ModelLine]:
+    """One line per model of ``run.json``'s ``models`` (a describe record or a bare license), with its
+    license as a row license (a registry id, an SPDX expression or a verdict)."""
     return [ModelLine(m.name, m.model_id, _as_id(m.license), m.source, m.stage) for m in _model_items(model_licenses)]

@@ -37,6 +37,7 @@ class CatalogEntry:
 
     @property
     def license(self) -> str:
+        """The corpus license as a row license: a registry id, an SPDX expression, or a verdict such as ``unknown``."""
         return licenses.normalize(self.manifest.license, self.manifest.license_map)
 
     @property

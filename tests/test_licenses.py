@@ -52,6 +52,12 @@ def test_allows_release_wants_an_id_not_a_spelling():
     assert licenses.allows_release(licenses.normalize("CC BY 4.0")) is True
 
 
+@pytest.mark.parametrize("raw", [["x"], {"a": 1}, None, 3])
+def test_reason_of_a_non_string_is_unknown(raw):
+    # a hostile listing's license may be a list or a mapping: unhashable, it must not reach the cache
+    assert licenses.reason(raw) == licenses.UNKNOWN
+
+
 def test_entries_carry_their_terms():
     by = licenses.get("CC-BY-SA-4.0")
     assert by.attribution and by.share_alike and not by.non_commercial and not by.no_derivatives

@@ -64,6 +64,7 @@ class UnitElement:
 
 
 def table_to_ipc(table: pa.Table) -> bytes:
+    """``table`` as one Arrow IPC stream (the inverse of :func:`table_from_ipc`)."""
     out = pa.BufferOutputStream()
     with pa.ipc.new_stream(out, table.schema) as writer:
         writer.write_table(table)
@@ -285,6 +286,7 @@ class BeamExecutor:
             CommitUnit(str(self.run_dir), str(scratch), max_attempts)).with_output_types(str)
 
     def run(self, units: Iterable[Unit], max_in_flight: int, max_attempts: int, on_result: OnResult) -> None:
+        """Run ``units`` in one Beam pipeline; ``max_in_flight`` is ignored: the runner controls parallelism."""
         log.debug("beam: max_in_flight=%d not used; the runner controls parallelism", max_in_flight)
         scratch = self.run_dir / "units" / f".beam-{uuid.uuid4().hex[:8]}"
         (scratch / INPUTS).mkdir(parents=True)

@@ -154,7 +154,8 @@ def _check_stage_gpus(stages: Sequence[Stage]) -> None:
 def check(stages: Sequence[Stage], nodes: Sequence[Mapping[str, float]], commit_cpus: float = 0.0) -> None:
     """Raise :class:`CapacityError` unless every actor of ``stages`` fits on ``nodes`` at once and every task
     (and a commit task reserving ``commit_cpus``) still finds room beside them; ``nodes``: each node's total
-    resources as Ray reports them (``{"CPU": 16, "GPU": 1, ...}``)."""
+    resources as Ray reports them (``{"CPU": 16, "GPU": 1, ...}``); a single mapping of the cluster's totals
+    stands for one node."""
     _check_stage_gpus(stages)
     cluster = _nodes(nodes)
     _check_custom(stages, cluster)

@@ -10,6 +10,7 @@ from granary_pipe.llm.base import (
     OpenAIOptions,
     TransformersOptions,
     VllmOptions,
+    _model_name,
     describe,
     gpu_use,
     model_refs,
@@ -22,7 +23,7 @@ def make_backend(options: BackendOptions, default_model: str) -> Backend:
     if options.name == "vllm":
         from granary_pipe.llm.vllm_backend import VllmBackend
 
-        return VllmBackend(options, options.model or default_model)
+        return VllmBackend(options, _model_name(options, default_model))
     if options.name == "openai":
         from granary_pipe.llm.openai_backend import OpenAIBackend
 
@@ -30,7 +31,7 @@ def make_backend(options: BackendOptions, default_model: str) -> Backend:
     if options.name == "transformers":
         from granary_pipe.llm.transformers_backend import TransformersBackend
 
-        return TransformersBackend(options, options.model or default_model)
+        return TransformersBackend(options, _model_name(options, default_model))
     raise ValueError(f"unknown LLM backend {options.name!r}")
 
 

@@ -76,13 +76,17 @@ class TransformersOptions(_Options):
 BackendOptions = Annotated[Union[VllmOptions, OpenAIOptions, TransformersOptions], Field(discriminator="name")]
 
 
+def _model_name(options: BackendOptions, default_model: str) -> str:
+    return options.model or default_model
+
+
 def model_refs(options: BackendOptions, default_model: str, stage: str) -> list[str]:
     """The model a backend uses, for ``run.json``, with its declared license (``openai:NAME`` for a server)."""
     param = "backend.model_license"
     if options.name == "openai":
         return [models.ModelRef(f"openai:{options.model}", stage, options.model_license, param,
                                 base_url=options.base_url, served_name=options.model)]
-    return [models.ModelRef(options.model or default_model, stage, options.model_license, param)]
+    return [models.ModelRef(_model_name(options, default_model), stage, options.model_license, param)]
 
 
 def gpu_use(options: BackendOptions) -> GpuUse | None:
@@ -97,4 +101,4 @@ def gpu_use(options: BackendOptions) -> GpuUse | None:
 
 def describe(options: BackendOptions, default_model: str) -> dict[str, Any]:
     """Backend settings for ``run.json`` (never a key's value: only the env var's name)."""
-    return {**options.model_dump(), "model": options.model or default_model}
+    return {**options.model_dump(), "model": _model_name(options, default_model)}

@@ -39,6 +39,7 @@ class VllmBackend(Backend):
         )
 
     def sampling_params(self, max_new_tokens: int) -> Any:
+        """vLLM ``SamplingParams`` for greedy decoding (temperature 0) of at most ``max_new_tokens`` tokens."""
         return self._vllm.SamplingParams(temperature=0, max_tokens=max_new_tokens)
 
     def generate(self, prompts: list[Messages], max_new_tokens: int) -> list[str | None]:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from granary_pipe.digest import EXAMPLES, lang_of
 from granary_pipe.report.rule_quality import rule_table, stage_order
 from granary_pipe.report.text import format_summary
-from granary_pipe.report.totals import RunTotals, collect
+from granary_pipe.report.totals import RunTotals, collect, kept_rejected
 from granary_pipe.rundir import MARKER, open_units, read_run_json, run_sources, unit_dir, unit_errors
 
 __all__ = ["format_summary", "summarize"]
@@ -78,18 +78,12 @@ def _rules(totals: RunTotals, groups: list[dict[str, Any]]) -> dict[str, Any]:
 def _kept_rejected(groups: list[dict[str, Any]], key: Callable[[dict[str, Any]], str],
                    with_in: bool) -> dict[str, dict[str, Any]]:
     """Rows and hours kept and rejected per ``key`` of a group, sorted by key; ``with_in``: their sums too."""
-    rows: dict[tuple[str, bool], int] = defaultdict(int)
-    seconds: dict[tuple[str, bool], list[float]] = defaultdict(list)
-    for g in groups:
-        rows[key(g), g["kept"]] += g["n"]
-        seconds[key(g), g["kept"]].append(g["secs"])
     out = {}
-    for k in sorted({k for k, _ in rows}):
-        kept_s, rej_s = math.fsum(seconds[k, True]), math.fsum(seconds[k, False])
-        out[k] = {"rows_kept": rows[k, True], "rows_rejected": rows[k, False], "hours_kept": _hours(kept_s),
+    for k, (rows_kept, kept_s, rows_rej, rej_s) in kept_rejected(groups, key).items():
+        out[k] = {"rows_kept": rows_kept, "rows_rejected": rows_rej, "hours_kept": _hours(kept_s),
                   "hours_rejected": _hours(rej_s)}
         if with_in:
-            out[k].update(rows_in=rows[k, True] + rows[k, False], hours_in=_hours(kept_s + rej_s))
+            out[k].update(rows_in=rows_kept + rows_rej, hours_in=_hours(kept_s + rej_s))
     return out
 
 

@@ -4,15 +4,32 @@ a time; seconds summed exactly. Design: docs/architecture.md, "Report"."""
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, TypeGuard
+from typing import Any, Callable, Iterable, Iterator, TypeGuard, TypeVar
 
 from granary_pipe import counters
 from granary_pipe.digest import EXAMPLES, KEY, marker_digest
 from granary_pipe.rundir import MARKER, iter_committed_units, read_marker_or_empty, unit_dir
 
 GROUP_KEYS = ("kept", "lang", "lang_hint", "license", "source", "drop_reason")
+
+K = TypeVar("K", str, tuple[str, str])
+
+
+def kept_rejected(groups: Iterable[dict[str, Any]],
+                  key: Callable[[dict[str, Any]], K]) -> dict[K, tuple[int, float, int, float]]:
+    """Rows kept, seconds kept, rows rejected, seconds rejected (each ``math.fsum``) per ``key`` of a group,
+    sorted by key; a group's ``kept`` decides (a kept group has no ``drop_reason``: a unit's kept file holds none)."""
+    rows: dict[tuple[K, bool], int] = defaultdict(int)
+    seconds: dict[tuple[K, bool], list[float]] = defaultdict(list)
+    for g in groups:
+        k = key(g), bool(g["kept"])
+        rows[k] += g["n"]
+        seconds[k].append(g["secs"])
+    return {k: (rows[k, True], math.fsum(seconds[k, True]), rows[k, False], math.fsum(seconds[k, False]))
+            for k in sorted({k for k, _ in rows})}
 
 
 class ExactSum:

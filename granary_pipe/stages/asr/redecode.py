@@ -32,6 +32,8 @@ class Redecode(BaseModel):
 
 
 def floor_for(lang: str, opts: Redecode) -> float:
+    """Characters per second of speech below which a decode in ``lang`` dropped content (the options'
+    per-language floor, else the built-in one, else ``min_chars_per_s``)."""
     return {**FLOORS_BY_LANG, **opts.min_chars_per_s_by_lang}.get(lang, opts.min_chars_per_s)
 
 

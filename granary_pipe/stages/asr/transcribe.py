@@ -63,6 +63,7 @@ class WhisperTranscribe(Stage):
         return model_refs(self.name, sorted(set(self.models_by_lang.values())), self.model_licenses)
 
     def model_for(self, lang: str) -> str:
+        """The Whisper model (registry name or path) for rows in ``lang``: its own, else ``default``'s."""
         return self.models_by_lang.get(lang, self.models_by_lang["default"])
 
     def setup(self) -> None:

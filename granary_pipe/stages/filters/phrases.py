@@ -17,6 +17,7 @@ _INLINE_COMMENT = re.compile(r"\s+#.*$")
 
 
 def bundled_dir() -> Path:
+    """The directory of the hallucination phrase lists shipped in the package (``_data/hallucinations``)."""
     return Path(str(resources.files("granary_pipe") / "_data" / "hallucinations"))
 
 

@@ -15,8 +15,9 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from granary_pipe import llm, schema
 from granary_pipe.llm import Backend, BackendOptions, Messages, VllmOptions
+from granary_pipe.llm.stage import LLMStageMixin
 from granary_pipe.registry import register
-from granary_pipe.stage import GpuUse, Stage
+from granary_pipe.stage import Stage
 from granary_pipe.stages.pnc import guard
 from granary_pipe.stages.pnc.normalize import normalize
 
@@ -38,7 +39,7 @@ def messages(text: str, lang: str, template: str) -> Messages:
 
 
 @register("pnc.llm")
-class LLMPunctuation(Stage):
+class LLMPunctuation(LLMStageMixin, Stage):
     """Restores punctuation and capitalisation of ``text`` in ``langs``; flags what it refuses."""
 
     actor = True
@@ -70,25 +71,17 @@ class LLMPunctuation(Stage):
         return state
 
     def models(self) -> list[str]:
-        return llm.model_refs(self.backend, self.DEFAULT_MODEL, self.name)
-
-    def gpu_use(self) -> GpuUse | None:
-        return llm.gpu_use(self.backend)
+        return self._model_refs()
 
     def setup(self) -> None:
         self._engine()
 
-    def _engine(self) -> Backend:
-        """The LLM backend, made on first use (once per worker)."""
-        if self._backend is None:
-            self._backend = llm.make_backend(self.backend, self.DEFAULT_MODEL)
-        return self._backend
-
     def templates(self) -> dict[str, str]:
+        """The system prompt of each of ``langs`` (``prompt_dir``'s, else the bundled ones), ``{language}`` unfilled."""
         return {lang: prompt_template(lang, self.prompt_dir) for lang in self.langs}
 
     def process(self, active: pa.Table) -> pa.Table:
-        backend = self._engine()
+        self._engine()
         texts = active.column("text").to_pylist()
         langs = active.column("lang").to_pylist()
         templates = self.templates()
@@ -98,18 +91,17 @@ class LLMPunctuation(Stage):
             return active
         prompts = [messages(texts[i], langs[i], templates[langs[i]]) for i in todo]
         budget = min(self.max_new_tokens, 16 + max(len(texts[i]) for i in todo))
-        outputs = backend.generate(prompts, budget)
-        if len(outputs) != len(prompts):
-            raise RuntimeError(f"LLM backend returned {len(outputs)} answers for {len(prompts)} prompts")
+        outputs = self._generate(prompts, budget)
         new_text = list(texts)
         text_asr = active.column("text_asr").to_pylist()
         flags: list[list[str]] = [[] for _ in texts]
         for i, answer in zip(todo, outputs, strict=True):
             restored = guard.clean_output(answer, texts[i])
             rule = guard.check(texts[i], restored, self.max_cer, self.max_upper_ratio, langs[i])
-            if rule is not None or restored is None:  # check() names a missing answer call_failed
+            if rule is not None:  # check() names a missing answer call_failed
                 flags[i].append(f"pnc:{rule}")
                 continue
+            assert restored is not None
             restored = normalize(restored, langs[i])
             if restored != texts[i]:
                 text_asr[i] = text_asr[i] if text_asr[i] is not None else texts[i]
@@ -119,7 +111,7 @@ class LLMPunctuation(Stage):
         return schema.add_flags(table, flags)
 
     def run_info(self) -> dict[str, Any]:
-        info = llm.describe(self.backend, self.DEFAULT_MODEL)
+        info = self._backend_info()
         return {
             "punctuation": (f"LLM restoration ({info['model']} via {info['name']}) for {', '.join(self.langs)}, "
                             f"guarded (words CER <= {self.max_cer}, upper case <= {self.max_upper_ratio}); "

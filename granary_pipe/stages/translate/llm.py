@@ -9,8 +9,8 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from granary_pipe import llm
 from granary_pipe.llm import Backend, BackendOptions, Messages, VllmOptions
+from granary_pipe.llm.stage import LLMStageMixin
 from granary_pipe.registry import register
-from granary_pipe.stage import GpuUse
 from granary_pipe.stages.translate.base import Result, TranslationStage
 
 
@@ -21,6 +21,7 @@ def prompt(text: str, src: str, tgt: str) -> str:
 
 
 def messages(text: str, src: str, tgt: str) -> Messages:
+    """The one-turn conversation asking to translate ``text`` from ``src`` to ``tgt`` (see :func:`prompt`)."""
     return [{"role": "user", "content": prompt(text, src, tgt)}]
 
 
@@ -36,7 +37,7 @@ def clean_translation(text: str | None, tgt: str) -> str | None:
 
 
 @register("translate.llm")
-class LLMTranslate(TranslationStage):
+class LLMTranslate(LLMStageMixin, TranslationStage):
     """Fills ``translation``/``translation_lang`` where the translation passes the filters."""
 
     actor = True
@@ -67,24 +68,15 @@ class LLMTranslate(TranslationStage):
         return tgt if tgt != lang else None
 
     def models(self) -> list[str]:
-        return llm.model_refs(self.backend, self.DEFAULT_MODEL, self.name) + self.declared_models([])
-
-    def gpu_use(self) -> GpuUse | None:
-        return llm.gpu_use(self.backend)
+        return self._model_refs() + self.declared_models([])
 
     def setup(self) -> None:
         self.setup_filters()
         self._engine()
 
-    def _engine(self) -> Backend:
-        """The LLM backend, made on first use (once per worker)."""
-        if self._backend is None:
-            self._backend = llm.make_backend(self.backend, self.DEFAULT_MODEL)
-        return self._backend
-
     def process(self, active: pa.Table) -> pa.Table:
         self.setup_filters()
-        backend = self._engine()
+        self._engine()
         texts = active.column("text").to_pylist()
         langs = active.column("lang").to_pylist()
         todo = [(i, src, tgt) for i, (text, src) in enumerate(zip(texts, langs, strict=True))
@@ -93,16 +85,14 @@ class LLMTranslate(TranslationStage):
             return active
         prompts = [messages(texts[i], src, tgt) for i, src, tgt in todo]
         budget = min(self.max_new_tokens, 16 + 2 * max(len(texts[i]) for i, _, _ in todo))
-        outputs = backend.generate(prompts, budget)
-        if len(outputs) != len(prompts):
-            raise RuntimeError(f"LLM backend returned {len(outputs)} answers for {len(prompts)} prompts")
+        outputs = self._generate(prompts, budget)
         results: dict[int, Result] = {
             i: (src, tgt, clean_translation(out, tgt)) for (i, src, tgt), out in zip(todo, outputs, strict=True)
         }
         return self.gate(active, results)
 
     def run_info(self) -> dict[str, Any]:
-        info = llm.describe(self.backend, self.DEFAULT_MODEL)
+        info = self._backend_info()
         return {
             "translation": f"LLM ({info['model']} via {info['name']}), greedy, EuroLLM-Instruct prompt",
             "backend": info,
