@@ -13,7 +13,7 @@ from typing import Any, TypeGuard
 import pyarrow as pa
 
 from granary_pipe.rundir import read_unit_table
-from granary_pipe.scoring import GARBAGE_WER_MIN, GOOD_WER_MAX, edit_counts, normalized_reference, span_wer
+from granary_pipe.scoring import GARBAGE_WER_MIN, GOOD_WER_MAX, edit_counts, span_wer
 from granary_pipe.text import normalize, tokens
 
 VERSION = 3
@@ -134,7 +134,7 @@ def _score(sides: list[tuple[bool, dict[str, list]]]) -> dict[str, Any]:
             else:
                 refs.setdefault(rid, (lang or "und", ref))
             if (ref, lang) != last[0]:
-                last = ((ref, lang), tokens(ref, lang, normalized_reference(ref, lang)))
+                last = ((ref, lang), tokens(ref, lang))
             wer = span_wer(tokens(c["text"][i], lang), last[1])
             if wer is None:
                 continue
@@ -157,7 +157,7 @@ def _reference_wer(refs: dict[str, tuple[str, str]], hyps: dict[str, list[tuple[
         if rid not in hyps:
             t[1] += 1
             continue
-        ref = normalized_reference(ref, lang)
+        ref = normalize(ref, lang)
         if ref:
             errors = edit_counts(ref, normalize(" ".join(text for _, text in sorted(hyps[rid])), lang))
             t[0] += 1

@@ -78,6 +78,10 @@ class _Record:
             info["stage_s"][name] = info["stage_s"].get(name, 0.0) + secs
         info["counts"] = counters.merge_stages(info["counts"], marker.get("counts"))
 
+    def failed(self, unit: str, error: str) -> None:
+        """Record a unit that failed, with its one-line error."""
+        self.info["unit_errors"][unit] = error
+
     def write(self, force: bool = False) -> None:
         """Write run.json if forced or if the last write is :data:`RUN_JSON_EVERY_S` old."""
         now = time.monotonic()
@@ -165,7 +169,7 @@ def _execute(executor: str, opts: ExecutorOptions, stages: list[Stage], config: 
 
     def on_result(unit: str, stats: dict | None, error: str | None) -> None:
         if error is not None:
-            info["unit_errors"][unit] = error
+            record.failed(unit, error)
             bar.write(f"unit {unit} failed: {error}")
         else:
             assert stats is not None, "OnResult: a committed unit comes with its marker"

@@ -4,24 +4,15 @@ text against the whole reference (:func:`edit_counts`, what jiwer counts)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-from granary_pipe import text as text_norm
-
 GOOD_WER_MAX = 0.2
 """A rejected row whose text scores at most this WER against its reference was good."""
 GARBAGE_WER_MIN = 0.5
 """A kept row whose text scores above this WER against its reference is garbage."""
-
-
-@lru_cache(maxsize=4096)
-def normalized_reference(text: str, lang: str | None) -> str:
-    """:func:`granary_pipe.text.normalize` of a reference, cached (each segment carries its recording's)."""
-    return text_norm.normalize(text, lang)
 
 
 def span_wer(hyp: Sequence[str], ref: Sequence[str]) -> float | None:

@@ -201,10 +201,9 @@ def _normalize(text: str, lang: str | None) -> str:
     return strip_symbols(text)
 
 
-def tokens(text: str | None, lang: str | None, normalized: str | None = None) -> list[str]:
-    """Normalised words of ``text``, or its characters in a language written without spaces
-    (``normalized``: the :func:`normalize` of ``text``, when the caller has it)."""
-    norm = normalize(text, lang) if normalized is None else normalized
+def tokens(text: str | None, lang: str | None) -> list[str]:
+    """:func:`normalize`'s words of ``text``, or its characters in a language written without spaces."""
+    norm = normalize(text, lang)
     return list(norm.replace(" ", "")) if base_lang(lang) in UNSPACED_LANGS else norm.split()
 
 

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from granary_pipe.report.summary import format_summary, summarize
+from granary_pipe.report.summary import summarize
+from granary_pipe.report.text import format_summary
 
 pytestmark = pytest.mark.e2e
 

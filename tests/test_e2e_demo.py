@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from granary_pipe.io.release import build_release
-from granary_pipe.report.summary import format_summary, summarize
+from granary_pipe.report.summary import summarize
+from granary_pipe.report.text import format_summary
 
 pytestmark = pytest.mark.e2e
 

@@ -25,7 +25,8 @@ from granary_pipe.config import ConfigError, load_pipeline
 from granary_pipe.io.release import build_release
 from granary_pipe.listing import file_fingerprint
 from granary_pipe.pipeline import resolved_config, run_pipeline
-from granary_pipe.report.summary import format_summary, summarize
+from granary_pipe.report.summary import summarize
+from granary_pipe.report.text import format_summary
 from granary_pipe.ingest.manifest import list_recordings, recording_id
 from granary_pipe.ingest.readers import read_entries
 from granary_pipe.ingest.source import load_manifest

@@ -138,6 +138,14 @@ def test_tsv_errors_name_file_and_line(tmp_path, body, message):
         entries(manifest(tmp_path, listing="t.tsv", reader="tsv"), tmp_path / "cache")
 
 
+@pytest.mark.parametrize("reader", ["jsonl", "tsv"])
+def test_directory_url_without_listing_option_names_its_reader(tmp_path, reader):
+    (tmp_path / "corpus").mkdir()
+    path = manifest(tmp_path, url="corpus", reader=reader, reader_options={"listing": ""})
+    with pytest.raises(ConfigError, match=rf"reader '{reader}' with a directory 'url' needs reader_options\.listing"):
+        entries(path, tmp_path / "cache")
+
+
 # ----------------------------------------------------------------------------- Parquet
 
 def hf_parquet(path: Path, rows: list[dict]) -> Path:

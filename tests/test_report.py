@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from granary_pipe.io.release import build_release
-from granary_pipe.report.summary import format_summary, summarize
+from granary_pipe.report.summary import summarize
+from granary_pipe.report.text import format_summary
 
 try:
     from tests.helpers_rundir import DEFAULT_UNITS, Row, make_run

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from granary_pipe.report.rule_quality import stage_order
-from granary_pipe.report.summary import format_summary, summarize
+from granary_pipe.report.summary import summarize
+from granary_pipe.report.text import format_summary
 from granary_pipe.scoring import span_wer
 from granary_pipe.text import tokens
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from granary_pipe.report.summary import format_summary, summarize
+from granary_pipe.report.summary import summarize
+from granary_pipe.report.text import format_summary
 
 try:
     from tests.helpers_rundir import DEFAULT_UNITS, Row, make_run

@@ -33,7 +33,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"granary run: {args.pipeline} into {args.out}: listing the source, then {_engine(args)} ...",
               file=sys.stderr, flush=True)
     from granary_pipe.pipeline import run_pipeline
-    from granary_pipe.report.summary import format_summary, summarize
+    from granary_pipe.report.summary import summarize
+    from granary_pipe.report.text import format_summary
 
     try:
         info = run_pipeline(pipeline, source, args.out, address=args.ray_address, progress=not common.quiet(args),

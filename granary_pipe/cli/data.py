@@ -103,7 +103,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     per stage, reference WER where the listing has text) or a release (files, rows, hours per
     language and format).
     """
-    from granary_pipe.report.summary import format_summary, summarize
+    from granary_pipe.report.summary import summarize
+    from granary_pipe.report.text import format_summary
 
     summary = summarize(Path(args.path))
     print(json.dumps(summary, indent=2, sort_keys=True, default=str) if args.json else format_summary(summary))

@@ -28,8 +28,9 @@ def os_problem(exc: OSError) -> str:
 
 
 def problem(path: str) -> str | None:
-    """Why ``path`` cannot be read as an audio file, without the path (see the module), or None
-    when it is a non-empty regular file this process may read. Never opens ``path``."""
+    """Why ``path`` cannot be read as an audio file, without the path (the reasons of docs/sources.md,
+    "Paths that cannot be opened"), or None when it is a non-empty regular file this process may read.
+    Never opens ``path``."""
     try:
         st = os.stat(path)  # follows symlinks: a loop is ELOOP, a dangling link ENOENT
     except OSError as exc:

@@ -10,6 +10,7 @@ import hashlib
 import os
 import posixpath
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -255,18 +256,20 @@ def _read_listing(ctx: _Ctx, listing: Path, opts: _Options, base: Path | None = 
     return read_jsonl(ctx, listing, opts, base)
 
 
-def _listing_at(ctx: _Ctx, target: Path, opts: _Options) -> Iterator[Entry]:
-    """A ``url`` read by ``jsonl`` or ``tsv``: the listing file itself, or ``reader_options.listing`` in it."""
+def _listing_at(reader: str, ctx: _Ctx, target: Path, opts: _Options) -> Iterator[Entry]:
+    """A ``url`` read by ``reader`` (``jsonl`` or ``tsv``): the listing file itself, or ``reader_options.listing``
+    in it."""
     if target.is_file():
         return _read_listing(ctx, target, opts, base=target.parent)
     listing = getattr(opts, "listing", None)
     if not listing:
-        raise ConfigError(f"{ctx.manifest_path}: reader 'tsv' with a directory 'url' needs reader_options.listing")
+        raise ConfigError(f"{ctx.manifest_path}: reader {reader!r} with a directory 'url' needs reader_options.listing")
     return _read_listing(ctx, target / listing, opts, base=target)
 
 
 _READERS: dict[str, tuple[type[_Options], UrlReader]] = {
-    "folder": (FolderOptions, read_folder), "jsonl": (JsonlOptions, _listing_at), "tsv": (TsvOptions, _listing_at),
+    "folder": (FolderOptions, read_folder), "jsonl": (JsonlOptions, partial(_listing_at, "jsonl")),
+    "tsv": (TsvOptions, partial(_listing_at, "tsv")),
     **readers_archives.URL_READERS, **readers_corpora.URL_READERS,
 }
 """Each reader's options and what it lists of a localised ``url``."""

@@ -50,6 +50,7 @@ _OWNED = re.compile(re.escape(WORKDIR_PREFIX) + r"(\d+)-")
 _CHECK_SCHEMA = pa.schema([("seq", pa.int64()), ("key", pa.string()), ("path", pa.string()),
                            ("where_", pa.string()), ("fid", pa.string())])
 _RUN_SCHEMA = pa.schema([schema.SCHEMA.field(c) for c in ROW_COLUMNS] + [("seq", pa.int64())])
+_BUFFER_SCHEMA = pa.schema([*_CHECK_SCHEMA, *(f for f in _RUN_SCHEMA if f.name != "seq")])
 _SORT_KEYS = [("id", "ascending"), ("seq", "ascending")]
 
 
@@ -97,7 +98,8 @@ class SortedRows:
 
 @dataclass
 class EntrySpill:
-    """Entries and their recording rows, spilled under ``workdir`` as they come (see the module)."""
+    """Entries and their recording rows, spilled under ``workdir`` as they come: a Parquet file for the
+    duplicate checks and sorted Arrow runs to merge (docs/architecture.md, "Data flow", Ingest)."""
 
     workdir: Path
     manifest_path: Path
@@ -125,8 +127,9 @@ class EntrySpill:
     def _flush(self) -> None:
         if not self._buffer:
             return
-        self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=_CHECK_SCHEMA))
-        run = pa.Table.from_pylist(self._buffer, schema=_RUN_SCHEMA).sort_by(_SORT_KEYS)
+        table = pa.Table.from_pylist(self._buffer, schema=_BUFFER_SCHEMA)
+        self._writer.write_table(table.select(_CHECK_SCHEMA.names))
+        run = table.select(_RUN_SCHEMA.names).sort_by(_SORT_KEYS)
         self.runs.append(self.workdir / f"run-0-{len(self.runs):06d}.arrow")
         _write_run(self.runs[-1], [run])
         self._buffer = []
@@ -209,7 +212,8 @@ class EntrySpill:
 
 
 def _remove_if_orphaned(path: Path) -> bool:
-    """Remove the listing work directory ``path`` when its owner is gone (see the module); True if removed."""
+    """Remove the listing work directory ``path`` when its owner is gone (its PID not running and its
+    lock free); True if removed."""
     m = _OWNED.match(path.name)
     if not m or pid_alive(int(m[1])):
         return False

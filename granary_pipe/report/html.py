@@ -14,14 +14,13 @@ from typing import AbstractSet, Any
 from granary_pipe import __version__
 from granary_pipe.counters import reason_key
 from granary_pipe.report import plots
+from granary_pipe.report import text as tables
 from granary_pipe.report.distributions import CHAR_RATE_CLIP, Binned, example_licenses, row_histograms
 from granary_pipe.report.fmt import hms, pct, rate
+from granary_pipe.report.rule_quality import NOT_COUNTED
 from granary_pipe.report.scan import RunScan
 from granary_pipe.report.summary import summarize
-from granary_pipe.report.text import LANG_HEADERS, WER_HEADERS, lang_rows, wer_rows
 
-NOT_COUNTED = "(not counted)"
-"""Retention line of rejected rows that no stage counter holds."""
 _MAX_REASONS, _MAX_TEXT = 25, 300
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -133,7 +132,7 @@ def _languages_run(s: dict[str, Any]) -> str:
                      xlabel=f"audio ({unit})", colors=[plots.INPUT, plots.KEPT], fmt="{:.3g}")
     return _section("languages", "Audio per language: in vs kept",
                     _figure(svg, "Audio in rows (kept + rejected) and audio kept, per language."),
-                    _table(LANG_HEADERS, lang_rows(s, langs), numeric={1, 2, 3, 4, 5, 6}, total=True))
+                    _table(tables.LANG_HEADERS, tables.lang_rows(s, langs), numeric={1, 2, 3, 4, 5, 6}, total=True))
 
 
 def _retention_section(s: dict[str, Any]) -> str:
@@ -167,10 +166,7 @@ def _rejections(s: dict[str, Any]) -> str:
     if len(lang_n) > len(langs):
         series["(other)"] = [grid[k].total() - sum(grid[k][lg] for lg in langs) for k in labels]
     svg = plots.bars("reasons", labels, series, xlabel="rejected rows", stacked=True, integer=True)
-    rj = s["rejected"]
-    table = _table(["reason", "rows", "share of rejected", "audio"],
-                   [[cat, n, pct(n, s["rows"]["rejected"]), hms(rj["hours_by_category"][cat])]
-                    for cat, n in rj["by_category"].items()], numeric={1, 2, 3})
+    table = _table(["reason", "rows", "share of rejected", "audio"], tables.rejected_rows(s), numeric={1, 2, 3})
     return _section("rejections", "Rejected rows per reason and language", _figure(
         svg, "Rejected rows per rule, stacked by language (messages such as decode errors are grouped by "
              "category)."), table)
@@ -224,9 +220,7 @@ def _licenses_run(s: dict[str, Any]) -> str:
     svg = plots.bars("licenses", names, {"kept": [lic[k]["hours_kept"] * scale for k in names],
                                          "rejected": [lic[k]["hours_rejected"] * scale for k in names]},
                      xlabel=f"audio ({unit})", stacked=True, colors=[plots.KEPT, plots.REJECTED], fmt="{:.3g}")
-    table = _table(["license", "rows kept", "audio kept", "rows rejected", "audio rejected"],
-                   [[k, lic[k]["rows_kept"], hms(lic[k]["hours_kept"]), lic[k]["rows_rejected"],
-                     hms(lic[k]["hours_rejected"])] for k in names], numeric={1, 2, 3, 4})
+    table = _table(tables.LICENSE_HEADERS, tables.license_rows(s, names), numeric={1, 2, 3, 4})
     return _section("licenses", "License mix", _figure(svg, "Audio per license, kept and rejected."), table)
 
 
@@ -248,14 +242,13 @@ def _examples(s: dict[str, Any], licenses: dict[str, str]) -> str:
 
 def _extras(s: dict[str, Any]) -> str:
     parts = []
-    wer = wer_rows(s)
+    wer = tables.wer_rows(s)
     if wer:
         parts.append(_section("wer", "Against reference transcripts (kept rows)",
-                              _table(WER_HEADERS, wer, numeric={1, 2, 3, 4, 5})))
+                              _table(tables.WER_HEADERS, wer, numeric={1, 2, 3, 4, 5})))
     if s.get("stage_s"):
         parts.append(_section("timing", "Time per stage (seconds, summed over units)",
-                              _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in sorted(
-                                  s["stage_s"].items(), key=lambda kv: -kv[1])], numeric={1})))
+                              _table(tables.STAGE_HEADERS, tables.stage_rows(s), numeric={1})))
     return "".join(parts)
 
 
@@ -275,8 +268,6 @@ def _release_page(s: dict[str, Any], rel_dir: Path) -> str:
     scale, unit = _unit(max([v["hours"] for v in per.values()], default=0))
     lang_svg = plots.bars("lang", langs, {"audio": [per[k]["hours"] * scale for k in langs]},
                           xlabel=f"audio ({unit})", colors=[plots.KEPT], fmt="{:.3g}")
-    lang_rows = [[k, per[k]["rows"], hms(per[k]["hours"]), per[k]["shards"]] for k in langs]
-    lang_rows.append(["total", s["rows"], hms(s["hours"]), sum(v["shards"] for v in per.values())])
     names = sorted(lic, key=lambda k: -lic[k])
     lic_svg = plots.bars("licenses", names, {"rows": [lic[k] for k in names]}, xlabel="rows",
                          colors=[plots.OKABE_ITO[2]], integer=True)
@@ -284,10 +275,10 @@ def _release_page(s: dict[str, Any], rel_dir: Path) -> str:
                sh["sha256"][:16]] for sh in rel.get("shards", [])]
     return _page(f"granary report: release {s['name']}", head + banner + "".join([
         _section("languages", "Audio per language", _figure(lang_svg, "Audio per language in the release."),
-                 _table(["lang", "rows", "audio", "shards"], lang_rows, numeric={1, 2, 3}, total=True)),
+                 _table(tables.RELEASE_LANG_HEADERS, tables.release_lang_rows(s, langs), numeric={1, 2, 3},
+                        total=True)),
         _section("licenses", "License mix", _figure(lic_svg, "Rows per license in the release."),
-                 _table(["license", "rows", "share"], [[k, lic[k], pct(lic[k], s["rows"])] for k in names],
-                        numeric={1, 2})),
+                 _table(tables.RELEASE_LICENSE_HEADERS, tables.release_license_rows(s, names), numeric={1, 2})),
         _section("shards", "Shards", _table(["path", "format", "lang", "rows", "audio", "MB", "sha256 (prefix)"],
                                             shards, numeric={3, 4, 5}, nowrap={0, 6}))]))
 

@@ -12,6 +12,9 @@ from granary_pipe.report.fmt import hms, rate, text_table
 from granary_pipe.report.totals import RunTotals
 from granary_pipe.scoring import GARBAGE_WER_MIN, GOOD_WER_MAX
 
+NOT_COUNTED = "(not counted)"
+"""The stage shown for a rule, or the retention line for rejected rows, that no stage counter holds."""
+
 
 def stage_order(run: Mapping[str, Any], names: Sequence[str]) -> list[str]:
     """``names`` in pipeline order: ``run.json``'s stages first, then the others sorted, the sink last."""
@@ -110,7 +113,7 @@ def format_rule_quality(rq: Mapping[str, Any]) -> list[str]:
         headers += ["scored", f"good (WER≤{rq['good_wer_max']:g})", "false rejects"]
     rows = []
     for d in rq["rules"]:
-        row = [d["rule"], d["stage"] or "(not counted)", d["rows_rejected"], hms(d["hours_rejected"]),
+        row = [d["rule"], d["stage"] or NOT_COUNTED, d["rows_rejected"], hms(d["hours_rejected"]),
                "-" if d["rows_flagged"] is None else d["rows_flagged"]]
         if scored:
             row += [d["rows_scored"], d["rows_good"], rate(d["false_reject_rate"])]

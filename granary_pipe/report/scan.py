@@ -29,6 +29,7 @@ Query = Callable[["RunScan"], str]
 
 
 def quote(name: str) -> str:
+    """``name`` as a DuckDB identifier: in double quotes, any ``"`` in it doubled."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -70,6 +71,7 @@ class RunScan:
         self.close()
 
     def close(self) -> None:
+        """Close the connection and remove its spill directory."""
         self.con.close()
         shutil.rmtree(self._spill, ignore_errors=True)
 

@@ -11,11 +11,8 @@ from typing import Any, Callable
 
 from granary_pipe.digest import EXAMPLES, lang_of
 from granary_pipe.report.rule_quality import rule_table, stage_order
-from granary_pipe.report.text import format_summary
 from granary_pipe.report.totals import RunTotals, collect, kept_rejected
 from granary_pipe.rundir import MARKER, open_units, read_run_json, run_sources, unit_dir, unit_errors
-
-__all__ = ["format_summary", "summarize"]
 
 
 def summarize(path: Path) -> dict[str, Any]:

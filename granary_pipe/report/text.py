@@ -66,6 +66,10 @@ def _balance(s: dict[str, Any], style: _Style) -> list[str]:
 
 LANG_HEADERS = ["lang", "rows in", "kept", "rejected", "audio in", "audio kept", "% audio kept"]
 WER_HEADERS = ["lang", "recordings", "words", "WER", "CER", "rejected (unscored)"]
+LICENSE_HEADERS = ["license", "rows kept", "audio kept", "rows rejected", "audio rejected"]
+STAGE_HEADERS = ["stage", "seconds"]
+RELEASE_LANG_HEADERS = ["lang", "rows", "audio", "shards"]
+RELEASE_LICENSE_HEADERS = ["license", "rows", "share"]
 
 
 def lang_rows(s: dict[str, Any], langs: Iterable[str]) -> list[list[Any]]:
@@ -83,6 +87,37 @@ def wer_rows(s: dict[str, Any]) -> list[list[Any]]:
             for lang, v in (s.get("reference_wer") or {}).items() if v["wer"] is not None]
 
 
+def rejected_rows(s: dict[str, Any]) -> list[list[Any]]:
+    """The rows of the rejected-rows-by-reason-category table (text and HTML): category, rows, share, audio."""
+    rj = s["rejected"]
+    return [[cat, n, pct(n, s["rows"]["rejected"]), hms(rj["hours_by_category"][cat])]
+            for cat, n in rj["by_category"].items()]
+
+
+def license_rows(s: dict[str, Any], names: Iterable[str]) -> list[list[Any]]:
+    """The rows of a run's license table (text and HTML), in the order of ``names``."""
+    lic = s["licenses"]
+    return [[k, lic[k]["rows_kept"], hms(lic[k]["hours_kept"]), lic[k]["rows_rejected"], hms(lic[k]["hours_rejected"])]
+            for k in names]
+
+
+def stage_rows(s: dict[str, Any]) -> list[list[Any]]:
+    """The rows of the time-per-stage table (text and HTML), slowest stage first."""
+    return [[k, f"{v:.1f}"] for k, v in sorted(s["stage_s"].items(), key=lambda kv: -kv[1])]
+
+
+def release_lang_rows(s: dict[str, Any], langs: Iterable[str]) -> list[list[Any]]:
+    """The rows of a release's per-language table (text and HTML), in the order of ``langs``, then the total."""
+    per = s["per_lang"]
+    rows = [[k, per[k]["rows"], hms(per[k]["hours"]), per[k]["shards"]] for k in langs]
+    return rows + [["total", s["rows"], hms(s["hours"]), sum(v["shards"] for v in per.values())]]
+
+
+def release_license_rows(s: dict[str, Any], names: Iterable[str]) -> list[list[Any]]:
+    """The rows of a release's license table (text and HTML), in the order of ``names``."""
+    return [[k, s["licenses"][k], pct(s["licenses"][k], s["rows"])] for k in names]
+
+
 def _languages(s: dict[str, Any], style: _Style) -> list[str]:
     return style.title("Per language (h:mm:ss)") + text_table(LANG_HEADERS, lang_rows(s, s["per_lang"]))
 
@@ -92,9 +127,7 @@ def _rejected(s: dict[str, Any], style: _Style) -> list[str]:
     lines = style.title("Rejected rows by reason")
     if not rj["by_category"]:
         return lines + ["  (none)"]
-    rows = [[cat, n, pct(n, s["rows"]["rejected"]), hms(rj["hours_by_category"][cat])]
-            for cat, n in rj["by_category"].items()]
-    lines += text_table(["reason", "rows", "share", "audio"], rows)
+    lines += text_table(["reason", "rows", "share", "audio"], rejected_rows(s))
     lines.append("")
     lines += text_table(["full reason", "rows"], [[k, v] for k, v in list(rj["by_reason"].items())[:15]])
     if len(rj["by_reason"]) > 15:
@@ -131,10 +164,7 @@ def _rule_quality(s: dict[str, Any], style: _Style) -> list[str]:
 
 
 def _licenses(s: dict[str, Any], style: _Style) -> list[str]:
-    rows = [[lic, v["rows_kept"], hms(v["hours_kept"]), v["rows_rejected"], hms(v["hours_rejected"])]
-            for lic, v in s["licenses"].items()]
-    return style.title("Licenses (h:mm:ss)") + text_table(
-        ["license", "rows kept", "audio kept", "rows rejected", "audio rejected"], rows)
+    return style.title("Licenses (h:mm:ss)") + text_table(LICENSE_HEADERS, license_rows(s, s["licenses"]))
 
 
 def _reference_wer(s: dict[str, Any], style: _Style) -> list[str]:
@@ -147,9 +177,7 @@ def _reference_wer(s: dict[str, Any], style: _Style) -> list[str]:
 def _timing(s: dict[str, Any], style: _Style) -> list[str]:
     lines = []
     if s.get("stage_s"):
-        by_time = sorted(s["stage_s"].items(), key=lambda kv: -kv[1])
-        lines += style.title("Time per stage (seconds, summed over units)")
-        lines += text_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in by_time])
+        lines += style.title("Time per stage (seconds, summed over units)") + text_table(STAGE_HEADERS, stage_rows(s))
     if s["wall_s"]:
         rtf, h = s["real_time_factor"], s["hours"]
         speed = f", real-time factor {rtf:.3f} ({1 / rtf:.1f}x real time)" if rtf else ""
@@ -176,11 +204,9 @@ def _release_head(s: dict[str, Any], style: _Style) -> list[str]:
 
 
 def _release_tables(s: dict[str, Any], style: _Style) -> list[str]:
-    rows = [[lang, v["rows"], hms(v["hours"]), v["shards"]] for lang, v in s["per_lang"].items()]
-    rows.append(["total", s["rows"], hms(s["hours"]), sum(v["shards"] for v in s["per_lang"].values())])
-    licenses = [[k, v, pct(v, s["rows"])] for k, v in s["licenses"].items()]
-    return (style.title("Per language (h:mm:ss)") + text_table(["lang", "rows", "audio", "shards"], rows)
-            + style.title("Licenses") + text_table(["license", "rows", "share"], licenses))
+    langs = text_table(RELEASE_LANG_HEADERS, release_lang_rows(s, s["per_lang"]))
+    licenses = text_table(RELEASE_LICENSE_HEADERS, release_license_rows(s, s["licenses"]))
+    return style.title("Per language (h:mm:ss)") + langs + style.title("Licenses") + licenses
 
 
 _Section = Callable[[dict[str, Any], _Style], list[str]]

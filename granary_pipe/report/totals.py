@@ -42,6 +42,7 @@ class ExactSum:
         self.special: list[float] = []  # inf and NaN: math.fsum gives what they make
 
     def add(self, x: float) -> None:
+        """Add ``x`` (inf and NaN too) exactly."""
         if not math.isfinite(x):
             self.special.append(x)
             return
@@ -58,6 +59,7 @@ class ExactSum:
         self.partials[i:] = [x]
 
     def value(self) -> float:
+        """The sum of everything added, correctly rounded (NaN for inf + -inf)."""
         try:
             return math.fsum(self.partials + self.special)
         except ValueError:  # inf + -inf
